@@ -1,0 +1,116 @@
+package job_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hvmind/hvmind/job"
+)
+
+func TestRoundTripKeepsUnknownFieldsByteForByte(t *testing.T) {
+	t.Parallel()
+	in := `{"task":"sleep","threads":10,"duration":500,"note":"mine",` +
+		`"expect":{ "money" : 1.50e3, "tags":[1, 2 ,3]},"html":"<a&b>","unicode":"\u00e9"}`
+	j, err := job.Parse([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.ID = "abc"
+	j.Worker = "home-1"
+	j.Status = job.StatusDone
+	out, err := job.Encode(&j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"note":"mine"`,
+		`"expect":{ "money" : 1.50e3, "tags":[1, 2 ,3]}`,
+		`"html":"<a&b>"`,
+		`"unicode":"\u00e9"`,
+		`"worker":"home-1"`,
+		`"status":"done"`,
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("record %s lacks %s", out, want)
+		}
+	}
+	back, err := job.Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Extra) != 4 || back.Extra[0].Key != "note" || back.Extra[3].Key != "unicode" {
+		t.Errorf("extra members lost or reordered: %+v", back.Extra)
+	}
+}
+
+func TestParseRejectsBadInput(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, in string
+	}{
+		{"not json", `{"task":`},
+		{"array for object", `[1,2]`},
+		{"string threads", `{"task":"sleep","threads":"ten"}`},
+		{"trailing", `{"task":"sleep"} {}`},
+		{"empty", ``},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := job.Parse([]byte(tc.in)); !errors.Is(err, job.ErrMalformed) {
+				t.Fatalf("Parse(%q) = %v, want ErrMalformed", tc.in, err)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	now := job.Now()
+	for _, tc := range []struct {
+		name string
+		j    job.Job
+		want error
+	}{
+		{"ok", job.Job{Task: "sleep", Threads: 1, Duration: 10}, nil},
+		{"ok scheduled", job.Job{Task: "sleep", Threads: 1, StartTime: now + 1000, EndTime: now + 2000}, nil},
+		{"no task", job.Job{Threads: 1}, job.ErrNoTask},
+		{"zero threads", job.Job{Task: "sleep"}, job.ErrThreads},
+		{"negative threads", job.Job{Task: "sleep", Threads: -3}, job.ErrThreads},
+		{"negative duration", job.Job{Task: "sleep", Threads: 1, Duration: -1}, job.ErrDuration},
+		{"end before start", job.Job{Task: "sleep", Threads: 1, StartTime: now + 2000, EndTime: now + 1000}, job.ErrWindow},
+		{"start in the past", job.Job{Task: "sleep", Threads: 1, StartTime: now - 1000}, job.ErrStartInPast},
+		{"bad id", job.Job{ID: "a b", Task: "sleep", Threads: 1}, job.ErrInvalidID},
+		{"status set", job.Job{Task: "sleep", Threads: 1, Status: job.StatusDone}, job.ErrUnknownField},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.j.Validate(now, 5*time.Millisecond)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("Validate = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseMany(t *testing.T) {
+	t.Parallel()
+	jobs, err := job.ParseMany([]byte(` [{"task":"a","threads":1},{"task":"b","threads":2,"x":1}]`))
+	if err != nil || len(jobs) != 2 || jobs[1].Task != "b" {
+		t.Fatalf("ParseMany = %+v, %v", jobs, err)
+	}
+	if _, err := job.ParseMany([]byte(`[{"task":"a"}, 7]`)); err == nil || !strings.Contains(err.Error(), "job 1") {
+		t.Fatalf("want an error naming job 1, got %v", err)
+	}
+}
+
+func ExampleParse() {
+	j, _ := job.Parse([]byte(`{"task":"hack","args":["foodnstuff"],"threads":100,"duration":1000,"expected":42}`))
+	j.ID = "j1"
+	j.Status = job.StatusDone
+	out, _ := job.Encode(&j)
+	fmt.Println(string(out))
+	// Output: {"id":"j1","task":"hack","args":["foodnstuff"],"threads":100,"duration":1000,"status":"done","expected":42}
+}
