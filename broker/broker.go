@@ -1,0 +1,345 @@
+// Package broker connects HVMind's programs to NATS: an embedded nats-server
+// with JetStream (the default) or an external one, and the streams, consumers
+// and key-value buckets every part shares, created idempotently.
+//
+// All names of subjects, streams and buckets live here, so the storage layout
+// can be read in one place.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Subjects, streams and buckets. Every subject is under "hvmind.".
+const (
+	// StreamJobs holds placed jobs, one subject per worker, as a work queue:
+	// a job leaves the stream when its worker acknowledges it, which it does
+	// only after its completion record is stored.
+	StreamJobs = "HVMIND_JOBS"
+	// SubjectJobs prefixes a worker id: hvmind.jobs.<worker>.
+	SubjectJobs = "hvmind.jobs."
+	// StreamDone holds completion records: hvmind.done.<worker>.
+	StreamDone = "HVMIND_DONE"
+	// SubjectDone prefixes a worker id: hvmind.done.<worker>.
+	SubjectDone = "hvmind.done."
+	// BucketWorkers is the worker registry: one key per worker id, refreshed
+	// by its heartbeats; a key expires when its worker stops beating.
+	BucketWorkers = "hvmind_workers"
+	// SubjectWorkers is where registry updates are republished for watchers:
+	// hvmind.workers.<worker>.
+	SubjectWorkers = "hvmind.workers."
+	// ConsumerPool is the pool's durable consumer of completion records.
+	ConsumerPool = "pool"
+
+	// HeaderCancel marks a message on a worker's job subject as a request to
+	// cancel the job whose id it carries.
+	HeaderCancel = "Hvmind-Cancel"
+)
+
+// DefaultListen is where the embedded server listens, so that the other
+// programs and the stock nats CLI find it without configuration.
+const DefaultListen = "127.0.0.1:4222"
+
+// JobsSubject is the subject of one worker's placed jobs.
+func JobsSubject(worker string) string { return SubjectJobs + worker }
+
+// DoneSubject is the subject of one worker's completion records.
+func DoneSubject(worker string) string { return SubjectDone + worker }
+
+// WorkerConsumer is the name of a worker's durable consumer.
+func WorkerConsumer(worker string) string { return "worker-" + worker }
+
+// EmbeddedOptions configures an embedded nats-server.
+type EmbeddedOptions struct {
+	// Listen is host:port; port 0 or -1 picks a free port.
+	Listen string
+	// DataDir is where JetStream keeps its files.
+	DataDir string
+	// Logger receives the server's notices and errors.
+	Logger zerolog.Logger
+}
+
+// Embedded is a nats-server running in this process.
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts a nats-server with JetStream on file storage and waits
+// until it accepts connections.
+func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	host, portStr, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: listen address %q: %w", o.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: listen port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	if o.DataDir == "" {
+		return nil, errors.New("embedded broker: a data directory is required")
+	}
+	storeDir := filepath.Join(o.DataDir, "jetstream")
+	if err := os.MkdirAll(storeDir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: "hvmind",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true,
+		// Jobs and records are small; the defaults suit us otherwise.
+		MaxPayload: 8 << 20,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	srv.SetLoggerV2(&serverLogger{log: o.Logger.With().Str("part", "nats-server").Logger()}, false, false, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(15 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded broker: not ready on %s (is the port in use? pass --nats to use a running server)", o.Listen)
+	}
+	return &Embedded{srv: srv}, nil
+}
+
+// URL is the client URL of the embedded server.
+func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// Shutdown stops the server and waits until it has stopped.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// Connect dials NATS and keeps retrying, both for the first connection and
+// after losing it, so that programs can start before the broker.
+func Connect(ctx context.Context, url, name string, log zerolog.Logger) (*nats.Conn, error) {
+	if url == "" {
+		url = nats.DefaultURL
+	}
+	connected := make(chan struct{}, 1)
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, 100*time.Millisecond),
+		nats.ConnectHandler(func(*nats.Conn) { connected <- struct{}{} }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("reconnected to NATS")
+			select {
+			case connected <- struct{}{}:
+			default:
+			}
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("disconnected from NATS; retrying")
+			}
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("NATS error")
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	if nc.IsConnected() {
+		return nc, nil
+	}
+	log.Info().Str("url", url).Msg("waiting for NATS")
+	select {
+	case <-connected:
+		return nc, nil
+	case <-ctx.Done():
+		nc.Close()
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, ctx.Err())
+	}
+}
+
+// Resources are the shared JetStream objects, ready to use.
+type Resources struct {
+	JS      jetstream.JetStream
+	Jobs    jetstream.Stream
+	Done    jetstream.Stream
+	Workers jetstream.KeyValue
+}
+
+// Options tunes the shared resources.
+type Options struct {
+	// WorkerTTL is how long a worker's registry key lives without a heartbeat.
+	WorkerTTL time.Duration
+	// DoneMaxAge is how long completion records are kept.
+	DoneMaxAge time.Duration
+}
+
+// DefaultOptions are used for zero fields of Options.
+var DefaultOptions = Options{WorkerTTL: 5 * time.Second, DoneMaxAge: 24 * time.Hour}
+
+// Setup creates or updates the streams and buckets, retrying while JetStream
+// is not yet available (the broker may still be starting).
+func Setup(ctx context.Context, nc *nats.Conn, o Options) (*Resources, error) {
+	if o.WorkerTTL <= 0 {
+		o.WorkerTTL = DefaultOptions.WorkerTTL
+	}
+	if o.DoneMaxAge <= 0 {
+		o.DoneMaxAge = DefaultOptions.DoneMaxAge
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	r := &Resources{JS: js}
+	for {
+		err = r.setup(ctx, o)
+		if err == nil {
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("set up JetStream: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (r *Resources) setup(ctx context.Context, o Options) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var err error
+	r.Jobs, err = r.JS.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+		Name:        StreamJobs,
+		Description: "HVMind placed jobs, one subject per worker (work queue)",
+		Subjects:    []string{SubjectJobs + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", StreamJobs, err)
+	}
+	r.Done, err = r.JS.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+		Name:        StreamDone,
+		Description: "HVMind completion records, one subject per worker",
+		Subjects:    []string{SubjectDone + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      o.DoneMaxAge,
+		Duplicates:  10 * time.Minute,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", StreamDone, err)
+	}
+	r.Workers, err = r.JS.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
+		Bucket:      BucketWorkers,
+		Description: "HVMind worker registry; keys expire when heartbeats stop",
+		History:     1,
+		TTL:         o.WorkerTTL,
+		Storage:     jetstream.FileStorage,
+		RePublish: &jetstream.RePublish{
+			Source:      "$KV." + BucketWorkers + ".>",
+			Destination: SubjectWorkers + ">",
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
+	}
+	return nil
+}
+
+// serverLogger adapts zerolog to nats-server's logger interface.
+type serverLogger struct{ log zerolog.Logger }
+
+func (l *serverLogger) Noticef(format string, v ...any) { l.log.Debug().Msgf(format, v...) }
+func (l *serverLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
+func (l *serverLogger) Fatalf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l *serverLogger) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
+func (l *serverLogger) Debugf(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
+func (l *serverLogger) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
+
+// Conn is an open connection, with the embedded server behind it if any.
+type Conn struct {
+	NC *nats.Conn
+	// URL is the broker's client URL, to hand to launched processes.
+	URL string
+	// Embedded is the server this process runs, or nil.
+	Embedded *Embedded
+}
+
+// OpenOptions say where the broker is.
+type OpenOptions struct {
+	// URL of an external server; empty starts an embedded one when Embed is
+	// set, else connects to DefaultListen.
+	URL   string
+	Embed bool
+	// Listen and DataDir configure the embedded server.
+	Listen  string
+	DataDir string
+	// Name identifies the client connection.
+	Name   string
+	Logger zerolog.Logger
+}
+
+// Open starts the embedded broker if asked to, and connects.
+func Open(ctx context.Context, o OpenOptions) (*Conn, error) {
+	c := &Conn{URL: o.URL}
+	if c.URL == "" && o.Embed {
+		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, DataDir: o.DataDir, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		c.Embedded, c.URL = emb, emb.URL()
+		o.Logger.Info().Str("url", c.URL).Str("data", o.DataDir).Msg("embedded NATS server with JetStream running")
+	}
+	if c.URL == "" {
+		c.URL = "nats://" + DefaultListen
+	}
+	nc, err := Connect(ctx, c.URL, o.Name, o.Logger)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.NC = nc
+	return c, nil
+}
+
+// Close drains the connection and stops the embedded server.
+func (c *Conn) Close() {
+	if c.NC != nil {
+		_ = c.NC.Drain()
+		for i := 0; i < 100 && !c.NC.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		c.NC.Close()
+	}
+	if c.Embedded != nil {
+		c.Embedded.Shutdown()
+	}
+}

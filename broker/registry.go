@@ -1,0 +1,92 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// WorkerEntry is a worker's record in the registry bucket, rewritten by every
+// heartbeat. Its key is the worker id.
+type WorkerEntry struct {
+	ID      string `json:"id"`
+	Host    string `json:"host"`
+	Threads int    `json:"threads"`
+	// Busy is the threads in use now; Queued the jobs waiting to start.
+	Busy    int          `json:"busy"`
+	Queued  int          `json:"queued"`
+	Running []RunningJob `json:"running,omitempty"`
+	Tasks   []string     `json:"tasks,omitempty"`
+	// Done and Missed count the jobs this worker instance ended.
+	Done   int64 `json:"done"`
+	Missed int64 `json:"missed"`
+	// PID and Instance identify the process; a new process gets a new Instance.
+	PID      int       `json:"pid"`
+	Instance string    `json:"instance"`
+	Started  time.Time `json:"started"`
+	Beat     time.Time `json:"beat"`
+	// Stopping is set while the worker shuts down gracefully.
+	Stopping bool `json:"stopping,omitempty"`
+}
+
+// RunningJob is a job a worker is running, as shown in its registry entry.
+type RunningJob struct {
+	ID        string  `json:"id"`
+	Task      string  `json:"task"`
+	Threads   int     `json:"threads"`
+	Start     float64 `json:"start"`
+	End       float64 `json:"end"`
+	Scheduled float64 `json:"scheduled,omitempty"`
+}
+
+// PutWorker writes a worker's registry entry.
+func PutWorker(ctx context.Context, kv jetstream.KeyValue, e WorkerEntry) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, e.ID, data); err != nil {
+		return fmt.Errorf("register worker %s: %w", e.ID, err)
+	}
+	return nil
+}
+
+// GetWorker reads one registry entry; ErrKeyNotFound when absent.
+func GetWorker(ctx context.Context, kv jetstream.KeyValue, id string) (WorkerEntry, error) {
+	var e WorkerEntry
+	ent, err := kv.Get(ctx, id)
+	if err != nil {
+		return e, err
+	}
+	if err := json.Unmarshal(ent.Value(), &e); err != nil {
+		return e, fmt.Errorf("registry entry %s: %w", id, err)
+	}
+	return e, nil
+}
+
+// ListWorkers reads every live registry entry.
+func ListWorkers(ctx context.Context, kv jetstream.KeyValue) ([]WorkerEntry, error) {
+	keys, err := kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list workers: %w", err)
+	}
+	out := make([]WorkerEntry, 0, len(keys))
+	for _, k := range keys {
+		e, err := GetWorker(ctx, kv, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

@@ -1,0 +1,210 @@
+// Package config is HVMind's one typed configuration. Every setting is a
+// command-line flag; the same setting can come from a JSON file (--config,
+// keyed by flag name) or the environment (HVMIND_ and the flag name in upper
+// case with '-' as '_'). Precedence: defaults < file < environment < flags.
+package config
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config holds every setting of every program; each program registers the
+// flags it uses.
+type Config struct {
+	// ConfigFile is the JSON file read for settings not given as flags.
+	ConfigFile string
+	// NATS is the URL of an external nats-server; empty means embedded.
+	NATS string
+	// Listen is where an embedded broker listens.
+	Listen string
+	// DataDir is the embedded broker's storage directory.
+	DataDir string
+	// LogLevel is trace, debug, info, warn or error.
+	LogLevel string
+	// LogFormat is auto (pretty on a terminal, JSON otherwise), pretty or json.
+	LogFormat string
+
+	Pool   Pool
+	Worker Worker
+}
+
+// Pool configures hvmind-pool.
+type Pool struct {
+	// Workers and Threads: local workers the pool keeps running, and the
+	// threads of each (also the size of a worker spawned on demand).
+	Workers int
+	Threads int
+	// Spawn lets the pool start local workers when no worker can take a job.
+	Spawn bool
+	// WorkerBin is the hvmind-worker executable; empty looks beside the pool,
+	// then on PATH.
+	WorkerBin string
+	// Host is the host name given to workers the pool launches.
+	Host string
+	// Tail draws the live table of workers.
+	Tail bool
+	// SpawnWait bounds how long a dispatch waits for a spawned worker.
+	SpawnWait time.Duration
+}
+
+// Worker configures hvmind-worker.
+type Worker struct {
+	ID      string
+	Host    string
+	Threads int
+	// Heartbeat is the interval between registry updates.
+	Heartbeat time.Duration
+	// Tolerance is how late a job may start before it is missed instead.
+	Tolerance time.Duration
+	// Spin is how long before a due time the timer queue stops sleeping and
+	// spins on the clock.
+	Spin time.Duration
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		Listen:    "127.0.0.1:4222",
+		DataDir:   DefaultDataDir(),
+		LogLevel:  "info",
+		LogFormat: "auto",
+		Pool: Pool{
+			Threads:   64,
+			Spawn:     true,
+			Host:      "home",
+			SpawnWait: 10 * time.Second,
+		},
+		Worker: Worker{
+			Host:      "home",
+			Threads:   64,
+			Heartbeat: time.Second,
+			Tolerance: 5 * time.Millisecond,
+			Spin:      500 * time.Microsecond,
+		},
+	}
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/hvmind, else ~/.local/share/hvmind.
+func DefaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "hvmind")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "hvmind")
+	}
+	return filepath.Join(os.TempDir(), "hvmind")
+}
+
+// RegisterCommon adds the flags every program has.
+func (c *Config) RegisterCommon(fs *flag.FlagSet) {
+	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "JSON file of settings, keyed by flag name")
+	fs.StringVar(&c.NATS, "nats", c.NATS, "URL of an external nats-server (also NATS_URL); empty: the embedded broker")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: trace, debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto, pretty, json")
+}
+
+// RegisterBroker adds the embedded broker's flags.
+func (c *Config) RegisterBroker(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address of the embedded broker")
+	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory of the embedded broker")
+}
+
+// RegisterPool adds hvmind-pool's flags.
+func (c *Config) RegisterPool(fs *flag.FlagSet) {
+	fs.IntVar(&c.Pool.Workers, "workers", c.Pool.Workers, "local workers to keep running")
+	fs.IntVar(&c.Pool.Threads, "threads", c.Pool.Threads, "threads of each local worker")
+	fs.BoolVar(&c.Pool.Spawn, "spawn", c.Pool.Spawn, "launch local workers on demand when no worker can take a job")
+	fs.StringVar(&c.Pool.WorkerBin, "worker-bin", c.Pool.WorkerBin, "hvmind-worker executable (default: beside hvmind-pool, then PATH)")
+	fs.StringVar(&c.Pool.Host, "host", c.Pool.Host, "host name of the workers the pool launches")
+	fs.BoolVar(&c.Pool.Tail, "tail", c.Pool.Tail, "draw a live table of workers")
+	fs.DurationVar(&c.Pool.SpawnWait, "spawn-wait", c.Pool.SpawnWait, "how long a dispatch waits for a launched worker to register")
+	c.registerTiming(fs)
+}
+
+// RegisterWorker adds hvmind-worker's flags.
+func (c *Config) RegisterWorker(fs *flag.FlagSet) {
+	fs.StringVar(&c.Worker.ID, "id", c.Worker.ID, "worker id (letters, digits, '-', '_'); required")
+	fs.StringVar(&c.Worker.Host, "host", c.Worker.Host, "host the worker runs on")
+	fs.IntVar(&c.Worker.Threads, "threads", c.Worker.Threads, "threads this worker offers")
+	c.registerTiming(fs)
+}
+
+func (c *Config) registerTiming(fs *flag.FlagSet) {
+	fs.DurationVar(&c.Worker.Heartbeat, "heartbeat", c.Worker.Heartbeat, "interval between worker heartbeats")
+	fs.DurationVar(&c.Worker.Tolerance, "tolerance", c.Worker.Tolerance, "how late a job may start before it ends as missed")
+	fs.DurationVar(&c.Worker.Spin, "spin", c.Worker.Spin, "how long before a due time the timer spins instead of sleeping")
+}
+
+// Parse parses args into fs, then fills every flag not given on the command
+// line from the environment or, failing that, the config file.
+func (c *Config) Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["config"] {
+		if v := os.Getenv(EnvName("config")); v != "" {
+			c.ConfigFile = v
+		}
+	}
+	file := map[string]json.RawMessage{}
+	if c.ConfigFile != "" {
+		data, err := os.ReadFile(c.ConfigFile)
+		if err != nil {
+			return fmt.Errorf("config file: %w", err)
+		}
+		if err := json.Unmarshal(data, &file); err != nil {
+			return fmt.Errorf("config file %s: %w", c.ConfigFile, err)
+		}
+		for k := range file {
+			if fs.Lookup(k) == nil {
+				return fmt.Errorf("config file %s: unknown setting %q", c.ConfigFile, k)
+			}
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] || f.Name == "config" {
+			return
+		}
+		if v, ok := lookupEnv(f.Name); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("environment %s: %w", EnvName(f.Name), e)
+			}
+			return
+		}
+		if raw, ok := file[f.Name]; ok {
+			v := string(raw)
+			var s string
+			if json.Unmarshal(raw, &s) == nil {
+				v = s
+			}
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("config file %s: %s: %w", c.ConfigFile, f.Name, e)
+			}
+		}
+	})
+	return err
+}
+
+// EnvName is the environment variable of a flag.
+func EnvName(flagName string) string {
+	return "HVMIND_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func lookupEnv(flagName string) (string, bool) {
+	if v, ok := os.LookupEnv(EnvName(flagName)); ok {
+		return v, true
+	}
+	if flagName == "nats" {
+		return os.LookupEnv("NATS_URL")
+	}
+	return "", false
+}
