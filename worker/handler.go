@@ -1,0 +1,116 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hvmind/hvmind/job"
+)
+
+// ErrUnknownTask is returned for a job whose task no handler serves.
+var ErrUnknownTask = errors.New("unknown task")
+
+// Handler runs one task. It returns the task's result (any JSON value, or
+// nil) or an error. A handler must honour ctx: it is cancelled when the job
+// is cancelled or the worker stops abruptly.
+type Handler interface {
+	Run(ctx context.Context, t *Task) (json.RawMessage, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, t *Task) (json.RawMessage, error)
+
+// Run calls f.
+func (f HandlerFunc) Run(ctx context.Context, t *Task) (json.RawMessage, error) { return f(ctx, t) }
+
+// Task is what a handler gets: the job, where it runs, and a precise clock.
+type Task struct {
+	// Job is the job being run; handlers must not change it.
+	Job *job.Job
+	// Worker and Host identify where the task runs.
+	Worker string
+	Host   string
+	// Start is when the job actually started.
+	Start time.Time
+	// ScheduledEnd is when the job is meant to end.
+	ScheduledEnd time.Time
+
+	timers *TimerQueue
+}
+
+// SleepUntil blocks until t, precisely (see TimerQueue), or until ctx ends.
+func (t *Task) SleepUntil(ctx context.Context, until time.Time) error {
+	return sleepUntil(ctx, t.timers, until)
+}
+
+func sleepUntil(ctx context.Context, q *TimerQueue, until time.Time) error {
+	ch := make(chan struct{})
+	tm := q.At(until, func(time.Time) { close(ch) })
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		tm.Stop()
+		return ctx.Err()
+	}
+}
+
+// Handlers maps task names to handlers. It is safe for concurrent use.
+type Handlers struct {
+	mu sync.RWMutex
+	m  map[string]Handler
+}
+
+// NewHandlers returns a registry holding the built-in "sleep" task.
+func NewHandlers() *Handlers {
+	h := &Handlers{m: map[string]Handler{}}
+	h.Register("sleep", HandlerFunc(Sleep))
+	return h
+}
+
+// Register adds or replaces the handler of a task.
+func (h *Handlers) Register(task string, handler Handler) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.m[task] = handler
+}
+
+// Lookup returns the handler of a task.
+func (h *Handlers) Lookup(task string) (Handler, error) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if hd, ok := h.m[task]; ok {
+		return hd, nil
+	}
+	return nil, fmt.Errorf("%w %q (this worker runs: %v)", ErrUnknownTask, task, h.namesLocked())
+}
+
+// Names lists the registered tasks, sorted.
+func (h *Handlers) Names() []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.namesLocked()
+}
+
+func (h *Handlers) namesLocked() []string {
+	names := make([]string, 0, len(h.m))
+	for n := range h.m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Sleep is the built-in "sleep" task: it does nothing until the job's
+// scheduled end. Tests and benchmarks use it to measure timing.
+func Sleep(ctx context.Context, t *Task) (json.RawMessage, error) {
+	if err := t.SleepUntil(ctx, t.ScheduledEnd); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}

@@ -1,0 +1,87 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
+)
+
+// heartbeatLoop rewrites the worker's registry entry every heartbeat; the
+// bucket's TTL removes it when beats stop. If another process has taken
+// the worker id over, this one stops.
+func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc) {
+	t := time.NewTicker(w.opts.Heartbeat)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID)
+		if err == nil && cur.Instance != w.instance {
+			w.log.Error().Int("other_pid", cur.PID).Msg("another process registered this worker id; stopping")
+			stop(ErrTakenOver)
+			return
+		}
+		err = w.beat(ctx, false)
+		switch {
+		case err != nil && !failing:
+			failing = true
+			w.log.Warn().Err(err).Msg("heartbeat failed; retrying")
+		case err == nil && failing:
+			failing = false
+			w.log.Info().Msg("heartbeat restored")
+		}
+		w.forgetRecent(time.Now().Add(-35 * time.Minute))
+	}
+}
+
+// Snapshot is the worker's current registry entry.
+func (w *Worker) Snapshot() broker.WorkerEntry {
+	w.mu.Lock()
+	e := broker.WorkerEntry{
+		ID: w.opts.ID, Host: w.opts.Host, Threads: w.opts.Threads, Busy: w.busy,
+		Tasks: w.opts.Handlers.Names(), PID: os.Getpid(), Instance: w.instance,
+		Started: w.started, Beat: time.Now(),
+		Done: w.done.Load(), Missed: w.missed.Load(),
+	}
+	for _, r := range w.active {
+		switch {
+		case r.ended:
+		case r.started:
+			e.Running = append(e.Running, broker.RunningJob{
+				ID: r.job.ID, Task: r.job.Task, Threads: r.job.Threads,
+				Start: job.Millis(r.actualStart), End: r.job.ScheduledEnd(job.Millis(r.start)),
+				Scheduled: r.job.StartTime,
+			})
+		default:
+			e.Queued++
+		}
+	}
+	w.mu.Unlock()
+	return e
+}
+
+func (w *Worker) beat(ctx context.Context, stopping bool) error {
+	e := w.Snapshot()
+	e.Stopping = stopping
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := broker.PutWorker(cctx, w.res.Workers, e)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}

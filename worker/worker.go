@@ -1,0 +1,527 @@
+// Package worker is a long-lived HVMind worker: it owns a durable JetStream
+// consumer of the jobs placed on it, holds upcoming jobs in a precise timer
+// queue, runs them with registered task handlers while never using more
+// threads than it offers, stores a completion record for every job, and
+// beats a heartbeat into the worker registry.
+//
+// At most once: a job message is acknowledged only after its completion
+// record is stored, so a crash never loses a job. When a worker restarts it
+// learns from its consumer which messages its previous process had already
+// received; such a job whose start time has come is not run again, since it
+// may have started, and ends as missed instead.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
+)
+
+// Sentinel errors of worker options.
+var (
+	ErrInvalidID      = errors.New("worker id may hold only letters, digits, '-', '_' and '.'")
+	ErrInvalidThreads = errors.New("worker threads must be positive")
+	ErrTakenOver      = errors.New("another process took over this worker id")
+)
+
+// Options configure a Worker.
+type Options struct {
+	// ID names the worker; its jobs arrive on hvmind.jobs.<ID>.
+	ID string
+	// Host is where the worker runs (a world server for world tasks).
+	Host string
+	// Threads is the capacity the worker offers.
+	Threads int
+	// Heartbeat is the interval between registry updates.
+	Heartbeat time.Duration
+	// Tolerance is how late a job may start before it is missed instead.
+	Tolerance time.Duration
+	// Spin is how long before a due time the timer queue spins.
+	Spin time.Duration
+	// Handlers serve the tasks; nil means the built-in ones.
+	Handlers *Handlers
+	// Logger receives the worker's logs.
+	Logger zerolog.Logger
+}
+
+func (o *Options) validate() error {
+	if !job.ValidID(o.ID) {
+		return fmt.Errorf("%w (got %q)", ErrInvalidID, o.ID)
+	}
+	if o.Threads <= 0 {
+		return fmt.Errorf("%w (got %d)", ErrInvalidThreads, o.Threads)
+	}
+	if o.Host == "" {
+		o.Host = "home"
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = time.Second
+	}
+	if o.Tolerance < 0 {
+		o.Tolerance = 0
+	}
+	if o.Handlers == nil {
+		o.Handlers = NewHandlers()
+	}
+	return nil
+}
+
+// Worker runs placed jobs. Create it with New and start it with Run.
+type Worker struct {
+	opts     Options
+	nc       *nats.Conn
+	res      *broker.Resources
+	timers   *TimerQueue
+	log      zerolog.Logger
+	instance string
+	started  time.Time
+
+	// prevDelivered is the last stream sequence the previous process of this
+	// worker received; messages up to it may have been started already.
+	prevDelivered uint64
+
+	mu      sync.Mutex
+	active  map[string]*run      // accepted, record not yet stored
+	recent  map[string]time.Time // recorded lately, to drop redeliveries
+	waiting []*run               // due, waiting for threads
+	busy    int
+	done    atomic.Int64
+	missed  atomic.Int64
+
+	recMu    sync.Mutex
+	recQueue []*run
+	recSig   chan struct{}
+	inflight sync.WaitGroup // running handlers
+	pending  sync.WaitGroup // records not yet acknowledged
+}
+
+// run is one accepted job inside the worker.
+type run struct {
+	job      job.Job
+	msg      jetstream.Msg
+	asap     bool
+	start    time.Time // scheduled start (arrival for asap jobs)
+	timer    *Timer
+	deadline *Timer // ends a wait for threads
+	started  bool
+	ended    bool
+	cancel   context.CancelFunc
+	// cancelReason is set when a running job is cancelled.
+	cancelReason string
+
+	// outcome, filled when the job ends
+	status      job.Status
+	reason      string
+	actualStart time.Time
+	actualEnd   time.Time
+	future      jetstream.PubAckFuture
+}
+
+// New validates the options and prepares a worker on an open connection.
+func New(nc *nats.Conn, opts Options) (*Worker, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	return &Worker{
+		opts:     opts,
+		nc:       nc,
+		timers:   NewTimerQueue(opts.Spin),
+		log:      opts.Logger.With().Str("worker", opts.ID).Logger(),
+		instance: nuid.Next(),
+		active:   map[string]*run{},
+		recent:   map[string]time.Time{},
+		recSig:   make(chan struct{}, 1),
+	}, nil
+}
+
+// Run registers the worker and runs jobs until ctx ends, then stops
+// gracefully: it takes no new jobs, lets running ones finish, stores their
+// records and leaves queued jobs in its durable queue for its next start.
+func (w *Worker) Run(ctx context.Context) error {
+	w.started = time.Now()
+	res, err := broker.Setup(ctx, w.nc, broker.Options{WorkerTTL: 5 * w.opts.Heartbeat})
+	if err != nil {
+		return err
+	}
+	w.res = res
+
+	cons, err := w.openConsumer(ctx)
+	if err != nil {
+		return err
+	}
+	if err := w.beat(ctx, false); err != nil {
+		return err
+	}
+
+	// The timer queue and record storer outlive ctx so that running jobs can
+	// finish during a graceful stop.
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go w.timers.Run(bg)
+	storerDone := make(chan struct{})
+	go func() { w.storeRecords(bg); close(storerDone) }()
+
+	runCtx, stopRun := context.WithCancelCause(ctx)
+	defer stopRun(nil)
+	go w.heartbeatLoop(runCtx, stopRun)
+
+	cc, err := cons.Consume(w.intake,
+		jetstream.PullMaxMessages(1024),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			w.log.Debug().Err(err).Msg("consume")
+		}))
+	if err != nil {
+		return fmt.Errorf("worker %s: consume: %w", w.opts.ID, err)
+	}
+	w.log.Info().Str("host", w.opts.Host).Int("threads", w.opts.Threads).
+		Uint64("resume_after_seq", w.prevDelivered).Msg("worker ready")
+
+	<-runCtx.Done()
+	cause := context.Cause(runCtx)
+	cc.Drain()
+	<-cc.Closed()
+	w.log.Info().Msg("stopping: no new jobs; letting running jobs finish")
+	w.shelveQueued()
+	w.inflight.Wait()
+	w.pending.Wait()
+	stopBG()
+	<-storerDone
+
+	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if !errors.Is(cause, ErrTakenOver) {
+		if err := w.res.Workers.Delete(dctx, w.opts.ID); err != nil {
+			w.log.Debug().Err(err).Msg("deregister")
+		}
+	}
+	w.log.Info().Int64("done", w.done.Load()).Int64("missed", w.missed.Load()).Msg("worker stopped")
+	if errors.Is(cause, ErrTakenOver) {
+		return cause
+	}
+	return nil
+}
+
+// openConsumer recreates the worker's durable consumer so that every job
+// still queued for it is delivered now rather than after an ack timeout, and
+// remembers how far the previous process had got.
+func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	name := broker.WorkerConsumer(w.opts.ID)
+	if c, err := w.res.Jobs.Consumer(ctx, name); err == nil {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: consumer info: %w", w.opts.ID, err)
+		}
+		w.prevDelivered = info.Delivered.Stream
+		if prev, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID); err == nil && prev.Instance != "" {
+			w.log.Warn().Int("previous_pid", prev.PID).Time("previous_beat", prev.Beat).
+				Msg("taking over a worker id whose last heartbeat has not expired yet")
+		}
+		if err := w.res.Jobs.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("worker %s: reset consumer: %w", w.opts.ID, err)
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("worker %s: consumer: %w", w.opts.ID, err)
+	}
+	c, err := w.res.Jobs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "jobs of worker " + w.opts.ID,
+		FilterSubject: broker.JobsSubject(w.opts.ID),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// Jobs are held unacknowledged while they wait for their start time;
+		// a redelivery to this same process is recognised and dropped.
+		AckWait:       30 * time.Minute,
+		MaxAckPending: -1,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: create consumer: %w", w.opts.ID, err)
+	}
+	return c, nil
+}
+
+// intake accepts one message from the worker's queue.
+func (w *Worker) intake(msg jetstream.Msg) {
+	if id := msg.Headers().Get(broker.HeaderCancel); id != "" {
+		w.Cancel(id, string(msg.Data()))
+		_ = msg.Ack()
+		return
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error().Err(err).Msg("message without metadata")
+		return
+	}
+	j, err := job.Parse(msg.Data())
+	if err != nil {
+		j = job.Job{ID: fmt.Sprintf("%s-seq%d", w.opts.ID, meta.Sequence.Stream), Task: "?"}
+		j.Set("raw", jsonString(msg.Data()))
+		w.endNow(&run{job: j, msg: msg}, job.StatusFailed, "malformed job: "+err.Error())
+		return
+	}
+	if j.ID == "" {
+		j.ID = nuid.Next()
+	}
+	if j.Worker == "" {
+		j.Worker = w.opts.ID
+	}
+	now := time.Now()
+	r := &run{job: j, msg: msg, asap: j.StartTime == 0}
+	if r.asap {
+		r.start = now
+	} else {
+		r.start = job.Time(j.StartTime)
+	}
+
+	w.mu.Lock()
+	if _, dup := w.active[j.ID]; dup {
+		w.mu.Unlock()
+		return // a redelivery of a job this process holds
+	}
+	if _, dup := w.recent[j.ID]; dup {
+		w.mu.Unlock()
+		_ = msg.Ack()
+		return
+	}
+	w.active[j.ID] = r
+	w.mu.Unlock()
+
+	late := now.Sub(r.start)
+	switch {
+	case meta.Sequence.Stream <= w.prevDelivered && (r.asap || late >= 0):
+		if r.asap {
+			w.endNow(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
+		} else {
+			w.endNow(r, job.StatusMissed, "the worker restarted after this job's start time; it may have started and is not run twice")
+		}
+	case !r.asap && late > w.opts.Tolerance:
+		w.endNow(r, job.StatusMissed, fmt.Sprintf("arrived %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance))
+	case j.Threads > w.opts.Threads || j.Threads <= 0:
+		w.endNow(r, job.StatusFailed, fmt.Sprintf("needs %d threads; this worker has %d", j.Threads, w.opts.Threads))
+	default:
+		if _, err := w.opts.Handlers.Lookup(j.Task); err != nil {
+			w.endNow(r, job.StatusFailed, err.Error())
+			return
+		}
+		w.mu.Lock()
+		r.timer = w.timers.At(r.start, func(now time.Time) { w.due(r, now) })
+		w.mu.Unlock()
+	}
+}
+
+// due is called by the timer queue at a job's start time.
+func (w *Worker) due(r *run, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if r.ended || r.started {
+		return
+	}
+	if w.busy+r.job.Threads <= w.opts.Threads && len(w.waiting) == 0 {
+		w.beginLocked(r, now)
+		return
+	}
+	// Threads are busy: a job ending at this same instant may free them.
+	// Wait up to the tolerance (forever for an as-soon-as-possible job).
+	w.waiting = append(w.waiting, r)
+	if !r.asap {
+		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), func(now time.Time) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if r.started || r.ended {
+				return
+			}
+			w.removeWaitingLocked(r)
+			w.endLocked(r, job.StatusMissed, fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, w.opts.Tolerance), time.Time{}, now, nil, "")
+		})
+	}
+}
+
+// beginLocked starts a job's handler.
+func (w *Worker) beginLocked(r *run, now time.Time) {
+	handler, err := w.opts.Handlers.Lookup(r.job.Task)
+	if err != nil {
+		w.endLocked(r, job.StatusFailed, err.Error(), time.Time{}, now, nil, "")
+		return
+	}
+	if r.deadline != nil {
+		r.deadline.Stop()
+	}
+	w.busy += r.job.Threads
+	r.started = true
+	r.actualStart = now
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	end := job.Time(r.job.ScheduledEnd(job.Millis(r.start)))
+	if r.asap {
+		end = now.Add(time.Duration(r.job.Duration * float64(time.Millisecond)))
+	}
+	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Start: now, ScheduledEnd: end, timers: w.timers}
+	w.inflight.Add(1)
+	go w.execute(ctx, r, handler, t)
+}
+
+func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
+	defer w.inflight.Done()
+	result, err := safeRun(ctx, h, t)
+	end := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r.cancel()
+	w.busy -= r.job.Threads
+	switch {
+	case r.cancelReason != "":
+		w.endLocked(r, job.StatusCancelled, r.cancelReason, r.actualStart, end, result, "")
+	case err != nil:
+		w.endLocked(r, job.StatusFailed, "the task returned an error", r.actualStart, end, result, err.Error())
+	default:
+		w.endLocked(r, job.StatusDone, "", r.actualStart, end, result, "")
+	}
+	w.admitWaitingLocked(end)
+}
+
+// safeRun turns a handler's panic into an error: a bad task never takes the
+// worker down.
+func safeRun(ctx context.Context, h Handler, t *Task) (res []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("task panicked: %v", p)
+		}
+	}()
+	return h.Run(ctx, t)
+}
+
+// admitWaitingLocked starts waiting jobs, in order, while threads allow.
+func (w *Worker) admitWaitingLocked(now time.Time) {
+	for len(w.waiting) > 0 {
+		r := w.waiting[0]
+		if w.busy+r.job.Threads > w.opts.Threads {
+			return
+		}
+		w.waiting = w.waiting[1:]
+		w.beginLocked(r, now)
+	}
+}
+
+func (w *Worker) removeWaitingLocked(r *run) {
+	for i, x := range w.waiting {
+		if x == r {
+			w.waiting = append(w.waiting[:i], w.waiting[i+1:]...)
+			return
+		}
+	}
+}
+
+// Cancel ends a job that has not ended: a queued job never starts, a running
+// one has its context cancelled. It reports whether the job was found.
+func (w *Worker) Cancel(id, reason string) bool {
+	if reason == "" {
+		reason = "cancelled"
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, ok := w.active[id]
+	if !ok || r.ended {
+		return false
+	}
+	if r.started {
+		r.cancelReason = reason
+		r.cancel()
+		return true
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	if r.deadline != nil {
+		r.deadline.Stop()
+	}
+	w.removeWaitingLocked(r)
+	w.endLocked(r, job.StatusCancelled, reason, time.Time{}, time.Now(), nil, "")
+	return true
+}
+
+// shelveQueued stops the timers of jobs that have not started; their
+// messages stay unacknowledged in the durable queue for the next start.
+func (w *Worker) shelveQueued() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for id, r := range w.active {
+		if r.started || r.ended {
+			continue
+		}
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		if r.deadline != nil {
+			r.deadline.Stop()
+		}
+		r.ended = true
+		delete(w.active, id)
+		n++
+	}
+	w.waiting = nil
+	if n > 0 {
+		w.log.Info().Int("jobs", n).Msg("queued jobs left in the durable queue for this worker's next start")
+	}
+}
+
+func (w *Worker) endNow(r *run, status job.Status, reason string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.active[r.job.ID]; !ok && r.job.ID != "" {
+		w.active[r.job.ID] = r
+	}
+	w.endLocked(r, status, reason, time.Time{}, time.Now(), nil, "")
+}
+
+// endLocked fills a job's outcome and hands its record to the storer.
+func (w *Worker) endLocked(r *run, status job.Status, reason string, start, end time.Time, result []byte, errMsg string) {
+	if r.ended {
+		return
+	}
+	r.ended = true
+	r.status = status
+	r.reason = reason
+	r.actualStart = start
+	r.actualEnd = end
+	j := &r.job
+	j.Status = status
+	j.Reason = reason
+	if !start.IsZero() {
+		j.ActualStartTime = job.Millis(start)
+		j.ActualEndTime = job.Millis(end)
+	}
+	j.Result = result
+	j.Error = errMsg
+	if status == job.StatusMissed {
+		w.missed.Add(1)
+	} else {
+		w.done.Add(1)
+	}
+	w.pending.Add(1)
+	w.recMu.Lock()
+	w.recQueue = append(w.recQueue, r)
+	w.recMu.Unlock()
+	select {
+	case w.recSig <- struct{}{}:
+	default:
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func jsonString(b []byte) []byte {
+	s := fmt.Sprintf("%q", string(b))
+	return []byte(s)
+}

@@ -1,0 +1,271 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/broker/brokertest"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/worker"
+)
+
+type testEnv struct {
+	b       *brokertest.Broker
+	id      string
+	stop    context.CancelFunc
+	done    chan error
+	mu      sync.Mutex
+	records map[string]job.Job
+	arrived chan struct{}
+}
+
+// setup runs a worker of the given threads on a fresh broker and follows
+// its completion records.
+func setup(t *testing.T, threads int) *testEnv {
+	t.Helper()
+	b := brokertest.New(t)
+	e := &testEnv{b: b, id: "w1", records: map[string]job.Job{}, arrived: make(chan struct{}, 1024)}
+	e.start(t, threads)
+	cons, err := b.Res.JS.OrderedConsumer(context.Background(), broker.StreamDone, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		j, err := job.Parse(m.Data())
+		if err != nil {
+			t.Errorf("unreadable record %s: %v", m.Data(), err)
+			return
+		}
+		e.mu.Lock()
+		if _, dup := e.records[j.ID]; dup {
+			t.Errorf("two records for job %s", j.ID)
+		}
+		e.records[j.ID] = j
+		e.mu.Unlock()
+		e.arrived <- struct{}{}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return e
+}
+
+func (e *testEnv) start(t *testing.T, threads int) {
+	t.Helper()
+	w, err := worker.New(e.b.Connect(t), worker.Options{
+		ID: e.id, Threads: threads, Tolerance: 5 * time.Millisecond,
+		Spin: 500 * time.Microsecond, Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	e.stop, e.done = cancel, done
+	stopped := make(chan struct{})
+	go func() { err := w.Run(ctx); done <- err; close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	// Ready once registered.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := broker.GetWorker(context.Background(), e.b.Res.Workers, e.id); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("worker did not register")
+}
+
+func (e *testEnv) publish(t *testing.T, raw string) {
+	t.Helper()
+	if _, err := e.b.Res.JS.Publish(context.Background(), broker.JobsSubject(e.id), []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *testEnv) publishJob(t *testing.T, j job.Job) {
+	t.Helper()
+	data, err := job.Encode(&j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, string(data))
+}
+
+// wait returns the record of each id, failing the test after a timeout.
+func (e *testEnv) wait(t *testing.T, ids ...string) map[string]job.Job {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		e.mu.Lock()
+		ok := true
+		for _, id := range ids {
+			if _, got := e.records[id]; !got {
+				ok = false
+			}
+		}
+		out := make(map[string]job.Job, len(e.records))
+		for k, v := range e.records {
+			out[k] = v
+		}
+		e.mu.Unlock()
+		if ok {
+			return out
+		}
+		select {
+		case <-e.arrived:
+		case <-deadline:
+			t.Fatalf("records of %v not all received; have %d", ids, len(out))
+		}
+	}
+}
+
+func TestScheduledJobsStartAndEndOnTime(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 8)
+	t0 := job.Now() + 300
+	var ids []string
+	for i := range 20 {
+		s := t0 + float64(i)*7
+		j := job.Job{ID: "s" + string(rune('a'+i)), Task: "sleep", Threads: 1, Duration: 20, StartTime: s, EndTime: s + 20}
+		j.Set("note", json.RawMessage(`{"mine": true}`))
+		e.publishJob(t, j)
+		ids = append(ids, j.ID)
+	}
+	recs := e.wait(t, ids...)
+	for _, id := range ids {
+		r := recs[id]
+		if r.Status != job.StatusDone {
+			t.Fatalf("job %s: status %q (%s), want done", id, r.Status, r.Reason)
+		}
+		if d := (r.ActualStartTime - r.StartTime) * 1000; d < 0 || d > 5000 {
+			t.Errorf("job %s started %.1f µs off its time", id, d)
+		}
+		if d := (r.ActualEndTime - r.EndTime) * 1000; d < 0 || d > 5000 {
+			t.Errorf("job %s ended %.1f µs off its time", id, d)
+		}
+		if v, _ := r.Get("note"); string(v) != `{"mine": true}` {
+			t.Errorf("job %s: extra field became %s", id, v)
+		}
+		if r.Worker != "w1" {
+			t.Errorf("job %s: worker %q", id, r.Worker)
+		}
+	}
+}
+
+func TestOutcomes(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	now := job.Now()
+	e.publishJob(t, job.Job{ID: "late", Task: "sleep", Threads: 1, StartTime: now - 1000, Duration: 1})
+	e.publishJob(t, job.Job{ID: "unknown", Task: "mine-bitcoin", Threads: 1, Duration: 1})
+	e.publishJob(t, job.Job{ID: "too-big", Task: "sleep", Threads: 5, Duration: 1})
+	e.publish(t, `{"task": "sleep", "threads": `)
+	// Capacity: a and b overlap and together need 6 of 4 threads; c
+	// starts exactly when a ends.
+	s := now + 300
+	e.publishJob(t, job.Job{ID: "a", Task: "sleep", Threads: 3, StartTime: s, EndTime: s + 100})
+	e.publishJob(t, job.Job{ID: "b", Task: "sleep", Threads: 3, StartTime: s + 50, EndTime: s + 150})
+	e.publishJob(t, job.Job{ID: "c", Task: "sleep", Threads: 3, StartTime: s + 100, EndTime: s + 150})
+	recs := e.wait(t, "late", "unknown", "too-big", "a", "b", "c")
+	for _, tc := range []struct {
+		id     string
+		status job.Status
+		reason string
+	}{
+		{"late", job.StatusMissed, "after its start time"},
+		{"unknown", job.StatusFailed, "unknown task"},
+		{"too-big", job.StatusFailed, "needs 5 threads"},
+		{"a", job.StatusDone, ""},
+		{"b", job.StatusMissed, "threads were not free"},
+		{"c", job.StatusDone, ""},
+	} {
+		r := recs[tc.id]
+		if r.Status != tc.status || !strings.Contains(r.Reason, tc.reason) {
+			t.Errorf("job %s: %s (%s), want %s (%s)", tc.id, r.Status, r.Reason, tc.status, tc.reason)
+		}
+	}
+	// The malformed message gets a failed record too.
+	found := false
+	for _, r := range e.wait(t) {
+		if strings.Contains(r.Reason, "malformed job") && r.Status == job.StatusFailed {
+			found = true
+		}
+	}
+	if !found {
+		deadline := time.Now().Add(5 * time.Second)
+		for !found && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			for _, r := range e.wait(t) {
+				found = found || strings.Contains(r.Reason, "malformed job")
+			}
+		}
+		if !found {
+			t.Error("no failed record for a malformed message")
+		}
+	}
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	s := job.Now() + 500
+	e.publishJob(t, job.Job{ID: "queued", Task: "sleep", Threads: 1, StartTime: s, Duration: 10})
+	e.publishJob(t, job.Job{ID: "running", Task: "sleep", Threads: 1, Duration: 60000})
+	time.Sleep(100 * time.Millisecond)
+	for _, id := range []string{"queued", "running"} {
+		m := nats.NewMsg(broker.JobsSubject(e.id))
+		m.Header.Set(broker.HeaderCancel, id)
+		m.Data = []byte("no longer needed")
+		if _, err := e.b.Res.JS.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := e.wait(t, "queued", "running")
+	for _, id := range []string{"queued", "running"} {
+		if r := recs[id]; r.Status != job.StatusCancelled || r.Reason != "no longer needed" {
+			t.Errorf("job %s: %s (%s), want cancelled", id, r.Status, r.Reason)
+		}
+	}
+	if recs["running"].ActualStartTime == 0 {
+		t.Error("the running job's record lost its start time")
+	}
+}
+
+func TestRestartRunsQueuedJobs(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	s := job.Now() + 1500
+	e.publishJob(t, job.Job{ID: "later", Task: "sleep", Threads: 2, StartTime: s, Duration: 10})
+	time.Sleep(100 * time.Millisecond)
+	e.stop() // graceful: the queued job stays in the durable queue
+	if err := <-e.done; err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, 4)
+	r := e.wait(t, "later")["later"]
+	if r.Status != job.StatusDone {
+		t.Fatalf("queued job after restart: %s (%s)", r.Status, r.Reason)
+	}
+	if d := (r.ActualStartTime - r.StartTime) * 1000; d < 0 || d > 5000 {
+		t.Errorf("started %.1f µs off its time", d)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	t.Parallel()
+	for _, o := range []worker.Options{{ID: "", Threads: 1}, {ID: "a b", Threads: 1}, {ID: "ok", Threads: 0}} {
+		if _, err := worker.New(nil, o); err == nil {
+			t.Errorf("New(%+v) accepted bad options", o)
+		}
+	}
+}
