@@ -192,14 +192,16 @@ type Resources struct {
 
 // Options tunes the shared resources.
 type Options struct {
-	// WorkerTTL is how long a worker's registry key lives without a heartbeat.
+	// WorkerTTL is how long a worker's registry key lives without a
+	// heartbeat. Liveness is judged from each worker's own heartbeat
+	// interval; the TTL only clears the keys of workers long gone.
 	WorkerTTL time.Duration
 	// DoneMaxAge is how long completion records are kept.
 	DoneMaxAge time.Duration
 }
 
 // DefaultOptions are used for zero fields of Options.
-var DefaultOptions = Options{WorkerTTL: 5 * time.Second, DoneMaxAge: 24 * time.Hour}
+var DefaultOptions = Options{WorkerTTL: time.Minute, DoneMaxAge: 24 * time.Hour}
 
 // Setup creates or updates the streams and buckets, retrying while JetStream
 // is not yet available (the broker may still be starting).

@@ -29,6 +29,9 @@ type WorkerEntry struct {
 	Instance string    `json:"instance"`
 	Started  time.Time `json:"started"`
 	Beat     time.Time `json:"beat"`
+	// Heartbeat is the interval between this worker's beats; a worker is
+	// taken as gone after a few missed beats.
+	Heartbeat time.Duration `json:"heartbeat"`
 	// Stopping is set while the worker shuts down gracefully.
 	Stopping bool `json:"stopping,omitempty"`
 }

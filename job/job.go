@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -82,102 +83,97 @@ type Field struct {
 	Value json.RawMessage
 }
 
-// known lists the members that map onto Job's typed fields.
-var known = map[string]bool{
-	"id": true, "batch": true, "task": true, "args": true, "threads": true,
-	"duration": true, "startTime": true, "endTime": true, "worker": true,
-	"actualStartTime": true, "actualEndTime": true, "status": true,
-	"reason": true, "result": true, "error": true,
-}
-
-// typed mirrors Job without methods so that encoding/json can fill it.
-type typed Job
-
-// UnmarshalJSON decodes a job, keeping unknown members verbatim in Extra.
-func (j *Job) UnmarshalJSON(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return fmt.Errorf("%w: a job is a JSON object", ErrMalformed)
-	}
-	var t typed
-	var knownRaw bytes.Buffer
-	knownRaw.WriteByte('{')
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
-		key, _ := tok.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return fmt.Errorf("%w: member %q: %v", ErrMalformed, key, err)
-		}
-		if known[key] {
-			if knownRaw.Len() > 1 {
-				knownRaw.WriteByte(',')
-			}
-			kb, _ := json.Marshal(key)
-			knownRaw.Write(kb)
-			knownRaw.WriteByte(':')
-			knownRaw.Write(raw)
-			continue
-		}
-		t.Extra = append(t.Extra, Field{Key: key, Value: append(json.RawMessage(nil), raw...)})
-	}
-	if _, err := dec.Token(); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data after the job", ErrMalformed)
-	}
-	knownRaw.WriteByte('}')
-	extra := t.Extra
-	if err := json.Unmarshal(knownRaw.Bytes(), &t); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, describe(err))
-	}
-	t.Extra = extra
-	*j = Job(t)
-	return nil
-}
-
-// describe turns encoding/json type errors into a sentence about the field.
-func describe(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("%s must be a %s, not %s", te.Field, te.Type, te.Value)
-	}
-	return err.Error()
-}
-
 // MarshalJSON encodes the typed fields, then every Extra member verbatim.
 func (j Job) MarshalJSON() ([]byte, error) {
-	var tb bytes.Buffer
-	enc := json.NewEncoder(&tb)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(typed(j)); err != nil {
-		return nil, err
+	return j.appendJSON(make([]byte, 0, 256)), nil
+}
+
+// appendJSON writes the job by hand: it is encoded at every hop.
+func (j *Job) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	first := true
+	sep := func() {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
 	}
-	b := bytes.TrimRight(tb.Bytes(), "\n")
-	if len(j.Extra) == 0 {
-		return b, nil
+	key := func(k string) {
+		sep()
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, '"', ':')
 	}
-	var out bytes.Buffer
-	out.Grow(len(b) + 64*len(j.Extra))
-	out.Write(b[:len(b)-1])
+	str := func(k, v string, always bool) {
+		if v != "" || always {
+			key(k)
+			b = appendString(b, v)
+		}
+	}
+	num := func(k string, v float64, always bool) {
+		if v != 0 || always {
+			key(k)
+			b = appendFloat(b, v)
+		}
+	}
+	str("id", j.ID, false)
+	str("batch", j.Batch, false)
+	str("task", j.Task, true)
+	if len(j.Args) > 0 {
+		key("args")
+		args, err := json.Marshal(j.Args)
+		if err != nil {
+			args = []byte("[]")
+		}
+		b = append(b, args...)
+	}
+	key("threads")
+	b = strconv.AppendInt(b, int64(j.Threads), 10)
+	num("duration", j.Duration, true)
+	num("startTime", j.StartTime, false)
+	num("endTime", j.EndTime, false)
+	str("worker", j.Worker, false)
+	num("actualStartTime", j.ActualStartTime, false)
+	num("actualEndTime", j.ActualEndTime, false)
+	str("status", string(j.Status), false)
+	str("reason", j.Reason, false)
+	if len(j.Result) > 0 {
+		key("result")
+		b = append(b, j.Result...)
+	}
+	str("error", j.Error, false)
 	for _, f := range j.Extra {
-		out.WriteByte(',')
-		kb, _ := json.Marshal(f.Key)
-		out.Write(kb)
-		out.WriteByte(':')
-		out.Write(f.Value)
+		sep()
+		b = appendString(b, f.Key)
+		b = append(b, ':')
+		b = append(b, f.Value...)
 	}
-	out.WriteByte('}')
-	return out.Bytes(), nil
+	return append(b, '}')
+}
+
+// appendString writes a JSON string; plain ASCII is copied as is.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendFloat writes a number as encoding/json does.
+func appendFloat(b []byte, v float64) []byte {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return append(b, '0')
+	}
+	abs := math.Abs(v)
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		return strconv.AppendFloat(b, v, 'e', -1, 64)
+	}
+	return strconv.AppendFloat(b, v, 'f', -1, 64)
 }
 
 // Parse decodes one job from JSON.

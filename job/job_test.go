@@ -1,6 +1,7 @@
 package job_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -113,4 +114,44 @@ func ExampleParse() {
 	out, _ := job.Encode(&j)
 	fmt.Println(string(out))
 	// Output: {"id":"j1","task":"hack","args":["foodnstuff"],"threads":100,"duration":1000,"status":"done","expected":42}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{"task":"sleep","threads":10,"duration":500,"note":"mine"}`,
+		`{"id":"a","args":["n00dles",1,true,null],"x":{"y":[1,2,{"z":"\u00e9\n"}]},"result":{"stolen":1e3}}`,
+		`{"task":"t","threads":1,"startTime":1.5e12,"endTime":null,"é":"\"q\""}`,
+		`{}`, `[]`, `{"a":}`, `{"a":01}`, `{"a":"\x"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		j, err := job.Parse(data)
+		if err != nil {
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		out, err := job.Encode(&j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(out) {
+			t.Fatalf("encoded invalid JSON %q from %q", out, data)
+		}
+		back, err := job.Parse(out)
+		if err != nil {
+			t.Fatalf("re-parse of %q: %v", out, err)
+		}
+		// After one round trip (which may replace invalid UTF-8), stable.
+		again, _ := job.Encode(&back)
+		third, err := job.Parse(again)
+		if err != nil {
+			t.Fatalf("re-parse of %q: %v", again, err)
+		}
+		if final, _ := job.Encode(&third); string(final) != string(again) {
+			t.Fatalf("not stable:\n%s\n%s", again, final)
+		}
+	})
 }

@@ -51,7 +51,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 	e := broker.WorkerEntry{
 		ID: w.opts.ID, Host: w.opts.Host, Threads: w.opts.Threads, Busy: w.busy,
 		Tasks: w.opts.Handlers.Names(), PID: os.Getpid(), Instance: w.instance,
-		Started: w.started, Beat: time.Now(),
+		Started: w.started, Beat: time.Now(), Heartbeat: w.opts.Heartbeat,
 		Done: w.done.Load(), Missed: w.missed.Load(),
 	}
 	for _, r := range w.active {

@@ -59,7 +59,7 @@ func (w *Worker) recordMsg(r *run) *nats.Msg {
 func (w *Worker) publishRecord(ctx context.Context, r *run) jetstream.PubAckFuture {
 	m := w.recordMsg(r)
 	for attempt := 0; ; attempt++ {
-		f, err := w.res.JS.PublishMsgAsync(m)
+		f, err := w.res.JS.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
 		if err == nil {
 			return f
 		}

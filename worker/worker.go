@@ -150,7 +150,7 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 // records and leaves queued jobs in its durable queue for its next start.
 func (w *Worker) Run(ctx context.Context) error {
 	w.started = time.Now()
-	res, err := broker.Setup(ctx, w.nc, broker.Options{WorkerTTL: 5 * w.opts.Heartbeat})
+	res, err := broker.Setup(ctx, w.nc, broker.Options{})
 	if err != nil {
 		return err
 	}
@@ -325,6 +325,10 @@ func (w *Worker) due(r *run, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if r.ended || r.started {
+		return
+	}
+	if late := now.Sub(r.start); !r.asap && late > w.opts.Tolerance {
+		w.endLocked(r, job.StatusMissed, fmt.Sprintf("the worker could not start it until %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance), time.Time{}, now, nil, "")
 		return
 	}
 	if w.busy+r.job.Threads <= w.opts.Threads && len(w.waiting) == 0 {

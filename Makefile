@@ -1,0 +1,38 @@
+# HVMind: build, test, run, bench.
+GO        ?= go
+BIN       := bin
+NATS_VER  := v0.5.0
+SERVER_VER:= v2.15.2
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+
+.PHONY: build test run bench tools vet fmt clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# The tests start real processes (built into bin/) and use the nats CLI and
+# an external nats-server, which `tools` installs.
+test: build tools
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo "gofmt needed"; exit 1)
+	PATH="$(CURDIR)/$(BIN):$(GOBIN_DIR):$$PATH" $(GO) test -race -count=1 -timeout 12m ./...
+
+tools:
+	@command -v nats >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats || $(GO) install github.com/nats-io/natscli/nats@$(NATS_VER)
+	@command -v nats-server >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats-server || $(GO) install github.com/nats-io/nats-server/v2@$(SERVER_VER)
+
+# The main job: the pool with its embedded broker and four local workers.
+run: build
+	$(BIN)/hvmind-pool --workers 4 --threads 64 --tail
+
+bench: build
+	$(BIN)/hvmind-manager bench dispatch
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

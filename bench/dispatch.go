@@ -1,0 +1,271 @@
+// Package bench measures HVMind on real parts: an embedded broker, the
+// pool, and real worker processes, against raw JetStream in the same run.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/pool"
+)
+
+// DispatchOptions configure the dispatch benchmark.
+type DispatchOptions struct {
+	// Jobs is the number of jobs of the flat-out run (and of raw messages).
+	Jobs int
+	// Paced is the number of jobs of the paced run, due at Rate per second.
+	Paced int
+	Rate  float64
+	// Duration of each paced sleep job, in milliseconds.
+	PacedDuration float64
+	// Workers and Threads: the worker processes to launch.
+	Workers int
+	Threads int
+	// Batch is the jobs per dispatch request; Concurrency the requests in flight.
+	Batch       int
+	Concurrency int
+	// WorkerBin is the hvmind-worker executable.
+	WorkerBin string
+	// Spin and Tolerance are given to the workers.
+	Spin      time.Duration
+	Tolerance time.Duration
+	Logger    zerolog.Logger
+}
+
+// DispatchResult is what the benchmark prints.
+type DispatchResult struct {
+	Jobs             int     `json:"jobs"`
+	Lost             int     `json:"lost"`
+	NotDone          int     `json:"not_done"`
+	JobsPerS         float64 `json:"jobs_per_s"`
+	RawJetStreamPerS float64 `json:"raw_jetstream_per_s"`
+	Ratio            float64 `json:"ratio_to_raw"`
+	PacedJobs        int     `json:"paced_jobs"`
+	PacedLost        int     `json:"paced_lost"`
+	PacedMissed      int     `json:"paced_missed"`
+	StartErrorP50    float64 `json:"start_error_us_p50"`
+	StartErrorP99    float64 `json:"start_error_us_p99"`
+	StartErrorMax    float64 `json:"start_error_us_max"`
+	EndErrorP50      float64 `json:"end_error_us_p50"`
+	EndErrorP99      float64 `json:"end_error_us_p99"`
+	EndErrorMax      float64 `json:"end_error_us_max"`
+	Workers          int     `json:"workers"`
+	Threads          int     `json:"threads"`
+	Batch            int     `json:"batch"`
+	MessageBytes     int     `json:"message_bytes"`
+	Spin             string  `json:"spin"`
+}
+
+// RunDispatch runs the benchmark on a fresh embedded broker.
+func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error) {
+	res := DispatchResult{Workers: o.Workers, Threads: o.Threads, Batch: o.Batch, Spin: o.Spin.String()}
+	dir, err := os.MkdirTemp("", "hvmind-bench-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	conn, err := broker.Open(ctx, broker.OpenOptions{Embed: true, Listen: "127.0.0.1:0", DataDir: dir, Name: "bench", Logger: o.Logger})
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close()
+
+	sample, _ := json.Marshal(job.Job{ID: "Y3kq9XbLw2V0rTz8Hc4Jm1", Batch: "Y3kq9XbLw2V0rTz8Hc4Jm2", Task: "sleep", Threads: 1, Worker: "home-1"})
+	res.MessageBytes = len(sample)
+	if res.RawJetStreamPerS, err = rawJetStream(ctx, conn, o.Jobs, len(sample)); err != nil {
+		return res, fmt.Errorf("raw JetStream baseline: %w", err)
+	}
+
+	launcher := &pool.LocalLauncher{
+		Bin: o.WorkerBin, NATS: conn.URL, LogDir: filepath.Join(dir, "logs"), Logger: o.Logger,
+		Args: []string{"--spin", o.Spin.String(), "--tolerance", o.Tolerance.String(), "--log-level", "warn"},
+	}
+	p, err := pool.New(conn.NC, pool.Options{
+		Workers: o.Workers, Threads: o.Threads, Launcher: launcher, Spawn: false,
+		Tolerance: o.Tolerance, Logger: o.Logger,
+	})
+	if err != nil {
+		return res, err
+	}
+	pctx, stopPool := context.WithCancel(ctx)
+	poolDone := make(chan error, 1)
+	go func() { poolDone <- p.Run(pctx) }()
+	defer func() { stopPool(); <-poolDone; launcher.StopAll(10 * time.Second) }()
+	select {
+	case <-p.Ready():
+	case err := <-poolDone:
+		return res, fmt.Errorf("pool: %w", err)
+	}
+	client, err := pool.NewClient(conn.NC)
+	if err != nil {
+		return res, err
+	}
+	defer client.Close()
+
+	// Flat out: jobs due now, as fast as the pool takes them.
+	flat := make([]job.Job, o.Jobs)
+	for i := range flat {
+		flat[i] = job.Job{Task: "sleep", Threads: 1}
+	}
+	start := time.Now()
+	recs, err := dispatchAll(ctx, client, flat, o.Batch, o.Concurrency, 60*time.Second)
+	if err != nil {
+		return res, fmt.Errorf("flat-out run: %w", err)
+	}
+	elapsed := time.Since(start)
+	res.Jobs = o.Jobs
+	res.Lost = o.Jobs - len(recs)
+	for _, r := range recs {
+		if r.Status != job.StatusDone {
+			res.NotDone++
+		}
+	}
+	res.JobsPerS = float64(len(recs)) / elapsed.Seconds()
+	res.Ratio = res.JobsPerS / res.RawJetStreamPerS
+
+	// Paced: jobs due at Rate per second, starting shortly after dispatch.
+	if o.Paced > 0 {
+		step := 1000 / o.Rate
+		t0 := job.Now() + 1500
+		paced := make([]job.Job, o.Paced)
+		for i := range paced {
+			s := t0 + float64(i)*step
+			paced[i] = job.Job{Task: "sleep", Threads: 1, StartTime: s, Duration: o.PacedDuration, EndTime: s + o.PacedDuration}
+		}
+		wait := time.Duration(float64(o.Paced)*step)*time.Millisecond + 30*time.Second
+		recs, err := dispatchAll(ctx, client, paced, o.Batch, o.Concurrency, wait)
+		if err != nil {
+			return res, fmt.Errorf("paced run: %w", err)
+		}
+		res.PacedJobs = o.Paced
+		res.PacedLost = o.Paced - len(recs)
+		var startErr, endErr []float64
+		for _, r := range recs {
+			if r.Status == job.StatusMissed {
+				res.PacedMissed++
+			}
+			if r.ActualStartTime == 0 {
+				continue
+			}
+			startErr = append(startErr, math.Abs(r.ActualStartTime-r.StartTime)*1000)
+			endErr = append(endErr, math.Abs(r.ActualEndTime-r.EndTime)*1000)
+		}
+		s, e := pool.Summarise(startErr), pool.Summarise(endErr)
+		res.StartErrorP50, res.StartErrorP99, res.StartErrorMax = round(s.P50), round(s.P99), round(s.Max)
+		res.EndErrorP50, res.EndErrorP99, res.EndErrorMax = round(e.P50), round(e.P99), round(e.Max)
+	}
+	res.JobsPerS, res.RawJetStreamPerS, res.Ratio = math.Round(res.JobsPerS), math.Round(res.RawJetStreamPerS), round(res.Ratio)
+	return res, nil
+}
+
+func round(v float64) float64 { return math.Round(v*100) / 100 }
+
+// dispatchAll sends jobs in batches with several requests in flight and
+// collects every record, or as many as arrive before wait passes.
+func dispatchAll(ctx context.Context, c *pool.Client, jobs []job.Job, batch, concurrency int, wait time.Duration) ([]job.Job, error) {
+	if batch <= 0 {
+		batch = 1
+	}
+	var (
+		mu       sync.Mutex
+		records  []job.Job
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	sem := make(chan struct{}, max(1, concurrency))
+	deadline, cancel := context.WithTimeout(ctx, wait+time.Duration(len(jobs)/1000)*time.Second)
+	defer cancel()
+	for i := 0; i < len(jobs); i += batch {
+		part := jobs[i:min(i+batch, len(jobs))]
+		sem <- struct{}{}
+		d, err := c.DispatchJobs(ctx, part)
+		<-sem
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs, _ := d.Wait(deadline)
+			mu.Lock()
+			records = append(records, recs...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return records, firstErr
+}
+
+// rawJetStream publishes n messages of size bytes asynchronously with acks
+// while one durable consumer takes them with explicit acks, and returns
+// messages per second from first publish to last consumer ack.
+func rawJetStream(ctx context.Context, conn *broker.Conn, n, size int) (float64, error) {
+	js, err := jetstream.New(conn.NC, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return 0, err
+	}
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "BENCH_RAW", Subjects: []string{"bench.raw.>"}, Storage: jetstream.FileStorage,
+		Retention: jetstream.WorkQueuePolicy,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), "BENCH_RAW") }()
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1,
+	})
+	if err != nil {
+		return 0, err
+	}
+	var got atomic.Int64
+	done := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if got.Add(1) == int64(n) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Stop()
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = 'x'
+	}
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := js.PublishAsync("bench.raw.w", payload, jetstream.WithStallWait(5*time.Second)); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(60 * time.Second):
+		return 0, fmt.Errorf("publish acks timed out")
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		return 0, fmt.Errorf("consumer got %d of %d", got.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}

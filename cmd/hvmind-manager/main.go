@@ -1,0 +1,217 @@
+// Command hvmind-manager talks to a running HVMind pool: it dispatches jobs
+// and batches and prints their completion records, shows the pool's status,
+// cancels jobs, and runs the benchmarks.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/pool"
+)
+
+const usage = `usage: hvmind-manager [flags] COMMAND [ARGS]
+
+commands:
+  dispatch JOB|BATCH|-   place a job (JSON object) or a batch (JSON array; "-" reads
+                         standard input) and print each completion record as it arrives
+  status [--json]        the pool's workers and jobs
+  cancel ID              cancel a job (--batch to cancel a whole batch)
+  bench dispatch         measure the pool against raw JetStream (prints JSON)
+
+flags:
+`
+
+func main() {
+	code, err := run(os.Args[1:], os.Stdin, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hvmind-manager:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// env is what every command gets.
+type env struct {
+	cfg config.Config
+	log zerolog.Logger
+	in  io.Reader
+	out io.Writer
+}
+
+func run(args []string, in io.Reader, out io.Writer) (int, error) {
+	cfg := config.Default()
+	fs := flag.NewFlagSet("hvmind-manager", flag.ContinueOnError)
+	cfg.RegisterCommon(fs)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := cfg.Parse(fs, args); err != nil {
+		return 2, err
+	}
+	log, err := cfg.Logger("hvmind-manager")
+	if err != nil {
+		return 2, err
+	}
+	e := &env{cfg: cfg, log: log, in: in, out: out}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return 2, errors.New("a command is required")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch rest[0] {
+	case "dispatch":
+		return e.dispatch(ctx, rest[1:])
+	case "status":
+		return e.status(ctx, rest[1:])
+	case "cancel":
+		return e.cancel(ctx, rest[1:])
+	case "bench":
+		return e.bench(ctx, rest[1:])
+	default:
+		fs.Usage()
+		return 2, fmt.Errorf("unknown command %q", rest[0])
+	}
+}
+
+func (e *env) connect(ctx context.Context) (*broker.Conn, *pool.Client, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := broker.Open(cctx, broker.OpenOptions{URL: e.cfg.NATS, Name: "hvmind-manager", Logger: e.log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (is hvmind-pool running?)", err)
+	}
+	c, err := pool.NewClient(conn.NC)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, c, nil
+}
+
+func (e *env) dispatch(ctx context.Context, args []string) (int, error) {
+	fs := flag.NewFlagSet("dispatch", flag.ContinueOnError)
+	timeout := fs.Duration("timeout", 0, "give up waiting for records after this long (0: wait)")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if fs.NArg() != 1 {
+		return 2, errors.New(`dispatch wants one argument: a job, a batch, or "-" for standard input`)
+	}
+	data := []byte(fs.Arg(0))
+	if fs.Arg(0) == "-" {
+		var err error
+		if data, err = io.ReadAll(e.in); err != nil {
+			return 2, err
+		}
+	}
+	jobs, err := job.ParseMany(data)
+	if err != nil {
+		return 2, err
+	}
+	conn, c, err := e.connect(ctx)
+	if err != nil {
+		return 1, err
+	}
+	defer conn.Close()
+	defer c.Close()
+	var d *pool.Dispatch
+	if strings.HasPrefix(strings.TrimSpace(string(data)), "[") {
+		d, err = c.DispatchJobs(ctx, jobs)
+	} else {
+		d, err = c.DispatchJob(ctx, jobs[0])
+	}
+	if err != nil {
+		return 1, err
+	}
+	wctx := ctx
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	code := 0
+	for n := 0; n < len(d.Jobs); n++ {
+		select {
+		case j := <-d.Records():
+			line, _ := job.Encode(&j)
+			fmt.Fprintf(e.out, "%s\n", line)
+			if j.Status != job.StatusDone {
+				code = 1
+			}
+		case <-wctx.Done():
+			return 1, fmt.Errorf("%d of %d records not received: %w", len(d.Jobs)-n, len(d.Jobs), wctx.Err())
+		}
+	}
+	return code, nil
+}
+
+func (e *env) status(ctx context.Context, args []string) (int, error) {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	conn, c, err := e.connect(ctx)
+	if err != nil {
+		return 1, err
+	}
+	defer conn.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return 1, err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.out)
+		enc.SetIndent("", "  ")
+		return 0, enc.Encode(st)
+	}
+	pool.RenderStatus(e.out, st)
+	return 0, nil
+}
+
+func (e *env) cancel(ctx context.Context, args []string) (int, error) {
+	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
+	batch := fs.Bool("batch", false, "the id is a batch id")
+	reason := fs.String("reason", "", "reason recorded with the cancellation")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if fs.NArg() != 1 {
+		return 2, errors.New("cancel wants one job id (or a batch id with --batch)")
+	}
+	cr := pool.CancelRequest{ID: fs.Arg(0), Reason: *reason}
+	if *batch {
+		cr = pool.CancelRequest{Batch: fs.Arg(0), Reason: *reason}
+	}
+	conn, c, err := e.connect(ctx)
+	if err != nil {
+		return 1, err
+	}
+	defer conn.Close()
+	ids, err := c.Cancel(ctx, cr)
+	if err != nil {
+		return 1, err
+	}
+	fmt.Fprintf(e.out, "cancelled %d job(s): %s\n", len(ids), strings.Join(ids, " "))
+	return 0, nil
+}

@@ -1,0 +1,72 @@
+// Command hvmind-worker runs one long-lived HVMind worker: it registers its
+// host and threads, runs the jobs the pool places on it at their exact
+// times, and stores a completion record for each.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/worker"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "hvmind-worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg := config.Default()
+	fs := flag.NewFlagSet("hvmind-worker", flag.ContinueOnError)
+	cfg.RegisterCommon(fs)
+	cfg.RegisterWorker(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: hvmind-worker --id ID [--host HOST] [--threads N] [--nats URL]")
+		fs.PrintDefaults()
+	}
+	if err := cfg.Parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Worker.ID == "" {
+		fs.Usage()
+		return fmt.Errorf("--id is required")
+	}
+	log, err := cfg.Logger("hvmind-worker")
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	conn, err := broker.Open(ctx, broker.OpenOptions{URL: cfg.NATS, Name: "hvmind-worker " + cfg.Worker.ID, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	w, err := worker.New(conn.NC, worker.Options{
+		ID: cfg.Worker.ID, Host: cfg.Worker.Host, Threads: cfg.Worker.Threads,
+		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Spin: cfg.Worker.Spin,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	// A second signal stops at once.
+	go func() {
+		<-ctx.Done()
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		log.Warn().Msg("second signal: stopping now")
+		os.Exit(1)
+	}()
+	return w.Run(ctx)
+}

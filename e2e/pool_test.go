@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hvmind/hvmind/job"
+)
+
+// The README's first steps: a pool with workers, a dispatch that prints its
+// record with the caller's own fields, on-demand workers, nats sub.
+func TestDispatchPrintsRecordAndKeepsFields(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--workers", "2", "--threads", "8")
+	c.waitWorkers(2)
+	sub := start(t, "nats", "--server", c.url, "sub", "hvmind.>")
+
+	// 10 threads: more than any worker has, so the pool launches one.
+	out, errOut, code := c.manager("dispatch", `{"task":"sleep","threads":10,"duration":300,"note":"mine","expect":{ "a" : [1, 2] }}`)
+	if code != 0 {
+		t.Fatalf("dispatch exit %d: %s %s", code, out, errOut)
+	}
+	j, err := job.Parse([]byte(strings.TrimSpace(out)))
+	if err != nil {
+		t.Fatalf("record %q: %v", out, err)
+	}
+	if j.Status != job.StatusDone || j.Worker == "" || j.ActualStartTime == 0 {
+		t.Errorf("record %s", out)
+	}
+	if d := j.ActualEndTime - j.ActualStartTime; d < 299 || d > 350 {
+		t.Errorf("a 300 ms sleep took %.1f ms", d)
+	}
+	if !strings.Contains(out, `"note":"mine"`) || !strings.Contains(out, `"expect":{ "a" : [1, 2] }`) {
+		t.Errorf("caller's fields not kept byte-for-byte: %s", out)
+	}
+	st, _, _ := c.manager("status", "--json")
+	if !strings.Contains(st, `"threads": 10`) {
+		t.Errorf("no 10-thread worker launched on demand: %s", st)
+	}
+	// nats sub shows readable job traffic.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !(strings.Contains(sub.out.String(), "hvmind.jobs.") && strings.Contains(sub.out.String(), "hvmind.done.")) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []string{"hvmind.jobs.", "hvmind.done.", `"note":"mine"`, "hvmind.workers."} {
+		if !strings.Contains(sub.out.String(), want) {
+			t.Errorf("nats sub 'hvmind.>' does not show %s", want)
+		}
+	}
+	// The pool is a micro service.
+	ls, _, code := run(t, "", "nats", "--server", c.url, "micro", "ls")
+	if code != 0 || !strings.Contains(ls, "hvmind-pool") {
+		t.Errorf("nats micro ls: %s", ls)
+	}
+}
+
+func TestBadInputGetsClearErrors(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--workers", "1", "--threads", "4", "--spawn=false")
+	c.waitWorkers(1)
+	past := fmt.Sprintf("%.0f", ms(-time.Minute))
+	soon := ms(2 * time.Second)
+	for _, tc := range []struct {
+		name, input, want string
+		code              int
+	}{
+		{"malformed", `{"task":"sleep",`, "malformed job", 2},
+		{"zero threads", `{"task":"sleep","threads":0}`, "threads must be a positive integer", 1},
+		{"negative threads", `{"task":"sleep","threads":-2}`, "threads must be a positive integer", 1},
+		{"unknown task", `{"task":"mine-bitcoin","threads":1}`, `unknown task "mine-bitcoin"`, 1},
+		{"end before start", fmt.Sprintf(`{"task":"sleep","threads":1,"startTime":%.0f,"endTime":%.0f}`, soon+1000, soon), "endTime is before startTime", 1},
+		{"start in the past", `{"task":"sleep","threads":1,"startTime":` + past + `}`, "startTime is already in the past", 1},
+		{"too many threads", `{"task":"sleep","threads":5}`, "no worker has the threads free", 1},
+		{"batch that cannot fit", fmt.Sprintf(`[{"id":"fits","task":"sleep","threads":3,"startTime":%.0f,"duration":100},{"id":"nope","task":"sleep","threads":3,"startTime":%.0f,"duration":100}]`, soon, soon+50), "job 1 (nope)", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := c.manager("dispatch", tc.input)
+			if code != tc.code || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, stderr %q, stdout %q; want exit %d and %q", code, errOut, out, tc.code, tc.want)
+			}
+		})
+	}
+	// Nothing of the refused batch was kept: its first job has no record and
+	// the worker's threads are free for the same window.
+	out, errOut, code := c.manager("dispatch", fmt.Sprintf(`{"task":"sleep","threads":4,"startTime":%.0f,"duration":100}`, soon+20))
+	if code != 0 {
+		t.Fatalf("a refused batch left a reservation behind: %s %s", out, errOut)
+	}
+	if _, ok := c.records()["fits"]; ok {
+		t.Error("a job of the refused batch ran")
+	}
+}
+
+// kill -9 the pool (and its embedded broker) while jobs are queued; start it
+// again: the jobs run on time and their records are collected.
+func TestKillPoolWhileJobsQueued(t *testing.T) {
+	t.Parallel()
+	// Timing precision is the benchmark's business; a loaded test machine
+	// gets a wide tolerance here.
+	c := startPool(t, "--workers", "2", "--threads", "16", "--tolerance", "250ms")
+	c.waitWorkers(2)
+	t0 := ms(4 * time.Second)
+	var batch []string
+	var ids []string
+	for i := range 20 {
+		id := fmt.Sprintf("q%02d", i)
+		ids = append(ids, id)
+		s := t0 + float64(i)*50
+		batch = append(batch, fmt.Sprintf(`{"id":%q,"task":"sleep","threads":2,"startTime":%.3f,"endTime":%.3f}`, id, s, s+100))
+	}
+	disp := start(t, bin("hvmind-manager"), "--nats", c.url, "dispatch", "["+strings.Join(batch, ",")+"]")
+	time.Sleep(1500 * time.Millisecond)
+	c.pool.kill()
+	time.Sleep(500 * time.Millisecond)
+	c.restartPool()
+	recs := c.waitRecords(20*time.Second, ids...)
+	for _, id := range ids {
+		r := recs[id]
+		if r.Status != job.StatusDone {
+			t.Errorf("job %s: %s (%s)", id, r.Status, r.Reason)
+		}
+		if d := (r.ActualStartTime - r.StartTime) * 1000; d < 0 || d > 250000 {
+			t.Errorf("job %s started %.0f µs off", id, d)
+		}
+	}
+	// The dispatching manager reconnected and printed every record.
+	disp.wait(t, 20*time.Second)
+	if n := strings.Count(disp.out.String(), `"status":"done"`); n != len(ids) {
+		t.Errorf("the waiting manager printed %d of %d records:\n%s", n, len(ids), disp.out.String())
+	}
+	// The restarted pool saw the records: nothing in flight.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _, _ := c.manager("status", "--json")
+		if strings.Contains(st, `"jobs_in_flight": 0`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool still has jobs in flight: %s", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A worker started by hand, killed with SIGKILL and started again with the
+// same id: jobs whose time passed are missed, later ones run, and a job
+// that was running when it died is not run twice.
+func TestKillWorkerAndRestartSameID(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--spawn=false")
+	wargs := []string{"--nats", c.url, "--id", "hand-1", "--threads", "4", "--heartbeat", "200ms"}
+	w := start(t, "hvmind-worker", wargs...)
+	c.waitWorkers(1)
+	now := ms(0)
+	jobs := fmt.Sprintf(`[
+	 {"id":"running","task":"sleep","threads":1,"startTime":%.3f,"duration":3000},
+	 {"id":"passed","task":"sleep","threads":1,"startTime":%.3f,"duration":100},
+	 {"id":"later","task":"sleep","threads":1,"startTime":%.3f,"duration":100}]`, now+700, now+1800, now+6000)
+	if out, errOut, code := c.manager("dispatch", "--timeout", "1ms", jobs); code != 1 || !strings.Contains(errOut, "not received") {
+		t.Fatalf("dispatch: %d %s %s", code, out, errOut)
+	}
+	time.Sleep(1200 * time.Millisecond) // "running" has started
+	w.kill()
+	time.Sleep(1500 * time.Millisecond) // "passed" passes while it is down
+	start(t, "hvmind-worker", wargs...)
+	recs := c.waitRecords(15*time.Second, "running", "passed", "later")
+	if r := recs["running"]; r.Status != job.StatusMissed || r.ActualStartTime != 0 {
+		t.Errorf("job running when the worker died: %s (%s), want missed and not run again", r.Status, r.Reason)
+	}
+	if r := recs["passed"]; r.Status != job.StatusMissed {
+		t.Errorf("job whose start passed while the worker was down: %s (%s), want missed", r.Status, r.Reason)
+	}
+	if r := recs["later"]; r.Status != job.StatusDone {
+		t.Errorf("job after the restart: %s (%s), want done", r.Status, r.Reason)
+	}
+}
+
+// Workers before the pool, the pool before the broker: it all connects.
+func TestAnyStartOrderWithExternalBroker(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	url := "nats://" + addr
+	host, port, _ := strings.Cut(addr, ":")
+	_ = host
+	w := start(t, "hvmind-worker", "--nats", url, "--id", "early", "--threads", "4")
+	poolData := t.TempDir()
+	pl := start(t, "hvmind-pool", "--nats", url, "--data", poolData, "--spawn=false")
+	time.Sleep(time.Second)
+	start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", t.TempDir())
+	c := &cluster{t: t, url: url, pool: pl}
+	c.waitPool()
+	c.waitWorkers(1)
+	out, errOut, code := c.manager("dispatch", `{"task":"sleep","threads":4,"duration":50}`)
+	if code != 0 || !strings.Contains(out, `"worker":"early"`) {
+		t.Fatalf("dispatch on an external broker: %d %s %s", code, out, errOut)
+	}
+	// A graceful stop of the worker deregisters it.
+	w.signal(syscall.SIGTERM)
+	w.wait(t, 10*time.Second)
+	var st struct {
+		Workers []struct{ ID string } `json:"workers"`
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _, _ := c.manager("status", "--json")
+		_ = json.Unmarshal([]byte(out), &st)
+		if len(st.Workers) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(st.Workers) != 0 {
+		t.Errorf("a stopped worker is still listed: %+v", st.Workers)
+	}
+}
+
+// SIGTERM while a job runs: the worker finishes it and records it.
+func TestGracefulWorkerStopFinishesRunningJob(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--spawn=false")
+	w := start(t, "hvmind-worker", "--nats", c.url, "--id", "graceful", "--threads", "2")
+	c.waitWorkers(1)
+	disp := start(t, bin("hvmind-manager"), "--nats", c.url, "dispatch", `{"id":"long","task":"sleep","threads":1,"duration":1500}`)
+	time.Sleep(500 * time.Millisecond)
+	w.signal(syscall.SIGTERM)
+	w.wait(t, 10*time.Second)
+	r := c.waitRecords(5*time.Second, "long")["long"]
+	if r.Status != job.StatusDone || r.ActualEndTime-r.ActualStartTime < 1499 {
+		t.Errorf("running job after SIGTERM: %s (%s), ran %.0f ms", r.Status, r.Reason, r.ActualEndTime-r.ActualStartTime)
+	}
+	disp.wait(t, 10*time.Second)
+}

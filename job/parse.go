@@ -1,0 +1,339 @@
+package job
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+// Jobs are decoded at every hop (pool, worker, collector, submitter), so
+// decoding is a single hand-written pass over the top-level object rather
+// than encoding/json's reflection: it splits members, decodes the known ones
+// directly and keeps the others' bytes as they are.
+
+// UnmarshalJSON decodes a job, keeping unknown members verbatim in Extra.
+func (j *Job) UnmarshalJSON(data []byte) error {
+	var out Job
+	p := scanner{data: data}
+	p.space()
+	if !p.eat('{') {
+		return fmt.Errorf("%w: a job is a JSON object", ErrMalformed)
+	}
+	p.space()
+	if !p.eat('}') {
+		for {
+			p.space()
+			keyStart := p.i
+			if err := p.skipString(); err != nil {
+				return fmt.Errorf("%w: member name: %v", ErrMalformed, err)
+			}
+			key, err := decodeString(data[keyStart:p.i])
+			if err != nil {
+				return fmt.Errorf("%w: member name: %v", ErrMalformed, err)
+			}
+			p.space()
+			if !p.eat(':') {
+				return fmt.Errorf("%w: expected ':' after %q at offset %d", ErrMalformed, key, p.i)
+			}
+			p.space()
+			valStart := p.i
+			if err := p.skipValue(0); err != nil {
+				return fmt.Errorf("%w: member %q: %v", ErrMalformed, key, err)
+			}
+			if err := out.setMember(key, data[valStart:p.i]); err != nil {
+				return fmt.Errorf("%w: %v", ErrMalformed, err)
+			}
+			p.space()
+			if p.eat(',') {
+				continue
+			}
+			if p.eat('}') {
+				break
+			}
+			return fmt.Errorf("%w: expected ',' or '}' at offset %d", ErrMalformed, p.i)
+		}
+	}
+	p.space()
+	if p.i != len(data) {
+		return fmt.Errorf("%w: trailing data after the job", ErrMalformed)
+	}
+	*j = out
+	return nil
+}
+
+// setMember stores one member: a known field, or verbatim in Extra.
+func (j *Job) setMember(key string, raw []byte) error {
+	null := string(raw) == "null"
+	var err error
+	switch key {
+	case "id":
+		j.ID, err = stringField(key, raw, null)
+	case "batch":
+		j.Batch, err = stringField(key, raw, null)
+	case "task":
+		j.Task, err = stringField(key, raw, null)
+	case "worker":
+		j.Worker, err = stringField(key, raw, null)
+	case "reason":
+		j.Reason, err = stringField(key, raw, null)
+	case "error":
+		j.Error, err = stringField(key, raw, null)
+	case "status":
+		var s string
+		s, err = stringField(key, raw, null)
+		j.Status = Status(s)
+	case "threads":
+		if !null {
+			var n int64
+			n, err = strconv.ParseInt(string(raw), 10, 64)
+			if err != nil {
+				return fmt.Errorf("threads must be an integer, not %s", raw)
+			}
+			j.Threads = int(n)
+		}
+	case "duration":
+		j.Duration, err = numberField(key, raw, null)
+	case "startTime":
+		j.StartTime, err = numberField(key, raw, null)
+	case "endTime":
+		j.EndTime, err = numberField(key, raw, null)
+	case "actualStartTime":
+		j.ActualStartTime, err = numberField(key, raw, null)
+	case "actualEndTime":
+		j.ActualEndTime, err = numberField(key, raw, null)
+	case "args":
+		j.Args = nil
+		if !null {
+			if raw[0] != '[' {
+				return fmt.Errorf("args must be an array, not %s", raw)
+			}
+			if err := json.Unmarshal(raw, &j.Args); err != nil {
+				return fmt.Errorf("args: %v", err)
+			}
+		}
+	case "result":
+		j.Result = nil
+		if !null {
+			j.Result = append(json.RawMessage(nil), raw...)
+		}
+	default:
+		for i := range j.Extra {
+			if j.Extra[i].Key == key {
+				j.Extra[i].Value = append(json.RawMessage(nil), raw...)
+				return nil
+			}
+		}
+		j.Extra = append(j.Extra, Field{Key: key, Value: append(json.RawMessage(nil), raw...)})
+	}
+	return err
+}
+
+func stringField(key string, raw []byte, null bool) (string, error) {
+	if null {
+		return "", nil
+	}
+	if raw[0] != '"' {
+		return "", fmt.Errorf("%s must be a string, not %s", key, raw)
+	}
+	return decodeString(raw)
+}
+
+func numberField(key string, raw []byte, null bool) (float64, error) {
+	if null {
+		return 0, nil
+	}
+	v, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || raw[0] == '+' || raw[0] == '.' {
+		return 0, fmt.Errorf("%s must be a number, not %s", key, raw)
+	}
+	return v, nil
+}
+
+// decodeString decodes a JSON string literal (quotes included).
+func decodeString(raw []byte) (string, error) {
+	body := raw[1 : len(raw)-1]
+	for _, c := range body {
+		if c == '\\' || c < 0x20 {
+			var s string
+			err := json.Unmarshal(raw, &s)
+			return s, err
+		}
+	}
+	return string(body), nil
+}
+
+// scanner walks JSON text, checking its syntax as it skips values.
+type scanner struct {
+	data []byte
+	i    int
+}
+
+func (p *scanner) space() {
+	for p.i < len(p.data) {
+		switch p.data[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *scanner) eat(c byte) bool {
+	if p.i < len(p.data) && p.data[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+const maxDepth = 512
+
+func (p *scanner) skipValue(depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("nested too deeply")
+	}
+	if p.i >= len(p.data) {
+		return fmt.Errorf("unexpected end of input")
+	}
+	switch c := p.data[p.i]; {
+	case c == '"':
+		return p.skipString()
+	case c == '{':
+		p.i++
+		p.space()
+		if p.eat('}') {
+			return nil
+		}
+		for {
+			p.space()
+			if err := p.skipString(); err != nil {
+				return err
+			}
+			p.space()
+			if !p.eat(':') {
+				return fmt.Errorf("expected ':' at offset %d", p.i)
+			}
+			p.space()
+			if err := p.skipValue(depth + 1); err != nil {
+				return err
+			}
+			p.space()
+			if p.eat(',') {
+				continue
+			}
+			if p.eat('}') {
+				return nil
+			}
+			return fmt.Errorf("expected ',' or '}' at offset %d", p.i)
+		}
+	case c == '[':
+		p.i++
+		p.space()
+		if p.eat(']') {
+			return nil
+		}
+		for {
+			p.space()
+			if err := p.skipValue(depth + 1); err != nil {
+				return err
+			}
+			p.space()
+			if p.eat(',') {
+				continue
+			}
+			if p.eat(']') {
+				return nil
+			}
+			return fmt.Errorf("expected ',' or ']' at offset %d", p.i)
+		}
+	case c == 't':
+		return p.literal("true")
+	case c == 'f':
+		return p.literal("false")
+	case c == 'n':
+		return p.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return p.skipNumber()
+	default:
+		return fmt.Errorf("unexpected %q at offset %d", c, p.i)
+	}
+}
+
+func (p *scanner) literal(word string) error {
+	if len(p.data)-p.i >= len(word) && string(p.data[p.i:p.i+len(word)]) == word {
+		p.i += len(word)
+		return nil
+	}
+	return fmt.Errorf("invalid literal at offset %d", p.i)
+}
+
+func (p *scanner) skipString() error {
+	if !p.eat('"') {
+		return fmt.Errorf("expected a string at offset %d", p.i)
+	}
+	for p.i < len(p.data) {
+		c := p.data[p.i]
+		switch {
+		case c == '"':
+			p.i++
+			return nil
+		case c == '\\':
+			if p.i+1 >= len(p.data) {
+				return fmt.Errorf("unterminated string")
+			}
+			switch p.data[p.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				p.i += 2
+			case 'u':
+				if p.i+6 > len(p.data) {
+					return fmt.Errorf("bad \\u escape")
+				}
+				for _, h := range p.data[p.i+2 : p.i+6] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return fmt.Errorf("bad \\u escape")
+					}
+				}
+				p.i += 6
+			default:
+				return fmt.Errorf("bad escape at offset %d", p.i)
+			}
+		case c < 0x20:
+			return fmt.Errorf("control character in string at offset %d", p.i)
+		default:
+			p.i++
+		}
+	}
+	return fmt.Errorf("unterminated string")
+}
+
+// skipNumber follows JSON's number grammar exactly.
+func (p *scanner) skipNumber() error {
+	start := p.i
+	p.eat('-')
+	digits := func() int {
+		n := 0
+		for p.i < len(p.data) && p.data[p.i] >= '0' && p.data[p.i] <= '9' {
+			p.i++
+			n++
+		}
+		return n
+	}
+	if p.eat('0') {
+	} else if digits() == 0 {
+		return fmt.Errorf("invalid number at offset %d", start)
+	}
+	if p.eat('.') && digits() == 0 {
+		return fmt.Errorf("invalid number at offset %d", start)
+	}
+	if p.i < len(p.data) && (p.data[p.i] == 'e' || p.data[p.i] == 'E') {
+		p.i++
+		if !p.eat('+') {
+			p.eat('-')
+		}
+		if digits() == 0 {
+			return fmt.Errorf("invalid number at offset %d", start)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
+)
+
+// RemoteError is an error answer from the pool.
+type RemoteError struct {
+	ErrorReply
+	// Status is the micro service status code (400, 409, 503…).
+	Status string
+}
+
+func (e *RemoteError) Error() string { return e.ErrorReply.Error }
+
+// Is lets errors.Is match a remote error against the pool's sentinels.
+func (e *RemoteError) Is(target error) bool {
+	switch target {
+	case ErrInvalidJob:
+		return e.Code == "invalid"
+	case ErrUnknownTask:
+		return e.Code == "unknown_task"
+	case ErrDuplicateID:
+		return e.Code == "duplicate"
+	case ErrNoCapacity:
+		return e.Code == "capacity"
+	case ErrNotFound:
+		return e.Code == "not_found"
+	}
+	return false
+}
+
+// Client dispatches jobs to a pool and follows their completion records.
+// It is safe for concurrent use.
+type Client struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	timeout time.Duration
+
+	startOnce sync.Once
+	startErr  error
+	cc        jetstream.ConsumeContext
+
+	mu      sync.Mutex
+	waiting map[string]*Dispatch
+}
+
+// NewClient returns a client on an open connection.
+func NewClient(nc *nats.Conn) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("pool client: %w", err)
+	}
+	return &Client{nc: nc, js: js, timeout: 30 * time.Second, waiting: map[string]*Dispatch{}}, nil
+}
+
+// Close stops following records.
+func (c *Client) Close() {
+	if c.cc != nil {
+		c.cc.Stop()
+	}
+}
+
+// follow starts one ordered consumer of every completion record from now on,
+// routing records to the dispatches waiting for them.
+func (c *Client) follow(ctx context.Context) error {
+	c.startOnce.Do(func() {
+		cons, err := c.js.OrderedConsumer(ctx, broker.StreamDone, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{broker.SubjectDone + ">"},
+			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+			OptStartTime:   ptr(time.Now().Add(-time.Second)),
+		})
+		if err != nil {
+			c.startErr = fmt.Errorf("follow records: %w", err)
+			return
+		}
+		c.cc, err = cons.Consume(c.route, jetstream.PullMaxMessages(4096))
+		if err != nil {
+			c.startErr = fmt.Errorf("follow records: %w", err)
+		}
+	})
+	return c.startErr
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (c *Client) route(msg jetstream.Msg) {
+	j, err := job.Parse(msg.Data())
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	d := c.waiting[j.ID]
+	delete(c.waiting, j.ID)
+	c.mu.Unlock()
+	if d != nil {
+		d.deliver(j)
+	}
+}
+
+// Dispatch follows the jobs of one dispatch until each has its record.
+type Dispatch struct {
+	// Jobs are the jobs as the pool placed them (ids, batch, worker).
+	Jobs []job.Job
+	// Placed says where each job went and the window reserved for it.
+	Placed []Placed
+
+	c       *Client
+	records chan job.Job
+	mu      sync.Mutex
+	left    int
+}
+
+// Records delivers each job's completion record as it arrives, and is closed
+// after the last one.
+func (d *Dispatch) Records() <-chan job.Job { return d.records }
+
+func (d *Dispatch) deliver(j job.Job) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.left == 0 {
+		return
+	}
+	d.records <- j
+	d.left--
+	if d.left == 0 {
+		close(d.records)
+	}
+}
+
+// Wait collects every record, in arrival order.
+func (d *Dispatch) Wait(ctx context.Context) ([]job.Job, error) {
+	out := make([]job.Job, 0, len(d.Jobs))
+	for {
+		select {
+		case j, ok := <-d.records:
+			if !ok {
+				return out, nil
+			}
+			out = append(out, j)
+		case <-ctx.Done():
+			return out, fmt.Errorf("wait for %d records: %w", len(d.Jobs)-len(out), ctx.Err())
+		}
+	}
+}
+
+// DispatchJob places one job and returns a Dispatch following its record.
+func (c *Client) DispatchJob(ctx context.Context, j job.Job) (*Dispatch, error) {
+	return c.dispatch(ctx, SubjectDispatch, []job.Job{j})
+}
+
+// DispatchJobs places a batch whole, or refuses it whole with the reason.
+func (c *Client) DispatchJobs(ctx context.Context, jobs []job.Job) (*Dispatch, error) {
+	return c.dispatch(ctx, SubjectBatch, jobs)
+}
+
+func (c *Client) dispatch(ctx context.Context, subject string, jobs []job.Job) (*Dispatch, error) {
+	if len(jobs) == 0 {
+		return nil, fmt.Errorf("%w: no jobs", ErrInvalidJob)
+	}
+	if err := c.follow(ctx); err != nil {
+		return nil, err
+	}
+	jobs = append([]job.Job(nil), jobs...)
+	d := &Dispatch{c: c, records: make(chan job.Job, len(jobs)), left: len(jobs)}
+	c.mu.Lock()
+	for i := range jobs {
+		if jobs[i].ID == "" {
+			jobs[i].ID = nuid.Next()
+		}
+		if _, dup := c.waiting[jobs[i].ID]; !dup {
+			c.waiting[jobs[i].ID] = d
+		}
+	}
+	c.mu.Unlock()
+	var data []byte
+	var err error
+	if subject == SubjectDispatch {
+		data, err = job.Encode(&jobs[0])
+	} else {
+		data, err = job.EncodeMany(jobs)
+	}
+	if err != nil {
+		c.forget(jobs, d)
+		return nil, fmt.Errorf("encode jobs: %w", err)
+	}
+	reply, err := c.request(ctx, subject, data)
+	if err != nil {
+		c.forget(jobs, d)
+		return nil, err
+	}
+	var dr DispatchReply
+	if err := json.Unmarshal(reply, &dr); err != nil || len(dr.Placed) != len(jobs) {
+		c.forget(jobs, d)
+		return nil, fmt.Errorf("dispatch reply: %d placements for %d jobs: %v", len(dr.Placed), len(jobs), err)
+	}
+	for i, pl := range dr.Placed {
+		jobs[i].Batch, jobs[i].Worker = pl.Batch, pl.Worker
+	}
+	d.Jobs, d.Placed = jobs, dr.Placed
+	return d, nil
+}
+
+func (c *Client) forget(jobs []job.Job, d *Dispatch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, j := range jobs {
+		if c.waiting[j.ID] == d {
+			delete(c.waiting, j.ID)
+		}
+	}
+}
+
+// request sends a request to the pool and turns an error answer into a
+// RemoteError.
+func (c *Client) request(ctx context.Context, subject string, data []byte) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("no pool is running (nothing answers on %s): %w", subject, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", subject, err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		re := &RemoteError{Status: code}
+		if json.Unmarshal(msg.Data, &re.ErrorReply) != nil || re.ErrorReply.Error == "" {
+			re.ErrorReply.Error = msg.Header.Get(micro.ErrorHeader)
+		}
+		return nil, re
+	}
+	return msg.Data, nil
+}
+
+// Status asks the pool for its state.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	data, err := c.request(ctx, SubjectStatus, nil)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, fmt.Errorf("status reply: %w", err)
+	}
+	return st, nil
+}
+
+// Cancel cancels a job or a batch and returns the ids it reached.
+func (c *Client) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
+	data, _ := json.Marshal(cr)
+	reply, err := c.request(ctx, SubjectCancel, data)
+	if err != nil {
+		return nil, err
+	}
+	var r CancelReply
+	if err := json.Unmarshal(reply, &r); err != nil {
+		return nil, fmt.Errorf("cancel reply: %w", err)
+	}
+	return r.Cancelled, nil
+}

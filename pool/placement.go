@@ -1,0 +1,236 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/hvmind/hvmind/job"
+)
+
+// placement is one job's tentative reservation during a dispatch.
+type placement struct {
+	job        *job.Job
+	ws         *workerState
+	start, end float64
+}
+
+// PlaceError says which job of a dispatch could not be placed, and why.
+type PlaceError struct {
+	// Index is the job's position in the dispatched list.
+	Index int
+	// ID is the job's id.
+	ID  string
+	Err error
+}
+
+func (e *PlaceError) Error() string {
+	return fmt.Sprintf("job %d (%s): %v", e.Index, e.ID, e.Err)
+}
+
+func (e *PlaceError) Unwrap() error { return e.Err }
+
+// window is the interval a job reserves: from its start (now if it has none)
+// to its scheduled end.
+func window(j *job.Job, now float64) (start, end float64) {
+	start = j.StartTime
+	if start == 0 {
+		start = now
+	}
+	end = j.ScheduledEnd(start)
+	if end <= start {
+		end = start + 0.001 // zero-length jobs still hold their threads for a moment
+	}
+	return start, end
+}
+
+// prepare validates jobs, assigns missing ids and a shared batch id.
+func (p *Pool) prepare(jobs []job.Job, batch bool) error {
+	if len(jobs) == 0 {
+		return fmt.Errorf("%w: no jobs", ErrInvalidJob)
+	}
+	now := job.Now()
+	batchID := ""
+	if batch {
+		for _, j := range jobs {
+			if j.Batch != "" {
+				batchID = j.Batch
+				break
+			}
+		}
+		if batchID == "" {
+			batchID = nuid.Next()
+		}
+	}
+	seen := make(map[string]bool, len(jobs))
+	for i := range jobs {
+		j := &jobs[i]
+		if err := j.Validate(now, p.opts.Tolerance); err != nil {
+			return &PlaceError{Index: i, ID: j.ID, Err: fmt.Errorf("%w: %w", ErrInvalidJob, err)}
+		}
+		if j.ID == "" {
+			j.ID = nuid.Next()
+		}
+		if batch && j.Batch == "" {
+			j.Batch = batchID
+		}
+		if seen[j.ID] {
+			return &PlaceError{Index: i, ID: j.ID, Err: fmt.Errorf("%w: %s appears twice", ErrDuplicateID, j.ID)}
+		}
+		seen[j.ID] = true
+	}
+	return nil
+}
+
+// placeAll reserves threads for every job or for none. On failure it
+// returns the index of the job that did not fit.
+func (p *Pool) placeAll(jobs []job.Job) ([]placement, int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := job.Now()
+	nowT := time.Now()
+	out := make([]placement, 0, len(jobs))
+	rollback := func() {
+		for _, pl := range out {
+			pl.ws.tl.Release(pl.job.ID)
+			delete(p.jobs, pl.job.ID)
+		}
+	}
+	for i := range jobs {
+		j := &jobs[i]
+		if _, dup := p.jobs[j.ID]; dup {
+			rollback()
+			return nil, i, fmt.Errorf("%w: %s is in flight", ErrDuplicateID, j.ID)
+		}
+		pl, err := p.placeLocked(j, now, nowT)
+		if err != nil {
+			rollback()
+			return nil, i, err
+		}
+		out = append(out, pl)
+		// Tracked before it is published: its record may come back fast.
+		p.jobs[j.ID] = &inflight{job: *j, worker: j.Worker, start: pl.start, end: pl.end}
+	}
+	return out, -1, nil
+}
+
+// placeLocked chooses a worker for one job and reserves its threads:
+// feasibility (alive, serves the task, threads free over the whole window),
+// then the best fit (fewest threads left free, then the smaller worker).
+// A job without a start time goes where its threads are free soonest.
+func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, error) {
+	start, end := window(j, now)
+	length := end - start
+	asap := j.StartTime == 0
+	var best *workerState
+	bestStart, bestLeft, bestCap := 0.0, 0, 0
+	alive, serving := 0, 0
+	maxFree, maxFreeID := -1, ""
+	var tasks []string
+	for id, ws := range p.workers {
+		if !p.aliveLocked(ws, nowT) {
+			continue
+		}
+		alive++
+		if !ws.serves(j.Task) {
+			tasks = append(tasks, ws.entry.Tasks...)
+			continue
+		}
+		serving++
+		s := start
+		if asap {
+			s = ws.tl.NextFree(j.Threads, start, length)
+			if math.IsInf(s, 1) {
+				continue
+			}
+		}
+		free := ws.tl.Free(s, s+length)
+		if free > maxFree {
+			maxFree, maxFreeID = free, id
+		}
+		if free < j.Threads {
+			continue
+		}
+		left, capacity := free-j.Threads, ws.tl.Capacity()
+		better := best == nil || s < bestStart ||
+			(s == bestStart && (left < bestLeft || (left == bestLeft && (capacity < bestCap ||
+				(capacity == bestCap && ws.entry.ID < best.entry.ID)))))
+		if better {
+			best, bestStart, bestLeft, bestCap = ws, s, left, capacity
+		}
+	}
+	switch {
+	case best != nil:
+	case alive == 0:
+		return placement{}, fmt.Errorf("%w: no live workers", ErrNoCapacity)
+	case serving == 0:
+		return placement{}, fmt.Errorf("%w %q: the live workers run %s", ErrUnknownTask, j.Task, uniqueList(tasks))
+	case asap:
+		return placement{}, fmt.Errorf("%w: %d threads wanted; no live worker has that many", ErrNoCapacity, j.Threads)
+	default:
+		return placement{}, fmt.Errorf("%w: %d threads wanted over [%s, %s]; the most free is %d on %s",
+			ErrNoCapacity, j.Threads, clock(start), clock(end), maxFree, maxFreeID)
+	}
+	start, end = bestStart, bestStart+length
+	if err := best.tl.Reserve(j.ID, start, end, j.Threads); err != nil {
+		return placement{}, fmt.Errorf("reserve on %s: %w", best.entry.ID, err)
+	}
+	j.Worker = best.entry.ID
+	return placement{job: j, ws: best, start: start, end: end}, nil
+}
+
+// dispatch places and publishes jobs: all of them or none.
+func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Placed, error) {
+	if err := p.prepare(jobs, batch); err != nil {
+		return nil, err
+	}
+	var placed []placement
+	for launches := 0; ; launches++ {
+		var idx int
+		var err error
+		placed, idx, err = p.placeAll(jobs)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrNoCapacity) && p.canLaunch() && launches < len(jobs)+1 {
+			threads := max(p.opts.Threads, jobs[idx].Threads)
+			if lerr := p.launchAndWait(ctx, threads); lerr == nil {
+				continue
+			} else {
+				err = fmt.Errorf("%w (launching a worker failed: %v)", err, lerr)
+			}
+		}
+		return nil, &PlaceError{Index: idx, ID: jobs[idx].ID, Err: err}
+	}
+	if err := p.publish(ctx, placed); err != nil {
+		return nil, err
+	}
+	p.stats.accepted.Add(int64(len(jobs)))
+	out := make([]Placed, len(placed))
+	for i, pl := range placed {
+		out[i] = Placed{ID: pl.job.ID, Batch: pl.job.Batch, Worker: pl.job.Worker, Start: pl.start, End: pl.end}
+	}
+	return out, nil
+}
+
+func uniqueList(s []string) string {
+	sort.Strings(s)
+	out := s[:0]
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	if len(out) == 0 {
+		return "nothing"
+	}
+	return strings.Join(out, ", ")
+}
+
+func clock(ms float64) string { return job.Time(ms).Format("15:04:05.000") }

@@ -1,0 +1,269 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/broker/brokertest"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/worker"
+)
+
+type env struct {
+	b      *brokertest.Broker
+	client *pool.Client
+	stop   func()
+}
+
+// setup runs a pool (no launching) and in-process workers of the given
+// threads, named w<threads>.
+func setup(t *testing.T, threads ...int) *env {
+	t.Helper()
+	b := brokertest.New(t)
+	e := &env{b: b}
+	for _, n := range threads {
+		startWorker(t, b, "w"+itoa(n), n)
+	}
+	e.stop = startPool(t, b)
+	c, err := pool.NewClient(b.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	e.client = c
+	waitWorkers(t, c, len(threads))
+	return e
+}
+
+func itoa(n int) string { return time.Duration(n).String()[:len(time.Duration(n).String())-2] }
+
+func startWorker(t *testing.T, b *brokertest.Broker, id string, threads int) {
+	t.Helper()
+	w, err := worker.New(b.Connect(t), worker.Options{
+		ID: id, Threads: threads, Tolerance: 100 * time.Millisecond,
+		Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func startPool(t *testing.T, b *brokertest.Broker) (stop func()) {
+	t.Helper()
+	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: 100 * time.Millisecond, Tolerance: 100 * time.Millisecond, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	select {
+	case <-p.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("pool not ready")
+	}
+	var once bool
+	stop = func() {
+		if !once {
+			once = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitWorkers(t *testing.T, c *pool.Client, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.Status(context.Background())
+		alive := 0
+		for _, w := range st.Workers {
+			if w.Alive {
+				alive++
+			}
+		}
+		if err == nil && alive >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%d workers did not register", n)
+}
+
+func at(d time.Duration) float64 { return job.Millis(time.Now().Add(d)) }
+
+func TestPlacementBestFit(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 8, 16)
+	s := at(time.Second)
+	for _, tc := range []struct {
+		id      string
+		threads int
+		want    string
+	}{
+		{"small", 4, "w8"}, // fits both; w8 leaves fewer threads idle
+		{"big", 12, "w16"}, // fits only w16
+		{"rest", 4, "w8"},  // w8 has exactly 4 left
+		{"more", 4, "w16"}, // w8 is full now
+		{"later", 8, "w8"}, // after its window w8 is free again
+		{"nowhere", 9, ""}, // w16 has 0 left over [s, s+100]; w8 is too small
+	} {
+		start := s
+		if tc.id == "later" {
+			start = s + 200
+		}
+		d, err := e.client.DispatchJob(context.Background(), job.Job{ID: tc.id, Task: "sleep", Threads: tc.threads, StartTime: start, Duration: 100})
+		if tc.want == "" {
+			if !errors.Is(err, pool.ErrNoCapacity) {
+				t.Errorf("job %s: %v, want ErrNoCapacity", tc.id, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("job %s: %v", tc.id, err)
+		}
+		if got := d.Jobs[0].Worker; got != tc.want {
+			t.Errorf("job %s went to %s, want %s", tc.id, got, tc.want)
+		}
+	}
+}
+
+func TestBatchIsPlacedWholeOrRefusedWhole(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	s := at(time.Second)
+	_, err := e.client.DispatchJobs(context.Background(), []job.Job{
+		{ID: "h", Task: "sleep", Threads: 2, StartTime: s, Duration: 100},
+		{ID: "g", Task: "sleep", Threads: 2, StartTime: s + 10, Duration: 100},
+		{ID: "w", Task: "sleep", Threads: 1, StartTime: s + 20, Duration: 100},
+	})
+	var pe *pool.PlaceError
+	if !errors.Is(err, pool.ErrNoCapacity) || !errors.As(err, new(*pool.RemoteError)) {
+		t.Fatalf("err = %v, want a remote ErrNoCapacity", err)
+	}
+	_ = pe
+	var re *pool.RemoteError
+	errors.As(err, &re)
+	if re.Index == nil || *re.Index != 2 || re.ID != "w" {
+		t.Errorf("refusal names job %v %q, want index 2 (w)", re.Index, re.ID)
+	}
+	// Nothing was reserved: the whole worker is free for the same window.
+	d, err := e.client.DispatchJob(context.Background(), job.Job{Task: "sleep", Threads: 4, StartTime: s + 5, Duration: 100})
+	if err != nil {
+		t.Fatalf("refused batch left reservations: %v", err)
+	}
+	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
+	if err != nil || recs[0].Status != job.StatusDone {
+		t.Fatalf("records %+v, %v", recs, err)
+	}
+}
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestPoolRestartRecoversJobsInFlight(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 8)
+	s := at(1500 * time.Millisecond)
+	var jobs []job.Job
+	for i := range 4 {
+		jobs = append(jobs, job.Job{Task: "sleep", Threads: 2, StartTime: s + float64(i)*10, Duration: 200})
+	}
+	d, err := e.client.DispatchJobs(context.Background(), jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	startPool(t, e.b)
+	st, err := e.client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.JobsInFlight != 4 {
+		t.Errorf("restarted pool sees %d jobs in flight, want 4", st.JobsInFlight)
+	}
+	// The recovered reservations still count: the worker is full then.
+	if _, err := e.client.DispatchJob(context.Background(), job.Job{Task: "sleep", Threads: 1, StartTime: s + 50, Duration: 10}); !errors.Is(err, pool.ErrNoCapacity) {
+		t.Errorf("dispatch into a full window after restart: %v", err)
+	}
+	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Status != job.StatusDone {
+			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := e.client.Status(context.Background())
+		if st.JobsInFlight == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d jobs still in flight after their records", st.JobsInFlight)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	d, err := e.client.DispatchJobs(context.Background(), []job.Job{
+		{ID: "x1", Batch: "bx", Task: "sleep", Threads: 1, StartTime: at(time.Second), Duration: 100},
+		{ID: "x2", Batch: "bx", Task: "sleep", Threads: 1, Duration: 60000},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	ids, err := e.client.Cancel(context.Background(), pool.CancelRequest{Batch: "bx", Reason: "changed my mind"})
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("cancel: %v %v", ids, err)
+	}
+	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Status != job.StatusCancelled || r.Reason != "changed my mind" {
+			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
+		}
+	}
+	if _, err := e.client.Cancel(context.Background(), pool.CancelRequest{ID: "nope"}); !errors.Is(err, pool.ErrNotFound) {
+		t.Errorf("cancel of an unknown job: %v", err)
+	}
+}
+
+func TestDuplicateIDsAreRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	j := job.Job{ID: "same", Task: "sleep", Threads: 1, Duration: 10}
+	d, err := e.client.DispatchJob(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Wait(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.DispatchJob(context.Background(), j); !errors.Is(err, pool.ErrDuplicateID) {
+		t.Errorf("second dispatch of id %q: %v, want ErrDuplicateID", j.ID, err)
+	}
+	_ = broker.StreamJobs
+}

@@ -1,0 +1,96 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/pool/timeline"
+)
+
+// watchRegistry follows the worker registry bucket. ready is closed once the
+// current entries have been read.
+func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
+	once := false
+	for ctx.Err() == nil {
+		w, err := p.res.Workers.WatchAll(ctx)
+		if err != nil {
+			p.log.Warn().Err(err).Msg("watch worker registry; retrying")
+			time.Sleep(250 * time.Millisecond)
+			continue
+		}
+		for up := range w.Updates() {
+			if up == nil {
+				if !once {
+					once = true
+					close(ready)
+				}
+				continue
+			}
+			p.applyRegistry(up)
+		}
+		_ = w.Stop()
+	}
+}
+
+func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	id := up.Key()
+	ws := p.workers[id]
+	switch up.Operation() {
+	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+		if ws != nil {
+			ws.seen = time.Time{}
+			p.log.Info().Str("worker", id).Msg("worker left")
+		}
+		return
+	}
+	var e broker.WorkerEntry
+	if err := json.Unmarshal(up.Value(), &e); err != nil {
+		p.log.Warn().Err(err).Str("worker", id).Msg("unreadable registry entry")
+		return
+	}
+	if ws == nil {
+		ws = newWorkerState(id, e.Threads)
+		p.workers[id] = ws
+	}
+	if !p.aliveLocked(ws, time.Now()) {
+		p.log.Info().Str("worker", id).Str("host", e.Host).Int("threads", e.Threads).Msg("worker joined")
+	}
+	if ws.tl.Capacity() != e.Threads {
+		ws.tl.SetCapacity(e.Threads)
+	}
+	ws.entry = e
+	ws.seen = time.Now()
+	ws.launched = time.Time{}
+}
+
+func newWorkerState(id string, capacity int) *workerState {
+	ws := &workerState{tl: timeline.New(capacity)}
+	ws.entry.ID = id
+	return ws
+}
+
+// aliveLocked reports whether a worker's heartbeats are current, judged by
+// its own heartbeat interval.
+func (p *Pool) aliveLocked(ws *workerState, now time.Time) bool {
+	beat := ws.entry.Heartbeat
+	if beat <= 0 {
+		beat = p.opts.Heartbeat
+	}
+	return !ws.seen.IsZero() && now.Sub(ws.seen) < missedBeats*beat
+}
+
+// servesLocked reports whether the worker runs the task.
+func (ws *workerState) serves(task string) bool {
+	for _, t := range ws.entry.Tasks {
+		if t == task {
+			return true
+		}
+	}
+	return false
+}

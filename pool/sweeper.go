@@ -1,0 +1,127 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
+)
+
+// staleAfter is how long after its scheduled end a job is checked against
+// the jobs stream; reservations that ended this long ago are dropped.
+const staleAfter = time.Minute
+
+// sweepLoop ends the jobs of workers that have gone (their start passed and
+// nobody can run them) and forgets what has ended without the pool seeing
+// it.
+func (p *Pool) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(p.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.sweepOrphans(ctx)
+		p.sweepStale(ctx)
+	}
+}
+
+// sweepOrphans gives a missed record to each job whose worker is gone and
+// whose start time has passed, and takes it out of the worker's queue, so
+// the worker does not run it if it comes back.
+func (p *Pool) sweepOrphans(ctx context.Context) {
+	now := time.Now()
+	nowMs := job.Millis(now)
+	type orphan struct {
+		in     *inflight
+		reason string
+	}
+	var orphans []orphan
+	p.mu.Lock()
+	for _, in := range p.jobs {
+		ws := p.workers[in.worker]
+		if in.seq == 0 || (ws != nil && p.aliveLocked(ws, now)) {
+			continue
+		}
+		if ws != nil && !ws.launched.IsZero() {
+			continue
+		}
+		if in.start+float64(p.opts.Tolerance)/1e6 > nowMs {
+			continue
+		}
+		orphans = append(orphans, orphan{in: in, reason: fmt.Sprintf("worker %s was gone at the job's start time", in.worker)})
+	}
+	p.mu.Unlock()
+	for _, o := range orphans {
+		j := o.in.job
+		j.Status = job.StatusMissed
+		j.Reason = o.reason
+		data, err := job.Encode(&j)
+		if err != nil {
+			continue
+		}
+		m := nats.NewMsg(broker.DoneSubject(o.in.worker))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, j.ID)
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = p.res.JS.PublishMsg(cctx, m)
+		if err == nil {
+			err = p.res.Jobs.DeleteMsg(cctx, o.in.seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				err = nil
+			}
+		}
+		cancel()
+		if err != nil {
+			p.log.Warn().Err(err).Str("job", j.ID).Msg("ending a job of a gone worker")
+			continue
+		}
+		p.log.Warn().Str("job", j.ID).Str("worker", o.in.worker).Msg("missed: its worker is gone")
+		p.mu.Lock()
+		o.in.seq = 0 // the record is on its way to the collector
+		p.mu.Unlock()
+	}
+}
+
+// sweepStale drops old reservations and forgets jobs that left the jobs
+// stream long ago without the pool seeing their record.
+func (p *Pool) sweepStale(ctx context.Context) {
+	cutoff := job.Millis(time.Now().Add(-staleAfter))
+	type check struct {
+		id  string
+		seq uint64
+	}
+	var checks []check
+	p.mu.Lock()
+	for _, ws := range p.workers {
+		ws.tl.Prune(cutoff)
+	}
+	for id, in := range p.jobs {
+		if in.end < cutoff && in.seq != 0 {
+			checks = append(checks, check{id, in.seq})
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range checks {
+		_, err := p.res.Jobs.GetMsg(ctx, c.seq)
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		p.mu.Lock()
+		if in := p.jobs[c.id]; in != nil {
+			if ws := p.workers[in.worker]; ws != nil {
+				ws.tl.Release(c.id)
+			}
+			delete(p.jobs, c.id)
+		}
+		p.mu.Unlock()
+	}
+}

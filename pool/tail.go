@@ -1,0 +1,137 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hvmind/hvmind/job"
+)
+
+// Tail redraws the pool's table in place on w every interval until ctx ends.
+func (p *Pool) Tail(ctx context.Context, w io.Writer, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	fmt.Fprint(w, "\x1b[2J")
+	for {
+		var b strings.Builder
+		b.WriteString("\x1b[H")
+		RenderStatus(&b, p.Status())
+		b.WriteString("\x1b[J")
+		_, _ = io.WriteString(w, b.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RenderStatus draws a status as a box-drawn table.
+func RenderStatus(w io.Writer, st Status) {
+	now := job.Millis(st.Time)
+	header := []string{"worker", "host", "threads", "queued", "tasks", "elapsed", "remaining", "drift"}
+	var rows [][]string
+	for _, ws := range st.Workers {
+		threads := fmt.Sprintf("%d / %d", ws.Busy, ws.Threads)
+		if !ws.Alive {
+			threads = "gone"
+		}
+		tasks := map[string]int{}
+		var firstStart, lastEnd float64
+		for _, r := range ws.Running {
+			tasks[r.Task]++
+			if firstStart == 0 || r.Start < firstStart {
+				firstStart = r.Start
+			}
+			if r.End > lastEnd {
+				lastEnd = r.End
+			}
+		}
+		names := make([]string, 0, len(tasks))
+		for t, n := range tasks {
+			names = append(names, fmt.Sprintf("%s×%d", t, n))
+		}
+		sort.Strings(names)
+		elapsed, remaining := "-", "-"
+		if firstStart > 0 {
+			elapsed = human(now - firstStart)
+			remaining = human(max(0, lastEnd-now))
+		}
+		drift := "-"
+		if ws.LastDriftUS != 0 {
+			drift = fmt.Sprintf("%+.1f µs", ws.LastDriftUS)
+		}
+		rows = append(rows, []string{ws.ID, ws.Host, threads, fmt.Sprint(ws.Queued), strings.Join(names, " "), elapsed, remaining, drift})
+	}
+	DrawTable(w, header, rows)
+	ended := make([]string, 0, len(st.Ended))
+	for s, n := range st.Ended {
+		ended = append(ended, fmt.Sprintf("%s %d", s, n))
+	}
+	sort.Strings(ended)
+	fmt.Fprintf(w, "in flight %d · accepted %d · %s\n", st.JobsInFlight, st.Accepted, strings.Join(ended, " · "))
+	fmt.Fprintf(w, "start drift of the last %d scheduled jobs: p50 %.1f µs · p99 %.1f µs · max %.1f µs\n",
+		st.Drift.Jobs, st.Drift.P50, st.Drift.P99, st.Drift.Max)
+}
+
+func human(ms float64) string {
+	d := time.Duration(ms * float64(time.Millisecond))
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%.0f ms", ms)
+	case d < time.Minute:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	default:
+		return d.Round(time.Second).String()
+	}
+}
+
+// DrawTable writes a box-drawn table.
+func DrawTable(w io.Writer, header []string, rows [][]string) {
+	widths := make([]int, len(header))
+	for i, h := range header {
+		widths[i] = utf8.RuneCountInString(h)
+	}
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	line := func(l, m, r string) {
+		var b strings.Builder
+		b.WriteString(l)
+		for i, wd := range widths {
+			b.WriteString(strings.Repeat("─", wd+2))
+			if i < len(widths)-1 {
+				b.WriteString(m)
+			}
+		}
+		b.WriteString(r + "\n")
+		_, _ = io.WriteString(w, b.String())
+	}
+	row := func(cells []string) {
+		var b strings.Builder
+		b.WriteString("│")
+		for i, wd := range widths {
+			c := ""
+			if i < len(cells) {
+				c = cells[i]
+			}
+			b.WriteString(" " + c + strings.Repeat(" ", wd-utf8.RuneCountInString(c)) + " │")
+		}
+		b.WriteString("\n")
+		_, _ = io.WriteString(w, b.String())
+	}
+	line("┌", "┬", "┐")
+	row(header)
+	line("├", "┼", "┤")
+	for _, r := range rows {
+		row(r)
+	}
+	line("└", "┴", "┘")
+}
