@@ -32,6 +32,7 @@ type Config struct {
 
 	Pool   Pool
 	Worker Worker
+	World  World
 }
 
 // Pool configures hvmind-pool.
@@ -86,6 +87,10 @@ func Default() Config {
 			Heartbeat: time.Second,
 			Tolerance: 5 * time.Millisecond,
 			Spin:      500 * time.Microsecond,
+		},
+		World: World{
+			Serve: true,
+			Speed: 1,
 		},
 	}
 }

@@ -31,6 +31,9 @@ commands:
                          standard input) and print each completion record as it arrives
   status [--json]        the pool's workers and jobs
   cancel ID              cancel a job (--batch to cancel a whole batch)
+  formulas               JSON lines of formula inputs on stdin -> hack/grow/weaken
+                         times, chance, percent, grow threads (like the game's Formulas API)
+  analyze [TARGET...]    rank targets by income per thread-second (--json, --live, --scenario)
   bench dispatch         measure the pool against raw JetStream (prints JSON)
 
 flags:
@@ -85,6 +88,10 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 		return e.status(ctx, rest[1:])
 	case "cancel":
 		return e.cancel(ctx, rest[1:])
+	case "formulas":
+		return e.formulas(ctx, rest[1:])
+	case "analyze":
+		return e.analyze(ctx, rest[1:])
 	case "bench":
 		return e.bench(ctx, rest[1:])
 	default:

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
 	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/world"
 )
 
 func main() {
@@ -32,6 +34,7 @@ func run(args []string) error {
 	cfg.RegisterCommon(fs)
 	cfg.RegisterBroker(fs)
 	cfg.RegisterPool(fs)
+	cfg.RegisterWorldServe(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hvmind-pool [--workers N --threads T] [--tail] [--nats URL | --data DIR --listen ADDR]")
 		fs.PrintDefaults()
@@ -70,6 +73,19 @@ func run(args []string) error {
 		return err
 	}
 	defer conn.Close()
+
+	if cfg.World.Serve {
+		ws, err := world.Serve(ctx, conn.NC, world.Options{Scenario: cfg.World.Scenario, Speed: cfg.World.Speed,
+			Seed: cfg.World.Seed, Reset: cfg.World.Reset, Logger: log})
+		switch {
+		case errors.Is(err, world.ErrAlreadyRunning):
+			log.Info().Err(err).Msg("using the running world service")
+		case err != nil:
+			return err
+		default:
+			defer ws.Stop() // before the connection closes
+		}
+	}
 
 	var launcher pool.Launcher
 	bin := cfg.Pool.WorkerBin

@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
 	"github.com/hvmind/hvmind/worker"
+	"github.com/hvmind/hvmind/world"
 )
 
 func main() {
@@ -51,8 +54,11 @@ func run(args []string) error {
 		return err
 	}
 	defer conn.Close()
+	handlers := worker.NewHandlers()
+	worker.RegisterWorldTasks(handlers, world.NewClient(conn.NC))
 	w, err := worker.New(conn.NC, worker.Options{
-		ID: cfg.Worker.ID, Host: cfg.Worker.Host, Threads: cfg.Worker.Threads,
+		Handlers: handlers,
+		ID:       cfg.Worker.ID, Host: cfg.Worker.Host, Threads: cfg.Worker.Threads,
 		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Spin: cfg.Worker.Spin,
 		Logger: log,
 	})
@@ -68,5 +74,12 @@ func run(args []string) error {
 		log.Warn().Msg("second signal: stopping now")
 		os.Exit(1)
 	}()
+	if dir := os.Getenv("HVMIND_CPUPROFILE_DIR"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, "worker-"+cfg.Worker.ID+".prof"))
+		if err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	return w.Run(ctx)
 }

@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hvmind/hvmind/world"
+)
+
+// How long a world task keeps retrying a request the world could not
+// answer (no world service, a restart, a store hiccup). Begin retries only
+// briefly, since the operation's start is its start; finish retries for
+// longer, since it is safe to repeat and the work has been done.
+var (
+	worldBeginRetry  = 2 * time.Second
+	worldFinishRetry = 30 * time.Second
+)
+
+// RegisterWorldTasks registers the world's operations hack, grow and
+// weaken, which act on the world through c. Each takes args: [target]
+// and runs as in the game: the world fixes its duration when it starts
+// (from the target's security and the player's level then), the task
+// waits that long, precisely, and then the world applies its effect (with
+// the security and level at the end); grow and weaken use the cores of the
+// worker's host. The job's result is the world's Result. A task cancelled
+// before its end applies nothing, like a killed script.
+func RegisterWorldTasks(h *Handlers, c *world.Client) {
+	for _, task := range []string{world.OpHack, world.OpGrow, world.OpWeaken} {
+		h.Register(task, worldTask(task, c))
+	}
+}
+
+func worldTask(task string, c *world.Client) HandlerFunc {
+	return func(ctx context.Context, t *Task) (json.RawMessage, error) {
+		target, ok := t.Job.StringArg(0)
+		if !ok || target == "" {
+			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
+		}
+		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Threads: t.Job.Threads}
+		var b world.BeginReply
+		err := retry(ctx, worldBeginRetry, func(ctx context.Context) error {
+			var err error
+			b, err = c.Begin(ctx, req)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", task, target, err)
+		}
+		end := t.Start.Add(time.Duration(b.DurationRealMs * float64(time.Millisecond)))
+		if err := t.SleepUntil(ctx, end); err != nil {
+			return nil, err // killed: nothing is applied
+		}
+		// The operation has run its course: finish it even if the job is
+		// cancelled now, so that the record tells what the world did.
+		fctx := context.WithoutCancel(ctx)
+		var r world.Result
+		err = retry(fctx, worldFinishRetry, func(ctx context.Context) error {
+			var err error
+			r, err = c.Finish(ctx, t.Job.ID)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", task, target, err)
+		}
+		data, err := json.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: encode result: %w", task, target, err)
+		}
+		return data, nil
+	}
+}
+
+// retry calls f until it succeeds, fails for good, or the time is up.
+func retry(ctx context.Context, within time.Duration, f func(context.Context) error) error {
+	deadline := time.Now().Add(within)
+	wait := 20 * time.Millisecond
+	for {
+		rctx, cancel := context.WithTimeout(ctx, max(time.Until(deadline), time.Second))
+		err := f(rctx)
+		cancel()
+		if err == nil || !world.Retryable(err) || time.Now().After(deadline) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}

@@ -1,0 +1,741 @@
+package world
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+)
+
+// The world's request/reply API, a NATS micro service ("nats micro ls").
+// Requests and replies are JSON; errors are ErrorReply bodies.
+const (
+	ServiceName = "hvmind-world"
+	// SubjectServers answers every server ([]Server).
+	SubjectServers = "hvmind.world.servers"
+	// SubjectServer answers one server; the body is its hostname.
+	SubjectServer = "hvmind.world.server"
+	// SubjectPlayer answers the player (PlayerInfo).
+	SubjectPlayer = "hvmind.world.player"
+	// SubjectBegin starts an operation: BeginRequest → BeginReply.
+	SubjectBegin = "hvmind.world.begin"
+	// SubjectFinish applies a begun operation once: FinishRequest → Result.
+	SubjectFinish = "hvmind.world.finish"
+	// SubjectRAM answers the hosts and their free threads ([]HostRAM).
+	SubjectRAM = "hvmind.world.ram"
+	// SubjectRAMReserve reserves RAM for an owner: RAMRequest → RAMReply.
+	SubjectRAMReserve = "hvmind.world.ram.reserve"
+	// SubjectRAMRelease frees an owner's RAM: RAMRequest → RAMReply.
+	SubjectRAMRelease = "hvmind.world.ram.release"
+	// SubjectClock answers the world's clock (Clock).
+	SubjectClock = "hvmind.world.clock"
+)
+
+// Version is reported by the world's micro service.
+const Version = "0.1.0"
+
+// DefaultScenario is where a fresh world starts when no scenario is given.
+const DefaultScenario = "newgame"
+
+// Defaults of Options.
+const (
+	DefaultRetention     = 24 * time.Hour
+	DefaultSnapshotEvery = 250 * time.Millisecond
+)
+
+// Options configure the world service.
+type Options struct {
+	// Scenario is an embedded scenario's name or a scenario file. A fresh
+	// broker starts from it (from DefaultScenario when empty); a broker
+	// holding another scenario's world is refused unless Reset. Empty
+	// resumes whatever world is stored.
+	Scenario string
+	// Speed is game time per real time: every duration is divided by it
+	// (60: a game hour per real minute). 0 means 1.
+	Speed float64
+	// Seed decides the hack rolls (see HackRoll).
+	Seed int64
+	// Reset discards the stored world and starts again from Scenario.
+	Reset bool
+	// Logger receives the service's logs.
+	Logger zerolog.Logger
+	// Retention is how long begins and results are kept by job id
+	// (DefaultRetention when 0).
+	Retention time.Duration
+	// SnapshotEvery is the least interval between snapshots of the whole
+	// state (DefaultSnapshotEvery when 0).
+	SnapshotEvery time.Duration
+}
+
+// FinishRequest names the operation to finish.
+type FinishRequest struct {
+	JobID string `json:"jobId"`
+}
+
+// Clock is the world's clock and identity.
+type Clock struct {
+	Scenario string  `json:"scenario"`
+	Speed    float64 `json:"speed"`
+	// GameTimeMs is the game time elapsed in this world while a world
+	// service ran.
+	GameTimeMs float64 `json:"gameTimeMs"`
+	Seed       int64   `json:"seed"`
+	// Seq is the number of changes applied so far.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+}
+
+// Service is the running world: the single writer of its state.
+type Service struct {
+	opts  Options
+	nc    *nats.Conn
+	log   zerolog.Logger
+	store *store
+	svc   micro.Service
+
+	queue    chan *item
+	stopCh   chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+
+	// Owned by the writer goroutine (set before it starts).
+	st       *State
+	begins   map[string]*begun
+	results  map[string]*finished
+	gameBase float64
+	realBase time.Time
+	dirty    bool
+	lastSnap time.Time
+	// broken is set when memory may be ahead of the store; the writer
+	// reloads before it serves again.
+	broken error
+}
+
+type begun struct {
+	b  BeginReply
+	at time.Time
+}
+
+type finished struct {
+	r  Result
+	at time.Time
+}
+
+// item is one request for the writer: run computes the reply (and the
+// writes it needs stored first); respond sends it.
+type item struct {
+	run     func() (any, []write, error)
+	respond func(any, error)
+}
+
+const (
+	maxGroup       = 512
+	queueSize      = 8192
+	ackTimeout     = 10 * time.Second
+	resultCacheAge = 10 * time.Minute
+)
+
+// errLookup asks the handler to read the store and try again.
+var errLookup = errors.New("look up the store")
+
+var errStopping = fmt.Errorf("%w: the world service is stopping", ErrUnavailable)
+
+// Serve loads the world from the broker (or starts it from the scenario)
+// and answers the world's API until ctx ends or Stop is called.
+func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
+	if o.Speed == 0 {
+		o.Speed = 1
+	}
+	if !(o.Speed > 0) || o.Speed > 1e9 {
+		return nil, fmt.Errorf("world: speed %v: want a positive number", o.Speed)
+	}
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.SnapshotEvery <= 0 {
+		o.SnapshotEvery = DefaultSnapshotEvery
+	}
+	log := o.Logger.With().Str("part", "world").Logger()
+	var want *Scenario
+	if o.Scenario != "" || o.Reset {
+		name := o.Scenario
+		if name == "" {
+			name = DefaultScenario
+		}
+		var err error
+		if want, err = LoadScenario(name); err != nil {
+			return nil, fmt.Errorf("world: %w", err)
+		}
+	}
+	if err := checkNotRunning(nc); err != nil {
+		return nil, err
+	}
+	st, err := openStore(ctx, nc, o.Retention, log)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	l, err := st.load(lctx, want, o.Reset)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("world: %w", err)
+	}
+	s := &Service{
+		opts: o, nc: nc, log: log, store: st,
+		queue: make(chan *item, queueSize), stopCh: make(chan struct{}), done: make(chan struct{}),
+		lastSnap: time.Now(),
+	}
+	s.install(l)
+	go s.writer()
+	if err := s.startMicro(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Stop()
+		case <-s.done:
+		}
+	}()
+	ev := log.Info().Str("scenario", l.st.Scenario).Uint64("seq", l.st.Seq).Float64("speed", o.Speed).Int64("seed", o.Seed)
+	if l.fresh {
+		ev.Msg("world service ready: a new world")
+	} else {
+		ev.Int("replayed", len(l.replayed)).Msg("world service ready: resumed the stored world")
+	}
+	return s, nil
+}
+
+// checkNotRunning refuses to start a second writer of the same world.
+func checkNotRunning(nc *nats.Conn) error {
+	msg, err := nc.Request(SubjectClock, nil, 500*time.Millisecond)
+	if err != nil {
+		return nil // no responders (or no answer): nobody is serving
+	}
+	var c Clock
+	_ = json.Unmarshal(msg.Data, &c)
+	return fmt.Errorf("%w on this broker (scenario %q, speed %v); stop it first, or use it", ErrAlreadyRunning, c.Scenario, c.Speed)
+}
+
+func (s *Service) startMicro() error {
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        ServiceName,
+		Version:     Version,
+		Description: "HVMind simulated world: servers, player, and the hack/grow/weaken operations",
+	})
+	if err != nil {
+		return fmt.Errorf("world service: %w", err)
+	}
+	add := func(name, subject string, h micro.HandlerFunc) error {
+		return svc.AddEndpoint(name, h, micro.WithEndpointSubject(subject))
+	}
+	err = errors.Join(
+		add("servers", SubjectServers, s.handleServers),
+		add("server", SubjectServer, s.handleServer),
+		add("player", SubjectPlayer, s.handlePlayer),
+		add("begin", SubjectBegin, s.handleBegin),
+		add("finish", SubjectFinish, s.handleFinish),
+		add("ram", SubjectRAM, s.handleRAM),
+		add("ram-reserve", SubjectRAMReserve, s.handleReserve),
+		add("ram-release", SubjectRAMRelease, s.handleRelease),
+		add("clock", SubjectClock, s.handleClock),
+	)
+	if err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("world service: %w", err)
+	}
+	s.svc = svc
+	// Once the server has the subscriptions, every client can reach them.
+	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
+		s.log.Warn().Err(err).Msg("world service: flush")
+	}
+	return nil
+}
+
+// Stop stops answering, lets the writer finish what it was given, writes
+// a last snapshot and returns. It is safe to call more than once.
+func (s *Service) Stop() {
+	s.stopOnce.Do(func() {
+		if s.svc != nil {
+			_ = s.svc.Stop()
+		}
+		close(s.stopCh)
+	})
+	<-s.done
+}
+
+// Done is closed once the service has stopped.
+func (s *Service) Done() <-chan struct{} { return s.done }
+
+// install makes a loaded world the current one.
+func (s *Service) install(l *loaded) {
+	s.st = l.st
+	s.begins = map[string]*begun{}
+	s.results = make(map[string]*finished, len(l.replayed))
+	now := time.Now()
+	for _, r := range l.replayed {
+		s.results[r.JobID] = &finished{r: r, at: now}
+	}
+	s.gameBase, s.realBase = l.gameMs, now
+	// Fold a replayed journal into a new snapshot soon.
+	s.dirty = len(l.replayed) > 0 || l.purged > 0
+	s.broken = nil
+}
+
+func (s *Service) gameNow() float64 {
+	return s.gameBase + float64(time.Since(s.realBase))/float64(time.Millisecond)*s.opts.Speed
+}
+
+// ---- the writer ----
+
+func (s *Service) writer() {
+	defer close(s.done)
+	snap := time.NewTicker(s.opts.SnapshotEvery)
+	defer snap.Stop()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	group := make([]*item, 0, maxGroup)
+	for {
+		select {
+		case it := <-s.queue:
+			group = append(group[:0], it)
+		fill:
+			for len(group) < maxGroup {
+				select {
+				case it := <-s.queue:
+					group = append(group, it)
+				default:
+					break fill
+				}
+			}
+			s.runGroup(group)
+		case <-snap.C:
+			if s.broken != nil {
+				_ = s.reload()
+			}
+			s.maybeSnapshot(false)
+		case <-sweep.C:
+			s.sweep(time.Now())
+		case <-s.stopCh:
+			for drained := false; !drained; {
+				select {
+				case it := <-s.queue:
+					s.runGroup([]*item{it})
+				default:
+					drained = true
+				}
+			}
+			s.maybeSnapshot(true)
+			s.log.Info().Uint64("seq", s.st.Seq).Msg("world service stopped")
+			return
+		}
+	}
+}
+
+type outcome struct {
+	v   any
+	err error
+}
+
+// runGroup runs requests that arrived together, stores their writes, and
+// answers them once everything is stored (or all with an error).
+func (s *Service) runGroup(group []*item) {
+	outs := make([]outcome, len(group))
+	if s.broken != nil {
+		if err := s.reload(); err != nil {
+			for _, it := range group {
+				it.respond(nil, fmt.Errorf("%w: %v", ErrUnavailable, err))
+			}
+			return
+		}
+	}
+	var (
+		futures []jetstream.PubAckFuture
+		pubErr  error
+	)
+	for i, it := range group {
+		if pubErr != nil {
+			break // all of the group fails below
+		}
+		v, writes, err := s.safeRun(it.run)
+		outs[i] = outcome{v, err}
+		for _, w := range writes {
+			f, err := s.store.publish(w)
+			if err != nil {
+				pubErr = err
+				break
+			}
+			futures = append(futures, f)
+		}
+	}
+	if pubErr == nil {
+		pubErr = waitAcks(futures)
+	}
+	if pubErr != nil {
+		s.log.Error().Err(pubErr).Int("requests", len(group)).Msg("world: storing changes failed; reloading the stored world")
+		s.broken = pubErr
+		if err := s.reload(); err != nil {
+			s.log.Error().Err(err).Msg("world: reload failed; retrying before the next request")
+		}
+		for i := range outs {
+			outs[i] = outcome{nil, fmt.Errorf("%w: %v; nothing was applied, retry", ErrUnavailable, pubErr)}
+		}
+	}
+	for i, it := range group {
+		it.respond(outs[i].v, outs[i].err)
+	}
+	s.maybeSnapshot(false)
+}
+
+func (s *Service) safeRun(run func() (any, []write, error)) (v any, w []write, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error().Interface("panic", p).Msg("world: request panicked")
+			v, w, err = nil, nil, fmt.Errorf("internal error: %v", p)
+		}
+	}()
+	return run()
+}
+
+func waitAcks(futures []jetstream.PubAckFuture) error {
+	if len(futures) == 0 {
+		return nil
+	}
+	timer := time.NewTimer(ackTimeout)
+	defer timer.Stop()
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("store %s: %w", f.Msg().Subject, err)
+		case <-timer.C:
+			return fmt.Errorf("store %s: no acknowledgement within %s", f.Msg().Subject, ackTimeout)
+		}
+	}
+	return nil
+}
+
+// reload replaces memory with what the store holds.
+func (s *Service) reload() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := s.store.load(ctx, nil, false)
+	if err != nil {
+		s.broken = err
+		return err
+	}
+	s.install(l)
+	s.log.Info().Uint64("seq", l.st.Seq).Msg("world reloaded from the store")
+	return nil
+}
+
+func (s *Service) maybeSnapshot(force bool) {
+	if !s.dirty || s.broken != nil {
+		return
+	}
+	if !force && time.Since(s.lastSnap) < s.opts.SnapshotEvery {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.store.saveSnapshot(ctx, s.st.snapshot(s.gameNow())); err != nil {
+		s.log.Warn().Err(err).Msg("world: snapshot not saved; reloading before the next request")
+		s.broken = err
+		return
+	}
+	s.dirty = false
+	s.lastSnap = time.Now()
+}
+
+// sweep forgets old begins (their keys expire in the store too) and old
+// cached results (the store still answers for them).
+func (s *Service) sweep(now time.Time) {
+	for id, b := range s.begins {
+		if now.Sub(b.at) > s.opts.Retention {
+			delete(s.begins, id)
+		}
+	}
+	for id, r := range s.results {
+		if now.Sub(r.at) > resultCacheAge {
+			delete(s.results, id)
+		}
+	}
+}
+
+// enqueue hands a request to the writer.
+func (s *Service) enqueue(it *item) {
+	select {
+	case s.queue <- it:
+	case <-s.stopCh:
+		it.respond(nil, errStopping)
+	}
+}
+
+// ---- operations (run by the writer) ----
+
+func (s *Service) begin(req BeginRequest, looked *Result, lookErr error) (any, []write, error) {
+	if b, ok := s.begins[req.JobID]; ok {
+		if b.b.BeginRequest != req {
+			return nil, nil, invalidf("job %s already began as %s of %s by %d threads on %s", req.JobID, b.b.Task, b.b.Target, b.b.Threads, b.b.Host)
+		}
+		return b.b, nil, nil
+	}
+	if r, ok := s.results[req.JobID]; ok {
+		return s.begunOf(&r.r), nil, nil
+	}
+	if lookErr != nil {
+		return nil, nil, lookErr
+	}
+	if looked != nil {
+		s.results[req.JobID] = &finished{r: *looked, at: time.Now()}
+		return s.begunOf(looked), nil, nil
+	}
+	b, err := s.st.Begin(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.Speed = s.opts.Speed
+	b.DurationRealMs = b.DurationGameMs / s.opts.Speed
+	b.GameTimeMs = s.gameNow()
+	data, err := json.Marshal(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.begins[req.JobID] = &begun{b: b, at: time.Now()}
+	return b, []write{{key: beginKey(req.JobID), data: data, expires: true}}, nil
+}
+
+// begunOf answers a begin of an operation that has already finished: with
+// its begin, so that the task waits and then gets the same result.
+func (s *Service) begunOf(r *Result) BeginReply {
+	b := r.Begun()
+	b.Speed = s.opts.Speed
+	return b
+}
+
+type lookup struct {
+	result *Result
+	begin  *BeginReply
+	err    error
+}
+
+func (s *Service) finish(id string, lk *lookup) (any, []write, error) {
+	if r, ok := s.results[id]; ok {
+		return r.r, nil, nil
+	}
+	if b, ok := s.begins[id]; ok {
+		return s.apply(b.b)
+	}
+	if lk == nil {
+		return nil, nil, errLookup
+	}
+	switch {
+	case lk.err != nil:
+		return nil, nil, lk.err
+	case lk.result != nil:
+		s.results[id] = &finished{r: *lk.result, at: time.Now()}
+		return *lk.result, nil, nil
+	case lk.begin != nil:
+		return s.apply(*lk.begin)
+	}
+	return nil, nil, fmt.Errorf("finish %s: %w (or it began more than %s ago)", id, ErrNotBegun, s.opts.Retention)
+}
+
+// apply applies a begun operation's effect now.
+func (s *Service) apply(b BeginReply) (any, []write, error) {
+	r, err := s.st.Finish(b, HackRoll(s.opts.Seed, b.JobID))
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := json.Marshal(s.st.finishEntry(&r))
+	if err != nil {
+		return nil, nil, err
+	}
+	delete(s.begins, b.JobID)
+	s.results[b.JobID] = &finished{r: r, at: time.Now()}
+	s.dirty = true
+	s.log.Debug().Str("job", r.JobID).Str("task", r.Task).Str("target", r.Target).Bool("success", r.Success).
+		Float64("stolen", r.Stolen).Float64("security", r.SecurityAfter).Float64("money", r.MoneyAfter).Msg("applied")
+	return r, []write{{key: opKey(b.JobID), data: data, expires: true}}, nil
+}
+
+func (s *Service) ram(req RAMRequest, reserve bool) (any, []write, error) {
+	var (
+		reply   RAMReply
+		changed bool
+		err     error
+	)
+	if reserve {
+		reply, changed, err = s.st.Reserve(req)
+	} else {
+		reply, changed, err = s.st.Release(req)
+	}
+	if err != nil || !changed {
+		return reply, nil, err
+	}
+	change := RAMRequest{Host: req.Host, Owner: req.Owner, Threads: reply.Threads}
+	data, err := json.Marshal(journalEntry{Seq: s.st.Seq, RAM: &change, Time: time.Now().UTC()})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.dirty = true
+	return reply, []write{{key: ramKey(s.st.Seq), data: data, expires: true}}, nil
+}
+
+// ---- handlers ----
+
+func (s *Service) handle(req micro.Request, run func() (any, []write, error)) {
+	s.enqueue(&item{run: run, respond: func(v any, err error) { s.reply(req, v, err) }})
+}
+
+func (s *Service) reply(req micro.Request, v any, err error) {
+	if err == nil {
+		var data []byte
+		if data, err = json.Marshal(v); err == nil {
+			_ = req.Respond(data)
+			return
+		}
+	}
+	code, status := errorCode(err)
+	body, _ := json.Marshal(ErrorReply{Error: err.Error(), Code: code})
+	_ = req.Error(status, firstLine(err.Error()), body)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func decode(req micro.Request, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(req.Data()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalidf("malformed request to %s: %v", req.Subject(), err)
+	}
+	return nil
+}
+
+func (s *Service) handleServers(req micro.Request) {
+	s.handle(req, func() (any, []write, error) { return s.st.Servers(), nil, nil })
+}
+
+func (s *Service) handleServer(req micro.Request) {
+	name := nameArg(req.Data())
+	s.handle(req, func() (any, []write, error) {
+		srv, ok := s.st.Server(name)
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: no server %q", ErrUnknownTarget, name)
+		}
+		return srv, nil, nil
+	})
+}
+
+// nameArg reads a body that is a name, bare or as a JSON string.
+func nameArg(data []byte) string {
+	data = bytes.TrimSpace(data)
+	var s string
+	if json.Unmarshal(data, &s) == nil {
+		return s
+	}
+	return string(data)
+}
+
+func (s *Service) handlePlayer(req micro.Request) {
+	s.handle(req, func() (any, []write, error) { return s.st.PlayerInfo(), nil, nil })
+}
+
+func (s *Service) handleRAM(req micro.Request) {
+	s.handle(req, func() (any, []write, error) { return s.st.Hosts(), nil, nil })
+}
+
+func (s *Service) handleClock(req micro.Request) {
+	s.handle(req, func() (any, []write, error) {
+		return Clock{Scenario: s.st.Scenario, Speed: s.opts.Speed, GameTimeMs: s.gameNow(), Seed: s.opts.Seed, Seq: s.st.Seq, Time: time.Now()}, nil, nil
+	})
+}
+
+func (s *Service) handleBegin(req micro.Request) {
+	var br BeginRequest
+	if err := decode(req, &br); err != nil {
+		s.reply(req, nil, err)
+		return
+	}
+	if !validID(br.JobID) {
+		s.reply(req, nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", br.JobID))
+		return
+	}
+	// An operation that finished before a restart is known only to the
+	// store; look for it first, off the writer, so that beginning it again
+	// cannot apply it twice.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := s.store.getResult(ctx, br.JobID)
+		s.handle(req, func() (any, []write, error) { return s.begin(br, r, err) })
+	}()
+}
+
+func (s *Service) handleFinish(req micro.Request) {
+	var fr FinishRequest
+	if data := bytes.TrimSpace(req.Data()); len(data) > 0 && data[0] != '{' {
+		fr.JobID = nameArg(data)
+	} else if err := decode(req, &fr); err != nil {
+		s.reply(req, nil, err)
+		return
+	}
+	if !validID(fr.JobID) {
+		s.reply(req, nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", fr.JobID))
+		return
+	}
+	id := fr.JobID
+	s.enqueue(&item{
+		run: func() (any, []write, error) { return s.finish(id, nil) },
+		respond: func(v any, err error) {
+			if !errors.Is(err, errLookup) {
+				s.reply(req, v, err)
+				return
+			}
+			// Not in memory: begun or finished before a restart.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				lk := &lookup{}
+				lk.result, lk.err = s.store.getResult(ctx, id)
+				if lk.result == nil && lk.err == nil {
+					lk.begin, lk.err = s.store.getBegin(ctx, id)
+				}
+				s.handle(req, func() (any, []write, error) { return s.finish(id, lk) })
+			}()
+		},
+	})
+}
+
+func (s *Service) handleReserve(req micro.Request) {
+	var rr RAMRequest
+	if err := decode(req, &rr); err != nil {
+		s.reply(req, nil, err)
+		return
+	}
+	s.handle(req, func() (any, []write, error) { return s.ram(rr, true) })
+}
+
+func (s *Service) handleRelease(req micro.Request) {
+	var rr RAMRequest
+	if err := decode(req, &rr); err != nil {
+		s.reply(req, nil, err)
+		return
+	}
+	s.handle(req, func() (any, []write, error) { return s.ram(rr, false) })
+}

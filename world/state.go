@@ -1,0 +1,572 @@
+package world
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"math"
+)
+
+// The operations of the world: the tasks a worker runs against a target.
+const (
+	OpHack   = "hack"
+	OpGrow   = "grow"
+	OpWeaken = "weaken"
+)
+
+// IsOperation reports whether task is hack, grow or weaken.
+func IsOperation(task string) bool {
+	return task == OpHack || task == OpGrow || task == OpWeaken
+}
+
+// BeginRequest tells the world that an operation starts now.
+type BeginRequest struct {
+	// JobID keys the operation: its finish, and the at-most-once guarantee.
+	JobID string `json:"jobId"`
+	// Task is hack, grow or weaken.
+	Task string `json:"task"`
+	// Target is the server acted on.
+	Target string `json:"target"`
+	// Host is the server the worker runs on; grow and weaken use its cores.
+	Host    string `json:"host"`
+	Threads int    `json:"threads"`
+}
+
+// BeginReply is what the world fixed when an operation began. The world
+// keeps it, keyed by job id, until the operation finishes.
+type BeginReply struct {
+	BeginRequest
+	// Cores are the host's cores.
+	Cores int `json:"cores"`
+	// DurationGameMs is the operation's duration in game time, fixed now
+	// from the target's security and the player's level;
+	// DurationRealMs = DurationGameMs / Speed is how long the worker waits.
+	DurationGameMs float64 `json:"durationGameMs"`
+	DurationRealMs float64 `json:"durationRealMs"`
+	Speed          float64 `json:"speed"`
+	// LevelAtStart is the player's hacking level now.
+	LevelAtStart int `json:"levelAtStart"`
+	// SecurityAtStart and MoneyAtStart are the target's, now.
+	SecurityAtStart float64 `json:"securityAtStart"`
+	MoneyAtStart    float64 `json:"moneyAtStart"`
+	// ChanceAtStart is the hack chance now (hack only).
+	ChanceAtStart float64 `json:"chanceAtStart,omitempty"`
+	// GameTimeMs is the world's clock when the operation began.
+	GameTimeMs float64 `json:"gameTimeMs"`
+}
+
+// Result is the effect of a finished operation: what a completion record
+// carries so that a batcher can check itself.
+type Result struct {
+	JobID   string `json:"jobId"`
+	Task    string `json:"task"`
+	Target  string `json:"target"`
+	Host    string `json:"host"`
+	Threads int    `json:"threads"`
+	Cores   int    `json:"cores"`
+	// Success is false only for a hack whose roll failed.
+	Success bool `json:"success"`
+	// Stolen is the money a hack took (0 on failure). The player's money
+	// rises by exactly this much.
+	Stolen float64 `json:"stolen"`
+	// Chance is the hack chance at the end, and Roll the number in [0, 1)
+	// that decided it: success when Roll < Chance.
+	Chance float64 `json:"chance"`
+	Roll   float64 `json:"roll"`
+	// GrowMultiplier is money after / money before of a grow (money before
+	// counts as 1 when it was 0, as in the game).
+	GrowMultiplier float64 `json:"growMultiplier"`
+	// SecurityRemoved is how much a weaken lowered security: 0.05 per
+	// thread (more with cores), less when it reached the minimum.
+	SecurityRemoved float64 `json:"securityRemoved"`
+	// SecurityBefore/After and MoneyBefore/After are the target's just
+	// before and just after the effect, at the end.
+	SecurityBefore float64 `json:"securityBefore"`
+	SecurityAfter  float64 `json:"securityAfter"`
+	MoneyBefore    float64 `json:"moneyBefore"`
+	MoneyAfter     float64 `json:"moneyAfter"`
+	// SecurityAtStart and MoneyAtStart are the target's when it began.
+	SecurityAtStart float64 `json:"securityAtStart"`
+	MoneyAtStart    float64 `json:"moneyAtStart"`
+	// LevelAtStart fixed the duration; LevelAtEnd computed the effect.
+	LevelAtStart int `json:"levelAtStart"`
+	LevelAtEnd   int `json:"levelAtEnd"`
+	// Exp is the hacking exp the player gained.
+	Exp float64 `json:"exp"`
+	// DurationGameMs and DurationRealMs are the durations the world gave at begin.
+	DurationGameMs float64 `json:"durationGameMs"`
+	DurationRealMs float64 `json:"durationRealMs"`
+	// Seq numbers the world's changes: results ordered by Seq are in the
+	// order the world applied them.
+	Seq uint64 `json:"seq"`
+}
+
+// MarshalJSON writes only the fields that belong to the result's task:
+// stolen, chance and roll for hack, growMultiplier for grow,
+// securityRemoved for weaken.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	out := struct {
+		plain
+		Stolen          *float64 `json:"stolen,omitempty"`
+		Chance          *float64 `json:"chance,omitempty"`
+		Roll            *float64 `json:"roll,omitempty"`
+		GrowMultiplier  *float64 `json:"growMultiplier,omitempty"`
+		SecurityRemoved *float64 `json:"securityRemoved,omitempty"`
+	}{plain: plain(r)}
+	switch r.Task {
+	case OpHack:
+		out.Stolen, out.Chance, out.Roll = &r.Stolen, &r.Chance, &r.Roll
+	case OpGrow:
+		out.GrowMultiplier = &r.GrowMultiplier
+	case OpWeaken:
+		out.SecurityRemoved = &r.SecurityRemoved
+	}
+	return json.Marshal(out)
+}
+
+// Begun returns the begin of the operation a result came from.
+func (r *Result) Begun() BeginReply {
+	return BeginReply{
+		BeginRequest:    BeginRequest{JobID: r.JobID, Task: r.Task, Target: r.Target, Host: r.Host, Threads: r.Threads},
+		Cores:           r.Cores,
+		DurationGameMs:  r.DurationGameMs,
+		DurationRealMs:  r.DurationRealMs,
+		LevelAtStart:    r.LevelAtStart,
+		SecurityAtStart: r.SecurityAtStart,
+		MoneyAtStart:    r.MoneyAtStart,
+	}
+}
+
+// PlayerInfo is the player as the world service reports it.
+type PlayerInfo struct {
+	HackingExp   float64 `json:"hackingExp"`
+	HackingLevel int     `json:"hackingLevel"`
+	Intelligence float64 `json:"intelligence"`
+	Money        float64 `json:"money"`
+	Mults        Mults   `json:"mults"`
+}
+
+// Player returns the player the info describes.
+func (p PlayerInfo) Player() Player {
+	return Player{HackingExp: p.HackingExp, Intelligence: p.Intelligence, Money: p.Money, Mults: p.Mults}
+}
+
+// HostRAM is the RAM of one host: a rooted server with RAM.
+type HostRAM struct {
+	Hostname string  `json:"hostname"`
+	MaxRAM   float64 `json:"maxRam"`
+	RAMUsed  float64 `json:"ramUsed"`
+	CPUCores int     `json:"cpuCores"`
+	// FreeThreads is floor((maxRam - ramUsed) / 1.75).
+	FreeThreads int `json:"freeThreads"`
+	// Reservations are the threads reserved per owner.
+	Reservations map[string]int `json:"reservations,omitempty"`
+}
+
+// RAMRequest reserves or releases RAM for Threads worker threads of an
+// owner (a worker id) on a host.
+type RAMRequest struct {
+	Host    string `json:"host"`
+	Owner   string `json:"owner"`
+	Threads int    `json:"threads,omitempty"`
+}
+
+// RAMReply is a host's RAM after a reservation or release.
+type RAMReply struct {
+	HostRAM
+	Owner string `json:"owner"`
+	// Threads is what the owner holds on the host now.
+	Threads int `json:"threads"`
+}
+
+// State is the world in memory: the servers, the player, and the RAM
+// reserved on hosts. Its methods apply the rules of WORLD.md; it is not
+// safe for concurrent use.
+type State struct {
+	// Scenario is the name of the scenario the world started from.
+	Scenario string
+	// Seq counts the changes applied since the world started.
+	Seq uint64
+
+	player  Player
+	servers map[string]*Server
+	order   []string
+	// ramBase is each host's RAM in use apart from reservations (from the scenario).
+	ramBase map[string]float64
+	// reserved is host → owner → threads.
+	reserved map[string]map[string]int
+}
+
+// NewState starts a world from a scenario (which it copies).
+func NewState(sc *Scenario) *State {
+	st := &State{
+		Scenario: sc.Name,
+		player:   sc.Player,
+		servers:  make(map[string]*Server, len(sc.Servers)),
+		ramBase:  map[string]float64{},
+		reserved: map[string]map[string]int{},
+	}
+	for i := range sc.Servers {
+		s := sc.Servers[i]
+		st.servers[s.Hostname] = &s
+		st.order = append(st.order, s.Hostname)
+		if s.RAMUsed != 0 {
+			st.ramBase[s.Hostname] = s.RAMUsed
+		}
+	}
+	return st
+}
+
+// Player is the player now.
+func (st *State) Player() Player { return st.player }
+
+// PlayerInfo is the player now, with its hacking level.
+func (st *State) PlayerInfo() PlayerInfo {
+	p := st.player
+	return PlayerInfo{HackingExp: p.HackingExp, HackingLevel: p.HackingLevel(), Intelligence: p.Intelligence, Money: p.Money, Mults: p.Mults}
+}
+
+// Server returns a copy of one server.
+func (st *State) Server(name string) (Server, bool) {
+	s, ok := st.servers[name]
+	if !ok {
+		return Server{}, false
+	}
+	return *s, true
+}
+
+// Servers returns a copy of every server, in scenario order.
+func (st *State) Servers() []Server {
+	out := make([]Server, 0, len(st.order))
+	for _, n := range st.order {
+		out = append(out, *st.servers[n])
+	}
+	return out
+}
+
+// AsScenario returns the world now as a scenario (for the planner).
+func (st *State) AsScenario() *Scenario {
+	return &Scenario{Name: st.Scenario, Bitnode: 1, Player: st.player, Servers: st.Servers()}
+}
+
+// Hosts lists the hosts (rooted servers with RAM) and their RAM, in scenario order.
+func (st *State) Hosts() []HostRAM {
+	var out []HostRAM
+	for _, n := range st.order {
+		s := st.servers[n]
+		if s.HasAdminRights && s.MaxRAM > 0 {
+			out = append(out, st.hostRAM(s))
+		}
+	}
+	return out
+}
+
+func (st *State) hostRAM(s *Server) HostRAM {
+	h := HostRAM{Hostname: s.Hostname, MaxRAM: s.MaxRAM, RAMUsed: s.RAMUsed, CPUCores: s.CPUCores, FreeThreads: HostThreads(s)}
+	if r := st.reserved[s.Hostname]; len(r) > 0 {
+		h.Reservations = make(map[string]int, len(r))
+		for o, t := range r {
+			h.Reservations[o] = t
+		}
+	}
+	return h
+}
+
+// Begin checks that an operation may start now and fixes what it fixes at
+// its start: its duration (game time) from the target's security and the
+// player's level now. It changes nothing. The reply's DurationRealMs,
+// Speed and GameTimeMs are left for the caller.
+func (st *State) Begin(req BeginRequest) (BeginReply, error) {
+	switch {
+	case !validID(req.JobID):
+		return BeginReply{}, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", req.JobID)
+	case !IsOperation(req.Task):
+		return BeginReply{}, invalidf("task %q: want hack, grow or weaken", req.Task)
+	case req.Threads <= 0:
+		return BeginReply{}, invalidf("threads %d: must be positive", req.Threads)
+	case req.Target == "":
+		return BeginReply{}, invalidf("%s needs a target (args[0])", req.Task)
+	}
+	target, ok := st.servers[req.Target]
+	if !ok {
+		return BeginReply{}, fmt.Errorf("%s %s: %w %q", req.Task, req.JobID, ErrUnknownTarget, req.Target)
+	}
+	host, ok := st.servers[req.Host]
+	if !ok {
+		return BeginReply{}, fmt.Errorf("%s %s: %w %q (the worker's host must be a server of the world)", req.Task, req.JobID, ErrUnknownHost, req.Host)
+	}
+	if !host.HasAdminRights {
+		return BeginReply{}, fmt.Errorf("%s %s: host %s: %w: a worker cannot run there", req.Task, req.JobID, req.Host, ErrNoRoot)
+	}
+	h := st.player.Hacker()
+	if !target.HasAdminRights {
+		return BeginReply{}, fmt.Errorf("%s %s: target %s: %w", req.Task, req.JobID, req.Target, ErrNoRoot)
+	}
+	if req.Task == OpHack {
+		if err := CheckHack(target, h); err != nil {
+			return BeginReply{}, fmt.Errorf("%s %s: target %w", req.Task, req.JobID, err)
+		}
+	}
+	b := BeginReply{
+		BeginRequest:    req,
+		Cores:           max(host.CPUCores, 1),
+		LevelAtStart:    h.Level,
+		SecurityAtStart: target.HackDifficulty,
+		MoneyAtStart:    target.MoneyAvailable,
+	}
+	switch req.Task {
+	case OpHack:
+		b.DurationGameMs = HackTimeMs(target, h)
+		b.ChanceAtStart = HackChance(target, h)
+	case OpGrow:
+		b.DurationGameMs = GrowTimeMs(target, h)
+	case OpWeaken:
+		b.DurationGameMs = WeakenTimeMs(target, h)
+	}
+	return b, nil
+}
+
+// Finish applies the effect of a begun operation now, with the target's
+// security and the player's level now, and returns it. roll decides a
+// hack: it succeeds when roll < chance (see HackRoll).
+func (st *State) Finish(b BeginReply, roll float64) (Result, error) {
+	s, ok := st.servers[b.Target]
+	if !ok {
+		return Result{}, fmt.Errorf("%s %s: %w %q", b.Task, b.JobID, ErrUnknownTarget, b.Target)
+	}
+	if !IsOperation(b.Task) || b.Threads <= 0 {
+		return Result{}, invalidf("begin of %s: task %q, threads %d", b.JobID, b.Task, b.Threads)
+	}
+	h := st.player.Hacker()
+	r := Result{
+		JobID: b.JobID, Task: b.Task, Target: b.Target, Host: b.Host, Threads: b.Threads, Cores: b.Cores,
+		Success:         true,
+		SecurityBefore:  s.HackDifficulty,
+		MoneyBefore:     s.MoneyAvailable,
+		SecurityAtStart: b.SecurityAtStart,
+		MoneyAtStart:    b.MoneyAtStart,
+		LevelAtStart:    b.LevelAtStart,
+		LevelAtEnd:      h.Level,
+		DurationGameMs:  b.DurationGameMs,
+		DurationRealMs:  b.DurationRealMs,
+	}
+	switch b.Task {
+	case OpHack:
+		r.Chance = HackChance(s, h)
+		r.Roll = roll
+		r.Success = roll < r.Chance
+		if r.Success {
+			pct := HackPercent(s, h)
+			r.Stolen = HackStolen(s.MoneyAvailable, pct, b.Threads)
+			s.MoneyAvailable -= r.Stolen
+			if s.MoneyAvailable < 0 {
+				s.MoneyAvailable = 0
+			}
+			s.HackDifficulty = ClampSecurity(s, s.HackDifficulty+HackSecurityIncrease(b.Threads, pct))
+			st.player.Money += r.Stolen
+		}
+	case OpGrow:
+		money, inc := GrowEffect(s, h, b.Threads, b.Cores)
+		s.MoneyAvailable = money
+		s.HackDifficulty = ClampSecurity(s, s.HackDifficulty+inc)
+		before := r.MoneyBefore
+		if !(before > 0) {
+			before = 1
+		}
+		r.GrowMultiplier = money / before
+	case OpWeaken:
+		r.SecurityRemoved = WeakenAmount(b.Threads, b.Cores)
+		if sec := s.HackDifficulty - r.SecurityRemoved; sec >= SecurityFloor(s) {
+			s.HackDifficulty = math.Min(sec, MaxSecurity)
+		} else {
+			s.HackDifficulty = SecurityFloor(s)
+			r.SecurityRemoved = math.Max(r.SecurityBefore-s.HackDifficulty, 0)
+		}
+	}
+	r.Exp = ExpPerThread(s, st.player.Mults, r.Success) * float64(b.Threads)
+	st.player.HackingExp += r.Exp
+	r.SecurityAfter = s.HackDifficulty
+	r.MoneyAfter = s.MoneyAvailable
+	st.Seq++
+	r.Seq = st.Seq
+	return r, nil
+}
+
+// Reserve sets the threads an owner holds on a host to req.Threads
+// (idempotent: the same request twice reserves once). It fails with
+// ErrNoRAM when they do not fit beside the other reservations.
+// changed is false when the owner already held exactly that.
+func (st *State) Reserve(req RAMRequest) (reply RAMReply, changed bool, err error) {
+	s, err := st.ramHost(req)
+	if err != nil {
+		return RAMReply{}, false, err
+	}
+	if req.Threads <= 0 {
+		return RAMReply{}, false, invalidf("reserve on %s: threads %d: must be positive (release to free RAM)", req.Host, req.Threads)
+	}
+	old := st.reserved[req.Host][req.Owner]
+	if old != req.Threads {
+		total := st.reservedThreads(req.Host) - old + req.Threads
+		if used := st.ramBase[req.Host] + ThreadRAM*float64(total); used > s.MaxRAM {
+			free := max(s.MaxRAM-(s.RAMUsed-ThreadRAM*float64(old)), 0)
+			return RAMReply{}, false, fmt.Errorf("reserve %d threads (%.2f GB) for %s on %s: %w: %.2f of %.2f GB free (%d threads)",
+				req.Threads, ThreadRAM*float64(req.Threads), req.Owner, req.Host, ErrNoRAM, free, s.MaxRAM, ThreadsForRAM(free))
+		}
+		st.setReservation(req.Host, req.Owner, req.Threads)
+		st.Seq++
+	}
+	return RAMReply{HostRAM: st.hostRAM(s), Owner: req.Owner, Threads: req.Threads}, old != req.Threads, nil
+}
+
+// Release frees what an owner holds on a host (idempotent; releasing
+// nothing is not an error). changed is false when the owner held nothing.
+func (st *State) Release(req RAMRequest) (reply RAMReply, changed bool, err error) {
+	s, err := st.ramHost(req)
+	if err != nil {
+		return RAMReply{}, false, err
+	}
+	_, held := st.reserved[req.Host][req.Owner]
+	if held {
+		st.setReservation(req.Host, req.Owner, 0)
+		st.Seq++
+	}
+	return RAMReply{HostRAM: st.hostRAM(s), Owner: req.Owner}, held, nil
+}
+
+func (st *State) ramHost(req RAMRequest) (*Server, error) {
+	if req.Owner == "" {
+		return nil, invalidf("RAM request on %q: an owner is required", req.Host)
+	}
+	s, ok := st.servers[req.Host]
+	if !ok {
+		return nil, fmt.Errorf("RAM for %s: %w %q", req.Owner, ErrUnknownHost, req.Host)
+	}
+	if !s.HasAdminRights {
+		return nil, fmt.Errorf("RAM for %s on %s: %w", req.Owner, req.Host, ErrNoRoot)
+	}
+	if !(s.MaxRAM > 0) {
+		return nil, fmt.Errorf("RAM for %s on %s: %w: the host has no RAM", req.Owner, req.Host, ErrNoRAM)
+	}
+	return s, nil
+}
+
+func (st *State) reservedThreads(host string) int {
+	total := 0
+	for _, t := range st.reserved[host] {
+		total += t
+	}
+	return total
+}
+
+// setReservation sets (threads > 0) or removes an owner's reservation and
+// recomputes the host's ramUsed from its base, so that no rounding builds up.
+func (st *State) setReservation(host, owner string, threads int) {
+	if threads > 0 {
+		if st.reserved[host] == nil {
+			st.reserved[host] = map[string]int{}
+		}
+		st.reserved[host][owner] = threads
+	} else {
+		delete(st.reserved[host], owner)
+		if len(st.reserved[host]) == 0 {
+			delete(st.reserved, host)
+		}
+	}
+	if s, ok := st.servers[host]; ok {
+		s.RAMUsed = st.ramBase[host] + ThreadRAM*float64(st.reservedThreads(host))
+	}
+}
+
+// HackRoll is the random number in [0, 1) that decides the hack of job
+// jobID: the top 53 bits of FNV-1a-64 over the seed (8 bytes, little
+// endian) and the job id. Deriving the roll from (seed, job id) instead of
+// drawing from a stream of random numbers makes it restart-safe (a world
+// that restarts, or a finish that is repeated, rolls the same number) and
+// independent of the order in which concurrent jobs finish; the same seed
+// and the same operations give the same results, a different seed
+// different ones.
+func HackRoll(seed int64, jobID string) float64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(seed))
+	_, _ = h.Write(b[:])
+	_, _ = h.Write([]byte(jobID))
+	// FNV's low bits mix poorly into the high ones for short inputs; a
+	// final avalanche (from SplitMix64) spreads every input bit.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / (1 << 53)
+}
+
+// snapshot is the whole state as stored.
+type snapshot struct {
+	Version  int     `json:"version"`
+	Scenario string  `json:"scenario"`
+	Seq      uint64  `json:"seq"`
+	GameMs   float64 `json:"gameTimeMs"`
+	Player   Player  `json:"player"`
+	// Servers are in scenario order.
+	Servers  []Server                  `json:"servers"`
+	RAMBase  map[string]float64        `json:"ramBase,omitempty"`
+	Reserved map[string]map[string]int `json:"reservations,omitempty"`
+}
+
+const snapshotVersion = 1
+
+func (st *State) snapshot(gameMs float64) snapshot {
+	sn := snapshot{
+		Version: snapshotVersion, Scenario: st.Scenario, Seq: st.Seq, GameMs: gameMs,
+		Player: st.player, Servers: st.Servers(), RAMBase: st.ramBase, Reserved: st.reserved,
+	}
+	return sn
+}
+
+func stateFromSnapshot(sn *snapshot) (*State, error) {
+	if sn.Version != snapshotVersion {
+		return nil, fmt.Errorf("stored world has format version %d; this program reads %d", sn.Version, snapshotVersion)
+	}
+	st := NewState(&Scenario{Name: sn.Scenario, Player: sn.Player, Servers: sn.Servers})
+	st.Seq = sn.Seq
+	st.ramBase = map[string]float64{}
+	for h, v := range sn.RAMBase {
+		st.ramBase[h] = v
+	}
+	for h, owners := range sn.Reserved {
+		for o, t := range owners {
+			if st.reserved[h] == nil {
+				st.reserved[h] = map[string]int{}
+			}
+			st.reserved[h][o] = t
+		}
+	}
+	return st, nil
+}
+
+// setServer replaces a server's values (journal replay).
+func (st *State) setServer(s Server) {
+	if cur, ok := st.servers[s.Hostname]; ok {
+		*cur = s
+	}
+}
+
+// validID is job.ValidID (the world does not import the job package): a
+// job id goes into keys of the world's bucket.
+func validID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
