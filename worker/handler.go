@@ -39,24 +39,33 @@ type Task struct {
 	Start time.Time
 	// ScheduledEnd is when the job is meant to end.
 	ScheduledEnd time.Time
+	// EndedAt, when a handler sets it, is when its work ended, if that was
+	// before it returned; the record's actualEndTime uses it. SleepUntil
+	// sets it to the instant its timer fired, so a sleep's end is not
+	// blurred by the goroutine hand-off that follows.
+	EndedAt time.Time
 
 	timers *TimerQueue
 }
 
 // SleepUntil blocks until t, precisely (see TimerQueue), or until ctx ends.
 func (t *Task) SleepUntil(ctx context.Context, until time.Time) error {
-	return sleepUntil(ctx, t.timers, until)
+	woke, err := sleepUntil(ctx, t.timers, until)
+	if err == nil {
+		t.EndedAt = woke
+	}
+	return err
 }
 
-func sleepUntil(ctx context.Context, q *TimerQueue, until time.Time) error {
-	ch := make(chan struct{})
-	tm := q.At(until, func(time.Time) { close(ch) })
+func sleepUntil(ctx context.Context, q *TimerQueue, until time.Time) (time.Time, error) {
+	ch := make(chan time.Time, 1)
+	tm := q.AtFirst(until, func(now time.Time) { ch <- now })
 	select {
-	case <-ch:
-		return nil
+	case woke := <-ch:
+		return woke, nil
 	case <-ctx.Done():
 		tm.Stop()
-		return ctx.Err()
+		return time.Time{}, ctx.Err()
 	}
 }
 

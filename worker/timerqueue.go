@@ -8,12 +8,13 @@ import (
 	"time"
 )
 
-// TimerQueue fires callbacks at precise instants. Go's timers wake a
-// goroutine tens to hundreds of microseconds late; the queue sleeps until
-// shortly before the earliest due time (Spin before it) and then spins on the
-// clock, so callbacks run within about a microsecond of their time. One
-// goroutine serves every timer, so at most one core spins, and only briefly
-// before each due time.
+// TimerQueue fires callbacks at precise instants. Go's timers can wake a
+// goroutine up to a millisecond late; the queue sleeps on a Go timer until a
+// few milliseconds before the earliest due time, then in the kernel with
+// 1 ns timer slack until Spin before it, then spins on the clock, so
+// callbacks run within about a microsecond of their time. One goroutine
+// serves every timer, so at most one core spins, and only briefly before
+// each due time.
 //
 // Callbacks run on the queue's goroutine and must return quickly (start a
 // goroutine, close a channel).
@@ -31,6 +32,7 @@ type TimerQueue struct {
 // Timer is one pending callback of a TimerQueue.
 type Timer struct {
 	at    int64 // Unix nanoseconds
+	first bool  // fires before the other timers of the same instant
 	seq   uint64
 	fire  func(now time.Time)
 	index int // in the heap; -1 once fired or stopped
@@ -49,13 +51,24 @@ func NewTimerQueue(spin time.Duration) *TimerQueue {
 // At arranges for fire to be called at t (at once if t has passed), with the
 // time it was actually called.
 func (q *TimerQueue) At(t time.Time, fire func(now time.Time)) *Timer {
+	return q.add(t, false, fire)
+}
+
+// AtFirst is At for a timer that must fire before the timers due at the
+// same instant that were added with At: the end of one job comes before the
+// start of the next, whose threads it may free.
+func (q *TimerQueue) AtFirst(t time.Time, fire func(now time.Time)) *Timer {
+	return q.add(t, true, fire)
+}
+
+func (q *TimerQueue) add(t time.Time, first bool, fire func(now time.Time)) *Timer {
 	q.mu.Lock()
 	q.seq++
-	tm := &Timer{at: t.UnixNano(), seq: q.seq, fire: fire, q: q}
+	tm := &Timer{at: t.UnixNano(), first: first, seq: q.seq, fire: fire, q: q}
 	heap.Push(&q.h, tm)
-	first := tm.index == 0
+	earliest := tm.index == 0
 	q.mu.Unlock()
-	if first {
+	if earliest {
 		q.woken.Store(true)
 		select {
 		case q.wake <- struct{}{}:
@@ -86,8 +99,17 @@ func (q *TimerQueue) Len() int {
 	return len(q.h)
 }
 
+const (
+	// coarseMargin is how long before Spin the queue stops sleeping on Go
+	// timers, which may wake a millisecond late.
+	coarseMargin = 2 * time.Millisecond
+	// kernelSlice bounds one kernel sleep.
+	kernelSlice = 500 * time.Microsecond
+)
+
 // Run serves the queue until ctx ends.
 func (q *TimerQueue) Run(ctx context.Context) {
+	defer preciseThread()()
 	sleep := time.NewTimer(time.Hour)
 	defer sleep.Stop()
 	for {
@@ -105,8 +127,8 @@ func (q *TimerQueue) Run(ctx context.Context) {
 			continue
 		}
 		d := time.Duration(next - time.Now().UnixNano())
-		if d > q.spin {
-			sleep.Reset(d - q.spin)
+		if d > coarseMargin+q.spin {
+			sleep.Reset(d - coarseMargin - q.spin)
 			select {
 			case <-sleep.C:
 			case <-q.wake:
@@ -116,6 +138,11 @@ func (q *TimerQueue) Run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			}
+			continue
+		}
+		if d > q.spin {
+			// Short kernel sleeps, so that an earlier timer is noticed.
+			kernelSleep(min(d-q.spin, kernelSlice))
 			continue
 		}
 		// Spin until due, unless an earlier timer arrives.
@@ -128,24 +155,30 @@ func (q *TimerQueue) Run(ctx context.Context) {
 	}
 }
 
-// fireDue runs every timer that is due and returns the next due time.
+// fireDue runs every timer that is due and returns the next due time. The
+// timers due at one reading of the clock are fired with that reading: they
+// were all due then, and the time one callback takes (a goroutine wake-up
+// can cost tens of microseconds) must not make the next one look late.
 func (q *TimerQueue) fireDue() (next int64, ok bool) {
-	q.mu.Lock()
-	for len(q.h) > 0 {
+	for {
 		now := time.Now()
-		top := q.h[0]
-		if top.at > now.UnixNano() {
-			q.mu.Unlock()
-			return top.at, true
-		}
-		heap.Pop(&q.h)
-		top.index = -1
-		q.mu.Unlock()
-		top.fire(now)
 		q.mu.Lock()
+		var due []*Timer
+		for len(q.h) > 0 && q.h[0].at <= now.UnixNano() {
+			due = append(due, heap.Pop(&q.h).(*Timer))
+		}
+		if len(due) == 0 {
+			defer q.mu.Unlock()
+			if len(q.h) == 0 {
+				return 0, false
+			}
+			return q.h[0].at, true
+		}
+		q.mu.Unlock()
+		for _, t := range due {
+			t.fire(now)
+		}
 	}
-	q.mu.Unlock()
-	return 0, false
 }
 
 type timerHeap []*Timer
@@ -154,6 +187,9 @@ func (h timerHeap) Len() int { return len(h) }
 func (h timerHeap) Less(i, j int) bool {
 	if h[i].at != h[j].at {
 		return h[i].at < h[j].at
+	}
+	if h[i].first != h[j].first {
+		return h[i].first
 	}
 	return h[i].seq < h[j].seq
 }

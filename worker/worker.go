@@ -379,6 +379,9 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	defer w.inflight.Done()
 	result, err := safeRun(ctx, h, t)
 	end := time.Now()
+	if !t.EndedAt.IsZero() && t.EndedAt.Before(end) {
+		end = t.EndedAt
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r.cancel()

@@ -1,0 +1,266 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/broker/brokertest"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/worker"
+	"github.com/hvmind/hvmind/world"
+)
+
+// worldEnv is a broker, a world service and a worker on host "home" that
+// runs the world's tasks, with the worker's completion records.
+type worldEnv struct {
+	b      *brokertest.Broker
+	w      *worker.Worker
+	client *world.Client
+
+	mu      sync.Mutex
+	records map[string]job.Job
+	arrived chan struct{}
+}
+
+const worldWorkerID = "ww"
+
+func newWorldEnv(t *testing.T, speed float64) *worldEnv {
+	t.Helper()
+	b := brokertest.New(t)
+	svc, err := world.Serve(context.Background(), b.Connect(t), world.Options{Scenario: "newgame", Speed: speed, Seed: 1, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Stop)
+	e := &worldEnv{b: b, client: world.NewClient(b.Connect(t)), records: map[string]job.Job{}, arrived: make(chan struct{}, 64)}
+
+	h := worker.NewHandlers()
+	worker.RegisterWorldTasks(h, world.NewClient(b.Connect(t)))
+	e.w, err = worker.New(b.Connect(t), worker.Options{
+		ID: worldWorkerID, Host: "home", Threads: 64, Tolerance: 100 * time.Millisecond,
+		Spin: 500 * time.Microsecond, Heartbeat: 100 * time.Millisecond, Handlers: h, Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = e.w.Run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := broker.GetWorker(context.Background(), b.Res.Workers, worldWorkerID); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("worker did not register")
+		}
+	}
+
+	cons, err := b.Res.JS.OrderedConsumer(context.Background(), broker.StreamDone, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		j, err := job.Parse(m.Data())
+		if err != nil {
+			t.Errorf("unreadable record %s: %v", m.Data(), err)
+			return
+		}
+		e.mu.Lock()
+		e.records[j.ID] = j
+		e.mu.Unlock()
+		select {
+		case e.arrived <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return e
+}
+
+func (e *worldEnv) publish(t *testing.T, j job.Job) {
+	t.Helper()
+	data, err := job.Encode(&j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.b.Res.JS.Publish(context.Background(), broker.JobsSubject(worldWorkerID), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *worldEnv) record(t *testing.T, id string) job.Job {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		e.mu.Lock()
+		r, ok := e.records[id]
+		e.mu.Unlock()
+		if ok {
+			return r
+		}
+		select {
+		case <-e.arrived:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no record of %s", id)
+		}
+	}
+}
+
+func TestWorldTasks(t *testing.T) {
+	t.Parallel()
+	const speed = 1000
+	e := newWorldEnv(t, speed)
+	sc, err := world.LoadScenario("newgame")
+	if err != nil {
+		t.Fatal(err)
+	}
+	food, _ := sc.Server("foodnstuff")
+	h := sc.Player.Hacker()
+
+	tests := []struct {
+		name    string
+		job     job.Job
+		wantErr string
+		check   func(t *testing.T, r world.Result)
+	}{
+		{
+			name: "weaken lowers security",
+			job:  job.Job{ID: "weaken-food", Task: "weaken", Args: []any{"foodnstuff"}, Threads: 8, Duration: world.WeakenTimeMs(food, h) / speed},
+			check: func(t *testing.T, r world.Result) {
+				if r.SecurityBefore != 10 || r.SecurityAfter != 10-world.WeakenAmount(8, 1) || r.SecurityRemoved != world.WeakenAmount(8, 1) {
+					t.Errorf("weaken: security %v → %v, removed %v", r.SecurityBefore, r.SecurityAfter, r.SecurityRemoved)
+				}
+				if r.DurationGameMs != world.WeakenTimeMs(food, h) {
+					t.Errorf("weaken took %v game ms, want %v", r.DurationGameMs, world.WeakenTimeMs(food, h))
+				}
+			},
+		},
+		{
+			name: "scheduled weaken",
+			job:  job.Job{ID: "weaken-sigma", Task: "weaken", Args: []any{"sigma-cosmetics"}, Threads: 60, StartTime: job.Now() + 300},
+			check: func(t *testing.T, r world.Result) {
+				if r.SecurityBefore != 10 || r.SecurityAfter != 10-world.WeakenAmount(60, 1) || r.SecurityRemoved != world.WeakenAmount(60, 1) || !r.Success {
+					t.Errorf("weaken sigma-cosmetics: %+v", r)
+				}
+			},
+		},
+		{
+			name: "grow",
+			job:  job.Job{ID: "grow-n00dles", Task: "grow", Args: []any{"n00dles"}, Threads: 5},
+			check: func(t *testing.T, r world.Result) {
+				if !(r.GrowMultiplier > 1) || math.Abs(r.MoneyAfter-r.MoneyBefore*r.GrowMultiplier) > 1e-9*r.MoneyAfter {
+					t.Errorf("grow: %+v", r)
+				}
+			},
+		},
+		{
+			name: "hack",
+			job:  job.Job{ID: "hack-n00dles", Task: "hack", Args: []any{"n00dles"}, Threads: 3},
+			check: func(t *testing.T, r world.Result) {
+				if r.Success != (r.Roll < r.Chance) || (r.Success && r.Stolen != r.MoneyBefore-r.MoneyAfter) {
+					t.Errorf("hack: %+v", r)
+				}
+			},
+		},
+		{name: "no target", job: job.Job{ID: "no-target", Task: "hack", Threads: 1}, wantErr: "args[0]"},
+		{name: "unknown target", job: job.Job{ID: "bad-target", Task: "grow", Args: []any{"nowhere"}, Threads: 1}, wantErr: "unknown target"},
+		{name: "level too low", job: job.Job{ID: "too-hard", Task: "hack", Args: []any{"joesguns"}, Threads: 1}, wantErr: "level too low"},
+	}
+	for _, tc := range tests {
+		e.publish(t, tc.job)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := e.record(t, tc.job.ID)
+			if tc.wantErr != "" {
+				if rec.Status != job.StatusFailed || !strings.Contains(rec.Error, tc.wantErr) {
+					t.Fatalf("record %s / %q, want failed with %q", rec.Status, rec.Error, tc.wantErr)
+				}
+				return
+			}
+			if rec.Status != job.StatusDone {
+				t.Fatalf("record %s (%s %s), want done", rec.Status, rec.Reason, rec.Error)
+			}
+			var r world.Result
+			if err := json.Unmarshal(rec.Result, &r); err != nil {
+				t.Fatalf("result %s: %v", rec.Result, err)
+			}
+			if r.JobID != tc.job.ID || r.Task != tc.job.Task || r.Host != "home" || r.Threads != tc.job.Threads || r.LevelAtStart < 1 {
+				t.Errorf("result %s", rec.Result)
+			}
+			// The task lasts the duration the world gave.
+			took := rec.ActualEndTime - rec.ActualStartTime
+			if r.DurationRealMs != r.DurationGameMs/speed || math.Abs(took-r.DurationRealMs) > 50 {
+				t.Errorf("ran %.3f ms; the world gave %.3f ms (%.3f game ms)", took, r.DurationRealMs, r.DurationGameMs)
+			}
+			tc.check(t, r)
+		})
+	}
+	s, err := e.client.Server(context.Background(), "foodnstuff")
+	if err != nil || s.HackDifficulty != 10-world.WeakenAmount(8, 1) {
+		t.Errorf("foodnstuff after the weaken: %+v, %v", s, err)
+	}
+}
+
+// A task killed before its end applies nothing, as a killed script.
+func TestWorldTaskCancelledAppliesNothing(t *testing.T) {
+	t.Parallel()
+	e := newWorldEnv(t, 1) // a hack of n00dles lasts about 50 s
+	ctx := context.Background()
+	serversBefore, err := e.client.Servers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	playerBefore, err := e.client.Player(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, job.Job{ID: "killed", Task: "hack", Args: []any{"n00dles"}, Threads: 10})
+	// Cancel once it runs (it has begun in the world by then, or is about to).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if we, err := broker.GetWorker(ctx, e.b.Res.Workers, worldWorkerID); err == nil && len(we.Running) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hack did not start")
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !e.w.Cancel("killed", "test kills it") {
+		t.Fatal("job not found to cancel")
+	}
+	rec := e.record(t, "killed")
+	if rec.Status != job.StatusCancelled {
+		t.Fatalf("record %s (%s), want cancelled", rec.Status, rec.Reason)
+	}
+	time.Sleep(200 * time.Millisecond)
+	serversAfter, err := e.client.Servers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	playerAfter, err := e.client.Player(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if playerAfter != playerBefore {
+		t.Errorf("player changed: %+v → %+v", playerBefore, playerAfter)
+	}
+	for i := range serversBefore {
+		if serversBefore[i] != serversAfter[i] {
+			t.Errorf("server %s changed", serversBefore[i].Hostname)
+		}
+	}
+}
