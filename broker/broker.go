@@ -40,8 +40,6 @@ const (
 	// SubjectWorkers is where registry updates are republished for watchers:
 	// hvmind.workers.<worker>.
 	SubjectWorkers = "hvmind.workers."
-	// ConsumerPool is the pool's durable consumer of completion records.
-	ConsumerPool = "pool"
 
 	// HeaderCancel marks a message on a worker's job subject as a request to
 	// cancel the job whose id it carries.

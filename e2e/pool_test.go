@@ -18,6 +18,13 @@ func TestDispatchPrintsRecordAndKeepsFields(t *testing.T) {
 	c := startPool(t, "--workers", "2", "--threads", "8")
 	c.waitWorkers(2)
 	sub := start(t, "nats", "--server", c.url, "sub", "hvmind.>")
+	// Subscribed once it shows a heartbeat.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(sub.out.String(), "hvmind.workers."); {
+		if time.Now().After(deadline) {
+			t.Fatal("nats sub 'hvmind.>' shows no heartbeats")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	// 10 threads: more than any worker has, so the pool launches one.
 	out, errOut, code := c.manager("dispatch", `{"task":"sleep","threads":10,"duration":300,"note":"mine","expect":{ "a" : [1, 2] }}`)

@@ -3,46 +3,33 @@ package pool
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 )
 
-// startCollector consumes completion records with the pool's durable
-// consumer, which resumes after a restart where it stopped, and releases
-// each ended job's reservation.
+// startCollector follows completion records as they are stored. It uses a
+// plain subscription: the records stay in their stream for whoever needs them
+// later, and the pool needs no delivery state of its own, since what it
+// derives from records (reservations, jobs in flight) it rebuilds from the
+// jobs stream when it starts, and sweepStale catches a record it missed.
+// This saves the broker a consumer delivery and an acknowledgement per job.
 func (p *Pool) startCollector(ctx context.Context) error {
-	cons, err := p.res.Done.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       broker.ConsumerPool,
-		Description:   "the pool's view of completion records",
-		FilterSubject: broker.SubjectDone + ">",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckWait:       30 * time.Second,
-		MaxAckPending: 65536,
-	})
+	sub, err := p.nc.Subscribe(broker.SubjectDone+">", func(m *nats.Msg) { p.collect(m.Data) })
 	if err != nil {
-		return fmt.Errorf("pool: record consumer: %w", err)
+		return fmt.Errorf("pool: follow records: %w", err)
 	}
-	cc, err := cons.Consume(p.collect, jetstream.PullMaxMessages(2048),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			p.log.Debug().Err(err).Msg("consume records")
-		}))
-	if err != nil {
-		return fmt.Errorf("pool: consume records: %w", err)
-	}
-	go func() { <-ctx.Done(); cc.Stop() }()
-	return nil
+	_ = sub.SetPendingLimits(-1, -1)
+	go func() { <-ctx.Done(); _ = sub.Unsubscribe() }()
+	return p.nc.Flush()
 }
 
-func (p *Pool) collect(msg jetstream.Msg) {
-	j, err := job.Parse(msg.Data())
+func (p *Pool) collect(data []byte) {
+	j, err := job.Parse(data)
 	if err != nil {
-		p.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("unreadable completion record")
-		_ = msg.Ack()
+		p.log.Warn().Err(err).Msg("unreadable completion record")
 		return
 	}
 	p.mu.Lock()
@@ -57,5 +44,4 @@ func (p *Pool) collect(msg jetstream.Msg) {
 	if j.Status != job.StatusDone {
 		p.log.Debug().Str("job", j.ID).Str("status", string(j.Status)).Str("reason", j.Reason).Msg("job ended")
 	}
-	_ = msg.Ack()
 }
