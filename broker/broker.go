@@ -232,7 +232,7 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var err error
-	r.Jobs, err = r.JS.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+	r.Jobs, err = ensureStream(cctx, r.JS, jetstream.StreamConfig{
 		Name:        StreamJobs,
 		Description: "HVMind placed jobs, one subject per worker (work queue)",
 		Subjects:    []string{SubjectJobs + ">"},
@@ -242,9 +242,9 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 		AllowDirect: true,
 	})
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", StreamJobs, err)
+		return err
 	}
-	r.Done, err = r.JS.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+	r.Done, err = ensureStream(cctx, r.JS, jetstream.StreamConfig{
 		Name:        StreamDone,
 		Description: "HVMind completion records, one subject per worker",
 		Subjects:    []string{SubjectDone + ">"},
@@ -255,23 +255,44 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 		AllowDirect: true,
 	})
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", StreamDone, err)
+		return err
 	}
-	r.Workers, err = r.JS.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
-		Bucket:      BucketWorkers,
-		Description: "HVMind worker registry; keys expire when heartbeats stop",
-		History:     1,
-		TTL:         o.WorkerTTL,
-		Storage:     jetstream.FileStorage,
-		RePublish: &jetstream.RePublish{
-			Source:      "$KV." + BucketWorkers + ".>",
-			Destination: SubjectWorkers + ">",
-		},
-	})
+	r.Workers, err = r.JS.KeyValue(cctx, BucketWorkers)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		r.Workers, err = r.JS.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
+			Bucket:      BucketWorkers,
+			Description: "HVMind worker registry; keys expire when heartbeats stop",
+			History:     1,
+			TTL:         o.WorkerTTL,
+			Storage:     jetstream.FileStorage,
+			RePublish: &jetstream.RePublish{
+				Source:      "$KV." + BucketWorkers + ".>",
+				Destination: SubjectWorkers + ">",
+			},
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
 	}
 	return nil
+}
+
+// ensureStream opens a stream, creating it if it does not exist. An
+// existing stream is left as it is: every process runs this at start, and
+// updating a stream while others create consumers on it races inside
+// nats-server.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, cfg.Name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
 }
 
 // serverLogger adapts zerolog to nats-server's logger interface.

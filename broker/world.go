@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,22 +29,25 @@ const (
 // that expired; setting it lets keys carry their own TTL.
 const WorldMarkerTTL = time.Minute
 
-// SetupWorld creates or updates the world's bucket, retrying while
+// SetupWorld opens the world's bucket, creating it if needed, retrying while
 // JetStream is not yet available (the broker may still be starting).
 func SetupWorld(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		kv, err := js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
-			Bucket:         BucketWorld,
-			Description:    "HVMind simulated world: scenario, state snapshot, applied operations",
-			History:        1,
-			Storage:        jetstream.FileStorage,
-			LimitMarkerTTL: WorldMarkerTTL,
-			RePublish: &jetstream.RePublish{
-				Source:      SubjectWorldKV + "op.>",
-				Destination: SubjectWorldApplied + ">",
-			},
-		})
+		kv, err := js.KeyValue(cctx, BucketWorld)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(cctx, jetstream.KeyValueConfig{
+				Bucket:         BucketWorld,
+				Description:    "HVMind simulated world: scenario, state snapshot, applied operations",
+				History:        1,
+				Storage:        jetstream.FileStorage,
+				LimitMarkerTTL: WorldMarkerTTL,
+				RePublish: &jetstream.RePublish{
+					Source:      SubjectWorldKV + "op.>",
+					Destination: SubjectWorldApplied + ">",
+				},
+			})
+		}
 		cancel()
 		if err == nil {
 			return kv, nil
