@@ -114,25 +114,36 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 	}
 	defer client.Close()
 
-	// Flat out: jobs due now, as fast as the pool takes them.
+	// Flat out: jobs due now, as fast as the pool takes them, timed from the
+	// first dispatch until every completion record is stored.
 	flat := make([]job.Job, o.Jobs)
 	for i := range flat {
-		flat[i] = job.Job{Task: "sleep", Threads: 1}
+		flat[i] = job.Job{ID: fmt.Sprintf("flat-%d", i), Task: "sleep", Threads: 1}
 	}
 	start := time.Now()
-	recs, err := dispatchAll(ctx, client, flat, o.Batch, o.Concurrency, 60*time.Second)
+	if err := submitAll(ctx, client, flat, o.Batch, o.Concurrency); err != nil {
+		return res, fmt.Errorf("flat-out run: %w", err)
+	}
+	stored, err := waitStored(ctx, conn, o.Jobs, 60*time.Second)
 	if err != nil {
 		return res, fmt.Errorf("flat-out run: %w", err)
 	}
 	elapsed := time.Since(start)
+	recs, err := readRecords(ctx, conn)
+	if err != nil {
+		return res, fmt.Errorf("flat-out run: %w", err)
+	}
 	res.Jobs = o.Jobs
-	res.Lost = o.Jobs - len(recs)
-	for _, r := range recs {
-		if r.Status != job.StatusDone {
+	for _, j := range flat {
+		r, ok := recs[j.ID]
+		switch {
+		case !ok:
+			res.Lost++
+		case r.Status != job.StatusDone:
 			res.NotDone++
 		}
 	}
-	res.JobsPerS = float64(len(recs)) / elapsed.Seconds()
+	res.JobsPerS = float64(stored) / elapsed.Seconds()
 	res.Ratio = res.JobsPerS / res.RawJetStreamPerS
 
 	// Paced: jobs due at Rate per second, starting shortly after dispatch.
@@ -211,6 +222,86 @@ func dispatchAll(ctx context.Context, c *pool.Client, jobs []job.Job, batch, con
 	}
 	wg.Wait()
 	return records, firstErr
+}
+
+// submitAll places jobs in batches with several requests in flight.
+func submitAll(ctx context.Context, c *pool.Client, jobs []job.Job, batch, concurrency int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	sem := make(chan struct{}, max(1, concurrency))
+	for i := 0; i < len(jobs); i += max(1, batch) {
+		part := jobs[i:min(i+max(1, batch), len(jobs))]
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := c.Submit(ctx, part); err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// waitStored waits until the records stream holds n records.
+func waitStored(ctx context.Context, conn *broker.Conn, n int, timeout time.Duration) (int, error) {
+	js, err := jetstream.New(conn.NC)
+	if err != nil {
+		return 0, err
+	}
+	st, err := js.Stream(ctx, broker.StreamDone)
+	if err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if got := int(info.State.Msgs); got >= n || time.Now().After(deadline) {
+			return got, nil
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// readRecords reads every stored record, by job id.
+func readRecords(ctx context.Context, conn *broker.Conn) (map[string]job.Job, error) {
+	js, err := jetstream.New(conn.NC)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := js.OrderedConsumer(ctx, broker.StreamDone, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]job.Job{}
+	for {
+		batch, err := cons.FetchNoWait(4096)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if j, err := job.Parse(m.Data()); err == nil {
+				out[j.ID] = j
+			}
+		}
+		if n == 0 {
+			return out, nil
+		}
+	}
 }
 
 // rawJetStream publishes n messages of size bytes asynchronously with acks

@@ -66,6 +66,8 @@ type Worker struct {
 	// Spin is how long before a due time the timer queue stops sleeping and
 	// spins on the clock.
 	Spin time.Duration
+	// ReserveRAM holds the worker's RAM on its host in the world.
+	ReserveRAM bool
 }
 
 // Default returns the built-in defaults.
@@ -137,6 +139,7 @@ func (c *Config) RegisterWorker(fs *flag.FlagSet) {
 	fs.StringVar(&c.Worker.ID, "id", c.Worker.ID, "worker id (letters, digits, '-', '_'); required")
 	fs.StringVar(&c.Worker.Host, "host", c.Worker.Host, "host the worker runs on")
 	fs.IntVar(&c.Worker.Threads, "threads", c.Worker.Threads, "threads this worker offers")
+	fs.BoolVar(&c.Worker.ReserveRAM, "reserve-ram", c.Worker.ReserveRAM, "hold 1.75 GB per thread on --host in the world while running (refuse to start if it does not fit)")
 	c.registerTiming(fs)
 }
 

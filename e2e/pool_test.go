@@ -241,3 +241,42 @@ func TestGracefulWorkerStopFinishesRunningJob(t *testing.T) {
 	}
 	disp.wait(t, 10*time.Second)
 }
+
+// A worker holds its RAM on its world host while it lives; the pool gives
+// it back when a killed worker's heartbeats stop. A host without room
+// refuses a worker.
+func TestWorkerRAMInTheWorld(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--spawn=false")
+	ramUsed := func() string {
+		out, _, code := run(t, "", "nats", "--server", c.url, "req", "hvmind.world.server", "home", "--raw")
+		if code != 0 {
+			t.Fatalf("world server: %s", out)
+		}
+		var s struct {
+			RAMUsed float64 `json:"ramUsed"`
+		}
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatalf("world server reply %q: %v", out, err)
+		}
+		return fmt.Sprint(s.RAMUsed)
+	}
+	// newgame's home has 8 GB: 4 threads.
+	_, errOut, code := run(t, "", "hvmind-worker", "--nats", c.url, "--id", "big", "--host", "home", "--threads", "5", "--reserve-ram")
+	if code == 0 || !strings.Contains(errOut, "not enough free RAM") {
+		t.Fatalf("a 5-thread worker on an 8 GB host: exit %d, %s", code, errOut)
+	}
+	w := start(t, "hvmind-worker", "--nats", c.url, "--id", "fits", "--host", "home", "--threads", "4", "--reserve-ram", "--heartbeat", "200ms")
+	c.waitWorkers(1)
+	if got := ramUsed(); got != "7" {
+		t.Fatalf("home's ramUsed with a 4-thread worker: %s GB, want 7", got)
+	}
+	w.kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for ramUsed() != "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("RAM of a killed worker not given back: %s GB used", ramUsed())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

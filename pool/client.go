@@ -157,6 +157,28 @@ func (d *Dispatch) Wait(ctx context.Context) ([]job.Job, error) {
 	}
 }
 
+// Submit places a batch whole, or refuses it whole, without following the
+// records: for callers that read hvmind.done.> themselves, or only need the
+// placement.
+func (c *Client) Submit(ctx context.Context, jobs []job.Job) ([]Placed, error) {
+	if len(jobs) == 0 {
+		return nil, fmt.Errorf("%w: no jobs", ErrInvalidJob)
+	}
+	data, err := job.EncodeMany(jobs)
+	if err != nil {
+		return nil, fmt.Errorf("encode jobs: %w", err)
+	}
+	reply, err := c.request(ctx, SubjectBatch, data)
+	if err != nil {
+		return nil, err
+	}
+	var dr DispatchReply
+	if err := json.Unmarshal(reply, &dr); err != nil {
+		return nil, fmt.Errorf("dispatch reply: %w", err)
+	}
+	return dr.Placed, nil
+}
+
 // DispatchJob places one job and returns a Dispatch following its record.
 func (c *Client) DispatchJob(ctx context.Context, j job.Job) (*Dispatch, error) {
 	return c.dispatch(ctx, SubjectDispatch, []job.Job{j})

@@ -60,8 +60,16 @@ type Options struct {
 	// Tolerance is how far in the past a start may be when dispatched, and
 	// how late a worker may start a job.
 	Tolerance time.Duration
+	// RAM, when set, gives back the world RAM of workers that vanish
+	// without giving it back themselves (kill -9, a lost machine).
+	RAM RAMReleaser
 	// Logger receives the pool's logs.
 	Logger zerolog.Logger
+}
+
+// RAMReleaser gives back the RAM a worker held on its host.
+type RAMReleaser interface {
+	Release(ctx context.Context, host, owner string) error
 }
 
 // Pool is a running ThreadPool.
@@ -89,6 +97,8 @@ type workerState struct {
 	seen time.Time
 	// launched is set while a worker the pool launched has not registered.
 	launched time.Time
+	// ramReleased is set once the RAM of a gone worker was given back.
+	ramReleased bool
 }
 
 // inflight is a job the pool placed and has no record of yet.

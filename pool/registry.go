@@ -66,6 +66,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 	}
 	ws.entry = e
 	ws.seen = time.Now()
+	ws.ramReleased = false
 	ws.launched = time.Time{}
 }
 

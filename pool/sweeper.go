@@ -31,6 +31,7 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		}
 		p.sweepOrphans(ctx)
 		p.sweepStale(ctx)
+		p.releaseGoneRAM(ctx)
 	}
 }
 
@@ -88,6 +89,40 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 		p.mu.Lock()
 		o.in.seq = 0 // the record is on its way to the collector
 		p.mu.Unlock()
+	}
+}
+
+// releaseGoneRAM gives back the world RAM of workers whose heartbeats have
+// stopped: a worker that exits gives its RAM back itself, one that is killed
+// cannot.
+func (p *Pool) releaseGoneRAM(ctx context.Context) {
+	if p.opts.RAM == nil {
+		return
+	}
+	type gone struct{ id, host string }
+	var list []gone
+	now := time.Now()
+	p.mu.Lock()
+	for id, ws := range p.workers {
+		if !ws.seen.IsZero() && !ws.ramReleased && ws.entry.Host != "" && !p.aliveLocked(ws, now) {
+			list = append(list, gone{id, ws.entry.Host})
+		}
+	}
+	p.mu.Unlock()
+	for _, g := range list {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := p.opts.RAM.Release(cctx, g.host, g.id)
+		cancel()
+		if err != nil {
+			p.log.Debug().Err(err).Str("worker", g.id).Msg("giving back the RAM of a gone worker")
+			continue
+		}
+		p.mu.Lock()
+		if ws := p.workers[g.id]; ws != nil && !p.aliveLocked(ws, time.Now()) {
+			ws.ramReleased = true
+		}
+		p.mu.Unlock()
+		p.log.Info().Str("worker", g.id).Str("host", g.host).Msg("gave back the RAM of a worker whose heartbeats stopped")
 	}
 }
 

@@ -20,11 +20,18 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 	t := time.NewTicker(w.opts.Heartbeat)
 	defer t.Stop()
 	failing := false
-	for {
+	for beat := 1; ; beat++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		// The reservation is idempotent; re-asserting it now and then takes
+		// it back if the pool gave it away while our beats were not seen.
+		if w.opts.RAM != nil && beat%10 == 0 {
+			if err := w.opts.RAM.Reserve(ctx, w.opts.Host, w.opts.ID, w.opts.Threads); err != nil {
+				w.log.Warn().Err(err).Msg("re-asserting this worker's RAM")
+			}
 		}
 		cur, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID)
 		if err == nil && cur.Instance != w.instance {

@@ -51,6 +51,9 @@ type Options struct {
 	Spin time.Duration
 	// Handlers serve the tasks; nil means the built-in ones.
 	Handlers *Handlers
+	// RAM, when set, holds the worker's RAM on its host while it lives; a
+	// host without room stops the worker from starting.
+	RAM RAMKeeper
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
 }
@@ -156,6 +159,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.res = res
 
+	if w.opts.RAM != nil {
+		if err := w.opts.RAM.Reserve(ctx, w.opts.Host, w.opts.ID, w.opts.Threads); err != nil {
+			return fmt.Errorf("worker %s: %w", w.opts.ID, err)
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := w.opts.RAM.Release(rctx, w.opts.Host, w.opts.ID); err != nil {
+				w.log.Warn().Err(err).Msg("giving back RAM; it returns when the heartbeat expires")
+			}
+		}()
+	}
 	cons, err := w.openConsumer(ctx)
 	if err != nil {
 		return err

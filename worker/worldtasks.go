@@ -95,3 +95,30 @@ func retry(ctx context.Context, within time.Duration, f func(context.Context) er
 		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
+
+// RAMKeeper holds a worker's RAM on its host while the worker lives.
+type RAMKeeper interface {
+	// Reserve takes threads' worth of RAM on host for owner, or says why not.
+	Reserve(ctx context.Context, host, owner string, threads int) error
+	// Release gives it back.
+	Release(ctx context.Context, host, owner string) error
+}
+
+// WorldRAM keeps a worker's RAM in the world: 1.75 GB per thread on its host.
+type WorldRAM struct{ Client *world.Client }
+
+// Reserve reserves the worker's RAM. A host that cannot hold the threads is
+// an error (world.ErrNoRAM): the worker does not start.
+func (r WorldRAM) Reserve(ctx context.Context, host, owner string, threads int) error {
+	_, err := r.Client.ReserveRAM(ctx, world.RAMRequest{Host: host, Owner: owner, Threads: threads})
+	if err != nil {
+		return fmt.Errorf("reserve %d threads (%.2f GB) on %s: %w", threads, world.ThreadRAM*float64(threads), host, err)
+	}
+	return nil
+}
+
+// Release gives the worker's RAM back.
+func (r WorldRAM) Release(ctx context.Context, host, owner string) error {
+	_, err := r.Client.ReleaseRAM(ctx, world.RAMRequest{Host: host, Owner: owner})
+	return err
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
 	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
 )
 
@@ -107,6 +108,7 @@ func run(args []string) error {
 		Workers: cfg.Pool.Workers, Threads: cfg.Pool.Threads, Spawn: cfg.Pool.Spawn,
 		Launcher: launcher, Host: cfg.Pool.Host, SpawnWait: cfg.Pool.SpawnWait,
 		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Logger: log,
+		RAM: worker.WorldRAM{Client: world.NewClient(conn.NC)},
 	})
 	if err != nil {
 		return err

@@ -55,10 +55,15 @@ func run(args []string) error {
 	}
 	defer conn.Close()
 	handlers := worker.NewHandlers()
-	worker.RegisterWorldTasks(handlers, world.NewClient(conn.NC))
+	wc := world.NewClient(conn.NC)
+	worker.RegisterWorldTasks(handlers, wc)
+	var ram worker.RAMKeeper
+	if cfg.Worker.ReserveRAM {
+		ram = worker.WorldRAM{Client: wc}
+	}
 	w, err := worker.New(conn.NC, worker.Options{
-		Handlers: handlers,
-		ID:       cfg.Worker.ID, Host: cfg.Worker.Host, Threads: cfg.Worker.Threads,
+		Handlers: handlers, RAM: ram,
+		ID: cfg.Worker.ID, Host: cfg.Worker.Host, Threads: cfg.Worker.Threads,
 		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Spin: cfg.Worker.Spin,
 		Logger: log,
 	})
