@@ -19,6 +19,7 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/serverpool"
 )
 
 // DispatchOptions configure the dispatch benchmark.
@@ -88,7 +89,7 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		return res, fmt.Errorf("raw JetStream baseline: %w", err)
 	}
 
-	launcher := &pool.LocalLauncher{
+	launcher := &serverpool.LocalLauncher{
 		Bin: o.WorkerBin, NATS: conn.URL, LogDir: filepath.Join(dir, "logs"), Logger: o.Logger,
 		Args: []string{"--spin", o.Spin.String(), "--tolerance", o.Tolerance.String(), "--log-level", "warn"},
 	}

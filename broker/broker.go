@@ -44,6 +44,9 @@ const (
 	// HeaderCancel marks a message on a worker's job subject as a request to
 	// cancel the job whose id it carries.
 	HeaderCancel = "Hvmind-Cancel"
+	// HeaderStop marks a message on a worker's job subject as a request
+	// that the worker stop gracefully; its value is the reason.
+	HeaderStop = "Hvmind-Stop"
 )
 
 // DefaultListen is where the embedded server listens, so that the other

@@ -32,6 +32,9 @@ type WorkerEntry struct {
 	// Heartbeat is the interval between this worker's beats; a worker is
 	// taken as gone after a few missed beats.
 	Heartbeat time.Duration `json:"heartbeat"`
+	// OnDemand marks a worker the pool launched for a job that did not fit;
+	// the pool stops it when it has been idle for a while.
+	OnDemand bool `json:"onDemand,omitempty"`
 	// Stopping is set while the worker shuts down gracefully.
 	Stopping bool `json:"stopping,omitempty"`
 }

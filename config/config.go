@@ -50,8 +50,16 @@ type Pool struct {
 	Host string
 	// Tail draws the live table of workers.
 	Tail bool
-	// SpawnWait bounds how long a dispatch waits for a spawned worker.
+	// SpawnWait bounds how long a dispatch waits for a launched worker.
 	SpawnWait time.Duration
+	// SizePolicy sizes on-demand workers: exact, host or chunk:N.
+	SizePolicy string
+	// IdleStop stops on-demand workers idle this long (0: never).
+	IdleStop time.Duration
+	// Split allows splitting a job over several workers; SplitTolerance is
+	// the largest relative change of a hack's or grow's effect allowed.
+	Split          bool
+	SplitTolerance float64
 }
 
 // Worker configures hvmind-worker.
@@ -68,6 +76,8 @@ type Worker struct {
 	Spin time.Duration
 	// ReserveRAM holds the worker's RAM on its host in the world.
 	ReserveRAM bool
+	// OnDemand marks a worker the pool launched for a job that did not fit.
+	OnDemand bool
 }
 
 // Default returns the built-in defaults.
@@ -82,6 +92,11 @@ func Default() Config {
 			Spawn:     true,
 			Host:      "home",
 			SpawnWait: 10 * time.Second,
+			// Chunks of 64 threads: few workers per host, little RAM idle.
+			SizePolicy:     "chunk:64",
+			IdleStop:       time.Minute,
+			Split:          true,
+			SplitTolerance: 0.01,
 		},
 		Worker: Worker{
 			Host:      "home",
@@ -131,6 +146,10 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.StringVar(&c.Pool.Host, "host", c.Pool.Host, "host name of the workers the pool launches")
 	fs.BoolVar(&c.Pool.Tail, "tail", c.Pool.Tail, "draw a live table of workers")
 	fs.DurationVar(&c.Pool.SpawnWait, "spawn-wait", c.Pool.SpawnWait, "how long a dispatch waits for a launched worker to register")
+	fs.StringVar(&c.Pool.SizePolicy, "size-policy", c.Pool.SizePolicy, "size of workers launched on world hosts: exact (the job's threads), host (all the host's free RAM) or chunk:N (rounded up to N threads)")
+	fs.DurationVar(&c.Pool.IdleStop, "idle-stop", c.Pool.IdleStop, "stop workers launched on demand after this long with nothing to do (0: never)")
+	fs.BoolVar(&c.Pool.Split, "split", c.Pool.Split, "split a job that fits no single worker over several (weaken, sleep; hack and grow within --split-tolerance)")
+	fs.Float64Var(&c.Pool.SplitTolerance, "split-tolerance", c.Pool.SplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	c.registerTiming(fs)
 }
 
@@ -140,6 +159,7 @@ func (c *Config) RegisterWorker(fs *flag.FlagSet) {
 	fs.StringVar(&c.Worker.Host, "host", c.Worker.Host, "host the worker runs on")
 	fs.IntVar(&c.Worker.Threads, "threads", c.Worker.Threads, "threads this worker offers")
 	fs.BoolVar(&c.Worker.ReserveRAM, "reserve-ram", c.Worker.ReserveRAM, "hold 1.75 GB per thread on --host in the world while running (refuse to start if it does not fit)")
+	fs.BoolVar(&c.Worker.OnDemand, "on-demand", c.Worker.OnDemand, "set by the pool on workers it launched for a job: stopped when idle")
 	c.registerTiming(fs)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -104,11 +105,64 @@ func (c *Client) route(msg jetstream.Msg) {
 	}
 	c.mu.Lock()
 	d := c.waiting[j.ID]
-	delete(c.waiting, j.ID)
-	c.mu.Unlock()
 	if d != nil {
+		delete(c.waiting, j.ID)
+		c.mu.Unlock()
 		d.deliver(j)
+		return
 	}
+	var po PartOf
+	raw, isPart := j.Get("part")
+	if !isPart || json.Unmarshal(raw, &po) != nil || c.waiting[po.Of] == nil {
+		c.mu.Unlock()
+		return
+	}
+	d = c.waiting[po.Of]
+	if d.parts == nil {
+		d.parts = map[string][]job.Job{}
+	}
+	d.parts[po.Of] = append(d.parts[po.Of], j)
+	if len(d.parts[po.Of]) < po.Count {
+		c.mu.Unlock()
+		return
+	}
+	partRecs := d.parts[po.Of]
+	delete(d.parts, po.Of)
+	delete(c.waiting, po.Of)
+	c.mu.Unlock()
+	d.deliver(MergeParts(po.Of, partRecs))
+}
+
+// MergeParts makes one record of the records of a split job's parts: the
+// job's threads are their sum, it started when the first part started and
+// ended when the last ended, its status is done only if every part's was,
+// and the part records are kept whole under "parts".
+func MergeParts(id string, partRecs []job.Job) job.Job {
+	sort.Slice(partRecs, func(a, b int) bool { return partRecs[a].ID < partRecs[b].ID })
+	m := partRecs[0]
+	m.ID, m.Threads, m.Result, m.Error = id, 0, nil, ""
+	m.Extra = nil
+	for _, f := range partRecs[0].Extra {
+		if f.Key != "part" {
+			m.Extra = append(m.Extra, f)
+		}
+	}
+	m.Status, m.Reason = job.StatusDone, ""
+	for _, r := range partRecs {
+		m.Threads += r.Threads
+		if r.ActualStartTime != 0 && (m.ActualStartTime == 0 || r.ActualStartTime < m.ActualStartTime) {
+			m.ActualStartTime = r.ActualStartTime
+		}
+		m.ActualEndTime = max(m.ActualEndTime, r.ActualEndTime)
+		if r.Status != job.StatusDone && m.Status == job.StatusDone {
+			m.Status, m.Reason = r.Status, "part "+r.ID+": "+r.Reason
+		}
+	}
+	parts, err := job.EncodeMany(partRecs)
+	if err == nil {
+		m.Set("parts", parts)
+	}
+	return m
 }
 
 // Dispatch follows the jobs of one dispatch until each has its record.
@@ -122,6 +176,9 @@ type Dispatch struct {
 	records chan job.Job
 	mu      sync.Mutex
 	left    int
+	// parts collects the records of split jobs' parts, by job id; guarded
+	// by the client's mutex.
+	parts map[string][]job.Job
 }
 
 // Records delivers each job's completion record as it arrives, and is closed
@@ -225,12 +282,22 @@ func (c *Client) dispatch(ctx context.Context, subject string, jobs []job.Job) (
 		return nil, err
 	}
 	var dr DispatchReply
-	if err := json.Unmarshal(reply, &dr); err != nil || len(dr.Placed) != len(jobs) {
+	if err := json.Unmarshal(reply, &dr); err != nil || len(dr.Placed) < len(jobs) {
 		c.forget(jobs, d)
 		return nil, fmt.Errorf("dispatch reply: %d placements for %d jobs: %v", len(dr.Placed), len(jobs), err)
 	}
-	for i, pl := range dr.Placed {
-		jobs[i].Batch, jobs[i].Worker = pl.Batch, pl.Worker
+	byID := make(map[string]*job.Job, len(jobs))
+	for i := range jobs {
+		byID[jobs[i].ID] = &jobs[i]
+	}
+	for _, pl := range dr.Placed {
+		id := pl.ID
+		if pl.Part != nil {
+			id = pl.Part.Of
+		}
+		if j := byID[id]; j != nil {
+			j.Batch, j.Worker = pl.Batch, pl.Worker
+		}
 	}
 	d.Jobs, d.Placed = jobs, dr.Placed
 	return d, nil

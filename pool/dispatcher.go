@@ -43,6 +43,11 @@ type Placed struct {
 	Worker string  `json:"worker"`
 	Start  float64 `json:"start"`
 	End    float64 `json:"end"`
+	// Threads are the job's (or part's) threads.
+	Threads int `json:"threads"`
+	// Part is set when a job was split over several workers: this entry is
+	// one part of the job Part.Of.
+	Part *PartOf `json:"part,omitempty"`
 }
 
 // ErrorReply is the body of an error answer.
@@ -118,7 +123,7 @@ func (p *Pool) handleDispatch(batch bool) micro.HandlerFunc {
 		}
 		// Placement is serialised inside dispatch; publishing and waiting for
 		// JetStream run concurrently with the next request.
-		rt := replyTo{nc: p.nc, reply: req.Reply()}
+		rt := asyncResponder{broker.ReplyLater(p.nc, req)}
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), p.opts.SpawnWait+15*time.Second)
 			defer cancel()
@@ -141,39 +146,25 @@ func firstNonSpace(b []byte) byte {
 	return 0
 }
 
-// replyTo answers a request from another goroutine. micro's Request records
-// the response in fields its service reads once the handler returns, so a
-// handler that answers later must publish the reply itself.
-type replyTo struct {
-	nc    *nats.Conn
-	reply string
+// responder is how an answer is sent: micro.Request in a handler,
+// broker.AsyncReply from another goroutine.
+type responder interface {
+	Error(code, description string, data []byte, opts ...micro.RespondOpt) error
 }
 
-func (r replyTo) Respond(data []byte, _ ...micro.RespondOpt) error {
-	return r.nc.Publish(r.reply, data)
+// asyncResponder adapts broker.AsyncReply to responder.
+type asyncResponder struct{ broker.AsyncReply }
+
+func (r asyncResponder) Error(code, description string, data []byte, _ ...micro.RespondOpt) error {
+	return r.AsyncReply.Error(code, description, data)
 }
 
-func (r replyTo) RespondJSON(v any, _ ...micro.RespondOpt) error {
+func (r asyncResponder) RespondJSON(v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	return r.Respond(data)
-}
-
-func (r replyTo) Error(code, description string, data []byte, _ ...micro.RespondOpt) error {
-	m := nats.NewMsg(r.reply)
-	m.Header.Set(micro.ErrorCodeHeader, code)
-	m.Header.Set(micro.ErrorHeader, description)
-	m.Data = data
-	return r.nc.PublishMsg(m)
-}
-
-// responder is the part of micro.Request used to answer.
-type responder interface {
-	Respond([]byte, ...micro.RespondOpt) error
-	RespondJSON(any, ...micro.RespondOpt) error
-	Error(code, description string, data []byte, opts ...micro.RespondOpt) error
 }
 
 func respondError(req responder, err error) {
@@ -256,7 +247,7 @@ func (p *Pool) handleCancel(req micro.Request) {
 		respondError(req, fmt.Errorf("%w: cancel wants {\"id\": …} or {\"batch\": …}", ErrInvalidJob))
 		return
 	}
-	rt := replyTo{nc: p.nc, reply: req.Reply()}
+	rt := asyncResponder{broker.ReplyLater(p.nc, req)}
 	go func() {
 		ids, err := p.Cancel(context.Background(), cr)
 		if err != nil {

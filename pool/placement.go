@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -90,7 +91,7 @@ func (p *Pool) prepare(jobs []job.Job, batch bool) error {
 
 // placeAll reserves threads for every job or for none. On failure it
 // returns the index of the job that did not fit.
-func (p *Pool) placeAll(jobs []job.Job) ([]placement, int, error) {
+func (p *Pool) placeAll(jobs []job.Job, splits []int) ([]placement, int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := job.Now()
@@ -109,13 +110,22 @@ func (p *Pool) placeAll(jobs []job.Job) ([]placement, int, error) {
 			return nil, i, fmt.Errorf("%w: %s is in flight", ErrDuplicateID, j.ID)
 		}
 		pl, err := p.placeLocked(j, now, nowT)
+		pls := []placement{pl}
+		if errors.Is(err, ErrNoCapacity) && splits != nil && splits[i] > 1 {
+			if parts, ok := p.splitLocked(j, now, nowT, splits[i]); ok {
+				pls, err = parts, nil
+				p.log.Info().Msg(describeSplit(j, parts))
+			}
+		}
 		if err != nil {
 			rollback()
 			return nil, i, err
 		}
-		out = append(out, pl)
-		// Tracked before it is published: its record may come back fast.
-		p.jobs[j.ID] = &inflight{job: *j, worker: j.Worker, start: pl.start, end: pl.end}
+		for _, pl := range pls {
+			out = append(out, pl)
+			// Tracked before it is published: its record may come back fast.
+			p.jobs[pl.job.ID] = &inflight{job: *pl.job, worker: pl.job.Worker, start: pl.start, end: pl.end}
+		}
 	}
 	return out, -1, nil
 }
@@ -134,7 +144,7 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 	maxFree, maxFreeID := -1, ""
 	var tasks []string
 	for id, ws := range p.workers {
-		if !p.aliveLocked(ws, nowT) {
+		if !p.aliveLocked(ws, nowT) || ws.stopping {
 			continue
 		}
 		alive++
@@ -190,21 +200,31 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 	if err := p.prepare(jobs, batch); err != nil {
 		return nil, err
 	}
+	// In order: existing workers; a new worker (while workers can be
+	// launched); splitting over existing workers; refusal.
 	var placed []placement
+	var splits []int
+	canLaunch := p.canLaunch()
+	var launchErr error
 	for launches := 0; ; launches++ {
 		var idx int
 		var err error
-		placed, idx, err = p.placeAll(jobs)
+		placed, idx, err = p.placeAll(jobs, splits)
 		if err == nil {
 			break
 		}
-		if errors.Is(err, ErrNoCapacity) && p.canLaunch() && launches < len(jobs)+1 {
-			threads := max(p.opts.Threads, jobs[idx].Threads)
-			if lerr := p.launchAndWait(ctx, threads); lerr == nil {
+		if errors.Is(err, ErrNoCapacity) && canLaunch && launches < len(jobs)+1 {
+			if launchErr = p.launchFor(ctx, jobs[idx].Threads); launchErr == nil {
 				continue
-			} else {
-				err = fmt.Errorf("%w (launching a worker failed: %v)", err, lerr)
 			}
+			canLaunch = false
+		}
+		if errors.Is(err, ErrNoCapacity) && splits == nil && p.opts.Split {
+			splits = p.splitLimits(ctx, jobs)
+			continue
+		}
+		if launchErr != nil {
+			err = fmt.Errorf("%w (and no worker could be launched for it: %v)", err, launchErr)
 		}
 		return nil, &PlaceError{Index: idx, ID: jobs[idx].ID, Err: err}
 	}
@@ -214,7 +234,13 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 	p.stats.accepted.Add(int64(len(jobs)))
 	out := make([]Placed, len(placed))
 	for i, pl := range placed {
-		out[i] = Placed{ID: pl.job.ID, Batch: pl.job.Batch, Worker: pl.job.Worker, Start: pl.start, End: pl.end}
+		out[i] = Placed{ID: pl.job.ID, Batch: pl.job.Batch, Worker: pl.job.Worker, Start: pl.start, End: pl.end, Threads: pl.job.Threads}
+		if raw, ok := pl.job.Get("part"); ok {
+			var po PartOf
+			if json.Unmarshal(raw, &po) == nil {
+				out[i].Part = &po
+			}
+		}
 	}
 	return out, nil
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool/timeline"
+	"github.com/hvmind/hvmind/serverpool"
+	"github.com/hvmind/hvmind/world"
 )
 
 // Sentinel errors; dispatch errors wrap them.
@@ -48,8 +50,24 @@ type Options struct {
 	Threads int
 	// Spawn allows launching local workers when no worker can take a job.
 	Spawn bool
-	// Launcher starts worker processes; nil disables launching.
-	Launcher Launcher
+	// Launcher starts local worker processes (the --workers kept running,
+	// and on-demand workers when there is no world); nil disables them.
+	Launcher serverpool.Launcher
+	// Servers, when set, places on-demand workers on the world's hosts with
+	// free RAM, sized by its policy.
+	Servers *serverpool.ServerPool
+	// IdleStop stops on-demand workers that have had nothing to do for this
+	// long; zero keeps them.
+	IdleStop time.Duration
+	// Split lets a job that fits no single worker be split over several, for
+	// the tasks whose effect splits cleanly (see split.go).
+	Split bool
+	// SplitTolerance is the largest relative change of a hack's or grow's
+	// effect that splitting may cause.
+	SplitTolerance float64
+	// World reads target state for the split estimate; nil allows splitting
+	// only weaken and sleep.
+	World *world.Client
 	// Host names the host of launched workers.
 	Host string
 	// SpawnWait bounds how long a dispatch waits for a launched worker.
@@ -99,6 +117,10 @@ type workerState struct {
 	launched time.Time
 	// ramReleased is set once the RAM of a gone worker was given back.
 	ramReleased bool
+	// idleSince is when an on-demand worker was last seen with nothing to
+	// do; stopping is set once the pool asked it to stop.
+	idleSince time.Time
+	stopping  bool
 }
 
 // inflight is a job the pool placed and has no record of yet.

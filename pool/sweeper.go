@@ -32,6 +32,7 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		p.sweepOrphans(ctx)
 		p.sweepStale(ctx)
 		p.releaseGoneRAM(ctx)
+		p.stopIdle(ctx)
 	}
 }
 

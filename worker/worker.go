@@ -33,6 +33,8 @@ var (
 	ErrInvalidID      = errors.New("worker id may hold only letters, digits, '-', '_' and '.'")
 	ErrInvalidThreads = errors.New("worker threads must be positive")
 	ErrTakenOver      = errors.New("another process took over this worker id")
+	// ErrStopRequested is the cause of a stop the pool asked for.
+	ErrStopRequested = errors.New("stop requested by the pool")
 )
 
 // Options configure a Worker.
@@ -54,6 +56,9 @@ type Options struct {
 	// RAM, when set, holds the worker's RAM on its host while it lives; a
 	// host without room stops the worker from starting.
 	RAM RAMKeeper
+	// OnDemand marks a worker launched by the pool for a job that did not
+	// fit; the pool stops it when it has been idle for a while.
+	OnDemand bool
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
 }
@@ -102,6 +107,7 @@ type Worker struct {
 	done    atomic.Int64
 	missed  atomic.Int64
 
+	stop     context.CancelCauseFunc
 	recMu    sync.Mutex
 	recQueue []*run
 	recSig   chan struct{}
@@ -189,6 +195,9 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
+	w.mu.Lock()
+	w.stop = stopRun
+	w.mu.Unlock()
 	go w.heartbeatLoop(runCtx, stopRun)
 
 	cc, err := cons.Consume(w.intake,
@@ -268,6 +277,17 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 
 // intake accepts one message from the worker's queue.
 func (w *Worker) intake(msg jetstream.Msg) {
+	if reason := msg.Headers().Get(broker.HeaderStop); reason != "" {
+		_ = msg.Ack()
+		w.log.Info().Str("reason", reason).Msg("the pool asked this worker to stop")
+		w.mu.Lock()
+		stop := w.stop
+		w.mu.Unlock()
+		if stop != nil {
+			stop(fmt.Errorf("%w: %s", ErrStopRequested, reason))
+		}
+		return
+	}
 	if id := msg.Headers().Get(broker.HeaderCancel); id != "" {
 		w.Cancel(id, string(msg.Data()))
 		_ = msg.Ack()

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/hvmind/hvmind/broker"
 	"github.com/rs/zerolog"
 )
 
@@ -594,11 +596,14 @@ func (s *Service) ram(req RAMRequest, reserve bool) (any, []write, error) {
 
 // ---- handlers ----
 
+// handle queues a request for the writer goroutine, which answers it
+// once its changes are stored (through broker.AsyncReply: see there why).
 func (s *Service) handle(req micro.Request, run func() (any, []write, error)) {
-	s.enqueue(&item{run: run, respond: func(v any, err error) { s.reply(req, v, err) }})
+	r := broker.ReplyLater(s.nc, req)
+	s.enqueue(&item{run: run, respond: func(v any, err error) { s.reply(r, v, err) }})
 }
 
-func (s *Service) reply(req micro.Request, v any, err error) {
+func (s *Service) reply(req broker.AsyncReply, v any, err error) {
 	if err == nil {
 		var data []byte
 		if data, err = json.Marshal(v); err == nil {
@@ -669,11 +674,11 @@ func (s *Service) handleClock(req micro.Request) {
 func (s *Service) handleBegin(req micro.Request) {
 	var br BeginRequest
 	if err := decode(req, &br); err != nil {
-		s.reply(req, nil, err)
+		s.reply(broker.ReplyLater(s.nc, req), nil, err)
 		return
 	}
 	if !validID(br.JobID) {
-		s.reply(req, nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", br.JobID))
+		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", br.JobID))
 		return
 	}
 	// An operation that finished before a restart is known only to the
@@ -692,11 +697,11 @@ func (s *Service) handleFinish(req micro.Request) {
 	if data := bytes.TrimSpace(req.Data()); len(data) > 0 && data[0] != '{' {
 		fr.JobID = nameArg(data)
 	} else if err := decode(req, &fr); err != nil {
-		s.reply(req, nil, err)
+		s.reply(broker.ReplyLater(s.nc, req), nil, err)
 		return
 	}
 	if !validID(fr.JobID) {
-		s.reply(req, nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", fr.JobID))
+		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", fr.JobID))
 		return
 	}
 	id := fr.JobID
@@ -704,7 +709,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		run: func() (any, []write, error) { return s.finish(id, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
-				s.reply(req, v, err)
+				s.reply(broker.ReplyLater(s.nc, req), v, err)
 				return
 			}
 			// Not in memory: begun or finished before a restart.
@@ -725,7 +730,7 @@ func (s *Service) handleFinish(req micro.Request) {
 func (s *Service) handleReserve(req micro.Request) {
 	var rr RAMRequest
 	if err := decode(req, &rr); err != nil {
-		s.reply(req, nil, err)
+		s.reply(broker.ReplyLater(s.nc, req), nil, err)
 		return
 	}
 	s.handle(req, func() (any, []write, error) { return s.ram(rr, true) })
@@ -734,7 +739,7 @@ func (s *Service) handleReserve(req micro.Request) {
 func (s *Service) handleRelease(req micro.Request) {
 	var rr RAMRequest
 	if err := decode(req, &rr); err != nil {
-		s.reply(req, nil, err)
+		s.reply(broker.ReplyLater(s.nc, req), nil, err)
 		return
 	}
 	s.handle(req, func() (any, []write, error) { return s.ram(rr, false) })

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/bench"
-	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/serverpool"
 )
 
 func (e *env) bench(ctx context.Context, args []string) (int, error) {
@@ -34,7 +34,7 @@ func (e *env) bench(ctx context.Context, args []string) (int, error) {
 		return 2, err
 	}
 	if o.WorkerBin == "" {
-		bin, err := pool.FindWorkerBin()
+		bin, err := serverpool.FindWorkerBin()
 		if err != nil {
 			return 1, err
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
 	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
 )
@@ -88,15 +89,19 @@ func run(args []string) error {
 		}
 	}
 
-	var launcher pool.Launcher
+	policy, err := serverpool.ParsePolicy(cfg.Pool.SizePolicy)
+	if err != nil {
+		return err
+	}
+	var launcher serverpool.Launcher
 	bin := cfg.Pool.WorkerBin
 	if bin == "" {
-		bin, err = pool.FindWorkerBin()
+		bin, err = serverpool.FindWorkerBin()
 	}
 	if err != nil {
 		log.Warn().Err(err).Msg("the pool cannot launch workers; start hvmind-worker by hand")
 	} else {
-		launcher = &pool.LocalLauncher{
+		launcher = &serverpool.LocalLauncher{
 			Bin: bin, NATS: conn.URL, LogDir: logDir, Logger: log,
 			Args: []string{
 				"--heartbeat", cfg.Worker.Heartbeat.String(), "--tolerance", cfg.Worker.Tolerance.String(),
@@ -104,11 +109,17 @@ func run(args []string) error {
 			},
 		}
 	}
+	wc := world.NewClient(conn.NC)
+	var servers *serverpool.ServerPool
+	if launcher != nil {
+		servers = serverpool.New(wc, launcher, policy)
+	}
 	p, err := pool.New(conn.NC, pool.Options{
 		Workers: cfg.Pool.Workers, Threads: cfg.Pool.Threads, Spawn: cfg.Pool.Spawn,
 		Launcher: launcher, Host: cfg.Pool.Host, SpawnWait: cfg.Pool.SpawnWait,
 		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Logger: log,
-		RAM: worker.WorldRAM{Client: world.NewClient(conn.NC)},
+		RAM: worker.WorldRAM{Client: wc}, World: wc, Servers: servers,
+		IdleStop: cfg.Pool.IdleStop, Split: cfg.Pool.Split, SplitTolerance: cfg.Pool.SplitTolerance,
 	})
 	if err != nil {
 		return err

@@ -62,7 +62,7 @@ func run(args []string) error {
 		ram = worker.WorldRAM{Client: wc}
 	}
 	w, err := worker.New(conn.NC, worker.Options{
-		Handlers: handlers, RAM: ram,
+		Handlers: handlers, RAM: ram, OnDemand: cfg.Worker.OnDemand,
 		ID: cfg.Worker.ID, Host: cfg.Worker.Host, Threads: cfg.Worker.Threads,
 		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Spin: cfg.Worker.Spin,
 		Logger: log,

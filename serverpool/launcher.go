@@ -1,4 +1,4 @@
-package pool
+package serverpool
 
 import (
 	"context"
@@ -7,9 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -25,6 +23,11 @@ type WorkerSpec struct {
 	ID      string
 	Host    string
 	Threads int
+	// ReserveRAM makes the worker hold its RAM on Host in the world.
+	ReserveRAM bool
+	// OnDemand marks a worker launched for a job that did not fit: the pool
+	// stops it when it has been idle for a while.
+	OnDemand bool
 }
 
 // Launcher starts worker processes.
@@ -82,10 +85,17 @@ func (l *LocalLauncher) Launch(_ context.Context, spec WorkerSpec) error {
 		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
 	}
 	defer logFile.Close()
-	args := append([]string{
+	args := []string{
 		"--id", spec.ID, "--host", spec.Host, "--threads", strconv.Itoa(spec.Threads),
 		"--nats", l.NATS, "--log-format", "json",
-	}, l.Args...)
+	}
+	if spec.ReserveRAM {
+		args = append(args, "--reserve-ram")
+	}
+	if spec.OnDemand {
+		args = append(args, "--on-demand")
+	}
+	args = append(args, l.Args...)
 	cmd := exec.Command(l.Bin, args...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -132,114 +142,4 @@ func (l *LocalLauncher) StopAll(timeout time.Duration) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-}
-
-func (p *Pool) canLaunch() bool { return p.opts.Spawn && p.opts.Launcher != nil }
-
-// nextWorkerID returns "<host>-<n>" for the smallest n not in use.
-func (p *Pool) nextWorkerIDLocked() string {
-	used := map[string]bool{}
-	for id := range p.workers {
-		used[id] = true
-	}
-	for n := 1; ; n++ {
-		id := p.opts.Host + "-" + strconv.Itoa(n)
-		if !used[id] {
-			return id
-		}
-	}
-}
-
-// launchAndWait starts a local worker and waits until it has registered.
-func (p *Pool) launchAndWait(ctx context.Context, threads int) error {
-	p.mu.Lock()
-	id := p.nextWorkerIDLocked()
-	ws := newWorkerState(id, 0)
-	ws.launched = time.Now()
-	p.workers[id] = ws
-	p.mu.Unlock()
-	return p.launch(ctx, WorkerSpec{ID: id, Host: p.opts.Host, Threads: threads})
-}
-
-func (p *Pool) launch(ctx context.Context, spec WorkerSpec) error {
-	if err := p.opts.Launcher.Launch(ctx, spec); err != nil {
-		p.forgetLaunch(spec.ID)
-		p.warnOnce("launch", func(e *zerolog.Event) *zerolog.Event { return e.Err(err) },
-			"cannot launch workers; jobs that do not fit the running workers will be refused")
-		return err
-	}
-	deadline := time.NewTimer(p.opts.SpawnWait)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		p.mu.Lock()
-		ws := p.workers[spec.ID]
-		ok := ws != nil && p.aliveLocked(ws, time.Now())
-		p.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			p.forgetLaunch(spec.ID)
-			return fmt.Errorf("worker %s did not register within %s", spec.ID, p.opts.SpawnWait)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (p *Pool) forgetLaunch(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ws := p.workers[id]; ws != nil && ws.seen.IsZero() && ws.tl.Len() == 0 {
-		delete(p.workers, id)
-	}
-}
-
-// keepLocalWorkers launches the configured local workers that are not
-// already running: <host>-1 … <host>-N.
-func (p *Pool) keepLocalWorkers(ctx context.Context) error {
-	if p.opts.Workers <= 0 {
-		return nil
-	}
-	if p.opts.Launcher == nil {
-		return ErrNoLauncher
-	}
-	var missing []string
-	p.mu.Lock()
-	now := time.Now()
-	for n := 1; n <= p.opts.Workers; n++ {
-		id := p.opts.Host + "-" + strconv.Itoa(n)
-		if ws := p.workers[id]; ws != nil && p.aliveLocked(ws, now) {
-			continue
-		}
-		missing = append(missing, id)
-		ws := p.workers[id]
-		if ws == nil {
-			ws = newWorkerState(id, 0)
-			p.workers[id] = ws
-		}
-		ws.launched = now
-	}
-	p.mu.Unlock()
-	sort.Strings(missing)
-	errs := make(chan error, len(missing))
-	for _, id := range missing {
-		go func() {
-			errs <- p.launch(ctx, WorkerSpec{ID: id, Host: p.opts.Host, Threads: p.opts.Threads})
-		}()
-	}
-	var msgs []string
-	for range missing {
-		if err := <-errs; err != nil {
-			msgs = append(msgs, err.Error())
-		}
-	}
-	if len(msgs) > 0 {
-		return errors.New(strings.Join(msgs, "; "))
-	}
-	return nil
 }

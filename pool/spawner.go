@@ -1,0 +1,218 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/serverpool"
+	"github.com/hvmind/hvmind/world"
+)
+
+func (p *Pool) canLaunch() bool {
+	return p.opts.Spawn && (p.opts.Servers != nil || p.opts.Launcher != nil)
+}
+
+// nextWorkerIDLocked returns "<host>-<n>" for the smallest n not in use.
+func (p *Pool) nextWorkerIDLocked(host string) string {
+	for n := 1; ; n++ {
+		id := host + "-" + strconv.Itoa(n)
+		if _, used := p.workers[id]; !used {
+			return id
+		}
+	}
+}
+
+// launchFor starts a worker that can take a job of threads and waits until
+// it has registered: on the world host the server pool chooses when there
+// is a world, else locally on the pool's host.
+func (p *Pool) launchFor(ctx context.Context, threads int) error {
+	if p.opts.Servers == nil {
+		return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
+	}
+	var err error
+	for range 3 { // another dispatch may take the chosen RAM first
+		var host serverpool.Host
+		var size int
+		host, size, err = p.opts.Servers.Plan(ctx, threads)
+		if errors.Is(err, world.ErrNotRunning) && p.opts.Launcher != nil {
+			// No world: a local worker, as without a server pool.
+			return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
+		}
+		if err != nil {
+			return err
+		}
+		err = p.launchOn(ctx, host.Name, size, true)
+		if !errors.Is(err, world.ErrNoRAM) {
+			return err
+		}
+	}
+	return err
+}
+
+func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bool) error {
+	p.mu.Lock()
+	id := p.nextWorkerIDLocked(host)
+	ws := newWorkerState(id, 0)
+	ws.launched = time.Now()
+	p.workers[id] = ws
+	p.mu.Unlock()
+	spec := serverpool.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: true}
+	var err error
+	if deploy {
+		err = p.opts.Servers.Deploy(ctx, spec)
+	} else {
+		err = p.opts.Launcher.Launch(ctx, spec)
+	}
+	if err != nil {
+		p.forgetLaunch(id)
+		if !errors.Is(err, world.ErrNoRAM) {
+			p.warnOnce("launch", func(e *zerolog.Event) *zerolog.Event { return e.Err(err) },
+				"cannot launch workers; jobs that do not fit the running workers will be refused")
+		}
+		return err
+	}
+	return p.waitRegistered(ctx, id)
+}
+
+func (p *Pool) waitRegistered(ctx context.Context, id string) error {
+	deadline := time.NewTimer(p.opts.SpawnWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		p.mu.Lock()
+		ws := p.workers[id]
+		ok := ws != nil && p.aliveLocked(ws, time.Now())
+		p.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			p.forgetLaunch(id)
+			return fmt.Errorf("worker %s did not register within %s", id, p.opts.SpawnWait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (p *Pool) forgetLaunch(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ws := p.workers[id]; ws != nil && ws.seen.IsZero() && ws.tl.Len() == 0 {
+		delete(p.workers, id)
+	}
+}
+
+// keepLocalWorkers launches the configured local workers that are not
+// already running: <host>-1 … <host>-N. They hold no world RAM and are never
+// stopped for idleness.
+func (p *Pool) keepLocalWorkers(ctx context.Context) error {
+	if p.opts.Workers <= 0 {
+		return nil
+	}
+	if p.opts.Launcher == nil {
+		return serverpool.ErrNoLauncher
+	}
+	var missing []string
+	p.mu.Lock()
+	now := time.Now()
+	for n := 1; n <= p.opts.Workers; n++ {
+		id := p.opts.Host + "-" + strconv.Itoa(n)
+		if ws := p.workers[id]; ws != nil && p.aliveLocked(ws, now) {
+			continue
+		}
+		missing = append(missing, id)
+		ws := p.workers[id]
+		if ws == nil {
+			ws = newWorkerState(id, 0)
+			p.workers[id] = ws
+		}
+		ws.launched = now
+	}
+	p.mu.Unlock()
+	sort.Strings(missing)
+	errs := make(chan error, len(missing))
+	for _, id := range missing {
+		go func() {
+			spec := serverpool.WorkerSpec{ID: id, Host: p.opts.Host, Threads: p.opts.Threads}
+			if err := p.opts.Launcher.Launch(ctx, spec); err != nil {
+				p.forgetLaunch(id)
+				errs <- err
+				return
+			}
+			errs <- p.waitRegistered(ctx, id)
+		}()
+	}
+	var msgs []string
+	for range missing {
+		if err := <-errs; err != nil {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	if len(msgs) > 0 {
+		return errors.New(strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// stopIdle stops workers launched on demand that have had nothing reserved
+// for IdleStop, so that their RAM goes back to the hosts. The pool stops
+// placing on a worker before asking it to stop (through its own queue, so
+// the request is durable), so no job can slip in between.
+func (p *Pool) stopIdle(ctx context.Context) {
+	if p.opts.IdleStop <= 0 {
+		return
+	}
+	now := time.Now()
+	var idle []string
+	p.mu.Lock()
+	for id, ws := range p.workers {
+		if !ws.entry.OnDemand || ws.stopping || !p.aliveLocked(ws, now) {
+			continue
+		}
+		if ws.tl.Len() > 0 || ws.entry.Busy > 0 || ws.entry.Queued > 0 {
+			ws.idleSince = time.Time{}
+			continue
+		}
+		if ws.idleSince.IsZero() {
+			ws.idleSince = now
+			continue
+		}
+		if now.Sub(ws.idleSince) >= p.opts.IdleStop {
+			ws.stopping = true
+			idle = append(idle, id)
+		}
+	}
+	p.mu.Unlock()
+	for _, id := range idle {
+		m := nats.NewMsg(broker.JobsSubject(id))
+		m.Header.Set(broker.HeaderStop, "idle for "+p.opts.IdleStop.String())
+		m.Header.Set(jetstream.MsgIDHeader, "stop-"+id+"-"+strconv.FormatInt(now.UnixNano(), 36))
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := p.res.JS.PublishMsg(cctx, m)
+		cancel()
+		if err != nil {
+			p.log.Warn().Err(err).Str("worker", id).Msg("stopping an idle worker")
+			p.mu.Lock()
+			if ws := p.workers[id]; ws != nil {
+				ws.stopping = false
+			}
+			p.mu.Unlock()
+			continue
+		}
+		p.log.Info().Str("worker", id).Dur("idle", p.opts.IdleStop).Msg("stopping an idle worker launched on demand")
+	}
+}
