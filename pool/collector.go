@@ -35,7 +35,7 @@ func (p *Pool) collect(data []byte) {
 	p.mu.Lock()
 	if in := p.jobs[j.ID]; in != nil {
 		if ws := p.workers[in.worker]; ws != nil {
-			ws.tl.Release(j.ID)
+			ws.release(j.ID)
 		}
 		delete(p.jobs, j.ID)
 	}

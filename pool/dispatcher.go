@@ -14,6 +14,7 @@ import (
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/serverpool"
 )
 
 // The pool's request/reply API, a NATS micro service ("nats micro ls").
@@ -199,6 +200,14 @@ type Status struct {
 	Ended        map[job.Status]int64 `json:"ended"`
 	Drift        Drift                `json:"drift"`
 	Time         time.Time            `json:"time"`
+	// ThreadsBusy and ThreadsTotal are over the live workers, now;
+	// Utilisation is the busy share (%) at each of the last samples, one
+	// per heartbeat, oldest first.
+	ThreadsBusy  int       `json:"threads_busy"`
+	ThreadsTotal int       `json:"threads_total"`
+	Utilisation  []float64 `json:"utilisation_pct"`
+	// Hosts are the world's hosts with root and RAM, when there is a world.
+	Hosts []serverpool.Host `json:"hosts,omitempty"`
 }
 
 // WorkerStatus is one worker in Status.
@@ -223,9 +232,14 @@ func (p *Pool) Status() Status {
 	for _, in := range p.jobs {
 		inflightPer[in.worker]++
 	}
-	st := Status{JobsInFlight: len(p.jobs), Accepted: p.stats.accepted.Load(), Ended: counts, Drift: drift, Time: now}
+	st := Status{JobsInFlight: len(p.jobs), Accepted: p.stats.accepted.Load(), Ended: counts, Drift: drift, Time: now,
+		Utilisation: append([]float64(nil), p.util...)}
 	for id, ws := range p.workers {
 		alive := p.aliveLocked(ws, now)
+		if alive {
+			st.ThreadsBusy += ws.entry.Busy
+			st.ThreadsTotal += ws.entry.Threads
+		}
 		if !alive && inflightPer[id] == 0 {
 			continue
 		}
@@ -236,6 +250,12 @@ func (p *Pool) Status() Status {
 	}
 	p.mu.Unlock()
 	sort.Slice(st.Workers, func(i, j int) bool { return st.Workers[i].ID < st.Workers[j].ID })
+	if p.opts.Servers != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st.Hosts, _ = p.opts.Servers.Hosts(ctx)
+		cancel()
+		sort.Slice(st.Hosts, func(i, j int) bool { return st.Hosts[i].Name < st.Hosts[j].Name })
+	}
 	return st
 }
 

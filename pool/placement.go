@@ -99,7 +99,7 @@ func (p *Pool) placeAll(jobs []job.Job, splits []int) ([]placement, int, error) 
 	out := make([]placement, 0, len(jobs))
 	rollback := func() {
 		for _, pl := range out {
-			pl.ws.tl.Release(pl.job.ID)
+			pl.ws.release(pl.job.ID)
 			delete(p.jobs, pl.job.ID)
 		}
 	}
@@ -130,20 +130,38 @@ func (p *Pool) placeAll(jobs []job.Job, splits []int) ([]placement, int, error) 
 	return out, -1, nil
 }
 
-// placeLocked chooses a worker for one job and reserves its threads:
-// feasibility (alive, serves the task, threads free over the whole window),
-// then the best fit (fewest threads left free, then the smaller worker).
-// A job without a start time goes where its threads are free soonest.
+// placeLocked chooses a worker for one job and reserves its threads. It
+// tries the workers from the smallest up (feasibility: alive, runs the
+// task, big enough) and takes the first with the job's threads free over
+// its whole window: the smallest that fits, which keeps big workers free
+// for big jobs, and usually found long before the end of the list. A job
+// without a start goes to the smallest worker that has its threads free
+// now, else to the one where they are free soonest.
 func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, error) {
 	start, end := window(j, now)
 	length := end - start
 	asap := j.StartTime == 0
 	var best *workerState
-	bestStart, bestLeft, bestCap := 0.0, 0, 0
+	bestStart := math.Inf(1)
 	alive, serving := 0, 0
 	maxFree, maxFreeID := -1, ""
 	var tasks []string
-	for id, ws := range p.workers {
+	if !asap {
+		// A first pass on the per-second summaries: a few array reads per
+		// worker. It finds the smallest worker whose summary already shows
+		// the threads free; the exact pass below runs only when none does.
+		for _, ws := range p.orderLocked() {
+			if ws.tl.Capacity() >= j.Threads && ws.surelyFits(start, end, j.Threads) &&
+				p.aliveLocked(ws, nowT) && !ws.stopping && ws.serves(j.Task) {
+				best, bestStart = ws, start
+				break
+			}
+		}
+	}
+	for _, ws := range p.orderLocked() {
+		if best != nil {
+			break
+		}
 		if !p.aliveLocked(ws, nowT) || ws.stopping {
 			continue
 		}
@@ -153,26 +171,27 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 			continue
 		}
 		serving++
-		s := start
-		if asap {
-			s = ws.tl.NextFree(j.Threads, start, length)
-			if math.IsInf(s, 1) {
-				continue
-			}
-		}
-		free := ws.tl.Free(s, s+length)
-		if free > maxFree {
-			maxFree, maxFreeID = free, id
-		}
-		if free < j.Threads {
+		if ws.tl.Capacity() < j.Threads {
+			maxFree, maxFreeID = max(maxFree, ws.tl.Capacity()), ws.entry.ID
 			continue
 		}
-		left, capacity := free-j.Threads, ws.tl.Capacity()
-		better := best == nil || s < bestStart ||
-			(s == bestStart && (left < bestLeft || (left == bestLeft && (capacity < bestCap ||
-				(capacity == bestCap && ws.entry.ID < best.entry.ID)))))
-		if better {
-			best, bestStart, bestLeft, bestCap = ws, s, left, capacity
+		if asap {
+			s := ws.tl.NextFree(j.Threads, start, length)
+			if s < bestStart {
+				best, bestStart = ws, s
+				if s <= start {
+					break
+				}
+			}
+			continue
+		}
+		free := ws.tl.Free(start, end)
+		if free >= j.Threads {
+			best, bestStart = ws, start
+			break
+		}
+		if free > maxFree {
+			maxFree, maxFreeID = free, ws.entry.ID
 		}
 	}
 	switch {
@@ -188,7 +207,7 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 			ErrNoCapacity, j.Threads, clock(start), clock(end), maxFree, maxFreeID)
 	}
 	start, end = bestStart, bestStart+length
-	if err := best.tl.Reserve(j.ID, start, end, j.Threads); err != nil {
+	if err := best.reserve(j.ID, start, end, j.Threads); err != nil {
 		return placement{}, fmt.Errorf("reserve on %s: %w", best.entry.ID, err)
 	}
 	j.Worker = best.entry.ID

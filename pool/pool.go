@@ -100,9 +100,15 @@ type Pool struct {
 
 	mu      sync.Mutex
 	workers map[string]*workerState
-	jobs    map[string]*inflight
-	stats   stats
-	warned  map[string]bool
+	// order is the workers by capacity, then id: the order placement tries
+	// them in. nil when it must be rebuilt.
+	order  []*workerState
+	jobs   map[string]*inflight
+	stats  stats
+	warned map[string]bool
+	// util is the busy share of live workers' threads (%), one sample per
+	// heartbeat, the last utilSamples of them.
+	util []float64
 
 	ready chan struct{}
 }
@@ -111,12 +117,16 @@ type Pool struct {
 type workerState struct {
 	entry broker.WorkerEntry
 	tl    *timeline.Timeline
+	// sum summarises tl by the second, for a fast first look.
+	sum coarse
 	// seen is when the registry last showed the worker; zero if never.
 	seen time.Time
 	// launched is set while a worker the pool launched has not registered.
 	launched time.Time
 	// ramReleased is set once the RAM of a gone worker was given back.
 	ramReleased bool
+	// tasks is the set of tasks the worker runs, from its entry.
+	tasks map[string]bool
 	// idleSince is when an on-demand worker was last seen with nothing to
 	// do; stopping is set once the pool asked it to stop.
 	idleSince time.Time

@@ -69,7 +69,7 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 			if seqs[i] != 0 {
 				_ = p.res.Jobs.DeleteMsg(context.Background(), seqs[i])
 			}
-			pl.ws.tl.Release(pl.job.ID)
+			pl.ws.release(pl.job.ID)
 			delete(p.jobs, pl.job.ID)
 		}
 		return firstErr

@@ -42,8 +42,9 @@ func (p *Pool) recover(ctx context.Context) error {
 			// Capacity comes with the worker's next heartbeat.
 			ws = newWorkerState(worker, math.MaxInt32)
 			p.workers[worker] = ws
+			p.order = nil
 		}
-		if ws.tl.Reserve(j.ID, start, end, j.Threads) == nil {
+		if ws.reserve(j.ID, start, end, j.Threads) == nil {
 			p.jobs[j.ID] = &inflight{job: j, worker: worker, seq: m.Sequence, start: start, end: end}
 			n++
 		}

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"encoding/json"
+	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,12 +58,20 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 	if ws == nil {
 		ws = newWorkerState(id, e.Threads)
 		p.workers[id] = ws
+		p.order = nil
 	}
 	if !p.aliveLocked(ws, time.Now()) {
 		p.log.Info().Str("worker", id).Str("host", e.Host).Int("threads", e.Threads).Msg("worker joined")
 	}
 	if ws.tl.Capacity() != e.Threads {
 		ws.tl.SetCapacity(e.Threads)
+		p.order = nil
+	}
+	if len(ws.tasks) != len(e.Tasks) {
+		ws.tasks = make(map[string]bool, len(e.Tasks))
+		for _, t := range e.Tasks {
+			ws.tasks[t] = true
+		}
 	}
 	ws.entry = e
 	ws.seen = time.Now()
@@ -86,12 +95,24 @@ func (p *Pool) aliveLocked(ws *workerState, now time.Time) bool {
 	return !ws.seen.IsZero() && now.Sub(ws.seen) < missedBeats*beat
 }
 
-// servesLocked reports whether the worker runs the task.
-func (ws *workerState) serves(task string) bool {
-	for _, t := range ws.entry.Tasks {
-		if t == task {
-			return true
-		}
+// serves reports whether the worker runs the task.
+func (ws *workerState) serves(task string) bool { return ws.tasks[task] }
+
+// orderLocked is the workers sorted by capacity, then id.
+func (p *Pool) orderLocked() []*workerState {
+	if p.order != nil && len(p.order) == len(p.workers) {
+		return p.order
 	}
-	return false
+	p.order = make([]*workerState, 0, len(p.workers))
+	for _, ws := range p.workers {
+		p.order = append(p.order, ws)
+	}
+	sort.Slice(p.order, func(i, j int) bool {
+		a, b := p.order[i], p.order[j]
+		if a.tl.Capacity() != b.tl.Capacity() {
+			return a.tl.Capacity() < b.tl.Capacity()
+		}
+		return a.entry.ID < b.entry.ID
+	})
+	return p.order
 }

@@ -65,6 +65,7 @@ func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bo
 	ws := newWorkerState(id, 0)
 	ws.launched = time.Now()
 	p.workers[id] = ws
+	p.order = nil
 	p.mu.Unlock()
 	spec := serverpool.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: true}
 	var err error
@@ -113,6 +114,7 @@ func (p *Pool) forgetLaunch(id string) {
 	defer p.mu.Unlock()
 	if ws := p.workers[id]; ws != nil && ws.seen.IsZero() && ws.tl.Len() == 0 {
 		delete(p.workers, id)
+		p.order = nil
 	}
 }
 
@@ -139,6 +141,7 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 		if ws == nil {
 			ws = newWorkerState(id, 0)
 			p.workers[id] = ws
+			p.order = nil
 		}
 		ws.launched = now
 	}

@@ -178,9 +178,9 @@ func (p *Pool) splitLocked(j *job.Job, now float64, nowT time.Time, maxParts int
 		part.Worker = cands[i].ws.entry.ID
 		of, _ := json.Marshal(PartOf{Of: j.ID, Index: i + 1, Count: len(sizes)})
 		part.Set("part", of)
-		if err := cands[i].ws.tl.Reserve(part.ID, start, end, n); err != nil {
+		if err := cands[i].ws.reserve(part.ID, start, end, n); err != nil {
 			for _, pl := range out {
-				pl.ws.tl.Release(pl.job.ID)
+				pl.ws.release(pl.job.ID)
 			}
 			return nil, false
 		}

@@ -33,6 +33,7 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		p.sweepStale(ctx)
 		p.releaseGoneRAM(ctx)
 		p.stopIdle(ctx)
+		p.sampleUtilisation()
 	}
 }
 
@@ -93,6 +94,31 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 	}
 }
 
+// utilSamples is how many utilisation samples the pool keeps.
+const utilSamples = 60
+
+// sampleUtilisation records the busy share of the live workers' threads.
+func (p *Pool) sampleUtilisation() {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	busy, total := 0, 0
+	for _, ws := range p.workers {
+		if p.aliveLocked(ws, now) {
+			busy += ws.entry.Busy
+			total += ws.entry.Threads
+		}
+	}
+	pct := 0.0
+	if total > 0 {
+		pct = 100 * float64(busy) / float64(total)
+	}
+	p.util = append(p.util, pct)
+	if len(p.util) > utilSamples {
+		p.util = p.util[len(p.util)-utilSamples:]
+	}
+}
+
 // releaseGoneRAM gives back the world RAM of workers whose heartbeats have
 // stopped: a worker that exits gives its RAM back itself, one that is killed
 // cannot.
@@ -138,7 +164,7 @@ func (p *Pool) sweepStale(ctx context.Context) {
 	var checks []check
 	p.mu.Lock()
 	for _, ws := range p.workers {
-		ws.tl.Prune(cutoff)
+		ws.prune(cutoff)
 	}
 	for id, in := range p.jobs {
 		if in.end < cutoff && in.seq != 0 {
@@ -154,7 +180,7 @@ func (p *Pool) sweepStale(ctx context.Context) {
 		p.mu.Lock()
 		if in := p.jobs[c.id]; in != nil {
 			if ws := p.workers[in.worker]; ws != nil {
-				ws.tl.Release(c.id)
+				ws.release(c.id)
 			}
 			delete(p.jobs, c.id)
 		}

@@ -19,10 +19,10 @@ func (p *Pool) Tail(ctx context.Context, w io.Writer, interval time.Duration) {
 	fmt.Fprint(w, "\x1b[2J")
 	for {
 		var b strings.Builder
-		b.WriteString("\x1b[H")
 		RenderStatus(&b, p.Status())
-		b.WriteString("\x1b[J")
-		_, _ = io.WriteString(w, b.String())
+		// Home, each line cleared to its end, then the rest of the screen.
+		frame := "\x1b[H" + strings.ReplaceAll(b.String(), "\n", "\x1b[K\n") + "\x1b[J"
+		_, _ = io.WriteString(w, frame)
 		select {
 		case <-ctx.Done():
 			return
@@ -69,6 +69,25 @@ func RenderStatus(w io.Writer, st Status) {
 		rows = append(rows, []string{ws.ID, ws.Host, threads, fmt.Sprint(ws.Queued), strings.Join(names, " "), elapsed, remaining, drift})
 	}
 	DrawTable(w, header, rows)
+	if len(st.Hosts) > 0 {
+		workersOn := map[string]int{}
+		for _, ws := range st.Workers {
+			if ws.Alive {
+				workersOn[ws.Host]++
+			}
+		}
+		var hostRows [][]string
+		for _, h := range st.Hosts {
+			hostRows = append(hostRows, []string{h.Name, fmt.Sprintf("%.2f / %.0f GB", h.RAMUsed, h.MaxRAM),
+				fmt.Sprintf("%d / %d", h.MaxThreads-h.FreeThreads, h.MaxThreads), fmt.Sprint(h.Cores), fmt.Sprint(workersOn[h.Name])})
+		}
+		DrawTable(w, []string{"host", "RAM used", "threads held", "cores", "workers"}, hostRows)
+	}
+	pct := 0.0
+	if st.ThreadsTotal > 0 {
+		pct = 100 * float64(st.ThreadsBusy) / float64(st.ThreadsTotal)
+	}
+	fmt.Fprintf(w, "threads busy %d / %d (%.0f%%)  %s\n", st.ThreadsBusy, st.ThreadsTotal, pct, sparkline(st.Utilisation))
 	ended := make([]string, 0, len(st.Ended))
 	for s, n := range st.Ended {
 		ended = append(ended, fmt.Sprintf("%s %d", s, n))
@@ -77,6 +96,17 @@ func RenderStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "in flight %d · accepted %d · %s\n", st.JobsInFlight, st.Accepted, strings.Join(ended, " · "))
 	fmt.Fprintf(w, "start drift of the last %d scheduled jobs: p50 %.1f µs · p99 %.1f µs · max %.1f µs\n",
 		st.Drift.Jobs, st.Drift.P50, st.Drift.P99, st.Drift.Max)
+}
+
+// sparkline draws percentages as a row of bars.
+func sparkline(pcts []float64) string {
+	bars := []rune("▁▂▃▄▅▆▇█")
+	var b strings.Builder
+	for _, v := range pcts {
+		i := int(v / 100 * float64(len(bars)-1))
+		b.WriteRune(bars[max(0, min(i, len(bars)-1))])
+	}
+	return b.String()
 }
 
 func human(ms float64) string {

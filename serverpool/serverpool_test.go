@@ -1,0 +1,104 @@
+package serverpool_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/hvmind/hvmind/serverpool"
+	"github.com/hvmind/hvmind/world"
+)
+
+// fakeWorld is the RAM part of the world, from a scenario, in memory.
+type fakeWorld struct{ st *world.State }
+
+func (f fakeWorld) RAM(context.Context) ([]world.HostRAM, error) { return f.st.Hosts(), nil }
+func (f fakeWorld) ReserveRAM(_ context.Context, r world.RAMRequest) (world.RAMReply, error) {
+	rep, _, err := f.st.Reserve(r)
+	return rep, err
+}
+func (f fakeWorld) ReleaseRAM(_ context.Context, r world.RAMRequest) (world.RAMReply, error) {
+	rep, _, err := f.st.Release(r)
+	return rep, err
+}
+
+type nopLauncher struct{ specs []serverpool.WorkerSpec }
+
+func (l *nopLauncher) Launch(_ context.Context, s serverpool.WorkerSpec) error {
+	l.specs = append(l.specs, s)
+	return nil
+}
+
+func setup(t *testing.T, policy string) (*serverpool.ServerPool, *nopLauncher) {
+	t.Helper()
+	sc, err := world.LoadScenario("newgame")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := serverpool.ParsePolicy(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &nopLauncher{}
+	return serverpool.New(fakeWorld{world.NewState(sc)}, l, p), l
+}
+
+func TestPlanAndDeploy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		policy        string
+		threads       int
+		host          string
+		size          int
+		wantNoHostErr bool
+	}{
+		{"exact", 2, "n00dles", 2, false}, // the smallest host that fits
+		{"exact", 3, "home", 3, false},    // n00dles is too small
+		{"host", 3, "home", 4, false},     // the whole host
+		{"chunk:8", 5, "foodnstuff", 8, false},
+		{"chunk:64", 5, "foodnstuff", 9, false}, // capped by the host
+		{"exact", 10, "", 0, true},              // no host has 10 threads
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			t.Parallel()
+			sp, l := setup(t, tc.policy)
+			h, size, err := sp.Plan(ctx, tc.threads)
+			if tc.wantNoHostErr {
+				if !errors.Is(err, serverpool.ErrNoHost) {
+					t.Fatalf("Plan(%d) = %v, want ErrNoHost", tc.threads, err)
+				}
+				return
+			}
+			if err != nil || h.Name != tc.host || size != tc.size {
+				t.Fatalf("Plan(%d) = %s, %d, %v; want %s, %d", tc.threads, h.Name, size, err, tc.host, tc.size)
+			}
+			if err := sp.Deploy(ctx, serverpool.WorkerSpec{ID: "w1", Host: h.Name, Threads: size}); err != nil {
+				t.Fatal(err)
+			}
+			free, _ := sp.FreeThreads(ctx, h.Name)
+			if free != h.FreeThreads-size || len(l.specs) != 1 || !l.specs[0].ReserveRAM {
+				t.Errorf("after deploy: %d free (want %d), launches %+v", free, h.FreeThreads-size, l.specs)
+			}
+		})
+	}
+}
+
+func TestHostsTotalsAndLargest(t *testing.T) {
+	t.Parallel()
+	sp, _ := setup(t, "exact")
+	ctx := context.Background()
+	total, err := sp.TotalFreeThreads(ctx)
+	if err != nil || total != 4+2+9*6 {
+		t.Fatalf("TotalFreeThreads = %d, %v; want 60", total, err)
+	}
+	if h, _ := sp.Largest(ctx); h.FreeThreads != 9 {
+		t.Errorf("Largest = %+v", h)
+	}
+	if _, err := sp.FreeThreads(ctx, "nowhere"); !errors.Is(err, world.ErrUnknownHost) {
+		t.Errorf("FreeThreads(nowhere) = %v", err)
+	}
+	if _, err := serverpool.ParsePolicy("chunk:x"); !errors.Is(err, serverpool.ErrBadPolicy) {
+		t.Errorf("ParsePolicy(chunk:x) = %v", err)
+	}
+}
