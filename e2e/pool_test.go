@@ -324,6 +324,24 @@ func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "job 0 (e)") || !strings.Contains(errOut, "no worker has the threads free") {
 		t.Errorf("a job too big for everything: exit %d, %s", code, errOut)
 	}
+	// A batch refused after launching a worker for one of its jobs leaves
+	// no worker behind: 9 threads fit foodnstuff-1, the next 9 a new
+	// worker on harakiri-sushi, 60 nothing.
+	soon := ms(3 * time.Second)
+	_, errOut, code = c.manager("dispatch", fmt.Sprintf(`[{"task":"sleep","threads":9,"startTime":%.0f,"duration":100},
+	 {"task":"sleep","threads":9,"startTime":%.0f,"duration":100},{"task":"sleep","threads":60,"startTime":%.0f,"duration":100}]`, soon, soon, soon))
+	if code == 0 || !strings.Contains(errOut, "job 2") {
+		t.Fatalf("a batch with a job too big: exit %d, %s", code, errOut)
+	}
+	if !strings.Contains(c.pool.out.String(), `"worker":"harakiri-sushi-1"`) {
+		t.Fatal("no worker was launched on harakiri-sushi for the refused batch")
+	}
+	for deadline := time.Now().Add(10 * time.Second); worldRAM("harakiri-sushi") != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker launched for a refused batch still holds %v GB", worldRAM("harakiri-sushi"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	// Idle for a second: both stop and their RAM goes back.
 	deadline := time.Now().Add(15 * time.Second)
 	for worldRAM("n00dles") != 0 || worldRAM("foodnstuff") != 0 {

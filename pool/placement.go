@@ -225,6 +225,7 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 	var splits []int
 	canLaunch := p.canLaunch()
 	var launchErr error
+	var launched []string
 	for launches := 0; ; launches++ {
 		var idx int
 		var err error
@@ -233,7 +234,12 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 			break
 		}
 		if errors.Is(err, ErrNoCapacity) && canLaunch && launches < len(jobs)+1 {
-			if launchErr = p.launchFor(ctx, jobs[idx].Threads); launchErr == nil {
+			var id string
+			id, launchErr = p.launchFor(ctx, jobs[idx].Threads)
+			if id != "" {
+				launched = append(launched, id)
+			}
+			if launchErr == nil {
 				continue
 			}
 			canLaunch = false
@@ -245,9 +251,11 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 		if launchErr != nil {
 			err = fmt.Errorf("%w (and no worker could be launched for it: %v)", err, launchErr)
 		}
+		p.stopLaunched(ctx, launched)
 		return nil, &PlaceError{Index: idx, ID: jobs[idx].ID, Err: err}
 	}
 	if err := p.publish(ctx, placed); err != nil {
+		p.stopLaunched(ctx, launched)
 		return nil, err
 	}
 	p.stats.accepted.Add(int64(len(jobs)))

@@ -35,7 +35,7 @@ func (p *Pool) nextWorkerIDLocked(host string) string {
 // launchFor starts a worker that can take a job of threads and waits until
 // it has registered: on the world host the server pool chooses when there
 // is a world, else locally on the pool's host.
-func (p *Pool) launchFor(ctx context.Context, threads int) error {
+func (p *Pool) launchFor(ctx context.Context, threads int) (string, error) {
 	if p.opts.Servers == nil {
 		return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
 	}
@@ -49,17 +49,18 @@ func (p *Pool) launchFor(ctx context.Context, threads int) error {
 			return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
 		}
 		if err != nil {
-			return err
+			return "", err
 		}
-		err = p.launchOn(ctx, host.Name, size, true)
+		var id string
+		id, err = p.launchOn(ctx, host.Name, size, true)
 		if !errors.Is(err, world.ErrNoRAM) {
-			return err
+			return id, err
 		}
 	}
-	return err
+	return "", err
 }
 
-func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bool) error {
+func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bool) (string, error) {
 	p.mu.Lock()
 	id := p.nextWorkerIDLocked(host)
 	ws := newWorkerState(id, 0)
@@ -80,9 +81,9 @@ func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bo
 			p.warnOnce("launch", func(e *zerolog.Event) *zerolog.Event { return e.Err(err) },
 				"cannot launch workers; jobs that do not fit the running workers will be refused")
 		}
-		return err
+		return "", err
 	}
-	return p.waitRegistered(ctx, id)
+	return id, p.waitRegistered(ctx, id)
 }
 
 func (p *Pool) waitRegistered(ctx context.Context, id string) error {
@@ -171,6 +172,38 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 	return nil
 }
 
+// requestStop asks a worker, through its own queue, to stop gracefully.
+func (p *Pool) requestStop(ctx context.Context, id, reason string) error {
+	m := nats.NewMsg(broker.JobsSubject(id))
+	m.Header.Set(broker.HeaderStop, reason)
+	m.Header.Set(jetstream.MsgIDHeader, "stop-"+id+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := p.res.JS.PublishMsg(cctx, m)
+	return err
+}
+
+// stopLaunched stops workers a refused dispatch launched: a refused batch
+// leaves no idle worker behind. The pool stops placing on them first.
+func (p *Pool) stopLaunched(ctx context.Context, ids []string) {
+	for _, id := range ids {
+		p.mu.Lock()
+		ws := p.workers[id]
+		// Another dispatch may have placed on it meanwhile: then it stays.
+		unused := ws != nil && ws.tl.Len() == 0
+		if unused {
+			ws.stopping = true
+		}
+		p.mu.Unlock()
+		if !unused {
+			continue
+		}
+		if err := p.requestStop(ctx, id, "launched for a dispatch that was refused"); err != nil {
+			p.log.Warn().Err(err).Str("worker", id).Msg("stopping a worker launched for a refused dispatch")
+		}
+	}
+}
+
 // stopIdle stops workers launched on demand that have had nothing reserved
 // for IdleStop, so that their RAM goes back to the hosts. The pool stops
 // placing on a worker before asking it to stop (through its own queue, so
@@ -201,13 +234,7 @@ func (p *Pool) stopIdle(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	for _, id := range idle {
-		m := nats.NewMsg(broker.JobsSubject(id))
-		m.Header.Set(broker.HeaderStop, "idle for "+p.opts.IdleStop.String())
-		m.Header.Set(jetstream.MsgIDHeader, "stop-"+id+"-"+strconv.FormatInt(now.UnixNano(), 36))
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := p.res.JS.PublishMsg(cctx, m)
-		cancel()
-		if err != nil {
+		if err := p.requestStop(ctx, id, "idle for "+p.opts.IdleStop.String()); err != nil {
 			p.log.Warn().Err(err).Str("worker", id).Msg("stopping an idle worker")
 			p.mu.Lock()
 			if ws := p.workers[id]; ws != nil {
