@@ -3,11 +3,10 @@ package planner
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/hvmind/hvmind/internal/boxtable"
 	"io"
 	"math"
 	"strconv"
-	"strings"
-	"unicode/utf8"
 )
 
 // RenderAnalysis writes the analyses as a box-drawn table, one row per
@@ -88,52 +87,14 @@ func threadsCell(p BatchPlan) string {
 	return fmt.Sprintf("%d/%d/%d/%d", p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads)
 }
 
-// renderTable draws header and rows in a box; columns in leftAlign are
-// left-aligned, the others right-aligned.
+// renderTable draws a table whose columns are right-aligned but for those
+// in leftAlign.
 func renderTable(w io.Writer, header []string, rows [][]string, leftAlign map[int]bool) error {
-	widths := make([]int, len(header))
-	for i, h := range header {
-		widths[i] = utf8.RuneCountInString(h)
+	right := make(map[int]bool, len(header))
+	for i := range header {
+		right[i] = !leftAlign[i]
 	}
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	var b strings.Builder
-	rule := func(left, mid, right string) {
-		b.WriteString(left)
-		for i, wd := range widths {
-			if i > 0 {
-				b.WriteString(mid)
-			}
-			b.WriteString(strings.Repeat("─", wd+2))
-		}
-		b.WriteString(right + "\n")
-	}
-	line := func(cells []string, header bool) {
-		b.WriteString("│")
-		for i, c := range cells {
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
-			b.WriteString(" ")
-			if header || leftAlign[i] {
-				b.WriteString(c + pad)
-			} else {
-				b.WriteString(pad + c)
-			}
-			b.WriteString(" │")
-		}
-		b.WriteString("\n")
-	}
-	rule("┌", "┬", "┐")
-	line(header, true)
-	rule("├", "┼", "┤")
-	for _, r := range rows {
-		line(r, false)
-	}
-	rule("└", "┴", "┘")
-	_, err := io.WriteString(w, b.String())
-	return err
+	return boxtable.Draw(w, header, rows, right)
 }
 
 // FormatMoney writes an amount the way Bitburner players read it, with three

@@ -7,8 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/hvmind/hvmind/internal/boxtable"
 	"github.com/hvmind/hvmind/job"
 )
 
@@ -121,47 +121,7 @@ func human(ms float64) string {
 	}
 }
 
-// DrawTable writes a box-drawn table.
+// DrawTable writes a box-drawn table, every column left-aligned.
 func DrawTable(w io.Writer, header []string, rows [][]string) {
-	widths := make([]int, len(header))
-	for i, h := range header {
-		widths[i] = utf8.RuneCountInString(h)
-	}
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
-		}
-	}
-	line := func(l, m, r string) {
-		var b strings.Builder
-		b.WriteString(l)
-		for i, wd := range widths {
-			b.WriteString(strings.Repeat("─", wd+2))
-			if i < len(widths)-1 {
-				b.WriteString(m)
-			}
-		}
-		b.WriteString(r + "\n")
-		_, _ = io.WriteString(w, b.String())
-	}
-	row := func(cells []string) {
-		var b strings.Builder
-		b.WriteString("│")
-		for i, wd := range widths {
-			c := ""
-			if i < len(cells) {
-				c = cells[i]
-			}
-			b.WriteString(" " + c + strings.Repeat(" ", wd-utf8.RuneCountInString(c)) + " │")
-		}
-		b.WriteString("\n")
-		_, _ = io.WriteString(w, b.String())
-	}
-	line("┌", "┬", "┐")
-	row(header)
-	line("├", "┼", "┤")
-	for _, r := range rows {
-		row(r)
-	}
-	line("└", "┴", "┘")
+	_ = boxtable.Draw(w, header, rows, nil)
 }

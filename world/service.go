@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
 	"github.com/rs/zerolog"
 )
 
@@ -677,7 +678,7 @@ func (s *Service) handleBegin(req micro.Request) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, err)
 		return
 	}
-	if !validID(br.JobID) {
+	if !job.ValidID(br.JobID) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", br.JobID))
 		return
 	}
@@ -700,7 +701,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, err)
 		return
 	}
-	if !validID(fr.JobID) {
+	if !job.ValidID(fr.JobID) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", fr.JobID))
 		return
 	}

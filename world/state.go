@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/hvmind/hvmind/job"
 	"hash/fnv"
 	"math"
 )
@@ -280,7 +281,7 @@ func (st *State) hostRAM(s *Server) HostRAM {
 // Speed and GameTimeMs are left for the caller.
 func (st *State) Begin(req BeginRequest) (BeginReply, error) {
 	switch {
-	case !validID(req.JobID):
+	case !job.ValidID(req.JobID):
 		return BeginReply{}, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", req.JobID)
 	case !IsOperation(req.Task):
 		return BeginReply{}, invalidf("task %q: want hack, grow or weaken", req.Task)
@@ -553,20 +554,4 @@ func (st *State) setServer(s Server) {
 	if cur, ok := st.servers[s.Hostname]; ok {
 		*cur = s
 	}
-}
-
-// validID is job.ValidID (the world does not import the job package): a
-// job id goes into keys of the world's bucket.
-func validID(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-		default:
-			return false
-		}
-	}
-	return true
 }
