@@ -198,19 +198,41 @@ func ParseMany(data []byte) ([]Job, error) {
 		}
 		return []Job{j}, nil
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(trimmed, &raws); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	// Split the array with the same scanner as the jobs themselves.
+	p := scanner{data: trimmed, i: 1}
+	var jobs []Job
+	p.space()
+	if p.eat(']') {
+		return jobs, tail(&p)
 	}
-	jobs := make([]Job, len(raws))
-	for i, r := range raws {
-		j, err := Parse(r)
-		if err != nil {
-			return nil, fmt.Errorf("job %d: %w", i, err)
+	for {
+		p.space()
+		start := p.i
+		if err := p.skipValue(0); err != nil {
+			return nil, fmt.Errorf("job %d: %w: %v", len(jobs), ErrMalformed, err)
 		}
-		jobs[i] = j
+		j, err := Parse(trimmed[start:p.i])
+		if err != nil {
+			return nil, fmt.Errorf("job %d: %w", len(jobs), err)
+		}
+		jobs = append(jobs, j)
+		p.space()
+		if p.eat(',') {
+			continue
+		}
+		if p.eat(']') {
+			return jobs, tail(&p)
+		}
+		return nil, fmt.Errorf("%w: expected ',' or ']' at offset %d", ErrMalformed, p.i)
 	}
-	return jobs, nil
+}
+
+func tail(p *scanner) error {
+	p.space()
+	if p.i != len(p.data) {
+		return fmt.Errorf("%w: trailing data after the batch", ErrMalformed)
+	}
+	return nil
 }
 
 // Validate checks what a job must satisfy to be accepted, given the current

@@ -58,6 +58,9 @@ func (t *Task) SleepUntil(ctx context.Context, until time.Time) error {
 }
 
 func sleepUntil(ctx context.Context, q *TimerQueue, until time.Time) (time.Time, error) {
+	if now := time.Now(); !now.Before(until) {
+		return now, ctx.Err()
+	}
 	ch := make(chan time.Time, 1)
 	tm := q.AtFirst(until, func(now time.Time) { ch <- now })
 	select {

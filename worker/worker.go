@@ -134,7 +134,9 @@ type run struct {
 	reason      string
 	actualStart time.Time
 	actualEnd   time.Time
-	future      jetstream.PubAckFuture
+	// recMsg is the record message; pubAt when it was last published.
+	recMsg *nats.Msg
+	pubAt  time.Time
 }
 
 // New validates the options and prepares a worker on an open connection.
@@ -347,6 +349,12 @@ func (w *Worker) intake(msg jetstream.Msg) {
 	default:
 		if _, err := w.opts.Handlers.Lookup(j.Task); err != nil {
 			w.endNow(r, job.StatusFailed, err.Error())
+			return
+		}
+		if r.asap {
+			// Due now: no trip through the timer queue's goroutine, whose
+			// locked thread makes every hand-off a futex call.
+			w.due(r, now)
 			return
 		}
 		w.mu.Lock()
