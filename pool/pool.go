@@ -95,6 +95,7 @@ type Pool struct {
 	opts Options
 	nc   *nats.Conn
 	res  *broker.Resources
+	acks *broker.AckInbox
 	log  zerolog.Logger
 	svc  micro.Service
 
@@ -180,6 +181,10 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	p.res = res
+	if p.acks, err = broker.NewAckInbox(p.nc); err != nil {
+		return err
+	}
+	defer p.acks.Close()
 	if err := p.recover(ctx); err != nil {
 		return err
 	}

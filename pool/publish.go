@@ -2,7 +2,9 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,67 +18,94 @@ import (
 // is refused, the stored ones are deleted again and every reservation is
 // released.
 func (p *Pool) publish(ctx context.Context, placed []placement) error {
-	futures := make([]jetstream.PubAckFuture, len(placed))
-	var firstErr error
+	var (
+		mu       sync.Mutex
+		seqs     = make([]uint64, len(placed))
+		firstErr error
+		left     = len(placed)
+		done     = make(chan struct{})
+	)
+	fail := func(err error) {
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	answered := func() {
+		left--
+		if left == 0 {
+			close(done)
+		}
+	}
+	tokens := make([]string, 0, len(placed))
 	for i, pl := range placed {
 		data, err := job.Encode(pl.job)
+		if err == nil {
+			m := nats.NewMsg(broker.JobsSubject(pl.job.Worker))
+			m.Data = data
+			m.Header.Set(jetstream.MsgIDHeader, pl.job.ID)
+			var token string
+			token, err = p.acks.Publish(m, func(ack broker.PubAck, err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					fail(fmt.Errorf("publish job %s: %w", pl.job.ID, err))
+				case ack.Duplicate:
+					// The stored message is the earlier job's: leave it.
+					fail(fmt.Errorf("%w: %s was dispatched within the last 10 minutes", ErrDuplicateID, pl.job.ID))
+				default:
+					seqs[i] = ack.Seq
+				}
+				answered()
+			})
+			tokens = append(tokens, token)
+		}
 		if err != nil {
-			firstErr = fmt.Errorf("encode job %s: %w", pl.job.ID, err)
+			mu.Lock()
+			fail(fmt.Errorf("publish job %s: %w", pl.job.ID, err))
+			for range placed[i:] { // never sent: never answered
+				answered()
+			}
+			mu.Unlock()
 			break
 		}
-		m := nats.NewMsg(broker.JobsSubject(pl.job.Worker))
-		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, pl.job.ID)
-		f, err := p.res.JS.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
-		if err != nil {
-			firstErr = fmt.Errorf("publish job %s: %w", pl.job.ID, err)
-			break
-		}
-		futures[i] = f
 	}
-	seqs := make([]uint64, len(placed))
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
-		select {
-		case ack := <-f.Ok():
-			seqs[i] = ack.Sequence
-			if ack.Duplicate && firstErr == nil {
-				firstErr = fmt.Errorf("%w: %s was dispatched within the last 10 minutes", ErrDuplicateID, placed[i].job.ID)
-				seqs[i] = 0 // the stored message is the earlier job's
-			}
-		case err := <-f.Err():
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publish job %s: %w", placed[i].job.ID, err)
-			}
-		case <-timeout.C:
-			if firstErr == nil {
-				firstErr = fmt.Errorf("publish job %s: no acknowledgement from JetStream", placed[i].job.ID)
-			}
-		case <-ctx.Done():
-			if firstErr == nil {
-				firstErr = ctx.Err()
-			}
-		}
+	select {
+	case <-done:
+	case <-timeout.C:
+		mu.Lock()
+		fail(errors.New("publish jobs: no acknowledgement from JetStream"))
+		mu.Unlock()
+	case <-ctx.Done():
+		mu.Lock()
+		fail(ctx.Err())
+		mu.Unlock()
 	}
+	for _, t := range tokens {
+		p.acks.Forget(t)
+	}
+	// A late answer may still come in: work on copies.
+	mu.Lock()
+	stored := append([]uint64(nil), seqs...)
+	result := firstErr
+	mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if firstErr != nil {
+	if result != nil {
 		for i, pl := range placed {
-			if seqs[i] != 0 {
-				_ = p.res.Jobs.DeleteMsg(context.Background(), seqs[i])
+			if stored[i] != 0 {
+				_ = p.res.Jobs.DeleteMsg(context.Background(), stored[i])
 			}
 			pl.ws.release(pl.job.ID)
 			delete(p.jobs, pl.job.ID)
 		}
-		return firstErr
+		return result
 	}
 	for i, pl := range placed {
 		if in := p.jobs[pl.job.ID]; in != nil {
-			in.seq = seqs[i]
+			in.seq = stored[i]
 		}
 	}
 	return nil

@@ -1,46 +1,68 @@
 package worker
 
 import (
-	"bytes"
 	"context"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 )
 
-// recordPub tracks records published and not yet acknowledged by JetStream.
-// Its publish acknowledgements arrive on one wildcard inbox subscription and
-// are read without a JSON decoder or a future per record.
-type recordPub struct {
-	mu      sync.Mutex
-	prefix  string
-	next    uint64
-	pending map[string]*run // reply token -> run
-	sub     *nats.Subscription
-}
+// unansweredAfter is how long a record may go without an acknowledgement
+// (lost with a connection, say) before it is published again; its message
+// id keeps it stored once.
+const unansweredAfter = 5 * time.Second
 
 // storeRecords publishes completion records and, once JetStream has stored
 // each one, acknowledges the job's message, which removes it from the queue.
 // Records carry the job id as their message id, so a record published twice
 // (say, by a process that died before acknowledging) is stored once.
 func (w *Worker) storeRecords(ctx context.Context) {
-	rp := &recordPub{prefix: "_INBOX." + nuid.Next() + ".", pending: map[string]*run{}}
-	sub, err := w.nc.Subscribe(rp.prefix+"*", func(m *nats.Msg) { w.recordAcked(rp, m) })
-	if err != nil {
-		w.log.Error().Err(err).Msg("record acknowledgements")
-		return
+	acks, err := broker.NewAckInbox(w.nc)
+	for err != nil {
+		w.log.Warn().Err(err).Msg("record acknowledgements; retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+		acks, err = broker.NewAckInbox(w.nc)
 	}
-	_ = sub.SetPendingLimits(-1, -1)
-	rp.sub = sub
-	defer func() { _ = sub.Unsubscribe() }()
-	_ = w.nc.Flush()
+	defer acks.Close()
+	var mu sync.Mutex
+	unanswered := map[*run]string{} // run -> its publish token
+	publish := func(r *run) {
+		for attempt := 0; ; attempt++ {
+			mu.Lock()
+			r.pubAt = time.Now()
+			token, err := acks.Publish(r.recMsg, func(_ broker.PubAck, err error) {
+				mu.Lock()
+				delete(unanswered, r)
+				mu.Unlock()
+				w.recordStored(r, err)
+			})
+			if err == nil {
+				unanswered[r] = token
+			}
+			mu.Unlock()
+			if err == nil {
+				return
+			}
+			if attempt%20 == 0 {
+				w.log.Warn().Err(err).Str("job", r.job.ID).Msg("storing completion record; retrying")
+			}
+			select {
+			case <-ctx.Done():
+				w.pending.Done()
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
 	resend := time.NewTicker(time.Second)
 	defer resend.Stop()
 	for {
@@ -52,7 +74,7 @@ func (w *Worker) storeRecords(ctx context.Context) {
 			if r.recMsg == nil {
 				r.recMsg = w.recordMsg(r)
 			}
-			w.publishRecord(ctx, rp, r)
+			publish(r)
 		}
 		if len(batch) > 0 {
 			continue
@@ -60,10 +82,52 @@ func (w *Worker) storeRecords(ctx context.Context) {
 		select {
 		case <-w.recSig:
 		case <-resend.C:
-			w.resendStale(ctx, rp)
+			cutoff := time.Now().Add(-unansweredAfter)
+			var stale []*run
+			mu.Lock()
+			for r, token := range unanswered {
+				if r.pubAt.Before(cutoff) {
+					acks.Forget(token)
+					delete(unanswered, r)
+					stale = append(stale, r)
+				}
+			}
+			mu.Unlock()
+			for _, r := range stale {
+				publish(r)
+			}
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// recordStored acknowledges the job once its record is stored (or was
+// already), and queues the record again if JetStream refused it.
+func (w *Worker) recordStored(r *run, err error) {
+	if err != nil {
+		w.log.Warn().Err(err).Str("job", r.job.ID).Msg("completion record not stored; retrying")
+		time.AfterFunc(50*time.Millisecond, func() { w.queueRecord(r) })
+		return
+	}
+	if r.msg != nil {
+		_ = r.msg.Ack()
+	}
+	w.mu.Lock()
+	delete(w.active, r.job.ID)
+	w.recent[r.job.ID] = time.Now()
+	w.mu.Unlock()
+	w.pending.Done()
+}
+
+// queueRecord hands a record to storeRecords.
+func (w *Worker) queueRecord(r *run) {
+	w.recMu.Lock()
+	w.recQueue = append(w.recQueue, r)
+	w.recMu.Unlock()
+	select {
+	case w.recSig <- struct{}{}:
+	default:
 	}
 }
 
@@ -77,90 +141,6 @@ func (w *Worker) recordMsg(r *run) *nats.Msg {
 	m.Data = data
 	m.Header.Set(jetstream.MsgIDHeader, r.job.ID)
 	return m
-}
-
-// publishRecord starts storing a record, retrying while the connection refuses.
-func (w *Worker) publishRecord(ctx context.Context, rp *recordPub, r *run) {
-	rp.mu.Lock()
-	rp.next++
-	token := strconv.FormatUint(rp.next, 36)
-	rp.pending[token] = r
-	r.pubAt = time.Now()
-	rp.mu.Unlock()
-	r.recMsg.Reply = rp.prefix + token
-	for attempt := 0; ; attempt++ {
-		err := w.nc.PublishMsg(r.recMsg)
-		if err == nil {
-			return
-		}
-		if attempt%20 == 0 {
-			w.log.Warn().Err(err).Str("job", r.job.ID).Msg("storing completion record; retrying")
-		}
-		select {
-		case <-ctx.Done():
-			rp.mu.Lock()
-			delete(rp.pending, token)
-			rp.mu.Unlock()
-			w.pending.Done()
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// resendStale publishes again records whose acknowledgement has not come
-// (lost across a reconnect, say); the message id keeps them stored once.
-func (w *Worker) resendStale(ctx context.Context, rp *recordPub) {
-	cutoff := time.Now().Add(-5 * time.Second)
-	var stale []*run
-	rp.mu.Lock()
-	for token, r := range rp.pending {
-		if r.pubAt.Before(cutoff) {
-			delete(rp.pending, token)
-			stale = append(stale, r)
-		}
-	}
-	rp.mu.Unlock()
-	for _, r := range stale {
-		w.publishRecord(ctx, rp, r)
-	}
-}
-
-var errorKey = []byte(`"error"`)
-
-// recordAcked handles JetStream's answer to a record: stored (or a
-// duplicate of a stored one) acknowledges the job; anything else retries.
-func (w *Worker) recordAcked(rp *recordPub, m *nats.Msg) {
-	token := m.Subject[len(rp.prefix):]
-	rp.mu.Lock()
-	r := rp.pending[token]
-	delete(rp.pending, token)
-	rp.mu.Unlock()
-	if r == nil {
-		return
-	}
-	if len(m.Data) == 0 || bytes.Contains(m.Data, errorKey) {
-		w.log.Warn().Str("job", r.job.ID).Bytes("reply", m.Data).Msg("completion record not stored; retrying")
-		go func() {
-			time.Sleep(50 * time.Millisecond)
-			w.recMu.Lock()
-			w.recQueue = append(w.recQueue, r)
-			w.recMu.Unlock()
-			select {
-			case w.recSig <- struct{}{}:
-			default:
-			}
-		}()
-		return
-	}
-	if r.msg != nil {
-		_ = r.msg.Ack()
-	}
-	w.mu.Lock()
-	delete(w.active, r.job.ID)
-	w.recent[r.job.ID] = time.Now()
-	w.mu.Unlock()
-	w.pending.Done()
 }
 
 // forgetRecent drops ids recorded longer ago than a redelivery could come.

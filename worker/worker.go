@@ -560,13 +560,7 @@ func (w *Worker) endLocked(r *run, status job.Status, reason string, start, end 
 		w.done.Add(1)
 	}
 	w.pending.Add(1)
-	w.recMu.Lock()
-	w.recQueue = append(w.recQueue, r)
-	w.recMu.Unlock()
-	select {
-	case w.recSig <- struct{}{}:
-	default:
-	}
+	w.queueRecord(r)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
