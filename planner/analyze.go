@@ -14,6 +14,8 @@ import (
 // Errors PlanBatch wraps when a target cannot be batched (besides
 // world.ErrNoRoot and world.ErrLevelTooLow).
 var (
+	// ErrNoThreads means no batch fits the threads available.
+	ErrNoThreads = errors.New("not enough threads for a batch")
 	// ErrNoMoney means the target has no money to steal (moneyMax 0).
 	ErrNoMoney = errors.New("no money to steal")
 	// ErrNoHackPercent means a hack thread would steal nothing.
@@ -168,6 +170,14 @@ const maxBestBatchPlans = 100_000
 // are more than 100,000), with the same inputs and errors as PlanBatch.
 // Its Fraction is its ActualFraction.
 func BestBatch(s *world.Server, level int, mults world.Mults, cores int) (BatchPlan, error) {
+	return BestBatchWithin(s, level, mults, cores, math.MaxInt, math.MaxInt)
+}
+
+// BestBatchWithin is BestBatch among the batches of at most maxThreads
+// threads in all whose hack and grow jobs have at most maxJob threads each
+// (a hack or grow must fit one worker; weakens can be split); ErrNoThreads
+// when not even one hack thread's batch fits.
+func BestBatchWithin(s *world.Server, level int, mults world.Mults, cores, maxThreads, maxJob int) (BatchPlan, error) {
 	t, err := newTarget(s, level, mults, cores)
 	if err != nil {
 		return BatchPlan{}, err
@@ -175,11 +185,18 @@ func BestBatch(s *world.Server, level int, mults world.Mults, cores int) (BatchP
 	n := int(math.Min(math.Ceil(1/t.pct), math.MaxInt32))
 	step := max(1, n/maxBestBatchPlans)
 	var best BatchPlan
+	found := false
 	for h := 1; h <= n; h += step {
 		p := t.plan(0, h)
-		if h == 1 || p.IncomePerThreadSecond > best.IncomePerThreadSecond {
-			best = p
+		if p.Threads() > maxThreads || p.HackThreads > maxJob || p.GrowThreads > maxJob {
+			break // more hack threads only need more threads
 		}
+		if !found || p.IncomePerThreadSecond > best.IncomePerThreadSecond {
+			best, found = p, true
+		}
+	}
+	if !found {
+		return BatchPlan{}, fmt.Errorf("%w: the smallest batch on %s needs more than %d threads", ErrNoThreads, s.Hostname, maxThreads)
 	}
 	best.Fraction = best.ActualFraction
 	return best, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/serverpool"
 )
 
 // placement is one job's tentative reservation during a dispatch.
@@ -226,6 +227,7 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 	canLaunch := p.canLaunch()
 	var launchErr error
 	var launched []string
+	noHost := map[int]bool{} // jobs no single host can hold
 	for launches := 0; ; launches++ {
 		var idx int
 		var err error
@@ -233,20 +235,37 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 		if err == nil {
 			break
 		}
-		if errors.Is(err, ErrNoCapacity) && canLaunch && launches < len(jobs)+1 {
-			var id string
-			id, launchErr = p.launchFor(ctx, jobs[idx].Threads)
+		capacity := errors.Is(err, ErrNoCapacity)
+		if capacity && canLaunch && !noHost[idx] && launches < len(jobs)+16 {
+			id, lerr := p.launchFor(ctx, jobs[idx].Threads)
 			if id != "" {
 				launched = append(launched, id)
 			}
-			if launchErr == nil {
+			if lerr == nil {
 				continue
 			}
-			canLaunch = false
+			launchErr = lerr
+			if errors.Is(lerr, serverpool.ErrNoHost) {
+				noHost[idx] = true
+			} else {
+				canLaunch = false
+			}
 		}
-		if errors.Is(err, ErrNoCapacity) && splits == nil && p.opts.Split {
+		if capacity && splits == nil && p.opts.Split {
 			splits = p.splitLimits(ctx, jobs)
 			continue
+		}
+		// A job too big for any host, that splits: add a worker on the
+		// largest host, and split again.
+		if capacity && canLaunch && splits != nil && splits[idx] > 1 && launches < len(jobs)+16 {
+			id, lerr := p.launchLargest(ctx)
+			if id != "" {
+				launched = append(launched, id)
+			}
+			if lerr == nil {
+				continue
+			}
+			launchErr, canLaunch = lerr, false
 		}
 		if launchErr != nil {
 			err = fmt.Errorf("%w (and no worker could be launched for it: %v)", err, launchErr)

@@ -60,6 +60,22 @@ func (p *Pool) launchFor(ctx context.Context, threads int) (string, error) {
 	return "", err
 }
 
+// launchLargest starts a worker of all the free threads of the host with
+// the most, for a job to be split over several workers.
+func (p *Pool) launchLargest(ctx context.Context) (string, error) {
+	if p.opts.Servers == nil {
+		return "", serverpool.ErrNoHost
+	}
+	h, err := p.opts.Servers.Largest(ctx)
+	if err != nil {
+		return "", err
+	}
+	if h.FreeThreads == 0 {
+		return "", fmt.Errorf("%w: every host's RAM is in use", serverpool.ErrNoHost)
+	}
+	return p.launchOn(ctx, h.Name, h.FreeThreads, true)
+}
+
 func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bool) (string, error) {
 	p.mu.Lock()
 	id := p.nextWorkerIDLocked(host)

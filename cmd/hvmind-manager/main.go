@@ -27,6 +27,9 @@ import (
 const usage = `usage: hvmind-manager [flags] COMMAND [ARGS]
 
 commands:
+  TARGET [--gap 20ms] [--json] [--for 10m]
+                         prep the target, then run waves of HWGW batches against it
+                         on the pool, with a live dashboard (or JSON events)
   dispatch JOB|BATCH|-   place a job (JSON object) or a batch (JSON array; "-" reads
                          standard input) and print each completion record as it arrives
   status [--json]        the pool's workers and jobs
@@ -95,8 +98,12 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 	case "bench":
 		return e.bench(ctx, rest[1:])
 	default:
-		fs.Usage()
-		return 2, fmt.Errorf("unknown command %q", rest[0])
+		if strings.HasPrefix(rest[0], "-") || strings.Contains(rest[0], "{") {
+			fs.Usage()
+			return 2, fmt.Errorf("unknown command %q", rest[0])
+		}
+		// A target: run the batcher on it.
+		return e.hack(ctx, rest[0], rest[1:])
 	}
 }
 

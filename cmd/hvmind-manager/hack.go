@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/hvmind/hvmind/internal/boxtable"
+	"github.com/hvmind/hvmind/planner"
+	"github.com/hvmind/hvmind/world"
+)
+
+// hack runs the HackManager on one target with a live dashboard (or JSON
+// events with --json).
+func (e *env) hack(ctx context.Context, target string, args []string) (int, error) {
+	fs := flag.NewFlagSet("hack", flag.ContinueOnError)
+	o := planner.ManagerOptions{Target: target, Logger: e.log}
+	fs.DurationVar(&o.Gap, "gap", 20*time.Millisecond, "real time between the landings of a batch's jobs")
+	fs.DurationVar(&o.Lead, "lead", 500*time.Millisecond, "how far ahead of now a wave starts")
+	fs.IntVar(&o.MaxBatches, "max-batches", 0, "most batches in a wave (0: as timing and RAM allow)")
+	fs.IntVar(&o.Cores, "cores", 1, "cores the thread maths assume for grow and weaken")
+	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
+	duration := fs.Duration("for", 0, "stop after this long (0: run until interrupted)")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	conn, pc, err := e.connect(ctx)
+	if err != nil {
+		return 1, err
+	}
+	defer conn.Close()
+	defer pc.Close()
+	m, err := planner.NewManager(pc, world.NewClient(conn.NC), o)
+	if err != nil {
+		return 2, err
+	}
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *duration)
+		defer cancel()
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	enc := json.NewEncoder(e.out)
+	events := m.Events()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if *asJSON {
+				_ = enc.Encode(ev)
+			}
+		case <-tick.C:
+			if !*asJSON {
+				drawDashboard(e.out, m.Stats())
+			}
+		case err := <-done:
+			st := m.Stats()
+			if !*asJSON {
+				drawDashboard(e.out, st)
+			} else {
+				_ = enc.Encode(planner.Event{Time: time.Now(), Kind: "stopped", Stats: st})
+			}
+			if err != nil {
+				return 1, err
+			}
+			return 0, nil
+		}
+	}
+}
+
+func drawDashboard(w io.Writer, st planner.Stats) {
+	elapsed := time.Since(st.Started).Seconds()
+	perSec := 0.0
+	if elapsed > 0 {
+		perSec = st.Stolen / elapsed
+	}
+	moneyPct := 0.0
+	if st.MoneyMax > 0 {
+		moneyPct = 100 * st.Money / st.MoneyMax
+	}
+	var b strings.Builder
+	_ = boxtable.Draw(&b,
+		[]string{"target", "phase", "money", "security", "level", "waves", "batches", "in flight", "jobs", "stolen", "$/s (real)", "desyncs", "missed"},
+		[][]string{{st.Target, st.Phase, fmt.Sprintf("%.1f%%", moneyPct), fmt.Sprintf("+%.3f", st.Security-st.MinSec),
+			fmt.Sprint(st.Level), fmt.Sprint(st.Waves), fmt.Sprint(st.Batches), fmt.Sprint(st.InFlight), fmt.Sprint(st.Jobs),
+			planner.FormatMoney(st.Stolen), planner.FormatMoney(perSec), fmt.Sprint(st.Desyncs), fmt.Sprint(st.Missed)}},
+		map[int]bool{2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true, 9: true, 10: true, 11: true, 12: true})
+	if st.LastDesync != "" {
+		b.WriteString("last desync: " + st.LastDesync + "\n")
+	}
+	frame := "\x1b[H" + strings.ReplaceAll(b.String(), "\n", "\x1b[K\n") + "\x1b[J"
+	_, _ = io.WriteString(w, frame)
+}
