@@ -5,7 +5,7 @@ NATS_VER  := v0.5.0
 SERVER_VER:= v2.15.2
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test run bench tools vet fmt clean
+.PHONY: build test run pool bench tools vet fmt clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -21,8 +21,21 @@ tools:
 	@command -v nats >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats || $(GO) install github.com/nats-io/natscli/nats@$(NATS_VER)
 	@command -v nats-server >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats-server || $(GO) install github.com/nats-io/nats-server/v2@$(SERVER_VER)
 
-# The main job: the pool with its embedded broker and four local workers.
+DATA   ?= $(HOME)/.local/share/hvmind
+TARGET ?= foodnstuff
+SPEED  ?= 60
+
+# The main job: the pool (embedded broker, the world at SPEED times game
+# speed) in the background, and the batcher on TARGET with its dashboard.
+# Ctrl-C stops both, and the workers.
 run: build
+	@mkdir -p "$(DATA)"
+	@$(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
+	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
+	$(BIN)/hvmind-manager $(TARGET)
+
+# The pool alone, with four local workers and its live table.
+pool: build
 	$(BIN)/hvmind-pool --workers 4 --threads 64 --tail
 
 bench: build

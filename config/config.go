@@ -60,6 +60,8 @@ type Pool struct {
 	// the largest relative change of a hack's or grow's effect allowed.
 	Split          bool
 	SplitTolerance float64
+	// StopWorkers asks the live workers to stop when the pool stops.
+	StopWorkers bool
 }
 
 // Worker configures hvmind-worker.
@@ -149,6 +151,7 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.StringVar(&c.Pool.SizePolicy, "size-policy", c.Pool.SizePolicy, "size of workers launched on world hosts: exact (the job's threads), host (all the host's free RAM) or chunk:N (rounded up to N threads)")
 	fs.DurationVar(&c.Pool.IdleStop, "idle-stop", c.Pool.IdleStop, "stop workers launched on demand after this long with nothing to do (0: never)")
 	fs.BoolVar(&c.Pool.Split, "split", c.Pool.Split, "split a job that fits no single worker over several (weaken, sleep; hack and grow within --split-tolerance)")
+	fs.BoolVar(&c.Pool.StopWorkers, "stop-workers", c.Pool.StopWorkers, "ask the live workers to stop when the pool stops (by default they outlive it)")
 	fs.Float64Var(&c.Pool.SplitTolerance, "split-tolerance", c.Pool.SplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	c.registerTiming(fs)
 }

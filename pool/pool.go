@@ -81,6 +81,9 @@ type Options struct {
 	// RAM, when set, gives back the world RAM of workers that vanish
 	// without giving it back themselves (kill -9, a lost machine).
 	RAM RAMReleaser
+	// StopWorkersOnExit asks every live worker to stop when the pool stops
+	// (by default workers outlive the pool, so that a restart finds them).
+	StopWorkersOnExit bool
 	// Logger receives the pool's logs.
 	Logger zerolog.Logger
 }
@@ -210,6 +213,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	<-ctx.Done()
 	if p.svc != nil {
 		_ = p.svc.Stop()
+	}
+	if p.opts.StopWorkersOnExit {
+		p.stopAllWorkers()
 	}
 	p.log.Info().Int("jobs_in_flight", p.inFlight()).Msg("pool stopped; jobs in flight stay queued on their workers")
 	return nil

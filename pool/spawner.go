@@ -220,6 +220,30 @@ func (p *Pool) stopLaunched(ctx context.Context, ids []string) {
 	}
 }
 
+// stopAllWorkers asks every live worker to stop: they finish what runs and
+// keep what is queued for their next start.
+func (p *Pool) stopAllWorkers() {
+	now := time.Now()
+	var ids []string
+	p.mu.Lock()
+	for id, ws := range p.workers {
+		if p.aliveLocked(ws, now) {
+			ids = append(ids, id)
+		}
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, id := range ids {
+		if err := p.requestStop(ctx, id, "the pool stopped"); err != nil {
+			p.log.Warn().Err(err).Str("worker", id).Msg("stopping a worker")
+		}
+	}
+	if len(ids) > 0 {
+		p.log.Info().Int("workers", len(ids)).Msg("asked the workers to stop")
+	}
+}
+
 // stopIdle stops workers launched on demand that have had nothing reserved
 // for IdleStop, so that their RAM goes back to the hosts. The pool stops
 // placing on a worker before asking it to stop (through its own queue, so

@@ -20,7 +20,7 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 	fs := flag.NewFlagSet("hack", flag.ContinueOnError)
 	o := planner.ManagerOptions{Target: target, Logger: e.log}
 	fs.DurationVar(&o.Gap, "gap", 20*time.Millisecond, "real time between the landings of a batch's jobs")
-	fs.DurationVar(&o.Lead, "lead", 500*time.Millisecond, "how far ahead of now a wave starts")
+	fs.DurationVar(&o.Lead, "lead", time.Second, "how far ahead of now a wave starts")
 	fs.IntVar(&o.MaxBatches, "max-batches", 0, "most batches in a wave (0: as timing and RAM allow)")
 	fs.IntVar(&o.Cores, "cores", 1, "cores the thread maths assume for grow and weaken")
 	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
@@ -34,6 +34,17 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 	}
 	defer conn.Close()
 	defer pc.Close()
+	// The pool may be starting (make run starts both at once).
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		_, err := pc.Status(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return 1, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	m, err := planner.NewManager(pc, world.NewClient(conn.NC), o)
 	if err != nil {
 		return 2, err

@@ -120,6 +120,7 @@ func run(args []string) error {
 		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Logger: log,
 		RAM: worker.WorldRAM{Client: wc}, World: wc, Servers: servers,
 		IdleStop: cfg.Pool.IdleStop, Split: cfg.Pool.Split, SplitTolerance: cfg.Pool.SplitTolerance,
+		StopWorkersOnExit: cfg.Pool.StopWorkers,
 	})
 	if err != nil {
 		return err
