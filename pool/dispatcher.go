@@ -75,32 +75,20 @@ type CancelReply struct {
 }
 
 func (p *Pool) startService() error {
-	svc, err := micro.AddService(p.nc, micro.Config{
+	svc, err := broker.AddService(p.nc, micro.Config{
 		Name:        ServiceName,
 		Version:     Version,
 		Description: "HVMind thread pool: places time-scheduled jobs on workers",
-	})
-	if err != nil {
-		return fmt.Errorf("pool service: %w", err)
-	}
-	add := func(name, subject string, h micro.HandlerFunc) error {
-		return svc.AddEndpoint(name, h, micro.WithEndpointSubject(subject))
-	}
-	err = errors.Join(
-		add("dispatch", SubjectDispatch, p.handleDispatch(false)),
-		add("batch", SubjectBatch, p.handleDispatch(true)),
-		add("status", SubjectStatus, p.handleStatus),
-		add("cancel", SubjectCancel, p.handleCancel),
+	},
+		broker.Endpoint{Name: "dispatch", Subject: SubjectDispatch, Handler: p.handleDispatch(false)},
+		broker.Endpoint{Name: "batch", Subject: SubjectBatch, Handler: p.handleDispatch(true)},
+		broker.Endpoint{Name: "status", Subject: SubjectStatus, Handler: p.handleStatus},
+		broker.Endpoint{Name: "cancel", Subject: SubjectCancel, Handler: p.handleCancel},
 	)
 	if err != nil {
-		_ = svc.Stop()
-		return fmt.Errorf("pool service: %w", err)
+		return err
 	}
 	p.svc = svc
-	// The endpoints answer only once the server has their subscriptions.
-	if err := p.nc.Flush(); err != nil {
-		return fmt.Errorf("pool service: %w", err)
-	}
 	return nil
 }
 

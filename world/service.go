@@ -231,37 +231,25 @@ func checkNotRunning(nc *nats.Conn) error {
 }
 
 func (s *Service) startMicro() error {
-	svc, err := micro.AddService(s.nc, micro.Config{
+	svc, err := broker.AddService(s.nc, micro.Config{
 		Name:        ServiceName,
 		Version:     Version,
 		Description: "HVMind simulated world: servers, player, and the hack/grow/weaken operations",
-	})
-	if err != nil {
-		return fmt.Errorf("world service: %w", err)
-	}
-	add := func(name, subject string, h micro.HandlerFunc) error {
-		return svc.AddEndpoint(name, h, micro.WithEndpointSubject(subject))
-	}
-	err = errors.Join(
-		add("servers", SubjectServers, s.handleServers),
-		add("server", SubjectServer, s.handleServer),
-		add("player", SubjectPlayer, s.handlePlayer),
-		add("begin", SubjectBegin, s.handleBegin),
-		add("finish", SubjectFinish, s.handleFinish),
-		add("ram", SubjectRAM, s.handleRAM),
-		add("ram-reserve", SubjectRAMReserve, s.handleReserve),
-		add("ram-release", SubjectRAMRelease, s.handleRelease),
-		add("clock", SubjectClock, s.handleClock),
+	},
+		broker.Endpoint{Name: "servers", Subject: SubjectServers, Handler: s.handleServers},
+		broker.Endpoint{Name: "server", Subject: SubjectServer, Handler: s.handleServer},
+		broker.Endpoint{Name: "player", Subject: SubjectPlayer, Handler: s.handlePlayer},
+		broker.Endpoint{Name: "begin", Subject: SubjectBegin, Handler: s.handleBegin},
+		broker.Endpoint{Name: "finish", Subject: SubjectFinish, Handler: s.handleFinish},
+		broker.Endpoint{Name: "ram", Subject: SubjectRAM, Handler: s.handleRAM},
+		broker.Endpoint{Name: "ram-reserve", Subject: SubjectRAMReserve, Handler: s.handleReserve},
+		broker.Endpoint{Name: "ram-release", Subject: SubjectRAMRelease, Handler: s.handleRelease},
+		broker.Endpoint{Name: "clock", Subject: SubjectClock, Handler: s.handleClock},
 	)
 	if err != nil {
-		_ = svc.Stop()
 		return fmt.Errorf("world service: %w", err)
 	}
 	s.svc = svc
-	// Once the server has the subscriptions, every client can reach them.
-	if err := s.nc.FlushTimeout(5 * time.Second); err != nil {
-		s.log.Warn().Err(err).Msg("world service: flush")
-	}
 	return nil
 }
 
