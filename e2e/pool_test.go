@@ -319,11 +319,6 @@ func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 	if d.ID != "d" || d.Threads != 11 || d.Status != job.StatusDone || strings.Count(string(parts), `"of":"d"`) != 2 {
 		t.Errorf("split job's merged record: %s", out)
 	}
-	// 60 threads fit nowhere.
-	_, errOut, code = c.manager("dispatch", `{"id":"e","task":"sleep","threads":60,"duration":100}`)
-	if code == 0 || !strings.Contains(errOut, "job 0 (e)") || !strings.Contains(errOut, "no worker has the threads free") {
-		t.Errorf("a job too big for everything: exit %d, %s", code, errOut)
-	}
 	// A batch refused after launching a worker for one of its jobs leaves
 	// no worker behind: 9 threads fit foodnstuff-1, the next 9 a new
 	// worker on harakiri-sushi, 60 nothing.
@@ -341,6 +336,12 @@ func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 			t.Fatalf("the worker launched for a refused batch still holds %v GB", worldRAM("harakiri-sushi"))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// 61 threads: more than every host together (60): workers are launched on
+	// the largest hosts to split it over, then it is refused all the same.
+	_, errOut, code = c.manager("dispatch", `{"id":"e","task":"sleep","threads":61,"duration":100}`)
+	if code == 0 || !strings.Contains(errOut, "job 0 (e)") || !strings.Contains(errOut, "no worker has the threads free") {
+		t.Errorf("a job too big for everything: exit %d, %s", code, errOut)
 	}
 	// Idle for a second: both stop and their RAM goes back.
 	deadline := time.Now().Add(15 * time.Second)
