@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,9 @@ type DispatchOptions struct {
 	// Workers and Threads: the worker processes to launch.
 	Workers int
 	Threads int
+	// Repeat is how many raw and flat-out runs alternate (medians are
+	// reported).
+	Repeat int
 	// Batch is the jobs per dispatch request; Concurrency the requests in flight.
 	Batch       int
 	Concurrency int
@@ -53,20 +57,23 @@ type DispatchResult struct {
 	JobsPerS         float64 `json:"jobs_per_s"`
 	RawJetStreamPerS float64 `json:"raw_jetstream_per_s"`
 	Ratio            float64 `json:"ratio_to_raw"`
-	PacedJobs        int     `json:"paced_jobs"`
-	PacedLost        int     `json:"paced_lost"`
-	PacedMissed      int     `json:"paced_missed"`
-	StartErrorP50    float64 `json:"start_error_us_p50"`
-	StartErrorP99    float64 `json:"start_error_us_p99"`
-	StartErrorMax    float64 `json:"start_error_us_max"`
-	EndErrorP50      float64 `json:"end_error_us_p50"`
-	EndErrorP99      float64 `json:"end_error_us_p99"`
-	EndErrorMax      float64 `json:"end_error_us_max"`
-	Workers          int     `json:"workers"`
-	Threads          int     `json:"threads"`
-	Batch            int     `json:"batch"`
-	MessageBytes     int     `json:"message_bytes"`
-	Spin             string  `json:"spin"`
+	// JobsRuns and RawRuns are the single runs behind the medians above.
+	JobsRuns      []float64 `json:"jobs_per_s_runs"`
+	RawRuns       []float64 `json:"raw_jetstream_per_s_runs"`
+	PacedJobs     int       `json:"paced_jobs"`
+	PacedLost     int       `json:"paced_lost"`
+	PacedMissed   int       `json:"paced_missed"`
+	StartErrorP50 float64   `json:"start_error_us_p50"`
+	StartErrorP99 float64   `json:"start_error_us_p99"`
+	StartErrorMax float64   `json:"start_error_us_max"`
+	EndErrorP50   float64   `json:"end_error_us_p50"`
+	EndErrorP99   float64   `json:"end_error_us_p99"`
+	EndErrorMax   float64   `json:"end_error_us_max"`
+	Workers       int       `json:"workers"`
+	Threads       int       `json:"threads"`
+	Batch         int       `json:"batch"`
+	MessageBytes  int       `json:"message_bytes"`
+	Spin          string    `json:"spin"`
 }
 
 // RunDispatch runs the benchmark on a fresh embedded broker.
@@ -85,9 +92,6 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 
 	sample, _ := json.Marshal(job.Job{ID: "Y3kq9XbLw2V0rTz8Hc4Jm1", Batch: "Y3kq9XbLw2V0rTz8Hc4Jm2", Task: "sleep", Threads: 1, Worker: "home-1"})
 	res.MessageBytes = len(sample)
-	if res.RawJetStreamPerS, err = rawJetStream(ctx, conn, o.Jobs, len(sample)); err != nil {
-		return res, fmt.Errorf("raw JetStream baseline: %w", err)
-	}
 
 	launcher := &serverpool.LocalLauncher{
 		Bin: o.WorkerBin, NATS: conn.URL, LogDir: filepath.Join(dir, "logs"), Logger: o.Logger,
@@ -115,27 +119,39 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 	}
 	defer client.Close()
 
-	// Flat out: jobs due now, as fast as the pool takes them, timed from the
-	// first dispatch until every completion record is stored.
-	flat := make([]job.Job, o.Jobs)
-	for i := range flat {
-		flat[i] = job.Job{ID: fmt.Sprintf("flat-%d", i), Task: "sleep", Threads: 1}
+	// Raw JetStream and the pool flat out (jobs due now, as fast as the pool
+	// takes them, timed from the first dispatch until every record is
+	// stored), alternately, Repeat times each: this machine's speed drifts,
+	// and medians of interleaved runs compare like with like.
+	var all []job.Job
+	for run := range max(1, o.Repeat) {
+		raw, err := rawJetStream(ctx, conn, o.Jobs, len(sample))
+		if err != nil {
+			return res, fmt.Errorf("raw JetStream baseline: %w", err)
+		}
+		res.RawRuns = append(res.RawRuns, math.Round(raw))
+		flat := make([]job.Job, o.Jobs)
+		for i := range flat {
+			flat[i] = job.Job{ID: fmt.Sprintf("flat-%d-%d", run, i), Task: "sleep", Threads: 1}
+		}
+		all = append(all, flat...)
+		start := time.Now()
+		if err := submitAll(ctx, client, flat, o.Batch, o.Concurrency); err != nil {
+			return res, fmt.Errorf("flat-out run: %w", err)
+		}
+		stored, err := waitStored(ctx, conn, len(all), 60*time.Second)
+		if err != nil {
+			return res, fmt.Errorf("flat-out run: %w", err)
+		}
+		elapsed := time.Since(start)
+		res.JobsRuns = append(res.JobsRuns, math.Round(float64(stored-(len(all)-o.Jobs))/elapsed.Seconds()))
 	}
-	start := time.Now()
-	if err := submitAll(ctx, client, flat, o.Batch, o.Concurrency); err != nil {
-		return res, fmt.Errorf("flat-out run: %w", err)
-	}
-	stored, err := waitStored(ctx, conn, o.Jobs, 60*time.Second)
-	if err != nil {
-		return res, fmt.Errorf("flat-out run: %w", err)
-	}
-	elapsed := time.Since(start)
 	recs, err := readRecords(ctx, conn)
 	if err != nil {
 		return res, fmt.Errorf("flat-out run: %w", err)
 	}
-	res.Jobs = o.Jobs
-	for _, j := range flat {
+	res.Jobs = len(all)
+	for _, j := range all {
 		r, ok := recs[j.ID]
 		switch {
 		case !ok:
@@ -144,7 +160,7 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 			res.NotDone++
 		}
 	}
-	res.JobsPerS = float64(stored) / elapsed.Seconds()
+	res.JobsPerS, res.RawJetStreamPerS = median(res.JobsRuns), median(res.RawRuns)
 	res.Ratio = res.JobsPerS / res.RawJetStreamPerS
 
 	// Paced: jobs due at Rate per second, starting shortly after dispatch.
@@ -183,6 +199,18 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 }
 
 func round(v float64) float64 { return math.Round(v*100) / 100 }
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
 
 // dispatchAll sends jobs in batches with several requests in flight and
 // collects every record, or as many as arrive before wait passes.

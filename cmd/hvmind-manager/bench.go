@@ -19,7 +19,8 @@ func (e *env) bench(ctx context.Context, args []string) (int, error) {
 	}
 	fs := flag.NewFlagSet("bench dispatch", flag.ContinueOnError)
 	o := bench.DispatchOptions{Logger: e.log}
-	fs.IntVar(&o.Jobs, "jobs", 20000, "jobs in the flat-out run (and raw JetStream messages)")
+	fs.IntVar(&o.Jobs, "jobs", 20000, "jobs in each flat-out run (and raw JetStream messages)")
+	fs.IntVar(&o.Repeat, "repeat", 3, "raw and flat-out runs, alternately (medians are reported)")
 	fs.IntVar(&o.Paced, "paced", 5000, "jobs in the paced run")
 	fs.Float64Var(&o.Rate, "rate", 1000, "paced jobs due per second")
 	fs.Float64Var(&o.PacedDuration, "paced-duration", 5, "milliseconds each paced job sleeps")
