@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 
@@ -20,6 +21,12 @@ import (
 )
 
 func main() {
+	// A worker's live heap is small and its allocation rate high (a record
+	// per job): collecting at 4x the live heap instead of 2x halves the GC
+	// work for a few MB. GOGC, when set, still rules.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "hvmind-worker:", err)
 		os.Exit(1)
