@@ -155,3 +155,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseSummary(t *testing.T) {
+	t.Parallel()
+	s, err := job.ParseSummary([]byte(`{"id":"a","task":"hack","args":["n00dles"],"threads":3,"startTime":12.5,` +
+		`"worker":"w1","actualStartTime":13,"status":"missed","reason":"late \"by\" 1ms","result":{"x":[1,2]},"mine":{"y":1}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := job.Summary{ID: "a", Worker: "w1", Reason: `late "by" 1ms`, Status: job.StatusMissed, StartTime: 12.5, ActualStartTime: 13}
+	if s != want {
+		t.Fatalf("ParseSummary = %+v, want %+v", s, want)
+	}
+	if _, err := job.ParseSummary([]byte(`{"id":"a",`)); !errors.Is(err, job.ErrMalformed) {
+		t.Fatalf("truncated record: %v", err)
+	}
+}

@@ -14,6 +14,23 @@ import (
 // UnmarshalJSON decodes a job, keeping unknown members verbatim in Extra.
 func (j *Job) UnmarshalJSON(data []byte) error {
 	var out Job
+	err := eachMember(data, func(rawKey, val []byte) error {
+		key, err := decodeString(rawKey)
+		if err != nil {
+			return fmt.Errorf("member name: %v", err)
+		}
+		return out.setMember(key, val)
+	})
+	if err != nil {
+		return err
+	}
+	*j = out
+	return nil
+}
+
+// eachMember calls fn with the raw name (quotes included) and the raw value
+// of every member of a JSON object, checking the syntax as it goes.
+func eachMember(data []byte, fn func(rawKey, val []byte) error) error {
 	p := scanner{data: data}
 	p.space()
 	if !p.eat('{') {
@@ -27,20 +44,17 @@ func (j *Job) UnmarshalJSON(data []byte) error {
 			if err := p.skipString(); err != nil {
 				return fmt.Errorf("%w: member name: %v", ErrMalformed, err)
 			}
-			key, err := decodeString(data[keyStart:p.i])
-			if err != nil {
-				return fmt.Errorf("%w: member name: %v", ErrMalformed, err)
-			}
+			rawKey := data[keyStart:p.i]
 			p.space()
 			if !p.eat(':') {
-				return fmt.Errorf("%w: expected ':' after %q at offset %d", ErrMalformed, key, p.i)
+				return fmt.Errorf("%w: expected ':' after %s at offset %d", ErrMalformed, rawKey, p.i)
 			}
 			p.space()
 			valStart := p.i
 			if err := p.skipValue(0); err != nil {
-				return fmt.Errorf("%w: member %q: %v", ErrMalformed, key, err)
+				return fmt.Errorf("%w: member %s: %v", ErrMalformed, rawKey, err)
 			}
-			if err := out.setMember(key, data[valStart:p.i]); err != nil {
+			if err := fn(rawKey, data[valStart:p.i]); err != nil {
 				return fmt.Errorf("%w: %v", ErrMalformed, err)
 			}
 			p.space()
@@ -57,8 +71,42 @@ func (j *Job) UnmarshalJSON(data []byte) error {
 	if p.i != len(data) {
 		return fmt.Errorf("%w: trailing data after the job", ErrMalformed)
 	}
-	*j = out
 	return nil
+}
+
+// Summary is the part of a record that bookkeeping needs.
+type Summary struct {
+	ID, Worker, Reason         string
+	Status                     Status
+	StartTime, ActualStartTime float64
+}
+
+// ParseSummary reads only a record's id, worker, status, reason and start
+// times: the pool reads every record, and most of a record is not its
+// business.
+func ParseSummary(data []byte) (Summary, error) {
+	var s Summary
+	err := eachMember(data, func(rawKey, val []byte) error {
+		var err error
+		switch string(rawKey) { // no allocation: compared, not kept
+		case `"id"`:
+			s.ID, err = stringField("id", val, string(val) == "null")
+		case `"worker"`:
+			s.Worker, err = stringField("worker", val, string(val) == "null")
+		case `"reason"`:
+			s.Reason, err = stringField("reason", val, string(val) == "null")
+		case `"status"`:
+			var st string
+			st, err = stringField("status", val, string(val) == "null")
+			s.Status = Status(st)
+		case `"startTime"`:
+			s.StartTime, err = numberField("startTime", val, string(val) == "null")
+		case `"actualStartTime"`:
+			s.ActualStartTime, err = numberField("actualStartTime", val, string(val) == "null")
+		}
+		return err
+	})
+	return s, err
 }
 
 // setMember stores one member: a known field, or verbatim in Extra.

@@ -27,7 +27,7 @@ func (p *Pool) startCollector(ctx context.Context) error {
 }
 
 func (p *Pool) collect(data []byte) {
-	j, err := job.Parse(data)
+	j, err := job.ParseSummary(data)
 	if err != nil {
 		p.log.Warn().Err(err).Msg("unreadable completion record")
 		return

@@ -26,7 +26,7 @@ func newStats() stats {
 	return stats{byStatus: map[job.Status]int64{}, perWork: map[string]float64{}}
 }
 
-func (s *stats) record(j *job.Job) {
+func (s *stats) record(j *job.Summary) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.byStatus[j.Status]++
