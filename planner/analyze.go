@@ -202,6 +202,16 @@ func BestBatchWithin(s *world.Server, level int, mults world.Mults, cores, maxTh
 	return best, nil
 }
 
+// PlanAtLevel is the batch of h hack threads on a prepped target at a given
+// hacking level: what its weakens and grow must be when it lands then.
+func PlanAtLevel(s *world.Server, level int, mults world.Mults, cores, h int) (BatchPlan, error) {
+	t, err := newTarget(s, level, mults, cores)
+	if err != nil {
+		return BatchPlan{}, err
+	}
+	return t.plan(0, h), nil
+}
+
 // RAMLimitPerSecond is the income limit of WORLD.md "Income limits" when
 // threads threads are always busy and each job holds its threads only while
 // it runs: threads / ThreadSeconds * MoneyPerBatch, in money per second.

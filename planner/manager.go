@@ -35,6 +35,9 @@ type HackManager struct {
 	log    zerolog.Logger
 	events chan Event
 
+	// exp is the player's hacking exp when the target was last observed.
+	exp float64
+
 	mu    sync.Mutex
 	stats Stats
 }
@@ -189,6 +192,7 @@ func (m *HackManager) observe(ctx context.Context) (world.Server, world.Hacker, 
 	if err != nil {
 		return srv, world.Hacker{}, 0, err
 	}
+	m.exp = pl.HackingExp
 	hk := pl.Player().Hacker()
 	m.mu.Lock()
 	m.stats.Money, m.stats.MoneyMax = srv.MoneyAvailable, srv.MoneyMax
@@ -214,6 +218,20 @@ func (m *HackManager) freeThreads(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	return n + st.ThreadsTotal - st.ThreadsBusy, nil
+}
+
+// levelsAtLanding predicts the hacking level at each batch's landing: the
+// level now plus the exp of the batches that landed before it (hack exp
+// weighted by its chance; a failed hack gives a quarter).
+func (m *HackManager) levelsAtLanding(srv *world.Server, hk world.Hacker, plan BatchPlan, n int) []int {
+	full := world.ExpPerThread(srv, hk.Mults, true)
+	perBatch := full*float64(plan.Weaken1Threads+plan.GrowThreads+plan.Weaken2Threads) +
+		full*float64(plan.HackThreads)*(plan.Chance+(1-plan.Chance)/4)
+	levels := make([]int, n)
+	for i := range levels {
+		levels[i] = max(hk.Level, world.HackingLevel(m.exp+float64(i)*perBatch, hk.Mults.Hacking))
+	}
+	return levels
 }
 
 // largestHost is the most threads one worker can have: the largest host.
@@ -311,14 +329,25 @@ func (m *HackManager) batchWave(ctx context.Context, srv *world.Server, hk world
 	// The first job to start is W1 of the first batch: it starts Lead from
 	// now. Every job of the wave starts before its first landing.
 	land0 := job.Now() + float64(m.opts.Lead)/1e6 + weakMs - gap
+	// Level-ups: every landing gives exp, and the level at a batch's landing
+	// decides how much its hack takes. Durations are all fixed at the
+	// wave's start, but each batch's weakens and grow are sized for the level
+	// it will land at, predicted from the exp of the batches before it.
+	levels := m.levelsAtLanding(srv, hk, plan, n)
 	batches := make([][]landing, n)
 	for i := range batches {
+		p := plan
+		if levels[i] != hk.Level {
+			if lp, err := PlanAtLevel(srv, levels[i], hk.Mults, m.opts.Cores, plan.HackThreads); err == nil {
+				p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads = lp.Weaken1Threads, lp.GrowThreads, lp.Weaken2Threads
+			}
+		}
 		l := land0 + float64(i)*4*gap
 		batches[i] = []landing{
-			{world.OpHack, plan.HackThreads, l, hackMs},
-			{world.OpWeaken, plan.Weaken1Threads, l + gap, weakMs},
-			{world.OpGrow, plan.GrowThreads, l + 2*gap, growMs},
-			{world.OpWeaken, plan.Weaken2Threads, l + 3*gap, weakMs},
+			{world.OpHack, p.HackThreads, l, hackMs},
+			{world.OpWeaken, p.Weaken1Threads, l + gap, weakMs},
+			{world.OpGrow, p.GrowThreads, l + 2*gap, growMs},
+			{world.OpWeaken, p.Weaken2Threads, l + 3*gap, weakMs},
 		}
 	}
 	m.emit("wave", fmt.Sprintf("%d batches of %d/%d/%d/%d threads", n, plan.HackThreads, plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads))
@@ -384,7 +413,9 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) {
 		byID[r.ID] = r
 	}
 	desync := ""
-	var ends []float64
+	// The order effects landed in is the world's: the sequence of its
+	// changes (a record's end time also carries the finish round trip).
+	var seqs []uint64
 	for _, s := range sent {
 		r := byID[s.ID]
 		m.stats.Jobs++
@@ -404,7 +435,7 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) {
 			continue
 		}
 		m.stats.Stolen += res.Stolen
-		ends = append(ends, r.ActualEndTime)
+		seqs = append(seqs, res.Seq)
 		if !hwgw {
 			continue
 		}
@@ -415,8 +446,8 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) {
 			desync = fmt.Sprintf("hack landed at %.1f%% money", 100*res.MoneyBefore/m.stats.MoneyMax)
 		}
 	}
-	for i := 1; i < len(ends) && hwgw; i++ {
-		if ends[i] < ends[i-1] {
+	for i := 1; i < len(seqs) && hwgw; i++ {
+		if seqs[i] < seqs[i-1] {
 			desync = "landed out of order"
 		}
 	}
