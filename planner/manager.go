@@ -127,6 +127,9 @@ func (m *HackManager) emit(kind, note string) {
 // Run preps the target and runs waves until ctx ends.
 func (m *HackManager) Run(ctx context.Context) error {
 	defer close(m.events)
+	if err := m.awaitInFlight(ctx); err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
 		srv, hk, speed, err := m.observe(ctx)
 		if err != nil {
@@ -167,6 +170,29 @@ func (m *HackManager) Run(ctx context.Context) error {
 }
 
 var errNoThreads = errors.New("no threads free")
+
+// awaitInFlight waits until no job on the target is in flight: a manager
+// started again while its batches still run lets them land before it looks
+// at the target, rather than dispatch into their landings.
+func (m *HackManager) awaitInFlight(ctx context.Context) error {
+	for {
+		st, err := m.pool.Status(ctx)
+		if err != nil {
+			return err
+		}
+		n := st.InFlightByTarget[m.opts.Target]
+		if n == 0 {
+			return nil
+		}
+		m.setPhase("resuming")
+		m.emit("resuming", fmt.Sprintf("%d jobs on %s still in flight; letting them land", n, m.opts.Target))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
 
 func prepped(s *world.Server) bool {
 	return s.HackDifficulty <= world.SecurityFloor(s)+1e-9 && s.MoneyAvailable >= s.MoneyMax*(1-1e-9)

@@ -194,6 +194,10 @@ type Status struct {
 	ThreadsBusy  int       `json:"threads_busy"`
 	ThreadsTotal int       `json:"threads_total"`
 	Utilisation  []float64 `json:"utilisation_pct"`
+	// InFlightByTarget counts the jobs in flight per target (their first
+	// argument), for the tasks that have one: a batcher that restarts waits
+	// for its batches still in flight.
+	InFlightByTarget map[string]int `json:"in_flight_by_target,omitempty"`
 	// Hosts are the world's hosts with root and RAM, when there is a world.
 	Hosts []serverpool.Host `json:"hosts,omitempty"`
 }
@@ -217,11 +221,15 @@ func (p *Pool) Status() Status {
 	nowMs := job.Millis(now)
 	p.mu.Lock()
 	inflightPer := map[string]int{}
+	byTarget := map[string]int{}
 	for _, in := range p.jobs {
 		inflightPer[in.worker]++
+		if t, ok := in.job.StringArg(0); ok {
+			byTarget[t]++
+		}
 	}
 	st := Status{JobsInFlight: len(p.jobs), Accepted: p.stats.accepted.Load(), Ended: counts, Drift: drift, Time: now,
-		Utilisation: append([]float64(nil), p.util...)}
+		Utilisation: append([]float64(nil), p.util...), InFlightByTarget: byTarget}
 	for id, ws := range p.workers {
 		alive := p.aliveLocked(ws, now)
 		if alive {
