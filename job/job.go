@@ -281,6 +281,28 @@ func ValidID(s string) bool {
 	return true
 }
 
+// ValidWorkerID reports whether s can name a worker: it is one token of a
+// subject (hvmind.jobs.<worker>) and part of a consumer name, so unlike a
+// job id it has no '.'.
+func ValidWorkerID(s string) bool {
+	return ValidID(s) && !strings.Contains(s, ".")
+}
+
+// WorkerIDFor turns a host name into the start of a worker id: characters a
+// worker id cannot hold become '_' ("I.I.I.I" gives "I_I_I_I").
+func WorkerIDFor(host string) string {
+	b := []byte(host)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "worker"
+	}
+	return string(b)
+}
+
 // ScheduledEnd is when the job is meant to end: EndTime, else start+Duration.
 func (j *Job) ScheduledEnd(start float64) float64 {
 	if j.EndTime > 0 {

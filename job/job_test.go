@@ -171,3 +171,12 @@ func TestParseSummary(t *testing.T) {
 		t.Fatalf("truncated record: %v", err)
 	}
 }
+
+func TestWorkerIDFor(t *testing.T) {
+	t.Parallel()
+	for host, want := range map[string]string{"home": "home", "I.I.I.I": "I_I_I_I", "run4theh111z": "run4theh111z", ".": "_", "": "worker"} {
+		if got := job.WorkerIDFor(host); got != want || !job.ValidWorkerID(got+"-1") {
+			t.Errorf("WorkerIDFor(%q) = %q, want %q (a valid worker id)", host, got, want)
+		}
+	}
+}

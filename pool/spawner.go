@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/world"
 )
@@ -25,7 +26,7 @@ func (p *Pool) canLaunch() bool {
 // nextWorkerIDLocked returns "<host>-<n>" for the smallest n not in use.
 func (p *Pool) nextWorkerIDLocked(host string) string {
 	for n := 1; ; n++ {
-		id := host + "-" + strconv.Itoa(n)
+		id := job.WorkerIDFor(host) + "-" + strconv.Itoa(n)
 		if _, used := p.workers[id]; !used {
 			return id
 		}
@@ -149,7 +150,7 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 	p.mu.Lock()
 	now := time.Now()
 	for n := 1; n <= p.opts.Workers; n++ {
-		id := p.opts.Host + "-" + strconv.Itoa(n)
+		id := job.WorkerIDFor(p.opts.Host) + "-" + strconv.Itoa(n)
 		if ws := p.workers[id]; ws != nil && p.aliveLocked(ws, now) {
 			continue
 		}

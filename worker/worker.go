@@ -30,7 +30,7 @@ import (
 
 // Sentinel errors of worker options.
 var (
-	ErrInvalidID      = errors.New("worker id may hold only letters, digits, '-', '_' and '.'")
+	ErrInvalidID      = errors.New("worker id may hold only letters, digits, '-' and '_'")
 	ErrInvalidThreads = errors.New("worker threads must be positive")
 	ErrTakenOver      = errors.New("another process took over this worker id")
 	// ErrStopRequested is the cause of a stop the pool asked for.
@@ -64,7 +64,7 @@ type Options struct {
 }
 
 func (o *Options) validate() error {
-	if !job.ValidID(o.ID) {
+	if !job.ValidWorkerID(o.ID) {
 		return fmt.Errorf("%w (got %q)", ErrInvalidID, o.ID)
 	}
 	if o.Threads <= 0 {

@@ -267,7 +267,7 @@ func TestRestartRunsQueuedJobs(t *testing.T) {
 
 func TestOptionsValidation(t *testing.T) {
 	t.Parallel()
-	for _, o := range []worker.Options{{ID: "", Threads: 1}, {ID: "a b", Threads: 1}, {ID: "ok", Threads: 0}} {
+	for _, o := range []worker.Options{{ID: "", Threads: 1}, {ID: "a b", Threads: 1}, {ID: "a.b", Threads: 1}, {ID: "ok", Threads: 0}} {
 		if _, err := worker.New(nil, o); err == nil {
 			t.Errorf("New(%+v) accepted bad options", o)
 		}
