@@ -54,8 +54,12 @@ type ManagerOptions struct {
 	// MaxBatches bounds a wave (0: no bound but timing and threads).
 	MaxBatches int
 	// Cores is the core count the thread maths assume for grow and weaken.
-	Cores  int
-	Logger zerolog.Logger
+	Cores int
+	// Continuous runs batches as a pipeline (a batch every period, jobs
+	// starting only in the half-periods at minimum security) instead of
+	// waves.
+	Continuous bool
+	Logger     zerolog.Logger
 }
 
 // Stats is what the manager has done so far.
@@ -147,7 +151,11 @@ func (m *HackManager) Run(ctx context.Context) error {
 			err = m.prepWave(ctx, &srv, hk, speed, free)
 		} else {
 			m.setPhase("batch")
-			err = m.batchWave(ctx, &srv, hk, speed, free)
+			if m.opts.Continuous {
+				err = m.pipeline(ctx, &srv, hk, speed, free)
+			} else {
+				err = m.batchWave(ctx, &srv, hk, speed, free)
+			}
 		}
 		if errors.Is(err, errNoThreads) {
 			m.emit("waiting", "no threads free; waiting")
@@ -431,7 +439,7 @@ func (m *HackManager) runWave(ctx context.Context, batches [][]landing, hwgw boo
 // check counts a batch's records: money stolen, and desyncs: a job that
 // started above minimum security, a hack that landed below maximum money,
 // a batch that landed out of order, a missed or failed job.
-func (m *HackManager) check(sent, recs []job.Job, hwgw bool) {
+func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	byID := make(map[string]job.Job, len(recs))
@@ -481,4 +489,5 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) {
 		m.stats.Desyncs++
 		m.stats.LastDesync = desync
 	}
+	return desync == ""
 }

@@ -23,6 +23,7 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 	fs.DurationVar(&o.Lead, "lead", time.Second, "how far ahead of now a wave starts")
 	fs.IntVar(&o.MaxBatches, "max-batches", 0, "most batches in a wave (0: as timing and RAM allow)")
 	fs.IntVar(&o.Cores, "cores", 1, "cores the thread maths assume for grow and weaken")
+	fs.BoolVar(&o.Continuous, "continuous", false, "run batches as a continuous pipeline instead of waves")
 	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
 	duration := fs.Duration("for", 0, "stop after this long (0: run until interrupted)")
 	if err := fs.Parse(args); err != nil {
