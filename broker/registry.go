@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -72,27 +71,4 @@ func GetWorker(ctx context.Context, kv jetstream.KeyValue, id string) (WorkerEnt
 		return e, fmt.Errorf("registry entry %s: %w", id, err)
 	}
 	return e, nil
-}
-
-// ListWorkers reads every live registry entry.
-func ListWorkers(ctx context.Context, kv jetstream.KeyValue) ([]WorkerEntry, error) {
-	keys, err := kv.Keys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list workers: %w", err)
-	}
-	out := make([]WorkerEntry, 0, len(keys))
-	for _, k := range keys {
-		e, err := GetWorker(ctx, kv, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, nil
 }

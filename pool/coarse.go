@@ -40,17 +40,6 @@ func (c *coarse) add(start, end float64, threads int) {
 	}
 }
 
-// maxOver is the largest sum over the seconds [start, end) overlaps.
-func (c *coarse) maxOver(start, end float64) int {
-	a, b := seconds(start, end)
-	a, b = max(a-c.base, 0), min(b-c.base, int64(len(c.sums))-1)
-	m := int32(0)
-	for i := a; i <= b; i++ {
-		m = max(m, c.sums[i])
-	}
-	return int(m)
-}
-
 // prune forgets the seconds before the one holding before.
 func (c *coarse) prune(before float64) {
 	cut := int64(math.Floor(before/1000)) - c.base

@@ -14,7 +14,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -240,8 +239,4 @@ func (p *Pool) warnOnce(key string, ev func(*zerolog.Event) *zerolog.Event, msg 
 	if !seen {
 		ev(p.log.Warn()).Msg(msg)
 	}
-}
-
-func errorf(sentinel error, format string, args ...any) error {
-	return fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))
 }

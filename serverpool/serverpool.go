@@ -225,9 +225,3 @@ func (sp *ServerPool) Deploy(ctx context.Context, spec WorkerSpec) error {
 	}
 	return nil
 }
-
-// Release gives back the RAM a worker held (for a worker that vanished).
-func (sp *ServerPool) Release(ctx context.Context, host, owner string) error {
-	_, err := sp.ram.ReleaseRAM(ctx, world.RAMRequest{Host: host, Owner: owner})
-	return err
-}

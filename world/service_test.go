@@ -561,8 +561,6 @@ func TestBrokerRestartResumes(t *testing.T) {
 	if _, err := c.ReserveRAM(ctx, world.RAMRequest{Host: "joesguns", Owner: "w9", Threads: 2}); err != nil {
 		t.Fatal(err)
 	}
-	servers, pl, hosts := stateOf(t, c)
-
 	// A service that stays up while the broker restarts carries on.
 	b.Stop()
 	b = brokertest.Start(t, b.Dir, u.Host)
@@ -583,7 +581,7 @@ func TestBrokerRestartResumes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after the broker restarted: %v", err)
 	}
-	servers, pl, hosts = stateOf(t, c)
+	servers, pl, hosts := stateOf(t, c)
 	if r.SecurityAfter != serverOf(t, servers, "foodnstuff").HackDifficulty {
 		t.Error("the operation after the broker restart was not applied")
 	}
