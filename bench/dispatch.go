@@ -139,7 +139,8 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		if err := submitAll(ctx, client, flat, o.Batch, o.Concurrency); err != nil {
 			return res, fmt.Errorf("flat-out run: %w", err)
 		}
-		stored, err := waitStored(ctx, conn, len(all), 60*time.Second)
+		// Asked often: the run lasts about a second.
+		stored, err := waitStored(ctx, conn, len(all), 60*time.Second, 2*time.Millisecond)
 		if err != nil {
 			return res, fmt.Errorf("flat-out run: %w", err)
 		}
@@ -170,17 +171,27 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		paced := make([]job.Job, o.Paced)
 		for i := range paced {
 			s := t0 + float64(i)*step
-			paced[i] = job.Job{Task: "sleep", Threads: 1, StartTime: s, Duration: o.PacedDuration, EndTime: s + o.PacedDuration}
+			paced[i] = job.Job{ID: fmt.Sprintf("paced-%d", i), Task: "sleep", Threads: 1, StartTime: s, Duration: o.PacedDuration, EndTime: s + o.PacedDuration}
 		}
 		wait := time.Duration(float64(o.Paced)*step)*time.Millisecond + 30*time.Second
-		recs, err := dispatchAll(ctx, client, paced, o.Batch, o.Concurrency, wait)
+		if err := submitAll(ctx, client, paced, o.Batch, o.Concurrency); err != nil {
+			return res, fmt.Errorf("paced run: %w", err)
+		}
+		if _, err := waitStored(ctx, conn, len(all)+o.Paced, wait, 250*time.Millisecond); err != nil {
+			return res, fmt.Errorf("paced run: %w", err)
+		}
+		stored, err := readRecords(ctx, conn)
 		if err != nil {
 			return res, fmt.Errorf("paced run: %w", err)
 		}
 		res.PacedJobs = o.Paced
-		res.PacedLost = o.Paced - len(recs)
 		var startErr, endErr []float64
-		for _, r := range recs {
+		for _, j := range paced {
+			r, ok := stored[j.ID]
+			if !ok {
+				res.PacedLost++
+				continue
+			}
 			if r.Status == job.StatusMissed {
 				res.PacedMissed++
 			}
@@ -212,47 +223,6 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// dispatchAll sends jobs in batches with several requests in flight and
-// collects every record, or as many as arrive before wait passes.
-func dispatchAll(ctx context.Context, c *pool.Client, jobs []job.Job, batch, concurrency int, wait time.Duration) ([]job.Job, error) {
-	if batch <= 0 {
-		batch = 1
-	}
-	var (
-		mu       sync.Mutex
-		records  []job.Job
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	sem := make(chan struct{}, max(1, concurrency))
-	deadline, cancel := context.WithTimeout(ctx, wait+time.Duration(len(jobs)/1000)*time.Second)
-	defer cancel()
-	for i := 0; i < len(jobs); i += batch {
-		part := jobs[i:min(i+batch, len(jobs))]
-		sem <- struct{}{}
-		d, err := c.DispatchJobs(ctx, part)
-		<-sem
-		if err != nil {
-			mu.Lock()
-			if firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			recs, _ := d.Wait(deadline)
-			mu.Lock()
-			records = append(records, recs...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return records, firstErr
-}
-
 // submitAll places jobs in batches with several requests in flight.
 func submitAll(ctx context.Context, c *pool.Client, jobs []job.Job, batch, concurrency int) error {
 	var wg sync.WaitGroup
@@ -281,8 +251,9 @@ func submitAll(ctx context.Context, c *pool.Client, jobs []job.Job, batch, concu
 	}
 }
 
-// waitStored waits until the records stream holds n records.
-func waitStored(ctx context.Context, conn *broker.Conn, n int, timeout time.Duration) (int, error) {
+// waitStored waits until the records stream holds n records, asking every
+// interval (each ask is a request the broker serves).
+func waitStored(ctx context.Context, conn *broker.Conn, n int, timeout, every time.Duration) (int, error) {
 	js, err := jetstream.New(conn.NC)
 	if err != nil {
 		return 0, err
@@ -300,7 +271,7 @@ func waitStored(ctx context.Context, conn *broker.Conn, n int, timeout time.Dura
 		if got := int(info.State.Msgs); got >= n || time.Now().After(deadline) {
 			return got, nil
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 
