@@ -23,7 +23,8 @@ var (
 // weaken, which act on the world through c. Each takes args: [target]
 // and runs as in the game: the world fixes its duration when it starts
 // (from the target's security and the player's level then), the task
-// waits that long, precisely, and then the world applies its effect (with
+// waits that long, precisely (or until the job's endTime, when that is
+// later), and then the world applies its effect (with
 // the security and level at the end); grow and weaken use the cores of the
 // worker's host. The job's result is the world's Result. A task cancelled
 // before its end applies nothing, like a killed script.
@@ -49,7 +50,15 @@ func worldTask(task string, c *world.Client) HandlerFunc {
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: %w", task, target, err)
 		}
+		// The operation lands when the world's duration is over, or at the
+		// job's endTime if that is later, like the game's additionalMsec:
+		// a caller that starts a job a little early (to absorb a late start,
+		// or a duration shortened by a level-up since it planned) still
+		// lands it on its schedule.
 		end := t.Start.Add(time.Duration(b.DurationRealMs * float64(time.Millisecond)))
+		if t.Job.EndTime > 0 && t.ScheduledEnd.After(end) {
+			end = t.ScheduledEnd
+		}
 		if err := t.SleepUntil(ctx, end); err != nil {
 			return nil, err // killed: nothing is applied
 		}

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -262,5 +263,44 @@ func TestWorldTaskCancelledAppliesNothing(t *testing.T) {
 		if serversBefore[i] != serversAfter[i] {
 			t.Errorf("server %s changed", serversBefore[i].Hostname)
 		}
+	}
+}
+
+// A job whose endTime is later than its start plus the world's duration
+// lands at its endTime, like the game's additionalMsec; one whose endTime
+// is earlier lands when the world's duration is over.
+func TestWorldTaskLandsAtEndTime(t *testing.T) {
+	t.Parallel()
+	const speed = 1000
+	e := newWorldEnv(t, speed)
+	sc, err := world.LoadScenario("newgame")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n00dles, _ := sc.Server("n00dles")
+	weakenMs := world.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
+	start := job.Now() + 300
+	tests := []struct {
+		name    string
+		endTime float64
+		wantEnd float64
+	}{
+		{name: "later endTime pads", endTime: start + weakenMs + 400, wantEnd: start + weakenMs + 400},
+		{name: "earlier endTime does not cut", endTime: start + weakenMs/2, wantEnd: start + weakenMs},
+	}
+	for i, tc := range tests {
+		e.publish(t, job.Job{ID: fmt.Sprintf("pad-%d", i), Task: "weaken", Args: []any{"n00dles"}, Threads: 1,
+			Duration: tc.endTime - start, StartTime: start, EndTime: tc.endTime})
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := e.record(t, fmt.Sprintf("pad-%d", i))
+			if rec.Status != job.StatusDone {
+				t.Fatalf("record %s (%s %s), want done", rec.Status, rec.Reason, rec.Error)
+			}
+			if math.Abs(rec.ActualEndTime-tc.wantEnd) > 30 {
+				t.Errorf("ended %.3f ms from %.3f, want within 30 ms", rec.ActualEndTime-tc.wantEnd, tc.wantEnd)
+			}
+		})
 	}
 }
