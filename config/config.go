@@ -54,6 +54,9 @@ type Pool struct {
 	SpawnWait time.Duration
 	// SizePolicy sizes on-demand workers: exact, host or chunk:N.
 	SizePolicy string
+	// Hosts, when set, are the only world hosts the pool launches workers
+	// on (comma-separated).
+	Hosts string
 	// IdleStop stops on-demand workers idle this long (0: never).
 	IdleStop time.Duration
 	// Split allows splitting a job over several workers; SplitTolerance is
@@ -148,6 +151,7 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.StringVar(&c.Pool.Host, "host", c.Pool.Host, "host name of the workers the pool launches")
 	fs.BoolVar(&c.Pool.Tail, "tail", c.Pool.Tail, "draw a live table of workers")
 	fs.DurationVar(&c.Pool.SpawnWait, "spawn-wait", c.Pool.SpawnWait, "how long a dispatch waits for a launched worker to register")
+	fs.StringVar(&c.Pool.Hosts, "hosts", c.Pool.Hosts, "comma-separated world hosts the pool may launch workers on (empty: every host with root and RAM)")
 	fs.StringVar(&c.Pool.SizePolicy, "size-policy", c.Pool.SizePolicy, "size of workers launched on world hosts: exact (the job's threads), host (all the host's free RAM) or chunk:N (rounded up to N threads)")
 	fs.DurationVar(&c.Pool.IdleStop, "idle-stop", c.Pool.IdleStop, "stop workers launched on demand after this long with nothing to do (0: never)")
 	fs.BoolVar(&c.Pool.Split, "split", c.Pool.Split, "split a job that fits no single worker over several (weaken, sleep; hack and grow within --split-tolerance)")

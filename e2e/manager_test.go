@@ -7,7 +7,9 @@ import (
 )
 
 // hvmind-manager TARGET on a new game at 1000x: it preps n00dles, then runs
-// HWGW batches that steal money, and counts what it did.
+// its pipeline of HWGW batches that steal money, and counts what it did. (At
+// 1000x a stall of this machine can desync a batch; the manager then
+// re-preps, so at the stop it may be in either phase.)
 func TestManagerPrepsAndBatches(t *testing.T) {
 	t.Parallel()
 	c := startPool(t, "--speed", "1000", "--scenario", "newgame", "--idle-stop", "1m")
@@ -32,10 +34,13 @@ func TestManagerPrepsAndBatches(t *testing.T) {
 		t.Fatalf("last event %q: %v", lines[len(lines)-1], err)
 	}
 	s := last.Stats
-	if last.Kind != "stopped" || s.Phase != "batch" || s.Batches == 0 || s.Stolen <= 0 || s.Failed != 0 {
+	if last.Kind != "stopped" || s.Batches == 0 || s.Stolen <= 0 || s.Failed != 0 {
 		t.Errorf("after 15 s: %+v (kind %s)", s, last.Kind)
 	}
 	if !strings.Contains(out, `"kind":"prep"`) {
 		t.Error("no prep step")
+	}
+	if !strings.Contains(out, `"kind":"pipeline"`) {
+		t.Error("the manager never started its pipeline of batches")
 	}
 }

@@ -20,14 +20,16 @@ import (
 // grow to maximum money, with the weakens that cover the grows) and then
 // runs HWGW batches against it on the pool, checking every record.
 //
-// Batches run in waves. A wave is n batches whose jobs land in the order
-// H, W1, G, W2, Gap apart, batch after batch, and whose jobs all START
-// before the wave's first landing: every job starts with the target at
-// minimum security and maximum money (its duration is right) and every
-// hack lands at maximum money, so a wave cannot desync by construction. n
-// is bounded by that timing (hackTime / 4·Gap) and by the threads free.
-// Between waves the manager checks the target and re-preps if it has
-// drifted (a level-up can make a grow fall short).
+// Batches run as a continuous pipeline (see pipeline.go): a batch lands
+// every period, each job starting only while the target is at minimum
+// security, with as many batches in flight as the threads allow.
+//
+// With Waves set they run in waves instead. A wave is n batches whose jobs
+// land in the order H, W1, G, W2, Gap apart, batch after batch, and whose
+// jobs all START before the wave's first landing, so a wave cannot desync
+// by construction; but n is bounded by that timing (hackTime / 4·Gap), so
+// most threads sit idle on a target with short times. Between waves the
+// manager checks the target and re-preps if it has drifted.
 type HackManager struct {
 	opts   ManagerOptions
 	pool   *pool.Client
@@ -37,29 +39,44 @@ type HackManager struct {
 
 	// exp is the player's hacking exp when the target was last observed.
 	exp float64
+	// cores is the core count the thread maths use (see Options.Cores).
+	cores int
 
 	mu    sync.Mutex
 	stats Stats
+	// startErrs is each checked job's start error, in microseconds.
+	startErrs []float64
+	// endErrs is each done job's landing error, in microseconds.
+	endErrs []float64
 }
 
 // ManagerOptions configure a HackManager.
 type ManagerOptions struct {
 	// Target is the server to hack.
 	Target string
-	// Gap is the real time between two landings of a batch.
+	// Gap is the real time between a hack's landing and its weaken's (and
+	// between a grow's and its weaken's): the target's security is raised
+	// for that long, and a landing late by less than Gap keeps its order.
 	Gap time.Duration
+	// Margin is how late a job may start or land and still find the
+	// target at minimum security; the pipeline keeps every start Margin
+	// away from the windows of raised security.
+	Margin time.Duration
+	// Utilisation is the share of the free threads the pipeline plans to
+	// keep busy (1: all; the pool refuses what does not fit).
+	Utilisation float64
 	// Lead is how far ahead of now a wave's first job starts, to leave
 	// time for dispatching it.
 	Lead time.Duration
 	// MaxBatches bounds a wave (0: no bound but timing and threads).
 	MaxBatches int
-	// Cores is the core count the thread maths assume for grow and weaken.
+	// Cores is the core count the thread maths assume for grow and weaken
+	// (0: the fewest cores among the hosts the pool may use, so that a grow
+	// or weaken is never short wherever the pool places it).
 	Cores int
-	// Continuous runs batches as a pipeline (a batch every period, jobs
-	// starting only in the half-periods at minimum security) instead of
-	// waves.
-	Continuous bool
-	Logger     zerolog.Logger
+	// Waves runs batches in waves instead of the continuous pipeline.
+	Waves  bool
+	Logger zerolog.Logger
 }
 
 // Stats is what the manager has done so far.
@@ -79,9 +96,23 @@ type Stats struct {
 	Desyncs    int       `json:"desyncs"`
 	Missed     int       `json:"missed"`
 	Failed     int       `json:"failed"`
+	Cancelled  int       `json:"cancelled"`
 	Stolen     float64   `json:"stolen"`
 	GameMs     float64   `json:"gameMs"`
 	LastDesync string    `json:"lastDesync,omitempty"`
+	// FirstDesync is the first desync's reason: later ones often follow
+	// from it.
+	FirstDesync string `json:"firstDesync,omitempty"`
+	// Plan is the pipeline's batch (H/W1/G/W2 threads) and PeriodMs the
+	// real time between two of its batches.
+	Plan     string  `json:"plan,omitempty"`
+	PeriodMs float64 `json:"periodMs,omitempty"`
+	// Skipped counts pipeline slots passed because dispatch fell behind;
+	// Refused those the pool had no threads for.
+	Skipped int `json:"skipped"`
+	Refused int `json:"refused"`
+	// ThreadMs is the real thread-milliseconds the manager's jobs held.
+	ThreadMs float64 `json:"threadMs"`
 }
 
 // Event is one step of the manager, for --json and the dashboard.
@@ -98,17 +129,23 @@ func NewManager(pc *pool.Client, wc *world.Client, o ManagerOptions) (*HackManag
 		return nil, errors.New("a target is required")
 	}
 	if o.Gap <= 0 {
-		o.Gap = 20 * time.Millisecond
+		o.Gap = 4 * time.Millisecond
+	}
+	if o.Margin <= 0 {
+		o.Margin = 2 * time.Millisecond
+	}
+	if !(o.Utilisation > 0) {
+		o.Utilisation = 1
 	}
 	if o.Lead <= 0 {
 		o.Lead = 500 * time.Millisecond
 	}
-	if o.Cores <= 0 {
-		o.Cores = 1
-	}
 	return &HackManager{opts: o, pool: pc, world: wc, log: o.Logger.With().Str("target", o.Target).Logger(),
 		events: make(chan Event, 256), stats: Stats{Target: o.Target, Phase: "starting", Started: time.Now()}}, nil
 }
+
+// Options are the manager's options, defaults filled in.
+func (m *HackManager) Options() ManagerOptions { return m.opts }
 
 // Events delivers what the manager does; it is closed when Run returns.
 func (m *HackManager) Events() <-chan Event { return m.events }
@@ -151,10 +188,10 @@ func (m *HackManager) Run(ctx context.Context) error {
 			err = m.prepWave(ctx, &srv, hk, speed, free)
 		} else {
 			m.setPhase("batch")
-			if m.opts.Continuous {
-				err = m.pipeline(ctx, &srv, hk, speed, free)
-			} else {
+			if m.opts.Waves {
 				err = m.batchWave(ctx, &srv, hk, speed, free)
+			} else {
+				err = m.pipeline(ctx, &srv, hk, speed, free)
 			}
 		}
 		if errors.Is(err, errNoThreads) {
@@ -206,6 +243,30 @@ func prepped(s *world.Server) bool {
 	return s.HackDifficulty <= world.SecurityFloor(s)+1e-9 && s.MoneyAvailable >= s.MoneyMax*(1-1e-9)
 }
 
+// count changes the stats under the lock.
+func (m *HackManager) count(f func(*Stats)) {
+	m.mu.Lock()
+	f(&m.stats)
+	m.mu.Unlock()
+}
+
+// StartErrorsUs is how late (or early, negative) each job started against
+// its schedule, in microseconds, for the jobs checked so far (the last
+// 1,000,000 at most).
+func (m *HackManager) StartErrorsUs() []float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]float64(nil), m.startErrs...)
+}
+
+// EndErrorsUs is how late (or early, negative) each done job ended
+// against its endTime, in microseconds (the last 1,000,000 at most).
+func (m *HackManager) EndErrorsUs() []float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]float64(nil), m.endErrs...)
+}
+
 func (m *HackManager) setPhase(p string) {
 	m.mu.Lock()
 	m.stats.Phase = p
@@ -228,6 +289,16 @@ func (m *HackManager) observe(ctx context.Context) (world.Server, world.Hacker, 
 	}
 	m.exp = pl.HackingExp
 	hk := pl.Player().Hacker()
+	m.cores = m.opts.Cores
+	if m.cores <= 0 {
+		m.cores = 1
+		if st, err := m.pool.Status(ctx); err == nil && len(st.Hosts) > 0 {
+			m.cores = st.Hosts[0].Cores
+			for _, h := range st.Hosts {
+				m.cores = min(m.cores, h.Cores)
+			}
+		}
+	}
 	m.mu.Lock()
 	m.stats.Money, m.stats.MoneyMax = srv.MoneyAvailable, srv.MoneyMax
 	m.stats.Security, m.stats.MinSec = srv.HackDifficulty, world.SecurityFloor(&srv)
@@ -299,12 +370,12 @@ func (l landing) job(target string) job.Job {
 // maximum money, as far as the threads allow, landing W, G, W2.
 func (m *HackManager) prepWave(ctx context.Context, srv *world.Server, hk world.Hacker, speed float64, free int) error {
 	floor := world.SecurityFloor(srv)
-	wpt := world.WeakenPerThread(m.opts.Cores)
+	wpt := world.WeakenPerThread(m.cores)
 	w1 := int(math.Ceil((srv.HackDifficulty - floor) / wpt))
 	w1 = min(w1, free)
 	free -= w1
 	atMin := world.Prepped(srv) // the grows land after the first weaken
-	g := world.GrowThreads(&atMin, hk, srv.MoneyAvailable, srv.MoneyMax, m.opts.Cores)
+	g := world.GrowThreads(&atMin, hk, srv.MoneyAvailable, srv.MoneyMax, m.cores)
 	w2 := 0
 	if g > 0 {
 		// g grow threads and the weakens that cover them, within what is left.
@@ -339,7 +410,7 @@ func (m *HackManager) batchWave(ctx context.Context, srv *world.Server, hk world
 	if err != nil {
 		return err
 	}
-	plan, err := BestBatchWithin(srv, hk.Level, hk.Mults, m.opts.Cores, free, maxJob)
+	plan, err := BestBatchWithin(srv, hk.Level, hk.Mults, m.cores, free, maxJob)
 	if errors.Is(err, ErrNoThreads) {
 		return errNoThreads
 	}
@@ -372,7 +443,7 @@ func (m *HackManager) batchWave(ctx context.Context, srv *world.Server, hk world
 	for i := range batches {
 		p := plan
 		if levels[i] != hk.Level {
-			if lp, err := PlanAtLevel(srv, levels[i], hk.Mults, m.opts.Cores, plan.HackThreads); err == nil {
+			if lp, err := PlanAtLevel(srv, levels[i], hk.Mults, m.cores, plan.HackThreads); err == nil {
 				p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads = lp.Weaken1Threads, lp.GrowThreads, lp.Weaken2Threads
 			}
 		}
@@ -438,8 +509,10 @@ func (m *HackManager) runWave(ctx context.Context, batches [][]landing, hwgw boo
 
 // check counts a batch's records: money stolen, and desyncs: a job that
 // started above minimum security, a hack that landed below maximum money,
-// a batch that landed out of order, a missed or failed job.
-func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (ok bool) {
+// a batch that landed out of order, a missed or failed job. It reports
+// whether the target is left intact: every desync but a missed hack may
+// leave it off its minimum security or maximum money.
+func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	byID := make(map[string]job.Job, len(recs))
@@ -447,21 +520,41 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (ok bool) {
 		byID[r.ID] = r
 	}
 	desync := ""
+	broken := false // the target may be off its minimum security or max money
 	// The order effects landed in is the world's: the sequence of its
 	// changes (a record's end time also carries the finish round trip).
 	var seqs []uint64
 	for _, s := range sent {
 		r := byID[s.ID]
 		m.stats.Jobs++
+		if r.ActualStartTime > 0 && s.StartTime > 0 && len(m.startErrs) < 1_000_000 {
+			m.startErrs = append(m.startErrs, (r.ActualStartTime-s.StartTime)*1000)
+		}
+		if r.Status == job.StatusDone && s.EndTime > 0 && len(m.endErrs) < 1_000_000 {
+			m.endErrs = append(m.endErrs, (r.ActualEndTime-s.EndTime)*1000)
+		}
+		if r.ActualEndTime > r.ActualStartTime {
+			m.stats.ThreadMs += float64(r.Threads) * (r.ActualEndTime - r.ActualStartTime)
+		}
 		switch r.Status {
 		case job.StatusMissed:
 			m.stats.Missed++
 			desync = "missed: " + r.Reason
+			// A missed hack leaves the target as it was (its grow then
+			// finds it at max money and adds no security; its weakens find
+			// it at minimum): a desync that needs no repair.
+			if s.Task != world.OpHack || !hwgw {
+				broken = true
+			}
 			continue
 		case job.StatusDone:
+		case job.StatusCancelled:
+			// Cancelled by a repair: the desync that caused it is counted.
+			m.stats.Cancelled++
+			continue
 		default:
 			m.stats.Failed++
-			desync = string(r.Status) + ": " + r.Reason + r.Error
+			desync, broken = string(r.Status)+": "+r.Reason+r.Error, true
 			continue
 		}
 		var res world.Result
@@ -474,20 +567,43 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (ok bool) {
 			continue
 		}
 		if res.SecurityAtStart > m.stats.MinSec+1e-9 {
-			desync = fmt.Sprintf("%s started at security %.3f (min %.3f)", r.Task, res.SecurityAtStart, m.stats.MinSec)
+			desync, broken = fmt.Sprintf("%s started at security %.3f (min %.3f)", r.Task, res.SecurityAtStart, m.stats.MinSec), true
 		}
 		if r.Task == world.OpHack && res.MoneyBefore < m.stats.MoneyMax*(1-1e-9) {
-			desync = fmt.Sprintf("hack landed at %.1f%% money", 100*res.MoneyBefore/m.stats.MoneyMax)
+			desync, broken = fmt.Sprintf("hack landed at %.1f%% money", 100*res.MoneyBefore/m.stats.MoneyMax), true
 		}
 	}
 	for i := 1; i < len(seqs) && hwgw; i++ {
 		if seqs[i] < seqs[i-1] {
-			desync = "landed out of order"
+			desync, broken = "landed out of order", true
 		}
 	}
 	if hwgw && desync != "" {
 		m.stats.Desyncs++
 		m.stats.LastDesync = desync
+		if m.stats.FirstDesync == "" {
+			m.stats.FirstDesync = desync + " [" + describeBatch(sent, byID) + "]"
+		}
 	}
-	return desync == ""
+	return !broken
+}
+
+// describeBatch lists a batch's jobs: task, threads, and the start and end
+// of each against its schedule, for a desync's report.
+func describeBatch(sent []job.Job, recs map[string]job.Job) string {
+	var b []byte
+	for i, s := range sent {
+		r := recs[s.ID]
+		if i > 0 {
+			b = append(b, "; "...)
+		}
+		b = fmt.Appendf(b, "%s×%d %s start %+.3f ms end %+.3f ms", s.Task, s.Threads, r.Status,
+			r.ActualStartTime-s.StartTime, r.ActualEndTime-s.EndTime)
+		var res world.Result
+		if json.Unmarshal(r.Result, &res) == nil {
+			b = fmt.Appendf(b, " sec@start %.3f sec %.3f→%.3f money $%.4g→$%.4g seq %d", res.SecurityAtStart,
+				res.SecurityBefore, res.SecurityAfter, res.MoneyBefore, res.MoneyAfter, res.Seq)
+		}
+	}
+	return string(b)
 }

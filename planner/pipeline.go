@@ -3,6 +3,7 @@ package planner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sort"
 	"sync"
@@ -14,30 +15,307 @@ import (
 	"github.com/hvmind/hvmind/world"
 )
 
-// The continuous pipeline lands a batch every period P: H at L, W1 at L+P/4,
-// G at L+P/2, W2 at L+3P/4, L = L0 + kP. Security is above minimum from each
-// H landing to its W1 and from each G landing to its W2, so a job must START
-// in the other half of the period: [P/4, P/2) or [3P/4, P) after a grid
-// point. Start times are landing minus duration, and durations are fixed by
-// the formulas, so whether a batch's four starts fall in good windows depends
-// only on the durations modulo P: the pipeline searches a period for which
-// they do. Levels rise as batches land; each batch's durations are computed
-// for the level predicted at each job's start and its effects for the level
-// predicted at its landing; a batch whose starts no longer fit the grid is
-// skipped, and after a run of skips the pipeline drains and starts a new
-// grid.
+// The continuous pipeline lands batches on a grid of period P. Batch k
+// lands H at L = L0 + kP, W1 at L + Gap, G at L + P/2 and W2 at L + P/2 +
+// Gap. The target's security is above its minimum only from an H landing
+// to its W1, and from a G landing to its W2: a Gap in each half-period.
+// Every job must start in the rest of the half-period, with Margin to
+// spare on both sides (a start late by up to Margin, a landing late by up
+// to Margin, still sees minimum security).
+//
+// A job's start is chosen from its landing: the latest safe instant at
+// least Margin before landing minus duration. The job carries its landing
+// as endTime, and a world task lands at its endTime when its duration is
+// shorter (see worker.RegisterWorldTasks): so a start up to Margin late,
+// or a duration shortened by a level-up since dispatch, still lands on
+// the grid. Durations only shorten as levels rise, so computing them for
+// the level at dispatch (less a level, for the prediction's error) never
+// makes a job land late.
+//
+// Batches are dispatched whole, just in time: a Lead before their first
+// start. Levels rise as batches land; each batch's grow and weakens are
+// sized for the level predicted at its hack's landing (plus a level), from
+// the exp of every batch dispatched before it.
 
-// goodStart reports whether a start at offset off (mod P) from the grid sees
-// minimum security. The last half of each good window is kept free: a task
-// asks the world for its duration a little after it starts (a request, queued
-// behind the world's writes), and that must still fall in the window.
-func goodStart(off, p float64) bool {
-	r := math.Mod(off, p)
-	if r < 0 {
-		r += p
+// grid is the pipeline's landing grid, in real epoch milliseconds.
+type grid struct {
+	l0, period, gap, margin float64
+}
+
+// half is the half-period: H and G landings alternate on it.
+func (g grid) half() float64 { return g.period / 2 }
+
+// landing is when job i (0 H, 1 W1, 2 G, 3 W2) of batch k lands.
+func (g grid) landing(k, i int) float64 {
+	l := g.l0 + float64(k)*g.period
+	switch i {
+	case 1:
+		return l + g.gap
+	case 2:
+		return l + g.half()
+	case 3:
+		return l + g.half() + g.gap
 	}
-	q := p / 4
-	return (r >= q && r < 1.5*q) || (r >= 3*q && r < 3.5*q)
+	return l
+}
+
+// safeStart is the latest start at or before t that sees minimum security
+// even when it runs up to margin late: its offset in the half-period lies
+// in [gap+margin, half-margin].
+func (g grid) safeStart(t float64) float64 {
+	h := g.half()
+	r := math.Mod(t-g.l0, h)
+	if r < 0 {
+		r += h
+	}
+	switch {
+	case r < g.gap+g.margin:
+		return t - r - g.margin // the end of the previous safe window
+	case r > h-g.margin:
+		return t - (r - (h - g.margin))
+	}
+	return t
+}
+
+// valid reports whether the grid leaves room to start jobs.
+func (g grid) valid() bool {
+	return g.half() > g.gap+2*g.margin && g.gap > 0 && g.margin >= 0
+}
+
+// expEvent is exp the pipeline expects at a landing.
+type expEvent struct {
+	at  float64
+	exp float64
+}
+
+// expForecast predicts the player's exp at a time from the exp observed
+// and the batches dispatched since.
+type expForecast struct {
+	base   float64
+	events []expEvent // in landing order
+	sums   []float64  // sums[i]: exp of events[0..i]
+}
+
+func (f *expForecast) add(at, exp float64) {
+	s := exp
+	if n := len(f.sums); n > 0 {
+		s += f.sums[n-1]
+	}
+	f.events = append(f.events, expEvent{at, exp})
+	f.sums = append(f.sums, s)
+}
+
+// at is the exp expected once every landing up to t has happened.
+func (f *expForecast) at(t float64) float64 {
+	i := sort.Search(len(f.events), func(i int) bool { return f.events[i].at > t })
+	if i == 0 {
+		return f.base
+	}
+	return f.base + f.sums[i-1]
+}
+
+// pipelinePlan chooses the batch and the grid: the batch that earns most
+// per second given both limits, the threads (a batch's thread-seconds
+// over the threads free) and timing (no shorter a period than the gap and
+// margins allow).
+func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed float64, free, maxJob int) (BatchPlan, float64, error) {
+	gap, margin := float64(m.opts.Gap)/1e6, float64(m.opts.Margin)/1e6
+	minPeriod := 2 * (gap + 2*margin) * 1.01
+	t, err := newTarget(srv, hk.Level, hk.Mults, m.cores)
+	if err != nil {
+		return BatchPlan{}, 0, err
+	}
+	var best BatchPlan
+	bestRate, bestPeriod := 0.0, 0.0
+	n := int(math.Min(math.Ceil(1/t.pct), 100_000))
+	for h := 1; h <= n; h++ {
+		p := t.plan(0, h)
+		if p.Threads() > free || p.HackThreads > maxJob || p.GrowThreads > maxJob {
+			break
+		}
+		// Real thread-milliseconds a batch holds, with the padding of the
+		// safe starts (at most a half-period a job, a quarter on average).
+		held := p.ThreadSeconds*1000/speed + float64(p.Threads())*minPeriod/4
+		period := math.Max(minPeriod, held/float64(free)/m.opts.Utilisation)
+		if rate := p.MoneyPerBatch / period; rate > bestRate {
+			best, bestRate, bestPeriod = p, rate, period
+		}
+	}
+	if bestRate == 0 {
+		return BatchPlan{}, 0, errNoThreads
+	}
+	best.Fraction = best.ActualFraction
+	return best, bestPeriod, nil
+}
+
+// pipeline runs batches continuously until a desync (it cancels the
+// batches that would land wrong and returns, and the main loop re-preps)
+// or until ctx ends (it lets the batches in flight land).
+func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.Hacker, speed float64, free int) error {
+	maxJob, err := m.largestHost(ctx)
+	if err != nil {
+		return err
+	}
+	// The pipeline plans for every thread the pool may use: the threads
+	// free now are fewer while workers of the last phase still hold theirs.
+	if all, err := m.networkThreads(ctx); err == nil {
+		free = all
+	}
+	plan, period, err := m.pipelinePlan(srv, hk, speed, free, maxJob)
+	if err != nil {
+		return err
+	}
+	g := grid{gap: float64(m.opts.Gap) / 1e6, margin: float64(m.opts.Margin) / 1e6, period: period}
+	if !g.valid() {
+		return fmt.Errorf("a period of %.2f ms leaves no start window with gap %s and margin %s", period, m.opts.Gap, m.opts.Margin)
+	}
+	lead := float64(m.opts.Lead) / 1e6
+	weakMs := plan.WeakenTimeMs / speed
+	g.l0 = job.Now() + lead + weakMs + g.period
+	fc := &expForecast{base: m.exp}
+	full := world.ExpPerThread(srv, hk.Mults, true)
+	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
+		plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads, g.period, free))
+	m.mu.Lock()
+	m.stats.PeriodMs = g.period
+	m.stats.Plan = fmt.Sprintf("%d/%d/%d/%d", plan.HackThreads, plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads)
+	m.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var broken atomic.Bool
+	inflight := newBatchSet()
+	for k := 0; ; k++ {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if broken.Load() {
+			m.repair(ctx, inflight)
+			return nil
+		}
+		// Durations for the level now, less one for the forecast's error:
+		// the level only rises before the jobs start, so they only shorten.
+		now := job.Now()
+		lvNow := max(hk.Level, world.HackingLevel(fc.at(now), hk.Mults.Hacking)-1)
+		dur := m.durationsAt(srv, hk, lvNow, speed)
+		jobs := m.batchJobs(g, k, plan, dur)
+		first := math.Inf(1)
+		for _, j := range jobs {
+			first = math.Min(first, j.StartTime)
+		}
+		if wait := time.Duration((first - lead - now) * 1e6); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			if broken.Load() {
+				continue
+			}
+			// Time passed: the level may have risen.
+			lvNow = max(hk.Level, world.HackingLevel(fc.at(job.Now()), hk.Mults.Hacking)-1)
+			dur = m.durationsAt(srv, hk, lvNow, speed)
+			jobs = m.batchJobs(g, k, plan, dur)
+		}
+		if first < job.Now()+lead/4 {
+			m.count(func(s *Stats) { s.Skipped++ })
+			continue // fell behind: skip the slot rather than start late
+		}
+		// Grow and weakens for the level at the hack's landing (plus one:
+		// growing too much only costs a thread; too little desyncs).
+		lvLand := max(hk.Level, world.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
+		if lp, err := PlanAtLevel(srv, lvLand, hk.Mults, m.cores, plan.HackThreads); err == nil {
+			jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = lp.Weaken1Threads, lp.GrowThreads, lp.Weaken2Threads
+		}
+		disp, err := m.pool.DispatchJobs(ctx, jobs)
+		if errors.Is(err, pool.ErrNoCapacity) {
+			m.count(func(s *Stats) { s.Refused++ })
+			continue // the threads are busy for this slot
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		chance := world.HackChance(srv, world.Hacker{Level: lvLand, Mults: hk.Mults})
+		fc.add(g.landing(k, 0), full*float64(jobs[0].Threads)*(chance+(1-chance)/4))
+		fc.add(g.landing(k, 1), full*float64(jobs[1].Threads))
+		fc.add(g.landing(k, 2), full*float64(jobs[2].Threads))
+		fc.add(g.landing(k, 3), full*float64(jobs[3].Threads))
+		inflight.add(disp, g.landing(k, 0))
+		m.count(func(s *Stats) { s.InFlight++ })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs, err := disp.Wait(context.WithoutCancel(ctx))
+			inflight.remove(disp)
+			if err == nil && !m.check(disp.Jobs, recs, true) && !broken.Swap(true) {
+				m.emit("desync", m.Stats().LastDesync)
+			}
+			m.count(func(s *Stats) { s.InFlight--; s.Batches++ })
+		}()
+	}
+}
+
+// networkThreads is the threads every host the pool may use could hold
+// (every host of the world when the pool lists none).
+func (m *HackManager) networkThreads(ctx context.Context) (int, error) {
+	n := 0
+	if st, err := m.pool.Status(ctx); err == nil && len(st.Hosts) > 0 {
+		for _, h := range st.Hosts {
+			n += h.MaxThreads
+		}
+		return n, nil
+	}
+	hosts, err := m.world.RAM(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, h := range hosts {
+		n += world.ThreadsForRAM(h.MaxRAM)
+	}
+	return n, nil
+}
+
+// batchJobs is batch k of the grid with durations d: each job starts at
+// the latest safe start a margin before its landing minus its duration,
+// and ends at its landing.
+func (m *HackManager) batchJobs(g grid, k int, plan BatchPlan, d durations) []job.Job {
+	tasks := [4]struct {
+		task    string
+		threads int
+		dur     float64
+	}{
+		{world.OpHack, plan.HackThreads, d.h},
+		{world.OpWeaken, plan.Weaken1Threads, d.w},
+		{world.OpGrow, plan.GrowThreads, d.g},
+		{world.OpWeaken, plan.Weaken2Threads, d.w},
+	}
+	jobs := make([]job.Job, 4)
+	for i, t := range tasks {
+		land := g.landing(k, i)
+		start := g.safeStart(land - t.dur - g.margin)
+		jobs[i] = job.Job{Task: t.task, Args: []any{m.opts.Target}, Threads: t.threads,
+			StartTime: start, EndTime: land, Duration: land - start}
+	}
+	return jobs
+}
+
+// repair cancels every batch in flight whose hack has not landed: with the
+// target off its minimum security or maximum money, each would start or
+// land wrong. The batches whose hack landed are left to finish, since
+// their grow and weakens put money and security back. The main loop then
+// re-preps.
+func (m *HackManager) repair(ctx context.Context, inflight *batchSet) {
+	cutoff := job.Now() + float64(m.opts.Margin)/1e6
+	n := 0
+	for _, b := range inflight.landingAfter(cutoff) {
+		if _, err := m.pool.Cancel(ctx, pool.CancelRequest{Batch: b, Reason: "desync: re-prepping"}); err == nil {
+			n++
+		}
+	}
+	m.emit("repair", fmt.Sprintf("a batch desynced: cancelled %d batches in flight, re-prepping", n))
 }
 
 // durations are a batch's real durations (ms) for a level.
@@ -50,135 +328,35 @@ func (m *HackManager) durationsAt(srv *world.Server, hk world.Hacker, level int,
 	return durations{h: hack, g: 3.2 * hack, w: 4 * hack}
 }
 
-// fits reports whether a batch landing H at l starts every job in a good
-// window of the grid from l0 with period p.
-func fits(d durations, l, l0, p float64) bool {
-	q := p / 4
-	return goodStart(l-d.h-l0, p) && goodStart(l+q-d.w-l0, p) &&
-		goodStart(l+2*q-d.g-l0, p) && goodStart(l+3*q-d.w-l0, p)
+// batchSet is the pipeline's batches in flight, with their hacks' landings.
+type batchSet struct {
+	mu sync.Mutex
+	m  map[*pool.Dispatch]float64
 }
 
-// solvePeriod finds the shortest period from 4·gap up for which a batch
-// with durations d fits the grid, stepping by 1% of gap.
-func solvePeriod(d durations, gap float64) (float64, bool) {
-	for p := 4 * gap; p <= 64*gap; p += gap / 100 {
-		if fits(d, 0, 0, p) {
-			return p, true
-		}
-	}
-	return 0, false
+func newBatchSet() *batchSet { return &batchSet{m: map[*pool.Dispatch]float64{}} }
+
+func (s *batchSet) add(d *pool.Dispatch, hackLands float64) {
+	s.mu.Lock()
+	s.m[d] = hackLands
+	s.mu.Unlock()
 }
 
-// pipeline runs batches continuously until it must start a new grid (or
-// ctx ends), then lets the batches in flight land.
-func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.Hacker, speed float64, free int) error {
-	maxJob, err := m.largestHost(ctx)
-	if err != nil {
-		return err
+func (s *batchSet) remove(d *pool.Dispatch) {
+	s.mu.Lock()
+	delete(s.m, d)
+	s.mu.Unlock()
+}
+
+// landingAfter lists the batch ids whose hack lands after t.
+func (s *batchSet) landingAfter(t float64) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for d, l := range s.m {
+		if l > t && len(d.Jobs) > 0 {
+			out = append(out, d.Jobs[0].Batch)
+		}
 	}
-	plan, err := BestBatchWithin(srv, hk.Level, hk.Mults, m.opts.Cores, free, maxJob)
-	if errors.Is(err, ErrNoThreads) {
-		return errNoThreads
-	}
-	if err != nil {
-		return err
-	}
-	gap := float64(m.opts.Gap) / 1e6
-	d0 := m.durationsAt(srv, hk, hk.Level, speed)
-	p, ok := solvePeriod(d0, gap)
-	if !ok {
-		return errors.New("no batch period fits these durations")
-	}
-	q := p / 4
-	full := world.ExpPerThread(srv, hk.Mults, true)
-	perBatch := full*float64(plan.Weaken1Threads+plan.GrowThreads+plan.Weaken2Threads) +
-		full*float64(plan.HackThreads)*(plan.Chance+(1-plan.Chance)/4)
-	exp0 := m.exp
-	lead := float64(m.opts.Lead) / 1e6
-	l0 := job.Now() + lead + d0.w
-	// landed(t) is how many of the dispatched batches have landed by t.
-	var lands []float64 // W2 landings of the dispatched batches, in order
-	landed := func(t float64) float64 { return float64(sort.SearchFloat64s(lands, t+1e-9)) }
-	levelAt := func(t float64) int {
-		return max(hk.Level, world.HackingLevel(exp0+landed(t)*perBatch, hk.Mults.Hacking))
-	}
-	m.emit("pipeline", "a batch every "+time.Duration(p*1e6).String())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	// A desync or a missed job leaves the target off its minimum security
-	// or maximum money, and every batch after it would start wrong: the
-	// pipeline stops dispatching, lets what is in flight land and goes back
-	// to the main loop, which re-preps.
-	var broken atomic.Bool
-	skips := 0
-	for k := 0; ctx.Err() == nil; k++ {
-		if broken.Load() {
-			m.emit("repair", "a batch desynced: draining, then re-prepping")
-			return nil
-		}
-		l := l0 + float64(k)*p
-		// Durations of each job, for the level when it starts.
-		dW := m.durationsAt(srv, hk, levelAt(l+q-d0.w), speed)
-		dH := m.durationsAt(srv, hk, levelAt(l-d0.h), speed)
-		dG := m.durationsAt(srv, hk, levelAt(l+2*q-d0.g), speed)
-		d := durations{h: dH.h, g: dG.g, w: dW.w}
-		earliest := l + q - d.w
-		if wait := time.Duration((earliest - lead - job.Now()) * 1e6); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-		}
-		if !fits(d, l, l0, p) {
-			if skips++; skips > 50 {
-				m.emit("regrid", "levels moved the durations off the grid")
-				return nil
-			}
-			continue
-		}
-		skips = 0
-		bp := plan
-		if lv := levelAt(l); lv != hk.Level {
-			if lp, err := PlanAtLevel(srv, lv, hk.Mults, m.opts.Cores, plan.HackThreads); err == nil {
-				bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads = lp.Weaken1Threads, lp.GrowThreads, lp.Weaken2Threads
-			}
-		}
-		jobs := []job.Job{
-			landing{world.OpHack, bp.HackThreads, l, d.h}.job(m.opts.Target),
-			landing{world.OpWeaken, bp.Weaken1Threads, l + q, d.w}.job(m.opts.Target),
-			landing{world.OpGrow, bp.GrowThreads, l + 2*q, d.g}.job(m.opts.Target),
-			landing{world.OpWeaken, bp.Weaken2Threads, l + 3*q, d.w}.job(m.opts.Target),
-		}
-		if jobs[1].StartTime < job.Now() {
-			continue // fell behind: skip the slot
-		}
-		disp, err := m.pool.DispatchJobs(ctx, jobs)
-		if errors.Is(err, pool.ErrNoCapacity) {
-			continue // RAM is full for this slot
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		lands = append(lands, l+3*q)
-		m.mu.Lock()
-		m.stats.InFlight++
-		m.mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			recs, err := disp.Wait(context.WithoutCancel(ctx))
-			if err == nil && !m.check(disp.Jobs, recs, true) {
-				broken.Store(true)
-			}
-			m.mu.Lock()
-			m.stats.InFlight--
-			m.stats.Batches++
-			m.mu.Unlock()
-		}()
-	}
-	return nil
+	return out
 }

@@ -1,35 +1,74 @@
 package planner
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
-func TestSolvePeriodStartsEveryJobAtMinimumSecurity(t *testing.T) {
+// Every job of every batch on the grid starts at least Margin away from
+// the windows of raised security (from an H or G landing to its weaken's,
+// plus Margin), and at least Margin before its landing minus its
+// duration, whatever the durations.
+func TestGridStartsEveryJobSafely(t *testing.T) {
 	t.Parallel()
-	for _, hack := range []float64{800, 1234.5, 3000, 20000} {
-		d := durations{h: hack, g: 3.2 * hack, w: 4 * hack}
-		p, ok := solvePeriod(d, 20)
-		if !ok {
-			t.Fatalf("no period for hack time %v", hack)
-		}
-		if p < 80 {
-			t.Errorf("period %v shorter than 4 gaps", p)
-		}
-		q := p / 4
-		// Every batch on the grid, not just the first, fits.
-		for k := range 50 {
-			l := float64(k) * p
-			for _, start := range []float64{l - d.h, l + q - d.w, l + 2*q - d.g, l + 3*q - d.w} {
-				if !goodStart(start, p) {
-					t.Fatalf("hack %v, period %v: batch %d has a start at %v in a window of raised security", hack, p, k, start)
+	tests := []struct {
+		name string
+		g    grid
+	}{
+		{name: "tight", g: grid{l0: 1000, period: 2 * (5 + 2*5) * 1.01, gap: 5, margin: 5}},
+		{name: "roomy", g: grid{l0: 1000, period: 80, gap: 5, margin: 5}},
+		{name: "fast world", g: grid{l0: 1000, period: 3, gap: 0.5, margin: 0.25}},
+	}
+	m := &HackManager{opts: ManagerOptions{Target: "t"}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if !tc.g.valid() {
+				t.Fatalf("grid %+v is not valid", tc.g)
+			}
+			half := tc.g.half()
+			for _, hack := range []float64{1000, 1117.3, 2345.6, 50} {
+				d := durations{h: hack, g: 3.2 * hack, w: 4 * hack}
+				for k := range 40 {
+					jobs := m.batchJobs(tc.g, k, BatchPlan{HackThreads: 1, Weaken1Threads: 1, GrowThreads: 1, Weaken2Threads: 1}, d)
+					durs := []float64{d.h, d.w, d.g, d.w}
+					for i, j := range jobs {
+						if j.EndTime != tc.g.landing(k, i) {
+							t.Fatalf("batch %d job %d ends at %v, want its landing %v", k, i, j.EndTime, tc.g.landing(k, i))
+						}
+						if j.StartTime > j.EndTime-durs[i]-tc.g.margin+1e-9 {
+							t.Errorf("batch %d job %d starts %v, later than landing - duration - margin", k, i, j.StartTime)
+						}
+						r := math.Mod(j.StartTime-tc.g.l0, half)
+						if r < 0 {
+							r += half
+						}
+						if r < tc.g.gap+tc.g.margin-1e-9 || r > half-tc.g.margin+1e-9 {
+							t.Errorf("batch %d job %d starts at offset %.3f of a %.3f half-period: within a margin of raised security", k, i, r, half)
+						}
+						if pad := j.EndTime - j.StartTime - durs[i]; pad > half+tc.g.margin+1e-9 {
+							t.Errorf("batch %d job %d holds its threads %.3f ms longer than it runs", k, i, pad)
+						}
+					}
 				}
 			}
-		}
+		})
 	}
-	for _, tc := range []struct {
-		off  float64
-		good bool
-	}{{0, false}, {24, false}, {25, true}, {37, true}, {38, false}, {50, false}, {75, true}, {99, false}, {-25, true}} {
-		if got := goodStart(tc.off, 100); got != tc.good {
-			t.Errorf("goodStart(%v, 100) = %v, want %v", tc.off, got, tc.good)
+	if (grid{period: 20, gap: 5, margin: 5}).valid() {
+		t.Error("a grid with no room to start a job is valid")
+	}
+}
+
+// The forecast sums the exp of every landing up to a time.
+func TestExpForecast(t *testing.T) {
+	t.Parallel()
+	f := &expForecast{base: 100}
+	f.add(10, 1)
+	f.add(20, 2)
+	f.add(30, 4)
+	for _, tc := range []struct{ at, want float64 }{{5, 100}, {10, 101}, {25, 103}, {30, 107}, {99, 107}} {
+		if got := f.at(tc.at); got != tc.want {
+			t.Errorf("exp at %v = %v, want %v", tc.at, got, tc.want)
 		}
 	}
 }

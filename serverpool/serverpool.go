@@ -95,6 +95,23 @@ type ServerPool struct {
 	ram      RAMSource
 	launcher Launcher
 	policy   Policy
+	// only, when set, are the hosts the pool may use.
+	only map[string]bool
+}
+
+// Only restricts the server pool to the named hosts (none: every host).
+// It returns sp.
+func (sp *ServerPool) Only(hosts ...string) *ServerPool {
+	sp.only = nil
+	for _, h := range hosts {
+		if h = strings.TrimSpace(h); h != "" {
+			if sp.only == nil {
+				sp.only = map[string]bool{}
+			}
+			sp.only[h] = true
+		}
+	}
+	return sp
 }
 
 // New returns a server pool reading RAM from src and launching with l.
@@ -108,7 +125,8 @@ func New(src RAMSource, l Launcher, policy Policy) *ServerPool {
 // Policy is the sizing policy in use.
 func (sp *ServerPool) Policy() Policy { return sp.policy }
 
-// Hosts lists the hosts with root and RAM, fewest free threads first.
+// Hosts lists the hosts with root and RAM (those named by Only, if any),
+// fewest free threads first.
 func (sp *ServerPool) Hosts(ctx context.Context) ([]Host, error) {
 	rams, err := sp.ram.RAM(ctx)
 	if err != nil {
@@ -116,7 +134,7 @@ func (sp *ServerPool) Hosts(ctx context.Context) ([]Host, error) {
 	}
 	out := make([]Host, 0, len(rams))
 	for _, r := range rams {
-		if r.MaxRAM <= 0 {
+		if r.MaxRAM <= 0 || (sp.only != nil && !sp.only[r.Hostname]) {
 			continue
 		}
 		out = append(out, Host{

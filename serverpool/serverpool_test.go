@@ -102,3 +102,31 @@ func TestHostsTotalsAndLargest(t *testing.T) {
 		t.Errorf("ParsePolicy(chunk:x) = %v", err)
 	}
 }
+
+// A server pool restricted to some hosts lists, fits and launches only
+// on them.
+func TestOnlyTheNamedHosts(t *testing.T) {
+	t.Parallel()
+	sp, l := setup(t, "host")
+	sp.Only("n00dles", " foodnstuff", "")
+	ctx := context.Background()
+	hosts, err := sp.Hosts(ctx)
+	if err != nil || len(hosts) != 2 {
+		t.Fatalf("Hosts = %+v, %v; want n00dles and foodnstuff", hosts, err)
+	}
+	if total, _ := sp.TotalFreeThreads(ctx); total != 2+9 {
+		t.Errorf("TotalFreeThreads = %d, want 11", total)
+	}
+	if h, err := sp.SmallestFit(ctx, 3); err != nil || h.Name != "foodnstuff" {
+		t.Errorf("SmallestFit(3) = %+v, %v; want foodnstuff", h, err)
+	}
+	if _, err := sp.SmallestFit(ctx, 10); !errors.Is(err, serverpool.ErrNoHost) {
+		t.Errorf("SmallestFit(10) = %v, want ErrNoHost", err)
+	}
+	if len(l.specs) != 0 {
+		t.Errorf("launched %+v", l.specs)
+	}
+	if hosts, _ := sp.Only().Hosts(ctx); len(hosts) != 8 {
+		t.Errorf("Only() lists %d hosts, want all 8", len(hosts))
+	}
+}

@@ -40,7 +40,8 @@ func worldTask(task string, c *world.Client) HandlerFunc {
 		if !ok || target == "" {
 			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
 		}
-		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Threads: t.Job.Threads}
+		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Threads: t.Job.Threads,
+			Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
 		var b world.BeginReply
 		err := retry(ctx, worldBeginRetry, func(ctx context.Context) error {
 			var err error
@@ -68,7 +69,7 @@ func worldTask(task string, c *world.Client) HandlerFunc {
 		var r world.Result
 		err = retry(fctx, worldFinishRetry, func(ctx context.Context) error {
 			var err error
-			r, err = c.Finish(ctx, t.Job.ID)
+			r, err = c.FinishAt(ctx, t.Job.ID, float64(t.EndedAt.UnixNano())/1e6, float64(end.UnixNano())/1e6)
 			return err
 		})
 		if err != nil {

@@ -130,8 +130,14 @@ func (c *Client) Begin(ctx context.Context, req BeginRequest) (BeginReply, error
 // Finish applies a begun operation now and returns its effect. Repeating
 // it returns the same result and applies nothing.
 func (c *Client) Finish(ctx context.Context, jobID string) (Result, error) {
+	return c.FinishAt(ctx, jobID, 0, 0)
+}
+
+// FinishAt is Finish for an operation that landed at epoch ms end (0: when
+// the world reads the request), scheduled to land at due.
+func (c *Client) FinishAt(ctx context.Context, jobID string, end, due float64) (Result, error) {
 	var out Result
-	err := c.request(ctx, SubjectFinish, FinishRequest{JobID: jobID}, &out)
+	err := c.request(ctx, SubjectFinish, FinishRequest{JobID: jobID, End: end, Due: due}, &out)
 	return out, err
 }
 

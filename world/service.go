@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -77,11 +78,22 @@ type Options struct {
 	// SnapshotEvery is the least interval between snapshots of the whole
 	// state (DefaultSnapshotEvery when 0).
 	SnapshotEvery time.Duration
+	// Holdback is how long the world holds a begin stamped with its start,
+	// or a finish stamped with its landing, before applying it, so that
+	// requests apply in the order of their stamps even when they arrive
+	// out of it (DefaultHoldback when 0; negative: none).
+	Holdback time.Duration
 }
 
 // FinishRequest names the operation to finish.
 type FinishRequest struct {
 	JobID string `json:"jobId"`
+	// End is when the operation landed (epoch ms; 0: when the world reads
+	// the request): operations that began before it do not see it.
+	End float64 `json:"end,omitempty"`
+	// Due is when the operation was scheduled to land (epoch ms): it
+	// orders operations that landed at the same instant.
+	Due float64 `json:"due,omitempty"`
 }
 
 // Clock is the world's clock and identity.
@@ -121,6 +133,10 @@ type Service struct {
 	// broken is set when memory may be ahead of the store; the writer
 	// reloads before it serves again.
 	broken error
+	// installed is when the current world was loaded (Unix ns).
+	installed atomic.Int64
+	// seq orders timed begins and finishes by their stamps.
+	seq *sequencer
 }
 
 type begun struct {
@@ -197,6 +213,11 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		queue: make(chan *item, queueSize), stopCh: make(chan struct{}), done: make(chan struct{}),
 		lastSnap: time.Now(),
 	}
+	holdback := o.Holdback
+	if holdback == 0 {
+		holdback = DefaultHoldback
+	}
+	s.seq = newSequencer(holdback, s.enqueue)
 	s.install(l)
 	go s.writer()
 	if err := s.startMicro(); err != nil {
@@ -278,6 +299,7 @@ func (s *Service) install(l *loaded) {
 		s.results[r.JobID] = &finished{r: r, at: now}
 	}
 	s.gameBase, s.realBase = l.gameMs, now
+	s.installed.Store(now.UnixNano())
 	// Fold a replayed journal into a new snapshot soon.
 	s.dirty = len(l.replayed) > 0 || l.purged > 0
 	s.broken = nil
@@ -520,12 +542,12 @@ type lookup struct {
 	err    error
 }
 
-func (s *Service) finish(id string, lk *lookup) (any, []write, error) {
+func (s *Service) finish(id string, end float64, lk *lookup) (any, []write, error) {
 	if r, ok := s.results[id]; ok {
 		return r.r, nil, nil
 	}
 	if b, ok := s.begins[id]; ok {
-		return s.apply(b.b)
+		return s.apply(b.b, end)
 	}
 	if lk == nil {
 		return nil, nil, errLookup
@@ -537,14 +559,14 @@ func (s *Service) finish(id string, lk *lookup) (any, []write, error) {
 		s.results[id] = &finished{r: *lk.result, at: time.Now()}
 		return *lk.result, nil, nil
 	case lk.begin != nil:
-		return s.apply(*lk.begin)
+		return s.apply(*lk.begin, end)
 	}
 	return nil, nil, fmt.Errorf("finish %s: %w (or it began more than %s ago)", id, ErrNotBegun, s.opts.Retention)
 }
 
-// apply applies a begun operation's effect now.
-func (s *Service) apply(b BeginReply) (any, []write, error) {
-	r, err := s.st.Finish(b, HackRoll(s.opts.Seed, b.JobID))
+// apply applies a begun operation's effect, landed at epoch ms end.
+func (s *Service) apply(b BeginReply, end float64) (any, []write, error) {
+	r, err := s.st.FinishAt(b, HackRoll(s.opts.Seed, b.JobID), end)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -672,7 +694,15 @@ func (s *Service) handleBegin(req micro.Request) {
 	}
 	// An operation that finished before a restart is known only to the
 	// store; look for it first, off the writer, so that beginning it again
-	// cannot apply it twice.
+	// cannot apply it twice. One that started after this world was loaded
+	// cannot have finished before: it goes straight to the writer, since
+	// a lookup's time is time the request would spend in flight.
+	if br.Start > 0 && br.Start*1e6 > float64(s.installed.Load()) {
+		r := broker.ReplyLater(s.nc, req)
+		s.seq.add(br.Start, br.Due, &item{run: func() (any, []write, error) { return s.begin(br, nil, nil) },
+			respond: func(v any, err error) { s.reply(r, v, err) }})
+		return
+	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -693,9 +723,13 @@ func (s *Service) handleFinish(req micro.Request) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", fr.JobID))
 		return
 	}
-	id := fr.JobID
-	s.enqueue(&item{
-		run: func() (any, []write, error) { return s.finish(id, nil) },
+	id, end := fr.JobID, fr.End
+	enqueue := s.enqueue
+	if end > 0 {
+		enqueue = func(it *item) { s.seq.add(end, fr.Due, it) }
+	}
+	enqueue(&item{
+		run: func() (any, []write, error) { return s.finish(id, end, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
 				s.reply(broker.ReplyLater(s.nc, req), v, err)
@@ -710,7 +744,7 @@ func (s *Service) handleFinish(req micro.Request) {
 				if lk.result == nil && lk.err == nil {
 					lk.begin, lk.err = s.store.getBegin(ctx, id)
 				}
-				s.handle(req, func() (any, []write, error) { return s.finish(id, lk) })
+				s.handle(req, func() (any, []write, error) { return s.finish(id, end, lk) })
 			}()
 		},
 	})

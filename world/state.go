@@ -7,6 +7,7 @@ import (
 	"github.com/hvmind/hvmind/job"
 	"hash/fnv"
 	"math"
+	"time"
 )
 
 // The operations of the world: the tasks a worker runs against a target.
@@ -32,6 +33,14 @@ type BeginRequest struct {
 	// Host is the server the worker runs on; grow and weaken use its cores.
 	Host    string `json:"host"`
 	Threads int    `json:"threads"`
+	// Start is when the worker started the operation (epoch ms; 0: when
+	// the world reads the request). The operation's duration is fixed
+	// from the target's security and the player's level at that instant,
+	// so the request's trip to the world does not change it.
+	Start float64 `json:"start,omitempty"`
+	// Due is when the operation was scheduled to start (epoch ms): it
+	// orders operations that started at the same instant.
+	Due float64 `json:"due,omitempty"`
 }
 
 // BeginReply is what the world fixed when an operation began. The world
@@ -198,7 +207,23 @@ type State struct {
 	ramBase map[string]float64
 	// reserved is host → owner → threads.
 	reserved map[string]map[string]int
+	// recent holds the last changes, newest last, so that Begin can see
+	// the world as it was at an operation's start.
+	recent []change
 }
+
+// change is one applied operation as Begin may need to undo it: when it
+// landed, on which server, and the values before it.
+type change struct {
+	at        float64
+	server    string
+	secBefore float64
+	expBefore float64
+}
+
+// recentChanges bounds State.recent: far more than land during a
+// request's trip to the world.
+const recentChanges = 4096
 
 // NewState starts a world from a scenario (which it copies).
 func NewState(sc *Scenario) *State {
@@ -301,7 +326,7 @@ func (st *State) Begin(req BeginRequest) (BeginReply, error) {
 	if !host.HasAdminRights {
 		return BeginReply{}, fmt.Errorf("%s %s: host %s: %w: a worker cannot run there", req.Task, req.JobID, req.Host, ErrNoRoot)
 	}
-	h := st.player.Hacker()
+	target, h := st.asOf(target, req.Start)
 	if !target.HasAdminRights {
 		return BeginReply{}, fmt.Errorf("%s %s: target %s: %w", req.Task, req.JobID, req.Target, ErrNoRoot)
 	}
@@ -329,10 +354,34 @@ func (st *State) Begin(req BeginRequest) (BeginReply, error) {
 	return b, nil
 }
 
+// asOf is the target and the player's hacker as they were at epoch ms t:
+// the changes that landed after t are undone on copies. t 0 is now.
+func (st *State) asOf(target *Server, t float64) (*Server, Hacker) {
+	p := st.player
+	if t <= 0 || len(st.recent) == 0 || st.recent[len(st.recent)-1].at <= t {
+		return target, p.Hacker()
+	}
+	srv := *target
+	for i := len(st.recent) - 1; i >= 0 && st.recent[i].at > t; i-- {
+		c := st.recent[i]
+		if c.server == srv.Hostname {
+			srv.HackDifficulty = c.secBefore
+		}
+		p.HackingExp = c.expBefore
+	}
+	return &srv, p.Hacker()
+}
+
 // Finish applies the effect of a begun operation now, with the target's
 // security and the player's level now, and returns it. roll decides a
 // hack: it succeeds when roll < chance (see HackRoll).
 func (st *State) Finish(b BeginReply, roll float64) (Result, error) {
+	return st.FinishAt(b, roll, 0)
+}
+
+// FinishAt is Finish for an operation that landed at epoch ms at (0:
+// now); operations that begin with a start before at do not see it.
+func (st *State) FinishAt(b BeginReply, roll, at float64) (Result, error) {
 	s, ok := st.servers[b.Target]
 	if !ok {
 		return Result{}, fmt.Errorf("%s %s: %w %q", b.Task, b.JobID, ErrUnknownTarget, b.Target)
@@ -341,6 +390,13 @@ func (st *State) Finish(b BeginReply, roll float64) (Result, error) {
 		return Result{}, invalidf("begin of %s: task %q, threads %d", b.JobID, b.Task, b.Threads)
 	}
 	h := st.player.Hacker()
+	if !(at > 0) {
+		at = float64(time.Now().UnixNano()) / 1e6
+	}
+	if len(st.recent) == recentChanges {
+		st.recent = append(st.recent[:0], st.recent[recentChanges/2:]...)
+	}
+	st.recent = append(st.recent, change{at: at, server: s.Hostname, secBefore: s.HackDifficulty, expBefore: st.player.HackingExp})
 	r := Result{
 		JobID: b.JobID, Task: b.Task, Target: b.Target, Host: b.Host, Threads: b.Threads, Cores: b.Cores,
 		Success:         true,

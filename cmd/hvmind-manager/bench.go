@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/hvmind/hvmind/bench"
@@ -14,8 +15,14 @@ import (
 )
 
 func (e *env) bench(ctx context.Context, args []string) (int, error) {
-	if len(args) == 0 || args[0] != "dispatch" {
-		return 2, errors.New("bench wants a benchmark name: dispatch")
+	if len(args) == 0 || args[0] == "manager" || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && args[0] == "manager" {
+			args = args[1:]
+		}
+		return e.benchManager(ctx, args)
+	}
+	if args[0] != "dispatch" {
+		return 2, errors.New("bench wants a benchmark name: manager (the default) or dispatch")
 	}
 	fs := flag.NewFlagSet("bench dispatch", flag.ContinueOnError)
 	o := bench.DispatchOptions{Logger: e.log}
@@ -53,6 +60,47 @@ func (e *env) bench(ctx context.Context, args []string) (int, error) {
 		defer pprof.StopCPUProfile()
 	}
 	res, err := bench.RunDispatch(ctx, o)
+	if err != nil {
+		return 1, err
+	}
+	return 0, json.NewEncoder(e.out).Encode(res)
+}
+
+// benchManager replays the community batcher test: the HackManager on a
+// fresh world for a game hour, on the real pool and workers.
+func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
+	fs := flag.NewFlagSet("bench manager", flag.ContinueOnError)
+	o := bench.ManagerOptions{Logger: e.log}
+	fs.StringVar(&o.Scenario, "scenario", "reference-880", "scenario to load")
+	fs.StringVar(&o.Target, "target", "rho-construction", "server to hack")
+	fs.Float64Var(&o.Speed, "speed", 60, "world speed (60: a game hour in a real minute)")
+	fs.Float64Var(&o.GameMinutes, "game-minutes", 60, "game time to run")
+	fs.Int64Var(&o.Seed, "seed", 1, "seed of the hack rolls")
+	fs.StringVar(&o.SizePolicy, "size-policy", "host", "how the pool sizes the workers it launches")
+	hosts := fs.String("hosts", "home", "comma-separated hosts the pool may launch workers on (empty: all)")
+	fs.DurationVar(&o.Manager.Gap, "gap", 5*time.Millisecond, "real time from a hack's (or grow's) landing to its weaken's")
+	fs.DurationVar(&o.Manager.Margin, "margin", 5*time.Millisecond, "how late a job may start or land and still see minimum security")
+	fs.DurationVar(&o.Manager.Lead, "lead", 200*time.Millisecond, "how far ahead of its first start a batch is dispatched")
+	fs.Float64Var(&o.Manager.Utilisation, "utilisation", 1, "share of the free threads the pipeline plans to keep busy")
+	fs.IntVar(&o.Manager.Cores, "cores", 0, "cores the thread maths assume for grow and weaken (0: the fewest of the pool's hosts)")
+	fs.BoolVar(&o.Manager.Waves, "waves", false, "run batches in waves instead of the continuous pipeline")
+	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
+	fs.DurationVar(&o.Spin, "spin", e.cfg.Worker.Spin, "workers' timer spin window")
+	fs.DurationVar(&o.Tolerance, "tolerance", e.cfg.Worker.Tolerance, "how late a job may start before it is missed")
+	if err := fs.Parse(args); err != nil {
+		return 2, err
+	}
+	if o.WorkerBin == "" {
+		bin, err := serverpool.FindWorkerBin()
+		if err != nil {
+			return 1, err
+		}
+		o.WorkerBin = bin
+	}
+	if *hosts != "" {
+		o.Hosts = strings.Split(*hosts, ",")
+	}
+	res, err := bench.RunManager(ctx, o)
 	if err != nil {
 		return 1, err
 	}

@@ -19,11 +19,13 @@ import (
 func (e *env) hack(ctx context.Context, target string, args []string) (int, error) {
 	fs := flag.NewFlagSet("hack", flag.ContinueOnError)
 	o := planner.ManagerOptions{Target: target, Logger: e.log}
-	fs.DurationVar(&o.Gap, "gap", 20*time.Millisecond, "real time between the landings of a batch's jobs")
+	fs.DurationVar(&o.Gap, "gap", 4*time.Millisecond, "real time from a hack's (or grow's) landing to its weaken's")
+	fs.DurationVar(&o.Margin, "margin", 2*time.Millisecond, "how late a job may start or land and still see minimum security")
+	fs.Float64Var(&o.Utilisation, "utilisation", 1, "share of the free threads the pipeline plans to keep busy")
 	fs.DurationVar(&o.Lead, "lead", time.Second, "how far ahead of now a wave starts")
 	fs.IntVar(&o.MaxBatches, "max-batches", 0, "most batches in a wave (0: as timing and RAM allow)")
-	fs.IntVar(&o.Cores, "cores", 1, "cores the thread maths assume for grow and weaken")
-	fs.BoolVar(&o.Continuous, "continuous", false, "run batches as a continuous pipeline instead of waves")
+	fs.IntVar(&o.Cores, "cores", 0, "cores the thread maths assume for grow and weaken (0: the fewest of the pool's hosts)")
+	fs.BoolVar(&o.Waves, "waves", false, "run batches in waves (every job of a wave starts before its first landing) instead of the continuous pipeline")
 	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
 	duration := fs.Duration("for", 0, "stop after this long (0: run until interrupted)")
 	if err := fs.Parse(args); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -112,7 +113,7 @@ func run(args []string) error {
 	wc := world.NewClient(conn.NC)
 	var servers *serverpool.ServerPool
 	if launcher != nil {
-		servers = serverpool.New(wc, launcher, policy)
+		servers = serverpool.New(wc, launcher, policy).Only(strings.Split(cfg.Pool.Hosts, ",")...)
 	}
 	p, err := pool.New(conn.NC, pool.Options{
 		Workers: cfg.Pool.Workers, Threads: cfg.Pool.Threads, Spawn: cfg.Pool.Spawn,

@@ -1,0 +1,114 @@
+package world
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+)
+
+// DefaultHoldback is how long the world holds a timed request before it
+// applies it (see Options.Holdback).
+const DefaultHoldback = 20 * time.Millisecond
+
+// sequencer hands timed requests (a begin stamped with its operation's
+// start, a finish with its landing) to the writer in the order of their
+// stamps, each once its stamp is Holdback old. Requests travel to the
+// world at different speeds, from different workers: without it, a
+// finish that landed before a begin's start, but arrived after it, would
+// be applied after it, and the begin would see the target as it was before
+// that landing. The holdback is a watermark: a request slower than it is
+// applied when it arrives.
+type sequencer struct {
+	holdback time.Duration
+	out      func(*item)
+
+	// outMu keeps the hand-offs in order; mu guards the queue.
+	outMu   sync.Mutex
+	mu      sync.Mutex
+	pending timedItems
+	seq     uint64
+	timer   *time.Timer
+}
+
+func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
+	q := &sequencer{holdback: holdback, out: out}
+	q.timer = time.AfterFunc(time.Hour, q.release)
+	q.timer.Stop()
+	return q
+}
+
+// add queues it until its stamp (epoch ms) is Holdback old. Requests with
+// the same stamp (a worker that woke late fires every timer due meanwhile
+// at once) go in the order of due, their scheduled instants.
+func (q *sequencer) add(stamp, due float64, it *item) {
+	release := time.UnixMicro(int64(stamp * 1000)).Add(q.holdback)
+	if q.holdback <= 0 || !time.Now().Before(release) {
+		q.outMu.Lock()
+		q.mu.Lock()
+		empty := len(q.pending) == 0
+		q.mu.Unlock()
+		if empty {
+			q.out(it)
+			q.outMu.Unlock()
+			return
+		}
+		q.outMu.Unlock()
+	}
+	q.mu.Lock()
+	q.seq++
+	heap.Push(&q.pending, timedItem{release: release, stamp: stamp, due: due, seq: q.seq, it: it})
+	first := q.pending[0].release
+	q.mu.Unlock()
+	q.timer.Reset(max(time.Until(first), 0))
+}
+
+// release hands every due request to the writer, in stamp order.
+func (q *sequencer) release() {
+	q.outMu.Lock()
+	defer q.outMu.Unlock()
+	for {
+		q.mu.Lock()
+		if len(q.pending) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		next := q.pending[0]
+		if wait := time.Until(next.release); wait > 0 {
+			q.mu.Unlock()
+			q.timer.Reset(wait)
+			return
+		}
+		heap.Pop(&q.pending)
+		q.mu.Unlock()
+		q.out(next.it)
+	}
+}
+
+type timedItem struct {
+	release    time.Time
+	stamp, due float64
+	seq        uint64
+	it         *item
+}
+
+// timedItems is a min-heap by stamp, then due, then arrival.
+type timedItems []timedItem
+
+func (h timedItems) Len() int { return len(h) }
+func (h timedItems) Less(i, j int) bool {
+	if h[i].stamp != h[j].stamp {
+		return h[i].stamp < h[j].stamp
+	}
+	if h[i].due != h[j].due {
+		return h[i].due < h[j].due
+	}
+	return h[i].seq < h[j].seq
+}
+func (h timedItems) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timedItems) Push(x any)   { *h = append(*h, x.(timedItem)) }
+func (h *timedItems) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}

@@ -1,0 +1,83 @@
+package world
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// Requests that arrive out of the order of their stamps are handed on in
+// it, once their stamps are a holdback old; ties go by due.
+func TestSequencerOrdersByStamp(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var got []string
+	done := make(chan struct{})
+	q := newSequencer(30*time.Millisecond, func(it *item) {
+		v, _, _ := it.run()
+		mu.Lock()
+		got = append(got, v.(string))
+		if len(got) == 4 {
+			close(done)
+		}
+		mu.Unlock()
+	})
+	now := float64(time.Now().UnixNano()) / 1e6
+	add := func(name string, stamp, due float64) {
+		q.add(stamp, due, &item{run: func() (any, []write, error) { return name, nil, nil }})
+	}
+	add("late landing", now+2, now+1)
+	add("tie, due later", now+1, now+5)
+	add("tie, due first", now+1, now+3)
+	add("first", now, now)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the sequencer held its requests")
+	}
+	want := []string{"first", "tie, due first", "tie, due later", "late landing"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("order %q, want %q", got, want)
+		}
+	}
+}
+
+// A begin stamped before a landing that the world applied first sees the
+// target as it was before that landing.
+func TestBeginSeesTheWorldAtItsStart(t *testing.T) {
+	t.Parallel()
+	sc, err := LoadScenario("newgame")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := NewState(sc)
+	req := BeginRequest{JobID: "h", Task: OpHack, Target: "n00dles", Host: "home", Threads: 1}
+	b, err := st.Begin(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Land a hack (roll 0: it succeeds) at t=1000, raising security.
+	if _, err := st.FinishAt(b, 0, 1000); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := st.Server("n00dles")
+	if !(srv.HackDifficulty > b.SecurityAtStart) {
+		t.Fatalf("the hack raised no security: %v", srv.HackDifficulty)
+	}
+	before := BeginRequest{JobID: "w1", Task: OpWeaken, Target: "n00dles", Host: "home", Threads: 1, Start: 999}
+	after := before
+	after.JobID, after.Start = "w2", 1001
+	for _, tc := range []struct {
+		req  BeginRequest
+		want float64
+	}{{before, b.SecurityAtStart}, {after, srv.HackDifficulty}} {
+		got, err := st.Begin(tc.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.SecurityAtStart != tc.want {
+			t.Errorf("begin at %v saw security %v, want %v", tc.req.Start, got.SecurityAtStart, tc.want)
+		}
+	}
+}
