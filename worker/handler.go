@@ -45,7 +45,22 @@ type Task struct {
 	// blurred by the goroutine hand-off that follows.
 	EndedAt time.Time
 
-	timers *TimerQueue
+	timers  *TimerQueue
+	release func(at time.Time)
+}
+
+// Release gives the job's threads back now, before the handler returns:
+// for a task whose work has ended (a world operation that has landed)
+// and that only has bookkeeping left (telling the world). Jobs waiting
+// for the threads start at once, as they would have at the landing.
+func (t *Task) Release() {
+	if t.release != nil {
+		at := t.EndedAt
+		if at.IsZero() {
+			at = time.Now()
+		}
+		t.release(at)
+	}
 }
 
 // SleepUntil blocks until t, precisely (see TimerQueue), or until ctx ends.

@@ -125,6 +125,9 @@ type run struct {
 	deadline *Timer // ends a wait for threads
 	started  bool
 	ended    bool
+	// released is set once the job's threads are given back: when its
+	// handler returns, or earlier when the task says its work has ended.
+	released bool
 	cancel   context.CancelFunc
 	// cancelReason is set when a running job is cancelled.
 	cancelReason string
@@ -414,6 +417,11 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 		end = now.Add(time.Duration(r.job.Duration * float64(time.Millisecond)))
 	}
 	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Start: now, ScheduledEnd: end, timers: w.timers}
+	t.release = func(at time.Time) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.releaseLocked(r, at)
+	}
 	w.inflight.Add(1)
 	go w.execute(ctx, r, handler, t)
 }
@@ -428,7 +436,7 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r.cancel()
-	w.busy -= r.job.Threads
+	w.releaseLocked(r, end)
 	switch {
 	case r.cancelReason != "":
 		w.endLocked(r, job.StatusCancelled, r.cancelReason, r.actualStart, end, result, "")
@@ -437,7 +445,6 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	default:
 		w.endLocked(r, job.StatusDone, "", r.actualStart, end, result, "")
 	}
-	w.admitWaitingLocked(end)
 }
 
 // safeRun turns a handler's panic into an error: a bad task never takes the
@@ -452,6 +459,8 @@ func safeRun(ctx context.Context, h Handler, t *Task) (res []byte, err error) {
 }
 
 // admitWaitingLocked starts waiting jobs, in order, while threads allow.
+// admitWaitingLocked starts the jobs waiting for threads that now fit, at
+// the instant the threads were freed (never before a job's own start).
 func (w *Worker) admitWaitingLocked(now time.Time) {
 	for len(w.waiting) > 0 {
 		r := w.waiting[0]
@@ -459,8 +468,23 @@ func (w *Worker) admitWaitingLocked(now time.Time) {
 			return
 		}
 		w.waiting = w.waiting[1:]
-		w.beginLocked(r, now)
+		at := now
+		if at.Before(r.start) {
+			at = r.start
+		}
+		w.beginLocked(r, at)
 	}
+}
+
+// releaseLocked gives a job's threads back (once), at instant at, and
+// starts the jobs that were waiting for them.
+func (w *Worker) releaseLocked(r *run, at time.Time) {
+	if r.released {
+		return
+	}
+	r.released = true
+	w.busy -= r.job.Threads
+	w.admitWaitingLocked(at)
 }
 
 func (w *Worker) removeWaitingLocked(r *run) {

@@ -63,8 +63,11 @@ func worldTask(task string, c *world.Client) HandlerFunc {
 		if err := t.SleepUntil(ctx, end); err != nil {
 			return nil, err // killed: nothing is applied
 		}
-		// The operation has run its course: finish it even if the job is
-		// cancelled now, so that the record tells what the world did.
+		// The operation has run its course: its threads are free (the game
+		// frees a script's RAM when its hack returns), and it is finished
+		// even if the job is cancelled now, so that the record tells what
+		// the world did.
+		t.Release()
 		fctx := context.WithoutCancel(ctx)
 		var r world.Result
 		err = retry(fctx, worldFinishRetry, func(ctx context.Context) error {

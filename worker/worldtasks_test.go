@@ -304,3 +304,32 @@ func TestWorldTaskLandsAtEndTime(t *testing.T) {
 		})
 	}
 }
+
+// A world task gives its threads back when it lands, not when the world
+// has answered its finish: a job due just after, waiting for the threads,
+// starts on time, and never before its own start.
+func TestWorldTaskFreesThreadsAtLanding(t *testing.T) {
+	t.Parallel()
+	const speed = 1000
+	e := newWorldEnv(t, speed)
+	sc, err := world.LoadScenario("newgame")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n00dles, _ := sc.Server("n00dles")
+	weakenMs := world.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
+	start := job.Now() + 300
+	first := job.Job{ID: "first", Task: "weaken", Args: []any{"n00dles"}, Threads: 64,
+		Duration: weakenMs + 5, StartTime: start, EndTime: start + weakenMs + 5}
+	next := job.Job{ID: "next", Task: "weaken", Args: []any{"n00dles"}, Threads: 64,
+		Duration: weakenMs, StartTime: first.EndTime + 1, EndTime: first.EndTime + 1 + weakenMs}
+	e.publish(t, first)
+	e.publish(t, next)
+	a, b := e.record(t, "first"), e.record(t, "next")
+	if a.Status != job.StatusDone || b.Status != job.StatusDone {
+		t.Fatalf("records %s (%s), %s (%s); want done", a.Status, a.Reason, b.Status, b.Reason)
+	}
+	if late := b.ActualStartTime - b.StartTime; late < 0 || late > 20 {
+		t.Errorf("the next job started %.3f ms from its start time; want within 20 ms, never early", late)
+	}
+}
