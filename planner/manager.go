@@ -58,10 +58,13 @@ type ManagerOptions struct {
 	// between a grow's and its weaken's): the target's security is raised
 	// for that long, and a landing late by less than Gap keeps its order.
 	Gap time.Duration
-	// Margin is how late a job may start or land and still find the
-	// target at minimum security; the pipeline keeps every start Margin
-	// away from the windows of raised security.
+	// Margin is how far the pipeline keeps every start from the windows
+	// of raised security.
 	Margin time.Duration
+	// Slack is how late a job may start and still land on time: the
+	// pipeline starts every job at least Slack before its landing minus
+	// its duration, and the job waits for its endTime.
+	Slack time.Duration
 	// Utilisation is the share of the free threads the pipeline plans to
 	// keep busy (1: all; the pool refuses what does not fit).
 	Utilisation float64
@@ -113,6 +116,35 @@ type Stats struct {
 	Refused int `json:"refused"`
 	// ThreadMs is the real thread-milliseconds the manager's jobs held.
 	ThreadMs float64 `json:"threadMs"`
+	// Speed is the world's speed (game time per real time).
+	Speed float64 `json:"speed"`
+	// LimitPerGameSecond is the RAM limit of the pipeline's threads: the
+	// most money per game second any batcher could take with them.
+	LimitPerGameSecond float64 `json:"limitPerGameSecond,omitempty"`
+}
+
+// PerRealSecond is the money stolen per real second since the start.
+func (s Stats) PerRealSecond(now time.Time) float64 {
+	if el := now.Sub(s.Started).Seconds(); el > 0 {
+		return s.Stolen / el
+	}
+	return 0
+}
+
+// PerGameSecond is the money stolen per game second since the start.
+func (s Stats) PerGameSecond(now time.Time) float64 {
+	if s.Speed > 0 {
+		return s.PerRealSecond(now) / s.Speed
+	}
+	return 0
+}
+
+// PctOfLimit is PerGameSecond as a share (%) of LimitPerGameSecond.
+func (s Stats) PctOfLimit(now time.Time) float64 {
+	if s.LimitPerGameSecond > 0 {
+		return 100 * s.PerGameSecond(now) / s.LimitPerGameSecond
+	}
+	return 0
 }
 
 // Event is one step of the manager, for --json and the dashboard.
@@ -123,16 +155,26 @@ type Event struct {
 	Stats Stats     `json:"stats"`
 }
 
+// Defaults of ManagerOptions.
+const (
+	DefaultGap    = 2 * time.Millisecond
+	DefaultMargin = time.Millisecond
+	DefaultSlack  = 20 * time.Millisecond
+)
+
 // NewManager prepares a manager.
 func NewManager(pc *pool.Client, wc *world.Client, o ManagerOptions) (*HackManager, error) {
 	if o.Target == "" {
 		return nil, errors.New("a target is required")
 	}
 	if o.Gap <= 0 {
-		o.Gap = 4 * time.Millisecond
+		o.Gap = DefaultGap
 	}
 	if o.Margin <= 0 {
-		o.Margin = 2 * time.Millisecond
+		o.Margin = DefaultMargin
+	}
+	if o.Slack <= 0 {
+		o.Slack = DefaultSlack
 	}
 	if !(o.Utilisation > 0) {
 		o.Utilisation = 1
@@ -302,7 +344,7 @@ func (m *HackManager) observe(ctx context.Context) (world.Server, world.Hacker, 
 	m.mu.Lock()
 	m.stats.Money, m.stats.MoneyMax = srv.MoneyAvailable, srv.MoneyMax
 	m.stats.Security, m.stats.MinSec = srv.HackDifficulty, world.SecurityFloor(&srv)
-	m.stats.Level, m.stats.GameMs = hk.Level, clk.GameTimeMs
+	m.stats.Level, m.stats.GameMs, m.stats.Speed = hk.Level, clk.GameTimeMs, clk.Speed
 	m.mu.Unlock()
 	return srv, hk, math.Max(clk.Speed, 1e-9), nil
 }
@@ -527,7 +569,7 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 	for _, s := range sent {
 		r := byID[s.ID]
 		m.stats.Jobs++
-		if r.ActualStartTime > 0 && s.StartTime > 0 && len(m.startErrs) < 1_000_000 {
+		if r.Status == job.StatusDone && s.StartTime > 0 && len(m.startErrs) < 1_000_000 {
 			m.startErrs = append(m.startErrs, (r.ActualStartTime-s.StartTime)*1000)
 		}
 		if r.Status == job.StatusDone && s.EndTime > 0 && len(m.endErrs) < 1_000_000 {

@@ -20,15 +20,22 @@ import (
 // Gap. The target's security is above its minimum only from an H landing
 // to its W1, and from a G landing to its W2: a Gap in each half-period.
 // Every job must start in the rest of the half-period, with Margin to
-// spare on both sides (a start late by up to Margin, a landing late by up
-// to Margin, still sees minimum security).
+// spare on both sides.
 //
 // A job's start is chosen from its landing: the latest safe instant at
-// least Margin before landing minus duration. The job carries its landing
+// least Slack before landing minus duration. The job carries its landing
 // as endTime, and a world task lands at its endTime when its duration is
-// shorter (see worker.RegisterWorldTasks): so a start up to Margin late,
+// shorter (see worker.RegisterWorldTasks): so a start up to Slack late,
 // or a duration shortened by a level-up since dispatch, still lands on
-// the grid. Durations only shorten as levels rise, so computing them for
+// the grid.
+//
+// How much Gap and Margin must cover depends on where the jobs run. The
+// world orders operations by the instants the workers saw (see
+// world.Options.Holdback), and one worker's timer queue fires its timers
+// in the order they are due, so on one worker process the order of
+// landings and starts is the scheduled one even when the process stalls:
+// a small Gap and Margin do. Across processes, each stalls on its own, and
+// they must cover the longest stall. Durations only shorten as levels rise, so computing them for
 // the level at dispatch (less a level, for the prediction's error) never
 // makes a job land late.
 //
@@ -39,7 +46,7 @@ import (
 
 // grid is the pipeline's landing grid, in real epoch milliseconds.
 type grid struct {
-	l0, period, gap, margin float64
+	l0, period, gap, margin, slack float64
 }
 
 // half is the half-period: H and G landings alternate on it.
@@ -119,7 +126,7 @@ func (f *expForecast) at(t float64) float64 {
 // over the threads free) and timing (no shorter a period than the gap and
 // margins allow).
 func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed float64, free, maxJob int) (BatchPlan, float64, error) {
-	gap, margin := float64(m.opts.Gap)/1e6, float64(m.opts.Margin)/1e6
+	gap, margin, slack := float64(m.opts.Gap)/1e6, float64(m.opts.Margin)/1e6, float64(m.opts.Slack)/1e6
 	minPeriod := 2 * (gap + 2*margin) * 1.01
 	t, err := newTarget(srv, hk.Level, hk.Mults, m.cores)
 	if err != nil {
@@ -135,7 +142,7 @@ func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed flo
 		}
 		// Real thread-milliseconds a batch holds, with the padding of the
 		// safe starts (at most a half-period a job, a quarter on average).
-		held := p.ThreadSeconds*1000/speed + float64(p.Threads())*minPeriod/4
+		held := p.ThreadSeconds*1000/speed + float64(p.Threads())*(minPeriod/4+slack)
 		period := math.Max(minPeriod, held/float64(free)/m.opts.Utilisation)
 		if rate := p.MoneyPerBatch / period; rate > bestRate {
 			best, bestRate, bestPeriod = p, rate, period
@@ -165,7 +172,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 	if err != nil {
 		return err
 	}
-	g := grid{gap: float64(m.opts.Gap) / 1e6, margin: float64(m.opts.Margin) / 1e6, period: period}
+	g := grid{gap: float64(m.opts.Gap) / 1e6, margin: float64(m.opts.Margin) / 1e6, slack: float64(m.opts.Slack) / 1e6, period: period}
 	if !g.valid() {
 		return fmt.Errorf("a period of %.2f ms leaves no start window with gap %s and margin %s", period, m.opts.Gap, m.opts.Margin)
 	}
@@ -176,7 +183,12 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 	full := world.ExpPerThread(srv, hk.Mults, true)
 	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
 		plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads, g.period, free))
+	limit := 0.0
+	if best, err := BestBatch(srv, hk.Level, hk.Mults, m.cores); err == nil {
+		limit = RAMLimitPerSecond(best, free)
+	}
 	m.mu.Lock()
+	m.stats.LimitPerGameSecond = limit
 	m.stats.PeriodMs = g.period
 	m.stats.Plan = fmt.Sprintf("%d/%d/%d/%d", plan.HackThreads, plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads)
 	m.mu.Unlock()
@@ -279,7 +291,7 @@ func (m *HackManager) networkThreads(ctx context.Context) (int, error) {
 }
 
 // batchJobs is batch k of the grid with durations d: each job starts at
-// the latest safe start a margin before its landing minus its duration,
+// the latest safe start Slack before its landing minus its duration,
 // and ends at its landing.
 func (m *HackManager) batchJobs(g grid, k int, plan BatchPlan, d durations) []job.Job {
 	tasks := [4]struct {
@@ -295,7 +307,7 @@ func (m *HackManager) batchJobs(g grid, k int, plan BatchPlan, d durations) []jo
 	jobs := make([]job.Job, 4)
 	for i, t := range tasks {
 		land := g.landing(k, i)
-		start := g.safeStart(land - t.dur - g.margin)
+		start := g.safeStart(land - t.dur - g.slack)
 		jobs[i] = job.Job{Task: t.task, Args: []any{m.opts.Target}, Threads: t.threads,
 			StartTime: start, EndTime: land, Duration: land - start}
 	}

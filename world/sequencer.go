@@ -8,7 +8,7 @@ import (
 
 // DefaultHoldback is how long the world holds a timed request before it
 // applies it (see Options.Holdback).
-const DefaultHoldback = 20 * time.Millisecond
+const DefaultHoldback = 50 * time.Millisecond
 
 // sequencer hands timed requests (a begin stamped with its operation's
 // start, a finish with its landing) to the writer in the order of their

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/bench"
+	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/serverpool"
 )
 
@@ -78,15 +79,16 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	fs.Int64Var(&o.Seed, "seed", 1, "seed of the hack rolls")
 	fs.StringVar(&o.SizePolicy, "size-policy", "host", "how the pool sizes the workers it launches")
 	hosts := fs.String("hosts", "home", "comma-separated hosts the pool may launch workers on (empty: all)")
-	fs.DurationVar(&o.Manager.Gap, "gap", 5*time.Millisecond, "real time from a hack's (or grow's) landing to its weaken's")
-	fs.DurationVar(&o.Manager.Margin, "margin", 5*time.Millisecond, "how late a job may start or land and still see minimum security")
+	fs.DurationVar(&o.Manager.Gap, "gap", planner.DefaultGap, "real time from a hack's (or grow's) landing to its weaken's")
+	fs.DurationVar(&o.Manager.Margin, "margin", planner.DefaultMargin, "how far every start keeps from the windows of raised security")
+	fs.DurationVar(&o.Manager.Slack, "slack", planner.DefaultSlack, "how late a job may start and still land on time")
 	fs.DurationVar(&o.Manager.Lead, "lead", 200*time.Millisecond, "how far ahead of its first start a batch is dispatched")
 	fs.Float64Var(&o.Manager.Utilisation, "utilisation", 1, "share of the free threads the pipeline plans to keep busy")
 	fs.IntVar(&o.Manager.Cores, "cores", 0, "cores the thread maths assume for grow and weaken (0: the fewest of the pool's hosts)")
 	fs.BoolVar(&o.Manager.Waves, "waves", false, "run batches in waves instead of the continuous pipeline")
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
 	fs.DurationVar(&o.Spin, "spin", e.cfg.Worker.Spin, "workers' timer spin window")
-	fs.DurationVar(&o.Tolerance, "tolerance", e.cfg.Worker.Tolerance, "how late a job may start before it is missed")
+	fs.DurationVar(&o.Tolerance, "tolerance", planner.DefaultSlack, "how late a job may start before it is missed (the manager's slack: later, it could not land on time)")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}

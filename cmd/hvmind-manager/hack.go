@@ -19,8 +19,9 @@ import (
 func (e *env) hack(ctx context.Context, target string, args []string) (int, error) {
 	fs := flag.NewFlagSet("hack", flag.ContinueOnError)
 	o := planner.ManagerOptions{Target: target, Logger: e.log}
-	fs.DurationVar(&o.Gap, "gap", 4*time.Millisecond, "real time from a hack's (or grow's) landing to its weaken's")
-	fs.DurationVar(&o.Margin, "margin", 2*time.Millisecond, "how late a job may start or land and still see minimum security")
+	fs.DurationVar(&o.Gap, "gap", planner.DefaultGap, "real time from a hack's (or grow's) landing to its weaken's")
+	fs.DurationVar(&o.Margin, "margin", planner.DefaultMargin, "how far every start keeps from the windows of raised security")
+	fs.DurationVar(&o.Slack, "slack", planner.DefaultSlack, "how late a job may start and still land on time")
 	fs.Float64Var(&o.Utilisation, "utilisation", 1, "share of the free threads the pipeline plans to keep busy")
 	fs.DurationVar(&o.Lead, "lead", time.Second, "how far ahead of now a wave starts")
 	fs.IntVar(&o.MaxBatches, "max-batches", 0, "most batches in a wave (0: as timing and RAM allow)")
@@ -93,10 +94,10 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 }
 
 func drawDashboard(w io.Writer, st planner.Stats) {
-	elapsed := time.Since(st.Started).Seconds()
-	perSec := 0.0
-	if elapsed > 0 {
-		perSec = st.Stolen / elapsed
+	now := time.Now()
+	limit := "-"
+	if st.LimitPerGameSecond > 0 {
+		limit = fmt.Sprintf("%.1f%%", st.PctOfLimit(now))
 	}
 	moneyPct := 0.0
 	if st.MoneyMax > 0 {
@@ -104,11 +105,12 @@ func drawDashboard(w io.Writer, st planner.Stats) {
 	}
 	var b strings.Builder
 	_ = boxtable.Draw(&b,
-		[]string{"target", "phase", "money", "security", "level", "waves", "batches", "in flight", "jobs", "stolen", "$/s (real)", "desyncs", "missed"},
+		[]string{"target", "phase", "money", "security", "level", "batches", "in flight", "jobs", "stolen", "$/s game", "$/s real", "of limit", "desyncs", "missed"},
 		[][]string{{st.Target, st.Phase, fmt.Sprintf("%.1f%%", moneyPct), fmt.Sprintf("+%.3f", st.Security-st.MinSec),
-			fmt.Sprint(st.Level), fmt.Sprint(st.Waves), fmt.Sprint(st.Batches), fmt.Sprint(st.InFlight), fmt.Sprint(st.Jobs),
-			planner.FormatMoney(st.Stolen), planner.FormatMoney(perSec), fmt.Sprint(st.Desyncs), fmt.Sprint(st.Missed)}},
-		map[int]bool{2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true, 9: true, 10: true, 11: true, 12: true})
+			fmt.Sprint(st.Level), fmt.Sprint(st.Batches), fmt.Sprint(st.InFlight), fmt.Sprint(st.Jobs),
+			planner.FormatMoney(st.Stolen), planner.FormatMoney(st.PerGameSecond(now)), planner.FormatMoney(st.PerRealSecond(now)),
+			limit, fmt.Sprint(st.Desyncs), fmt.Sprint(st.Missed)}},
+		map[int]bool{2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true, 9: true, 10: true, 11: true, 12: true, 13: true})
 	if st.LastDesync != "" {
 		b.WriteString("last desync: " + st.LastDesync + "\n")
 	}
