@@ -48,6 +48,8 @@ type HackManager struct {
 	startErrs []float64
 	// endErrs is each done job's landing error, in microseconds.
 	endErrs []float64
+	// lastSeq is the world sequence of the latest result seen.
+	lastSeq uint64
 }
 
 // ManagerOptions configure a HackManager.
@@ -78,8 +80,11 @@ type ManagerOptions struct {
 	// or weaken is never short wherever the pool places it).
 	Cores int
 	// Waves runs batches in waves instead of the continuous pipeline.
-	Waves  bool
-	Logger zerolog.Logger
+	Waves bool
+	// Threads is the most threads the manager plans for (0: every thread
+	// the pool may use): its share when several managers share a pool.
+	Threads int
+	Logger  zerolog.Logger
 }
 
 // Stats is what the manager has done so far.
@@ -224,6 +229,9 @@ func (m *HackManager) Run(ctx context.Context) error {
 		free, err := m.freeThreads(ctx)
 		if err != nil {
 			return err
+		}
+		if m.opts.Threads > 0 {
+			free = min(free, m.opts.Threads)
 		}
 		if !prepped(&srv) {
 			m.setPhase("prep")
@@ -605,6 +613,10 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		}
 		m.stats.Stolen += res.Stolen
 		seqs = append(seqs, res.Seq)
+		if res.Seq > m.lastSeq { // the target as the latest landing left it
+			m.lastSeq = res.Seq
+			m.stats.Money, m.stats.Security, m.stats.Level = res.MoneyAfter, res.SecurityAfter, max(m.stats.Level, res.LevelAtEnd)
+		}
 		if !hwgw {
 			continue
 		}

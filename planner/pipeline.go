@@ -168,6 +168,9 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 	if all, err := m.networkThreads(ctx); err == nil {
 		free = all
 	}
+	if m.opts.Threads > 0 {
+		free = min(free, m.opts.Threads)
+	}
 	plan, period, err := m.pipelinePlan(srv, hk, speed, free, maxJob)
 	if err != nil {
 		return err

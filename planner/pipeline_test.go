@@ -72,3 +72,27 @@ func TestExpForecast(t *testing.T) {
 		}
 	}
 }
+
+// Threads go to the best earner first, each up to what its pipeline can
+// keep busy; one left less than a batch gets none.
+func TestAllocateThreads(t *testing.T) {
+	t.Parallel()
+	cands := []Share{
+		{Target: "small", IncomePerThreadSecond: 5, Capacity: 100, Threads: 10},
+		{Target: "best", IncomePerThreadSecond: 9, Capacity: 600, Threads: 50},
+		{Target: "hungry", IncomePerThreadSecond: 1, Capacity: 1000, Threads: 400},
+	}
+	got := AllocateThreads(cands, 1000)
+	want := []Share{{Target: "best", Threads: 600}, {Target: "small", Threads: 100}}
+	if len(got) != len(want) {
+		t.Fatalf("shares %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].Target != want[i].Target || got[i].Threads != want[i].Threads {
+			t.Fatalf("shares %+v, want %+v", got, want)
+		}
+	}
+	if got := AllocateThreads(cands, 30); len(got) != 1 || got[0].Target != "small" || got[0].Threads != 30 {
+		t.Errorf("30 threads: %+v, want all to small (best needs 50 for a batch)", got)
+	}
+}

@@ -14,24 +14,32 @@ import (
 	"github.com/hvmind/hvmind/world"
 )
 
-// hack runs the HackManager on one target with a live dashboard (or JSON
-// events with --json).
-func (e *env) hack(ctx context.Context, target string, args []string) (int, error) {
+// hack runs a HackManager per target (a Fleet sharing the pool's threads
+// between them) with a live dashboard, or JSON events with --json.
+func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	fs := flag.NewFlagSet("hack", flag.ContinueOnError)
-	o := planner.ManagerOptions{Target: target, Logger: e.log}
+	fo := planner.FleetOptions{Manager: planner.ManagerOptions{Logger: e.log}}
+	o := &fo.Manager
+	fs.BoolVar(&fo.Auto, "auto", false, "pick the targets by expected income (among those named, or all) and re-pick as the level rises")
+	fs.IntVar(&fo.MaxTargets, "max-targets", 3, "most targets --auto runs at once")
+	fs.DurationVar(&fo.RerankEvery, "rerank", 10*time.Minute, "game time between two rankings under --auto")
 	fs.DurationVar(&o.Gap, "gap", planner.DefaultGap, "real time from a hack's (or grow's) landing to its weaken's")
 	fs.DurationVar(&o.Margin, "margin", planner.DefaultMargin, "how far every start keeps from the windows of raised security")
 	fs.DurationVar(&o.Slack, "slack", planner.DefaultSlack, "how late a job may start and still land on time")
 	fs.Float64Var(&o.Utilisation, "utilisation", 1, "share of the free threads the pipeline plans to keep busy")
-	fs.DurationVar(&o.Lead, "lead", time.Second, "how far ahead of now a wave starts")
+	fs.DurationVar(&o.Lead, "lead", time.Second, "how far ahead of its first start a batch (or wave) is dispatched")
 	fs.IntVar(&o.MaxBatches, "max-batches", 0, "most batches in a wave (0: as timing and RAM allow)")
 	fs.IntVar(&o.Cores, "cores", 0, "cores the thread maths assume for grow and weaken (0: the fewest of the pool's hosts)")
 	fs.BoolVar(&o.Waves, "waves", false, "run batches in waves (every job of a wave starts before its first landing) instead of the continuous pipeline")
 	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
 	duration := fs.Duration("for", 0, "stop after this long (0: run until interrupted)")
+	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		fo.Targets, args = append(fo.Targets, args[0]), args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
+	fo.Targets = append(fo.Targets, fs.Args()...)
 	conn, pc, err := e.connect(ctx)
 	if err != nil {
 		return 1, err
@@ -49,7 +57,7 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	m, err := planner.NewManager(pc, world.NewClient(conn.NC), o)
+	f, err := planner.NewFleet(pc, world.NewClient(conn.NC), fo)
 	if err != nil {
 		return 2, err
 	}
@@ -59,11 +67,18 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 		defer cancel()
 	}
 	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
+	go func() { done <- f.Run(ctx) }()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	enc := json.NewEncoder(e.out)
-	events := m.Events()
+	events := f.Events()
+	draw := func() {
+		busy, total := 0, 0
+		if st, err := pc.Status(context.WithoutCancel(ctx)); err == nil {
+			busy, total = st.ThreadsBusy, st.ThreadsTotal
+		}
+		drawDashboard(e.out, f.Stats(), busy, total)
+	}
 	for {
 		select {
 		case ev, ok := <-events:
@@ -76,14 +91,15 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 			}
 		case <-tick.C:
 			if !*asJSON {
-				drawDashboard(e.out, m.Stats())
+				draw()
 			}
 		case err := <-done:
-			st := m.Stats()
 			if !*asJSON {
-				drawDashboard(e.out, st)
+				draw()
 			} else {
-				_ = enc.Encode(planner.Event{Time: time.Now(), Kind: "stopped", Stats: st})
+				for _, st := range f.Stats() {
+					_ = enc.Encode(planner.Event{Time: time.Now(), Kind: "stopped", Stats: st})
+				}
 			}
 			if err != nil {
 				return 1, err
@@ -93,26 +109,38 @@ func (e *env) hack(ctx context.Context, target string, args []string) (int, erro
 	}
 }
 
-func drawDashboard(w io.Writer, st planner.Stats) {
+// drawDashboard redraws the table in place: a row per target, then the
+// pool's threads in use.
+func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int) {
 	now := time.Now()
-	limit := "-"
-	if st.LimitPerGameSecond > 0 {
-		limit = fmt.Sprintf("%.1f%%", st.PctOfLimit(now))
-	}
-	moneyPct := 0.0
-	if st.MoneyMax > 0 {
-		moneyPct = 100 * st.Money / st.MoneyMax
+	var rows [][]string
+	var lastDesync []string
+	for _, st := range stats {
+		limit := "-"
+		if st.LimitPerGameSecond > 0 {
+			limit = fmt.Sprintf("%.1f%%", st.PctOfLimit(now))
+		}
+		moneyPct := 0.0
+		if st.MoneyMax > 0 {
+			moneyPct = 100 * st.Money / st.MoneyMax
+		}
+		rows = append(rows, []string{st.Target, st.Phase, fmt.Sprintf("%.1f%%", moneyPct), fmt.Sprintf("+%.3f", st.Security-st.MinSec),
+			fmt.Sprint(st.Level), fmt.Sprint(st.Batches), fmt.Sprint(st.InFlight), fmt.Sprint(st.Jobs),
+			planner.FormatMoney(st.Stolen), planner.FormatMoney(st.PerGameSecond(now)), planner.FormatMoney(st.PerRealSecond(now)),
+			limit, fmt.Sprint(st.Desyncs), fmt.Sprint(st.Missed)})
+		if st.LastDesync != "" {
+			lastDesync = append(lastDesync, st.Target+": "+st.LastDesync)
+		}
 	}
 	var b strings.Builder
 	_ = boxtable.Draw(&b,
 		[]string{"target", "phase", "money", "security", "level", "batches", "in flight", "jobs", "stolen", "$/s game", "$/s real", "of limit", "desyncs", "missed"},
-		[][]string{{st.Target, st.Phase, fmt.Sprintf("%.1f%%", moneyPct), fmt.Sprintf("+%.3f", st.Security-st.MinSec),
-			fmt.Sprint(st.Level), fmt.Sprint(st.Batches), fmt.Sprint(st.InFlight), fmt.Sprint(st.Jobs),
-			planner.FormatMoney(st.Stolen), planner.FormatMoney(st.PerGameSecond(now)), planner.FormatMoney(st.PerRealSecond(now)),
-			limit, fmt.Sprint(st.Desyncs), fmt.Sprint(st.Missed)}},
-		map[int]bool{2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true, 9: true, 10: true, 11: true, 12: true, 13: true})
-	if st.LastDesync != "" {
-		b.WriteString("last desync: " + st.LastDesync + "\n")
+		rows, map[int]bool{2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true, 9: true, 10: true, 11: true, 12: true, 13: true})
+	if total > 0 {
+		fmt.Fprintf(&b, "threads in use: %d / %d (%.1f%%)\n", busy, total, 100*float64(busy)/float64(total))
+	}
+	for _, d := range lastDesync {
+		b.WriteString("last desync, " + d + "\n")
 	}
 	frame := "\x1b[H" + strings.ReplaceAll(b.String(), "\n", "\x1b[K\n") + "\x1b[J"
 	_, _ = io.WriteString(w, frame)

@@ -27,9 +27,12 @@ import (
 const usage = `usage: hvmind-manager [flags] COMMAND [ARGS]
 
 commands:
-  TARGET [--gap 20ms] [--json] [--for 10m]
-                         prep the target, then run waves of HWGW batches against it
-                         on the pool, with a live dashboard (or JSON events)
+  TARGET... [--json] [--for 10m]
+                         prep each target, then run a continuous pipeline of HWGW
+                         batches against it on the pool (threads shared by expected
+                         income), with a live dashboard (or JSON events)
+  --auto [TARGET...]     the same on the targets that earn most, re-picked as the
+                         level rises
   dispatch JOB|BATCH|-   place a job (JSON object) or a batch (JSON array; "-" reads
                          standard input) and print each completion record as it arrives
   status [--json]        the pool's workers and jobs
@@ -69,6 +72,15 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
+	// --auto starts the batcher's arguments: "hvmind-manager [flags]
+	// --auto [TARGET...] [batcher flags]".
+	var autoArgs []string
+	for i, a := range args {
+		if a == "--auto" || a == "-auto" {
+			autoArgs, args = append([]string{"--auto"}, args[i+1:]...), args[:i]
+			break
+		}
+	}
 	if err := cfg.Parse(fs, args); err != nil {
 		return 2, err
 	}
@@ -78,12 +90,18 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 	}
 	e := &env{cfg: cfg, log: log, in: in, out: out}
 	rest := fs.Args()
+	if autoArgs != nil {
+		rest = append(rest, autoArgs...)
+	}
 	if len(rest) == 0 {
 		fs.Usage()
 		return 2, errors.New("a command is required")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if autoArgs != nil {
+		return e.hack(ctx, rest)
+	}
 	switch rest[0] {
 	case "dispatch":
 		return e.dispatch(ctx, rest[1:])
@@ -102,8 +120,8 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 			fs.Usage()
 			return 2, fmt.Errorf("unknown command %q", rest[0])
 		}
-		// A target: run the batcher on it.
-		return e.hack(ctx, rest[0], rest[1:])
+		// Targets: run the batcher on them.
+		return e.hack(ctx, rest)
 	}
 }
 

@@ -1,0 +1,358 @@
+package planner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/world"
+)
+
+// Fleet runs a HackManager per target on one pool, sharing the pool's
+// threads between them by expected income. With Auto it picks the targets
+// itself, as Analyze ranks them, and picks again as the level rises.
+type Fleet struct {
+	opts   FleetOptions
+	pool   *pool.Client
+	world  *world.Client
+	events chan Event
+
+	mu       sync.Mutex
+	managers []*HackManager
+	shares   []Share
+}
+
+// FleetOptions configure a Fleet.
+type FleetOptions struct {
+	// Targets are the servers to hack. With Auto they may be empty: the
+	// fleet then ranks every server it can hack.
+	Targets []string
+	// Auto picks the targets (among Targets, or all) by expected income and
+	// re-picks them every RerankEvery of game time.
+	Auto bool
+	// MaxTargets bounds how many targets Auto runs at once (default 3).
+	MaxTargets int
+	// RerankEvery is the game time between two rankings under Auto
+	// (default 10 game minutes).
+	RerankEvery time.Duration
+	// Manager is what every manager gets; the fleet sets Target and
+	// Threads per target.
+	Manager ManagerOptions
+}
+
+// Share is one target's part of the pool's threads.
+type Share struct {
+	Target string `json:"target"`
+	// Threads is the most threads the target's manager plans for.
+	Threads int `json:"threads"`
+	// IncomePerThreadSecond is what its best batch earns per thread-second
+	// (money per game second).
+	IncomePerThreadSecond float64 `json:"incomePerThreadSecond"`
+	// Capacity is the most threads its pipeline can keep busy, bounded by
+	// timing (no shorter a period than gap and margins allow).
+	Capacity int `json:"capacity"`
+}
+
+// NewFleet prepares a fleet.
+func NewFleet(pc *pool.Client, wc *world.Client, o FleetOptions) (*Fleet, error) {
+	if len(o.Targets) == 0 && !o.Auto {
+		return nil, errors.New("a target (or --auto) is required")
+	}
+	if o.MaxTargets <= 0 {
+		o.MaxTargets = 3
+	}
+	if o.RerankEvery <= 0 {
+		o.RerankEvery = 10 * time.Minute
+	}
+	return &Fleet{opts: o, pool: pc, world: wc, events: make(chan Event, 256)}, nil
+}
+
+// Events delivers every manager's events; it is closed when Run returns.
+func (f *Fleet) Events() <-chan Event { return f.events }
+
+// Stats is a snapshot of every manager's stats, in share order.
+func (f *Fleet) Stats() []Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]Stats, len(f.managers))
+	for i, m := range f.managers {
+		out[i] = m.Stats()
+	}
+	return out
+}
+
+// Shares is the current split of the threads.
+func (f *Fleet) Shares() []Share {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Share(nil), f.shares...)
+}
+
+// Run runs the managers until ctx ends; under Auto it stops them (they
+// let their batches land) and starts new ones when the ranking changes.
+func (f *Fleet) Run(ctx context.Context) error {
+	defer close(f.events)
+	for ctx.Err() == nil {
+		shares, speed, err := f.allocate(ctx)
+		if err != nil {
+			return err
+		}
+		if len(shares) == 0 {
+			return errors.New("no target can be hacked with the threads of the pool")
+		}
+		rctx, stop := context.WithCancel(ctx)
+		errs := f.start(rctx, shares)
+		if !f.opts.Auto {
+			err := <-errs
+			stop()
+			return err
+		}
+		// Re-rank every RerankEvery of game time; restart only on a change.
+		tick := time.NewTicker(time.Duration(float64(f.opts.RerankEvery) / math.Max(speed, 1e-9)))
+		var runErr error
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				break wait
+			case runErr = <-errs:
+				break wait
+			case <-tick.C:
+				next, _, err := f.allocate(ctx)
+				if err == nil && !sameTargets(shares, next) {
+					f.emit("rerank", fmt.Sprintf("targets now %s (were %s)", targetList(next), targetList(shares)))
+					break wait
+				}
+			}
+		}
+		tick.Stop()
+		stop()
+		if runErr == nil {
+			runErr = <-errs
+		}
+		if runErr != nil && ctx.Err() == nil {
+			return runErr
+		}
+	}
+	return nil
+}
+
+// start runs a manager per share; the channel yields once, when all have
+// returned (the first error, if any).
+func (f *Fleet) start(ctx context.Context, shares []Share) <-chan error {
+	managers := make([]*HackManager, 0, len(shares))
+	out := make(chan error, 1)
+	for _, s := range shares {
+		o := f.opts.Manager
+		o.Target, o.Threads = s.Target, s.Threads
+		m, err := NewManager(f.pool, f.world, o)
+		if err != nil {
+			out <- err
+			return out
+		}
+		managers = append(managers, m)
+	}
+	f.mu.Lock()
+	f.managers, f.shares = managers, shares
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for _, m := range managers {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := m.Run(ctx); err != nil {
+				once.Do(func() { first = fmt.Errorf("%s: %w", m.opts.Target, err) })
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for ev := range m.Events() {
+				select {
+				case f.events <- ev:
+				default: // a slow reader loses events
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); out <- first }()
+	return out
+}
+
+func (f *Fleet) emit(kind, note string) {
+	select {
+	case f.events <- Event{Time: time.Now(), Kind: kind, Note: note}:
+	default:
+	}
+}
+
+// allocate ranks the targets for the player's level now and shares the
+// pool's threads between them.
+func (f *Fleet) allocate(ctx context.Context) ([]Share, float64, error) {
+	st, err := f.pool.Status(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	threads, cores := 0, 0
+	for i, h := range st.Hosts {
+		threads += h.MaxThreads
+		if i == 0 || h.Cores < cores {
+			cores = h.Cores
+		}
+	}
+	if threads == 0 {
+		threads = st.ThreadsTotal
+	}
+	if f.opts.Manager.Cores > 0 {
+		cores = f.opts.Manager.Cores
+	}
+	cores = max(cores, 1)
+	servers, err := f.world.Servers(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	pl, err := f.world.Player(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	clk, err := f.world.Clock(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	hk := pl.Player().Hacker()
+	want := map[string]bool{}
+	for _, t := range f.opts.Targets {
+		want[t] = true
+	}
+	var cands []Share
+	for i := range servers {
+		s := &servers[i]
+		if len(want) > 0 && !want[s.Hostname] {
+			continue
+		}
+		c, err := candidate(s, hk, cores, clk.Speed, f.opts.Manager)
+		if err != nil {
+			if len(want) > 0 && !f.opts.Auto {
+				return nil, 0, fmt.Errorf("target %s: %w", s.Hostname, err)
+			}
+			continue
+		}
+		cands = append(cands, c)
+	}
+	if len(want) > 0 && !f.opts.Auto && len(cands) < len(want) {
+		for t := range want {
+			if _, ok := findServer(servers, t); !ok {
+				return nil, 0, fmt.Errorf("target %s: %w", t, world.ErrUnknownTarget)
+			}
+		}
+	}
+	shares := AllocateThreads(cands, threads)
+	if f.opts.Auto && len(shares) > f.opts.MaxTargets {
+		shares = shares[:f.opts.MaxTargets]
+	}
+	return shares, clk.Speed, nil
+}
+
+func findServer(servers []world.Server, name string) (*world.Server, bool) {
+	for i := range servers {
+		if servers[i].Hostname == name {
+			return &servers[i], true
+		}
+	}
+	return nil, false
+}
+
+// candidate is a target's income per thread-second and the threads its
+// pipeline can keep busy, for a player hk, with grows and weakens on
+// cores cores, at world speed speed. A pipeline keeps more threads busy
+// with bigger batches, which earn a little less per thread-second: the
+// capacity is that of the biggest batch within 5% of the best.
+func candidate(s *world.Server, hk world.Hacker, cores int, speed float64, o ManagerOptions) (Share, error) {
+	t, err := newTarget(s, hk.Level, hk.Mults, cores)
+	if err != nil {
+		return Share{}, err
+	}
+	best, err := BestBatch(s, hk.Level, hk.Mults, cores)
+	if err != nil {
+		return Share{}, err
+	}
+	gap, margin, slack := durOr(o.Gap, DefaultGap), durOr(o.Margin, DefaultMargin), durOr(o.Slack, DefaultSlack)
+	minPeriod := 2 * (gap + 2*margin) * 1.01
+	big := best
+	for h := best.HackThreads + 1; h <= int(math.Min(math.Ceil(1/t.pct), 100_000)); h++ {
+		p := t.plan(0, h)
+		if p.IncomePerThreadSecond < 0.95*best.IncomePerThreadSecond {
+			break
+		}
+		big = p
+	}
+	held := big.ThreadSeconds*1000/math.Max(speed, 1e-9) + float64(big.Threads())*(minPeriod/4+slack)
+	smallest := t.plan(0, 1)
+	return Share{Target: s.Hostname, IncomePerThreadSecond: best.IncomePerThreadSecond,
+		Capacity: int(held / minPeriod), Threads: smallest.Threads()}, nil
+}
+
+func durOr(d, def time.Duration) float64 {
+	if d <= 0 {
+		d = def
+	}
+	return float64(d) / 1e6
+}
+
+// AllocateThreads shares threads between candidates, the best income per
+// thread-second first: each gets what its pipeline can keep busy (its
+// Capacity), until no threads are left. A candidate's Threads, on input,
+// is its smallest useful share (one batch); one that would get less gets
+// none. The result is in order of income per thread-second.
+func AllocateThreads(cands []Share, threads int) []Share {
+	cs := append([]Share(nil), cands...)
+	sort.SliceStable(cs, func(i, j int) bool {
+		if cs[i].IncomePerThreadSecond != cs[j].IncomePerThreadSecond {
+			return cs[i].IncomePerThreadSecond > cs[j].IncomePerThreadSecond
+		}
+		return cs[i].Target < cs[j].Target
+	})
+	var out []Share
+	for _, c := range cs {
+		if threads <= 0 {
+			break
+		}
+		n := min(threads, max(c.Capacity, c.Threads))
+		if n < c.Threads {
+			continue
+		}
+		c.Threads = n
+		threads -= n
+		out = append(out, c)
+	}
+	return out
+}
+
+func sameTargets(a, b []Share) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Target != b[i].Target {
+			return false
+		}
+	}
+	return true
+}
+
+func targetList(s []Share) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ", "
+		}
+		out += fmt.Sprintf("%s (%d threads)", x.Target, x.Threads)
+	}
+	return out
+}
