@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -104,20 +105,11 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 	if err != nil {
 		return res, err
 	}
-	pctx, stopPool := context.WithCancel(ctx)
-	poolDone := make(chan error, 1)
-	go func() { poolDone <- p.Run(pctx) }()
-	defer func() { stopPool(); <-poolDone; launcher.StopAll(10 * time.Second) }()
-	select {
-	case <-p.Ready():
-	case err := <-poolDone:
-		return res, fmt.Errorf("pool: %w", err)
-	}
-	client, err := pool.NewClient(conn.NC)
+	client, stop, err := runPool(ctx, p, conn.NC, launcher)
 	if err != nil {
 		return res, err
 	}
-	defer client.Close()
+	defer stop()
 
 	// Raw JetStream and the pool flat out (jobs due now, as fast as the pool
 	// takes them, timed from the first dispatch until every record is
@@ -210,6 +202,28 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 }
 
 func round(v float64) float64 { return math.Round(v*100) / 100 }
+
+// runPool runs p until stop is called, which also stops the workers
+// launcher started, and returns a client once the pool is ready.
+func runPool(ctx context.Context, p *pool.Pool, nc *nats.Conn, launcher *serverpool.LocalLauncher) (*pool.Client, func(), error) {
+	pctx, stopPool := context.WithCancel(ctx)
+	poolDone := make(chan error, 1)
+	go func() { poolDone <- p.Run(pctx) }()
+	stop := func() { stopPool(); <-poolDone; launcher.StopAll(10 * time.Second) }
+	select {
+	case <-p.Ready():
+	case err := <-poolDone: // the pool has returned: only its workers are left
+		stopPool()
+		launcher.StopAll(10 * time.Second)
+		return nil, nil, fmt.Errorf("pool: %w", err)
+	}
+	client, err := pool.NewClient(nc)
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return client, func() { client.Close(); stop() }, nil
+}
 
 func median(v []float64) float64 {
 	s := append([]float64(nil), v...)

@@ -146,20 +146,11 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	if err != nil {
 		return res, err
 	}
-	pctx, stopPool := context.WithCancel(ctx)
-	poolDone := make(chan error, 1)
-	go func() { poolDone <- p.Run(pctx) }()
-	defer func() { stopPool(); <-poolDone; launcher.StopAll(10 * time.Second) }()
-	select {
-	case <-p.Ready():
-	case err := <-poolDone:
-		return res, fmt.Errorf("pool: %w", err)
-	}
-	client, err := pool.NewClient(conn.NC)
+	client, stop, err := runPool(ctx, p, conn.NC, launcher)
 	if err != nil {
 		return res, err
 	}
-	defer client.Close()
+	defer stop()
 
 	mo := o.Manager
 	mo.Target, mo.Logger = o.Target, o.Logger

@@ -256,6 +256,17 @@ func (f *Fleet) allocate(ctx context.Context) ([]Share, float64, error) {
 	if f.opts.Auto && len(shares) > f.opts.MaxTargets {
 		shares = shares[:f.opts.MaxTargets]
 	}
+	if !f.opts.Auto {
+		// A target the user named runs even when the threads left for it
+		// are fewer than its best pipeline wants: its manager plans with
+		// whatever threads are free (Threads 0).
+		for _, c := range cands {
+			if !hasShare(shares, c.Target) {
+				c.Threads = 0
+				shares = append(shares, c)
+			}
+		}
+	}
 	return shares, clk.Speed, nil
 }
 
@@ -355,4 +366,13 @@ func targetList(s []Share) string {
 		out += fmt.Sprintf("%s (%d threads)", x.Target, x.Threads)
 	}
 	return out
+}
+
+func hasShare(shares []Share, target string) bool {
+	for _, s := range shares {
+		if s.Target == target {
+			return true
+		}
+	}
+	return false
 }
