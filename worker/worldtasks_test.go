@@ -273,12 +273,7 @@ func TestWorldTaskLandsAtEndTime(t *testing.T) {
 	t.Parallel()
 	const speed = 1000
 	e := newWorldEnv(t, speed)
-	sc, err := world.LoadScenario("newgame")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n00dles, _ := sc.Server("n00dles")
-	weakenMs := world.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
+	weakenMs := n00dlesWeakenMs(t, speed)
 	start := job.Now() + 300
 	tests := []struct {
 		name    string
@@ -312,12 +307,7 @@ func TestWorldTaskFreesThreadsAtLanding(t *testing.T) {
 	t.Parallel()
 	const speed = 1000
 	e := newWorldEnv(t, speed)
-	sc, err := world.LoadScenario("newgame")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n00dles, _ := sc.Server("n00dles")
-	weakenMs := world.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
+	weakenMs := n00dlesWeakenMs(t, speed)
 	start := job.Now() + 300
 	first := job.Job{ID: "first", Task: "weaken", Args: []any{"n00dles"}, Threads: 64,
 		Duration: weakenMs + 5, StartTime: start, EndTime: start + weakenMs + 5}
@@ -332,4 +322,15 @@ func TestWorldTaskFreesThreadsAtLanding(t *testing.T) {
 	if late := b.ActualStartTime - b.StartTime; late < 0 || late > 20 {
 		t.Errorf("the next job started %.3f ms from its start time; want within 20 ms, never early", late)
 	}
+}
+
+// n00dlesWeakenMs is a weaken's real duration on newgame's n00dles.
+func n00dlesWeakenMs(t *testing.T, speed float64) float64 {
+	t.Helper()
+	sc, err := world.LoadScenario("newgame")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n00dles, _ := sc.Server("n00dles")
+	return world.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
 }
