@@ -108,7 +108,7 @@ func Default() Config {
 			Threads:   64,
 			Heartbeat: time.Second,
 			Tolerance: 5 * time.Millisecond,
-			Spin:      500 * time.Microsecond,
+			Spin:      time.Millisecond,
 		},
 		World: World{
 			Serve: true,

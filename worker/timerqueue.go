@@ -102,7 +102,7 @@ func (q *TimerQueue) Len() int {
 const (
 	// coarseMargin is how long before Spin the queue stops sleeping on Go
 	// timers, which may wake a millisecond late.
-	coarseMargin = 2 * time.Millisecond
+	coarseMargin = 20 * time.Millisecond
 	// kernelSlice bounds one kernel sleep.
 	kernelSlice = 500 * time.Microsecond
 )

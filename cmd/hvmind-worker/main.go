@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
@@ -26,6 +27,14 @@ func main() {
 	// work for a few MB. GOGC, when set, still rules.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
+	}
+	// The timer queue's thread keeps its P while it sleeps in the kernel and
+	// spins before a due time (see worker.TimerQueue). One more P than the
+	// default keeps the rest of the worker (taking in jobs, storing records,
+	// running handlers) as parallel as the machine. GOMAXPROCS, when set,
+	// still rules.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "hvmind-worker:", err)
