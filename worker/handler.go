@@ -47,6 +47,30 @@ type Task struct {
 
 	timers  *TimerQueue
 	release func(at time.Time)
+	// end fires at ScheduledEnd. The worker arms it with the start timer,
+	// so that a handler that the Go scheduler runs late still wakes at
+	// ScheduledEnd.
+	end *endTimer
+}
+
+// endTimer is a job's timer for its scheduled end.
+type endTimer struct {
+	timer *Timer
+	fired chan time.Time // gets the instant it fired
+}
+
+// armEnd arms a timer for at.
+func armEnd(q *TimerQueue, at time.Time) *endTimer {
+	e := &endTimer{fired: make(chan time.Time, 1)}
+	e.timer = q.AtFirst(at, func(now time.Time) { e.fired <- now })
+	return e
+}
+
+// stop stops the timer if it has not fired.
+func (e *endTimer) stop() {
+	if e != nil {
+		e.timer.Stop()
+	}
 }
 
 // Release gives the job's threads back now, before the handler returns:
@@ -65,6 +89,16 @@ func (t *Task) Release() {
 
 // SleepUntil blocks until t, precisely (see TimerQueue), or until ctx ends.
 func (t *Task) SleepUntil(ctx context.Context, until time.Time) error {
+	if t.end != nil && until.Equal(t.ScheduledEnd) {
+		select {
+		case woke := <-t.end.fired:
+			t.end.fired <- woke // a second sleep until the same instant returns too
+			t.EndedAt = woke
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	woke, err := sleepUntil(ctx, t.timers, until)
 	if err == nil {
 		t.EndedAt = woke

@@ -111,8 +111,9 @@ type Worker struct {
 	recMu    sync.Mutex
 	recQueue []*run
 	recSig   chan struct{}
-	inflight sync.WaitGroup // running handlers
-	pending  sync.WaitGroup // records not yet acknowledged
+	fired    chan firedTimer // see firedLoop
+	inflight sync.WaitGroup  // running handlers
+	pending  sync.WaitGroup  // records not yet acknowledged
 }
 
 // run is one accepted job inside the worker.
@@ -122,7 +123,8 @@ type run struct {
 	asap     bool
 	start    time.Time // scheduled start (arrival for asap jobs)
 	timer    *Timer
-	deadline *Timer // ends a wait for threads
+	end      *endTimer // fires at the scheduled end; see Task
+	deadline *Timer    // ends a wait for threads
 	started  bool
 	ended    bool
 	// released is set once the job's threads are given back: when its
@@ -156,6 +158,7 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 		active:   map[string]*run{},
 		recent:   map[string]time.Time{},
 		recSig:   make(chan struct{}, 1),
+		fired:    make(chan firedTimer, firedBuffer),
 	}, nil
 }
 
@@ -195,6 +198,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go w.timers.Run(bg)
+	go w.firedLoop(bg)
 	storerDone := make(chan struct{})
 	go func() { w.storeRecords(bg); close(storerDone) }()
 
@@ -361,7 +365,8 @@ func (w *Worker) intake(msg jetstream.Msg) {
 			return
 		}
 		w.mu.Lock()
-		r.timer = w.timers.At(r.start, func(now time.Time) { w.due(r, now) })
+		r.timer = w.timers.At(r.start, w.handOff(func(now time.Time) { w.due(r, now) }))
+		r.end = armEnd(w.timers, job.Time(r.job.ScheduledEnd(j.StartTime)))
 		w.mu.Unlock()
 	}
 }
@@ -385,7 +390,7 @@ func (w *Worker) due(r *run, now time.Time) {
 	// Wait up to the tolerance (forever for an as-soon-as-possible job).
 	w.waiting = append(w.waiting, r)
 	if !r.asap {
-		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), func(now time.Time) {
+		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), w.handOff(func(now time.Time) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			if r.started || r.ended {
@@ -393,7 +398,7 @@ func (w *Worker) due(r *run, now time.Time) {
 			}
 			w.removeWaitingLocked(r)
 			w.endLocked(r, job.StatusMissed, fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, w.opts.Tolerance), time.Time{}, now, nil, "")
-		})
+		}))
 	}
 }
 
@@ -417,6 +422,10 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 		end = now.Add(time.Duration(r.job.Duration * float64(time.Millisecond)))
 	}
 	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Start: now, ScheduledEnd: end, timers: w.timers}
+	if r.end == nil && end.After(now) {
+		r.end = armEnd(w.timers, end)
+	}
+	t.end = r.end
 	t.release = func(at time.Time) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -429,6 +438,7 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	defer w.inflight.Done()
 	result, err := safeRun(ctx, h, t)
+	r.end.stop()
 	end := time.Now()
 	if !t.EndedAt.IsZero() && t.EndedAt.Before(end) {
 		end = t.EndedAt
@@ -540,6 +550,7 @@ func (w *Worker) shelveQueued() {
 		if r.deadline != nil {
 			r.deadline.Stop()
 		}
+		r.end.stop()
 		r.ended = true
 		delete(w.active, id)
 		n++
@@ -565,6 +576,7 @@ func (w *Worker) endLocked(r *run, status job.Status, reason string, start, end 
 		return
 	}
 	r.ended = true
+	r.end.stop()
 	r.status = status
 	r.reason = reason
 	r.actualStart = start
