@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,9 +60,19 @@ type DispatchResult struct {
 	JobsPerS         float64 `json:"jobs_per_s"`
 	RawJetStreamPerS float64 `json:"raw_jetstream_per_s"`
 	Ratio            float64 `json:"ratio_to_raw"`
-	// JobsRuns and RawRuns are the single runs behind the medians above.
+	// RawJobShapePerS is raw JetStream doing the broker work a job needs
+	// by contract, with no pool or worker: a message published with a
+	// message id (for duplicate detection) to a work queue, taken by one
+	// durable consumer, which publishes a record of the job's size with a
+	// message id to a second stream and acknowledges the message once the
+	// record is stored. RatioToJobShape is JobsPerS over it.
+	RawJobShapePerS float64 `json:"raw_job_shape_per_s"`
+	RatioToJobShape float64 `json:"ratio_to_job_shape"`
+	// JobsRuns, RawRuns and ShapeRuns are the single runs behind the medians
+	// above.
 	JobsRuns      []float64 `json:"jobs_per_s_runs"`
 	RawRuns       []float64 `json:"raw_jetstream_per_s_runs"`
+	ShapeRuns     []float64 `json:"raw_job_shape_per_s_runs"`
 	PacedJobs     int       `json:"paced_jobs"`
 	PacedLost     int       `json:"paced_lost"`
 	PacedMissed   int       `json:"paced_missed"`
@@ -93,6 +105,9 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 
 	sample, _ := json.Marshal(job.Job{ID: "Y3kq9XbLw2V0rTz8Hc4Jm1", Batch: "Y3kq9XbLw2V0rTz8Hc4Jm2", Task: "sleep", Threads: 1, Worker: "home-1"})
 	res.MessageBytes = len(sample)
+	now := job.Now()
+	record, _ := json.Marshal(job.Job{ID: "Y3kq9XbLw2V0rTz8Hc4Jm1", Batch: "Y3kq9XbLw2V0rTz8Hc4Jm2", Task: "sleep", Threads: 1, Worker: "home-1",
+		Status: job.StatusDone, ActualStartTime: now, ActualEndTime: now})
 
 	launcher := &serverpool.LocalLauncher{
 		Bin: o.WorkerBin, NATS: conn.URL, LogDir: filepath.Join(dir, "logs"), Logger: o.Logger,
@@ -122,6 +137,11 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 			return res, fmt.Errorf("raw JetStream baseline: %w", err)
 		}
 		res.RawRuns = append(res.RawRuns, math.Round(raw))
+		shape, err := rawJobShape(ctx, conn, o.Jobs, len(sample), len(record))
+		if err != nil {
+			return res, fmt.Errorf("raw job-shaped baseline: %w", err)
+		}
+		res.ShapeRuns = append(res.ShapeRuns, math.Round(shape))
 		flat := make([]job.Job, o.Jobs)
 		for i := range flat {
 			flat[i] = job.Job{ID: fmt.Sprintf("flat-%d-%d", run, i), Task: "sleep", Threads: 1}
@@ -154,7 +174,9 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		}
 	}
 	res.JobsPerS, res.RawJetStreamPerS = median(res.JobsRuns), median(res.RawRuns)
+	res.RawJobShapePerS = median(res.ShapeRuns)
 	res.Ratio = res.JobsPerS / res.RawJetStreamPerS
+	res.RatioToJobShape = res.JobsPerS / res.RawJobShapePerS
 
 	// Paced: jobs due at Rate per second, starting shortly after dispatch.
 	if o.Paced > 0 {
@@ -198,6 +220,7 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		res.EndErrorP50, res.EndErrorP99, res.EndErrorMax = round(e.P50), round(e.P99), round(e.Max)
 	}
 	res.JobsPerS, res.RawJetStreamPerS, res.Ratio = math.Round(res.JobsPerS), math.Round(res.RawJetStreamPerS), round(res.Ratio)
+	res.RawJobShapePerS, res.RatioToJobShape = math.Round(res.RawJobShapePerS), round(res.RatioToJobShape)
 	return res, nil
 }
 
@@ -371,6 +394,81 @@ func rawJetStream(ctx context.Context, conn *broker.Conn, n, size int) (float64,
 	case <-done:
 	case <-time.After(60 * time.Second):
 		return 0, fmt.Errorf("consumer got %d of %d", got.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// rawJobShape is raw JetStream doing a job's share of broker work (see
+// DispatchResult.RawJobShapePerS): n messages of size bytes, each answered
+// by a record of recSize bytes; messages per second from the first publish
+// to the last record stored.
+func rawJobShape(ctx context.Context, conn *broker.Conn, n, size, recSize int) (float64, error) {
+	js, err := jetstream.New(conn.NC, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return 0, err
+	}
+	jobs, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "BENCH_SHAPE_JOBS", Subjects: []string{"bench.shape.jobs.>"}, Storage: jetstream.FileStorage,
+		Retention: jetstream.WorkQueuePolicy, Duplicates: 10 * time.Minute,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), "BENCH_SHAPE_JOBS") }()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "BENCH_SHAPE_DONE", Subjects: []string{"bench.shape.done.>"}, Storage: jetstream.FileStorage,
+		Retention: jetstream.LimitsPolicy, Duplicates: 10 * time.Minute,
+	}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), "BENCH_SHAPE_DONE") }()
+	cons, err := jobs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: "shape", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1,
+	})
+	if err != nil {
+		return 0, err
+	}
+	// The consumer's records go out on a JetStream context of their own, as
+	// a worker's do.
+	rjs, err := jetstream.New(conn.NC, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return 0, err
+	}
+	var stored atomic.Int64
+	done := make(chan struct{})
+	record := bytes.Repeat([]byte{'r'}, recSize)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		id := m.Headers().Get(jetstream.MsgIDHeader)
+		ack, err := rjs.PublishAsync("bench.shape.done.w", record, jetstream.WithMsgID(id), jetstream.WithStallWait(5*time.Second))
+		if err != nil {
+			return
+		}
+		go func() {
+			select {
+			case <-ack.Ok():
+				_ = m.Ack()
+				if stored.Add(1) == int64(n) {
+					close(done)
+				}
+			case <-ack.Err():
+			}
+		}()
+	}, jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Stop()
+	payload := bytes.Repeat([]byte{'x'}, size)
+	start := time.Now()
+	for i := range n {
+		if _, err := js.PublishAsync("bench.shape.jobs.w", payload, jetstream.WithMsgID("shape-"+strconv.Itoa(i)), jetstream.WithStallWait(5*time.Second)); err != nil {
+			return 0, err
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		return 0, fmt.Errorf("%d of %d records stored", stored.Load(), n)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }
