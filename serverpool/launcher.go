@@ -2,6 +2,7 @@ package serverpool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +13,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/worker"
 )
 
 // ErrNoLauncher means the pool was configured without a way to start workers.
@@ -50,9 +55,17 @@ type LocalLauncher struct {
 	Args []string
 	// Logger receives launch notices.
 	Logger zerolog.Logger
+	// Process, when set, runs every worker in one worker process of that
+	// name (see worker.Process), started on the first launch and again if
+	// it has gone: one timer queue for all. Conn is then the connection the
+	// launch requests go on.
+	Process string
+	Conn    *nats.Conn
 
 	mu    sync.Mutex
 	procs map[int]chan struct{} // pid -> closed when the process exits
+	// procMu serialises starting the worker process.
+	procMu sync.Mutex
 }
 
 // FindWorkerBin looks for hvmind-worker beside the running executable, then
@@ -71,20 +84,15 @@ func FindWorkerBin() (string, error) {
 	return p, nil
 }
 
-// Launch starts one worker process.
-func (l *LocalLauncher) Launch(_ context.Context, spec WorkerSpec) error {
+// Launch starts one worker: a process of its own, or a worker in the
+// launcher's worker process.
+func (l *LocalLauncher) Launch(ctx context.Context, spec WorkerSpec) error {
 	if l.Bin == "" {
 		return ErrNoLauncher
 	}
-	if err := os.MkdirAll(l.LogDir, 0o755); err != nil {
-		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
+	if l.Process != "" {
+		return l.launchInProcess(ctx, spec)
 	}
-	logPath := filepath.Join(l.LogDir, "worker-"+spec.ID+".log")
-	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
-	}
-	defer logFile.Close()
 	args := []string{
 		"--id", spec.ID, "--host", spec.Host, "--threads", strconv.Itoa(spec.Threads),
 		"--nats", l.NATS, "--log-format", "json",
@@ -95,16 +103,84 @@ func (l *LocalLauncher) Launch(_ context.Context, spec WorkerSpec) error {
 	if spec.OnDemand {
 		args = append(args, "--on-demand")
 	}
-	args = append(args, l.Args...)
-	cmd := exec.Command(l.Bin, args...)
+	pid, logPath, err := l.start("worker-"+spec.ID, args)
+	if err != nil {
+		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
+	}
+	l.Logger.Info().Str("worker", spec.ID).Int("pid", pid).Int("threads", spec.Threads).
+		Str("log", logPath).Msg("launched worker")
+	return nil
+}
+
+// launchInProcess asks the worker process to start the worker, starting
+// the process first if it does not answer.
+func (l *LocalLauncher) launchInProcess(ctx context.Context, spec WorkerSpec) error {
+	if l.Conn == nil {
+		return fmt.Errorf("%w: a worker process needs a connection", ErrNoLauncher)
+	}
+	if err := l.ensureProcess(ctx); err != nil {
+		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
+	}
+	data, _ := json.Marshal(worker.Spec{ID: spec.ID, Host: spec.Host, Threads: spec.Threads, ReserveRAM: spec.ReserveRAM, OnDemand: spec.OnDemand})
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, err := l.Conn.RequestWithContext(rctx, worker.ProcessSubject(l.Process, "launch"), data)
+	if err != nil {
+		return fmt.Errorf("launch worker %s in process %s: %w", spec.ID, l.Process, err)
+	}
+	if e := msg.Header.Get(micro.ErrorHeader); e != "" {
+		return fmt.Errorf("launch worker %s in process %s: %s", spec.ID, l.Process, e)
+	}
+	l.Logger.Info().Str("worker", spec.ID).Str("process", l.Process).Int("threads", spec.Threads).Msg("launched worker")
+	return nil
+}
+
+// ensureProcess starts the worker process unless it answers, and waits
+// until it does.
+func (l *LocalLauncher) ensureProcess(ctx context.Context) error {
+	l.procMu.Lock()
+	defer l.procMu.Unlock()
+	status := worker.ProcessSubject(l.Process, "status")
+	if _, err := l.Conn.Request(status, nil, time.Second); err == nil {
+		return nil
+	}
+	pid, logPath, err := l.start("process-"+l.Process, []string{"--process", l.Process, "--nats", l.NATS, "--log-format", "json"})
+	if err != nil {
+		return fmt.Errorf("start worker process %s: %w", l.Process, err)
+	}
+	l.Logger.Info().Str("process", l.Process).Int("pid", pid).Str("log", logPath).Msg("launched worker process")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := l.Conn.Request(status, nil, 250*time.Millisecond)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("worker process %s does not answer (see %s): %w", l.Process, logPath, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// start runs the worker executable with args and the launcher's own, its
+// output in LogDir/name.log, detached in a session of its own.
+func (l *LocalLauncher) start(name string, args []string) (pid int, logPath string, err error) {
+	if err := os.MkdirAll(l.LogDir, 0o755); err != nil {
+		return 0, "", err
+	}
+	logPath = filepath.Join(l.LogDir, name+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, "", err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(l.Bin, append(args, l.Args...)...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
+		return 0, "", err
 	}
-	l.Logger.Info().Str("worker", spec.ID).Int("pid", cmd.Process.Pid).Int("threads", spec.Threads).
-		Str("log", logPath).Msg("launched worker")
 	exited := make(chan struct{})
 	l.mu.Lock()
 	if l.procs == nil {
@@ -119,7 +195,7 @@ func (l *LocalLauncher) Launch(_ context.Context, spec WorkerSpec) error {
 		delete(l.procs, cmd.Process.Pid)
 		l.mu.Unlock()
 	}()
-	return nil
+	return cmd.Process.Pid, logPath, nil
 }
 
 // StopAll sends SIGTERM to every worker this launcher started that is still

@@ -3,6 +3,7 @@ package worker
 import (
 	"container/heap"
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,8 +108,12 @@ const (
 	kernelSlice = 500 * time.Microsecond
 )
 
-// Run serves the queue until ctx ends.
+// Run serves the queue until ctx ends. While it runs, the process has one
+// more P (GOMAXPROCS) than before: the queue's thread keeps its P through
+// its last kernel sleeps and spin before a due time, and the rest of the
+// process keeps the machine's parallelism.
 func (q *TimerQueue) Run(ctx context.Context) {
+	defer addP()()
 	defer preciseThread()()
 	sleep := time.NewTimer(time.Hour)
 	defer sleep.Stop()
@@ -178,6 +183,23 @@ func (q *TimerQueue) fireDue() (next int64, ok bool) {
 		for _, t := range due {
 			t.fire(now)
 		}
+	}
+}
+
+// procsMu serialises the queues' changes to GOMAXPROCS.
+var procsMu sync.Mutex
+
+// addP adds one to GOMAXPROCS and returns a function that takes it back.
+func addP() func() {
+	procsMu.Lock()
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+	procsMu.Unlock()
+	return func() {
+		procsMu.Lock()
+		if n := runtime.GOMAXPROCS(0); n > 1 {
+			runtime.GOMAXPROCS(n - 1)
+		}
+		procsMu.Unlock()
 	}
 }
 

@@ -51,6 +51,11 @@ type Options struct {
 	Tolerance time.Duration
 	// Spin is how long before a due time the timer queue spins.
 	Spin time.Duration
+	// Timers, when set, is a timer queue shared with the other workers of
+	// this process, which the caller runs (Spin is then the queue's). One
+	// queue fires every job of the process in time order, even when the
+	// process is stalled, and spins on one thread at most.
+	Timers *TimerQueue
 	// Handlers serve the tasks; nil means the built-in ones.
 	Handlers *Handlers
 	// RAM, when set, holds the worker's RAM on its host while it lives; a
@@ -87,13 +92,15 @@ func (o *Options) validate() error {
 
 // Worker runs placed jobs. Create it with New and start it with Run.
 type Worker struct {
-	opts     Options
-	nc       *nats.Conn
-	res      *broker.Resources
-	timers   *TimerQueue
-	log      zerolog.Logger
-	instance string
-	started  time.Time
+	opts   Options
+	nc     *nats.Conn
+	res    *broker.Resources
+	timers *TimerQueue
+	// ownTimers is set when the worker runs its timer queue itself.
+	ownTimers bool
+	log       zerolog.Logger
+	instance  string
+	started   time.Time
 
 	// prevDelivered is the last stream sequence the previous process of this
 	// worker received; messages up to it may have been started already.
@@ -149,16 +156,21 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	ownTimers := opts.Timers == nil
+	if ownTimers {
+		opts.Timers = NewTimerQueue(opts.Spin)
+	}
 	return &Worker{
-		opts:     opts,
-		nc:       nc,
-		timers:   NewTimerQueue(opts.Spin),
-		log:      opts.Logger.With().Str("worker", opts.ID).Logger(),
-		instance: nuid.Next(),
-		active:   map[string]*run{},
-		recent:   map[string]time.Time{},
-		recSig:   make(chan struct{}, 1),
-		fired:    make(chan firedTimer, firedBuffer),
+		ownTimers: ownTimers,
+		opts:      opts,
+		nc:        nc,
+		timers:    opts.Timers,
+		log:       opts.Logger.With().Str("worker", opts.ID).Logger(),
+		instance:  nuid.Next(),
+		active:    map[string]*run{},
+		recent:    map[string]time.Time{},
+		recSig:    make(chan struct{}, 1),
+		fired:     make(chan firedTimer, firedBuffer),
 	}, nil
 }
 
@@ -197,7 +209,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	// finish during a graceful stop.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
-	go w.timers.Run(bg)
+	if w.ownTimers {
+		go w.timers.Run(bg)
+	}
 	go w.firedLoop(bg)
 	storerDone := make(chan struct{})
 	go func() { w.storeRecords(bg); close(storerDone) }()

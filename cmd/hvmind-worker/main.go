@@ -10,9 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/hvmind/hvmind/broker"
@@ -28,14 +28,6 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	// The timer queue's thread keeps its P while it sleeps in the kernel and
-	// spins before a due time (see worker.TimerQueue). One more P than the
-	// default keeps the rest of the worker (taking in jobs, storing records,
-	// running handlers) as parallel as the machine. GOMAXPROCS, when set,
-	// still rules.
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
-	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "hvmind-worker:", err)
 		os.Exit(1)
@@ -47,16 +39,18 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("hvmind-worker", flag.ContinueOnError)
 	cfg.RegisterCommon(fs)
 	cfg.RegisterWorker(fs)
+	process := fs.String("process", "", "run a worker process of this name instead of one worker: it starts the workers the pool asks for (hvmind.procs.NAME.launch), all on one timer queue")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: hvmind-worker --id ID [--host HOST] [--threads N] [--nats URL]")
+		fmt.Fprintln(fs.Output(), "       hvmind-worker --process NAME [--nats URL]")
 		fs.PrintDefaults()
 	}
 	if err := cfg.Parse(fs, args); err != nil {
 		return err
 	}
-	if cfg.Worker.ID == "" {
+	if cfg.Worker.ID == "" && *process == "" {
 		fs.Usage()
-		return fmt.Errorf("--id is required")
+		return fmt.Errorf("--id (or --process) is required")
 	}
 	log, err := cfg.Logger("hvmind-worker")
 	if err != nil {
@@ -65,7 +59,11 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	conn, err := broker.Open(ctx, broker.OpenOptions{URL: cfg.NATS, Name: "hvmind-worker " + cfg.Worker.ID, Logger: log})
+	name := cfg.Worker.ID
+	if *process != "" {
+		name = "process " + *process
+	}
+	conn, err := broker.Open(ctx, broker.OpenOptions{URL: cfg.NATS, Name: "hvmind-worker " + name, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -73,6 +71,33 @@ func run(args []string) error {
 	handlers := worker.NewHandlers()
 	wc := world.NewClient(conn.NC)
 	worker.RegisterWorldTasks(handlers, wc)
+	// A second signal stops at once.
+	go func() {
+		<-ctx.Done()
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		log.Warn().Msg("second signal: stopping now")
+		os.Exit(1)
+	}()
+	if dir := os.Getenv("HVMIND_CPUPROFILE_DIR"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, "worker-"+strings.ReplaceAll(name, " ", "-")+".prof"))
+		if err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
+	if *process != "" {
+		p, err := worker.NewProcess(conn.NC, worker.ProcessOptions{
+			Name: *process, Handlers: handlers, RAM: worker.WorldRAM{Client: wc},
+			Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Spin: cfg.Worker.Spin,
+			Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		return p.Run(ctx)
+	}
 	var ram worker.RAMKeeper
 	if cfg.Worker.ReserveRAM {
 		ram = worker.WorldRAM{Client: wc}
@@ -85,22 +110,6 @@ func run(args []string) error {
 	})
 	if err != nil {
 		return err
-	}
-	// A second signal stops at once.
-	go func() {
-		<-ctx.Done()
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-		<-sig
-		log.Warn().Msg("second signal: stopping now")
-		os.Exit(1)
-	}()
-	if dir := os.Getenv("HVMIND_CPUPROFILE_DIR"); dir != "" {
-		f, err := os.Create(filepath.Join(dir, "worker-"+cfg.Worker.ID+".prof"))
-		if err == nil {
-			_ = pprof.StartCPUProfile(f)
-			defer func() { pprof.StopCPUProfile(); f.Close() }()
-		}
 	}
 	return w.Run(ctx)
 }

@@ -1,0 +1,214 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
+)
+
+// A worker process runs several workers, each with its own id, host,
+// threads, durable queue and registry entry, in one operating-system
+// process. They share its connection and one TimerQueue. On a machine with
+// few cores this matters: one process per host means dozens of timer
+// threads competing for the cores, and the jobs of one batch, placed on
+// workers of different hosts, then land in the order their processes happen
+// to be scheduled. One queue fires every job of the process in time order,
+// and spins on one thread at most.
+//
+// The process takes launch requests as a NATS micro service,
+// ProcessServiceName, on ProcessSubject(name, "launch") (a Spec as JSON) and
+// lists its workers on ProcessSubject(name, "status").
+
+// ProcessServiceName is the micro service name of worker processes.
+const ProcessServiceName = "hvmind-worker-process"
+
+// ErrWorkerRunning is the error of a launch request for a worker id the
+// process already runs.
+var ErrWorkerRunning = errors.New("this process already runs that worker")
+
+// ProcessSubject is the subject of a worker process's endpoint (launch or
+// status): hvmind.procs.<name>.<endpoint>.
+func ProcessSubject(name, endpoint string) string {
+	return "hvmind.procs." + name + "." + endpoint
+}
+
+// Spec is a worker to start in a worker process.
+type Spec struct {
+	ID      string `json:"id"`
+	Host    string `json:"host"`
+	Threads int    `json:"threads"`
+	// ReserveRAM makes the worker hold its RAM on Host in the world.
+	ReserveRAM bool `json:"reserveRam,omitempty"`
+	// OnDemand marks a worker launched for a job that did not fit.
+	OnDemand bool `json:"onDemand,omitempty"`
+}
+
+// ProcessOptions configure a worker process. The timing options apply to
+// every worker it runs.
+type ProcessOptions struct {
+	// Name names the process's subjects; it may hold the characters of a
+	// worker id.
+	Name      string
+	Heartbeat time.Duration
+	Tolerance time.Duration
+	Spin      time.Duration
+	// Handlers serve the tasks of every worker; nil means the built-in ones.
+	Handlers *Handlers
+	// RAM holds the RAM of the workers whose Spec asks for it.
+	RAM    RAMKeeper
+	Logger zerolog.Logger
+}
+
+// ProcessStatus is the reply of the status endpoint.
+type ProcessStatus struct {
+	Name    string   `json:"name"`
+	Workers []string `json:"workers"`
+}
+
+// Process runs workers on request. Create it with NewProcess and start it
+// with Run.
+type Process struct {
+	opts   ProcessOptions
+	nc     *nats.Conn
+	timers *TimerQueue
+	log    zerolog.Logger
+
+	mu      sync.Mutex
+	ctx     context.Context // the workers' context, set by Run
+	running map[string]struct{}
+	wg      sync.WaitGroup
+}
+
+// NewProcess validates the options and prepares a worker process on an
+// open connection.
+func NewProcess(nc *nats.Conn, opts ProcessOptions) (*Process, error) {
+	if !job.ValidWorkerID(opts.Name) {
+		return nil, fmt.Errorf("worker process name: %w (got %q)", ErrInvalidID, opts.Name)
+	}
+	if opts.Handlers == nil {
+		opts.Handlers = NewHandlers()
+	}
+	return &Process{
+		opts: opts, nc: nc, timers: NewTimerQueue(opts.Spin),
+		log:     opts.Logger.With().Str("process", opts.Name).Logger(),
+		running: map[string]struct{}{},
+	}, nil
+}
+
+// Start starts a worker in the process. The worker runs until ctx of Run
+// ends or it stops on its own (the pool asked it to, another process took
+// its id over, its RAM was refused).
+func (p *Process) Start(spec Spec) error {
+	var ram RAMKeeper
+	if spec.ReserveRAM {
+		if p.opts.RAM == nil {
+			return fmt.Errorf("start worker %s: this process cannot reserve RAM", spec.ID)
+		}
+		ram = p.opts.RAM
+	}
+	w, err := New(p.nc, Options{
+		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, RAM: ram,
+		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin,
+		Timers: p.timers, Handlers: p.opts.Handlers, Logger: p.opts.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("start worker %s: %w", spec.ID, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx == nil || p.ctx.Err() != nil {
+		return fmt.Errorf("start worker %s: the process is not running", spec.ID)
+	}
+	if _, ok := p.running[spec.ID]; ok {
+		return fmt.Errorf("start worker %s: %w", spec.ID, ErrWorkerRunning)
+	}
+	p.running[spec.ID] = struct{}{}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		err := w.Run(p.ctx)
+		if err != nil {
+			p.log.Warn().Err(err).Str("worker", spec.ID).Msg("worker ended")
+		}
+		p.mu.Lock()
+		delete(p.running, spec.ID)
+		p.mu.Unlock()
+	}()
+	return nil
+}
+
+// Workers lists the ids of the workers running, sorted.
+func (p *Process) Workers() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids := make([]string, 0, len(p.running))
+	for id := range p.running {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Run serves launch requests until ctx ends, then stops every worker
+// gracefully (see Worker.Run) and returns once they all have.
+func (p *Process) Run(ctx context.Context) error {
+	// The queue outlives ctx: the workers' running jobs finish on it.
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go p.timers.Run(bg)
+
+	p.mu.Lock()
+	p.ctx = ctx
+	p.mu.Unlock()
+	svc, err := broker.AddService(p.nc, micro.Config{
+		Name:        ProcessServiceName,
+		Version:     "0.1.0",
+		Description: "HVMind worker process: runs several workers on one timer queue",
+		Metadata:    map[string]string{"name": p.opts.Name},
+	},
+		broker.Endpoint{Name: "launch", Subject: ProcessSubject(p.opts.Name, "launch"), Handler: micro.HandlerFunc(p.handleLaunch)},
+		broker.Endpoint{Name: "status", Subject: ProcessSubject(p.opts.Name, "status"), Handler: micro.HandlerFunc(p.handleStatus)},
+	)
+	if err != nil {
+		return fmt.Errorf("worker process %s: %w", p.opts.Name, err)
+	}
+	p.log.Info().Msg("worker process ready")
+	<-ctx.Done()
+	_ = svc.Stop()
+	p.wg.Wait()
+	p.log.Info().Msg("worker process stopped")
+	return nil
+}
+
+func (p *Process) handleLaunch(req micro.Request) {
+	var spec Spec
+	if err := json.Unmarshal(req.Data(), &spec); err != nil {
+		_ = req.Error("400", "malformed worker spec: "+err.Error(), nil)
+		return
+	}
+	if err := p.Start(spec); err != nil {
+		code := "400"
+		if errors.Is(err, ErrWorkerRunning) {
+			code = "409"
+		}
+		_ = req.Error(code, err.Error(), nil)
+		return
+	}
+	p.log.Info().Str("worker", spec.ID).Str("host", spec.Host).Int("threads", spec.Threads).Msg("started worker")
+	_ = req.RespondJSON(ProcessStatus{Name: p.opts.Name, Workers: p.Workers()})
+}
+
+func (p *Process) handleStatus(req micro.Request) {
+	_ = req.RespondJSON(ProcessStatus{Name: p.opts.Name, Workers: p.Workers()})
+}

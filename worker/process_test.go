@@ -1,0 +1,139 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/broker/brokertest"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/worker"
+)
+
+// A worker process starts the workers it is asked for, each with its own
+// queue and registry entry, and runs their jobs on one timer queue.
+func TestProcessRunsSeveralWorkers(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	nc := b.Connect(t)
+	p, err := worker.NewProcess(nc, worker.ProcessOptions{
+		Name: "p1", Tolerance: tolerance, Spin: 500 * time.Microsecond, Heartbeat: 100 * time.Millisecond,
+		Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+
+	client := b.Connect(t)
+	launch := func(body string) (string, string) {
+		t.Helper()
+		var msg, err = client.Request(worker.ProcessSubject("p1", "launch"), []byte(body), 5*time.Second)
+		for i := 0; err != nil && i < 50; i++ { // the service may not be up yet
+			time.Sleep(50 * time.Millisecond)
+			msg, err = client.Request(worker.ProcessSubject("p1", "launch"), []byte(body), 5*time.Second)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.Header.Get(micro.ErrorCodeHeader), string(msg.Data)
+	}
+	for _, tc := range []struct {
+		name, body, code string
+	}{
+		{"first", `{"id":"a1","host":"home","threads":2}`, ""},
+		{"second", `{"id":"b1","host":"n00dles","threads":1}`, ""},
+		{"same id", `{"id":"a1","host":"home","threads":2}`, "409"},
+		{"malformed", `{"id":`, "400"},
+		{"bad id", `{"id":"a b","threads":1}`, "400"},
+		{"no threads", `{"id":"c1","threads":0}`, "400"},
+	} {
+		if code, body := launch(tc.body); code != tc.code {
+			t.Errorf("%s: code %q (%s), want %q", tc.name, code, body, tc.code)
+		}
+	}
+	for _, id := range []string{"a1", "b1"} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			e, err := broker.GetWorker(context.Background(), b.Res.Workers, id)
+			if err == nil {
+				if id == "b1" && e.Host != "n00dles" {
+					t.Errorf("worker b1 registered on host %q", e.Host)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("worker %s did not register", id)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if got := strings.Join(p.Workers(), ","); got != "a1,b1" {
+		t.Fatalf("workers %q, want a1,b1", got)
+	}
+	msg, err := client.Request(worker.ProcessSubject("p1", "status"), nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st worker.ProcessStatus
+	if err := json.Unmarshal(msg.Data, &st); err != nil || strings.Join(st.Workers, ",") != "a1,b1" {
+		t.Fatalf("status %s (%v)", msg.Data, err)
+	}
+
+	// One job each, due at the same instant: both start on time.
+	s := job.Now() + 300
+	for _, w := range []string{"a1", "b1"} {
+		data, _ := job.Encode(&job.Job{ID: "j-" + w, Task: "sleep", Threads: 1, StartTime: s, EndTime: s + 20})
+		if _, err := b.Res.JS.Publish(context.Background(), broker.JobsSubject(w), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := waitRecords(t, b, "j-a1", "j-b1")
+	for id, r := range recs {
+		if r.Status != job.StatusDone || r.ActualStartTime < r.StartTime || (r.ActualStartTime-r.StartTime)*1000 > float64(tolerance/time.Microsecond) {
+			t.Errorf("job %s: %s, started %.3f ms off", id, r.Status, r.ActualStartTime-r.StartTime)
+		}
+	}
+}
+
+// waitRecords reads the completion records until every id has one.
+func waitRecords(t *testing.T, b *brokertest.Broker, ids ...string) map[string]job.Job {
+	t.Helper()
+	got := map[string]job.Job{}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		cons, err := b.Res.JS.OrderedConsumer(context.Background(), broker.StreamDone, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m, err := cons.Next(jetstream.FetchMaxWait(200 * time.Millisecond))
+			if err != nil {
+				break
+			}
+			if j, err := job.Parse(m.Data()); err == nil {
+				got[j.ID] = j
+			}
+		}
+		all := true
+		for _, id := range ids {
+			if _, ok := got[id]; !ok {
+				all = false
+			}
+		}
+		if all {
+			return got
+		}
+	}
+	t.Fatalf("records of %v not all stored; have %d", ids, len(got))
+	return nil
+}
