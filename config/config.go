@@ -57,6 +57,11 @@ type Pool struct {
 	// Hosts, when set, are the only world hosts the pool launches workers
 	// on (comma-separated).
 	Hosts string
+	// WorkerProcess, when set, runs the workers the pool launches in one
+	// hvmind-worker process of that name, on one timer queue.
+	WorkerProcess string
+	// FillHosts keeps a worker on every world host, with all its free RAM.
+	FillHosts bool
 	// IdleStop stops on-demand workers idle this long (0: never).
 	IdleStop time.Duration
 	// Split allows splitting a job over several workers; SplitTolerance is
@@ -153,6 +158,8 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Pool.SpawnWait, "spawn-wait", c.Pool.SpawnWait, "how long a dispatch waits for a launched worker to register")
 	fs.StringVar(&c.Pool.Hosts, "hosts", c.Pool.Hosts, "comma-separated world hosts the pool may launch workers on (empty: every host with root and RAM)")
 	fs.StringVar(&c.Pool.SizePolicy, "size-policy", c.Pool.SizePolicy, "size of workers launched on world hosts: exact (the job's threads), host (all the host's free RAM) or chunk:N (rounded up to N threads)")
+	fs.StringVar(&c.Pool.WorkerProcess, "worker-process", c.Pool.WorkerProcess, "launch workers inside one hvmind-worker process of this name, on one timer queue, instead of a process each (best for batching on a machine with few cores)")
+	fs.BoolVar(&c.Pool.FillHosts, "fill-hosts", c.Pool.FillHosts, "keep a worker holding all the free RAM of every world host (--hosts), not only when a job does not fit: what a batcher wants")
 	fs.DurationVar(&c.Pool.IdleStop, "idle-stop", c.Pool.IdleStop, "stop workers launched on demand after this long with nothing to do (0: never)")
 	fs.BoolVar(&c.Pool.Split, "split", c.Pool.Split, "split a job that fits no single worker over several (weaken, sleep; hack and grow within --split-tolerance)")
 	fs.BoolVar(&c.Pool.StopWorkers, "stop-workers", c.Pool.StopWorkers, "ask the live workers to stop when the pool stops (by default they outlive it)")

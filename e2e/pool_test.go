@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -351,5 +352,74 @@ func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 			t.Fatalf("idle workers not stopped: n00dles %v GB, foodnstuff %v GB used; status %s", worldRAM("n00dles"), worldRAM("foodnstuff"), st)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// hvmind-pool --fill-hosts --worker-process: a worker on every host, all in
+// one worker process; jobs with minCores go only to hosts with the cores;
+// kill -9 the process and the pool starts it again and refills the hosts.
+func TestWorkerProcessFillsHostsAndHonoursMinCores(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--scenario", "reference-880", "--fill-hosts", "--worker-process", "local",
+		"--hosts", "home,n00dles,foodnstuff")
+	c.waitWorkers(3)
+	status := func() []string {
+		out, _, code := run(t, "", "nats", "--server", c.url, "req", "hvmind.procs.local.status", "", "--raw")
+		var st struct {
+			Workers []string `json:"workers"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+			return nil
+		}
+		return st.Workers
+	}
+	if got := strings.Join(status(), ","); got != "foodnstuff-1,home-1,n00dles-1" {
+		t.Fatalf("workers in the worker process: %q", got)
+	}
+	// Two threads fit n00dles, the smallest worker; with minCores 3 only
+	// home (3 cores) may take them. No host has 4.
+	out, errOut, code := c.manager("dispatch", `{"id":"any","task":"sleep","threads":2,"duration":50}`)
+	if code != 0 || !strings.Contains(out, `"worker":"n00dles-1"`) {
+		t.Fatalf("plain job: exit %d, %s %s", code, out, errOut)
+	}
+	out, errOut, code = c.manager("dispatch", `{"id":"cored","task":"sleep","threads":2,"duration":50,"minCores":3}`)
+	if code != 0 || !strings.Contains(out, `"worker":"home-1"`) || !strings.Contains(out, `"minCores":3`) {
+		t.Fatalf("job with minCores 3: exit %d, %s %s", code, out, errOut)
+	}
+	_, errOut, code = c.manager("dispatch", `{"id":"too-cored","task":"sleep","threads":2,"duration":50,"minCores":4}`)
+	if code == 0 || !strings.Contains(errOut, "4 cores") {
+		t.Fatalf("job with minCores 4: exit %d, %s", code, errOut)
+	}
+
+	// kill -9 the worker process: its three workers go, and come back.
+	pids, _ := exec.Command("pgrep", "-f", "--", "--process local").Output()
+	killed := 0
+	for _, f := range strings.Fields(string(pids)) {
+		var pid int
+		_, _ = fmt.Sscan(f, &pid)
+		if pid > 0 && belongsTo(pid, c.data) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			killed++
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("%d worker processes found, want 1", killed)
+	}
+	// A new process takes the jobs (on home: minCores), and the fill puts
+	// workers back on the small hosts too.
+	refilled := func() bool {
+		ws := strings.Join(status(), ",")
+		return strings.Contains(ws, "n00dles-") && strings.Contains(ws, "foodnstuff-")
+	}
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		out, _, code = c.manager("dispatch", `{"task":"sleep","threads":2,"duration":50,"minCores":3}`)
+		if code == 0 && strings.Contains(out, `"worker":"home-`) && refilled() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no job ran on a refilled home after the worker process was killed: %s; workers %v", out, status())
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }

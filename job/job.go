@@ -58,6 +58,10 @@ type Job struct {
 	Duration  float64 `json:"duration"`
 	StartTime float64 `json:"startTime,omitempty"`
 	EndTime   float64 `json:"endTime,omitempty"`
+	// MinCores, when set, places the job only on a worker whose host has at
+	// least that many cores: a grow or weaken sized for a host's cores is
+	// short on a host with fewer.
+	MinCores int `json:"minCores,omitempty"`
 
 	// Worker is the id of the worker the pool placed the job on.
 	Worker string `json:"worker,omitempty"`
@@ -132,6 +136,10 @@ func (j *Job) appendJSON(b []byte) []byte {
 	num("duration", j.Duration, true)
 	num("startTime", j.StartTime, false)
 	num("endTime", j.EndTime, false)
+	if j.MinCores != 0 {
+		key("minCores")
+		b = strconv.AppendInt(b, int64(j.MinCores), 10)
+	}
 	str("worker", j.Worker, false)
 	num("actualStartTime", j.ActualStartTime, false)
 	num("actualEndTime", j.ActualEndTime, false)
@@ -249,6 +257,9 @@ func (j *Job) Validate(now float64, tolerance time.Duration) error {
 	}
 	if j.Duration < 0 || math.IsNaN(j.Duration) || math.IsInf(j.Duration, 0) {
 		return fmt.Errorf("%w (got %v)", ErrDuration, j.Duration)
+	}
+	if j.MinCores < 0 {
+		return fmt.Errorf("%w: minCores must not be negative (got %d)", ErrMalformed, j.MinCores)
 	}
 	if j.StartTime < 0 || j.EndTime < 0 {
 		return fmt.Errorf("%w: times are Unix epoch milliseconds", ErrMalformed)

@@ -47,6 +47,28 @@ func TestRoundTripKeepsUnknownFieldsByteForByte(t *testing.T) {
 	}
 }
 
+func TestMinCoresRoundTrip(t *testing.T) {
+	t.Parallel()
+	j, err := job.Parse([]byte(`{"task":"grow","threads":4,"minCores":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.MinCores != 3 {
+		t.Fatalf("minCores = %d, want 3", j.MinCores)
+	}
+	out, err := job.Encode(&j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"minCores":3`) {
+		t.Fatalf("record %s lacks minCores", out)
+	}
+	j.MinCores = 0
+	if out, _ := job.Encode(&j); strings.Contains(string(out), "minCores") {
+		t.Fatalf("record %s has minCores though it is unset", out)
+	}
+}
+
 func TestParseRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -55,6 +77,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"not json", `{"task":`},
 		{"array for object", `[1,2]`},
 		{"string threads", `{"task":"sleep","threads":"ten"}`},
+		{"fractional minCores", `{"task":"grow","threads":1,"minCores":1.5}`},
 		{"trailing", `{"task":"sleep"} {}`},
 		{"empty", ``},
 	} {
@@ -85,6 +108,7 @@ func TestValidate(t *testing.T) {
 		{"start in the past", job.Job{Task: "sleep", Threads: 1, StartTime: now - 1000}, job.ErrStartInPast},
 		{"bad id", job.Job{ID: "a b", Task: "sleep", Threads: 1}, job.ErrInvalidID},
 		{"status set", job.Job{Task: "sleep", Threads: 1, Status: job.StatusDone}, job.ErrUnknownField},
+		{"negative minCores", job.Job{Task: "grow", Threads: 1, MinCores: -1}, job.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

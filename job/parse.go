@@ -139,6 +139,16 @@ func (j *Job) setMember(key string, raw []byte) error {
 			}
 			j.Threads = int(n)
 		}
+	case "minCores":
+		j.MinCores = 0
+		if !null {
+			var n int64
+			n, err = strconv.ParseInt(string(raw), 10, 32)
+			if err != nil {
+				return fmt.Errorf("minCores must be an integer, not %s", raw)
+			}
+			j.MinCores = int(n)
+		}
 	case "duration":
 		j.Duration, err = numberField(key, raw, null)
 	case "startTime":

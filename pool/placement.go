@@ -144,7 +144,7 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 	asap := j.StartTime == 0
 	var best *workerState
 	bestStart := math.Inf(1)
-	alive, serving := 0, 0
+	alive, serving, cored := 0, 0, 0
 	maxFree, maxFreeID := -1, ""
 	var tasks []string
 	if !asap {
@@ -153,7 +153,7 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 		// the threads free; the exact pass below runs only when none does.
 		for _, ws := range p.orderLocked() {
 			if ws.tl.Capacity() >= j.Threads && ws.surelyFits(start, end, j.Threads) &&
-				p.aliveLocked(ws, nowT) && !ws.stopping && ws.serves(j.Task) {
+				p.aliveLocked(ws, nowT) && !ws.stopping && ws.serves(j.Task) && p.coresFitLocked(ws, j) {
 				best, bestStart = ws, start
 				break
 			}
@@ -172,6 +172,10 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 			continue
 		}
 		serving++
+		if !p.coresFitLocked(ws, j) {
+			continue
+		}
+		cored++
 		if ws.tl.Capacity() < j.Threads {
 			maxFree, maxFreeID = max(maxFree, ws.tl.Capacity()), ws.entry.ID
 			continue
@@ -201,6 +205,8 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 		return placement{}, fmt.Errorf("%w: no live workers", ErrNoCapacity)
 	case serving == 0:
 		return placement{}, fmt.Errorf("%w %q: the live workers run %s", ErrUnknownTask, j.Task, uniqueList(tasks))
+	case cored == 0:
+		return placement{}, fmt.Errorf("%w: no live worker's host has the %d cores wanted", ErrNoCapacity, j.MinCores)
 	case asap:
 		return placement{}, fmt.Errorf("%w: %d threads wanted; no live worker has that many", ErrNoCapacity, j.Threads)
 	default:
@@ -220,6 +226,9 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 	if err := p.prepare(jobs, batch); err != nil {
 		return nil, err
 	}
+	if needsCores(jobs) {
+		p.refreshHostCores(ctx)
+	}
 	// In order: existing workers; a new worker (while workers can be
 	// launched); splitting over existing workers; refusal.
 	var placed []placement
@@ -237,7 +246,7 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 		}
 		capacity := errors.Is(err, ErrNoCapacity)
 		if capacity && canLaunch && !noHost[idx] && launches < len(jobs)+16 {
-			id, lerr := p.launchFor(ctx, jobs[idx].Threads)
+			id, lerr := p.launchFor(ctx, jobs[idx].Threads, jobs[idx].MinCores)
 			if id != "" {
 				launched = append(launched, id)
 			}
@@ -258,7 +267,7 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 		// A job too big for any host, that splits: add a worker on the
 		// largest host, and split again.
 		if capacity && canLaunch && splits != nil && splits[idx] > 1 && launches < len(jobs)+16 {
-			id, lerr := p.launchLargest(ctx)
+			id, lerr := p.launchLargest(ctx, jobs[idx].MinCores)
 			if id != "" {
 				launched = append(launched, id)
 			}

@@ -58,6 +58,9 @@ type Options struct {
 	// IdleStop stops on-demand workers that have had nothing to do for this
 	// long; zero keeps them.
 	IdleStop time.Duration
+	// FillHosts keeps a worker holding all the free RAM of every host of
+	// Servers (see filler.go).
+	FillHosts bool
 	// Split lets a job that fits no single worker be split over several, for
 	// the tasks whose effect splits cleanly (see split.go).
 	Split bool
@@ -103,6 +106,10 @@ type Pool struct {
 
 	mu      sync.Mutex
 	workers map[string]*workerState
+	// hostCores is the cores of the world's hosts, for jobs with MinCores
+	// (see cores.go); hostCoresAt is when it was read.
+	hostCores   map[string]int
+	hostCoresAt time.Time
 	// order is the workers by capacity, then id: the order placement tries
 	// them in. nil when it must be rebuilt.
 	order  []*workerState
@@ -207,6 +214,10 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	go p.sweepLoop(ctx)
+	if p.opts.FillHosts && p.opts.Servers != nil {
+		p.fillHosts(ctx)
+		go p.fillLoop(ctx)
+	}
 	close(p.ready)
 	p.log.Info().Int("jobs_in_flight", p.inFlight()).Msg("pool ready")
 	<-ctx.Done()

@@ -33,10 +33,11 @@ func (p *Pool) nextWorkerIDLocked(host string) string {
 	}
 }
 
-// launchFor starts a worker that can take a job of threads and waits until
-// it has registered: on the world host the server pool chooses when there
-// is a world, else locally on the pool's host.
-func (p *Pool) launchFor(ctx context.Context, threads int) (string, error) {
+// launchFor starts a worker that can take a job of threads (on a host of
+// at least minCores cores) and waits until it has registered: on the world
+// host the server pool chooses when there is a world, else locally on the
+// pool's host.
+func (p *Pool) launchFor(ctx context.Context, threads, minCores int) (string, error) {
 	if p.opts.Servers == nil {
 		return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
 	}
@@ -44,7 +45,7 @@ func (p *Pool) launchFor(ctx context.Context, threads int) (string, error) {
 	for range 3 { // another dispatch may take the chosen RAM first
 		var host serverpool.Host
 		var size int
-		host, size, err = p.opts.Servers.Plan(ctx, threads)
+		host, size, err = p.opts.Servers.PlanCores(ctx, threads, minCores)
 		if errors.Is(err, world.ErrNotRunning) && p.opts.Launcher != nil {
 			// No world: a local worker, as without a server pool.
 			return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
@@ -62,12 +63,13 @@ func (p *Pool) launchFor(ctx context.Context, threads int) (string, error) {
 }
 
 // launchLargest starts a worker of all the free threads of the host with
-// the most, for a job to be split over several workers.
-func (p *Pool) launchLargest(ctx context.Context) (string, error) {
+// the most (among those with at least minCores cores), for a job to be
+// split over several workers.
+func (p *Pool) launchLargest(ctx context.Context, minCores int) (string, error) {
 	if p.opts.Servers == nil {
 		return "", serverpool.ErrNoHost
 	}
-	h, err := p.opts.Servers.Largest(ctx)
+	h, err := p.opts.Servers.LargestCores(ctx, minCores)
 	if err != nil {
 		return "", err
 	}
@@ -78,6 +80,13 @@ func (p *Pool) launchLargest(ctx context.Context) (string, error) {
 }
 
 func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bool) (string, error) {
+	return p.launchWorker(ctx, host, threads, deploy, true)
+}
+
+// launchWorker starts a worker on host (deploy: reserving its RAM in the
+// world) and waits until it has registered. An on-demand worker is stopped
+// when it has been idle for IdleStop.
+func (p *Pool) launchWorker(ctx context.Context, host string, threads int, deploy, onDemand bool) (string, error) {
 	p.mu.Lock()
 	id := p.nextWorkerIDLocked(host)
 	ws := newWorkerState(id, 0)
@@ -85,7 +94,7 @@ func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bo
 	p.workers[id] = ws
 	p.order = nil
 	p.mu.Unlock()
-	spec := serverpool.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: true}
+	spec := serverpool.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: onDemand}
 	var err error
 	if deploy {
 		err = p.opts.Servers.Deploy(ctx, spec)

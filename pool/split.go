@@ -139,7 +139,7 @@ func (p *Pool) splitLocked(j *job.Job, now float64, nowT time.Time, maxParts int
 	var cands []cand
 	total := 0
 	for _, ws := range p.workers {
-		if !p.aliveLocked(ws, nowT) || ws.stopping || !ws.serves(j.Task) {
+		if !p.aliveLocked(ws, nowT) || ws.stopping || !ws.serves(j.Task) || !p.coresFitLocked(ws, j) {
 			continue
 		}
 		if free := ws.tl.Free(start, end); free > 0 {

@@ -154,14 +154,21 @@ func (sp *ServerPool) Hosts(ctx context.Context) ([]Host, error) {
 // SmallestFit is the host with the fewest free threads that still has
 // threads free: the best fit, which keeps big hosts whole for big jobs.
 func (sp *ServerPool) SmallestFit(ctx context.Context, threads int) (Host, error) {
+	return sp.smallestFit(ctx, threads, 0)
+}
+
+func (sp *ServerPool) smallestFit(ctx context.Context, threads, minCores int) (Host, error) {
 	hosts, err := sp.Hosts(ctx)
 	if err != nil {
 		return Host{}, err
 	}
 	for _, h := range hosts {
-		if h.FreeThreads >= threads {
+		if h.FreeThreads >= threads && h.Cores >= minCores {
 			return h, nil
 		}
+	}
+	if minCores > 1 {
+		return Host{}, fmt.Errorf("%w: %d threads on a host of %d cores wanted", ErrNoHost, threads, minCores)
 	}
 	return Host{}, fmt.Errorf("%w: %d threads (%.2f GB) wanted; the most free is %d threads", ErrNoHost,
 		threads, world.ThreadRAM*float64(threads), mostFree(hosts))
@@ -169,14 +176,25 @@ func (sp *ServerPool) SmallestFit(ctx context.Context, threads int) (Host, error
 
 // Largest is the host with the most free threads.
 func (sp *ServerPool) Largest(ctx context.Context) (Host, error) {
+	return sp.LargestCores(ctx, 0)
+}
+
+// LargestCores is the host with the most free threads among those with at
+// least minCores cores.
+func (sp *ServerPool) LargestCores(ctx context.Context, minCores int) (Host, error) {
 	hosts, err := sp.Hosts(ctx)
 	if err != nil {
 		return Host{}, err
 	}
-	if len(hosts) == 0 {
-		return Host{}, fmt.Errorf("%w: the world has no host with root and RAM", ErrNoHost)
+	for i := len(hosts) - 1; i >= 0; i-- { // most free threads last
+		if hosts[i].Cores >= minCores {
+			return hosts[i], nil
+		}
 	}
-	return hosts[len(hosts)-1], nil
+	if minCores > 1 {
+		return Host{}, fmt.Errorf("%w: no host has %d cores", ErrNoHost, minCores)
+	}
+	return Host{}, fmt.Errorf("%w: the world has no host with root and RAM", ErrNoHost)
 }
 
 // FreeThreads is the threads one host can still take.
@@ -222,7 +240,12 @@ func mostFree(hosts []Host) int {
 // size covers the job; the host is the smallest that can hold the job's
 // threads; then the policy sizes the worker within what that host has free.
 func (sp *ServerPool) Plan(ctx context.Context, threads int) (Host, int, error) {
-	h, err := sp.SmallestFit(ctx, threads)
+	return sp.PlanCores(ctx, threads, 0)
+}
+
+// PlanCores is Plan for a job that needs a host of at least minCores cores.
+func (sp *ServerPool) PlanCores(ctx context.Context, threads, minCores int) (Host, int, error) {
+	h, err := sp.smallestFit(ctx, threads, minCores)
 	if err != nil {
 		return Host{}, 0, err
 	}

@@ -130,3 +130,47 @@ func TestOnlyTheNamedHosts(t *testing.T) {
 		t.Errorf("Only() lists %d hosts, want all 8", len(hosts))
 	}
 }
+
+// A job that needs cores goes only to hosts that have them: on
+// reference-880 only home has 3.
+func TestPlanAndLargestWithCores(t *testing.T) {
+	t.Parallel()
+	sc, err := world.LoadScenario("reference-880")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := serverpool.New(fakeWorld{world.NewState(sc)}, &nopLauncher{}, serverpool.Policy{Kind: "exact"})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name             string
+		threads, cores   int
+		want             string
+		wantErr, largest bool
+	}{
+		{"any host", 2, 0, "n00dles", false, false},
+		{"three cores", 2, 3, "home", false, false},
+		{"four cores", 2, 4, "", true, false},
+		{"largest of three cores", 0, 3, "home", false, true},
+		{"largest of four cores", 0, 4, "", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var h serverpool.Host
+			var err error
+			if tc.largest {
+				h, err = sp.LargestCores(ctx, tc.cores)
+			} else {
+				h, _, err = sp.PlanCores(ctx, tc.threads, tc.cores)
+			}
+			if tc.wantErr {
+				if !errors.Is(err, serverpool.ErrNoHost) {
+					t.Fatalf("got %+v, %v; want ErrNoHost", h, err)
+				}
+				return
+			}
+			if err != nil || h.Name != tc.want {
+				t.Fatalf("got %+v, %v; want %s", h, err, tc.want)
+			}
+		})
+	}
+}

@@ -108,6 +108,7 @@ func run(args []string) error {
 				"--heartbeat", cfg.Worker.Heartbeat.String(), "--tolerance", cfg.Worker.Tolerance.String(),
 				"--spin", cfg.Worker.Spin.String(), "--log-level", cfg.LogLevel,
 			},
+			Process: cfg.Pool.WorkerProcess, Conn: conn.NC,
 		}
 	}
 	wc := world.NewClient(conn.NC)
@@ -120,7 +121,7 @@ func run(args []string) error {
 		Launcher: launcher, Host: cfg.Pool.Host, SpawnWait: cfg.Pool.SpawnWait,
 		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Logger: log,
 		RAM: worker.WorldRAM{Client: wc}, World: wc, Servers: servers,
-		IdleStop: cfg.Pool.IdleStop, Split: cfg.Pool.Split, SplitTolerance: cfg.Pool.SplitTolerance,
+		IdleStop: cfg.Pool.IdleStop, FillHosts: cfg.Pool.FillHosts, Split: cfg.Pool.Split, SplitTolerance: cfg.Pool.SplitTolerance,
 		StopWorkersOnExit: cfg.Pool.StopWorkers,
 	})
 	if err != nil {
