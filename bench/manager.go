@@ -31,6 +31,9 @@ type ManagerOptions struct {
 	SizePolicy string
 	// Hosts, when set, are the only hosts the pool may launch workers on.
 	Hosts []string
+	// Processes runs each worker in a process of its own instead of all in
+	// one worker process (see worker.Process).
+	Processes bool
 	// Manager holds the manager's timing options (Gap, Margin, Lead, Cores...).
 	Manager planner.ManagerOptions
 	// WorkerBin is the hvmind-worker executable; Spin and Tolerance are
@@ -137,11 +140,14 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 		Bin: o.WorkerBin, NATS: conn.URL, LogDir: filepath.Join(dir, "logs"), Logger: o.Logger,
 		Args: []string{"--spin", o.Spin.String(), "--tolerance", o.Tolerance.String(), "--log-level", "warn"},
 	}
+	if !o.Processes {
+		launcher.Process, launcher.Conn = "bench", conn.NC
+	}
 	wc := world.NewClient(conn.NC)
 	p, err := pool.New(conn.NC, pool.Options{
 		Launcher: launcher, Spawn: true, Tolerance: o.Tolerance, Logger: o.Logger,
 		RAM: worker.WorldRAM{Client: wc}, World: wc, Servers: serverpool.New(wc, launcher, policy).Only(o.Hosts...),
-		IdleStop: time.Hour, Split: true, SplitTolerance: 0.01, StopWorkersOnExit: true,
+		IdleStop: time.Hour, FillHosts: true, Split: true, SplitTolerance: 0.01, StopWorkersOnExit: true,
 	})
 	if err != nil {
 		return res, err

@@ -68,7 +68,7 @@ func (p BatchPlan) Threads() int {
 type target struct {
 	s       world.Server // prepped copy
 	h       world.Hacker
-	cores   int
+	cores   int // of the grows' host (and the weakens', unless weakenOn)
 	pct     float64
 	chance  float64
 	hackMs  float64
@@ -205,11 +205,24 @@ func BestBatchWithin(s *world.Server, level int, mults world.Mults, cores, maxTh
 // PlanAtLevel is the batch of h hack threads on a prepped target at a given
 // hacking level: what its weakens and grow must be when it lands then.
 func PlanAtLevel(s *world.Server, level int, mults world.Mults, cores, h int) (BatchPlan, error) {
-	t, err := newTarget(s, level, mults, cores)
+	return planAtLevel(s, level, mults, cores, cores, h)
+}
+
+// planAtLevel is PlanAtLevel with grows on hosts of growCores cores and
+// weakens on hosts of weakCores.
+func planAtLevel(s *world.Server, level int, mults world.Mults, growCores, weakCores, h int) (BatchPlan, error) {
+	t, err := newTarget(s, level, mults, growCores)
 	if err != nil {
 		return BatchPlan{}, err
 	}
+	t.weakenOn(weakCores)
 	return t.plan(0, h), nil
+}
+
+// weakenOn sizes the weakens for hosts of cores cores, which may differ
+// from the grows' host.
+func (t *target) weakenOn(cores int) {
+	t.weakPer = world.WeakenPerThread(max(cores, 1))
 }
 
 // RAMLimitPerSecond is the income limit of WORLD.md "Income limits" when

@@ -132,6 +132,7 @@ func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed flo
 	if err != nil {
 		return BatchPlan{}, 0, err
 	}
+	t.weakenOn(m.weakCores)
 	var best BatchPlan
 	bestRate, bestPeriod := 0.0, 0.0
 	n := int(math.Min(math.Ceil(1/t.pct), 100_000))
@@ -142,8 +143,15 @@ func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed flo
 		}
 		// Real thread-milliseconds a batch holds, with the padding of the
 		// safe starts (at most a half-period a job, a quarter on average).
-		held := p.ThreadSeconds*1000/speed + float64(p.Threads())*(minPeriod/4+slack)
+		pad := minPeriod/4 + slack
+		held := p.ThreadSeconds*1000/speed + float64(p.Threads())*pad
 		period := math.Max(minPeriod, held/float64(free)/m.opts.Utilisation)
+		if m.pinCores > 1 {
+			// Grows hold only the pinned hosts' threads.
+			grow := float64(p.GrowThreads) * (p.GrowTimeMs/speed + pad)
+			pinned := float64(free) * m.pinShare
+			period = math.Max(period, grow/pinned/m.opts.Utilisation)
+		}
 		if rate := p.MoneyPerBatch / period; rate > bestRate {
 			best, bestRate, bestPeriod = p, rate, period
 		}
@@ -239,11 +247,13 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		// Grow and weakens for the level at the hack's landing (plus one:
 		// growing too much only costs a thread; too little desyncs).
 		lvLand := max(hk.Level, world.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
-		if lp, err := PlanAtLevel(srv, lvLand, hk.Mults, m.cores, plan.HackThreads); err == nil {
+		if lp, err := planAtLevel(srv, lvLand, hk.Mults, m.cores, m.weakCores, plan.HackThreads); err == nil {
 			jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = lp.Weaken1Threads, lp.GrowThreads, lp.Weaken2Threads
 		}
+		m.pin(jobs)
 		disp, err := m.pool.DispatchJobs(ctx, jobs)
 		if errors.Is(err, pool.ErrNoCapacity) {
+			m.log.Debug().Err(err).Int("slot", k).Msg("batch refused")
 			m.count(func(s *Stats) { s.Refused++ })
 			continue // the threads are busy for this slot
 		}
