@@ -3,6 +3,7 @@ package worker
 import (
 	"container/heap"
 	"context"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -17,17 +18,31 @@ import (
 // serves every timer, so at most one core spins, and only briefly before
 // each due time.
 //
+// The queue's thread never waits for a lock: a goroutine holding one can be
+// switched out by the kernel for a whole time slice, and every timer behind
+// would go late. Timers are added to a lock-free stack that the queue's
+// thread moves into its own heap, and stopped by marking them.
+//
 // Callbacks run on the queue's goroutine and must return quickly (start a
-// goroutine, close a channel).
+// goroutine, send on a buffered channel).
 type TimerQueue struct {
 	spin time.Duration
 
-	mu   sync.Mutex
-	h    timerHeap
-	seq  uint64
-	wake chan struct{}
+	// incoming is a stack of added timers, linked by next.
+	incoming atomic.Pointer[Timer]
+	// pending counts the timers neither fired nor stopped.
+	pending atomic.Int64
+	seq     atomic.Uint64
+	// nextAt is the due time the queue's thread waits for (MaxInt64: none);
+	// a timer added before it wakes the thread.
+	nextAt atomic.Int64
+	wake   chan struct{}
 	// woken is set when an earlier timer was added, to break a spin.
 	woken atomic.Bool
+
+	// h and due belong to the queue's thread.
+	h   timerHeap
+	due []*Timer
 }
 
 // Timer is one pending callback of a TimerQueue.
@@ -36,9 +51,16 @@ type Timer struct {
 	first bool  // fires before the other timers of the same instant
 	seq   uint64
 	fire  func(now time.Time)
-	index int // in the heap; -1 once fired or stopped
+	state atomic.Int32 // timerPending, timerFired or timerStopped
+	next  *Timer       // in the incoming stack
 	q     *TimerQueue
 }
+
+const (
+	timerPending int32 = iota
+	timerFired
+	timerStopped
+)
 
 // NewTimerQueue returns a queue that spins for the last spin before each
 // due time. Call Run to serve it.
@@ -46,7 +68,9 @@ func NewTimerQueue(spin time.Duration) *TimerQueue {
 	if spin < 0 {
 		spin = 0
 	}
-	return &TimerQueue{spin: spin, wake: make(chan struct{}, 1)}
+	q := &TimerQueue{spin: spin, wake: make(chan struct{}, 1)}
+	q.nextAt.Store(math.MaxInt64)
+	return q
 }
 
 // At arranges for fire to be called at t (at once if t has passed), with the
@@ -63,13 +87,18 @@ func (q *TimerQueue) AtFirst(t time.Time, fire func(now time.Time)) *Timer {
 }
 
 func (q *TimerQueue) add(t time.Time, first bool, fire func(now time.Time)) *Timer {
-	q.mu.Lock()
-	q.seq++
-	tm := &Timer{at: t.UnixNano(), first: first, seq: q.seq, fire: fire, q: q}
-	heap.Push(&q.h, tm)
-	earliest := tm.index == 0
-	q.mu.Unlock()
-	if earliest {
+	tm := &Timer{at: t.UnixNano(), first: first, seq: q.seq.Add(1), fire: fire, q: q}
+	q.pending.Add(1)
+	for {
+		old := q.incoming.Load()
+		tm.next = old
+		if q.incoming.CompareAndSwap(old, tm) {
+			break
+		}
+	}
+	// Either this sees the thread's new nextAt, or the thread, which
+	// stores nextAt before it looks at incoming again, sees this timer.
+	if tm.at < q.nextAt.Load() {
 		q.woken.Store(true)
 		select {
 		case q.wake <- struct{}{}:
@@ -82,22 +111,16 @@ func (q *TimerQueue) add(t time.Time, first bool, fire func(now time.Time)) *Tim
 // Stop cancels the timer; it reports false if the timer already fired or
 // was stopped.
 func (t *Timer) Stop() bool {
-	q := t.q
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if t.index < 0 {
-		return false
+	if t.state.CompareAndSwap(timerPending, timerStopped) {
+		t.q.pending.Add(-1)
+		return true
 	}
-	heap.Remove(&q.h, t.index)
-	t.index = -1
-	return true
+	return false
 }
 
 // Len is the number of pending timers.
 func (q *TimerQueue) Len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.h)
+	return int(q.pending.Load())
 }
 
 const (
@@ -166,23 +189,45 @@ func (q *TimerQueue) Run(ctx context.Context) {
 // can cost tens of microseconds) must not make the next one look late.
 func (q *TimerQueue) fireDue() (next int64, ok bool) {
 	for {
+		q.drain()
 		now := time.Now()
-		q.mu.Lock()
-		var due []*Timer
-		for len(q.h) > 0 && q.h[0].at <= now.UnixNano() {
-			due = append(due, heap.Pop(&q.h).(*Timer))
-		}
-		if len(due) == 0 {
-			defer q.mu.Unlock()
-			if len(q.h) == 0 {
-				return 0, false
+		n := now.UnixNano()
+		for len(q.h) > 0 && (q.h[0].at <= n || q.h[0].state.Load() != timerPending) {
+			t := heap.Pop(&q.h).(*Timer)
+			if t.state.CompareAndSwap(timerPending, timerFired) {
+				q.pending.Add(-1)
+				q.due = append(q.due, t)
 			}
-			return q.h[0].at, true
 		}
-		q.mu.Unlock()
-		for _, t := range due {
-			t.fire(now)
+		if len(q.due) > 0 {
+			for i, t := range q.due {
+				t.fire(now)
+				q.due[i] = nil
+			}
+			q.due = q.due[:0]
+			continue
 		}
+		next = math.MaxInt64
+		if len(q.h) > 0 {
+			next = q.h[0].at
+		}
+		q.nextAt.Store(next)
+		if q.incoming.Load() != nil {
+			continue // added meanwhile
+		}
+		return next, next != math.MaxInt64
+	}
+}
+
+// drain moves the added timers into the heap.
+func (q *TimerQueue) drain() {
+	for t := q.incoming.Swap(nil); t != nil; {
+		next := t.next
+		t.next = nil
+		if t.state.Load() == timerPending {
+			heap.Push(&q.h, t)
+		}
+		t = next
 	}
 }
 
@@ -215,22 +260,13 @@ func (h timerHeap) Less(i, j int) bool {
 	}
 	return h[i].seq < h[j].seq
 }
-func (h timerHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
-}
-func (h *timerHeap) Push(x any) {
-	t := x.(*Timer)
-	t.index = len(*h)
-	*h = append(*h, t)
-}
+func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)   { *h = append(*h, x.(*Timer)) }
 func (h *timerHeap) Pop() any {
 	old := *h
 	n := len(old)
 	t := old[n-1]
 	old[n-1] = nil
 	*h = old[:n-1]
-	t.index = -1
 	return t
 }
