@@ -3,12 +3,29 @@ package world
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // DefaultHoldback is how long the world holds a timed request before it
-// applies it (see Options.Holdback).
-const DefaultHoldback = 50 * time.Millisecond
+// applies it (see Options.Holdback), for a world at speed: 12 game seconds,
+// within [MinHoldback, MaxHoldback]. Longer is safer, since a request
+// slower than the holdback may apply out of order, but a begin's answer
+// (the operation's duration) also waits for it, and must come before the
+// operation would land: at 60x a hack takes over a second, at 1000x tens
+// of milliseconds.
+func DefaultHoldback(speed float64) time.Duration {
+	if !(speed > 0) {
+		return MinHoldback
+	}
+	return min(MaxHoldback, max(MinHoldback, time.Duration(12*float64(time.Second)/speed)))
+}
+
+// Bounds of DefaultHoldback.
+const (
+	MinHoldback = 50 * time.Millisecond
+	MaxHoldback = 200 * time.Millisecond
+)
 
 // sequencer hands timed requests (a begin stamped with its operation's
 // start, a finish with its landing) to the writer in the order of their
@@ -28,6 +45,12 @@ type sequencer struct {
 	pending timedItems
 	seq     uint64
 	timer   *time.Timer
+
+	// late counts the requests that arrived after their stamp was Holdback
+	// old, whose order was therefore not guaranteed; lateMax is the latest
+	// (arrival minus stamp, in µs).
+	late    atomic.Int64
+	lateMax atomic.Int64
 }
 
 func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
@@ -42,7 +65,14 @@ func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
 // at once) go in the order of due, their scheduled instants.
 func (q *sequencer) add(stamp, due float64, it *item) {
 	release := time.UnixMicro(int64(stamp * 1000)).Add(q.holdback)
-	if q.holdback <= 0 || !time.Now().Before(release) {
+	now := time.Now()
+	if q.holdback > 0 && !now.Before(release) {
+		q.late.Add(1)
+		us := now.Sub(release.Add(-q.holdback)).Microseconds()
+		for old := q.lateMax.Load(); us > old && !q.lateMax.CompareAndSwap(old, us); old = q.lateMax.Load() {
+		}
+	}
+	if q.holdback <= 0 || !now.Before(release) {
 		q.outMu.Lock()
 		q.mu.Lock()
 		empty := len(q.pending) == 0

@@ -81,7 +81,7 @@ type Options struct {
 	// Holdback is how long the world holds a begin stamped with its start,
 	// or a finish stamped with its landing, before applying it, so that
 	// requests apply in the order of their stamps even when they arrive
-	// out of it (DefaultHoldback when 0; negative: none).
+	// out of it (DefaultHoldback(Speed) when 0; negative: none).
 	Holdback time.Duration
 }
 
@@ -215,7 +215,7 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 	}
 	holdback := o.Holdback
 	if holdback == 0 {
-		holdback = DefaultHoldback
+		holdback = DefaultHoldback(o.Speed)
 	}
 	s.seq = newSequencer(holdback, s.enqueue)
 	s.install(l)
@@ -231,7 +231,7 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		case <-s.done:
 		}
 	}()
-	ev := log.Info().Str("scenario", l.st.Scenario).Uint64("seq", l.st.Seq).Float64("speed", o.Speed).Int64("seed", o.Seed)
+	ev := log.Info().Str("scenario", l.st.Scenario).Uint64("seq", l.st.Seq).Float64("speed", o.Speed).Int64("seed", o.Seed).Dur("holdback", holdback)
 	if l.fresh {
 		ev.Msg("world service ready: a new world")
 	} else {
@@ -288,6 +288,13 @@ func (s *Service) Stop() {
 
 // Done is closed once the service has stopped.
 func (s *Service) Done() <-chan struct{} { return s.done }
+
+// LateRequests is how many timed requests (begins and finishes) arrived
+// after their stamp was Holdback old, so that their order among the others
+// was not guaranteed, and the latest of them (arrival minus stamp).
+func (s *Service) LateRequests() (n int64, latest time.Duration) {
+	return s.seq.late.Load(), time.Duration(s.seq.lateMax.Load()) * time.Microsecond
+}
 
 // install makes a loaded world the current one.
 func (s *Service) install(l *loaded) {
