@@ -30,7 +30,7 @@ SPEED  ?= 60
 # Ctrl-C stops both, and the workers.
 run: build
 	@mkdir -p "$(DATA)"
-	@$(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --tolerance 20ms --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
+	@$(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 30ms --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
 	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
 	$(BIN)/hvmind-manager $(TARGET)
 

@@ -90,6 +90,11 @@ type ManagerResult struct {
 	Workers           int     `json:"workers"`
 	Gap               string  `json:"gap"`
 	Margin            string  `json:"margin"`
+	// WorldLateRequests counts the timed requests that reached the world
+	// after its holdback (see world.Options.Holdback): their order among the
+	// others was not guaranteed. WorldLatestRequestMs is the latest.
+	WorldLateRequests    int64   `json:"world_late_requests"`
+	WorldLatestRequestMs float64 `json:"world_latest_request_ms"`
 	// MachineStalls is a clock-spinning thread's view of this machine
 	// just before the run, for context: stalls longer than the margin
 	// are what desyncs a pipeline.
@@ -252,6 +257,8 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	if status, err := client.Status(ctx); err == nil {
 		res.Workers = len(status.Workers)
 	}
+	n, latest := ws.LateRequests()
+	res.WorldLateRequests, res.WorldLatestRequestMs = n, round(float64(latest)/float64(time.Millisecond))
 	return res, nil
 }
 

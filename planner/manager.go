@@ -178,7 +178,7 @@ type Event struct {
 const (
 	DefaultGap    = 2 * time.Millisecond
 	DefaultMargin = time.Millisecond
-	DefaultSlack  = 20 * time.Millisecond
+	DefaultSlack  = 30 * time.Millisecond
 	// DefaultUtilisation leaves headroom. A batch is placed whole or
 	// refused, and a pipeline planned for every thread gets a refusal
 	// whenever the threads are short at one instant of one of its four
@@ -635,6 +635,9 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 	}
 	desync := ""
 	broken := false // the target may be off its minimum security or max money
+	// unstarted: a job missed its start or failed; moved: the hack or the
+	// grow landed.
+	unstarted, moved := false, false
 	// The order effects landed in is the world's: the sequence of its
 	// changes (a record's end time also carries the finish round trip).
 	var seqs []uint64
@@ -658,17 +661,22 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 			// finds it at max money and adds no security; its weakens find
 			// it at minimum): a desync that needs no repair.
 			if s.Task != world.OpHack || !hwgw {
-				broken = true
+				unstarted = true
 			}
 			continue
 		case job.StatusDone:
+			if s.Task == world.OpHack || s.Task == world.OpGrow {
+				moved = true
+			}
 		case job.StatusCancelled:
-			// Cancelled by a repair: the desync that caused it is counted.
+			// Cancelled by a repair, or with the rest of a batch one of
+			// whose jobs could not start: the desync that caused it is
+			// counted.
 			m.stats.Cancelled++
 			continue
 		default:
 			m.stats.Failed++
-			desync, broken = string(r.Status)+": "+r.Reason+r.Error, true
+			desync, unstarted = string(r.Status)+": "+r.Reason+r.Error, true
 			continue
 		}
 		var res world.Result
@@ -695,6 +703,13 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		if seqs[i] < seqs[i-1] {
 			desync, broken = "landed out of order", true
 		}
+	}
+	// A job that did not start breaks the target only if the batch's hack
+	// or grow landed without it. The pipeline cancels the rest of such a
+	// batch at once (see collect); when its hack and grow never landed, the
+	// target is as it was and needs no re-prep.
+	if unstarted && (moved || !hwgw) {
+		broken = true
 	}
 	if hwgw && desync != "" {
 		m.stats.Desyncs++

@@ -273,7 +273,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			recs, err := disp.Wait(context.WithoutCancel(ctx))
+			recs, err := m.collect(context.WithoutCancel(ctx), disp)
 			inflight.remove(disp)
 			if err == nil && !m.check(disp.Jobs, recs, true) && !broken.Swap(true) {
 				m.emit("desync", m.Stats().LastDesync)
@@ -331,16 +331,58 @@ func (m *HackManager) batchJobs(g grid, k int, plan BatchPlan, d durations) []jo
 // target off its minimum security or maximum money, each would start or
 // land wrong. The batches whose hack landed are left to finish, since
 // their grow and weakens put money and security back. The main loop then
-// re-preps.
+// re-preps. The batches landing soonest are cancelled first, several at a
+// time: hundreds are in flight, and each that lands before its cancel
+// lands wrong.
 func (m *HackManager) repair(ctx context.Context, inflight *batchSet) {
 	cutoff := job.Now() + float64(m.opts.Margin)/1e6
-	n := 0
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, repairCancels)
 	for _, b := range inflight.landingAfter(cutoff) {
-		if _, err := m.pool.Cancel(ctx, pool.CancelRequest{Batch: b, Reason: "desync: re-prepping"}); err == nil {
-			n++
-		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := m.pool.Cancel(ctx, pool.CancelRequest{Batch: b, Reason: "desync: re-prepping"}); err == nil {
+				n.Add(1)
+			}
+		}()
 	}
-	m.emit("repair", fmt.Sprintf("a batch desynced: cancelled %d batches in flight, re-prepping", n))
+	wg.Wait()
+	m.emit("repair", fmt.Sprintf("a batch desynced: cancelled %d batches in flight, re-prepping", n.Load()))
+}
+
+// repairCancels is how many cancel requests a repair has in flight.
+const repairCancels = 16
+
+// collect gathers a batch's records. When a job other than the hack could
+// not start (missed its start, or failed), the rest of the batch is
+// cancelled at once: the hack starts last of the four, well before any job
+// lands, so it never lands and the target stays prepped, where letting it
+// land without that weaken or grow would desync every batch after it.
+func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job, error) {
+	out := make([]job.Job, 0, len(d.Jobs))
+	task := make(map[string]string, len(d.Jobs))
+	for _, j := range d.Jobs {
+		task[j.ID] = j.Task
+	}
+	dropped := false
+	for r := range d.Records() {
+		out = append(out, r)
+		if dropped || task[r.ID] == world.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) || len(d.Jobs) == 0 {
+			continue
+		}
+		dropped = true
+		go func() {
+			reason := fmt.Sprintf("%s %s could not start (%s): the rest of its batch would land wrong", r.Task, r.ID, r.Status)
+			if _, err := m.pool.Cancel(ctx, pool.CancelRequest{Batch: d.Jobs[0].Batch, Reason: reason}); err != nil {
+				m.log.Warn().Err(err).Msg("cancelling the rest of a batch")
+			}
+		}()
+		m.emit("drop", fmt.Sprintf("%s of batch %s could not start: cancelled the rest of the batch", r.Task, d.Jobs[0].Batch))
+	}
+	return out, nil
 }
 
 // durations are a batch's real durations (ms) for a level.
@@ -373,15 +415,25 @@ func (s *batchSet) remove(d *pool.Dispatch) {
 	s.mu.Unlock()
 }
 
-// landingAfter lists the batch ids whose hack lands after t.
+// landingAfter lists the batch ids whose hack lands after t, soonest
+// first.
 func (s *batchSet) landingAfter(t float64) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []string
+	type batch struct {
+		id    string
+		lands float64
+	}
+	var bs []batch
 	for d, l := range s.m {
 		if l > t && len(d.Jobs) > 0 {
-			out = append(out, d.Jobs[0].Batch)
+			bs = append(bs, batch{d.Jobs[0].Batch, l})
 		}
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].lands < bs[j].lands })
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.id
 	}
 	return out
 }

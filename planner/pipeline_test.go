@@ -1,8 +1,12 @@
 package planner
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
+
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/world"
 )
 
 // Every job of every batch on the grid starts at least Margin away from
@@ -94,5 +98,47 @@ func TestAllocateThreads(t *testing.T) {
 	}
 	if got := AllocateThreads(cands, 30); len(got) != 1 || got[0].Target != "small" || got[0].Threads != 30 {
 		t.Errorf("30 threads: %+v, want all to small (best needs 50 for a batch)", got)
+	}
+}
+
+// A batch one of whose jobs could not start is dropped whole: when its
+// hack and grow never landed, the target is untouched and needs no
+// re-prep; when they landed without it, it does. Both count as desyncs.
+func TestCheckDroppedBatch(t *testing.T) {
+	t.Parallel()
+	sent := []job.Job{
+		{ID: "h", Task: world.OpHack}, {ID: "w1", Task: world.OpWeaken},
+		{ID: "g", Task: world.OpGrow}, {ID: "w2", Task: world.OpWeaken},
+	}
+	landed := func(id, task string, seq uint64) job.Job {
+		res, _ := json.Marshal(world.Result{Seq: seq, SecurityAtStart: 10, MoneyBefore: 100})
+		return job.Job{ID: id, Task: task, Status: job.StatusDone, Result: res}
+	}
+	st := func(id, task string, s job.Status) job.Job { return job.Job{ID: id, Task: task, Status: s} }
+	for _, tc := range []struct {
+		name   string
+		recs   []job.Job
+		intact bool
+	}{
+		{"weaken missed, rest cancelled", []job.Job{st("w1", world.OpWeaken, job.StatusMissed),
+			st("h", world.OpHack, job.StatusCancelled), st("g", world.OpGrow, job.StatusCancelled), st("w2", world.OpWeaken, job.StatusCancelled)}, true},
+		{"grow failed, weakens landed", []job.Job{st("g", world.OpGrow, job.StatusFailed),
+			st("h", world.OpHack, job.StatusCancelled), landed("w1", world.OpWeaken, 1), landed("w2", world.OpWeaken, 2)}, true},
+		{"weaken missed, hack landed", []job.Job{st("w1", world.OpWeaken, job.StatusMissed),
+			landed("h", world.OpHack, 1), st("g", world.OpGrow, job.StatusCancelled), st("w2", world.OpWeaken, job.StatusCancelled)}, false},
+		{"hack missed, rest landed", []job.Job{st("h", world.OpHack, job.StatusMissed),
+			landed("w1", world.OpWeaken, 1), landed("g", world.OpGrow, 2), landed("w2", world.OpWeaken, 3)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := &HackManager{opts: ManagerOptions{Target: "t"}}
+			m.stats.MinSec, m.stats.MoneyMax = 10, 100
+			if got := m.check(sent, tc.recs, true); got != tc.intact {
+				t.Errorf("check = %v, want %v", got, tc.intact)
+			}
+			if m.stats.Desyncs != 1 {
+				t.Errorf("desyncs = %d, want 1", m.stats.Desyncs)
+			}
+		})
 	}
 }
