@@ -66,7 +66,10 @@ type ProcessOptions struct {
 	// Handlers serve the tasks of every worker; nil means the built-in ones.
 	Handlers *Handlers
 	// RAM holds the RAM of the workers whose Spec asks for it.
-	RAM    RAMKeeper
+	RAM RAMKeeper
+	// Linger is how long the process waits for a new worker once all its
+	// workers have stopped, before it exits (DefaultLinger when 0).
+	Linger time.Duration
 	Logger zerolog.Logger
 }
 
@@ -87,7 +90,9 @@ type Process struct {
 	mu      sync.Mutex
 	ctx     context.Context // the workers' context, set by Run
 	running map[string]struct{}
-	wg      sync.WaitGroup
+	// idle fires processLinger after the last worker stopped.
+	idle *time.Timer
+	wg   sync.WaitGroup
 }
 
 // NewProcess validates the options and prepares a worker process on an
@@ -98,6 +103,9 @@ func NewProcess(nc *nats.Conn, opts ProcessOptions) (*Process, error) {
 	}
 	if opts.Handlers == nil {
 		opts.Handlers = NewHandlers()
+	}
+	if opts.Linger <= 0 {
+		opts.Linger = DefaultLinger
 	}
 	return &Process{
 		opts: opts, nc: nc, timers: NewTimerQueue(opts.Spin),
@@ -143,10 +151,18 @@ func (p *Process) Start(spec Spec) error {
 		}
 		p.mu.Lock()
 		delete(p.running, spec.ID)
+		if len(p.running) == 0 && p.idle != nil {
+			p.idle.Reset(p.opts.Linger)
+		}
 		p.mu.Unlock()
 	}()
 	return nil
 }
+
+// DefaultLinger is how long a worker process whose workers have all
+// stopped waits for a new one before it exits: the pool stopped them, or
+// stopped them for idleness, and launches a new process when it needs one.
+const DefaultLinger = 5 * time.Second
 
 // Workers lists the ids of the workers running, sorted.
 func (p *Process) Workers() []string {
@@ -160,16 +176,21 @@ func (p *Process) Workers() []string {
 	return ids
 }
 
-// Run serves launch requests until ctx ends, then stops every worker
-// gracefully (see Worker.Run) and returns once they all have.
+// Run serves launch requests until ctx ends, or until Linger after
+// its last worker stopped, then stops every worker gracefully (see
+// Worker.Run) and returns once they all have.
 func (p *Process) Run(ctx context.Context) error {
 	// The queue outlives ctx: the workers' running jobs finish on it.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go p.timers.Run(bg)
 
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
 	p.mu.Lock()
-	p.ctx = ctx
+	p.ctx, p.idle = ctx, idle
 	p.mu.Unlock()
 	svc, err := broker.AddService(p.nc, micro.Config{
 		Name:        ProcessServiceName,
@@ -184,7 +205,19 @@ func (p *Process) Run(ctx context.Context) error {
 		return fmt.Errorf("worker process %s: %w", p.opts.Name, err)
 	}
 	p.log.Info().Msg("worker process ready")
-	<-ctx.Done()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-idle.C:
+			p.mu.Lock()
+			empty := len(p.running) == 0
+			p.mu.Unlock()
+			if empty {
+				p.log.Info().Msg("every worker has stopped: the worker process exits")
+				stop()
+			}
+		}
+	}
 	_ = svc.Stop()
 	p.wg.Wait()
 	p.log.Info().Msg("worker process stopped")

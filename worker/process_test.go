@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
@@ -23,7 +24,7 @@ func TestProcessRunsSeveralWorkers(t *testing.T) {
 	b := brokertest.New(t)
 	nc := b.Connect(t)
 	p, err := worker.NewProcess(nc, worker.ProcessOptions{
-		Name: "p1", Tolerance: tolerance, Spin: 500 * time.Microsecond, Heartbeat: 100 * time.Millisecond,
+		Name: "p1", Tolerance: tolerance, Linger: 300 * time.Millisecond, Spin: 500 * time.Microsecond, Heartbeat: 100 * time.Millisecond,
 		Logger: brokertest.Logger(t),
 	})
 	if err != nil {
@@ -32,6 +33,11 @@ func TestProcessRunsSeveralWorkers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() { _ = p.Run(ctx); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("the process exited before it had a worker")
+	case <-time.After(500 * time.Millisecond):
+	}
 	t.Cleanup(func() { cancel(); <-stopped })
 
 	client := b.Connect(t)
@@ -102,6 +108,21 @@ func TestProcessRunsSeveralWorkers(t *testing.T) {
 		if r.Status != job.StatusDone || r.ActualStartTime < r.StartTime || (r.ActualStartTime-r.StartTime)*1000 > float64(tolerance/time.Microsecond) {
 			t.Errorf("job %s: %s, started %.3f ms off", id, r.Status, r.ActualStartTime-r.StartTime)
 		}
+	}
+
+	// The pool stops both workers: the process exits once Linger has
+	// passed with none.
+	for _, w := range []string{"a1", "b1"} {
+		m := nats.NewMsg(broker.JobsSubject(w))
+		m.Header.Set(broker.HeaderStop, "test")
+		if _, err := b.Res.JS.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the process still runs %v", p.Workers())
 	}
 }
 
