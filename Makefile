@@ -27,10 +27,12 @@ SPEED  ?= 60
 
 # The main job: the pool (embedded broker, the world at SPEED times game
 # speed) in the background, and the batcher on TARGET with its dashboard.
-# Ctrl-C stops both, and the workers.
+# Ctrl-C stops the batcher, which lets its batches in flight land; then the
+# pool (in a session of its own, so that Ctrl-C does not stop it first) and
+# the workers stop.
 run: build
 	@mkdir -p "$(DATA)"
-	@$(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 30ms --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
+	@setsid $(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 30ms --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
 	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
 	$(BIN)/hvmind-manager $(TARGET)
 

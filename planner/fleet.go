@@ -100,6 +100,9 @@ func (f *Fleet) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		shares, speed, err := f.allocate(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while asking
+			}
 			return err
 		}
 		if len(shares) == 0 {

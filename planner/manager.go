@@ -243,6 +243,9 @@ func (m *HackManager) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		srv, hk, speed, err := m.observe(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while asking
+			}
 			return err
 		}
 		if err := world.CheckHack(&srv, hk); err != nil {
@@ -250,6 +253,9 @@ func (m *HackManager) Run(ctx context.Context) error {
 		}
 		free, err := m.freeThreads(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		if m.opts.Threads > 0 {

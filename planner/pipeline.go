@@ -367,10 +367,29 @@ func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job,
 	for _, j := range d.Jobs {
 		task[j.ID] = j.Task
 	}
+	// Every record is due soon after the batch's last landing; one that has
+	// not come well after it never will (the pool or broker has gone), and
+	// the manager must be able to stop.
+	last := 0.0
+	for _, j := range d.Jobs {
+		last = math.Max(last, j.EndTime)
+	}
+	giveUp := time.NewTimer(time.Until(job.Time(last)) + recordGrace)
+	defer giveUp.Stop()
 	dropped := false
-	for r := range d.Records() {
+	for {
+		var r job.Job
+		select {
+		case rec, ok := <-d.Records():
+			if !ok {
+				return out, nil
+			}
+			r = rec
+		case <-giveUp.C:
+			return out, fmt.Errorf("batch %s: %d of %d records within %s of its last landing", d.Jobs[0].Batch, len(out), len(d.Jobs), recordGrace)
+		}
 		out = append(out, r)
-		if dropped || task[r.ID] == world.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) || len(d.Jobs) == 0 {
+		if dropped || task[r.ID] == world.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) {
 			continue
 		}
 		dropped = true
@@ -382,8 +401,11 @@ func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job,
 		}()
 		m.emit("drop", fmt.Sprintf("%s of batch %s could not start: cancelled the rest of the batch", r.Task, d.Jobs[0].Batch))
 	}
-	return out, nil
 }
+
+// recordGrace is how long after a batch's last landing its records may
+// take.
+const recordGrace = 30 * time.Second
 
 // durations are a batch's real durations (ms) for a level.
 type durations struct{ h, g, w float64 }

@@ -74,7 +74,11 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	events := f.Events()
 	draw := func() {
 		busy, total := 0, 0
-		if st, err := pc.Status(context.WithoutCancel(ctx)); err == nil {
+		// A pool that has gone (stopped with the same Ctrl-C) must not
+		// hold the dashboard.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 400*time.Millisecond)
+		defer cancel()
+		if st, err := pc.Status(sctx); err == nil {
 			busy, total = st.ThreadsBusy, st.ThreadsTotal
 		}
 		drawDashboard(e.out, f.Stats(), busy, total)

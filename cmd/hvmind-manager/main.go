@@ -99,6 +99,9 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, a second one stops the program at once
+	// (the default action), whatever it is still waiting for.
+	go func() { <-ctx.Done(); stop() }()
 	if autoArgs != nil {
 		return e.hack(ctx, rest)
 	}
