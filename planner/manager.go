@@ -679,10 +679,16 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 			// whose jobs could not start: the desync that caused it is
 			// counted.
 			m.stats.Cancelled++
+			if (s.Task == world.OpHack || s.Task == world.OpGrow) && mayHaveLanded(r) {
+				moved = true
+			}
 			continue
 		default:
 			m.stats.Failed++
 			desync, unstarted = string(r.Status)+": "+r.Reason+r.Error, true
+			if (s.Task == world.OpHack || s.Task == world.OpGrow) && mayHaveLanded(r) {
+				moved = true
+			}
 			continue
 		}
 		var res world.Result
@@ -725,6 +731,29 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		}
 	}
 	return !broken
+}
+
+// mayHaveLanded reports whether a job that did not end done may still
+// have changed the target: its record carries a result, or it was split
+// and a part's record does (or the parts cannot be read).
+func mayHaveLanded(r job.Job) bool {
+	if len(r.Result) > 0 {
+		return true
+	}
+	raw, ok := r.Get("parts")
+	if !ok {
+		return false
+	}
+	parts, err := job.ParseMany(raw)
+	if err != nil {
+		return true
+	}
+	for _, p := range parts {
+		if p.Status == job.StatusDone || len(p.Result) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // describeBatch lists a batch's jobs: task, threads, and the start and end

@@ -128,6 +128,9 @@ func TestCheckDroppedBatch(t *testing.T) {
 			landed("h", world.OpHack, 1), st("g", world.OpGrow, job.StatusCancelled), st("w2", world.OpWeaken, job.StatusCancelled)}, false},
 		{"hack missed, rest landed", []job.Job{st("h", world.OpHack, job.StatusMissed),
 			landed("w1", world.OpWeaken, 1), landed("g", world.OpGrow, 2), landed("w2", world.OpWeaken, 3)}, true},
+		{"weaken missed, hack cancelled after it landed", []job.Job{st("w1", world.OpWeaken, job.StatusMissed),
+			func() job.Job { j := landed("h", world.OpHack, 1); j.Status = job.StatusCancelled; return j }(),
+			st("g", world.OpGrow, job.StatusCancelled), st("w2", world.OpWeaken, job.StatusCancelled)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -138,6 +141,35 @@ func TestCheckDroppedBatch(t *testing.T) {
 			}
 			if m.stats.Desyncs != 1 {
 				t.Errorf("desyncs = %d, want 1", m.stats.Desyncs)
+			}
+		})
+	}
+}
+
+// A hack whose cancel came after it landed, recorded cancelled with its
+// result, or split with a part that landed, moved the target.
+func TestMayHaveLanded(t *testing.T) {
+	t.Parallel()
+	withParts := func(parts string) job.Job {
+		j := job.Job{ID: "h", Task: world.OpHack, Status: job.StatusCancelled}
+		j.Set("parts", json.RawMessage(parts))
+		return j
+	}
+	for _, tc := range []struct {
+		name string
+		r    job.Job
+		want bool
+	}{
+		{"cancelled before", job.Job{Status: job.StatusCancelled}, false},
+		{"cancelled with a result", job.Job{Status: job.StatusCancelled, Result: json.RawMessage(`{"seq":3}`)}, true},
+		{"parts none landed", withParts(`[{"id":"h.p1","task":"hack","threads":1,"status":"cancelled"}]`), false},
+		{"a part landed", withParts(`[{"id":"h.p1","task":"hack","threads":1,"status":"cancelled"},{"id":"h.p2","task":"hack","threads":1,"status":"done"}]`), true},
+		{"parts unreadable", withParts(`"?"`), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := mayHaveLanded(tc.r); got != tc.want {
+				t.Errorf("mayHaveLanded = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -158,3 +158,43 @@ func waitRecords(t *testing.T, b *brokertest.Broker, ids ...string) map[string]j
 	t.Fatalf("records of %v not all stored; have %d", ids, len(got))
 	return nil
 }
+
+// A job whose task did its work before a cancel reached it (a world
+// operation that landed) is recorded done, with its result: the record
+// tells what happened to the world.
+func TestCancelAfterTheWorkIsDoneRecordsDone(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	h := worker.NewHandlers()
+	started := make(chan struct{}, 1)
+	h.Register("lands", worker.HandlerFunc(func(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
+		started <- struct{}{}
+		time.Sleep(300 * time.Millisecond) // lands whatever the context says
+		return json.RawMessage(`{"landed":true}`), nil
+	}))
+	w, err := worker.New(b.Connect(t), worker.Options{ID: "c1", Threads: 1, Tolerance: tolerance,
+		Heartbeat: 100 * time.Millisecond, Handlers: h, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = w.Run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	data, _ := job.Encode(&job.Job{ID: "l1", Task: "lands", Threads: 1, Duration: 300})
+	if _, err := b.Res.JS.Publish(context.Background(), broker.JobsSubject("c1"), data); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job did not start")
+	}
+	if !w.Cancel("l1", "too late") {
+		t.Fatal("job not found to cancel")
+	}
+	r := waitRecords(t, b, "l1")["l1"]
+	if r.Status != job.StatusDone || string(r.Result) != `{"landed":true}` || !strings.Contains(r.Reason, "too late") {
+		t.Fatalf("record %s (%s) result %s, want done with its result", r.Status, r.Reason, r.Result)
+	}
+}

@@ -462,6 +462,10 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	r.cancel()
 	w.releaseLocked(r, end)
 	switch {
+	case r.cancelReason != "" && err == nil && len(result) > 0:
+		// The task did its work (a world operation landed) before the
+		// cancel reached it: the record says what happened.
+		w.endLocked(r, job.StatusDone, "cancelled after its work was done: "+r.cancelReason, r.actualStart, end, result, "")
 	case r.cancelReason != "":
 		w.endLocked(r, job.StatusCancelled, r.cancelReason, r.actualStart, end, result, "")
 	case err != nil:
