@@ -90,9 +90,11 @@ type Process struct {
 	mu      sync.Mutex
 	ctx     context.Context // the workers' context, set by Run
 	running map[string]struct{}
-	// idle fires processLinger after the last worker stopped.
+	// idle fires Linger after the last worker stopped.
 	idle *time.Timer
-	wg   sync.WaitGroup
+	// closing is set once Run stops taking workers.
+	closing bool
+	wg      sync.WaitGroup
 }
 
 // NewProcess validates the options and prepares a worker process on an
@@ -135,7 +137,7 @@ func (p *Process) Start(spec Spec) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ctx == nil || p.ctx.Err() != nil {
+	if p.ctx == nil || p.ctx.Err() != nil || p.closing {
 		return fmt.Errorf("start worker %s: the process is not running", spec.ID)
 	}
 	if _, ok := p.running[spec.ID]; ok {
@@ -209,16 +211,22 @@ func (p *Process) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-idle.C:
+			// Under the lock, so that a launch is either in before the
+			// process decides to exit, or refused after.
 			p.mu.Lock()
-			empty := len(p.running) == 0
-			p.mu.Unlock()
-			if empty {
+			if len(p.running) == 0 {
 				p.log.Info().Msg("every worker has stopped: the worker process exits")
 				stop()
 			}
+			p.mu.Unlock()
 		}
 	}
 	_ = svc.Stop()
+	// No Start adds a worker after this (the service may still be
+	// draining a launch): then every worker is counted in wg.
+	p.mu.Lock()
+	p.closing = true
+	p.mu.Unlock()
 	p.wg.Wait()
 	p.log.Info().Msg("worker process stopped")
 	return nil

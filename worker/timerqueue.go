@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"math"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -234,8 +235,12 @@ func (q *TimerQueue) drain() {
 // procsMu serialises the queues' changes to GOMAXPROCS.
 var procsMu sync.Mutex
 
-// addP adds one to GOMAXPROCS and returns a function that takes it back.
+// addP adds one to GOMAXPROCS and returns a function that takes it back,
+// unless GOMAXPROCS is set in the environment, which rules.
 func addP() func() {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return func() {}
+	}
 	procsMu.Lock()
 	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 	procsMu.Unlock()
