@@ -2,6 +2,7 @@ package job
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 )
@@ -131,24 +132,9 @@ func (j *Job) setMember(key string, raw []byte) error {
 		s, err = stringField(key, raw, null)
 		j.Status = Status(s)
 	case "threads":
-		if !null {
-			var n int64
-			n, err = strconv.ParseInt(string(raw), 10, 64)
-			if err != nil {
-				return fmt.Errorf("threads must be an integer, not %s", raw)
-			}
-			j.Threads = int(n)
-		}
+		j.Threads, err = intField(key, raw, null)
 	case "minCores":
-		j.MinCores = 0
-		if !null {
-			var n int64
-			n, err = strconv.ParseInt(string(raw), 10, 32)
-			if err != nil {
-				return fmt.Errorf("minCores must be an integer, not %s", raw)
-			}
-			j.MinCores = int(n)
-		}
+		j.MinCores, err = intField(key, raw, null)
 	case "duration":
 		j.Duration, err = numberField(key, raw, null)
 	case "startTime":
@@ -194,6 +180,20 @@ func stringField(key string, raw []byte, null bool) (string, error) {
 		return "", fmt.Errorf("%s must be a string, not %s", key, raw)
 	}
 	return decodeString(raw)
+}
+
+func intField(key string, raw []byte, null bool) (int, error) {
+	if null {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 32)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Errorf("%s %s is too large", key, raw)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s must be an integer, not %s", key, raw)
+	}
+	return int(n), nil
 }
 
 func numberField(key string, raw []byte, null bool) (float64, error) {
