@@ -202,12 +202,12 @@ func (f *Fleet) allocate(ctx context.Context) ([]Share, float64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	threads, cores := 0, 1
-	for _, h := range st.Hosts {
+	threads, cores := 0, 0
+	for i, h := range st.Hosts {
 		threads += h.MaxThreads
-	}
-	if len(st.Hosts) > 0 {
-		cores, _, _, _ = chooseCores(st.Hosts) // as each manager will
+		if i == 0 || h.Cores < cores {
+			cores = h.Cores
+		}
 	}
 	if threads == 0 {
 		threads = st.ThreadsTotal
