@@ -87,11 +87,11 @@ type ManagerOptions struct {
 	// MaxBatches bounds a wave (0: no bound but timing and threads).
 	MaxBatches int
 	// Cores is the core count the thread maths assume for grow and weaken.
-	// 0 chooses from the hosts the pool may use: the cores of the host with
-	// the most threads, with every grow and weaken pinned (job MinCores) to
-	// hosts with that many, when those hosts hold most of the threads;
-	// otherwise the fewest cores, so that a grow or weaken is never short
-	// wherever the pool places it.
+	// 0 chooses from the hosts the pool may use: when the hosts with the
+	// most threads' cores hold most of the threads, grows are sized for
+	// those cores and pinned to them (job MinCores), and weakens for the
+	// fewest cores; otherwise both for the fewest cores, so that a grow or
+	// weaken is never short wherever the pool places it.
 	Cores int
 	// Waves runs batches in waves instead of the continuous pipeline.
 	Waves bool
@@ -659,6 +659,11 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		if r.ActualEndTime > r.ActualStartTime {
 			m.stats.ThreadMs += float64(r.Threads) * (r.ActualEndTime - r.ActualStartTime)
 		}
+		// A hack or grow that ended otherwise than done may still have
+		// landed (a cancel that came too late, a part of a split job).
+		if (s.Task == world.OpHack || s.Task == world.OpGrow) && (r.Status == job.StatusDone || mayHaveLanded(r)) {
+			moved = true
+		}
 		switch r.Status {
 		case job.StatusMissed:
 			m.stats.Missed++
@@ -671,24 +676,15 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 			}
 			continue
 		case job.StatusDone:
-			if s.Task == world.OpHack || s.Task == world.OpGrow {
-				moved = true
-			}
 		case job.StatusCancelled:
 			// Cancelled by a repair, or with the rest of a batch one of
 			// whose jobs could not start: the desync that caused it is
 			// counted.
 			m.stats.Cancelled++
-			if (s.Task == world.OpHack || s.Task == world.OpGrow) && mayHaveLanded(r) {
-				moved = true
-			}
 			continue
 		default:
 			m.stats.Failed++
 			desync, unstarted = string(r.Status)+": "+r.Reason+r.Error, true
-			if (s.Task == world.OpHack || s.Task == world.OpGrow) && mayHaveLanded(r) {
-				moved = true
-			}
 			continue
 		}
 		var res world.Result

@@ -363,10 +363,6 @@ const repairCancels = 16
 // land without that weaken or grow would desync every batch after it.
 func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job, error) {
 	out := make([]job.Job, 0, len(d.Jobs))
-	task := make(map[string]string, len(d.Jobs))
-	for _, j := range d.Jobs {
-		task[j.ID] = j.Task
-	}
 	// Every record is due soon after the batch's last landing; one that has
 	// not come well after it never will (the pool or broker has gone), and
 	// the manager must be able to stop.
@@ -389,7 +385,7 @@ func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job,
 			return out, fmt.Errorf("batch %s: %d of %d records within %s of its last landing", d.Jobs[0].Batch, len(out), len(d.Jobs), recordGrace)
 		}
 		out = append(out, r)
-		if dropped || task[r.ID] == world.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) {
+		if dropped || r.Task == world.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) {
 			continue
 		}
 		dropped = true

@@ -39,7 +39,10 @@ func (p *Pool) fillHosts(ctx context.Context) {
 	}
 	n := 0
 	for _, h := range hosts {
-		if h.FreeThreads <= 0 || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		if h.FreeThreads <= 0 {
 			continue
 		}
 		if _, err := p.launchWorker(ctx, h.Name, h.FreeThreads, true, false); err != nil {

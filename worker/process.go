@@ -145,15 +145,16 @@ func (p *Process) Start(spec Spec) error {
 	}
 	p.running[spec.ID] = struct{}{}
 	p.wg.Add(1)
+	ctx := p.ctx
 	go func() {
 		defer p.wg.Done()
-		err := w.Run(p.ctx)
+		err := w.Run(ctx)
 		if err != nil {
 			p.log.Warn().Err(err).Str("worker", spec.ID).Msg("worker ended")
 		}
 		p.mu.Lock()
 		delete(p.running, spec.ID)
-		if len(p.running) == 0 && p.idle != nil {
+		if len(p.running) == 0 { // idle is set with ctx, before any Start
 			p.idle.Reset(p.opts.Linger)
 		}
 		p.mu.Unlock()

@@ -126,7 +126,9 @@ func (q *TimerQueue) Len() int {
 
 const (
 	// coarseMargin is how long before Spin the queue stops sleeping on Go
-	// timers, which may wake a millisecond late.
+	// timers: their wake-up goes through another thread, which on a busy
+	// machine may not run for milliseconds. Closer in, it sleeps in the
+	// kernel in slices of kernelSlice.
 	coarseMargin = 20 * time.Millisecond
 	// kernelSlice bounds one kernel sleep.
 	kernelSlice = 500 * time.Microsecond

@@ -64,15 +64,17 @@ func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
 // the same stamp (a worker that woke late fires every timer due meanwhile
 // at once) go in the order of due, their scheduled instants.
 func (q *sequencer) add(stamp, due float64, it *item) {
-	release := time.UnixMicro(int64(stamp * 1000)).Add(q.holdback)
+	stamped := time.UnixMicro(int64(stamp * 1000))
+	release := stamped.Add(q.holdback)
 	now := time.Now()
-	if q.holdback > 0 && !now.Before(release) {
+	past := !now.Before(release)
+	if q.holdback > 0 && past {
 		q.late.Add(1)
-		us := now.Sub(release.Add(-q.holdback)).Microseconds()
+		us := now.Sub(stamped).Microseconds()
 		for old := q.lateMax.Load(); us > old && !q.lateMax.CompareAndSwap(old, us); old = q.lateMax.Load() {
 		}
 	}
-	if q.holdback <= 0 || !now.Before(release) {
+	if q.holdback <= 0 || past {
 		q.outMu.Lock()
 		q.mu.Lock()
 		empty := len(q.pending) == 0
