@@ -78,6 +78,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"end before start", fmt.Sprintf(`{"task":"sleep","threads":1,"startTime":%.0f,"endTime":%.0f}`, soon+1000, soon), "endTime is before startTime", 1},
 		{"start in the past", `{"task":"sleep","threads":1,"startTime":` + past + `}`, "startTime is already in the past", 1},
 		{"too many threads", `{"task":"sleep","threads":5}`, "no worker has the threads free", 1},
+		{"negative minCores", `{"task":"sleep","threads":1,"minCores":-1}`, "minCores must not be negative", 1},
+		{"fractional minCores", `{"task":"sleep","threads":1,"minCores":1.5}`, "minCores must be an integer", 2},
 		{"batch that cannot fit", fmt.Sprintf(`[{"id":"fits","task":"sleep","threads":3,"startTime":%.0f,"duration":100},{"id":"nope","task":"sleep","threads":3,"startTime":%.0f,"duration":100}]`, soon, soon+50), "job 1 (nope)", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -352,6 +354,16 @@ func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 			t.Fatalf("idle workers not stopped: n00dles %v GB, foodnstuff %v GB used; status %s", worldRAM("n00dles"), worldRAM("foodnstuff"), st)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A worker process name that cannot be a subject token is refused before
+// the pool starts anything.
+func TestBadWorkerProcessName(t *testing.T) {
+	t.Parallel()
+	_, errOut, code := run(t, "", "hvmind-pool", "--data", t.TempDir(), "--listen", freeAddr(t), "--worker-process", "a.b")
+	if code == 0 || !strings.Contains(errOut, `--worker-process "a.b"`) {
+		t.Fatalf("exit %d, stderr %q; want a clear refusal", code, errOut)
 	}
 }
 

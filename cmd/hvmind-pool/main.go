@@ -18,6 +18,7 @@ import (
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/worker"
@@ -44,6 +45,9 @@ func run(args []string) error {
 	}
 	if err := cfg.Parse(fs, args); err != nil {
 		return err
+	}
+	if n := cfg.Pool.WorkerProcess; n != "" && !job.ValidWorkerID(n) {
+		return fmt.Errorf("--worker-process %q: a name may hold only letters, digits, '-' and '_'", n)
 	}
 	log, err := cfg.Logger("hvmind-pool")
 	if err != nil {
