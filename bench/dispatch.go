@@ -68,6 +68,10 @@ type DispatchResult struct {
 	// record is stored. RatioToJobShape is JobsPerS over it.
 	RawJobShapePerS float64 `json:"raw_job_shape_per_s"`
 	RatioToJobShape float64 `json:"ratio_to_job_shape"`
+	// JobsPerMessage is how many jobs the pool put in each message of the
+	// flat-out runs: the jobs of one dispatch placed on one worker share a
+	// message.
+	JobsPerMessage float64 `json:"jobs_per_message"`
 	// JobsRuns, RawRuns and ShapeRuns are the single runs behind the medians
 	// above.
 	JobsRuns      []float64 `json:"jobs_per_s_runs"`
@@ -131,6 +135,10 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 	// stored), alternately, Repeat times each: this machine's speed drifts,
 	// and medians of interleaved runs compare like with like.
 	var all []job.Job
+	firstSeq, err := jobsLastSeq(ctx, conn)
+	if err != nil {
+		return res, err
+	}
 	for run := range max(1, o.Repeat) {
 		raw, err := rawJetStream(ctx, conn, o.Jobs, len(sample))
 		if err != nil {
@@ -158,6 +166,13 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		}
 		elapsed := time.Since(start)
 		res.JobsRuns = append(res.JobsRuns, math.Round(float64(stored-(len(all)-o.Jobs))/elapsed.Seconds()))
+	}
+	lastSeq, err := jobsLastSeq(ctx, conn)
+	if err != nil {
+		return res, err
+	}
+	if lastSeq > firstSeq {
+		res.JobsPerMessage = round(float64(len(all)) / float64(lastSeq-firstSeq))
 	}
 	recs, err := readRecords(ctx, conn)
 	if err != nil {
@@ -310,6 +325,23 @@ func waitStored(ctx context.Context, conn *broker.Conn, n int, timeout, every ti
 		}
 		time.Sleep(every)
 	}
+}
+
+// jobsLastSeq is the sequence of the last message stored in the jobs stream.
+func jobsLastSeq(ctx context.Context, conn *broker.Conn) (uint64, error) {
+	js, err := jetstream.New(conn.NC)
+	if err != nil {
+		return 0, err
+	}
+	st, err := js.Stream(ctx, broker.StreamJobs)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
 }
 
 // readRecords reads every stored record, by job id.

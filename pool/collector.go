@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -33,6 +34,7 @@ func (p *Pool) collect(data []byte) {
 		return
 	}
 	p.mu.Lock()
+	p.recent.touch(j.ID, time.Now())
 	if in := p.jobs[j.ID]; in != nil {
 		if ws := p.workers[in.worker]; ws != nil {
 			ws.release(j.ID)

@@ -303,27 +303,27 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, what)
 	}
+	// A live worker is asked to cancel. For a gone one the pool stores the
+	// record itself, and takes the job's message out of the worker's queue,
+	// or, while other jobs in that message wait, queues the cancel after
+	// it, so that a worker that comes back does not run the job.
 	var ids []string
+	asked := map[uint64][]inflight{} // message -> its cancelled jobs
 	for _, t := range targets {
-		var m *nats.Msg
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
 		if t.alive {
-			m = nats.NewMsg(broker.JobsSubject(t.in.worker))
-			m.Header.Set(broker.HeaderCancel, t.in.job.ID)
-			m.Header.Set(jetstream.MsgIDHeader, "cancel-"+t.in.job.ID)
-			m.Data = []byte(cr.Reason)
+			err = p.askCancel(cctx, &t.in, cr.Reason)
 		} else {
 			j := t.in.job
 			j.Status, j.Reason = job.StatusCancelled, cr.Reason
-			data, _ := job.Encode(&j)
-			m = nats.NewMsg(broker.DoneSubject(t.in.worker))
-			m.Header.Set(jetstream.MsgIDHeader, j.ID)
-			m.Data = data
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := p.res.JS.PublishMsg(cctx, m)
-		if err == nil && !t.alive && t.in.seq != 0 {
-			if derr := p.res.Jobs.DeleteMsg(cctx, t.in.seq); derr != nil && !errors.Is(derr, jetstream.ErrMsgNotFound) {
-				err = derr
+			if err = p.storeRecord(cctx, &j, t.in.worker); err == nil && t.in.seq != 0 {
+				p.mu.Lock()
+				if in := p.jobs[j.ID]; in != nil {
+					in.seq = 0 // the record is on its way to the collector
+				}
+				p.mu.Unlock()
+				asked[t.in.seq] = append(asked[t.in.seq], t.in)
 			}
 		}
 		cancel()
@@ -332,6 +332,39 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 		}
 		ids = append(ids, t.in.job.ID)
 	}
+	seqs := map[uint64]bool{}
+	for seq := range asked {
+		seqs[seq] = true
+	}
+	for _, seq := range p.unneeded(seqs) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := p.res.Jobs.DeleteMsg(cctx, seq)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return ids, fmt.Errorf("cancel: take jobs out of a gone worker's queue: %w", err)
+		}
+		delete(asked, seq)
+	}
+	for _, left := range asked {
+		for _, in := range left {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := p.askCancel(cctx, &in, cr.Reason)
+			cancel()
+			if err != nil {
+				return ids, fmt.Errorf("cancel job %s: %w", in.job.ID, err)
+			}
+		}
+	}
 	sort.Strings(ids)
 	return ids, nil
+}
+
+// askCancel queues a cancel for a job on its worker's subject.
+func (p *Pool) askCancel(ctx context.Context, in *inflight, reason string) error {
+	m := nats.NewMsg(broker.JobsSubject(in.worker))
+	m.Header.Set(broker.HeaderCancel, in.job.ID)
+	m.Header.Set(jetstream.MsgIDHeader, "cancel-"+in.job.ID)
+	m.Data = []byte(reason)
+	_, err := p.res.JS.PublishMsg(ctx, m)
+	return err
 }

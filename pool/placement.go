@@ -21,6 +21,8 @@ type placement struct {
 	job        *job.Job
 	ws         *workerState
 	start, end float64
+	// of is the id of the job this is a part of, if it was split.
+	of string
 }
 
 // PlaceError says which job of a dispatch could not be placed, and why.
@@ -98,17 +100,16 @@ func (p *Pool) placeAll(jobs []job.Job, splits []int) ([]placement, int, error) 
 	now := job.Now()
 	nowT := time.Now()
 	out := make([]placement, 0, len(jobs))
-	rollback := func() {
-		for _, pl := range out {
-			pl.ws.release(pl.job.ID)
-			delete(p.jobs, pl.job.ID)
-		}
-	}
+	rollback := func() { p.unplaceLocked(out) }
 	for i := range jobs {
 		j := &jobs[i]
 		if _, dup := p.jobs[j.ID]; dup {
 			rollback()
 			return nil, i, fmt.Errorf("%w: %s is in flight", ErrDuplicateID, j.ID)
+		}
+		if p.recent.has(j.ID) {
+			rollback()
+			return nil, i, fmt.Errorf("%w: %s was dispatched within the last %s", ErrDuplicateID, j.ID, recentWindow)
 		}
 		pl, err := p.placeLocked(j, now, nowT)
 		pls := []placement{pl}
@@ -122,13 +123,30 @@ func (p *Pool) placeAll(jobs []job.Job, splits []int) ([]placement, int, error) 
 			rollback()
 			return nil, i, err
 		}
+		// Tracked before it is published: its record may come back fast,
+		// and its id must stay taken once it has.
+		if pls[0].of != "" {
+			p.recent.add(j.ID, nowT)
+		}
 		for _, pl := range pls {
 			out = append(out, pl)
-			// Tracked before it is published: its record may come back fast.
 			p.jobs[pl.job.ID] = &inflight{job: *pl.job, worker: pl.job.Worker, start: pl.start, end: pl.end}
+			p.recent.add(pl.job.ID, nowT)
 		}
 	}
 	return out, -1, nil
+}
+
+// unplaceLocked undoes placeAll for jobs that were not stored.
+func (p *Pool) unplaceLocked(placed []placement) {
+	for _, pl := range placed {
+		pl.ws.release(pl.job.ID)
+		delete(p.jobs, pl.job.ID)
+		p.recent.remove(pl.job.ID)
+		if pl.of != "" {
+			p.recent.remove(pl.of)
+		}
+	}
 }
 
 // placeLocked chooses a worker for one job and reserves its threads. It

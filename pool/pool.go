@@ -112,8 +112,10 @@ type Pool struct {
 	hostCoresAt time.Time
 	// order is the workers by capacity, then id: the order placement tries
 	// them in. nil when it must be rebuilt.
-	order  []*workerState
-	jobs   map[string]*inflight
+	order []*workerState
+	jobs  map[string]*inflight
+	// recent holds the job ids dispatched lately, which stay taken.
+	recent *recentIDs
 	stats  stats
 	warned map[string]bool
 	// util is the busy share of live workers' threads (%), one sample per
@@ -174,6 +176,7 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		log:     opts.Logger.With().Str("part", "pool").Logger(),
 		workers: map[string]*workerState{},
 		jobs:    map[string]*inflight{},
+		recent:  newRecentIDs(),
 		warned:  map[string]bool{},
 		stats:   newStats(),
 		ready:   make(chan struct{}),
@@ -194,7 +197,11 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.acks.Close()
-	if err := p.recover(ctx); err != nil {
+	oldest, err := p.recover(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.loadRecentIDs(ctx, oldest); err != nil {
 		return err
 	}
 	regReady := make(chan struct{})

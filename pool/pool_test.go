@@ -2,7 +2,9 @@ package pool_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,8 +45,19 @@ func itoa(n int) string { return time.Duration(n).String()[:len(time.Duration(n)
 
 func startWorker(t *testing.T, b *brokertest.Broker, id string, threads int) {
 	t.Helper()
+	startStoppableWorker(t, b, id, threads)
+}
+
+// startStoppableWorker starts a worker and returns what stops it
+// gracefully. Handlers may be nil for the built-in tasks.
+func startStoppableWorker(t *testing.T, b *brokertest.Broker, id string, threads int, handlers ...*worker.Handlers) (stop func()) {
+	t.Helper()
+	var h *worker.Handlers
+	if len(handlers) > 0 {
+		h = handlers[0]
+	}
 	w, err := worker.New(b.Connect(t), worker.Options{
-		ID: id, Threads: threads, Tolerance: 100 * time.Millisecond,
+		ID: id, Threads: threads, Tolerance: 100 * time.Millisecond, Handlers: h,
 		Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
 	})
 	if err != nil {
@@ -53,7 +66,9 @@ func startWorker(t *testing.T, b *brokertest.Broker, id string, threads int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = w.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
 func startPool(t *testing.T, b *brokertest.Broker) (stop func()) {
@@ -82,6 +97,7 @@ func startPool(t *testing.T, b *brokertest.Broker) (stop func()) {
 	return stop
 }
 
+// waitWorkers waits until the pool sees n workers alive.
 func waitWorkers(t *testing.T, c *pool.Client, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -93,12 +109,12 @@ func waitWorkers(t *testing.T, c *pool.Client, n int) {
 				alive++
 			}
 		}
-		if err == nil && alive >= n {
+		if err == nil && alive == n {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%d workers did not register", n)
+	t.Fatalf("the pool does not see %d workers alive", n)
 }
 
 func at(d time.Duration) float64 { return job.Millis(time.Now().Add(d)) }
@@ -266,4 +282,164 @@ func TestDuplicateIDsAreRefused(t *testing.T) {
 		t.Errorf("second dispatch of id %q: %v, want ErrDuplicateID", j.ID, err)
 	}
 	_ = broker.StreamJobs
+}
+
+func TestBatchTravelsAsOneMessagePerWorker(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 8)
+	s := at(time.Second)
+	var jobs []job.Job
+	for i := range 5 {
+		jobs = append(jobs, job.Job{Task: "sleep", Threads: 1, StartTime: s + float64(i)*20, Duration: 10})
+	}
+	d, err := e.client.DispatchJobs(context.Background(), jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := e.b.Res.Jobs.GetLastMsgForSubject(context.Background(), broker.JobsSubject("w8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.b.Res.Jobs.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, err := job.ParseMany(msg.Data)
+	if err != nil || info.State.Msgs != 1 || len(queued) != 5 {
+		t.Errorf("jobs stream: %d messages, the last with %d jobs (%v), want 1 with 5", info.State.Msgs, len(queued), err)
+	}
+	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Status != job.StatusDone {
+			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
+		}
+	}
+}
+
+func TestDuplicateIDsAreRefusedAfterRestart(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	j := job.Job{ID: "again", Task: "sleep", Threads: 1, Duration: 10}
+	d, err := e.client.DispatchJob(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Wait(ctxTimeout(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	startPool(t, e.b)
+	if _, err := e.client.DispatchJob(context.Background(), j); !errors.Is(err, pool.ErrDuplicateID) {
+		t.Errorf("dispatch of id %q after a pool restart: %v, want ErrDuplicateID", j.ID, err)
+	}
+}
+
+func TestCancelOneJobOfAGoneWorkersMessage(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	// "run" notes each job it runs, across both lives of the worker.
+	var mu sync.Mutex
+	var ran []string
+	h := worker.NewHandlers()
+	h.Register("run", worker.HandlerFunc(func(_ context.Context, task *worker.Task) (json.RawMessage, error) {
+		mu.Lock()
+		ran = append(ran, task.Job.ID)
+		mu.Unlock()
+		return nil, nil
+	}))
+	stopWorker := startStoppableWorker(t, b, "gone", 4, h)
+	startPool(t, b)
+	c, err := pool.NewClient(b.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	waitWorkers(t, c, 1)
+	s := at(3 * time.Second)
+	d, err := c.DispatchJobs(context.Background(), []job.Job{
+		{ID: "keep", Task: "run", Threads: 1, StartTime: s, Duration: 10},
+		{ID: "drop", Task: "run", Threads: 1, StartTime: s + 10, Duration: 10},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopWorker() // graceful: both jobs stay queued, in one message
+	waitWorkers(t, c, 0)
+	if _, err := c.Cancel(context.Background(), pool.CancelRequest{ID: "drop", Reason: "not wanted"}); err != nil {
+		t.Fatal(err)
+	}
+	startStoppableWorker(t, b, "gone", 4, h)
+	recs, err := d.Wait(ctxTimeout(t, 15*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]job.Job{}
+	for _, r := range recs {
+		got[r.ID] = r
+	}
+	if r := got["keep"]; r.Status != job.StatusDone {
+		t.Errorf("keep: %s (%s), want done when its worker is back", r.Status, r.Reason)
+	}
+	if r := got["drop"]; r.Status != job.StatusCancelled || r.ActualStartTime != 0 {
+		t.Errorf("drop: %s (%s) started %v, want cancelled and never started", r.Status, r.Reason, r.ActualStartTime)
+	}
+	// The returning worker saw the cancel too: it ran "keep" only, and
+	// then took the message off its queue.
+	time.Sleep(100 * time.Millisecond) // "drop"'s start, had it been kept
+	mu.Lock()
+	if len(ran) != 1 || ran[0] != "keep" {
+		t.Errorf("the worker ran %v, want [keep]", ran)
+	}
+	mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := b.Res.Jobs.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages left in the jobs stream", info.State.Msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestPoolRestartInsideASharedMessage(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	s := at(300 * time.Millisecond)
+	d, err := e.client.DispatchJobs(context.Background(), []job.Job{
+		{ID: "early", Task: "sleep", Threads: 4, StartTime: s, Duration: 10},
+		{ID: "late", Task: "sleep", Threads: 1, StartTime: s + 2000, Duration: 10},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	// "early" ends while the pool is down; its message stays queued for
+	// "late".
+	time.Sleep(600 * time.Millisecond)
+	startPool(t, e.b)
+	st, err := e.client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.JobsInFlight != 1 {
+		t.Errorf("restarted pool sees %d jobs in flight, want 1 (late)", st.JobsInFlight)
+	}
+	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Status != job.StatusDone {
+			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
+		}
+	}
 }

@@ -8,21 +8,36 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 )
 
+// maxPackBytes bounds one message of jobs, well under the broker's 1 MB
+// payload limit.
+const maxPackBytes = 256 << 10
+
 // publish stores placed jobs on their workers' subjects, all or none: if any
 // is refused, the stored ones are deleted again and every reservation is
 // released.
+//
+// The jobs a dispatch places on one worker travel in one message, a JSON
+// array (a lone job is a plain object): most of a job's broker work is per
+// message, and the worker takes the message off its queue once every job in
+// it has its record stored.
 func (p *Pool) publish(ctx context.Context, placed []placement) error {
+	packs, err := packJobs(placed)
+	if err != nil {
+		p.mu.Lock()
+		p.unplaceLocked(placed)
+		p.mu.Unlock()
+		return err
+	}
 	var (
 		mu       sync.Mutex
-		seqs     = make([]uint64, len(placed))
+		seqs     = make([]uint64, len(packs))
 		firstErr error
-		left     = len(placed)
+		left     = len(packs)
 		done     = make(chan struct{})
 	)
 	fail := func(err error) {
@@ -36,39 +51,30 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 			close(done)
 		}
 	}
-	tokens := make([]string, 0, len(placed))
-	for i, pl := range placed {
-		data, err := job.Encode(pl.job)
-		if err == nil {
-			m := nats.NewMsg(broker.JobsSubject(pl.job.Worker))
-			m.Data = data
-			m.Header.Set(jetstream.MsgIDHeader, pl.job.ID)
-			var token string
-			token, err = p.acks.Publish(m, func(ack broker.PubAck, err error) {
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err != nil:
-					fail(fmt.Errorf("publish job %s: %w", pl.job.ID, err))
-				case ack.Duplicate:
-					// The stored message is the earlier job's: leave it.
-					fail(fmt.Errorf("%w: %s was dispatched within the last 10 minutes", ErrDuplicateID, pl.job.ID))
-				default:
-					seqs[i] = ack.Seq
-				}
-				answered()
-			})
-			tokens = append(tokens, token)
-		}
+	tokens := make([]string, 0, len(packs))
+	for i, pk := range packs {
+		m := nats.NewMsg(broker.JobsSubject(pk.worker))
+		m.Data = pk.data
+		token, err := p.acks.Publish(m, func(ack broker.PubAck, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fail(fmt.Errorf("publish jobs for %s: %w", pk.worker, err))
+			} else {
+				seqs[i] = ack.Seq
+			}
+			answered()
+		})
 		if err != nil {
 			mu.Lock()
-			fail(fmt.Errorf("publish job %s: %w", pl.job.ID, err))
-			for range placed[i:] { // never sent: never answered
+			fail(fmt.Errorf("publish jobs for %s: %w", pk.worker, err))
+			for range packs[i:] { // never sent: never answered
 				answered()
 			}
 			mu.Unlock()
 			break
 		}
+		tokens = append(tokens, token)
 	}
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
@@ -94,19 +100,59 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if result != nil {
-		for i, pl := range placed {
-			if stored[i] != 0 {
-				_ = p.res.Jobs.DeleteMsg(context.Background(), stored[i])
+		for _, seq := range stored {
+			if seq != 0 {
+				_ = p.res.Jobs.DeleteMsg(context.Background(), seq)
 			}
-			pl.ws.release(pl.job.ID)
-			delete(p.jobs, pl.job.ID)
 		}
+		p.unplaceLocked(placed)
 		return result
 	}
-	for i, pl := range placed {
-		if in := p.jobs[pl.job.ID]; in != nil {
-			in.seq = stored[i]
+	for i, pk := range packs {
+		for _, id := range pk.ids {
+			if in := p.jobs[id]; in != nil {
+				in.seq = stored[i]
+			}
 		}
 	}
 	return nil
+}
+
+// pack is one message of jobs for one worker.
+type pack struct {
+	worker string
+	ids    []string
+	data   []byte
+}
+
+// packJobs groups placed jobs by worker, in order, into messages of at most
+// maxPackBytes.
+func packJobs(placed []placement) ([]pack, error) {
+	var packs []pack
+	open := map[string]int{} // worker -> index of its open pack
+	for _, pl := range placed {
+		data, err := job.Encode(pl.job)
+		if err != nil {
+			return nil, fmt.Errorf("encode job %s: %w", pl.job.ID, err)
+		}
+		w := pl.job.Worker
+		i, ok := open[w]
+		if ok && len(packs[i].data)+1+len(data)+1 > maxPackBytes {
+			ok = false
+		}
+		if !ok {
+			open[w] = len(packs)
+			packs = append(packs, pack{worker: w, ids: []string{pl.job.ID}, data: data})
+			continue
+		}
+		pk := &packs[i]
+		if len(pk.ids) == 1 {
+			pk.data = append([]byte{'['}, pk.data...)
+		} else {
+			pk.data = pk.data[:len(pk.data)-1] // the closing bracket
+		}
+		pk.data = append(append(append(pk.data, ','), data...), ']')
+		pk.ids = append(pk.ids, pl.job.ID)
+	}
+	return packs, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -14,8 +15,12 @@ import (
 )
 
 // recover rebuilds the jobs in flight and their reservations from the jobs
-// stream: it holds exactly the jobs whose records are not yet stored.
-func (p *Pool) recover(ctx context.Context) error {
+// stream, which holds every message with a job whose record is not yet
+// stored, and returns when the oldest of those messages was stored (zero if
+// none is left). Other jobs in such a message may have their records:
+// loadRecentIDs lets go of them.
+func (p *Pool) recover(ctx context.Context) (time.Time, error) {
+	var oldest time.Time
 	n := 0
 	var seq uint64 = 1
 	for {
@@ -24,18 +29,20 @@ func (p *Pool) recover(ctx context.Context) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("pool: recover jobs in flight: %w", err)
+			return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)
 		}
 		seq = m.Sequence + 1
 		if m.Header.Get(broker.HeaderCancel) != "" {
 			continue
 		}
-		j, err := job.Parse(m.Data)
+		jobs, err := job.ParseMany(m.Data)
 		if err != nil {
 			continue
 		}
+		if oldest.IsZero() {
+			oldest = m.Time
+		}
 		worker := strings.TrimPrefix(m.Subject, broker.SubjectJobs)
-		start, end := window(&j, job.Millis(m.Time))
 		p.mu.Lock()
 		ws := p.workers[worker]
 		if ws == nil {
@@ -44,14 +51,21 @@ func (p *Pool) recover(ctx context.Context) error {
 			p.workers[worker] = ws
 			p.order = nil
 		}
-		if ws.reserve(j.ID, start, end, j.Threads) == nil {
-			p.jobs[j.ID] = &inflight{job: j, worker: worker, seq: m.Sequence, start: start, end: end}
-			n++
+		for _, j := range jobs {
+			start, end := window(&j, job.Millis(m.Time))
+			// Its record may be stored already (the message leaves the
+			// queue once all of its jobs have one): the collector or the
+			// sweep lets go of it then.
+			p.recent.add(j.ID, m.Time)
+			if ws.reserve(j.ID, start, end, j.Threads) == nil {
+				p.jobs[j.ID] = &inflight{job: j, worker: worker, seq: m.Sequence, start: start, end: end}
+				n++
+			}
 		}
 		p.mu.Unlock()
 	}
 	if n > 0 {
 		p.log.Info().Int("jobs", n).Msg("recovered jobs in flight from the jobs stream")
 	}
-	return nil
+	return oldest, nil
 }

@@ -184,7 +184,7 @@ func (p *Pool) splitLocked(j *job.Job, now float64, nowT time.Time, maxParts int
 			}
 			return nil, false
 		}
-		out = append(out, placement{job: &part, ws: cands[i].ws, start: start, end: end})
+		out = append(out, placement{job: &part, ws: cands[i].ws, start: start, end: end, of: j.ID})
 	}
 	return out, true
 }

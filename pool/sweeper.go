@@ -38,8 +38,10 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 }
 
 // sweepOrphans gives a missed record to each job whose worker is gone and
-// whose start time has passed, and takes it out of the worker's queue, so
-// the worker does not run it if it comes back.
+// whose start time has passed, and takes its message out of the worker's
+// queue once no other job in it is waiting. A worker that comes back with
+// the message still queued finds the job's start long passed and does not
+// run it.
 func (p *Pool) sweepOrphans(ctx context.Context) {
 	now := time.Now()
 	nowMs := job.Millis(now)
@@ -63,25 +65,13 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 		orphans = append(orphans, orphan{in: in, reason: fmt.Sprintf("worker %s was gone at the job's start time", in.worker)})
 	}
 	p.mu.Unlock()
+	seqs := map[uint64]bool{}
 	for _, o := range orphans {
 		j := o.in.job
 		j.Status = job.StatusMissed
 		j.Reason = o.reason
-		data, err := job.Encode(&j)
-		if err != nil {
-			continue
-		}
-		m := nats.NewMsg(broker.DoneSubject(o.in.worker))
-		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, j.ID)
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err = p.res.JS.PublishMsg(cctx, m)
-		if err == nil {
-			err = p.res.Jobs.DeleteMsg(cctx, o.in.seq)
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				err = nil
-			}
-		}
+		err := p.storeRecord(cctx, &j, o.in.worker)
 		cancel()
 		if err != nil {
 			p.log.Warn().Err(err).Str("job", j.ID).Msg("ending a job of a gone worker")
@@ -89,9 +79,55 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 		}
 		p.log.Warn().Str("job", j.ID).Str("worker", o.in.worker).Msg("missed: its worker is gone")
 		p.mu.Lock()
+		seqs[o.in.seq] = true
 		o.in.seq = 0 // the record is on its way to the collector
 		p.mu.Unlock()
 	}
+	for _, seq := range p.unneeded(seqs) {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := p.res.Jobs.DeleteMsg(cctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			p.log.Warn().Err(err).Uint64("seq", seq).Msg("taking the jobs of a gone worker out of its queue")
+		}
+		cancel()
+	}
+}
+
+// storeRecord stores a record the pool writes itself, for a job its worker
+// cannot end. Its message id is the job's, as a worker's record's is: of
+// the two, only the first is stored.
+func (p *Pool) storeRecord(ctx context.Context, j *job.Job, worker string) error {
+	data, err := job.Encode(j)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(broker.DoneSubject(worker))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, j.ID)
+	_, err = p.res.JS.PublishMsg(ctx, m)
+	return err
+}
+
+// unneeded returns the job messages among seqs that no job in flight still
+// needs (every job they carry has ended).
+func (p *Pool) unneeded(seqs map[uint64]bool) []uint64 {
+	if len(seqs) == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	needed := map[uint64]bool{}
+	for _, in := range p.jobs {
+		if seqs[in.seq] {
+			needed[in.seq] = true
+		}
+	}
+	var out []uint64
+	for seq := range seqs {
+		if seq != 0 && !needed[seq] {
+			out = append(out, seq)
+		}
+	}
+	return out
 }
 
 // utilSamples is how many utilisation samples the pool keeps.
@@ -166,6 +202,7 @@ func (p *Pool) sweepStale(ctx context.Context) {
 	for _, ws := range p.workers {
 		ws.prune(cutoff)
 	}
+	p.recent.prune(time.Now().Add(-recentWindow - recentSlack))
 	for id, in := range p.jobs {
 		if in.end < cutoff && in.seq != 0 {
 			checks = append(checks, check{id, in.seq})

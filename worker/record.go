@@ -110,9 +110,7 @@ func (w *Worker) recordStored(r *run, err error) {
 		time.AfterFunc(50*time.Millisecond, func() { w.queueRecord(r) })
 		return
 	}
-	if r.msg != nil {
-		_ = r.msg.Ack()
-	}
+	r.del.recorded()
 	w.mu.Lock()
 	delete(w.active, r.job.ID)
 	w.recent[r.job.ID] = time.Now()

@@ -123,10 +123,26 @@ type Worker struct {
 	pending  sync.WaitGroup  // records not yet acknowledged
 }
 
+// delivery is one message from the worker's queue: a job, or a JSON array
+// of the jobs the pool placed here together. It is acknowledged, which takes
+// it off the queue, once each of its jobs this process took on has its
+// record stored.
+type delivery struct {
+	msg  jetstream.Msg
+	left atomic.Int32
+}
+
+// recorded counts one of the delivery's records as stored.
+func (d *delivery) recorded() {
+	if d != nil && d.left.Add(-1) == 0 {
+		_ = d.msg.Ack()
+	}
+}
+
 // run is one accepted job inside the worker.
 type run struct {
 	job      job.Job
-	msg      jetstream.Msg
+	del      *delivery
 	asap     bool
 	start    time.Time // scheduled start (arrival for asap jobs)
 	timer    *Timer
@@ -321,43 +337,73 @@ func (w *Worker) intake(msg jetstream.Msg) {
 		w.log.Error().Err(err).Msg("message without metadata")
 		return
 	}
-	j, err := job.Parse(msg.Data())
+	d := &delivery{msg: msg}
+	jobs, err := job.ParseMany(msg.Data())
 	if err != nil {
-		j = job.Job{ID: fmt.Sprintf("%s-seq%d", w.opts.ID, meta.Sequence.Stream), Task: "?"}
+		j := job.Job{ID: fmt.Sprintf("%s-seq%d", w.opts.ID, meta.Sequence.Stream), Task: "?"}
 		j.Set("raw", jsonString(msg.Data()))
-		w.endNow(&run{job: j, msg: msg}, job.StatusFailed, "malformed job: "+err.Error())
+		d.left.Store(1)
+		w.endNow(&run{job: j, del: d}, job.StatusFailed, "malformed job: "+err.Error())
 		return
 	}
-	if j.ID == "" {
-		j.ID = nuid.Next()
-	}
-	if j.Worker == "" {
-		j.Worker = w.opts.ID
-	}
 	now := time.Now()
-	r := &run{job: j, msg: msg, asap: j.StartTime == 0}
-	if r.asap {
-		r.start = now
-	} else {
-		r.start = job.Time(j.StartTime)
+	runs := make([]*run, 0, len(jobs))
+	for _, j := range jobs {
+		if j.ID == "" {
+			j.ID = nuid.Next()
+		}
+		if j.Worker == "" {
+			j.Worker = w.opts.ID
+		}
+		r := &run{job: j, del: d, asap: j.StartTime == 0}
+		if r.asap {
+			r.start = now
+		} else {
+			r.start = job.Time(j.StartTime)
+		}
+		runs = append(runs, r)
 	}
 
+	// A redelivery to this process (its acknowledgement is held while jobs
+	// wait) is dropped while any of its jobs is held, and acknowledged once
+	// all of them have their records.
 	w.mu.Lock()
-	if _, dup := w.active[j.ID]; dup {
-		w.mu.Unlock()
-		return // a redelivery of a job this process holds
+	fresh := runs[:0]
+	seen := make(map[string]bool, len(runs))
+	for _, r := range runs {
+		if _, dup := w.active[r.job.ID]; dup {
+			w.mu.Unlock()
+			return
+		}
+		if _, dup := w.recent[r.job.ID]; !dup && !seen[r.job.ID] {
+			fresh = append(fresh, r)
+		}
+		seen[r.job.ID] = true
 	}
-	if _, dup := w.recent[j.ID]; dup {
+	if len(fresh) == 0 {
 		w.mu.Unlock()
 		_ = msg.Ack()
 		return
 	}
-	w.active[j.ID] = r
+	// Counted before any of them can end.
+	d.left.Store(int32(len(fresh)))
+	for _, r := range fresh {
+		w.active[r.job.ID] = r
+	}
 	w.mu.Unlock()
+	for _, r := range fresh {
+		w.take(r, meta.Sequence.Stream, now)
+	}
+}
 
+// take starts a job's wait for its start time, or ends it at once when it
+// cannot run: it came too late, it may have started in a previous process
+// (seq is its message's stream sequence), or the worker cannot run it.
+func (w *Worker) take(r *run, seq uint64, now time.Time) {
+	j := &r.job
 	late := now.Sub(r.start)
 	switch {
-	case meta.Sequence.Stream <= w.prevDelivered && (r.asap || late >= 0):
+	case seq <= w.prevDelivered && (r.asap || late >= 0):
 		if r.asap {
 			w.endNow(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
 		} else {

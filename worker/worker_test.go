@@ -273,3 +273,76 @@ func TestOptionsValidation(t *testing.T) {
 		}
 	}
 }
+
+// queued is how many messages the jobs stream holds.
+func (e *testEnv) queued(t *testing.T) uint64 {
+	t.Helper()
+	info, err := e.b.Res.Jobs.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func (e *testEnv) publishJobs(t *testing.T, jobs ...job.Job) {
+	t.Helper()
+	data, err := job.EncodeMany(jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, string(data))
+}
+
+func TestJobsSharingAMessage(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	s := job.Now() + 300
+	e.publishJobs(t,
+		job.Job{ID: "p1", Task: "sleep", Threads: 2, StartTime: s, Duration: 50},
+		job.Job{ID: "p2", Task: "sleep", Threads: 2, StartTime: s + 100, Duration: 50},
+		job.Job{ID: "p3", Task: "sleep", Threads: 1, Duration: 10},
+		job.Job{ID: "p4", Task: "mine-bitcoin", Threads: 1, Duration: 10},
+	)
+	recs := e.wait(t, "p1")
+	// p1 is recorded, p2 has not started: the message stays queued.
+	if n := e.queued(t); n != 1 {
+		t.Errorf("jobs stream holds %d messages while p2 waits, want 1", n)
+	}
+	recs = e.wait(t, "p1", "p2", "p3", "p4")
+	for id, want := range map[string]job.Status{"p1": job.StatusDone, "p2": job.StatusDone, "p3": job.StatusDone, "p4": job.StatusFailed} {
+		if r := recs[id]; r.Status != want {
+			t.Errorf("job %s: %s (%s), want %s", id, r.Status, r.Reason, want)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.queued(t) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the message stays queued after all its jobs have records")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRestartInsideASharedMessage(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	s := job.Now() + 200
+	e.publishJobs(t,
+		job.Job{ID: "first", Task: "sleep", Threads: 1, StartTime: s, Duration: 10},
+		job.Job{ID: "second", Task: "sleep", Threads: 1, StartTime: s + 1500, Duration: 10},
+	)
+	e.wait(t, "first")
+	e.stop() // graceful: "second" stays queued in the shared message
+	if err := <-e.done; err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, 4)
+	recs := e.wait(t, "first", "second")
+	// "first" keeps its one record: the restarted worker, seeing its start
+	// passed, does not run it again.
+	for _, id := range []string{"first", "second"} {
+		if r := recs[id]; r.Status != job.StatusDone {
+			t.Errorf("job %s: %s (%s)", id, r.Status, r.Reason)
+		}
+	}
+}

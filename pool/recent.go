@@ -1,0 +1,143 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// recentWindow is how long a dispatched job id stays taken after its job
+// ended. Records are stored with the job id as their message id, and the
+// records stream drops a message id it has seen within this window: a second
+// job with the same id would never get its record stored.
+const recentWindow = 10 * time.Minute
+
+// recentSlack is how much longer than the window an id stays taken: an
+// entry made at dispatch also covers a record stored up to recentSlack later
+// (see touch).
+const recentSlack = time.Minute
+
+// recentIDs is the set of job ids dispatched within recentWindow. The pool
+// refuses those ids itself, so that the jobs stream needs no message ids of
+// its own (JetStream's duplicate check costs about a fifth of a message's
+// broker work) and several jobs can share one message.
+type recentIDs struct {
+	at    map[string]time.Time
+	order []recentID // oldest first, from head
+	head  int
+}
+
+type recentID struct {
+	id string
+	at time.Time
+}
+
+func newRecentIDs() *recentIDs { return &recentIDs{at: map[string]time.Time{}} }
+
+// has reports whether id was dispatched within the window.
+func (r *recentIDs) has(id string) bool {
+	_, ok := r.at[id]
+	return ok
+}
+
+// add takes id as dispatched at t.
+func (r *recentIDs) add(id string, t time.Time) {
+	r.at[id] = t
+	r.order = append(r.order, recentID{id, t})
+}
+
+// touch keeps id taken for a whole window from t, for a job that ends now:
+// its record's message id is remembered that long.
+func (r *recentIDs) touch(id string, t time.Time) {
+	// Most jobs end within a minute of their dispatch; the entry made then
+	// is kept a minute longer instead of adding one per record.
+	if at, ok := r.at[id]; ok && t.Sub(at) < recentSlack {
+		return
+	}
+	r.add(id, t)
+}
+
+// remove gives id back, for a job that was never stored.
+func (r *recentIDs) remove(id string) { delete(r.at, id) }
+
+// prune forgets the ids dispatched before cutoff.
+func (r *recentIDs) prune(cutoff time.Time) {
+	for r.head < len(r.order) && r.order[r.head].at.Before(cutoff) {
+		e := r.order[r.head]
+		if t, ok := r.at[e.id]; ok && t.Equal(e.at) {
+			delete(r.at, e.id)
+		}
+		r.order[r.head] = recentID{}
+		r.head++
+	}
+	// Reuse the slice once most of it is spent.
+	if r.head > 1024 && r.head*2 > len(r.order) {
+		r.order = append(r.order[:0], r.order[r.head:]...)
+		r.head = 0
+	}
+}
+
+// loadRecentIDs takes back, after a restart, the ids of the records stored
+// within the window (their message ids, read from the headers alone), and
+// lets go of the recovered jobs that have a record already. It reads from
+// the earlier of the window's start and inQueue, the oldest job message
+// still queued.
+func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
+	since := time.Now().Add(-recentWindow)
+	if !inQueue.IsZero() && inQueue.Before(since) {
+		since = inQueue
+	}
+	cons, err := p.res.Done.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &since,
+		HeadersOnly:   true,
+	})
+	if err != nil {
+		return fmt.Errorf("pool: read recent records: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("pool: read recent records: %w", err)
+	}
+	left := info.NumPending
+	n, ended := 0, 0
+	for left > 0 {
+		batch, err := cons.FetchNoWait(4096)
+		if err != nil {
+			return fmt.Errorf("pool: read recent records: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			left--
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			id := m.Headers().Get(jetstream.MsgIDHeader)
+			if id == "" {
+				continue
+			}
+			p.mu.Lock()
+			p.recent.add(id, meta.Timestamp)
+			if in := p.jobs[id]; in != nil {
+				if ws := p.workers[in.worker]; ws != nil {
+					ws.release(id)
+				}
+				delete(p.jobs, id)
+				ended++
+			}
+			p.mu.Unlock()
+			n++
+		}
+		if got == 0 {
+			break
+		}
+	}
+	if n > 0 {
+		p.log.Info().Int("ids", n).Int("ended_in_flight", ended).Msg("job ids of recent records taken back")
+	}
+	return nil
+}
