@@ -18,9 +18,16 @@ import (
 // slice (milliseconds) while the timer thread is due. Where the process may
 // (CAP_SYS_NICE, or an RLIMIT_RTPRIO above zero), the timer thread therefore
 // runs at a low real-time priority: a woken real-time thread preempts
-// ordinary ones at once. It only spins for the last Spin before a due time
-// and the kernel caps real-time threads at 95% of a core, so it cannot
-// starve the rest of the machine.
+// ordinary ones at once.
+//
+// The kernel gives real-time threads at most 950 ms of each second of a
+// core (sched_rt_runtime_us) and then stops them for the other 50 ms. A
+// timer thread with timers due every millisecond spins all the time, and
+// was stopped 50 ms a second: dozens of jobs started late. So the thread
+// keeps within a budget of its own: past rtBudget of CPU time in a window
+// of rtWindow it runs as an ordinary thread until the window ends. Even
+// out of step with the kernel's periods, two windows' budgets stay below
+// its cap.
 
 const (
 	prSetTimerSlack = 29
@@ -30,21 +37,68 @@ const (
 	timerPriority = 1
 )
 
+const (
+	// rtWindow and rtBudget: the timer thread runs real-time for at most
+	// rtBudget of CPU time in each rtWindow.
+	rtWindow = time.Second
+	rtBudget = 450 * time.Millisecond
+	// clockThreadCPUTime is CLOCK_THREAD_CPUTIME_ID.
+	clockThreadCPUTime = 3
+)
+
 // preciseThread binds the calling goroutine to its thread and makes the
 // thread's sleeps precise and, where permitted, its wake-ups preempt
-// ordinary threads. It returns a function that undoes both.
-func preciseThread() func() {
+// ordinary threads within the real-time budget (see budget).
+func preciseThread() *threadMode {
 	runtime.LockOSThread()
 	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, prSetTimerSlack, 1, 0)
-	realtime := setScheduler(schedFIFO, timerPriority) == nil
-	return func() {
-		if realtime {
-			// The thread goes back to the Go scheduler's pool: make it
-			// ordinary again.
-			_ = setScheduler(0, 0) // SCHED_OTHER
-		}
-		runtime.UnlockOSThread()
+	m := &threadMode{}
+	m.allowed = setScheduler(schedFIFO, timerPriority) == nil
+	m.realtime = m.allowed
+	m.window, m.cpuAt = time.Now().UnixNano(), threadCPUTime()
+	return m
+}
+
+// threadMode is the timer thread's scheduling: real-time while within its
+// budget.
+type threadMode struct {
+	allowed, realtime bool
+	window, cpuAt     int64 // start of the window, and the CPU time then (ns)
+}
+
+// budget is called before each spin: it makes the thread ordinary once it
+// has used its real-time budget in this window, and real-time again when a
+// new window starts.
+func (m *threadMode) budget(now int64) {
+	if !m.allowed {
+		return
 	}
+	if now-m.window >= int64(rtWindow) {
+		m.window, m.cpuAt = now, threadCPUTime()
+		if !m.realtime {
+			m.realtime = setScheduler(schedFIFO, timerPriority) == nil
+		}
+		return
+	}
+	if m.realtime && threadCPUTime()-m.cpuAt > int64(rtBudget) {
+		m.realtime = setScheduler(0, 0) != nil // SCHED_OTHER
+	}
+}
+
+// done makes the thread ordinary again and gives it back to the Go
+// scheduler's pool.
+func (m *threadMode) done() {
+	if m.realtime {
+		_ = setScheduler(0, 0)
+	}
+	runtime.UnlockOSThread()
+}
+
+// threadCPUTime is the calling thread's CPU time, in ns.
+func threadCPUTime() int64 {
+	var ts syscall.Timespec
+	_, _, _ = syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTime, uintptr(unsafe.Pointer(&ts)), 0)
+	return ts.Nano()
 }
 
 // setScheduler sets the calling thread's scheduling policy.

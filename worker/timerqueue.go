@@ -140,7 +140,8 @@ const (
 // process keeps the machine's parallelism.
 func (q *TimerQueue) Run(ctx context.Context) {
 	defer addP()()
-	defer preciseThread()()
+	mode := preciseThread()
+	defer mode.done()
 	sleep := time.NewTimer(time.Hour)
 	defer sleep.Stop()
 	for {
@@ -177,6 +178,7 @@ func (q *TimerQueue) Run(ctx context.Context) {
 			continue
 		}
 		// Spin until due, unless an earlier timer arrives.
+		mode.budget(time.Now().UnixNano())
 		for time.Now().UnixNano() < next && !q.woken.Load() {
 		}
 		select {
