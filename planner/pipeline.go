@@ -126,8 +126,8 @@ func (f *expForecast) at(t float64) float64 {
 // over the threads free) and timing (no shorter a period than the gap and
 // margins allow).
 func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed float64, free, maxJob int) (BatchPlan, float64, error) {
-	gap, margin, slack := float64(m.opts.Gap)/1e6, float64(m.opts.Margin)/1e6, float64(m.opts.Slack)/1e6
-	minPeriod := 2 * (gap + 2*margin) * 1.01
+	minPeriod := m.minPeriod()
+	pad := m.pad()
 	t, err := newTarget(srv, hk.Level, hk.Mults, m.cores)
 	if err != nil {
 		return BatchPlan{}, 0, err
@@ -141,16 +141,12 @@ func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed flo
 		if p.Threads() > free || p.HackThreads > maxJob || p.GrowThreads > maxJob {
 			break
 		}
-		// Real thread-milliseconds a batch holds, with the padding of the
-		// safe starts (at most a half-period a job, a quarter on average).
-		pad := minPeriod/4 + slack
-		held := p.ThreadSeconds*1000/speed + float64(p.Threads())*pad
-		period := math.Max(minPeriod, held/float64(free)/m.opts.Utilisation)
+		held := batchHeld(p, planDurations(p, speed), pad)
+		period := math.Max(minPeriod, held.total/float64(free)/m.opts.Utilisation)
 		if m.pinCores > 1 {
 			// Grows hold only the pinned hosts' threads.
-			grow := float64(p.GrowThreads) * (p.GrowTimeMs/speed + pad)
 			pinned := float64(free) * m.pinShare
-			period = math.Max(period, grow/pinned/m.opts.Utilisation)
+			period = math.Max(period, held.grow/pinned/m.opts.Utilisation)
 		}
 		if rate := p.MoneyPerBatch / period; rate > bestRate {
 			best, bestRate, bestPeriod = p, rate, period
@@ -161,6 +157,62 @@ func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed flo
 	}
 	best.Fraction = best.ActualFraction
 	return best, bestPeriod, nil
+}
+
+// minPeriod is the shortest period the gap and margins allow.
+func (m *HackManager) minPeriod() float64 {
+	return 2 * (float64(m.opts.Gap)/1e6 + 2*float64(m.opts.Margin)/1e6) * 1.01
+}
+
+// pad is how much longer than its duration a job holds its threads, in
+// real ms: Slack, and the move of its start to a safe instant (at most a
+// half-period, a quarter on average).
+func (m *HackManager) pad() float64 { return m.minPeriod()/4 + float64(m.opts.Slack)/1e6 }
+
+// held is the real thread-milliseconds a batch holds: in all, and in its
+// grow (which may be pinned to some hosts).
+type held struct{ total, grow float64 }
+
+func batchHeld(p BatchPlan, d durations, pad float64) held {
+	grow := float64(p.GrowThreads) * (d.g + pad)
+	return held{
+		total: float64(p.HackThreads)*(d.h+pad) + float64(p.Weaken1Threads+p.Weaken2Threads)*(d.w+pad) + grow,
+		grow:  grow,
+	}
+}
+
+// planDurations are a plan's real durations at a world speed.
+func planDurations(p BatchPlan, speed float64) durations {
+	return durations{h: p.HackTimeMs / speed, g: p.GrowTimeMs / speed, w: p.WeakenTimeMs / speed}
+}
+
+// sizeBatch chooses the threads of a batch landing at level lvLand and
+// running for d: the most hack threads whose batch holds no more threads
+// than the plan's did when the period was chosen, in all and in grows. As
+// levels rise, each hack thread steals more, so the grow after it needs
+// more threads, and durations shorten: a batch sized as at the start would
+// hold more, or fewer, threads than the period allows, and the pool would
+// refuse batches, or threads would go idle.
+func (m *HackManager) sizeBatch(srv *world.Server, hk world.Hacker, lvLand int, d durations, plan BatchPlan, budget held, maxJob int) (BatchPlan, error) {
+	t, err := newTarget(srv, lvLand, hk.Mults, m.cores)
+	if err != nil {
+		return BatchPlan{}, err
+	}
+	t.weakenOn(m.weakCores)
+	pad := m.pad()
+	top := plan.HackThreads + max(1, plan.HackThreads/4)
+	var p BatchPlan
+	for h := top; h >= 1; h-- {
+		p = t.plan(0, h)
+		if p.HackThreads > maxJob || p.GrowThreads > maxJob {
+			continue
+		}
+		c := batchHeld(p, d, pad)
+		if c.total <= budget.total*(1+1e-9) && (m.pinCores <= 1 || c.grow <= budget.grow*(1+1e-9)) {
+			return p, nil
+		}
+	}
+	return p, nil // one hack thread: the smallest batch there is
 }
 
 // pipeline runs batches continuously until a desync (it cancels the
@@ -189,6 +241,11 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 	}
 	lead := float64(m.opts.Lead) / 1e6
 	weakMs := plan.WeakenTimeMs / speed
+	budget := batchHeld(plan, planDurations(plan, speed), m.pad())
+	// What a batch leaves of its budget (a hack thread is a few percent of
+	// a batch) the next may use, so that on average batches hold what the
+	// period was chosen for.
+	var carry held
 	g.l0 = job.Now() + lead + weakMs + g.period
 	fc := &expForecast{base: m.exp}
 	full := world.ExpPerThread(srv, hk.Mults, true)
@@ -244,17 +301,22 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 			m.count(func(s *Stats) { s.Skipped++ })
 			continue // fell behind: skip the slot rather than start late
 		}
-		// Grow and weakens for the level at the hack's landing (plus one:
-		// growing too much only costs a thread; too little desyncs).
+		// Threads for the level at the hack's landing (plus one: growing
+		// too much only costs a thread; too little desyncs), within what
+		// the period allows a batch.
 		lvLand := max(hk.Level, world.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
-		if lp, err := planAtLevel(srv, lvLand, hk.Mults, m.cores, m.weakCores, plan.HackThreads); err == nil {
-			jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = lp.Weaken1Threads, lp.GrowThreads, lp.Weaken2Threads
+		allowed := held{total: budget.total + carry.total, grow: budget.grow + carry.grow}
+		var used held
+		if bp, err := m.sizeBatch(srv, hk, lvLand, dur, plan, allowed, maxJob); err == nil {
+			jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
+			used = batchHeld(bp, dur, m.pad())
 		}
 		m.pin(jobs)
 		disp, err := m.pool.DispatchJobs(ctx, jobs)
 		if errors.Is(err, pool.ErrNoCapacity) {
 			m.log.Debug().Err(err).Int("slot", k).Msg("batch refused")
 			m.count(func(s *Stats) { s.Refused++ })
+			carry = held{}
 			continue // the threads are busy for this slot
 		}
 		if err != nil {
@@ -262,6 +324,13 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 				return nil
 			}
 			return err
+		}
+		if used.total > 0 {
+			// Kept to half a batch: a slot skipped or refused gives none.
+			carry = held{
+				total: max(0, min(allowed.total-used.total, budget.total/2)),
+				grow:  max(0, min(allowed.grow-used.grow, budget.grow/2)),
+			}
 		}
 		chance := world.HackChance(srv, world.Hacker{Level: lvLand, Mults: hk.Mults})
 		fc.add(g.landing(k, 0), full*float64(jobs[0].Threads)*(chance+(1-chance)/4))

@@ -174,3 +174,39 @@ func TestMayHaveLanded(t *testing.T) {
 		})
 	}
 }
+
+// As levels rise, a batch sized for its landing's level holds no more
+// threads than the period was chosen for, in all and in grows, and uses
+// nearly all of that: the pool refuses no batch for it, and leaves few
+// threads idle.
+func TestSizeBatchKeepsWithinThePlansThreads(t *testing.T) {
+	t.Parallel()
+	sc := mustScenario(t, "reference-880")
+	srv := mustServer(t, sc, "rho-construction")
+	hk := sc.Player.Hacker()
+	const speed = 60
+	m := &HackManager{opts: ManagerOptions{Gap: 2e6, Margin: 1e6, Slack: 30e6, Utilisation: 0.95},
+		cores: 3, weakCores: 1, pinCores: 3, pinShare: 0.915}
+	plan, _, err := m.pipelinePlan(srv, hk, speed, 20464, 18724)
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := batchHeld(plan, planDurations(plan, speed), m.pad())
+	for _, level := range []int{hk.Level, hk.Level + 5, hk.Level + 25, hk.Level + 100} {
+		d := m.durationsAt(srv, hk, level, speed)
+		p, err := m.sizeBatch(srv, hk, level+1, d, plan, budget, 18724)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := batchHeld(p, d, m.pad())
+		if got.total > budget.total || got.grow > budget.grow {
+			t.Errorf("level %d: batch %d/%d/%d/%d holds %.0f thread-ms (grow %.0f), over the plan's %.0f (%.0f)",
+				level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, got.total, got.grow, budget.total, budget.grow)
+		}
+		// One more hack thread would not fit.
+		if got.total < 0.9*budget.total && got.grow < 0.9*budget.grow {
+			t.Errorf("level %d: batch %d/%d/%d/%d holds %.0f thread-ms of %.0f", level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, got.total, budget.total)
+		}
+		t.Logf("level %d: %d/%d/%d/%d, %.1f%% of the plan's thread-ms", level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, 100*got.total/budget.total)
+	}
+}
