@@ -25,9 +25,9 @@ import (
 // timer thread with timers due every millisecond spins all the time, and
 // was stopped 50 ms a second: dozens of jobs started late. So the thread
 // keeps within a budget of its own: past rtBudget of CPU time in a window
-// of rtWindow it runs as an ordinary thread until the window ends. Even
-// out of step with the kernel's periods, two windows' budgets stay below
-// its cap.
+// of rtWindow it runs as an ordinary thread, at the highest nice, until
+// the window ends. Even out of step with the kernel's periods, two
+// windows' budgets stay below its cap.
 
 const (
 	prSetTimerSlack = 29
@@ -77,11 +77,15 @@ func (m *threadMode) budget(now int64) {
 		m.window, m.cpuAt = now, threadCPUTime()
 		if !m.realtime {
 			m.realtime = setScheduler(schedFIFO, timerPriority) == nil
+			setNice(0)
 		}
 		return
 	}
 	if m.realtime && threadCPUTime()-m.cpuAt > int64(rtBudget) {
 		m.realtime = setScheduler(0, 0) != nil // SCHED_OTHER
+		if !m.realtime {
+			setNice(-20)
+		}
 	}
 }
 
@@ -92,6 +96,11 @@ func (m *threadMode) done() {
 		_ = setScheduler(0, 0)
 	}
 	runtime.UnlockOSThread()
+}
+
+// setNice sets the calling thread's nice value.
+func setNice(n int) {
+	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), n)
 }
 
 // threadCPUTime is the calling thread's CPU time, in ns.

@@ -3,6 +3,7 @@
 package worker
 
 import (
+	"syscall"
 	"testing"
 	"time"
 )
@@ -24,6 +25,10 @@ func TestRealTimeBudget(t *testing.T) {
 	m.budget(time.Now().UnixNano())
 	if m.realtime {
 		t.Fatalf("still real-time after %s of CPU time in one window", rtBudget+20*time.Millisecond)
+	}
+	// The raw getpriority returns 20 - nice.
+	if p, err := syscall.Getpriority(syscall.PRIO_PROCESS, syscall.Gettid()); err != nil || 20-p != -20 {
+		t.Errorf("ordinary thread's nice is %d (%v), want -20", 20-p, err)
 	}
 	m.budget(time.Now().Add(rtWindow).UnixNano())
 	if !m.realtime {
