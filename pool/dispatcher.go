@@ -303,18 +303,17 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, what)
 	}
-	// A live worker is asked to cancel. For a gone one the pool stores the
-	// record itself, and takes the job's message out of the worker's queue,
-	// or, while other jobs in that message wait, queues the cancel after
-	// it, so that a worker that comes back does not run the job.
+	// A live worker is asked to cancel. For a gone one the cancel is queued
+	// all the same, for when it comes back, and then the pool stores the
+	// record itself: in that order, a job recorded cancelled cannot run.
+	// Once no job in its message waits, the message and those cancels are
+	// taken out of the worker's queue.
 	var ids []string
-	asked := map[uint64][]inflight{} // message -> its cancelled jobs
+	queued := map[uint64][]uint64{} // job message -> cancels queued after it
 	for _, t := range targets {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var err error
-		if t.alive {
-			err = p.askCancel(cctx, &t.in, cr.Reason)
-		} else {
+		cseq, err := p.askCancel(cctx, &t.in, cr.Reason)
+		if err == nil && !t.alive {
 			j := t.in.job
 			j.Status, j.Reason = job.StatusCancelled, cr.Reason
 			if err = p.storeRecord(cctx, &j, t.in.worker); err == nil && t.in.seq != 0 {
@@ -323,7 +322,7 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 					in.seq = 0 // the record is on its way to the collector
 				}
 				p.mu.Unlock()
-				asked[t.in.seq] = append(asked[t.in.seq], t.in)
+				queued[t.in.seq] = append(queued[t.in.seq], cseq)
 			}
 		}
 		cancel()
@@ -333,25 +332,16 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 		ids = append(ids, t.in.job.ID)
 	}
 	seqs := map[uint64]bool{}
-	for seq := range asked {
+	for seq := range queued {
 		seqs[seq] = true
 	}
 	for _, seq := range p.unneeded(seqs) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := p.res.Jobs.DeleteMsg(cctx, seq)
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return ids, fmt.Errorf("cancel: take jobs out of a gone worker's queue: %w", err)
-		}
-		delete(asked, seq)
-	}
-	for _, left := range asked {
-		for _, in := range left {
+		for _, s := range append([]uint64{seq}, queued[seq]...) {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := p.askCancel(cctx, &in, cr.Reason)
+			err := p.res.Jobs.DeleteMsg(cctx, s)
 			cancel()
-			if err != nil {
-				return ids, fmt.Errorf("cancel job %s: %w", in.job.ID, err)
+			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				p.log.Warn().Err(err).Uint64("seq", s).Msg("taking cancelled jobs out of a gone worker's queue")
 			}
 		}
 	}
@@ -359,12 +349,16 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 	return ids, nil
 }
 
-// askCancel queues a cancel for a job on its worker's subject.
-func (p *Pool) askCancel(ctx context.Context, in *inflight, reason string) error {
+// askCancel queues a cancel for a job on its worker's subject, and returns
+// its sequence in the jobs stream.
+func (p *Pool) askCancel(ctx context.Context, in *inflight, reason string) (uint64, error) {
 	m := nats.NewMsg(broker.JobsSubject(in.worker))
 	m.Header.Set(broker.HeaderCancel, in.job.ID)
 	m.Header.Set(jetstream.MsgIDHeader, "cancel-"+in.job.ID)
 	m.Data = []byte(reason)
-	_, err := p.res.JS.PublishMsg(ctx, m)
-	return err
+	ack, err := p.res.JS.PublishMsg(ctx, m)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
 }

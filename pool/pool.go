@@ -197,6 +197,11 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.acks.Close()
+	// Records are followed first: one stored while the pool reads what is
+	// in flight is then seen either by the reading or by the collector.
+	if err := p.startCollector(ctx); err != nil {
+		return err
+	}
 	oldest, err := p.recover(ctx)
 	if err != nil {
 		return err
@@ -210,9 +215,6 @@ func (p *Pool) Run(ctx context.Context) error {
 	case <-regReady:
 	case <-ctx.Done():
 		return nil
-	}
-	if err := p.startCollector(ctx); err != nil {
-		return err
 	}
 	if err := p.keepLocalWorkers(ctx); err != nil {
 		p.log.Warn().Err(err).Msg("launching local workers")

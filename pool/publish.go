@@ -36,6 +36,7 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 	var (
 		mu       sync.Mutex
 		seqs     = make([]uint64, len(packs))
+		settled  = make([]bool, len(packs)) // stored, refused, or never sent
 		firstErr error
 		left     = len(packs)
 		done     = make(chan struct{})
@@ -63,12 +64,14 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 			} else {
 				seqs[i] = ack.Seq
 			}
+			settled[i] = true
 			answered()
 		})
 		if err != nil {
 			mu.Lock()
 			fail(fmt.Errorf("publish jobs for %s: %w", pk.worker, err))
-			for range packs[i:] { // never sent: never answered
+			for k := range packs[i:] { // never sent: never answered
+				settled[i+k] = true
 				answered()
 			}
 			mu.Unlock()
@@ -95,6 +98,7 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 	// A late answer may still come in: work on copies.
 	mu.Lock()
 	stored := append([]uint64(nil), seqs...)
+	known := append([]bool(nil), settled...)
 	result := firstErr
 	mu.Unlock()
 	p.mu.Lock()
@@ -106,6 +110,16 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 			}
 		}
 		p.unplaceLocked(placed)
+		// A message JetStream has not answered for may be stored, and its
+		// jobs run: their ids stay taken, so a retry is refused.
+		now := time.Now()
+		for i, pk := range packs {
+			if !known[i] {
+				for _, id := range pk.ids {
+					p.recent.add(id, now)
+				}
+			}
+		}
 		return result
 	}
 	for i, pk := range packs {

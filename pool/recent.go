@@ -85,7 +85,7 @@ func (r *recentIDs) prune(cutoff time.Time) {
 // the earlier of the window's start and inQueue, the oldest job message
 // still queued.
 func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
-	since := time.Now().Add(-recentWindow)
+	since := time.Now().Add(-recentWindow - recentSlack)
 	if !inQueue.IsZero() && inQueue.Before(since) {
 		since = inQueue
 	}
@@ -103,6 +103,7 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 	}
 	left := info.NumPending
 	n, ended := 0, 0
+	window := time.Now().Add(-recentWindow - recentSlack)
 	for left > 0 {
 		batch, err := cons.FetchNoWait(4096)
 		if err != nil {
@@ -121,7 +122,11 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 				continue
 			}
 			p.mu.Lock()
-			p.recent.add(id, meta.Timestamp)
+			// Older records are read only to let go of recovered jobs.
+			if meta.Timestamp.After(window) {
+				p.recent.add(id, meta.Timestamp)
+				n++
+			}
 			if in := p.jobs[id]; in != nil {
 				if ws := p.workers[in.worker]; ws != nil {
 					ws.release(id)
@@ -130,9 +135,12 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 				ended++
 			}
 			p.mu.Unlock()
-			n++
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("pool: read recent records: %w", err)
 		}
 		if got == 0 {
+			p.log.Warn().Uint64("records", left).Msg("recent records did not all come")
 			break
 		}
 	}

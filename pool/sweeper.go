@@ -220,6 +220,8 @@ func (p *Pool) sweepStale(ctx context.Context) {
 				ws.release(c.id)
 			}
 			delete(p.jobs, c.id)
+			// Its record was stored a while ago, or is about to be.
+			p.recent.touch(c.id, time.Now())
 		}
 		p.mu.Unlock()
 	}

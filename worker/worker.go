@@ -217,6 +217,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := w.loadRecorded(ctx); err != nil {
+		return err
+	}
 	if err := w.beat(ctx, false); err != nil {
 		return err
 	}
@@ -312,6 +315,61 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, fmt.Errorf("worker %s: create consumer: %w", w.opts.ID, err)
 	}
 	return c, nil
+}
+
+// loadRecorded takes as recorded the jobs of this worker that have a
+// record stored since its oldest queued message: a message stays queued
+// until every job in it has a record, and the jobs in it that have one
+// (from this worker's last process, or from the pool, which records the
+// jobs of a gone worker) must not be taken on again. The records stream
+// drops a second record with the same id only within its 10-minute window.
+func (w *Worker) loadRecorded(ctx context.Context) error {
+	first, err := w.res.Jobs.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("worker %s: oldest queued job: %w", w.opts.ID, err)
+	}
+	since := first.Time
+	cons, err := w.res.Done.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{broker.DoneSubject(w.opts.ID)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
+	}
+	now := time.Now()
+	for left := info.NumPending; left > 0; {
+		batch, err := cons.FetchNoWait(4096)
+		if err != nil {
+			return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
+		}
+		got := 0
+		w.mu.Lock()
+		for m := range batch.Messages() {
+			got++
+			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+				w.recent[id] = now
+			}
+		}
+		w.mu.Unlock()
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
+		}
+		if got == 0 {
+			w.log.Warn().Uint64("records", left).Msg("records since the oldest queued job did not all come")
+			break
+		}
+		left -= uint64(got)
+	}
+	return nil
 }
 
 // intake accepts one message from the worker's queue.
