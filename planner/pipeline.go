@@ -246,7 +246,10 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 	// a batch) the next may use, so that on average batches hold what the
 	// period was chosen for.
 	var carry held
-	g.l0 = job.Now() + lead + weakMs + g.period
+	// The first batches go out at once, so they need less lead than the
+	// rest (a batch is skipped when under lead/4 is left): nothing lands
+	// before the first weakenTime, and each ms of lead adds to it.
+	g.l0 = job.Now() + lead/2 + weakMs + g.period
 	fc := &expForecast{base: m.exp}
 	full := world.ExpPerThread(srv, hk.Mults, true)
 	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
