@@ -269,19 +269,40 @@ func TestCancel(t *testing.T) {
 
 func TestDuplicateIDsAreRefused(t *testing.T) {
 	t.Parallel()
-	e := setup(t, 4)
-	j := job.Job{ID: "same", Task: "sleep", Threads: 1, Duration: 10}
-	d, err := e.client.DispatchJob(context.Background(), j)
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name          string
+		ended         bool // the first job has its record
+		restartedPool bool
+	}{
+		{name: "in flight"},
+		{name: "after its record", ended: true},
+		{name: "after a pool restart", ended: true, restartedPool: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, 4)
+			j := job.Job{ID: "same", Task: "sleep", Threads: 1, Duration: 10}
+			if !tc.ended {
+				j.Duration = 500
+			}
+			d, err := e.client.DispatchJob(context.Background(), j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.ended {
+				if _, err := d.Wait(ctxTimeout(t, 10*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.restartedPool {
+				e.stop()
+				startPool(t, e.b)
+			}
+			if _, err := e.client.DispatchJob(context.Background(), j); !errors.Is(err, pool.ErrDuplicateID) {
+				t.Errorf("second dispatch of id %q: %v, want ErrDuplicateID", j.ID, err)
+			}
+		})
 	}
-	if _, err := d.Wait(ctxTimeout(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.client.DispatchJob(context.Background(), j); !errors.Is(err, pool.ErrDuplicateID) {
-		t.Errorf("second dispatch of id %q: %v, want ErrDuplicateID", j.ID, err)
-	}
-	_ = broker.StreamJobs
 }
 
 func TestBatchTravelsAsOneMessagePerWorker(t *testing.T) {
@@ -316,24 +337,6 @@ func TestBatchTravelsAsOneMessagePerWorker(t *testing.T) {
 		if r.Status != job.StatusDone {
 			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
 		}
-	}
-}
-
-func TestDuplicateIDsAreRefusedAfterRestart(t *testing.T) {
-	t.Parallel()
-	e := setup(t, 4)
-	j := job.Job{ID: "again", Task: "sleep", Threads: 1, Duration: 10}
-	d, err := e.client.DispatchJob(context.Background(), j)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Wait(ctxTimeout(t, 10*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	e.stop()
-	startPool(t, e.b)
-	if _, err := e.client.DispatchJob(context.Background(), j); !errors.Is(err, pool.ErrDuplicateID) {
-		t.Errorf("dispatch of id %q after a pool restart: %v, want ErrDuplicateID", j.ID, err)
 	}
 }
 
