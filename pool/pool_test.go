@@ -185,6 +185,21 @@ func TestBatchIsPlacedWholeOrRefusedWhole(t *testing.T) {
 	}
 }
 
+// waitAllDone waits for a dispatch's records and fails the test for each
+// job that did not end done.
+func waitAllDone(t *testing.T, d *pool.Dispatch) {
+	t.Helper()
+	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Status != job.StatusDone {
+			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
+		}
+	}
+}
+
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -216,15 +231,7 @@ func TestPoolRestartRecoversJobsInFlight(t *testing.T) {
 	if _, err := e.client.DispatchJob(context.Background(), job.Job{Task: "sleep", Threads: 1, StartTime: s + 50, Duration: 10}); !errors.Is(err, pool.ErrNoCapacity) {
 		t.Errorf("dispatch into a full window after restart: %v", err)
 	}
-	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		if r.Status != job.StatusDone {
-			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
-		}
-	}
+	waitAllDone(t, d)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, _ := e.client.Status(context.Background())
@@ -329,15 +336,7 @@ func TestBatchTravelsAsOneMessagePerWorker(t *testing.T) {
 	if err != nil || info.State.Msgs != 1 || len(queued) != 5 {
 		t.Errorf("jobs stream: %d messages, the last with %d jobs (%v), want 1 with 5", info.State.Msgs, len(queued), err)
 	}
-	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		if r.Status != job.StatusDone {
-			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
-		}
-	}
+	waitAllDone(t, d)
 }
 
 func TestCancelOneJobOfAGoneWorkersMessage(t *testing.T) {
@@ -436,13 +435,5 @@ func TestPoolRestartInsideASharedMessage(t *testing.T) {
 	if st.JobsInFlight != 1 {
 		t.Errorf("restarted pool sees %d jobs in flight, want 1 (late)", st.JobsInFlight)
 	}
-	recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range recs {
-		if r.Status != job.StatusDone {
-			t.Errorf("job %s: %s (%s)", r.ID, r.Status, r.Reason)
-		}
-	}
+	waitAllDone(t, d)
 }
