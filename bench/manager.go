@@ -212,13 +212,14 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 			break
 		}
 	}
+	real := time.Since(realStart)
+	// The world applies a landing once it is a holdback old (see
+	// world.Options.Holdback): a holdback after the hour's end, it has
+	// applied every landing of the hour, and none after.
+	time.Sleep(world.DefaultHoldback(o.Speed))
 	if pl, err = wc.Player(ctx); err != nil {
 		return res, err
 	}
-	if clk, err = wc.Clock(ctx); err != nil {
-		return res, err
-	}
-	real := time.Since(realStart)
 	st := m.Stats()
 	stopManager()
 	select {
