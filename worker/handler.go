@@ -59,10 +59,16 @@ type endTimer struct {
 	fired chan time.Time // gets the instant it fired
 }
 
-// armEnd arms a timer for at.
-func armEnd(q *TimerQueue, at time.Time) *endTimer {
+// armEnd arms a timer for at; also, when set, is called on the timer
+// queue's thread when it fires.
+func armEnd(q *TimerQueue, at time.Time, also func(now time.Time)) *endTimer {
 	e := &endTimer{fired: make(chan time.Time, 1)}
-	e.timer = q.AtFirst(at, func(now time.Time) { e.fired <- now })
+	e.timer = q.AtFirst(at, func(now time.Time) {
+		e.fired <- now
+		if also != nil {
+			also(now)
+		}
+	})
 	return e
 }
 

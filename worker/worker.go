@@ -484,7 +484,7 @@ func (w *Worker) take(r *run, seq uint64, now time.Time) {
 		}
 		w.mu.Lock()
 		r.timer = w.timers.At(r.start, w.handOff(func(now time.Time) { w.due(r, now) }))
-		r.end = armEnd(w.timers, job.Time(r.job.ScheduledEnd(j.StartTime)))
+		r.end = armEnd(w.timers, job.Time(r.job.ScheduledEnd(j.StartTime)), w.releaseAtEnd(r))
 		w.mu.Unlock()
 	}
 }
@@ -541,7 +541,7 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	}
 	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Start: now, ScheduledEnd: end, timers: w.timers}
 	if r.end == nil && end.After(now) {
-		r.end = armEnd(w.timers, end)
+		r.end = armEnd(w.timers, end, w.releaseAtEnd(r))
 	}
 	t.end = r.end
 	t.release = func(at time.Time) {
@@ -606,6 +606,24 @@ func (w *Worker) admitWaitingLocked(now time.Time) {
 		}
 		w.beginLocked(r, at)
 	}
+}
+
+// releaseAtEnd returns the end timer's callback that gives a started job's
+// threads back at its scheduled end, the end of its reservation, on the
+// fired-timer goroutine. The handler gives them back too when it returns,
+// but its goroutine may run milliseconds later on a busy machine, and a job
+// placed on those threads from that instant on would wait for them, start
+// late, and may see the target as the jobs landing meanwhile left it. The
+// fired timers run in the order they fired: at one instant, the ends before
+// the starts due after them.
+func (w *Worker) releaseAtEnd(r *run) func(now time.Time) {
+	return w.handOff(func(now time.Time) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if r.started {
+			w.releaseLocked(r, now)
+		}
+	})
 }
 
 // releaseLocked gives a job's threads back (once), at instant at, and

@@ -27,14 +27,22 @@ type testEnv struct {
 	mu      sync.Mutex
 	records map[string]job.Job
 	arrived chan struct{}
+	// handlers, when set, serve the tasks instead of the built-in ones.
+	handlers *worker.Handlers
 }
 
 // setup runs a worker of the given threads on a fresh broker and follows
 // its completion records.
 func setup(t *testing.T, threads int) *testEnv {
 	t.Helper()
+	return setupWith(t, threads, nil)
+}
+
+// setupWith is setup with the tasks of h (nil: the built-in ones).
+func setupWith(t *testing.T, threads int, h *worker.Handlers) *testEnv {
+	t.Helper()
 	b := brokertest.New(t)
-	e := &testEnv{b: b, id: "w1", records: map[string]job.Job{}, arrived: make(chan struct{}, 1024)}
+	e := &testEnv{b: b, id: "w1", records: map[string]job.Job{}, arrived: make(chan struct{}, 1024), handlers: h}
 	e.start(t, threads)
 	cons, err := b.Res.JS.OrderedConsumer(context.Background(), broker.StreamDone, jetstream.OrderedConsumerConfig{})
 	if err != nil {
@@ -66,7 +74,7 @@ func (e *testEnv) start(t *testing.T, threads int) {
 	w, err := worker.New(e.b.Connect(t), worker.Options{
 		// Precision is measured by the benchmark; tests on a loaded machine
 		// get a wide tolerance.
-		ID: e.id, Threads: threads, Tolerance: tolerance,
+		ID: e.id, Threads: threads, Tolerance: tolerance, Handlers: e.handlers,
 		Spin: 500 * time.Microsecond, Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
 	})
 	if err != nil {
@@ -365,5 +373,31 @@ func TestRestartInsideASharedMessage(t *testing.T) {
 		if published[id] != 1 {
 			t.Errorf("job %s: %d records published, want 1", id, published[id])
 		}
+	}
+}
+
+// A job's threads are free at its scheduled end, the end of its
+// reservation, even while its handler still has bookkeeping to do: a job
+// placed on them from then on starts on time.
+func TestThreadsAreFreeAtTheScheduledEnd(t *testing.T) {
+	t.Parallel()
+	h := worker.NewHandlers()
+	h.Register("sleep", worker.HandlerFunc(worker.Sleep))
+	h.Register("slow-return", worker.HandlerFunc(func(ctx context.Context, task *worker.Task) (json.RawMessage, error) {
+		if err := task.SleepUntil(ctx, task.ScheduledEnd); err != nil {
+			return nil, err
+		}
+		time.Sleep(2 * tolerance) // after its work: telling someone, say
+		return nil, nil
+	}))
+	e := setupWith(t, 4, h)
+	s := job.Now() + 300
+	e.publishJobs(t,
+		job.Job{ID: "first", Task: "slow-return", Threads: 4, StartTime: s, EndTime: s + 100},
+		job.Job{ID: "next", Task: "sleep", Threads: 4, StartTime: s + 100, Duration: 10},
+	)
+	recs := e.wait(t, "first", "next")
+	if r := recs["next"]; r.Status != job.StatusDone {
+		t.Errorf("the job due at the first's scheduled end: %s (%s), want done", r.Status, r.Reason)
 	}
 }
