@@ -47,6 +47,7 @@ type Task struct {
 
 	timers  *TimerQueue
 	release func(at time.Time)
+	hold    func(until time.Time)
 	// end fires at ScheduledEnd. The worker arms it with the start timer,
 	// so that a handler that the Go scheduler runs late still wakes at
 	// ScheduledEnd.
@@ -90,6 +91,15 @@ func (t *Task) Release() {
 			at = time.Now()
 		}
 		t.release(at)
+	}
+}
+
+// HoldThreadsUntil tells the worker that the task's work runs until until,
+// past ScheduledEnd: its threads, otherwise free at ScheduledEnd (the end of
+// the job's reservation), stay taken until then or until Release.
+func (t *Task) HoldThreadsUntil(until time.Time) {
+	if t.hold != nil {
+		t.hold(until)
 	}
 }
 

@@ -150,10 +150,13 @@ type run struct {
 	deadline *Timer    // ends a wait for threads
 	started  bool
 	ended    bool
-	// released is set once the job's threads are given back: when its
-	// handler returns, or earlier when the task says its work has ended.
-	released bool
-	cancel   context.CancelFunc
+	// released is set once the job's threads are given back: at its
+	// scheduled end, when its handler returns, or when the task says its
+	// work has ended. holdUntil, set by a task whose work runs past its
+	// scheduled end, keeps them past it.
+	released  bool
+	holdUntil time.Time
+	cancel    context.CancelFunc
 	// cancelReason is set when a running job is cancelled.
 	cancelReason string
 
@@ -549,6 +552,11 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 		defer w.mu.Unlock()
 		w.releaseLocked(r, at)
 	}
+	t.hold = func(until time.Time) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		r.holdUntil = until
+	}
 	w.inflight.Add(1)
 	go w.execute(ctx, r, handler, t)
 }
@@ -610,7 +618,8 @@ func (w *Worker) admitWaitingLocked(now time.Time) {
 
 // releaseAtEnd returns the end timer's callback that gives a started job's
 // threads back at its scheduled end, the end of its reservation, on the
-// fired-timer goroutine. The handler gives them back too when it returns,
+// fired-timer goroutine, unless its task holds them longer (see
+// Task.HoldThreadsUntil). The handler gives them back too when it returns,
 // but its goroutine may run milliseconds later on a busy machine, and a job
 // placed on those threads from that instant on would wait for them, start
 // late, and may see the target as the jobs landing meanwhile left it. The
@@ -620,7 +629,7 @@ func (w *Worker) releaseAtEnd(r *run) func(now time.Time) {
 	return w.handOff(func(now time.Time) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if r.started {
+		if r.started && !r.holdUntil.After(now) {
 			w.releaseLocked(r, now)
 		}
 	})

@@ -378,7 +378,8 @@ func TestRestartInsideASharedMessage(t *testing.T) {
 
 // A job's threads are free at its scheduled end, the end of its
 // reservation, even while its handler still has bookkeeping to do: a job
-// placed on them from then on starts on time.
+// placed on them from then on starts on time. A task whose work runs past
+// its scheduled end, and says so, keeps them until then.
 func TestThreadsAreFreeAtTheScheduledEnd(t *testing.T) {
 	t.Parallel()
 	h := worker.NewHandlers()
@@ -390,14 +391,34 @@ func TestThreadsAreFreeAtTheScheduledEnd(t *testing.T) {
 		time.Sleep(2 * tolerance) // after its work: telling someone, say
 		return nil, nil
 	}))
-	e := setupWith(t, 4, h)
-	s := job.Now() + 300
-	e.publishJobs(t,
-		job.Job{ID: "first", Task: "slow-return", Threads: 4, StartTime: s, EndTime: s + 100},
-		job.Job{ID: "next", Task: "sleep", Threads: 4, StartTime: s + 100, Duration: 10},
-	)
-	recs := e.wait(t, "first", "next")
-	if r := recs["next"]; r.Status != job.StatusDone {
-		t.Errorf("the job due at the first's scheduled end: %s (%s), want done", r.Status, r.Reason)
+	h.Register("overrun", worker.HandlerFunc(func(ctx context.Context, task *worker.Task) (json.RawMessage, error) {
+		until := task.ScheduledEnd.Add(2 * tolerance)
+		task.HoldThreadsUntil(until)
+		return nil, task.SleepUntil(ctx, until)
+	}))
+	for _, tc := range []struct {
+		task     string
+		nextRuns bool
+	}{
+		{"slow-return", true},
+		{"overrun", false},
+	} {
+		t.Run(tc.task, func(t *testing.T) {
+			t.Parallel()
+			e := setupWith(t, 4, h)
+			s := job.Now() + 300
+			e.publishJobs(t,
+				job.Job{ID: "first", Task: tc.task, Threads: 4, StartTime: s, EndTime: s + 100},
+				job.Job{ID: "next", Task: "sleep", Threads: 4, StartTime: s + 100, Duration: 10},
+			)
+			recs := e.wait(t, "first", "next")
+			first, next := recs["first"], recs["next"]
+			switch {
+			case tc.nextRuns && next.Status != job.StatusDone:
+				t.Errorf("the job due at the first's scheduled end: %s (%s), want done", next.Status, next.Reason)
+			case !tc.nextRuns && next.ActualStartTime != 0 && next.ActualStartTime < first.ActualEndTime:
+				t.Errorf("the next job started %.1f ms before the first's work ended: 8 of 4 threads ran", first.ActualEndTime-next.ActualStartTime)
+			}
+		})
 	}
 }

@@ -60,6 +60,9 @@ func worldTask(task string, c *world.Client) HandlerFunc {
 		if t.Job.EndTime > 0 && t.ScheduledEnd.After(end) {
 			end = t.ScheduledEnd
 		}
+		if end.After(t.ScheduledEnd) {
+			t.HoldThreadsUntil(end) // it overruns its reservation
+		}
 		if err := t.SleepUntil(ctx, end); err != nil {
 			return nil, err // killed: nothing is applied
 		}
