@@ -52,7 +52,7 @@ const (
 func preciseThread() *threadMode {
 	runtime.LockOSThread()
 	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, prSetTimerSlack, 1, 0)
-	m := &threadMode{}
+	m := &threadMode{nice: getNice()}
 	m.allowed = setScheduler(schedFIFO, timerPriority) == nil
 	m.realtime = m.allowed
 	m.window, m.cpuAt = time.Now().UnixNano(), threadCPUTime()
@@ -64,6 +64,7 @@ func preciseThread() *threadMode {
 type threadMode struct {
 	allowed, realtime bool
 	window, cpuAt     int64 // start of the window, and the CPU time then (ns)
+	nice              int   // the thread's nice value before
 }
 
 // budget is called before each spin: it makes the thread ordinary once it
@@ -77,7 +78,7 @@ func (m *threadMode) budget(now int64) {
 		m.window, m.cpuAt = now, threadCPUTime()
 		if !m.realtime {
 			m.realtime = setScheduler(schedFIFO, timerPriority) == nil
-			setNice(0)
+			setNice(m.nice)
 		}
 		return
 	}
@@ -89,11 +90,14 @@ func (m *threadMode) budget(now int64) {
 	}
 }
 
-// done makes the thread ordinary again and gives it back to the Go
-// scheduler's pool.
+// done makes the thread as it was, ordinary at its nice value, and gives
+// it back to the Go scheduler's pool.
 func (m *threadMode) done() {
 	if m.realtime {
 		_ = setScheduler(0, 0)
+	}
+	if m.allowed {
+		setNice(m.nice)
 	}
 	runtime.UnlockOSThread()
 }
@@ -101,6 +105,16 @@ func (m *threadMode) done() {
 // setNice sets the calling thread's nice value.
 func setNice(n int) {
 	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), n)
+}
+
+// getNice is the calling thread's nice value (the raw system call returns
+// 20 - nice).
+func getNice() int {
+	p, err := syscall.Getpriority(syscall.PRIO_PROCESS, syscall.Gettid())
+	if err != nil {
+		return 0
+	}
+	return 20 - p
 }
 
 // threadCPUTime is the calling thread's CPU time, in ns.
