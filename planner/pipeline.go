@@ -201,9 +201,9 @@ func (m *HackManager) sizeBatch(srv *world.Server, hk world.Hacker, lvLand int, 
 	t.weakenOn(m.weakCores)
 	pad := m.pad()
 	top := plan.HackThreads + max(1, plan.HackThreads/4)
-	var p BatchPlan
+	smallest := BatchPlan{}
 	for h := top; h >= 1; h-- {
-		p = t.plan(0, h)
+		p := t.plan(0, h)
 		if p.HackThreads > maxJob || p.GrowThreads > maxJob {
 			continue
 		}
@@ -211,8 +211,14 @@ func (m *HackManager) sizeBatch(srv *world.Server, hk world.Hacker, lvLand int, 
 		if c.total <= budget.total*(1+1e-9) && (m.pinCores <= 1 || c.grow <= budget.grow*(1+1e-9)) {
 			return p, nil
 		}
+		smallest = p
 	}
-	return p, nil // one hack thread: the smallest batch there is
+	if smallest.HackThreads == 0 {
+		return BatchPlan{}, errNoThreads
+	}
+	// Over the budget even so (it was spent ahead): the smallest batch, whose
+	// excess the next ones pay back.
+	return smallest, nil
 }
 
 // pipeline runs batches continuously until a desync (it cancels the
@@ -247,9 +253,11 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 	// period was chosen for.
 	var carry held
 	// The first batches go out at once, so they need less lead than the
-	// rest (a batch is skipped when under lead/4 is left): nothing lands
-	// before the first weakenTime, and each ms of lead adds to it.
-	g.l0 = job.Now() + lead/2 + weakMs + g.period
+	// rest: nothing lands before the first weakenTime, and each ms of lead
+	// adds to it. A batch is skipped when under lead/4 is left before its
+	// first start, Slack before its landing minus its duration at most.
+	firstLead := max(lead/2, g.slack+lead/4)
+	g.l0 = job.Now() + firstLead + weakMs + g.period
 	fc := &expForecast{base: m.exp}
 	full := world.ExpPerThread(srv, hk.Mults, true)
 	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
@@ -309,11 +317,13 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		// the period allows a batch.
 		lvLand := max(hk.Level, world.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
 		allowed := held{total: budget.total + carry.total, grow: budget.grow + carry.grow}
-		var used held
-		if bp, err := m.sizeBatch(srv, hk, lvLand, dur, plan, allowed, maxJob); err == nil {
-			jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
-			used = batchHeld(bp, dur, m.pad())
+		bp, err := m.sizeBatch(srv, hk, lvLand, dur, plan, allowed, maxJob)
+		if err != nil {
+			m.count(func(s *Stats) { s.Skipped++ })
+			continue // no batch fits a host at this level
 		}
+		jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
+		used := batchHeld(bp, dur, m.pad())
 		m.pin(jobs)
 		disp, err := m.pool.DispatchJobs(ctx, jobs)
 		if errors.Is(err, pool.ErrNoCapacity) {
@@ -328,12 +338,11 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 			}
 			return err
 		}
-		if used.total > 0 {
-			// Kept to half a batch: a slot skipped or refused gives none.
-			carry = held{
-				total: max(0, min(allowed.total-used.total, budget.total/2)),
-				grow:  max(0, min(allowed.grow-used.grow, budget.grow/2)),
-			}
+		// Kept within half a batch either way: a slot skipped or refused
+		// gives none.
+		carry = held{
+			total: max(-budget.total/2, min(allowed.total-used.total, budget.total/2)),
+			grow:  max(-budget.grow/2, min(allowed.grow-used.grow, budget.grow/2)),
 		}
 		chance := world.HackChance(srv, world.Hacker{Level: lvLand, Mults: hk.Mults})
 		fc.add(g.landing(k, 0), full*float64(jobs[0].Threads)*(chance+(1-chance)/4))
