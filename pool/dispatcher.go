@@ -306,13 +306,13 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 	// A live worker is asked to cancel. For a gone one the cancel is queued
 	// all the same, for when it comes back, and then the pool stores the
 	// record itself: in that order, a job recorded cancelled cannot run.
-	// Once no job in its message waits, the message and those cancels are
-	// taken out of the worker's queue.
+	// Once no job in its message waits, the message is taken out of the
+	// worker's queue.
 	var ids []string
-	queued := map[uint64][]uint64{} // job message -> cancels queued after it
+	seqs := map[uint64]bool{} // messages of cancelled jobs of gone workers
 	for _, t := range targets {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cseq, err := p.askCancel(cctx, &t.in, cr.Reason)
+		err := p.askCancel(cctx, &t.in, cr.Reason)
 		if err == nil && !t.alive {
 			j := t.in.job
 			j.Status, j.Reason = job.StatusCancelled, cr.Reason
@@ -322,7 +322,7 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 					in.seq = 0 // the record is on its way to the collector
 				}
 				p.mu.Unlock()
-				queued[t.in.seq] = append(queued[t.in.seq], cseq)
+				seqs[t.in.seq] = true
 			}
 		}
 		cancel()
@@ -331,34 +331,27 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 		}
 		ids = append(ids, t.in.job.ID)
 	}
-	seqs := map[uint64]bool{}
-	for seq := range queued {
-		seqs[seq] = true
-	}
+	// The cancels stay: a worker only presumed gone (its heartbeats late)
+	// may hold the message already, and acknowledges a cancel for a job it
+	// does not know.
 	for _, seq := range p.unneeded(seqs) {
-		for _, s := range append([]uint64{seq}, queued[seq]...) {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := p.res.Jobs.DeleteMsg(cctx, s)
-			cancel()
-			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-				p.log.Warn().Err(err).Uint64("seq", s).Msg("taking cancelled jobs out of a gone worker's queue")
-			}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := p.res.Jobs.DeleteMsg(cctx, seq)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			p.log.Warn().Err(err).Uint64("seq", seq).Msg("taking cancelled jobs out of a gone worker's queue")
 		}
 	}
 	sort.Strings(ids)
 	return ids, nil
 }
 
-// askCancel queues a cancel for a job on its worker's subject, and returns
-// its sequence in the jobs stream.
-func (p *Pool) askCancel(ctx context.Context, in *inflight, reason string) (uint64, error) {
+// askCancel queues a cancel for a job on its worker's subject.
+func (p *Pool) askCancel(ctx context.Context, in *inflight, reason string) error {
 	m := nats.NewMsg(broker.JobsSubject(in.worker))
 	m.Header.Set(broker.HeaderCancel, in.job.ID)
 	m.Header.Set(jetstream.MsgIDHeader, "cancel-"+in.job.ID)
 	m.Data = []byte(reason)
-	ack, err := p.res.JS.PublishMsg(ctx, m)
-	if err != nil {
-		return 0, err
-	}
-	return ack.Sequence, nil
+	_, err := p.res.JS.PublishMsg(ctx, m)
+	return err
 }
