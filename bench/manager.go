@@ -213,6 +213,7 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 		}
 	}
 	real := time.Since(realStart)
+	st := m.Stats()
 	// The world applies a landing once it is a holdback old (see
 	// world.Options.Holdback): a holdback after the hour's end, it has
 	// applied every landing of the hour, and none after.
@@ -220,7 +221,6 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	if pl, err = wc.Player(ctx); err != nil {
 		return res, err
 	}
-	st := m.Stats()
 	stopManager()
 	select {
 	case <-managerDone:
