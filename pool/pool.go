@@ -6,9 +6,9 @@
 //
 // The pool's state can always be rebuilt from the broker: the registry
 // bucket says which workers live, the jobs stream holds every job that has
-// not ended (its worker removes it after storing the record), and the pool's
-// durable consumer of records resumes where it stopped. Killing the pool
-// loses nothing.
+// not ended (a worker removes a message once every job in it has its record
+// stored), and the records stream tells which of those have ended and which
+// job ids were used lately. Killing the pool loses nothing.
 package pool
 
 import (
