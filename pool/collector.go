@@ -27,6 +27,20 @@ func (p *Pool) startCollector(ctx context.Context) error {
 	return p.nc.Flush()
 }
 
+// endedLocked forgets a job in flight that has ended, and its reservation.
+// It reports whether the job was in flight.
+func (p *Pool) endedLocked(id string) bool {
+	in := p.jobs[id]
+	if in == nil {
+		return false
+	}
+	if ws := p.workers[in.worker]; ws != nil {
+		ws.release(id)
+	}
+	delete(p.jobs, id)
+	return true
+}
+
 func (p *Pool) collect(data []byte) {
 	j, err := job.ParseSummary(data)
 	if err != nil {
@@ -35,12 +49,7 @@ func (p *Pool) collect(data []byte) {
 	}
 	p.mu.Lock()
 	p.recent.touch(j.ID, time.Now())
-	if in := p.jobs[j.ID]; in != nil {
-		if ws := p.workers[in.worker]; ws != nil {
-			ws.release(j.ID)
-		}
-		delete(p.jobs, j.ID)
-	}
+	p.endedLocked(j.ID)
 	p.mu.Unlock()
 	p.stats.record(&j)
 	if j.Status != job.StatusDone {

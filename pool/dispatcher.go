@@ -334,14 +334,7 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 	// The cancels stay: a worker only presumed gone (its heartbeats late)
 	// may hold the message already, and acknowledges a cancel for a job it
 	// does not know.
-	for _, seq := range p.unneeded(seqs) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := p.res.Jobs.DeleteMsg(cctx, seq)
-		cancel()
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			p.log.Warn().Err(err).Uint64("seq", seq).Msg("taking cancelled jobs out of a gone worker's queue")
-		}
-	}
+	p.deleteUnneeded(ctx, seqs)
 	sort.Strings(ids)
 	return ids, nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // recentWindow is how long a dispatched job id stays taken after its job
@@ -89,60 +87,25 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 	if !inQueue.IsZero() && inQueue.Before(since) {
 		since = inQueue
 	}
-	cons, err := p.res.Done.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
-		OptStartTime:  &since,
-		HeadersOnly:   true,
-	})
-	if err != nil {
-		return fmt.Errorf("pool: read recent records: %w", err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("pool: read recent records: %w", err)
-	}
-	left := info.NumPending
 	n, ended := 0, 0
 	window := time.Now().Add(-recentWindow - recentSlack)
-	for left > 0 {
-		batch, err := cons.FetchNoWait(4096)
-		if err != nil {
-			return fmt.Errorf("pool: read recent records: %w", err)
+	missing, err := p.res.RecordIDs(ctx, since, "", func(id string, at time.Time) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		// Older records are read only to let go of recovered jobs.
+		if at.After(window) {
+			p.recent.add(id, at)
+			n++
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			left--
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			id := m.Headers().Get(jetstream.MsgIDHeader)
-			if id == "" {
-				continue
-			}
-			p.mu.Lock()
-			// Older records are read only to let go of recovered jobs.
-			if meta.Timestamp.After(window) {
-				p.recent.add(id, meta.Timestamp)
-				n++
-			}
-			if in := p.jobs[id]; in != nil {
-				if ws := p.workers[in.worker]; ws != nil {
-					ws.release(id)
-				}
-				delete(p.jobs, id)
-				ended++
-			}
-			p.mu.Unlock()
+		if p.endedLocked(id) {
+			ended++
 		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("pool: read recent records: %w", err)
-		}
-		if got == 0 {
-			p.log.Warn().Uint64("records", left).Msg("recent records did not all come")
-			break
-		}
+	})
+	if err != nil {
+		return fmt.Errorf("pool: recent job ids: %w", err)
+	}
+	if missing > 0 {
+		p.log.Warn().Uint64("records", missing).Msg("recent records did not all come")
 	}
 	if n > 0 {
 		p.log.Info().Int("ids", n).Int("ended_in_flight", ended).Msg("job ids of recent records taken back")

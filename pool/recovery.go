@@ -54,8 +54,8 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 		for _, j := range jobs {
 			start, end := window(&j, job.Millis(m.Time))
 			// Its record may be stored already (the message leaves the
-			// queue once all of its jobs have one): the collector or the
-			// sweep lets go of it then.
+			// queue once all of its jobs have one): loadRecentIDs lets go
+			// of it then.
 			p.recent.add(j.ID, m.Time)
 			if ws.reserve(j.ID, start, end, j.Threads) == nil {
 				p.jobs[j.ID] = &inflight{job: j, worker: worker, seq: m.Sequence, start: start, end: end}

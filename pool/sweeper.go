@@ -83,13 +83,7 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 		o.in.seq = 0 // the record is on its way to the collector
 		p.mu.Unlock()
 	}
-	for _, seq := range p.unneeded(seqs) {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := p.res.Jobs.DeleteMsg(cctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			p.log.Warn().Err(err).Uint64("seq", seq).Msg("taking the jobs of a gone worker out of its queue")
-		}
-		cancel()
-	}
+	p.deleteUnneeded(ctx, seqs)
 }
 
 // storeRecord stores a record the pool writes itself, for a job its worker
@@ -107,27 +101,28 @@ func (p *Pool) storeRecord(ctx context.Context, j *job.Job, worker string) error
 	return err
 }
 
-// unneeded returns the job messages among seqs that no job in flight still
-// needs (every job they carry has ended).
-func (p *Pool) unneeded(seqs map[uint64]bool) []uint64 {
+// deleteUnneeded takes out of the jobs stream the messages among seqs (of
+// gone workers' jobs the pool has ended) that no job in flight still needs:
+// every job they carry has ended.
+func (p *Pool) deleteUnneeded(ctx context.Context, seqs map[uint64]bool) {
 	if len(seqs) == 0 {
-		return nil
+		return
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	needed := map[uint64]bool{}
 	for _, in := range p.jobs {
-		if seqs[in.seq] {
-			needed[in.seq] = true
-		}
+		delete(seqs, in.seq)
 	}
-	var out []uint64
+	p.mu.Unlock()
 	for seq := range seqs {
-		if seq != 0 && !needed[seq] {
-			out = append(out, seq)
+		if seq == 0 {
+			continue
 		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := p.res.Jobs.DeleteMsg(cctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			p.log.Warn().Err(err).Uint64("seq", seq).Msg("taking ended jobs out of a gone worker's queue")
+		}
+		cancel()
 	}
-	return out
 }
 
 // utilSamples is how many utilisation samples the pool keeps.
@@ -215,11 +210,7 @@ func (p *Pool) sweepStale(ctx context.Context) {
 			continue
 		}
 		p.mu.Lock()
-		if in := p.jobs[c.id]; in != nil {
-			if ws := p.workers[in.worker]; ws != nil {
-				ws.release(c.id)
-			}
-			delete(p.jobs, c.id)
+		if p.endedLocked(c.id) {
 			// Its record was stored a while ago, or is about to be.
 			p.recent.touch(c.id, time.Now())
 		}

@@ -334,43 +334,17 @@ func (w *Worker) loadRecorded(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker %s: oldest queued job: %w", w.opts.ID, err)
 	}
-	since := first.Time
-	cons, err := w.res.Done.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{broker.DoneSubject(w.opts.ID)},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-		HeadersOnly:    true,
+	now := time.Now()
+	missing, err := w.res.RecordIDs(ctx, first.Time, broker.DoneSubject(w.opts.ID), func(id string, _ time.Time) {
+		w.mu.Lock()
+		w.recent[id] = now
+		w.mu.Unlock()
 	})
 	if err != nil {
-		return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
+		return fmt.Errorf("worker %s: %w", w.opts.ID, err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
-	}
-	now := time.Now()
-	for left := info.NumPending; left > 0; {
-		batch, err := cons.FetchNoWait(4096)
-		if err != nil {
-			return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
-		}
-		got := 0
-		w.mu.Lock()
-		for m := range batch.Messages() {
-			got++
-			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
-				w.recent[id] = now
-			}
-		}
-		w.mu.Unlock()
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("worker %s: read records: %w", w.opts.ID, err)
-		}
-		if got == 0 {
-			w.log.Warn().Uint64("records", left).Msg("records since the oldest queued job did not all come")
-			break
-		}
-		left -= uint64(got)
+	if missing > 0 {
+		w.log.Warn().Uint64("records", missing).Msg("records since the oldest queued job did not all come")
 	}
 	return nil
 }
