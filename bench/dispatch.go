@@ -306,11 +306,7 @@ func submitAll(ctx context.Context, c *pool.Client, jobs []job.Job, batch, concu
 // waitStored waits until the records stream holds n records, asking every
 // interval (each ask is a request the broker serves).
 func waitStored(ctx context.Context, conn *broker.Conn, n int, timeout, every time.Duration) (int, error) {
-	js, err := jetstream.New(conn.NC)
-	if err != nil {
-		return 0, err
-	}
-	st, err := js.Stream(ctx, broker.StreamDone)
+	st, err := stream(ctx, conn, broker.StreamDone)
 	if err != nil {
 		return 0, err
 	}
@@ -327,13 +323,18 @@ func waitStored(ctx context.Context, conn *broker.Conn, n int, timeout, every ti
 	}
 }
 
-// jobsLastSeq is the sequence of the last message stored in the jobs stream.
-func jobsLastSeq(ctx context.Context, conn *broker.Conn) (uint64, error) {
+// stream opens one of HVMind's streams.
+func stream(ctx context.Context, conn *broker.Conn, name string) (jetstream.Stream, error) {
 	js, err := jetstream.New(conn.NC)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	st, err := js.Stream(ctx, broker.StreamJobs)
+	return js.Stream(ctx, name)
+}
+
+// jobsLastSeq is the sequence of the last message stored in the jobs stream.
+func jobsLastSeq(ctx context.Context, conn *broker.Conn) (uint64, error) {
+	st, err := stream(ctx, conn, broker.StreamJobs)
 	if err != nil {
 		return 0, err
 	}
