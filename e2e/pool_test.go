@@ -89,6 +89,10 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 			}
 		})
 	}
+	// A batcher option out of range is refused before anything runs.
+	if _, errOut, code := c.manager("foodnstuff", "--utilisation", "1.5"); code != 2 || !strings.Contains(errOut, "utilisation 1.5: want a share of the threads") {
+		t.Errorf("--utilisation 1.5: exit %d, stderr %q; want exit 2 and the allowed range", code, errOut)
+	}
 	// Nothing of the refused batch was kept: its first job has no record and
 	// the worker's threads are free for the same window.
 	out, errOut, code := c.manager("dispatch", fmt.Sprintf(`{"task":"sleep","threads":4,"startTime":%.0f,"duration":100}`, soon+20))

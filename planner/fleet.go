@@ -63,6 +63,9 @@ func NewFleet(pc *pool.Client, wc *world.Client, o FleetOptions) (*Fleet, error)
 	if len(o.Targets) == 0 && !o.Auto {
 		return nil, errors.New("a target (or --auto) is required")
 	}
+	if err := o.Manager.Validate(); err != nil {
+		return nil, err
+	}
 	if o.MaxTargets <= 0 {
 		o.MaxTargets = 3
 	}

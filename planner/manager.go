@@ -203,6 +203,9 @@ func NewManager(pc *pool.Client, wc *world.Client, o ManagerOptions) (*HackManag
 	if o.Slack <= 0 {
 		o.Slack = DefaultSlack
 	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
 	if !(o.Utilisation > 0) {
 		o.Utilisation = DefaultUtilisation
 	}
@@ -211,6 +214,15 @@ func NewManager(pc *pool.Client, wc *world.Client, o ManagerOptions) (*HackManag
 	}
 	return &HackManager{opts: o, pool: pc, world: wc, log: o.Logger.With().Str("target", o.Target).Logger(),
 		events: make(chan Event, 256), stats: Stats{Target: o.Target, Phase: "starting", Started: time.Now()}}, nil
+}
+
+// Validate reports an option out of its range. Zero values stand for the
+// defaults.
+func (o ManagerOptions) Validate() error {
+	if o.Utilisation < 0 || o.Utilisation > 1 {
+		return fmt.Errorf("utilisation %v: want a share of the threads, over 0 and at most 1 (0: %v)", o.Utilisation, DefaultUtilisation)
+	}
+	return nil
 }
 
 // Options are the manager's options, defaults filled in.

@@ -210,3 +210,27 @@ func TestSizeBatchKeepsWithinThePlansThreads(t *testing.T) {
 		t.Logf("level %d: %d/%d/%d/%d, %.1f%% of the plan's thread-ms", level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, 100*got.total/budget.total)
 	}
 }
+
+func TestUtilisationMustBeAShare(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		u    float64
+		want float64 // 0: refused
+	}{
+		{0, DefaultUtilisation},
+		{0.95, 0.95},
+		{1, 1},
+		{1.5, 0},
+		{-0.2, 0},
+	} {
+		m, err := NewManager(nil, nil, ManagerOptions{Target: "n00dles", Utilisation: tc.u})
+		switch {
+		case tc.want == 0 && err == nil:
+			t.Errorf("utilisation %v accepted, want an error", tc.u)
+		case tc.want != 0 && err != nil:
+			t.Errorf("utilisation %v: %v", tc.u, err)
+		case tc.want != 0 && m.Options().Utilisation != tc.want:
+			t.Errorf("utilisation %v planned as %v, want %v", tc.u, m.Options().Utilisation, tc.want)
+		}
+	}
+}

@@ -93,6 +93,9 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	if err := fs.Parse(args); err != nil {
 		return 2, err
 	}
+	if err := o.Manager.Validate(); err != nil {
+		return 2, err
+	}
 	if o.WorkerBin == "" {
 		bin, err := serverpool.FindWorkerBin()
 		if err != nil {

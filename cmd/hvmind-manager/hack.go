@@ -40,6 +40,9 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 		return 2, err
 	}
 	fo.Targets = append(fo.Targets, fs.Args()...)
+	if err := fo.Manager.Validate(); err != nil {
+		return 2, err
+	}
 	conn, pc, err := e.connect(ctx)
 	if err != nil {
 		return 1, err
