@@ -369,6 +369,14 @@ func TestBadWorkerProcessName(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, `--worker-process "a.b"`) {
 		t.Fatalf("exit %d, stderr %q; want a clear refusal", code, errOut)
 	}
+	// The same names for the worker itself, refused before it waits for a
+	// broker that is not there.
+	for _, args := range [][]string{{"--process", "a.b"}, {"--id", "a.b", "--threads", "2"}} {
+		_, errOut, code := run(t, "", "hvmind-worker", append(args, "--nats", "nats://"+freeAddr(t))...)
+		if code == 0 || !strings.Contains(errOut, args[0]+` "a.b": want 1-128 letters`) {
+			t.Errorf("hvmind-worker %v: exit %d, stderr %q; want a clear refusal", args, code, errOut)
+		}
+	}
 }
 
 // hvmind-pool --fill-hosts --worker-process: a worker on every host, all in

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
 )
@@ -51,6 +52,12 @@ func run(args []string) error {
 	if cfg.Worker.ID == "" && *process == "" {
 		fs.Usage()
 		return fmt.Errorf("--id (or --process) is required")
+	}
+	// Checked before connecting, which may wait for the broker.
+	for flag, v := range map[string]string{"--id": cfg.Worker.ID, "--process": *process} {
+		if v != "" && !job.ValidWorkerID(v) {
+			return fmt.Errorf("%s %q: want 1-128 letters, digits, '-' or '_'", flag, v)
+		}
 	}
 	log, err := cfg.Logger("hvmind-worker")
 	if err != nil {
