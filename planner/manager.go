@@ -773,8 +773,14 @@ func describeBatch(sent []job.Job, recs map[string]job.Job) string {
 		if i > 0 {
 			b = append(b, "; "...)
 		}
-		b = fmt.Appendf(b, "%s×%d %s start %+.3f ms end %+.3f ms", s.Task, s.Threads, r.Status,
-			r.ActualStartTime-s.StartTime, r.ActualEndTime-s.EndTime)
+		b = fmt.Appendf(b, "%s×%d %s", s.Task, s.Threads, r.Status)
+		// A job that never started (missed, cancelled) has no actual times.
+		if r.ActualStartTime > 0 {
+			b = fmt.Appendf(b, " start %+.3f ms", r.ActualStartTime-s.StartTime)
+		}
+		if r.ActualEndTime > 0 && r.ActualStartTime > 0 {
+			b = fmt.Appendf(b, " end %+.3f ms", r.ActualEndTime-s.EndTime)
+		}
 		var res world.Result
 		if json.Unmarshal(r.Result, &res) == nil {
 			b = fmt.Appendf(b, " sec@start %.3f sec %.3f→%.3f money $%.4g→$%.4g seq %d", res.SecurityAtStart,

@@ -146,6 +146,25 @@ func TestCheckDroppedBatch(t *testing.T) {
 	}
 }
 
+// A desync's report gives each job's start and end against its schedule,
+// and none for a job that never started.
+func TestDescribeBatch(t *testing.T) {
+	t.Parallel()
+	sent := []job.Job{
+		{ID: "h", Task: world.OpHack, Threads: 24, StartTime: 1_000, EndTime: 2_000},
+		{ID: "w1", Task: world.OpWeaken, Threads: 1, StartTime: 900, EndTime: 2_002},
+	}
+	recs := map[string]job.Job{
+		"h":  {ID: "h", Status: job.StatusDone, ActualStartTime: 1_000.25, ActualEndTime: 2_000.5},
+		"w1": {ID: "w1", Status: job.StatusMissed},
+	}
+	got := describeBatch(sent, recs)
+	want := "hack×24 done start +0.250 ms end +0.500 ms; weaken×1 missed"
+	if got != want {
+		t.Errorf("describeBatch = %q, want %q", got, want)
+	}
+}
+
 // A hack whose cancel came after it landed, recorded cancelled with its
 // result, or split with a part that landed, moved the target.
 func TestMayHaveLanded(t *testing.T) {
