@@ -3,7 +3,9 @@ package planner
 import (
 	"testing"
 
+	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/serverpool"
+	"github.com/hvmind/hvmind/world"
 )
 
 func TestChooseCores(t *testing.T) {
@@ -27,6 +29,38 @@ func TestChooseCores(t *testing.T) {
 			cores, weak, pin, share := chooseCores(tc.hosts)
 			if cores != tc.cores || weak != tc.weak || pin != tc.pin {
 				t.Fatalf("chooseCores = %d, %d, %d (share %.2f); want %d, %d, %d", cores, weak, pin, share, tc.cores, tc.weak, tc.pin)
+			}
+		})
+	}
+}
+
+// The pipeline pins its grows and hacks to the hosts with the most
+// threads' cores; weakens go anywhere. Nothing is pinned when the hosts
+// are alike.
+func TestPin(t *testing.T) {
+	t.Parallel()
+	batch := func() []job.Job {
+		return []job.Job{{Task: world.OpHack}, {Task: world.OpWeaken}, {Task: world.OpGrow}, {Task: world.OpWeaken}}
+	}
+	for _, tc := range []struct {
+		name  string
+		cores int
+		tasks []string
+		want  []int
+	}{
+		{"pipeline", 3, []string{world.OpGrow, world.OpHack}, []int{3, 0, 3, 0}},
+		{"wave", 3, []string{world.OpGrow}, []int{0, 0, 3, 0}},
+		{"hosts alike", 0, []string{world.OpGrow, world.OpHack}, []int{0, 0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := &HackManager{pinCores: tc.cores}
+			jobs := batch()
+			m.pin(jobs, tc.tasks...)
+			for i, j := range jobs {
+				if j.MinCores != tc.want[i] {
+					t.Errorf("%s (job %d): minCores %d, want %d", j.Task, i, j.MinCores, tc.want[i])
+				}
 			}
 		})
 	}

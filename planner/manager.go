@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,8 +49,9 @@ type HackManager struct {
 	// pinCores, when set, is the MinCores of every grow: the pool's hosts
 	// have different cores, and grows are sized for the cores of the host
 	// with the most threads. pinShare is the share of the pool's threads
-	// on hosts with that many cores. Weakens, small and sized for the
-	// fewest cores, go anywhere and fill the threads hacks leave.
+	// on hosts with that many cores. The pipeline pins its hacks there
+	// too (see pipeline). Weakens, small and sized for the fewest cores,
+	// go anywhere: first to the small hosts, which they fill.
 	pinCores int
 	pinShare float64
 
@@ -79,7 +81,8 @@ type ManagerOptions struct {
 	// its duration, and the job waits for its endTime.
 	Slack time.Duration
 	// Utilisation is the share of the free threads the pipeline plans to
-	// keep busy (0: DefaultUtilisation).
+	// keep busy (0: PinnedUtilisation when grows and hacks are pinned to
+	// the hosts with the most threads, see Cores; else DefaultUtilisation).
 	Utilisation float64
 	// Lead is how far ahead of now a wave's first job starts, to leave
 	// time for dispatching it.
@@ -179,14 +182,23 @@ const (
 	DefaultGap    = 2 * time.Millisecond
 	DefaultMargin = time.Millisecond
 	DefaultSlack  = 30 * time.Millisecond
-	// DefaultUtilisation leaves headroom. A batch is placed whole or
-	// refused, and a pipeline planned for every thread gets a refusal
-	// whenever the threads are short at one instant of one of its four
-	// windows; the threads it would have used around that instant stay
-	// idle. On reference-880 (bench, speed 60) a plan for 100% of the
-	// threads refused 20% of its batches and earned 83% of the limit once
-	// full; 96%: 11%, 88%; 93%: 1%, 93%; 90%: none, 91%.
+	// DefaultUtilisation leaves headroom where every job may go to any
+	// host. A batch is placed whole or refused, and a pipeline planned for
+	// every thread gets a refusal whenever the threads are short at one
+	// instant of one of its four windows; the threads it would have used
+	// around that instant stay idle. Hacks are short and coarse: on small
+	// hosts they leave gaps too short for the weakens' long windows. On
+	// reference-880 (bench, speed 60) with hacks anywhere, a plan for 100%
+	// of the threads refused 20% of its batches and earned 83% of the limit
+	// once full; 96%: 11%, 88%; 93%: 1%, 93%; 90%: none, 91%.
 	DefaultUtilisation = 0.93
+	// PinnedUtilisation is the default when grows and hacks are pinned to
+	// the hosts with the most threads (see ManagerOptions.Cores): the
+	// small hosts then take only weakens, whose few threads pack them
+	// full. On reference-880 (bench, speed 60): 97%, 99% and 99.5% refused
+	// no batch (97%, 97.4-97.7% and 98.5-98.9% of the limit once full);
+	// 100% refused 84.
+	PinnedUtilisation = 0.995
 )
 
 // NewManager prepares a manager.
@@ -206,9 +218,6 @@ func NewManager(pc *pool.Client, wc *world.Client, o ManagerOptions) (*HackManag
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	if !(o.Utilisation > 0) {
-		o.Utilisation = DefaultUtilisation
-	}
 	if o.Lead <= 0 {
 		o.Lead = 500 * time.Millisecond
 	}
@@ -220,7 +229,7 @@ func NewManager(pc *pool.Client, wc *world.Client, o ManagerOptions) (*HackManag
 // defaults.
 func (o ManagerOptions) Validate() error {
 	if o.Utilisation < 0 || o.Utilisation > 1 {
-		return fmt.Errorf("utilisation %v: want a share of the threads, over 0 and at most 1 (0: %v)", o.Utilisation, DefaultUtilisation)
+		return fmt.Errorf("utilisation %v: want a share of the threads, over 0 and at most 1 (0: the default)", o.Utilisation)
 	}
 	return nil
 }
@@ -428,13 +437,25 @@ func chooseCores(hosts []serverpool.Host) (cores, weakCores, pin int, share floa
 	return big.Cores, fewest, big.Cores, share
 }
 
-// pin sets MinCores on the grows of jobs (see pinCores).
-func (m *HackManager) pin(jobs []job.Job) {
+// utilisation is the share of the threads the pipeline plans to keep busy.
+func (m *HackManager) utilisation() float64 {
+	switch {
+	case m.opts.Utilisation > 0:
+		return m.opts.Utilisation
+	case m.pinCores > 1:
+		return PinnedUtilisation
+	}
+	return DefaultUtilisation
+}
+
+// pin sets MinCores on the jobs of jobs whose task is one of tasks (see
+// pinCores).
+func (m *HackManager) pin(jobs []job.Job, tasks ...string) {
 	if m.pinCores <= 1 {
 		return
 	}
 	for i := range jobs {
-		if jobs[i].Task == world.OpGrow {
+		if slices.Contains(tasks, jobs[i].Task) {
 			jobs[i].MinCores = m.pinCores
 		}
 	}
@@ -603,7 +624,7 @@ func (m *HackManager) runWave(ctx context.Context, batches [][]landing, hwgw boo
 		if jobs[0].StartTime < job.Now() {
 			break // out of time for the rest of the wave
 		}
-		m.pin(jobs)
+		m.pin(jobs, world.OpGrow)
 		d, err := m.pool.DispatchJobs(ctx, jobs)
 		if errors.Is(err, pool.ErrNoCapacity) {
 			break

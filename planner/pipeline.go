@@ -142,11 +142,11 @@ func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed flo
 			break
 		}
 		held := batchHeld(p, planDurations(p, speed), pad)
-		period := math.Max(minPeriod, held.total/float64(free)/m.opts.Utilisation)
+		period := math.Max(minPeriod, held.total/float64(free)/m.utilisation())
 		if m.pinCores > 1 {
-			// Grows hold only the pinned hosts' threads.
+			// Grows and hacks hold only the pinned hosts' threads.
 			pinned := float64(free) * m.pinShare
-			period = math.Max(period, held.grow/pinned/m.opts.Utilisation)
+			period = math.Max(period, held.pinned/pinned/m.utilisation())
 		}
 		if rate := p.MoneyPerBatch / period; rate > bestRate {
 			best, bestRate, bestPeriod = p, rate, period
@@ -170,14 +170,14 @@ func (m *HackManager) minPeriod() float64 {
 func (m *HackManager) pad() float64 { return m.minPeriod()/4 + float64(m.opts.Slack)/1e6 }
 
 // held is the real thread-milliseconds a batch holds: in all, and in its
-// grow (which may be pinned to some hosts).
-type held struct{ total, grow float64 }
+// grow and hack (which may be pinned to some hosts, see pipeline).
+type held struct{ total, pinned float64 }
 
 func batchHeld(p BatchPlan, d durations, pad float64) held {
-	grow := float64(p.GrowThreads) * (d.g + pad)
+	pinned := float64(p.GrowThreads)*(d.g+pad) + float64(p.HackThreads)*(d.h+pad)
 	return held{
-		total: float64(p.HackThreads)*(d.h+pad) + float64(p.Weaken1Threads+p.Weaken2Threads)*(d.w+pad) + grow,
-		grow:  grow,
+		total:  pinned + float64(p.Weaken1Threads+p.Weaken2Threads)*(d.w+pad),
+		pinned: pinned,
 	}
 }
 
@@ -188,11 +188,11 @@ func planDurations(p BatchPlan, speed float64) durations {
 
 // sizeBatch chooses the threads of a batch landing at level lvLand and
 // running for d: the most hack threads whose batch holds no more threads
-// than the plan's did when the period was chosen, in all and in grows. As
-// levels rise, each hack thread steals more, so the grow after it needs
-// more threads, and durations shorten: a batch sized as at the start would
-// hold more, or fewer, threads than the period allows, and the pool would
-// refuse batches, or threads would go idle.
+// than the plan's did when the period was chosen, in all and on the
+// pinned hosts. As levels rise, each hack thread steals more, so the grow
+// after it needs more threads, and durations shorten: a batch sized as at
+// the start would hold more, or fewer, threads than the period allows, and
+// the pool would refuse batches, or threads would go idle.
 func (m *HackManager) sizeBatch(srv *world.Server, hk world.Hacker, lvLand int, d durations, plan BatchPlan, budget held, maxJob int) (BatchPlan, error) {
 	t, err := newTarget(srv, lvLand, hk.Mults, m.cores)
 	if err != nil {
@@ -208,7 +208,7 @@ func (m *HackManager) sizeBatch(srv *world.Server, hk world.Hacker, lvLand int, 
 			continue
 		}
 		c := batchHeld(p, d, pad)
-		if c.total <= budget.total*(1+1e-9) && (m.pinCores <= 1 || c.grow <= budget.grow*(1+1e-9)) {
+		if c.total <= budget.total*(1+1e-9) && (m.pinCores <= 1 || c.pinned <= budget.pinned*(1+1e-9)) {
 			return p, nil
 		}
 		smallest = p
@@ -316,7 +316,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		// too much only costs a thread; too little desyncs), within what
 		// the period allows a batch.
 		lvLand := max(hk.Level, world.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
-		allowed := held{total: budget.total + carry.total, grow: budget.grow + carry.grow}
+		allowed := held{total: budget.total + carry.total, pinned: budget.pinned + carry.pinned}
 		bp, err := m.sizeBatch(srv, hk, lvLand, dur, plan, allowed, maxJob)
 		if err != nil {
 			m.count(func(s *Stats) { s.Skipped++ })
@@ -324,7 +324,14 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		}
 		jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
 		used := batchHeld(bp, dur, m.pad())
-		m.pin(jobs)
+		// Hacks go with the grows: a hack is short and coarse (24 threads
+		// for a quarter of a weakenTime), and on a small host it leaves
+		// gaps too short for the weakens' long windows, which then find
+		// no room: at 97% planned, small hosts ran 62% full and home
+		// overflowed (248 batches refused an hour). On the big host it is
+		// a sliver, and the weakens, placed smallest host first, fill the
+		// small ones.
+		m.pin(jobs, world.OpGrow, world.OpHack)
 		disp, err := m.pool.DispatchJobs(ctx, jobs)
 		if errors.Is(err, pool.ErrNoCapacity) {
 			m.log.Debug().Err(err).Int("slot", k).Msg("batch refused")
@@ -341,8 +348,8 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		// Kept within half a batch either way: a slot skipped or refused
 		// gives none.
 		carry = held{
-			total: max(-budget.total/2, min(allowed.total-used.total, budget.total/2)),
-			grow:  max(-budget.grow/2, min(allowed.grow-used.grow, budget.grow/2)),
+			total:  max(-budget.total/2, min(allowed.total-used.total, budget.total/2)),
+			pinned: max(-budget.pinned/2, min(allowed.pinned-used.pinned, budget.pinned/2)),
 		}
 		chance := world.HackChance(srv, world.Hacker{Level: lvLand, Mults: hk.Mults})
 		fc.add(g.landing(k, 0), full*float64(jobs[0].Threads)*(chance+(1-chance)/4))

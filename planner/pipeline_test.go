@@ -218,12 +218,12 @@ func TestSizeBatchKeepsWithinThePlansThreads(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := batchHeld(p, d, m.pad())
-		if got.total > budget.total || got.grow > budget.grow {
-			t.Errorf("level %d: batch %d/%d/%d/%d holds %.0f thread-ms (grow %.0f), over the plan's %.0f (%.0f)",
-				level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, got.total, got.grow, budget.total, budget.grow)
+		if got.total > budget.total || got.pinned > budget.pinned {
+			t.Errorf("level %d: batch %d/%d/%d/%d holds %.0f thread-ms (pinned %.0f), over the plan's %.0f (%.0f)",
+				level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, got.total, got.pinned, budget.total, budget.pinned)
 		}
 		// One more hack thread would not fit.
-		if got.total < 0.9*budget.total && got.grow < 0.9*budget.grow {
+		if got.total < 0.9*budget.total && got.pinned < 0.9*budget.pinned {
 			t.Errorf("level %d: batch %d/%d/%d/%d holds %.0f thread-ms of %.0f", level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, got.total, budget.total)
 		}
 		t.Logf("level %d: %d/%d/%d/%d, %.1f%% of the plan's thread-ms", level, p.HackThreads, p.Weaken1Threads, p.GrowThreads, p.Weaken2Threads, 100*got.total/budget.total)
@@ -233,23 +233,29 @@ func TestSizeBatchKeepsWithinThePlansThreads(t *testing.T) {
 func TestUtilisationMustBeAShare(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		u    float64
-		want float64 // 0: refused
+		u      float64
+		pinned bool
+		want   float64 // 0: refused
 	}{
-		{0, DefaultUtilisation},
-		{0.95, 0.95},
-		{1, 1},
-		{1.5, 0},
-		{-0.2, 0},
+		{0, false, DefaultUtilisation},
+		{0, true, PinnedUtilisation},
+		{0.95, false, 0.95},
+		{0.95, true, 0.95},
+		{1, false, 1},
+		{1.5, false, 0},
+		{-0.2, false, 0},
 	} {
 		m, err := NewManager(nil, nil, ManagerOptions{Target: "n00dles", Utilisation: tc.u})
+		if err == nil && tc.pinned {
+			m.pinCores = 3
+		}
 		switch {
 		case tc.want == 0 && err == nil:
 			t.Errorf("utilisation %v accepted, want an error", tc.u)
 		case tc.want != 0 && err != nil:
 			t.Errorf("utilisation %v: %v", tc.u, err)
-		case tc.want != 0 && m.Options().Utilisation != tc.want:
-			t.Errorf("utilisation %v planned as %v, want %v", tc.u, m.Options().Utilisation, tc.want)
+		case tc.want != 0 && m.utilisation() != tc.want:
+			t.Errorf("utilisation %v (pinned %v) planned as %v, want %v", tc.u, tc.pinned, m.utilisation(), tc.want)
 		}
 	}
 }
