@@ -32,7 +32,7 @@ SPEED  ?= 60
 # the workers stop.
 run: build
 	@mkdir -p "$(DATA)"
-	@setsid $(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 30ms --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
+	@setsid $(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 50ms --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
 	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
 	$(BIN)/hvmind-manager $(TARGET)
 

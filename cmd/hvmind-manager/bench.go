@@ -90,9 +90,14 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	fs.BoolVar(&o.Manager.Waves, "waves", false, "run batches in waves instead of the continuous pipeline")
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
 	fs.DurationVar(&o.Spin, "spin", e.cfg.Worker.Spin, "workers' timer spin window")
-	fs.DurationVar(&o.Tolerance, "tolerance", planner.DefaultSlack, "how late a job may start before it is missed (the manager's slack: later, it could not land on time)")
+	fs.DurationVar(&o.Tolerance, "tolerance", planner.DefaultSlack, "how late a job may start before it is missed (default: --slack; later, it could not land on time)")
 	if err := fs.Parse(args); err != nil {
 		return 2, err
+	}
+	tolerance := false
+	fs.Visit(func(f *flag.Flag) { tolerance = tolerance || f.Name == "tolerance" })
+	if !tolerance {
+		o.Tolerance = o.Manager.Slack
 	}
 	if err := o.Manager.Validate(); err != nil {
 		return 2, err
