@@ -284,11 +284,8 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 			m.repair(ctx, inflight)
 			return nil
 		}
-		// Durations for the level now, less one for the forecast's error:
-		// the level only rises before the jobs start, so they only shorten.
 		now := job.Now()
-		lvNow := max(hk.Level, world.HackingLevel(fc.at(now), hk.Mults.Hacking)-1)
-		dur := m.durationsAt(srv, hk, lvNow, speed)
+		dur := m.batchDurations(srv, hk, fc, g, k, speed, now)
 		jobs := m.batchJobs(g, k, plan, dur)
 		first := math.Inf(1)
 		for _, j := range jobs {
@@ -304,8 +301,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 				continue
 			}
 			// Time passed: the level may have risen.
-			lvNow = max(hk.Level, world.HackingLevel(fc.at(job.Now()), hk.Mults.Hacking)-1)
-			dur = m.durationsAt(srv, hk, lvNow, speed)
+			dur = m.batchDurations(srv, hk, fc, g, k, speed, job.Now())
 			jobs = m.batchJobs(g, k, plan, dur)
 		}
 		if first < job.Now()+lead/4 {
@@ -493,6 +489,27 @@ const recordGrace = 30 * time.Second
 
 // durations are a batch's real durations (ms) for a level.
 type durations struct{ h, g, w float64 }
+
+// batchDurations are the real durations of batch k's jobs dispatched at
+// now: each for the level forecast at its earliest start (its landing less
+// its duration at the level now, the slack and a half-period), less one
+// for the forecast's error. Levels only rise, so a job's level at its
+// start is at least that, and it lands no later than planned. A hack
+// starts three quarters of a weakenTime after the batch's first weaken,
+// several level-ups later on a busy pipeline: for the level now, it
+// would start (and hold its threads) that much earlier than it needs to.
+func (m *HackManager) batchDurations(srv *world.Server, hk world.Hacker, fc *expForecast, g grid, k int, speed, now float64) durations {
+	level := func(t float64) int {
+		return max(hk.Level, world.HackingLevel(fc.at(math.Max(t, now)), hk.Mults.Hacking)-1)
+	}
+	d := m.durationsAt(srv, hk, level(now), speed)
+	start := func(i int, dur float64) float64 { return g.landing(k, i) - dur - g.slack - g.half() }
+	return durations{
+		h: m.durationsAt(srv, hk, level(start(0, d.h)), speed).h,
+		w: m.durationsAt(srv, hk, level(start(1, d.w)), speed).w,
+		g: m.durationsAt(srv, hk, level(start(2, d.g)), speed).g,
+	}
+}
 
 func (m *HackManager) durationsAt(srv *world.Server, hk world.Hacker, level int, speed float64) durations {
 	at := world.Prepped(srv)

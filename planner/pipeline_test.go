@@ -63,6 +63,46 @@ func TestGridStartsEveryJobSafely(t *testing.T) {
 	}
 }
 
+// Each job of a batch is timed for the level forecast at its start, one
+// level lower for the forecast's error (never below the level observed):
+// with level-ups due between the first weaken's start and the hack's, the
+// hack is shorter than for the level now, and every job still lands on
+// time at the level its start will see, or one below.
+func TestBatchDurationsFollowTheLevelAtEachStart(t *testing.T) {
+	t.Parallel()
+	sc := mustScenario(t, "reference-880")
+	srv := mustServer(t, sc, "rho-construction")
+	hk := sc.Player.Hacker()
+	const speed = 60
+	m := &HackManager{opts: ManagerOptions{Target: srv.Hostname}}
+	weak := world.WeakenTimeMs(srv, hk) / speed
+	now := 10_000.0
+	g := grid{period: 11.2, gap: 2, margin: 1, slack: 50}
+	g.l0 = now + 200 + weak + g.slack + g.period
+	// Three levels' worth of exp lands while the batch's weakens run.
+	fc := &expForecast{base: sc.Player.HackingExp}
+	for lv := hk.Level + 1; lv <= hk.Level+3; lv++ {
+		fc.add(now+weak*float64(lv-hk.Level)/5, world.ExpForLevel(lv, hk.Mults.Hacking)-fc.at(math.Inf(1))+1)
+	}
+	levelAt := func(t float64) int { return world.HackingLevel(fc.at(t), hk.Mults.Hacking) }
+	if levelAt(now) != hk.Level || levelAt(now+weak) != hk.Level+3 {
+		t.Fatalf("forecast levels %d → %d, want %d → %d", levelAt(now), levelAt(now+weak), hk.Level, hk.Level+3)
+	}
+	d := m.batchDurations(srv, hk, fc, g, 0, speed, now)
+	if atNow := m.durationsAt(srv, hk, hk.Level, speed); !(d.h < atNow.h) || d.g > atNow.g || d.w != atNow.w {
+		t.Errorf("durations %+v; for the level now %+v: want the hack's shorter, the weakens' the same", d, atNow)
+	}
+	jobs := m.batchJobs(g, 0, BatchPlan{HackThreads: 1, Weaken1Threads: 1, GrowThreads: 1, Weaken2Threads: 1}, d)
+	for i, j := range jobs {
+		level := max(hk.Level, levelAt(j.StartTime)-1)
+		real := m.durationsAt(srv, hk, level, speed)
+		dur := []float64{real.h, real.w, real.g, real.w}[i]
+		if lands := j.StartTime + dur; lands > j.EndTime-g.slack+1e-9 {
+			t.Errorf("job %d (%s) starts at %.1f and lands %.3f ms into its slack at level %d", i, j.Task, j.StartTime, lands-(j.EndTime-g.slack), level)
+		}
+	}
+}
+
 // The forecast sums the exp of every landing up to a time.
 func TestExpForecast(t *testing.T) {
 	t.Parallel()
