@@ -63,6 +63,13 @@ func TestGridStartsEveryJobSafely(t *testing.T) {
 	}
 }
 
+// referenceRho is the community test's network, target and player.
+func referenceRho(t *testing.T) (*world.Scenario, *world.Server, world.Hacker) {
+	t.Helper()
+	sc := mustScenario(t, "reference-880")
+	return sc, mustServer(t, sc, "rho-construction"), sc.Player.Hacker()
+}
+
 // Each job of a batch is timed for the level forecast at its start, one
 // level lower for the forecast's error (never below the level observed):
 // with level-ups due between the first weaken's start and the hack's, the
@@ -70,9 +77,7 @@ func TestGridStartsEveryJobSafely(t *testing.T) {
 // time at the level its start will see, or one below.
 func TestBatchDurationsFollowTheLevelAtEachStart(t *testing.T) {
 	t.Parallel()
-	sc := mustScenario(t, "reference-880")
-	srv := mustServer(t, sc, "rho-construction")
-	hk := sc.Player.Hacker()
+	sc, srv, hk := referenceRho(t)
 	const speed = 60
 	m := &HackManager{opts: ManagerOptions{Target: srv.Hostname}}
 	weak := world.WeakenTimeMs(srv, hk) / speed
@@ -235,14 +240,13 @@ func TestMayHaveLanded(t *testing.T) {
 }
 
 // As levels rise, a batch sized for its landing's level holds no more
-// threads than the period was chosen for, in all and in grows, and uses
+// threads than the period was chosen for, in all and on the pinned hosts
+// (grows and hacks), and uses
 // nearly all of that: the pool refuses no batch for it, and leaves few
 // threads idle.
 func TestSizeBatchKeepsWithinThePlansThreads(t *testing.T) {
 	t.Parallel()
-	sc := mustScenario(t, "reference-880")
-	srv := mustServer(t, sc, "rho-construction")
-	hk := sc.Player.Hacker()
+	_, srv, hk := referenceRho(t)
 	const speed = 60
 	m := &HackManager{opts: ManagerOptions{Gap: 2e6, Margin: 1e6, Slack: 30e6, Utilisation: 0.95},
 		cores: 3, weakCores: 1, pinCores: 3, pinShare: 0.915}
