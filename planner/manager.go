@@ -92,9 +92,10 @@ type ManagerOptions struct {
 	// Cores is the core count the thread maths assume for grow and weaken.
 	// 0 chooses from the hosts the pool may use: when the hosts with the
 	// most threads' cores hold most of the threads, grows are sized for
-	// those cores and pinned to them (job MinCores), and weakens for the
-	// fewest cores; otherwise both for the fewest cores, so that a grow or
-	// weaken is never short wherever the pool places it.
+	// those cores and pinned to them (job MinCores), the pipeline's hacks
+	// with them, and weakens for the fewest cores; otherwise both for the
+	// fewest cores, so that a grow or weaken is never short wherever the
+	// pool places it.
 	Cores int
 	// Waves runs batches in waves instead of the continuous pipeline.
 	Waves bool
@@ -240,7 +241,8 @@ func (o ManagerOptions) Validate() error {
 	return nil
 }
 
-// Options are the manager's options, defaults filled in.
+// Options are the manager's options, defaults filled in (Utilisation
+// stays 0 for the default, which depends on the hosts).
 func (m *HackManager) Options() ManagerOptions { return m.opts }
 
 // Events delivers what the manager does; it is closed when Run returns.
@@ -800,7 +802,11 @@ func describeBatch(sent []job.Job, recs map[string]job.Job) string {
 		if i > 0 {
 			b = append(b, "; "...)
 		}
-		b = fmt.Appendf(b, "%s×%d %s", s.Task, s.Threads, r.Status)
+		status := string(r.Status)
+		if status == "" {
+			status = "no record"
+		}
+		b = fmt.Appendf(b, "%s×%d %s", s.Task, s.Threads, status)
 		// A job that never started (missed, cancelled) has no actual times.
 		if r.ActualStartTime > 0 {
 			b = fmt.Appendf(b, " start %+.3f ms", r.ActualStartTime-s.StartTime)

@@ -35,9 +35,9 @@ import (
 // in the order they are due, so on one worker process the order of
 // landings and starts is the scheduled one even when the process stalls:
 // a small Gap and Margin do. Across processes, each stalls on its own, and
-// they must cover the longest stall. Durations only shorten as levels rise, so computing them for
-// the level at dispatch (less a level, for the prediction's error) never
-// makes a job land late.
+// they must cover the longest stall. Durations only shorten as levels
+// rise, so computing each job's for the level forecast at its earliest
+// start (less a level, for the forecast's error) never makes it land late.
 //
 // Batches are dispatched whole, just in time: a Lead before their first
 // start. Levels rise as batches land; each batch's grow and weakens are

@@ -97,7 +97,11 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	tolerance := false
 	fs.Visit(func(f *flag.Flag) { tolerance = tolerance || f.Name == "tolerance" })
 	if !tolerance {
+		// The slack the manager will use: it takes the default for 0.
 		o.Tolerance = o.Manager.Slack
+		if o.Tolerance <= 0 {
+			o.Tolerance = planner.DefaultSlack
+		}
 	}
 	if err := o.Manager.Validate(); err != nil {
 		return 2, err
