@@ -44,3 +44,37 @@ func TestManagerPrepsAndBatches(t *testing.T) {
 		t.Error("the manager never started its pipeline of batches")
 	}
 }
+
+// hvmind-manager bench on reference-880, where home holds 91.5% of the
+// threads: the pipeline pins its grows and hacks to home and plans 99.5%
+// of the threads, and the weakens fill the small hosts. Seven game minutes
+// at 60x run the pipeline full for two: the pool places every batch. (With
+// hacks placed anywhere, the same run had 60 refused.)
+func TestManagerBenchPlacesEveryBatch(t *testing.T) {
+	t.Parallel()
+	out, errOut, code := run(t, "", "hvmind-manager", "--log-level", "error", "bench", "--game-minutes", "7")
+	if code != 0 {
+		t.Fatalf("bench: exit %d: %s", code, errOut)
+	}
+	var res struct {
+		Batches  int     `json:"batches"`
+		Refused  int     `json:"refused"`
+		Skipped  int     `json:"skipped"`
+		Desyncs  int     `json:"desyncs"`
+		Money    float64 `json:"money_per_game_minute"`
+		Pct      float64 `json:"pct_of_limit"`
+		Plan     string  `json:"plan"`
+		PeriodMs float64 `json:"period_ms"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("bench printed %q: %v", out, err)
+	}
+	t.Logf("%d batches, %d refused, %d skipped, %d desyncs, %.1f%% of the limit, plan %s every %.2f ms",
+		res.Batches, res.Refused, res.Skipped, res.Desyncs, res.Pct, res.Plan, res.PeriodMs)
+	if res.Refused != 0 {
+		t.Errorf("the pool refused %d batches", res.Refused)
+	}
+	if res.Batches < 100 || !(res.Money > 0) {
+		t.Errorf("%d batches came back, earning $%.0f a game minute", res.Batches, res.Money)
+	}
+}

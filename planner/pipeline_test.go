@@ -108,6 +108,39 @@ func TestBatchDurationsFollowTheLevelAtEachStart(t *testing.T) {
 	}
 }
 
+// Wherever a level-up falls, at a job's start, just before or just after
+// it (a start moved earlier into a safe window included), no job of a
+// batch is timed shorter than its duration at the level its start will
+// see, less one.
+func TestBatchDurationsWhereverALevelUpFalls(t *testing.T) {
+	t.Parallel()
+	_, srv, hk := referenceRho(t)
+	const speed = 60
+	m := &HackManager{opts: ManagerOptions{Target: srv.Hostname}}
+	weak := world.WeakenTimeMs(srv, hk) / speed
+	now := 10_000.0
+	g := grid{period: 11.2, gap: 2, margin: 1, slack: 50}
+	g.l0 = now + 200 + weak + g.slack + g.period
+	plan := BatchPlan{HackThreads: 1, Weaken1Threads: 1, GrowThreads: 1, Weaken2Threads: 1}
+	exp := func(lv int) float64 { return world.ExpForLevel(lv, hk.Mults.Hacking) + 1 }
+	for up := now; up < now+weak; up += 0.25 {
+		// One level up at once (so that less one is still the level
+		// observed), and the next at up.
+		fc := &expForecast{base: exp(hk.Level + 1)}
+		fc.add(up, exp(hk.Level+2)-exp(hk.Level+1))
+		levelAt := func(t float64) int { return world.HackingLevel(fc.at(t), hk.Mults.Hacking) }
+		for k := range 3 {
+			d := m.batchDurations(srv, hk, fc, g, k, speed, now)
+			for i, j := range m.batchJobs(g, k, plan, d) {
+				real := m.durationsAt(srv, hk, levelAt(j.StartTime)-1, speed)
+				if lands := j.StartTime + []float64{real.h, real.w, real.g, real.w}[i]; lands > j.EndTime-g.slack+1e-9 {
+					t.Fatalf("level-up at %.2f: batch %d job %d (%s) starts at %.2f and lands %.3f ms into its slack", up, k, i, j.Task, j.StartTime, lands-(j.EndTime-g.slack))
+				}
+			}
+		}
+	}
+}
+
 // The forecast sums the exp of every landing up to a time.
 func TestExpForecast(t *testing.T) {
 	t.Parallel()
@@ -203,8 +236,9 @@ func TestDescribeBatch(t *testing.T) {
 		"h":  {ID: "h", Status: job.StatusDone, ActualStartTime: 1_000.25, ActualEndTime: 2_000.5},
 		"w1": {ID: "w1", Status: job.StatusMissed},
 	}
+	sent = append(sent, job.Job{ID: "g", Task: world.OpGrow, Threads: 49})
 	got := describeBatch(sent, recs)
-	want := "hack×24 done start +0.250 ms end +0.500 ms; weaken×1 missed"
+	want := "hack×24 done start +0.250 ms end +0.500 ms; weaken×1 missed; grow×49 no record"
 	if got != want {
 		t.Errorf("describeBatch = %q, want %q", got, want)
 	}
