@@ -269,6 +269,9 @@ func (m *HackManager) Run(ctx context.Context) error {
 	if err := m.awaitInFlight(ctx); err != nil {
 		return err
 	}
+	// While no threads are free, wait briefly, then longer: a fixed
+	// second would cost a game minute at 60x.
+	idle := noThreadsWait
 	for ctx.Err() == nil {
 		srv, hk, speed, err := m.observe(ctx)
 		if err != nil {
@@ -305,10 +308,12 @@ func (m *HackManager) Run(ctx context.Context) error {
 			m.emit("waiting", "no threads free; waiting")
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(idle):
 			}
+			idle = min(2*idle, noThreadsWaitMax)
 			continue
 		}
+		idle = noThreadsWait
 		if err != nil && ctx.Err() == nil {
 			m.log.Warn().Err(err).Msg("wave")
 			m.emit("error", err.Error())
@@ -322,6 +327,13 @@ func (m *HackManager) Run(ctx context.Context) error {
 }
 
 var errNoThreads = errors.New("no threads free")
+
+// How long the manager waits for threads to come free: noThreadsWait at
+// first, doubling up to noThreadsWaitMax.
+const (
+	noThreadsWait    = 10 * time.Millisecond
+	noThreadsWaitMax = time.Second
+)
 
 // awaitInFlight waits until no job on the target is in flight: a manager
 // started again while its batches still run lets them land before it looks
@@ -484,7 +496,15 @@ func (m *HackManager) freeThreads(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return n + st.ThreadsTotal - st.ThreadsBusy, nil
+	// The pool's reservations, not the workers' heartbeats: a heartbeat
+	// tells a worker's busy threads up to its interval late, and a wave
+	// sized just after the last one landed was sized for two threads.
+	for _, w := range st.Workers {
+		if w.Alive {
+			n += max(0, w.Threads-w.Reserved)
+		}
+	}
+	return n, nil
 }
 
 // levelsAtLanding predicts the hacking level at each batch's landing: the
