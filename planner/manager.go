@@ -830,9 +830,9 @@ func describeBatch(sent []job.Job, recs map[string]job.Job) string {
 		// A job that never started (missed, cancelled) has no actual times.
 		if r.ActualStartTime > 0 {
 			b = fmt.Appendf(b, " start %+.3f ms", r.ActualStartTime-s.StartTime)
-		}
-		if r.ActualEndTime > 0 && r.ActualStartTime > 0 {
-			b = fmt.Appendf(b, " end %+.3f ms", r.ActualEndTime-s.EndTime)
+			if r.ActualEndTime > 0 {
+				b = fmt.Appendf(b, " end %+.3f ms", r.ActualEndTime-s.EndTime)
+			}
 		}
 		var res world.Result
 		if json.Unmarshal(r.Result, &res) == nil {

@@ -2,6 +2,7 @@ package planner
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"testing"
 
@@ -70,6 +71,44 @@ func referenceRho(t *testing.T) (*world.Scenario, *world.Server, world.Hacker) {
 	return sc, mustServer(t, sc, "rho-construction"), sc.Player.Hacker()
 }
 
+// timing is a pipeline at 60x on reference-880's rho-construction whose
+// first batch's first weaken starts about 200 ms after now.
+type timing struct {
+	m         *HackManager
+	srv       *world.Server
+	hk        world.Hacker
+	g         grid
+	now, weak float64 // weak: the weakenTime in real ms
+	exp       float64 // the player's hacking exp
+}
+
+const timingSpeed = 60
+
+func newTiming(t *testing.T) timing {
+	sc, srv, hk := referenceRho(t)
+	tm := timing{m: &HackManager{opts: ManagerOptions{Target: srv.Hostname}}, srv: srv, hk: hk, exp: sc.Player.HackingExp,
+		g: grid{period: 11.2, gap: 2, margin: 1, slack: 50}, now: 10_000, weak: world.WeakenTimeMs(srv, hk) / timingSpeed}
+	tm.g.l0 = tm.now + 200 + tm.weak + tm.g.slack + tm.g.period
+	return tm
+}
+
+// lateJob times batch k with the forecast fc as the pipeline does, and
+// describes the first job that would land into its slack at the level
+// its start sees (levelAt), less one, never below the level observed.
+func (tm timing) lateJob(fc *expForecast, k int, levelAt func(float64) int) string {
+	d := tm.m.batchDurations(tm.srv, tm.hk, fc, tm.g, k, timingSpeed, tm.now)
+	plan := BatchPlan{HackThreads: 1, Weaken1Threads: 1, GrowThreads: 1, Weaken2Threads: 1}
+	for i, j := range tm.m.batchJobs(tm.g, k, plan, d) {
+		level := max(tm.hk.Level, levelAt(j.StartTime)-1)
+		real := tm.m.durationsAt(tm.srv, tm.hk, level, timingSpeed)
+		if lands := j.StartTime + []float64{real.h, real.w, real.g, real.w}[i]; lands > j.EndTime-tm.g.slack+1e-9 {
+			return fmt.Sprintf("batch %d job %d (%s) starts at %.2f and lands %.3f ms into its slack at level %d",
+				k, i, j.Task, j.StartTime, lands-(j.EndTime-tm.g.slack), level)
+		}
+	}
+	return ""
+}
+
 // Each job of a batch is timed for the level forecast at its start, one
 // level lower for the forecast's error (never below the level observed):
 // with level-ups due between the first weaken's start and the hack's, the
@@ -77,34 +116,23 @@ func referenceRho(t *testing.T) (*world.Scenario, *world.Server, world.Hacker) {
 // time at the level its start will see, or one below.
 func TestBatchDurationsFollowTheLevelAtEachStart(t *testing.T) {
 	t.Parallel()
-	sc, srv, hk := referenceRho(t)
-	const speed = 60
-	m := &HackManager{opts: ManagerOptions{Target: srv.Hostname}}
-	weak := world.WeakenTimeMs(srv, hk) / speed
-	now := 10_000.0
-	g := grid{period: 11.2, gap: 2, margin: 1, slack: 50}
-	g.l0 = now + 200 + weak + g.slack + g.period
+	tm := newTiming(t)
+	hk := tm.hk
 	// Three levels' worth of exp lands while the batch's weakens run.
-	fc := &expForecast{base: sc.Player.HackingExp}
+	fc := &expForecast{base: tm.exp}
 	for lv := hk.Level + 1; lv <= hk.Level+3; lv++ {
-		fc.add(now+weak*float64(lv-hk.Level)/5, world.ExpForLevel(lv, hk.Mults.Hacking)-fc.at(math.Inf(1))+1)
+		fc.add(tm.now+tm.weak*float64(lv-hk.Level)/5, world.ExpForLevel(lv, hk.Mults.Hacking)-fc.at(math.Inf(1))+1)
 	}
 	levelAt := func(t float64) int { return world.HackingLevel(fc.at(t), hk.Mults.Hacking) }
-	if levelAt(now) != hk.Level || levelAt(now+weak) != hk.Level+3 {
-		t.Fatalf("forecast levels %d → %d, want %d → %d", levelAt(now), levelAt(now+weak), hk.Level, hk.Level+3)
+	if levelAt(tm.now) != hk.Level || levelAt(tm.now+tm.weak) != hk.Level+3 {
+		t.Fatalf("forecast levels %d → %d, want %d → %d", levelAt(tm.now), levelAt(tm.now+tm.weak), hk.Level, hk.Level+3)
 	}
-	d := m.batchDurations(srv, hk, fc, g, 0, speed, now)
-	if atNow := m.durationsAt(srv, hk, hk.Level, speed); !(d.h < atNow.h) || d.g > atNow.g || d.w != atNow.w {
+	d := tm.m.batchDurations(tm.srv, hk, fc, tm.g, 0, timingSpeed, tm.now)
+	if atNow := tm.m.durationsAt(tm.srv, hk, hk.Level, timingSpeed); !(d.h < atNow.h) || d.g > atNow.g || d.w != atNow.w {
 		t.Errorf("durations %+v; for the level now %+v: want the hack's shorter, the weakens' the same", d, atNow)
 	}
-	jobs := m.batchJobs(g, 0, BatchPlan{HackThreads: 1, Weaken1Threads: 1, GrowThreads: 1, Weaken2Threads: 1}, d)
-	for i, j := range jobs {
-		level := max(hk.Level, levelAt(j.StartTime)-1)
-		real := m.durationsAt(srv, hk, level, speed)
-		dur := []float64{real.h, real.w, real.g, real.w}[i]
-		if lands := j.StartTime + dur; lands > j.EndTime-g.slack+1e-9 {
-			t.Errorf("job %d (%s) starts at %.1f and lands %.3f ms into its slack at level %d", i, j.Task, j.StartTime, lands-(j.EndTime-g.slack), level)
-		}
+	if late := tm.lateJob(fc, 0, levelAt); late != "" {
+		t.Error(late)
 	}
 }
 
@@ -114,28 +142,18 @@ func TestBatchDurationsFollowTheLevelAtEachStart(t *testing.T) {
 // see, less one.
 func TestBatchDurationsWhereverALevelUpFalls(t *testing.T) {
 	t.Parallel()
-	_, srv, hk := referenceRho(t)
-	const speed = 60
-	m := &HackManager{opts: ManagerOptions{Target: srv.Hostname}}
-	weak := world.WeakenTimeMs(srv, hk) / speed
-	now := 10_000.0
-	g := grid{period: 11.2, gap: 2, margin: 1, slack: 50}
-	g.l0 = now + 200 + weak + g.slack + g.period
-	plan := BatchPlan{HackThreads: 1, Weaken1Threads: 1, GrowThreads: 1, Weaken2Threads: 1}
+	tm := newTiming(t)
+	hk := tm.hk
 	exp := func(lv int) float64 { return world.ExpForLevel(lv, hk.Mults.Hacking) + 1 }
-	for up := now; up < now+weak; up += 0.25 {
+	for up := tm.now; up < tm.now+tm.weak; up += 0.25 {
 		// One level up at once (so that less one is still the level
 		// observed), and the next at up.
 		fc := &expForecast{base: exp(hk.Level + 1)}
 		fc.add(up, exp(hk.Level+2)-exp(hk.Level+1))
 		levelAt := func(t float64) int { return world.HackingLevel(fc.at(t), hk.Mults.Hacking) }
 		for k := range 3 {
-			d := m.batchDurations(srv, hk, fc, g, k, speed, now)
-			for i, j := range m.batchJobs(g, k, plan, d) {
-				real := m.durationsAt(srv, hk, levelAt(j.StartTime)-1, speed)
-				if lands := j.StartTime + []float64{real.h, real.w, real.g, real.w}[i]; lands > j.EndTime-g.slack+1e-9 {
-					t.Fatalf("level-up at %.2f: batch %d job %d (%s) starts at %.2f and lands %.3f ms into its slack", up, k, i, j.Task, j.StartTime, lands-(j.EndTime-g.slack))
-				}
+			if late := tm.lateJob(fc, k, levelAt); late != "" {
+				t.Fatalf("level-up at %.2f: %s", up, late)
 			}
 		}
 	}
