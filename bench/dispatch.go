@@ -8,22 +8,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
-	"github.com/hvmind/hvmind/serverpool"
 )
 
 // DispatchOptions configure the dispatch benchmark.
@@ -96,16 +92,12 @@ type DispatchResult struct {
 // RunDispatch runs the benchmark on a fresh embedded broker.
 func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error) {
 	res := DispatchResult{Workers: o.Workers, Threads: o.Threads, Batch: o.Batch, Spin: o.Spin.String()}
-	dir, err := os.MkdirTemp("", "hvmind-bench-")
+	r, err := newRig(ctx, "dispatch", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), o.Logger)
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	conn, err := broker.Open(ctx, broker.OpenOptions{Embed: true, Listen: "127.0.0.1:0", DataDir: dir, Name: "bench", Logger: o.Logger})
-	if err != nil {
-		return res, err
-	}
-	defer conn.Close()
+	defer r.Close()
+	conn := r.conn
 
 	sample, _ := json.Marshal(job.Job{ID: "Y3kq9XbLw2V0rTz8Hc4Jm1", Batch: "Y3kq9XbLw2V0rTz8Hc4Jm2", Task: "sleep", Threads: 1, Worker: "home-1"})
 	res.MessageBytes = len(sample)
@@ -113,22 +105,10 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 	record, _ := json.Marshal(job.Job{ID: "Y3kq9XbLw2V0rTz8Hc4Jm1", Batch: "Y3kq9XbLw2V0rTz8Hc4Jm2", Task: "sleep", Threads: 1, Worker: "home-1",
 		Status: job.StatusDone, ActualStartTime: now, ActualEndTime: now})
 
-	launcher := &serverpool.LocalLauncher{
-		Bin: o.WorkerBin, NATS: conn.URL, LogDir: filepath.Join(dir, "logs"), Logger: o.Logger,
-		Args: []string{"--spin", o.Spin.String(), "--tolerance", o.Tolerance.String(), "--log-level", "warn"},
-	}
-	p, err := pool.New(conn.NC, pool.Options{
-		Workers: o.Workers, Threads: o.Threads, Launcher: launcher, Spawn: false,
-		Tolerance: o.Tolerance, Logger: o.Logger,
-	})
-	if err != nil {
+	if err := r.startPool(ctx, pool.Options{Workers: o.Workers, Threads: o.Threads, Spawn: false, Tolerance: o.Tolerance}); err != nil {
 		return res, err
 	}
-	client, stop, err := runPool(ctx, p, conn.NC, launcher)
-	if err != nil {
-		return res, err
-	}
-	defer stop()
+	client := r.client
 
 	// Raw JetStream and the pool flat out (jobs due now, as fast as the pool
 	// takes them, timed from the first dispatch until every record is
@@ -240,28 +220,6 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 }
 
 func round(v float64) float64 { return math.Round(v*100) / 100 }
-
-// runPool runs p until stop is called, which also stops the workers
-// launcher started, and returns a client once the pool is ready.
-func runPool(ctx context.Context, p *pool.Pool, nc *nats.Conn, launcher *serverpool.LocalLauncher) (*pool.Client, func(), error) {
-	pctx, stopPool := context.WithCancel(ctx)
-	poolDone := make(chan error, 1)
-	go func() { poolDone <- p.Run(pctx) }()
-	stop := func() { stopPool(); <-poolDone; launcher.StopAll(10 * time.Second) }
-	select {
-	case <-p.Ready():
-	case err := <-poolDone: // the pool has returned: only its workers are left
-		stopPool()
-		launcher.StopAll(10 * time.Second)
-		return nil, nil, fmt.Errorf("pool: %w", err)
-	}
-	client, err := pool.NewClient(nc)
-	if err != nil {
-		stop()
-		return nil, nil, err
-	}
-	return client, func() { client.Close(); stop() }, nil
-}
 
 func median(v []float64) float64 {
 	s := append([]float64(nil), v...)

@@ -4,18 +4,16 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
-	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/hosts"
+	"github.com/hvmind/hvmind/world/tasks"
 )
 
 // ManagerOptions configure the manager benchmark.
@@ -122,46 +120,35 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	totalThreads := planner.TotalHostThreads(sc)
 	srv, _ := sc.Server(o.Target)
 
-	dir, err := os.MkdirTemp("", "hvmind-bench-manager-")
+	r, err := newRig(ctx, "manager", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), o.Logger)
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	conn, err := broker.Open(ctx, broker.OpenOptions{Embed: true, Listen: "127.0.0.1:0", DataDir: dir, Name: "bench", Logger: o.Logger})
+	defer r.Close()
+	ws, err := world.Serve(ctx, r.conn.NC, world.Options{Scenario: o.Scenario, Speed: o.Speed, Seed: o.Seed, Logger: o.Logger})
 	if err != nil {
 		return res, err
 	}
-	defer conn.Close()
-	ws, err := world.Serve(ctx, conn.NC, world.Options{Scenario: o.Scenario, Speed: o.Speed, Seed: o.Seed, Logger: o.Logger})
-	if err != nil {
-		return res, err
-	}
-	defer ws.Stop()
+	r.alsoStop = append(r.alsoStop, ws.Stop)
 	policy, err := serverpool.ParsePolicy(o.SizePolicy)
 	if err != nil {
 		return res, err
 	}
-	launcher := &serverpool.LocalLauncher{
-		Bin: o.WorkerBin, NATS: conn.URL, LogDir: filepath.Join(dir, "logs"), Logger: o.Logger,
-		Args: []string{"--spin", o.Spin.String(), "--tolerance", o.Tolerance.String(), "--log-level", "warn"},
-	}
 	if !o.Processes {
-		launcher.Process, launcher.Conn = "bench", conn.NC
+		r.launcher.Process, r.launcher.Conn = "bench", r.conn.NC
 	}
-	wc := world.NewClient(conn.NC)
-	p, err := pool.New(conn.NC, pool.Options{
-		Launcher: launcher, Spawn: true, Tolerance: o.Tolerance, Logger: o.Logger,
-		RAM: worker.WorldRAM{Client: wc}, World: wc, Servers: serverpool.New(wc, launcher, policy).Only(o.Hosts...),
-		IdleStop: time.Hour, FillHosts: true, Split: true, SplitTolerance: 0.01, StopWorkersOnExit: true,
-	})
+	wc := world.NewClient(r.conn.NC)
+	servers, err := serverpool.New(serverpool.Options{Provider: hosts.New(wc), Launcher: r.launcher, Policy: policy, Only: o.Hosts})
 	if err != nil {
 		return res, err
 	}
-	client, stop, err := runPool(ctx, p, conn.NC, launcher)
-	if err != nil {
+	if err := r.startPool(ctx, pool.Options{
+		Spawn: true, Tolerance: o.Tolerance, Servers: servers, IdleStop: time.Hour, FillHosts: true,
+		Split: tasks.SplitPolicy(wc, tasks.DefaultSplitTolerance), StopWorkersOnExit: true,
+	}); err != nil {
 		return res, err
 	}
-	defer stop()
+	client := r.client
 
 	mo := o.Manager
 	mo.Target, mo.Logger = o.Target, o.Logger

@@ -1,7 +1,14 @@
-// Package config is HVMind's one typed configuration. Every setting is a
-// command-line flag; the same setting can come from a JSON file (--config,
-// keyed by flag name) or the environment (HVMIND_ and the flag name in upper
-// case with '-' as '_'). Precedence: defaults < file < environment < flags.
+// Package config is the programs' typed configuration of the job system:
+// the broker, the pool and the workers. Every setting is a command-line
+// flag; the same setting can come from a JSON file (--config, keyed by flag
+// name) or the environment (HVMIND_ and the flag name in upper case with
+// '-' as '_'). Precedence: defaults < file < environment < flags. Parse
+// fills any flag of the set it is given, so a program registers the flags
+// of its other parts (the world's, say) on the same set.
+//
+// The defaults are the packages' own (pool.DefaultThreads, …), and
+// PoolOptions and WorkerOptions turn the settings into those packages'
+// options, which validate them.
 package config
 
 import (
@@ -12,6 +19,11 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/serverpool"
+	"github.com/hvmind/hvmind/worker"
 )
 
 // Config holds every setting of every program; each program registers the
@@ -32,7 +44,6 @@ type Config struct {
 
 	Pool   Pool
 	Worker Worker
-	World  World
 }
 
 // Pool configures hvmind-pool.
@@ -46,7 +57,7 @@ type Pool struct {
 	// WorkerBin is the hvmind-worker executable; empty looks beside the pool,
 	// then on PATH.
 	WorkerBin string
-	// Host is the host name given to workers the pool launches.
+	// Host is the host name given to the local workers the pool launches.
 	Host string
 	// Tail draws the live table of workers.
 	Tail bool
@@ -54,20 +65,19 @@ type Pool struct {
 	SpawnWait time.Duration
 	// SizePolicy sizes on-demand workers: exact, host or chunk:N.
 	SizePolicy string
-	// Hosts, when set, are the only world hosts the pool launches workers
-	// on (comma-separated).
+	// Hosts, when set, are the only hosts of the capacity provider the pool
+	// launches workers on (comma-separated).
 	Hosts string
 	// WorkerProcess, when set, runs the workers the pool launches in one
 	// hvmind-worker process of that name, on one timer queue.
 	WorkerProcess string
-	// FillHosts keeps a worker on every world host, with all its free RAM.
+	// FillHosts keeps a worker on every host, with all its free threads.
 	FillHosts bool
 	// IdleStop stops on-demand workers idle this long (0: never).
 	IdleStop time.Duration
-	// Split allows splitting a job over several workers; SplitTolerance is
-	// the largest relative change of a hack's or grow's effect allowed.
-	Split          bool
-	SplitTolerance float64
+	// Split allows splitting a job over several workers, as the split
+	// policy the program wires allows.
+	Split bool
 	// StopWorkers asks the live workers to stop when the pool stops.
 	StopWorkers bool
 }
@@ -84,42 +94,75 @@ type Worker struct {
 	// Spin is how long before a due time the timer queue stops sleeping and
 	// spins on the clock.
 	Spin time.Duration
-	// ReserveRAM holds the worker's RAM on its host in the world.
-	ReserveRAM bool
+	// Reserve holds the worker's threads on its host with the capacity
+	// provider the program wires.
+	Reserve bool
 	// OnDemand marks a worker the pool launched for a job that did not fit.
 	OnDemand bool
 }
 
+// DefaultHost is the host name the programs give their local workers:
+// the simulated world's name for the machine the programs run on.
+const DefaultHost = "home"
+
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		Listen:    "127.0.0.1:4222",
+		Listen:    broker.DefaultListen,
 		DataDir:   DefaultDataDir(),
 		LogLevel:  "info",
 		LogFormat: "auto",
 		Pool: Pool{
-			Threads:   64,
-			Spawn:     true,
-			Host:      "home",
-			SpawnWait: 10 * time.Second,
-			// Chunks of 64 threads: few workers per host, little RAM idle.
-			SizePolicy:     "chunk:64",
-			IdleStop:       time.Minute,
-			Split:          true,
-			SplitTolerance: 0.01,
+			Threads:    pool.DefaultThreads,
+			Spawn:      true,
+			Host:       DefaultHost,
+			SpawnWait:  pool.DefaultSpawnWait,
+			SizePolicy: serverpool.DefaultPolicy.String(),
+			IdleStop:   pool.DefaultIdleStop,
+			Split:      true,
 		},
 		Worker: Worker{
-			Host:      "home",
-			Threads:   64,
-			Heartbeat: time.Second,
-			Tolerance: 5 * time.Millisecond,
-			Spin:      time.Millisecond,
-		},
-		World: World{
-			Serve: true,
-			Speed: 1,
+			Host:      DefaultHost,
+			Threads:   pool.DefaultThreads,
+			Heartbeat: worker.DefaultHeartbeat,
+			Tolerance: worker.DefaultTolerance,
+			Spin:      worker.DefaultSpin,
 		},
 	}
+}
+
+// PoolOptions is the pool's settings as pool.Options; the program adds
+// what it wires (Launcher, Servers, Split, Logger).
+func (c *Config) PoolOptions() pool.Options {
+	return pool.Options{
+		Workers: c.Pool.Workers, Threads: c.Pool.Threads, Host: c.Pool.Host, Spawn: c.Pool.Spawn,
+		IdleStop: orNever(c.Pool.IdleStop), FillHosts: c.Pool.FillHosts, SpawnWait: c.Pool.SpawnWait,
+		Heartbeat: c.Worker.Heartbeat, Tolerance: c.Worker.Tolerance, StopWorkersOnExit: c.Pool.StopWorkers,
+	}
+}
+
+// WorkerOptions is the worker's settings as worker.Options; the program
+// adds what it wires (Handlers, Reserver, Logger).
+func (c *Config) WorkerOptions() worker.Options {
+	return worker.Options{
+		ID: c.Worker.ID, Host: c.Worker.Host, Threads: c.Worker.Threads, OnDemand: c.Worker.OnDemand,
+		Heartbeat: c.Worker.Heartbeat, Tolerance: c.Worker.Tolerance, Spin: orNever(c.Worker.Spin),
+	}
+}
+
+// WorkerProcessOptions is the worker process's settings.
+func (c *Config) WorkerProcessOptions(name string) worker.ProcessOptions {
+	return worker.ProcessOptions{Name: name, Heartbeat: c.Worker.Heartbeat, Tolerance: c.Worker.Tolerance, Spin: orNever(c.Worker.Spin)}
+}
+
+// orNever turns a flag's 0, which means "never" (--spin 0: no spinning,
+// --idle-stop 0: no stopping), into the negative value the options take
+// for it; their 0 is the default.
+func orNever(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/hvmind, else ~/.local/share/hvmind.
@@ -153,17 +196,16 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.IntVar(&c.Pool.Threads, "threads", c.Pool.Threads, "threads of each local worker")
 	fs.BoolVar(&c.Pool.Spawn, "spawn", c.Pool.Spawn, "launch local workers on demand when no worker can take a job")
 	fs.StringVar(&c.Pool.WorkerBin, "worker-bin", c.Pool.WorkerBin, "hvmind-worker executable (default: beside hvmind-pool, then PATH)")
-	fs.StringVar(&c.Pool.Host, "host", c.Pool.Host, "host name of the workers the pool launches")
+	fs.StringVar(&c.Pool.Host, "host", c.Pool.Host, "host name of the local workers the pool launches")
 	fs.BoolVar(&c.Pool.Tail, "tail", c.Pool.Tail, "draw a live table of workers")
 	fs.DurationVar(&c.Pool.SpawnWait, "spawn-wait", c.Pool.SpawnWait, "how long a dispatch waits for a launched worker to register")
-	fs.StringVar(&c.Pool.Hosts, "hosts", c.Pool.Hosts, "comma-separated world hosts the pool may launch workers on (empty: every host with root and RAM)")
-	fs.StringVar(&c.Pool.SizePolicy, "size-policy", c.Pool.SizePolicy, "size of workers launched on world hosts: exact (the job's threads), host (all the host's free RAM) or chunk:N (rounded up to N threads)")
+	fs.StringVar(&c.Pool.Hosts, "hosts", c.Pool.Hosts, "comma-separated hosts the pool may launch workers on (empty: every host the capacity provider offers)")
+	fs.StringVar(&c.Pool.SizePolicy, "size-policy", c.Pool.SizePolicy, "size of workers launched on the provider's hosts: exact (the job's threads), host (all the host's free threads) or chunk:N (rounded up to N threads)")
 	fs.StringVar(&c.Pool.WorkerProcess, "worker-process", c.Pool.WorkerProcess, "launch workers inside one hvmind-worker process of this name, on one timer queue, instead of a process each (best for batching on a machine with few cores)")
-	fs.BoolVar(&c.Pool.FillHosts, "fill-hosts", c.Pool.FillHosts, "keep a worker holding all the free RAM of every world host (--hosts), not only when a job does not fit: what a batcher wants")
+	fs.BoolVar(&c.Pool.FillHosts, "fill-hosts", c.Pool.FillHosts, "keep a worker holding all the free threads of every host (--hosts), not only when a job does not fit: what a batcher wants")
 	fs.DurationVar(&c.Pool.IdleStop, "idle-stop", c.Pool.IdleStop, "stop workers launched on demand after this long with nothing to do (0: never)")
-	fs.BoolVar(&c.Pool.Split, "split", c.Pool.Split, "split a job that fits no single worker over several (weaken, sleep; hack and grow within --split-tolerance)")
+	fs.BoolVar(&c.Pool.Split, "split", c.Pool.Split, "split a job that fits no single worker over several, where its task allows")
 	fs.BoolVar(&c.Pool.StopWorkers, "stop-workers", c.Pool.StopWorkers, "ask the live workers to stop when the pool stops (by default they outlive it)")
-	fs.Float64Var(&c.Pool.SplitTolerance, "split-tolerance", c.Pool.SplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	c.registerTiming(fs)
 }
 
@@ -172,7 +214,7 @@ func (c *Config) RegisterWorker(fs *flag.FlagSet) {
 	fs.StringVar(&c.Worker.ID, "id", c.Worker.ID, "worker id (letters, digits, '-', '_'); required")
 	fs.StringVar(&c.Worker.Host, "host", c.Worker.Host, "host the worker runs on")
 	fs.IntVar(&c.Worker.Threads, "threads", c.Worker.Threads, "threads this worker offers")
-	fs.BoolVar(&c.Worker.ReserveRAM, "reserve-ram", c.Worker.ReserveRAM, "hold 1.75 GB per thread on --host in the world while running (refuse to start if it does not fit)")
+	fs.BoolVar(&c.Worker.Reserve, "reserve", c.Worker.Reserve, "hold this worker's threads on --host with the capacity provider while running (refuse to start if they do not fit)")
 	fs.BoolVar(&c.Worker.OnDemand, "on-demand", c.Worker.OnDemand, "set by the pool on workers it launched for a job: stopped when idle")
 	c.registerTiming(fs)
 }
@@ -180,7 +222,7 @@ func (c *Config) RegisterWorker(fs *flag.FlagSet) {
 func (c *Config) registerTiming(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Worker.Heartbeat, "heartbeat", c.Worker.Heartbeat, "interval between worker heartbeats")
 	fs.DurationVar(&c.Worker.Tolerance, "tolerance", c.Worker.Tolerance, "how late a job may start before it ends as missed")
-	fs.DurationVar(&c.Worker.Spin, "spin", c.Worker.Spin, "how long before a due time the timer spins instead of sleeping")
+	fs.DurationVar(&c.Worker.Spin, "spin", c.Worker.Spin, "how long before a due time the timer spins instead of sleeping (0: never spin)")
 }
 
 // Parse parses args into fs, then fills every flag not given on the command

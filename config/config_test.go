@@ -15,7 +15,7 @@ import (
 func TestPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "hvmind.json")
-	if err := os.WriteFile(file, []byte(`{"threads": 16, "host": "n00dles", "tolerance": "7ms", "log-level": "debug", "reserve-ram": true}`), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(`{"threads": 16, "host": "n00dles", "tolerance": "7ms", "log-level": "debug", "reserve": true}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("HVMIND_HOST", "foodnstuff")
@@ -34,7 +34,7 @@ func TestPrecedence(t *testing.T) {
 	}{
 		{"file over default", cfg.Worker.Threads, 16},
 		{"file duration", cfg.Worker.Tolerance, 7 * time.Millisecond},
-		{"file bool", cfg.Worker.ReserveRAM, true},
+		{"file bool", cfg.Worker.Reserve, true},
 		{"environment over file", cfg.Worker.Host, "foodnstuff"},
 		{"flag over environment", cfg.LogLevel, "error"},
 		{"NATS_URL", cfg.NATS, "nats://from-env:4222"},

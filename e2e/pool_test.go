@@ -264,11 +264,11 @@ func TestWorkerRAMInTheWorld(t *testing.T) {
 		return fmt.Sprint(s.RAMUsed)
 	}
 	// newgame's home has 8 GB: 4 threads.
-	_, errOut, code := run(t, "", "hvmind-worker", "--nats", c.url, "--id", "big", "--host", "home", "--threads", "5", "--reserve-ram")
+	_, errOut, code := run(t, "", "hvmind-worker", "--nats", c.url, "--id", "big", "--host", "home", "--threads", "5", "--reserve")
 	if code == 0 || !strings.Contains(errOut, "not enough free RAM") {
 		t.Fatalf("a 5-thread worker on an 8 GB host: exit %d, %s", code, errOut)
 	}
-	w := start(t, "hvmind-worker", "--nats", c.url, "--id", "fits", "--host", "home", "--threads", "4", "--reserve-ram", "--heartbeat", "200ms")
+	w := start(t, "hvmind-worker", "--nats", c.url, "--id", "fits", "--host", "home", "--threads", "4", "--reserve", "--heartbeat", "200ms")
 	c.waitWorkers(1)
 	if got := ramUsed(); got != "7" {
 		t.Fatalf("home's ramUsed with a 4-thread worker: %s GB, want 7", got)

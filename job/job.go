@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -297,6 +298,15 @@ func ValidID(s string) bool {
 // job id it has no '.'.
 func ValidWorkerID(s string) bool {
 	return ValidID(s) && !strings.Contains(s, ".")
+}
+
+// LocalHost is the name of this machine, or "localhost" when it has none:
+// the host of a worker that is not told its own.
+func LocalHost() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
 }
 
 // WorkerIDFor turns a host name into the start of a worker id: characters a

@@ -344,7 +344,7 @@ func (m *HackManager) awaitInFlight(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n := st.InFlightByTarget[m.opts.Target]
+		n := st.InFlightByArg[m.opts.Target]
 		if n == 0 {
 			return nil
 		}

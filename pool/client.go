@@ -29,17 +29,10 @@ func (e *RemoteError) Error() string { return e.ErrorReply.Error }
 
 // Is lets errors.Is match a remote error against the pool's sentinels.
 func (e *RemoteError) Is(target error) bool {
-	switch target {
-	case ErrInvalidJob:
-		return e.Code == "invalid"
-	case ErrUnknownTask:
-		return e.Code == "unknown_task"
-	case ErrDuplicateID:
-		return e.Code == "duplicate"
-	case ErrNoCapacity:
-		return e.Code == "capacity"
-	case ErrNotFound:
-		return e.Code == "not_found"
+	for _, c := range errorCodes {
+		if c.err == target {
+			return e.Code == c.code
+		}
 	}
 	return false
 }
@@ -51,9 +44,10 @@ type Client struct {
 	js      jetstream.JetStream
 	timeout time.Duration
 
-	startOnce sync.Once
-	startErr  error
-	cc        jetstream.ConsumeContext
+	// followMu guards cc: the records are followed from the first
+	// dispatch on; a failed start is tried again by the next one.
+	followMu sync.Mutex
+	cc       jetstream.ConsumeContext
 
 	mu      sync.Mutex
 	waiting map[string]*Dispatch
@@ -70,30 +64,39 @@ func NewClient(nc *nats.Conn) (*Client, error) {
 
 // Close stops following records.
 func (c *Client) Close() {
+	c.followMu.Lock()
+	defer c.followMu.Unlock()
 	if c.cc != nil {
 		c.cc.Stop()
+		c.cc = nil
 	}
 }
 
-// follow starts one ordered consumer of every completion record from now on,
-// routing records to the dispatches waiting for them.
+// follow starts, once, an ordered consumer of every completion record
+// from now on, routing records to the dispatches waiting for them. If it
+// cannot start (no JetStream yet), the next dispatch tries again.
 func (c *Client) follow(ctx context.Context) error {
-	c.startOnce.Do(func() {
-		cons, err := c.js.OrderedConsumer(ctx, broker.StreamDone, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{broker.SubjectDone + ">"},
-			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-			OptStartTime:   ptr(time.Now().Add(-time.Second)),
-		})
-		if err != nil {
-			c.startErr = fmt.Errorf("follow records: %w", err)
-			return
-		}
-		c.cc, err = cons.Consume(c.route, jetstream.PullMaxMessages(4096))
-		if err != nil {
-			c.startErr = fmt.Errorf("follow records: %w", err)
-		}
+	c.followMu.Lock()
+	defer c.followMu.Unlock()
+	if c.cc != nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	cons, err := c.js.OrderedConsumer(cctx, broker.StreamDone, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{broker.SubjectDone + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   ptr(time.Now().Add(-time.Second)),
 	})
-	return c.startErr
+	if err != nil {
+		return fmt.Errorf("follow records: %w", err)
+	}
+	cc, err := cons.Consume(c.route, jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return fmt.Errorf("follow records: %w", err)
+	}
+	c.cc = cc
+	return nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -17,14 +16,19 @@ import (
 // derives from records (reservations, jobs in flight) it rebuilds from the
 // jobs stream when it starts, and sweepStale catches a record it missed.
 // This saves the broker a consumer delivery and an acknowledgement per job.
-func (p *Pool) startCollector(ctx context.Context) error {
+//
+// It returns the function that stops following.
+func (p *Pool) startCollector() (stop func(), err error) {
 	sub, err := p.nc.Subscribe(broker.SubjectDone+">", func(m *nats.Msg) { p.collect(m.Data) })
 	if err != nil {
-		return fmt.Errorf("pool: follow records: %w", err)
+		return nil, fmt.Errorf("pool: follow records: %w", err)
 	}
 	_ = sub.SetPendingLimits(-1, -1)
-	go func() { <-ctx.Done(); _ = sub.Unsubscribe() }()
-	return p.nc.Flush()
+	if err := p.nc.FlushTimeout(brokerTimeout); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("pool: follow records: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
 }
 
 // endedLocked forgets a job in flight that has ended, and its reservation.

@@ -8,13 +8,14 @@ import (
 )
 
 // A job with MinCores runs only on a worker whose host has that many
-// cores: grows and weakens sized for a host's cores are short on a host
-// with fewer. The pool reads the hosts' cores from the world; a host it
-// does not know (no world, a worker started by hand on another machine)
-// counts as one core.
+// cores: a task whose effect grows with its host's cores, sized for a big
+// host, falls short on a smaller one. The pool reads the hosts' cores from
+// the capacity provider (Options.Servers); a host it does not know (no
+// provider, a worker started by hand on another machine) counts as one
+// core.
 
-// hostCoresTTL is how long the cores read from the world are trusted: they
-// change only when a host is upgraded.
+// hostCoresTTL is how long the cores read from the provider are trusted:
+// they change only when a host is upgraded.
 const hostCoresTTL = 30 * time.Second
 
 // needsCores reports whether any job asks for more than one core.
@@ -27,10 +28,10 @@ func needsCores(jobs []job.Job) bool {
 	return false
 }
 
-// refreshHostCores reads the hosts' cores from the world when they are
+// refreshHostCores reads the hosts' cores from the provider when they are
 // unknown or old.
 func (p *Pool) refreshHostCores(ctx context.Context) {
-	if p.opts.World == nil {
+	if p.opts.Servers == nil {
 		return
 	}
 	p.mu.Lock()
@@ -41,14 +42,10 @@ func (p *Pool) refreshHostCores(ctx context.Context) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	hosts, err := p.opts.World.RAM(cctx)
+	m, err := p.opts.Servers.Cores(cctx)
 	if err != nil {
 		p.log.Debug().Err(err).Msg("reading the hosts' cores")
 		return
-	}
-	m := make(map[string]int, len(hosts))
-	for _, h := range hosts {
-		m[h.Hostname] = max(1, h.CPUCores)
 	}
 	p.mu.Lock()
 	p.hostCores, p.hostCoresAt = m, time.Now()

@@ -1,8 +1,6 @@
 package pool
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -10,10 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nuid"
-
 	"github.com/hvmind/hvmind/job"
-	"github.com/hvmind/hvmind/serverpool"
 )
 
 // placement is one job's tentative reservation during a dispatch.
@@ -52,44 +47,6 @@ func window(j *job.Job, now float64) (start, end float64) {
 		end = start + 0.001 // zero-length jobs still hold their threads for a moment
 	}
 	return start, end
-}
-
-// prepare validates jobs, assigns missing ids and a shared batch id.
-func (p *Pool) prepare(jobs []job.Job, batch bool) error {
-	if len(jobs) == 0 {
-		return fmt.Errorf("%w: no jobs", ErrInvalidJob)
-	}
-	now := job.Now()
-	batchID := ""
-	if batch {
-		for _, j := range jobs {
-			if j.Batch != "" {
-				batchID = j.Batch
-				break
-			}
-		}
-		if batchID == "" {
-			batchID = nuid.Next()
-		}
-	}
-	seen := make(map[string]bool, len(jobs))
-	for i := range jobs {
-		j := &jobs[i]
-		if err := j.Validate(now, p.opts.Tolerance); err != nil {
-			return &PlaceError{Index: i, ID: j.ID, Err: fmt.Errorf("%w: %w", ErrInvalidJob, err)}
-		}
-		if j.ID == "" {
-			j.ID = nuid.Next()
-		}
-		if batch && j.Batch == "" {
-			j.Batch = batchID
-		}
-		if seen[j.ID] {
-			return &PlaceError{Index: i, ID: j.ID, Err: fmt.Errorf("%w: %s appears twice", ErrDuplicateID, j.ID)}
-		}
-		seen[j.ID] = true
-	}
-	return nil
 }
 
 // placeAll reserves threads for every job or for none. On failure it
@@ -149,58 +106,98 @@ func (p *Pool) unplaceLocked(placed []placement) {
 	}
 }
 
-// placeLocked chooses a worker for one job and reserves its threads. It
-// tries the workers from the smallest up (feasibility: alive, runs the
-// task, big enough) and takes the first with the job's threads free over
-// its whole window: the smallest that fits, which keeps big workers free
-// for big jobs, and usually found long before the end of the list. A job
-// without a start goes to the smallest worker that has its threads free
-// now, else to the one where they are free soonest.
+// placeLocked chooses a worker for one job and reserves its threads, the
+// way Nomad's scheduler does: a feasibility check (alive, not stopping,
+// runs the task, has the cores, big enough), then fit (the first worker
+// in order of size with the job's threads free over its whole window: the
+// smallest that fits, which keeps big workers free for big jobs), then the
+// reservation, which the timeline checks again.
+//
+// Two passes: the first reads only the per-second summaries, a few array
+// reads per worker, and finds the smallest worker whose summary already
+// shows the threads free; the exact pass over the timelines runs only when
+// none does. A job without a start goes to the smallest worker that has
+// its threads free now, else to the one where they are free soonest.
 func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, error) {
 	start, end := window(j, now)
 	length := end - start
-	asap := j.StartTime == 0
 	var best *workerState
-	bestStart := math.Inf(1)
-	alive, serving, cored := 0, 0, 0
-	maxFree, maxFreeID := -1, ""
-	var tasks []string
-	if !asap {
-		// A first pass on the per-second summaries: a few array reads per
-		// worker. It finds the smallest worker whose summary already shows
-		// the threads free; the exact pass below runs only when none does.
-		for _, ws := range p.orderLocked() {
-			if ws.tl.Capacity() >= j.Threads && ws.surelyFits(start, end, j.Threads) &&
-				p.aliveLocked(ws, nowT) && !ws.stopping && ws.serves(j.Task) && p.coresFitLocked(ws, j) {
-				best, bestStart = ws, start
-				break
-			}
+	if j.StartTime != 0 {
+		best = p.summaryPassLocked(j, start, end, nowT)
+	}
+	if best == nil {
+		found, at, miss := p.exactPassLocked(j, start, end, nowT)
+		if found == nil {
+			return placement{}, miss.err(j, start, end)
+		}
+		best, start = found, at
+	}
+	end = start + length
+	if err := best.reserve(j.ID, start, end, j.Threads); err != nil {
+		return placement{}, fmt.Errorf("reserve on %s: %w", best.entry.ID, err)
+	}
+	j.Worker = best.entry.ID
+	return placement{job: j, ws: best, start: start, end: end}, nil
+}
+
+// feasibleLocked reports whether a worker may take a job at all.
+func (p *Pool) feasibleLocked(ws *workerState, j *job.Job, nowT time.Time) bool {
+	return ws.tl.Capacity() >= j.Threads && p.aliveLocked(ws, nowT) && !ws.stopping &&
+		ws.serves(j.Task) && p.coresFitLocked(ws, j)
+}
+
+// summaryPassLocked is the first pass: the smallest feasible worker whose
+// per-second summary shows the job's threads free over [start, end], or
+// nil.
+func (p *Pool) summaryPassLocked(j *job.Job, start, end float64, nowT time.Time) *workerState {
+	for _, ws := range p.orderLocked() {
+		if ws.tl.Capacity() >= j.Threads && ws.surelyFits(start, end, j.Threads) && p.feasibleLocked(ws, j, nowT) {
+			return ws
 		}
 	}
+	return nil
+}
+
+// placeMiss is what the exact pass saw when no worker fit, to say why.
+type placeMiss struct {
+	alive, serving, cored int
+	// maxFree is the most threads free on one worker, and where.
+	maxFree   int
+	maxFreeID string
+	// tasks are what the live workers run, when none runs the job's.
+	tasks []string
+}
+
+// exactPassLocked is the second pass, on the timelines: the smallest
+// worker with the job's threads free over its window and the start there
+// (for a job without a start, the worker where its threads are free
+// soonest), or nil and why none.
+func (p *Pool) exactPassLocked(j *job.Job, start, end float64, nowT time.Time) (*workerState, float64, placeMiss) {
+	asap := j.StartTime == 0
+	length := end - start
+	var best *workerState
+	bestStart := math.Inf(1)
+	miss := placeMiss{maxFree: -1}
 	for _, ws := range p.orderLocked() {
-		if best != nil {
-			break
-		}
 		if !p.aliveLocked(ws, nowT) || ws.stopping {
 			continue
 		}
-		alive++
+		miss.alive++
 		if !ws.serves(j.Task) {
-			tasks = append(tasks, ws.entry.Tasks...)
+			miss.tasks = append(miss.tasks, ws.entry.Tasks...)
 			continue
 		}
-		serving++
+		miss.serving++
 		if !p.coresFitLocked(ws, j) {
 			continue
 		}
-		cored++
+		miss.cored++
 		if ws.tl.Capacity() < j.Threads {
-			maxFree, maxFreeID = max(maxFree, ws.tl.Capacity()), ws.entry.ID
+			miss.maxFree, miss.maxFreeID = max(miss.maxFree, ws.tl.Capacity()), ws.entry.ID
 			continue
 		}
 		if asap {
-			s := ws.tl.NextFree(j.Threads, start, length)
-			if s < bestStart {
+			if s := ws.tl.NextFree(j.Threads, start, length); s < bestStart {
 				best, bestStart = ws, s
 				if s <= start {
 					break
@@ -210,112 +207,30 @@ func (p *Pool) placeLocked(j *job.Job, now float64, nowT time.Time) (placement, 
 		}
 		free := ws.tl.Free(start, end)
 		if free >= j.Threads {
-			best, bestStart = ws, start
-			break
+			return ws, start, miss
 		}
-		if free > maxFree {
-			maxFree, maxFreeID = free, ws.entry.ID
+		if free > miss.maxFree {
+			miss.maxFree, miss.maxFreeID = free, ws.entry.ID
 		}
 	}
-	switch {
-	case best != nil:
-	case alive == 0:
-		return placement{}, fmt.Errorf("%w: no live workers", ErrNoCapacity)
-	case serving == 0:
-		return placement{}, fmt.Errorf("%w %q: the live workers run %s", ErrUnknownTask, j.Task, uniqueList(tasks))
-	case cored == 0:
-		return placement{}, fmt.Errorf("%w: no live worker's host has the %d cores wanted", ErrNoCapacity, j.MinCores)
-	case asap:
-		return placement{}, fmt.Errorf("%w: %d threads wanted; no live worker has that many", ErrNoCapacity, j.Threads)
-	default:
-		return placement{}, fmt.Errorf("%w: %d threads wanted over [%s, %s]; the most free is %d on %s",
-			ErrNoCapacity, j.Threads, clock(start), clock(end), maxFree, maxFreeID)
-	}
-	start, end = bestStart, bestStart+length
-	if err := best.reserve(j.ID, start, end, j.Threads); err != nil {
-		return placement{}, fmt.Errorf("reserve on %s: %w", best.entry.ID, err)
-	}
-	j.Worker = best.entry.ID
-	return placement{job: j, ws: best, start: start, end: end}, nil
+	return best, bestStart, miss
 }
 
-// dispatch places and publishes jobs: all of them or none.
-func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Placed, error) {
-	if err := p.prepare(jobs, batch); err != nil {
-		return nil, err
+// err says why no worker could take j over [start, end].
+func (m *placeMiss) err(j *job.Job, start, end float64) error {
+	switch {
+	case m.alive == 0:
+		return fmt.Errorf("%w: no live workers", ErrNoCapacity)
+	case m.serving == 0:
+		return fmt.Errorf("%w %q: the live workers run %s", ErrUnknownTask, j.Task, uniqueList(m.tasks))
+	case m.cored == 0:
+		return fmt.Errorf("%w: no live worker's host has the %d cores wanted", ErrNoCapacity, j.MinCores)
+	case j.StartTime == 0:
+		return fmt.Errorf("%w: %d threads wanted; no live worker has that many", ErrNoCapacity, j.Threads)
+	default:
+		return fmt.Errorf("%w: %d threads wanted over [%s, %s]; the most free is %d on %s",
+			ErrNoCapacity, j.Threads, clock(start), clock(end), m.maxFree, m.maxFreeID)
 	}
-	if needsCores(jobs) {
-		p.refreshHostCores(ctx)
-	}
-	// In order: existing workers; a new worker (while workers can be
-	// launched); splitting over existing workers; refusal.
-	var placed []placement
-	var splits []int
-	canLaunch := p.canLaunch()
-	var launchErr error
-	var launched []string
-	noHost := map[int]bool{} // jobs no single host can hold
-	for launches := 0; ; launches++ {
-		var idx int
-		var err error
-		placed, idx, err = p.placeAll(jobs, splits)
-		if err == nil {
-			break
-		}
-		capacity := errors.Is(err, ErrNoCapacity)
-		if capacity && canLaunch && !noHost[idx] && launches < len(jobs)+16 {
-			id, lerr := p.launchFor(ctx, jobs[idx].Threads, jobs[idx].MinCores)
-			if id != "" {
-				launched = append(launched, id)
-			}
-			if lerr == nil {
-				continue
-			}
-			launchErr = lerr
-			if errors.Is(lerr, serverpool.ErrNoHost) {
-				noHost[idx] = true
-			} else {
-				canLaunch = false
-			}
-		}
-		if capacity && splits == nil && p.opts.Split {
-			splits = p.splitLimits(ctx, jobs)
-			continue
-		}
-		// A job too big for any host, that splits: add a worker on the
-		// largest host, and split again.
-		if capacity && canLaunch && splits != nil && splits[idx] > 1 && launches < len(jobs)+16 {
-			id, lerr := p.launchLargest(ctx, jobs[idx].MinCores)
-			if id != "" {
-				launched = append(launched, id)
-			}
-			if lerr == nil {
-				continue
-			}
-			launchErr, canLaunch = lerr, false
-		}
-		if launchErr != nil {
-			err = fmt.Errorf("%w (and no worker could be launched for it: %v)", err, launchErr)
-		}
-		p.stopLaunched(ctx, launched)
-		return nil, &PlaceError{Index: idx, ID: jobs[idx].ID, Err: err}
-	}
-	if err := p.publish(ctx, placed); err != nil {
-		p.stopLaunched(ctx, launched)
-		return nil, err
-	}
-	p.stats.accepted.Add(int64(len(jobs)))
-	out := make([]Placed, len(placed))
-	for i, pl := range placed {
-		out[i] = Placed{ID: pl.job.ID, Batch: pl.job.Batch, Worker: pl.job.Worker, Start: pl.start, End: pl.end, Threads: pl.job.Threads}
-		if raw, ok := pl.job.Get("part"); ok {
-			var po PartOf
-			if json.Unmarshal(raw, &po) == nil {
-				out[i].Part = &po
-			}
-		}
-	}
-	return out, nil
 }
 
 func uniqueList(s []string) string {

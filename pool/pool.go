@@ -14,6 +14,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -25,7 +26,6 @@ import (
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool/timeline"
 	"github.com/hvmind/hvmind/serverpool"
-	"github.com/hvmind/hvmind/world"
 )
 
 // Sentinel errors; dispatch errors wrap them.
@@ -40,49 +40,68 @@ var (
 	ErrInvalidJob = errors.New("invalid job")
 	// ErrNotFound: no job or batch in flight with that id.
 	ErrNotFound = errors.New("no such job in flight")
+	// ErrInvalidOption: an option of New is out of range.
+	ErrInvalidOption = errors.New("invalid pool option")
+	// ErrStopping: the pool is stopping and takes no more requests.
+	ErrStopping = errors.New("the pool is stopping")
+)
+
+// Defaults of Options.
+const (
+	// DefaultThreads is the threads of each local worker.
+	DefaultThreads = 64
+	// DefaultSpawnWait bounds how long a dispatch waits for a worker it
+	// launched to register.
+	DefaultSpawnWait = 10 * time.Second
+	// DefaultHeartbeat is the workers' heartbeat interval assumed for a
+	// worker that does not say its own.
+	DefaultHeartbeat = time.Second
+	// DefaultTolerance is how far in the past a dispatched start may be.
+	DefaultTolerance = 5 * time.Millisecond
+	// DefaultIdleStop is how long a worker launched on demand may sit idle.
+	DefaultIdleStop = time.Minute
 )
 
 // Options configure a Pool.
 type Options struct {
-	// Workers and Threads: local workers to keep at start, each of Threads.
+	// Workers and Threads: local workers to keep at start, each of Threads
+	// (DefaultThreads when 0; also the least size of a local worker
+	// launched on demand).
 	Workers int
 	Threads int
-	// Spawn allows launching local workers when no worker can take a job.
+	// Host names the host of local workers (job.LocalHost when empty).
+	Host string
+	// Spawn allows launching workers when no worker can take a job.
 	Spawn bool
-	// Launcher starts local worker processes (the --workers kept running,
-	// and on-demand workers when there is no world); nil disables them.
+	// Launcher starts local worker processes (the Workers kept running,
+	// and on-demand workers when there is no capacity provider); nil
+	// disables them.
 	Launcher serverpool.Launcher
-	// Servers, when set, places on-demand workers on the world's hosts with
-	// free RAM, sized by its policy.
+	// Servers, when set, places on-demand workers on the hosts of a
+	// capacity provider, sized by its policy; it also gives the hosts'
+	// cores (for MinCores) and takes back the reservations of workers
+	// that vanish without giving them back (kill -9, a lost machine).
 	Servers *serverpool.ServerPool
 	// IdleStop stops on-demand workers that have had nothing to do for this
-	// long; zero keeps them.
+	// long (DefaultIdleStop when 0; negative: never).
 	IdleStop time.Duration
-	// FillHosts keeps a worker holding all the free RAM of every host of
-	// Servers (see filler.go).
+	// FillHosts keeps a worker holding all the free threads of every host
+	// of Servers (see filler.go).
 	FillHosts bool
-	// Split lets a job that fits no single worker be split over several, for
-	// the tasks whose effect splits cleanly (see split.go).
-	Split bool
-	// SplitTolerance is the largest relative change of a hack's or grow's
-	// effect that splitting may cause.
-	SplitTolerance float64
-	// World reads target state for the split estimate; nil allows splitting
-	// only weaken and sleep.
-	World *world.Client
-	// Host names the host of launched workers.
-	Host string
-	// SpawnWait bounds how long a dispatch waits for a launched worker.
+	// Split decides which jobs that fit no single worker may run as
+	// several smaller ones, and into how many parts (see split.go). Nil
+	// means DefaultSplit(); NoSplit splits nothing.
+	Split SplitPolicy
+	// SpawnWait bounds how long a dispatch waits for a launched worker
+	// (DefaultSpawnWait when 0).
 	SpawnWait time.Duration
-	// Heartbeat is the workers' heartbeat interval; a worker unseen for five
-	// of them is taken as gone.
+	// Heartbeat is the heartbeat interval of workers that do not report
+	// their own (DefaultHeartbeat when 0); a worker unseen for five of its
+	// intervals is taken as gone.
 	Heartbeat time.Duration
-	// Tolerance is how far in the past a start may be when dispatched, and
-	// how late a worker may start a job.
+	// Tolerance is how far in the past a start may be when dispatched
+	// (DefaultTolerance when 0).
 	Tolerance time.Duration
-	// RAM, when set, gives back the world RAM of workers that vanish
-	// without giving it back themselves (kill -9, a lost machine).
-	RAM RAMReleaser
 	// StopWorkersOnExit asks every live worker to stop when the pool stops
 	// (by default workers outlive the pool, so that a restart finds them).
 	StopWorkersOnExit bool
@@ -90,9 +109,48 @@ type Options struct {
 	Logger zerolog.Logger
 }
 
-// RAMReleaser gives back the RAM a worker held on its host.
-type RAMReleaser interface {
-	Release(ctx context.Context, host, owner string) error
+// WithDefaults returns the options with every zero field set to its default.
+func (o Options) WithDefaults() Options {
+	if o.Threads == 0 {
+		o.Threads = DefaultThreads
+	}
+	if o.Host == "" {
+		o.Host = job.LocalHost()
+	}
+	if o.IdleStop == 0 {
+		o.IdleStop = DefaultIdleStop
+	}
+	if o.Split == nil {
+		o.Split = DefaultSplit()
+	}
+	if o.SpawnWait == 0 {
+		o.SpawnWait = DefaultSpawnWait
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.Tolerance == 0 {
+		o.Tolerance = DefaultTolerance
+	}
+	return o
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.Workers < 0:
+		return fmt.Errorf("%w: workers %d must not be negative", ErrInvalidOption, o.Workers)
+	case o.Threads < 0:
+		return fmt.Errorf("%w: threads %d must be positive", ErrInvalidOption, o.Threads)
+	case !job.ValidWorkerID(job.WorkerIDFor(o.Host)):
+		return fmt.Errorf("%w: host %q gives no usable worker id", ErrInvalidOption, o.Host)
+	case o.Workers > 0 && o.Launcher == nil:
+		return fmt.Errorf("%w: %d local workers wanted but no launcher: %w", ErrInvalidOption, o.Workers, serverpool.ErrNoLauncher)
+	case o.FillHosts && o.Servers == nil:
+		return fmt.Errorf("%w: filling hosts needs a server pool (Servers)", ErrInvalidOption)
+	case o.SpawnWait < 0, o.Heartbeat < 0, o.Tolerance < 0:
+		return fmt.Errorf("%w: spawn wait %s, heartbeat %s and tolerance %s must be positive", ErrInvalidOption, o.SpawnWait, o.Heartbeat, o.Tolerance)
+	}
+	return nil
 }
 
 // Pool is a running ThreadPool.
@@ -103,10 +161,16 @@ type Pool struct {
 	acks *broker.AckInbox
 	log  zerolog.Logger
 	svc  micro.Service
+	// runCtx is the context of requests in progress (see goRequest);
+	// requests counts them, and reqClosed is set once the service stops.
+	runCtx    context.Context
+	reqMu     sync.Mutex
+	reqClosed bool
+	requests  sync.WaitGroup
 
 	mu      sync.Mutex
 	workers map[string]*workerState
-	// hostCores is the cores of the world's hosts, for jobs with MinCores
+	// hostCores is the cores of the provider's hosts, for jobs with MinCores
 	// (see cores.go); hostCoresAt is when it was read.
 	hostCores   map[string]int
 	hostCoresAt time.Time
@@ -135,8 +199,8 @@ type workerState struct {
 	seen time.Time
 	// launched is set while a worker the pool launched has not registered.
 	launched time.Time
-	// ramReleased is set once the RAM of a gone worker was given back.
-	ramReleased bool
+	// released is set once the reservation of a gone worker was given back.
+	released bool
 	// tasks is the set of tasks the worker runs, from its entry.
 	tasks map[string]bool
 	// idleSince is when an on-demand worker was last seen with nothing to
@@ -153,22 +217,11 @@ type inflight struct {
 	start, end float64
 }
 
-// New prepares a pool on an open connection.
+// New validates the options and prepares a pool on an open connection.
 func New(nc *nats.Conn, opts Options) (*Pool, error) {
-	if opts.Threads <= 0 {
-		opts.Threads = 64
-	}
-	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = time.Second
-	}
-	if opts.SpawnWait <= 0 {
-		opts.SpawnWait = 10 * time.Second
-	}
-	if opts.Host == "" {
-		opts.Host = "home"
-	}
-	if opts.Tolerance <= 0 {
-		opts.Tolerance = 5 * time.Millisecond
+	opts = opts.WithDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	return &Pool{
 		opts:    opts,
@@ -186,8 +239,36 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 // Ready is closed once the pool serves requests.
 func (p *Pool) Ready() <-chan struct{} { return p.ready }
 
-// Run serves the pool until ctx ends.
+// requestGrace is how long a stopping pool lets the requests in progress
+// finish before it cancels them.
+const requestGrace = 5 * time.Second
+
+// Run serves the pool until ctx ends. It owns every goroutine it starts:
+// the registry watch, the sweeper, the host filler and the requests in
+// progress, and returns only once all of them have ended. A stop lets the
+// requests in progress finish (for up to requestGrace), and, with
+// StopWorkersOnExit, asks the live workers to stop; jobs in flight stay
+// queued on their workers for the next pool.
 func (p *Pool) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer func() {
+		stop()
+		loops.Wait()
+	}()
+	goLoop := func(loop func(context.Context)) {
+		loops.Add(1)
+		go func() {
+			defer loops.Done()
+			loop(ctx)
+		}()
+	}
+	// Requests run on a context of their own, so that a stop can let them
+	// finish (see stopService).
+	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
+	p.runCtx = reqCtx
+
 	res, err := broker.Setup(ctx, p.nc, broker.Options{})
 	if err != nil {
 		return err
@@ -199,9 +280,11 @@ func (p *Pool) Run(ctx context.Context) error {
 	defer p.acks.Close()
 	// Records are followed first: one stored while the pool reads what is
 	// in flight is then seen either by the reading or by the collector.
-	if err := p.startCollector(ctx); err != nil {
+	unfollow, err := p.startCollector()
+	if err != nil {
 		return err
 	}
+	defer unfollow()
 	oldest, err := p.recover(ctx)
 	if err != nil {
 		return err
@@ -210,7 +293,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	regReady := make(chan struct{})
-	go p.watchRegistry(ctx, regReady)
+	goLoop(func(ctx context.Context) { p.watchRegistry(ctx, regReady) })
 	select {
 	case <-regReady:
 	case <-ctx.Done():
@@ -222,23 +305,24 @@ func (p *Pool) Run(ctx context.Context) error {
 	if err := p.startService(); err != nil {
 		return err
 	}
-	go p.sweepLoop(ctx)
-	if p.opts.FillHosts && p.opts.Servers != nil {
+	goLoop(p.sweepLoop)
+	if p.opts.FillHosts {
 		p.fillHosts(ctx)
-		go p.fillLoop(ctx)
+		goLoop(p.fillLoop)
 	}
 	close(p.ready)
 	p.log.Info().Int("jobs_in_flight", p.inFlight()).Msg("pool ready")
 	<-ctx.Done()
-	if p.svc != nil {
-		_ = p.svc.Stop()
-	}
+	p.stopService(cancelRequests)
 	if p.opts.StopWorkersOnExit {
 		p.stopAllWorkers()
 	}
 	p.log.Info().Int("jobs_in_flight", p.inFlight()).Msg("pool stopped; jobs in flight stay queued on their workers")
 	return nil
 }
+
+// brokerTimeout bounds one call to the broker.
+const brokerTimeout = 5 * time.Second
 
 // missedBeats is how many heartbeats a worker may miss before the pool
 // takes it as gone.

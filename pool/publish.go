@@ -101,14 +101,20 @@ func (p *Pool) publish(ctx context.Context, placed []placement) error {
 	known := append([]bool(nil), settled...)
 	result := firstErr
 	mu.Unlock()
+	if result != nil {
+		// The stored messages are taken out first, while their threads
+		// stay reserved: no other job is placed on them meanwhile.
+		for _, seq := range stored {
+			if seq != 0 {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
+				_ = p.res.Jobs.DeleteMsg(dctx, seq)
+				cancel()
+			}
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if result != nil {
-		for _, seq := range stored {
-			if seq != 0 {
-				_ = p.res.Jobs.DeleteMsg(context.Background(), seq)
-			}
-		}
 		p.unplaceLocked(placed)
 		// A message JetStream has not answered for may be stored, and its
 		// jobs run: their ids stay taken, so a retry is refused.

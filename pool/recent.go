@@ -77,6 +77,10 @@ func (r *recentIDs) prune(cutoff time.Time) {
 	}
 }
 
+// recordsReadTimeout bounds reading the ids of the records of the window
+// back at start: a few hundred thousand headers.
+const recordsReadTimeout = 2 * time.Minute
+
 // loadRecentIDs takes back, after a restart, the ids of the records stored
 // within the window (their message ids, read from the headers alone), and
 // lets go of the recovered jobs that have a record already. It reads from
@@ -89,7 +93,9 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 	}
 	n, ended := 0, 0
 	window := time.Now().Add(-recentWindow - recentSlack)
-	missing, err := p.res.RecordIDs(ctx, since, "", func(id string, at time.Time) {
+	rctx, cancel := context.WithTimeout(ctx, recordsReadTimeout)
+	defer cancel()
+	missing, err := p.res.RecordIDs(rctx, since, "", func(id string, at time.Time) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		// Older records are read only to let go of recovered jobs.

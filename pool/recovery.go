@@ -24,7 +24,9 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 	n := 0
 	var seq uint64 = 1
 	for {
-		m, err := p.res.Jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(broker.SubjectJobs+">"))
+		gctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		m, err := p.res.Jobs.GetMsg(gctx, seq, jetstream.WithGetMsgSubject(broker.SubjectJobs+">"))
+		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}

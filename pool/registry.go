@@ -75,7 +75,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 	}
 	ws.entry = e
 	ws.seen = time.Now()
-	ws.ramReleased = false
+	ws.released = false
 	ws.launched = time.Time{}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/serverpool"
-	"github.com/hvmind/hvmind/world"
 )
 
 func (p *Pool) canLaunch() bool {
@@ -34,9 +33,9 @@ func (p *Pool) nextWorkerIDLocked(host string) string {
 }
 
 // launchFor starts a worker that can take a job of threads (on a host of
-// at least minCores cores) and waits until it has registered: on the world
-// host the server pool chooses when there is a world, else locally on the
-// pool's host.
+// at least minCores cores) and waits until it has registered: on the host
+// the server pool chooses when there is a capacity provider, else locally
+// on the pool's host.
 func (p *Pool) launchFor(ctx context.Context, threads, minCores int) (string, error) {
 	if p.opts.Servers == nil {
 		return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
@@ -46,8 +45,8 @@ func (p *Pool) launchFor(ctx context.Context, threads, minCores int) (string, er
 		var host serverpool.Host
 		var size int
 		host, size, err = p.opts.Servers.PlanCores(ctx, threads, minCores)
-		if errors.Is(err, world.ErrNotRunning) && p.opts.Launcher != nil {
-			// No world: a local worker, as without a server pool.
+		if errors.Is(err, serverpool.ErrUnavailable) && p.opts.Launcher != nil {
+			// No provider answers: a local worker, as without a server pool.
 			return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
 		}
 		if err != nil {
@@ -55,7 +54,7 @@ func (p *Pool) launchFor(ctx context.Context, threads, minCores int) (string, er
 		}
 		var id string
 		id, err = p.launchOn(ctx, host.Name, size, true)
-		if !errors.Is(err, world.ErrNoRAM) {
+		if !errors.Is(err, serverpool.ErrNoRoom) {
 			return id, err
 		}
 	}
@@ -74,7 +73,7 @@ func (p *Pool) launchLargest(ctx context.Context, minCores int) (string, error) 
 		return "", err
 	}
 	if h.FreeThreads == 0 {
-		return "", fmt.Errorf("%w: every host's RAM is in use", serverpool.ErrNoHost)
+		return "", fmt.Errorf("%w: every host's threads are held", serverpool.ErrNoHost)
 	}
 	return p.launchOn(ctx, h.Name, h.FreeThreads, true)
 }
@@ -83,8 +82,8 @@ func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bo
 	return p.launchWorker(ctx, host, threads, deploy, true)
 }
 
-// launchWorker starts a worker on host (deploy: reserving its RAM in the
-// world) and waits until it has registered. An on-demand worker is stopped
+// launchWorker starts a worker on host (deploy: reserving its threads with
+// the capacity provider) and waits until it has registered. An on-demand worker is stopped
 // when it has been idle for IdleStop.
 func (p *Pool) launchWorker(ctx context.Context, host string, threads int, deploy, onDemand bool) (string, error) {
 	p.mu.Lock()
@@ -94,7 +93,7 @@ func (p *Pool) launchWorker(ctx context.Context, host string, threads int, deplo
 	p.workers[id] = ws
 	p.order = nil
 	p.mu.Unlock()
-	spec := serverpool.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: onDemand}
+	spec := broker.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: onDemand}
 	var err error
 	if deploy {
 		err = p.opts.Servers.Deploy(ctx, spec)
@@ -103,7 +102,7 @@ func (p *Pool) launchWorker(ctx context.Context, host string, threads int, deplo
 	}
 	if err != nil {
 		p.forgetLaunch(id)
-		if !errors.Is(err, world.ErrNoRAM) {
+		if !errors.Is(err, serverpool.ErrNoRoom) {
 			p.warnOnce("launch", func(e *zerolog.Event) *zerolog.Event { return e.Err(err) },
 				"cannot launch workers; jobs that do not fit the running workers will be refused")
 		}
@@ -146,8 +145,8 @@ func (p *Pool) forgetLaunch(id string) {
 }
 
 // keepLocalWorkers launches the configured local workers that are not
-// already running: <host>-1 … <host>-N. They hold no world RAM and are never
-// stopped for idleness.
+// already running: <host>-1 … <host>-N. They hold no reservation and are
+// never stopped for idleness.
 func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 	if p.opts.Workers <= 0 {
 		return nil
@@ -177,7 +176,7 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 	errs := make(chan error, len(missing))
 	for _, id := range missing {
 		go func() {
-			spec := serverpool.WorkerSpec{ID: id, Host: p.opts.Host, Threads: p.opts.Threads}
+			spec := broker.WorkerSpec{ID: id, Host: p.opts.Host, Threads: p.opts.Threads}
 			if err := p.opts.Launcher.Launch(ctx, spec); err != nil {
 				p.forgetLaunch(id)
 				errs <- err

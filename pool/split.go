@@ -10,21 +10,59 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/job"
-	"github.com/hvmind/hvmind/world"
 )
 
 // Splitting a job over several workers runs the same threads as several
-// smaller jobs over the same window. It changes nothing for sleep, and
-// nothing for weaken (security falls by the same amount per thread, floor
-// aside). For hack and grow the parts land one after the other on a target
-// the earlier parts have changed: n hacks of t/n threads steal
-// 1 - (1 - p*t/n)^n of the money rather than p*t, and n grows of t/n threads
-// add their threads to the money n times before multiplying. Such a job is
-// split only into as many parts as keep that change of effect within
-// SplitTolerance, computed with the world's formulas on the target now.
+// smaller jobs over the same window. Whether that changes what the job
+// does depends on its task, which the pool knows nothing of: a SplitPolicy
+// says, per job, into how many parts it may go. The parts are jobs of
+// their own (ID.p1, ID.p2, … with a "part" member naming the job), and the
+// client merges their records into one (MergeParts).
 
-// unlimitedParts is the part limit of tasks that split exactly.
-const unlimitedParts = math.MaxInt32
+// SplitPolicy decides whether a job that fits no single worker may run as
+// several smaller jobs over the same window.
+type SplitPolicy interface {
+	// MaxParts is how many parts j may be split into at most: 1 (or less)
+	// means it may not be split. It is asked only for jobs that do not
+	// fit, before any part is placed; ctx bounds what it may look up.
+	MaxParts(ctx context.Context, j *job.Job) int
+}
+
+// SplitPolicyFunc adapts a function to SplitPolicy.
+type SplitPolicyFunc func(ctx context.Context, j *job.Job) int
+
+// MaxParts calls f.
+func (f SplitPolicyFunc) MaxParts(ctx context.Context, j *job.Job) int { return f(ctx, j) }
+
+// Unlimited is the MaxParts of a job that may be split into any number of
+// parts.
+const Unlimited = math.MaxInt32
+
+// SplitExactly is the policy of a task whose effect does not depend on how
+// its threads are divided (sleep): any number of parts.
+var SplitExactly SplitPolicy = SplitPolicyFunc(func(context.Context, *job.Job) int { return Unlimited })
+
+// SplitByTask is a SplitPolicy that asks the policy of each job's task; a
+// task without one is never split.
+type SplitByTask map[string]SplitPolicy
+
+// MaxParts asks the policy of j's task.
+func (s SplitByTask) MaxParts(ctx context.Context, j *job.Job) int {
+	if p := s[j.Task]; p != nil {
+		return p.MaxParts(ctx, j)
+	}
+	return 1
+}
+
+// DefaultSplit is the pool's split policy when none is given: the built-in
+// sleep task splits exactly, and nothing else splits.
+func DefaultSplit() SplitByTask { return SplitByTask{"sleep": SplitExactly} }
+
+// NoSplit splits nothing.
+var NoSplit SplitPolicy = SplitByTask{}
+
+// splitAskTimeout bounds one question to the split policy.
+const splitAskTimeout = 2 * time.Second
 
 // PartOf is the member a split part carries: which job it is part of.
 type PartOf struct {
@@ -38,91 +76,11 @@ type PartOf struct {
 func (p *Pool) splitLimits(ctx context.Context, jobs []job.Job) []int {
 	limits := make([]int, len(jobs))
 	for i := range jobs {
-		limits[i] = p.splitLimit(ctx, &jobs[i])
+		cctx, cancel := context.WithTimeout(ctx, splitAskTimeout)
+		limits[i] = p.opts.Split.MaxParts(cctx, &jobs[i])
+		cancel()
 	}
 	return limits
-}
-
-func (p *Pool) splitLimit(ctx context.Context, j *job.Job) int {
-	if !p.opts.Split {
-		return 1
-	}
-	switch j.Task {
-	case "sleep", world.OpWeaken:
-		return unlimitedParts
-	case world.OpHack, world.OpGrow:
-	default:
-		return 1
-	}
-	target, ok := j.StringArg(0)
-	if !ok || p.opts.World == nil || p.opts.SplitTolerance <= 0 {
-		return 1
-	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	srv, err := p.opts.World.Server(cctx, target)
-	if err != nil {
-		return 1
-	}
-	pl, err := p.opts.World.Player(cctx)
-	if err != nil {
-		return 1
-	}
-	h := pl.Player().Hacker()
-	best := 1
-	for n := 2; n <= j.Threads && n <= 64; n++ {
-		var diff float64
-		if j.Task == world.OpHack {
-			diff = hackSplitChange(world.HackPercent(&srv, h), j.Threads, n)
-		} else {
-			diff = growSplitChange(&srv, h, j.Threads, n)
-		}
-		if diff > p.opts.SplitTolerance {
-			break
-		}
-		best = n
-	}
-	return best
-}
-
-// hackSplitChange is the relative change of the fraction stolen when a
-// hack of t threads at pct per thread is split into n near-equal parts.
-func hackSplitChange(pct float64, t, n int) float64 {
-	whole := math.Min(1, pct*float64(t))
-	if whole == 0 {
-		return 0
-	}
-	left := 1.0
-	for _, part := range parts(t, n) {
-		left *= 1 - math.Min(1, pct*float64(part))
-	}
-	return math.Abs(whole-(1-left)) / whole
-}
-
-// growSplitChange is the relative change of the money a grow of t threads
-// adds when split into n near-equal parts, on the target as it is now.
-func growSplitChange(s *world.Server, h world.Hacker, t, n int) float64 {
-	whole := world.GrowMoney(s, h, s.MoneyAvailable, t, 1) - s.MoneyAvailable
-	if whole <= 0 {
-		return 0
-	}
-	money := s.MoneyAvailable
-	for _, part := range parts(t, n) {
-		money = world.GrowMoney(s, h, money, part, 1)
-	}
-	return math.Abs(whole-(money-s.MoneyAvailable)) / whole
-}
-
-// parts divides t into n near-equal parts.
-func parts(t, n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = t / n
-		if i < t%n {
-			out[i]++
-		}
-	}
-	return out
 }
 
 // splitLocked places a job as parts on several workers, using the ones with

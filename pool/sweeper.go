@@ -31,7 +31,7 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		}
 		p.sweepOrphans(ctx)
 		p.sweepStale(ctx)
-		p.releaseGoneRAM(ctx)
+		p.releaseGone(ctx)
 		p.stopIdle(ctx)
 		p.sampleUtilisation()
 	}
@@ -150,11 +150,11 @@ func (p *Pool) sampleUtilisation() {
 	}
 }
 
-// releaseGoneRAM gives back the world RAM of workers whose heartbeats have
-// stopped: a worker that exits gives its RAM back itself, one that is killed
-// cannot.
-func (p *Pool) releaseGoneRAM(ctx context.Context) {
-	if p.opts.RAM == nil {
+// releaseGone gives back the reservations of workers whose heartbeats have
+// stopped: a worker that exits gives its threads back itself, one that is
+// killed cannot.
+func (p *Pool) releaseGone(ctx context.Context) {
+	if p.opts.Servers == nil {
 		return
 	}
 	type gone struct{ id, host string }
@@ -162,25 +162,25 @@ func (p *Pool) releaseGoneRAM(ctx context.Context) {
 	now := time.Now()
 	p.mu.Lock()
 	for id, ws := range p.workers {
-		if !ws.seen.IsZero() && !ws.ramReleased && ws.entry.Host != "" && !p.aliveLocked(ws, now) {
+		if !ws.seen.IsZero() && !ws.released && ws.entry.Host != "" && !p.aliveLocked(ws, now) {
 			list = append(list, gone{id, ws.entry.Host})
 		}
 	}
 	p.mu.Unlock()
 	for _, g := range list {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := p.opts.RAM.Release(cctx, g.host, g.id)
+		err := p.opts.Servers.Release(cctx, g.host, g.id)
 		cancel()
 		if err != nil {
-			p.log.Debug().Err(err).Str("worker", g.id).Msg("giving back the RAM of a gone worker")
+			p.log.Debug().Err(err).Str("worker", g.id).Msg("giving back the reservation of a gone worker")
 			continue
 		}
 		p.mu.Lock()
 		if ws := p.workers[g.id]; ws != nil && !p.aliveLocked(ws, time.Now()) {
-			ws.ramReleased = true
+			ws.released = true
 		}
 		p.mu.Unlock()
-		p.log.Info().Str("worker", g.id).Str("host", g.host).Msg("gave back the RAM of a worker whose heartbeats stopped")
+		p.log.Info().Str("worker", g.id).Str("host", g.host).Msg("gave back the reservation of a worker whose heartbeats stopped")
 	}
 }
 
@@ -205,7 +205,9 @@ func (p *Pool) sweepStale(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	for _, c := range checks {
-		_, err := p.res.Jobs.GetMsg(ctx, c.seq)
+		gctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		_, err := p.res.Jobs.GetMsg(gctx, c.seq)
+		cancel()
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}

@@ -19,7 +19,9 @@ func (p *Pool) Tail(ctx context.Context, w io.Writer, interval time.Duration) {
 	fmt.Fprint(w, "\x1b[2J")
 	for {
 		var b strings.Builder
-		RenderStatus(&b, p.Status())
+		sctx, cancel := context.WithTimeout(ctx, interval)
+		RenderStatus(&b, p.Status(sctx))
+		cancel()
 		// Home, each line cleared to its end, then the rest of the screen.
 		frame := "\x1b[H" + strings.ReplaceAll(b.String(), "\n", "\x1b[K\n") + "\x1b[J"
 		_, _ = io.WriteString(w, frame)
@@ -78,10 +80,10 @@ func RenderStatus(w io.Writer, st Status) {
 		}
 		var hostRows [][]string
 		for _, h := range st.Hosts {
-			hostRows = append(hostRows, []string{h.Name, fmt.Sprintf("%.2f / %.0f GB", h.RAMUsed, h.MaxRAM),
+			hostRows = append(hostRows, []string{h.Name,
 				fmt.Sprintf("%d / %d", h.MaxThreads-h.FreeThreads, h.MaxThreads), fmt.Sprint(h.Cores), fmt.Sprint(workersOn[h.Name])})
 		}
-		DrawTable(w, []string{"host", "RAM used", "threads held", "cores", "workers"}, hostRows)
+		DrawTable(w, []string{"host", "threads held", "cores", "workers"}, hostRows)
 	}
 	pct := 0.0
 	if st.ThreadsTotal > 0 {

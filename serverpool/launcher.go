@@ -17,29 +17,17 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"github.com/hvmind/hvmind/worker"
+	"github.com/hvmind/hvmind/broker"
 )
 
 // ErrNoLauncher means the pool was configured without a way to start workers.
 var ErrNoLauncher = errors.New("the pool cannot launch workers")
 
-// WorkerSpec describes a worker to launch.
-type WorkerSpec struct {
-	ID      string
-	Host    string
-	Threads int
-	// ReserveRAM makes the worker hold its RAM on Host in the world.
-	ReserveRAM bool
-	// OnDemand marks a worker launched for a job that did not fit: the pool
-	// stops it when it has been idle for a while.
-	OnDemand bool
-}
-
 // Launcher starts worker processes.
 type Launcher interface {
 	// Launch starts a worker; it returns once the process has started, not
 	// once the worker has registered.
-	Launch(ctx context.Context, spec WorkerSpec) error
+	Launch(ctx context.Context, spec broker.WorkerSpec) error
 }
 
 // LocalLauncher starts hvmind-worker processes on this machine, detached in
@@ -56,7 +44,7 @@ type LocalLauncher struct {
 	// Logger receives launch notices.
 	Logger zerolog.Logger
 	// Process, when set, runs every worker in one worker process of that
-	// name (see worker.Process), started on the first launch and again if
+	// name (a worker process, see package worker), started on the first launch and again if
 	// it has gone: one timer queue for all. Conn is then the connection the
 	// launch requests go on.
 	Process string
@@ -86,7 +74,7 @@ func FindWorkerBin() (string, error) {
 
 // Launch starts one worker: a process of its own, or a worker in the
 // launcher's worker process.
-func (l *LocalLauncher) Launch(ctx context.Context, spec WorkerSpec) error {
+func (l *LocalLauncher) Launch(ctx context.Context, spec broker.WorkerSpec) error {
 	if l.Bin == "" {
 		return ErrNoLauncher
 	}
@@ -97,8 +85,8 @@ func (l *LocalLauncher) Launch(ctx context.Context, spec WorkerSpec) error {
 		"--id", spec.ID, "--host", spec.Host, "--threads", strconv.Itoa(spec.Threads),
 		"--nats", l.NATS, "--log-format", "json",
 	}
-	if spec.ReserveRAM {
-		args = append(args, "--reserve-ram")
+	if spec.Reserve {
+		args = append(args, "--reserve")
 	}
 	if spec.OnDemand {
 		args = append(args, "--on-demand")
@@ -114,17 +102,20 @@ func (l *LocalLauncher) Launch(ctx context.Context, spec WorkerSpec) error {
 
 // launchInProcess asks the worker process to start the worker, starting
 // the process first if it does not answer.
-func (l *LocalLauncher) launchInProcess(ctx context.Context, spec WorkerSpec) error {
+func (l *LocalLauncher) launchInProcess(ctx context.Context, spec broker.WorkerSpec) error {
 	if l.Conn == nil {
 		return fmt.Errorf("%w: a worker process needs a connection", ErrNoLauncher)
 	}
 	if err := l.ensureProcess(ctx); err != nil {
 		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
 	}
-	data, _ := json.Marshal(worker.Spec{ID: spec.ID, Host: spec.Host, Threads: spec.Threads, ReserveRAM: spec.ReserveRAM, OnDemand: spec.OnDemand})
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
+	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	msg, err := l.Conn.RequestWithContext(rctx, worker.ProcessSubject(l.Process, "launch"), data)
+	msg, err := l.Conn.RequestWithContext(rctx, broker.ProcessSubject(l.Process, "launch"), data)
 	if err != nil {
 		return fmt.Errorf("launch worker %s in process %s: %w", spec.ID, l.Process, err)
 	}
@@ -140,7 +131,7 @@ func (l *LocalLauncher) launchInProcess(ctx context.Context, spec WorkerSpec) er
 func (l *LocalLauncher) ensureProcess(ctx context.Context) error {
 	l.procMu.Lock()
 	defer l.procMu.Unlock()
-	status := worker.ProcessSubject(l.Process, "status")
+	status := broker.ProcessSubject(l.Process, "status")
 	if _, err := l.Conn.Request(status, nil, time.Second); err == nil {
 		return nil
 	}

@@ -1,6 +1,12 @@
-// Package serverpool knows where workers can run: the world's hosts with
-// root and RAM, how many threads each can still take, and how to deploy a
-// worker onto one (reserve its RAM in the world, then launch it).
+// Package serverpool knows where workers can run: the hosts a capacity
+// Provider offers, how many threads each can still take, and how to deploy
+// a worker onto one (reserve its threads with the provider, then launch
+// it).
+//
+// The job system does not own the hosts. Whatever does (a fixed fleet of
+// machines, a cloud account, a simulated network) implements Provider; the
+// pool then asks the server pool where a new worker should go and how big
+// it may be. Fixed is a Provider for a fixed set of hosts, kept in memory.
 package serverpool
 
 import (
@@ -11,36 +17,53 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/broker"
 )
 
-// Sentinel errors.
+// Sentinel errors. A Provider wraps ErrNoRoom, ErrUnknownHost and
+// ErrUnavailable so that the pool can act on them.
 var (
-	// ErrNoHost means no host has the free RAM asked for.
-	ErrNoHost = errors.New("no host has that much free RAM")
+	// ErrNoHost means no host has the free threads asked for.
+	ErrNoHost = errors.New("no host has that many threads free")
+	// ErrNoRoom means a host has not the room for a reservation (another
+	// worker took it since the host was listed).
+	ErrNoRoom = errors.New("not enough room on the host")
+	// ErrUnknownHost means a host the provider does not offer.
+	ErrUnknownHost = errors.New("unknown host")
+	// ErrUnavailable means the provider cannot answer now (it is not
+	// running, or timed out); the pool then launches workers without it.
+	ErrUnavailable = errors.New("capacity provider unavailable")
 	// ErrBadPolicy is returned for an unknown sizing policy.
 	ErrBadPolicy = errors.New("unknown worker sizing policy")
 )
 
-// Host is a server that can run workers.
+// Host is a machine (or a slot of one) that can run workers.
 type Host struct {
 	Name string `json:"name"`
-	// MaxRAM and RAMUsed are in GB; Cores speed up grow and weaken.
-	MaxRAM  float64 `json:"maxRam"`
-	RAMUsed float64 `json:"ramUsed"`
-	Cores   int     `json:"cores"`
-	// FreeThreads is floor((MaxRAM - RAMUsed) / 1.75); MaxThreads the same
-	// for an empty host.
+	// Cores is the host's cores; a job's MinCores places it only on hosts
+	// with that many.
+	Cores int `json:"cores"`
+	// FreeThreads is how many more worker threads the host can take;
+	// MaxThreads how many it takes when empty.
 	FreeThreads int `json:"freeThreads"`
 	MaxThreads  int `json:"maxThreads"`
 }
 
-// RAMSource reads the hosts' RAM and reserves or releases it: the world
-// client.
-type RAMSource interface {
-	RAM(ctx context.Context) ([]world.HostRAM, error)
-	ReserveRAM(ctx context.Context, req world.RAMRequest) (world.RAMReply, error)
-	ReleaseRAM(ctx context.Context, req world.RAMRequest) (world.RAMReply, error)
+// Provider owns the hosts: it lists them with their free threads, and keeps
+// the ledger of the threads each worker holds on each, so that workers
+// started by different processes share a host's capacity. Reserve and
+// Release are idempotent: a worker re-asserts its reservation now and then,
+// and the pool releases the reservation of a worker that died without
+// doing so.
+type Provider interface {
+	// Hosts lists the hosts workers may run on, in any order.
+	Hosts(ctx context.Context) ([]Host, error)
+	// Reserve sets the threads owner holds on host. A host without the
+	// room is an error wrapping ErrNoRoom; one the provider does not
+	// offer, ErrUnknownHost.
+	Reserve(ctx context.Context, host, owner string, threads int) error
+	// Release frees what owner holds on host.
+	Release(ctx context.Context, host, owner string) error
 }
 
 // Policy decides how many threads a new worker gets, given the threads the
@@ -52,6 +75,10 @@ type Policy struct {
 	Kind  string
 	Chunk int
 }
+
+// DefaultPolicy sizes workers in chunks of 64 threads: few workers per
+// host, few threads idle.
+var DefaultPolicy = Policy{Kind: "chunk", Chunk: 64}
 
 // ParsePolicy reads "exact", "host" or "chunk:N".
 func ParsePolicy(s string) (Policy, error) {
@@ -76,6 +103,11 @@ func (p Policy) String() string {
 	return p.Kind
 }
 
+func (p Policy) validate() error {
+	_, err := ParsePolicy(p.String())
+	return err
+}
+
 // Size is the threads of a new worker for a job of threads on a host with
 // free threads (free >= threads).
 func (p Policy) Size(threads, free int) int {
@@ -90,20 +122,52 @@ func (p Policy) Size(threads, free int) int {
 	}
 }
 
+// Options configure a ServerPool.
+type Options struct {
+	// Provider owns the hosts; required.
+	Provider Provider
+	// Launcher starts the workers Deploy places; nil: Deploy fails with
+	// ErrNoLauncher (the server pool still answers where workers could go,
+	// and releases the reservations of gone workers).
+	Launcher Launcher
+	// Policy sizes new workers (DefaultPolicy when zero).
+	Policy Policy
+	// Only, when set, are the only hosts the server pool uses.
+	Only []string
+}
+
+// WithDefaults returns the options with every zero field set to its default.
+func (o Options) WithDefaults() Options {
+	if o.Policy == (Policy{}) {
+		o.Policy = DefaultPolicy
+	}
+	return o
+}
+
+func (o *Options) validate() error {
+	if o.Provider == nil {
+		return errors.New("serverpool: a Provider is required")
+	}
+	return o.Policy.validate()
+}
+
 // ServerPool is the set of hosts workers can run on.
 type ServerPool struct {
-	ram      RAMSource
+	provider Provider
 	launcher Launcher
 	policy   Policy
 	// only, when set, are the hosts the pool may use.
 	only map[string]bool
 }
 
-// Only restricts the server pool to the named hosts (none: every host).
-// It returns sp.
-func (sp *ServerPool) Only(hosts ...string) *ServerPool {
-	sp.only = nil
-	for _, h := range hosts {
+// New validates the options and returns a server pool.
+func New(o Options) (*ServerPool, error) {
+	o = o.WithDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	sp := &ServerPool{provider: o.Provider, launcher: o.Launcher, policy: o.Policy}
+	for _, h := range o.Only {
 		if h = strings.TrimSpace(h); h != "" {
 			if sp.only == nil {
 				sp.only = map[string]bool{}
@@ -111,36 +175,25 @@ func (sp *ServerPool) Only(hosts ...string) *ServerPool {
 			sp.only[h] = true
 		}
 	}
-	return sp
-}
-
-// New returns a server pool reading RAM from src and launching with l.
-func New(src RAMSource, l Launcher, policy Policy) *ServerPool {
-	if policy.Kind == "" {
-		policy.Kind = "exact"
-	}
-	return &ServerPool{ram: src, launcher: l, policy: policy}
+	return sp, nil
 }
 
 // Policy is the sizing policy in use.
 func (sp *ServerPool) Policy() Policy { return sp.policy }
 
-// Hosts lists the hosts with root and RAM (those named by Only, if any),
-// fewest free threads first.
+// Hosts lists the hosts the pool may use, fewest free threads first.
 func (sp *ServerPool) Hosts(ctx context.Context) ([]Host, error) {
-	rams, err := sp.ram.RAM(ctx)
+	all, err := sp.provider.Hosts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("hosts: %w", err)
 	}
-	out := make([]Host, 0, len(rams))
-	for _, r := range rams {
-		if r.MaxRAM <= 0 || (sp.only != nil && !sp.only[r.Hostname]) {
+	out := make([]Host, 0, len(all))
+	for _, h := range all {
+		if h.MaxThreads <= 0 || (sp.only != nil && !sp.only[h.Name]) {
 			continue
 		}
-		out = append(out, Host{
-			Name: r.Hostname, MaxRAM: r.MaxRAM, RAMUsed: r.RAMUsed, Cores: max(1, r.CPUCores),
-			FreeThreads: r.FreeThreads, MaxThreads: world.ThreadsForRAM(r.MaxRAM),
-		})
+		h.Cores = max(1, h.Cores)
+		out = append(out, h)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].FreeThreads != out[j].FreeThreads {
@@ -149,6 +202,20 @@ func (sp *ServerPool) Hosts(ctx context.Context) ([]Host, error) {
 		return out[i].Name < out[j].Name
 	})
 	return out, nil
+}
+
+// Cores is the cores of every host the provider offers (not only those
+// the pool may launch on: a worker started by hand may run on any).
+func (sp *ServerPool) Cores(ctx context.Context) (map[string]int, error) {
+	all, err := sp.provider.Hosts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hosts: %w", err)
+	}
+	m := make(map[string]int, len(all))
+	for _, h := range all {
+		m[h.Name] = max(1, h.Cores)
+	}
+	return m, nil
 }
 
 // SmallestFit is the host with the fewest free threads that still has
@@ -170,8 +237,7 @@ func (sp *ServerPool) smallestFit(ctx context.Context, threads, minCores int) (H
 	if minCores > 1 {
 		return Host{}, fmt.Errorf("%w: %d threads on a host of %d cores wanted", ErrNoHost, threads, minCores)
 	}
-	return Host{}, fmt.Errorf("%w: %d threads (%.2f GB) wanted; the most free is %d threads", ErrNoHost,
-		threads, world.ThreadRAM*float64(threads), mostFree(hosts))
+	return Host{}, fmt.Errorf("%w: %d threads wanted; the most free is %d", ErrNoHost, threads, mostFree(hosts))
 }
 
 // Largest is the host with the most free threads.
@@ -194,7 +260,7 @@ func (sp *ServerPool) LargestCores(ctx context.Context, minCores int) (Host, err
 	if minCores > 1 {
 		return Host{}, fmt.Errorf("%w: no host has %d cores", ErrNoHost, minCores)
 	}
-	return Host{}, fmt.Errorf("%w: the world has no host with root and RAM", ErrNoHost)
+	return Host{}, fmt.Errorf("%w: the provider offers no host", ErrNoHost)
 }
 
 // FreeThreads is the threads one host can still take.
@@ -208,7 +274,7 @@ func (sp *ServerPool) FreeThreads(ctx context.Context, host string) (int, error)
 			return h.FreeThreads, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: %s is not a host with root and RAM", world.ErrUnknownHost, host)
+	return 0, fmt.Errorf("%w: %s", ErrUnknownHost, host)
 }
 
 // TotalFreeThreads is the threads all hosts can still take.
@@ -234,11 +300,12 @@ func mostFree(hosts []Host) int {
 // Plan chooses where a worker for a job of threads goes and how big it is.
 //
 // Host, size and the job's window depend on each other: the host must have
-// the worker's RAM, the worker must hold the job's threads over its window,
-// and the size decides what else the worker can take later. The circle is
-// cut in this order: a new worker is empty, so any window fits once its
-// size covers the job; the host is the smallest that can hold the job's
-// threads; then the policy sizes the worker within what that host has free.
+// the worker's threads free, the worker must hold the job's threads over
+// its window, and the size decides what else the worker can take later.
+// The circle is cut in this order: a new worker is empty, so any window
+// fits once its size covers the job; the host is the smallest that can
+// hold the job's threads; then the policy sizes the worker within what
+// that host has free.
 func (sp *ServerPool) Plan(ctx context.Context, threads int) (Host, int, error) {
 	return sp.PlanCores(ctx, threads, 0)
 }
@@ -252,17 +319,26 @@ func (sp *ServerPool) PlanCores(ctx context.Context, threads, minCores int) (Hos
 	return h, sp.policy.Size(threads, h.FreeThreads), nil
 }
 
-// Deploy reserves a worker's RAM on its host in the world, then launches it
-// (the worker holds the same reservation while it lives). If the launch
-// fails the RAM is given back.
-func (sp *ServerPool) Deploy(ctx context.Context, spec WorkerSpec) error {
-	if _, err := sp.ram.ReserveRAM(ctx, world.RAMRequest{Host: spec.Host, Owner: spec.ID, Threads: spec.Threads}); err != nil {
+// Deploy reserves a worker's threads on its host with the provider, then
+// launches it (the worker holds the same reservation while it lives). If
+// the launch fails the reservation is released.
+func (sp *ServerPool) Deploy(ctx context.Context, spec broker.WorkerSpec) error {
+	if sp.launcher == nil {
+		return fmt.Errorf("deploy worker %s: %w", spec.ID, ErrNoLauncher)
+	}
+	if err := sp.provider.Reserve(ctx, spec.Host, spec.ID, spec.Threads); err != nil {
 		return fmt.Errorf("deploy worker %s on %s: %w", spec.ID, spec.Host, err)
 	}
-	spec.ReserveRAM = true
+	spec.Reserve = true
 	if err := sp.launcher.Launch(ctx, spec); err != nil {
-		_, _ = sp.ram.ReleaseRAM(context.WithoutCancel(ctx), world.RAMRequest{Host: spec.Host, Owner: spec.ID})
+		_ = sp.provider.Release(context.WithoutCancel(ctx), spec.Host, spec.ID)
 		return err
 	}
 	return nil
+}
+
+// Release gives back what a worker held on its host: the pool calls it
+// for workers that died without giving it back themselves.
+func (sp *ServerPool) Release(ctx context.Context, host, owner string) error {
+	return sp.provider.Release(ctx, host, owner)
 }

@@ -3,44 +3,51 @@ package serverpool_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/serverpool"
-	"github.com/hvmind/hvmind/world"
 )
 
-// fakeWorld is the RAM part of the world, from a scenario, in memory.
-type fakeWorld struct{ st *world.State }
-
-func (f fakeWorld) RAM(context.Context) ([]world.HostRAM, error) { return f.st.Hosts(), nil }
-func (f fakeWorld) ReserveRAM(_ context.Context, r world.RAMRequest) (world.RAMReply, error) {
-	rep, _, err := f.st.Reserve(r)
-	return rep, err
-}
-func (f fakeWorld) ReleaseRAM(_ context.Context, r world.RAMRequest) (world.RAMReply, error) {
-	rep, _, err := f.st.Release(r)
-	return rep, err
+type recordingLauncher struct {
+	mu    sync.Mutex
+	specs []broker.WorkerSpec
+	err   error
 }
 
-type nopLauncher struct{ specs []serverpool.WorkerSpec }
-
-func (l *nopLauncher) Launch(_ context.Context, s serverpool.WorkerSpec) error {
+func (l *recordingLauncher) Launch(_ context.Context, s broker.WorkerSpec) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.specs = append(l.specs, s)
-	return nil
+	return l.err
 }
 
-func setup(t *testing.T, policy string) (*serverpool.ServerPool, *nopLauncher) {
-	t.Helper()
-	sc, err := world.LoadScenario("newgame")
-	if err != nil {
-		t.Fatal(err)
+// smallNetwork is eight hosts: one of 4 threads, one of 2, six of 9.
+func smallNetwork() *serverpool.Fixed {
+	hosts := []serverpool.Host{
+		{Name: "home", MaxThreads: 4, Cores: 1},
+		{Name: "n00dles", MaxThreads: 2, Cores: 1},
 	}
+	for _, n := range []string{"foodnstuff", "sigma-cosmetics", "joesguns", "hong-fang-tea", "harakiri-sushi", "nectar-net"} {
+		hosts = append(hosts, serverpool.Host{Name: n, MaxThreads: 9, Cores: 1})
+	}
+	return serverpool.NewFixed(hosts...)
+}
+
+func setup(t *testing.T, policy string) (*serverpool.ServerPool, *recordingLauncher, *serverpool.Fixed) {
+	t.Helper()
 	p, err := serverpool.ParsePolicy(policy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &nopLauncher{}
-	return serverpool.New(fakeWorld{world.NewState(sc)}, l, p), l
+	l := &recordingLauncher{}
+	fixed := smallNetwork()
+	sp, err := serverpool.New(serverpool.Options{Provider: fixed, Launcher: l, Policy: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp, l, fixed
 }
 
 func TestPlanAndDeploy(t *testing.T) {
@@ -62,7 +69,7 @@ func TestPlanAndDeploy(t *testing.T) {
 	} {
 		t.Run(tc.policy, func(t *testing.T) {
 			t.Parallel()
-			sp, l := setup(t, tc.policy)
+			sp, l, fixed := setup(t, tc.policy)
 			h, size, err := sp.Plan(ctx, tc.threads)
 			if tc.wantNoHostErr {
 				if !errors.Is(err, serverpool.ErrNoHost) {
@@ -73,20 +80,50 @@ func TestPlanAndDeploy(t *testing.T) {
 			if err != nil || h.Name != tc.host || size != tc.size {
 				t.Fatalf("Plan(%d) = %s, %d, %v; want %s, %d", tc.threads, h.Name, size, err, tc.host, tc.size)
 			}
-			if err := sp.Deploy(ctx, serverpool.WorkerSpec{ID: "w1", Host: h.Name, Threads: size}); err != nil {
+			if err := sp.Deploy(ctx, broker.WorkerSpec{ID: "w1", Host: h.Name, Threads: size}); err != nil {
 				t.Fatal(err)
 			}
 			free, _ := sp.FreeThreads(ctx, h.Name)
-			if free != h.FreeThreads-size || len(l.specs) != 1 || !l.specs[0].ReserveRAM {
-				t.Errorf("after deploy: %d free (want %d), launches %+v", free, h.FreeThreads-size, l.specs)
+			if free != h.FreeThreads-size || len(l.specs) != 1 || !l.specs[0].Reserve || fixed.Held(h.Name, "w1") != size {
+				t.Errorf("after deploy: %d free (want %d), held %d, launches %+v", free, h.FreeThreads-size, fixed.Held(h.Name, "w1"), l.specs)
 			}
 		})
 	}
 }
 
+// A deploy whose launch fails gives the reservation back; one that finds
+// the host full launches nothing.
+func TestDeployFailures(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sp, l, fixed := setup(t, "exact")
+	l.err = errors.New("no such binary")
+	if err := sp.Deploy(ctx, broker.WorkerSpec{ID: "w1", Host: "home", Threads: 3}); err == nil {
+		t.Fatal("deploy with a failing launcher succeeded")
+	}
+	if n := fixed.Held("home", "w1"); n != 0 {
+		t.Errorf("a failed launch left %d threads reserved", n)
+	}
+	l.err = nil
+	err := sp.Deploy(ctx, broker.WorkerSpec{ID: "w2", Host: "home", Threads: 5})
+	if !errors.Is(err, serverpool.ErrNoRoom) {
+		t.Errorf("deploy of 5 threads on a 4-thread host = %v, want ErrNoRoom", err)
+	}
+	if len(l.specs) != 1 {
+		t.Errorf("launches %+v, want only the first (failed) one", l.specs)
+	}
+	noLauncher, err := serverpool.New(serverpool.Options{Provider: fixed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := noLauncher.Deploy(ctx, broker.WorkerSpec{ID: "w3", Host: "home", Threads: 1}); !errors.Is(err, serverpool.ErrNoLauncher) {
+		t.Errorf("deploy without a launcher = %v, want ErrNoLauncher", err)
+	}
+}
+
 func TestHostsTotalsAndLargest(t *testing.T) {
 	t.Parallel()
-	sp, _ := setup(t, "exact")
+	sp, _, _ := setup(t, "exact")
 	ctx := context.Background()
 	total, err := sp.TotalFreeThreads(ctx)
 	if err != nil || total != 4+2+9*6 {
@@ -95,11 +132,36 @@ func TestHostsTotalsAndLargest(t *testing.T) {
 	if h, _ := sp.Largest(ctx); h.FreeThreads != 9 {
 		t.Errorf("Largest = %+v", h)
 	}
-	if _, err := sp.FreeThreads(ctx, "nowhere"); !errors.Is(err, world.ErrUnknownHost) {
+	if _, err := sp.FreeThreads(ctx, "nowhere"); !errors.Is(err, serverpool.ErrUnknownHost) {
 		t.Errorf("FreeThreads(nowhere) = %v", err)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		o    serverpool.Options
+		want error
+	}{
+		{"no provider", serverpool.Options{}, nil},
+		{"bad chunk", serverpool.Options{Provider: smallNetwork(), Policy: serverpool.Policy{Kind: "chunk"}}, serverpool.ErrBadPolicy},
+		{"bad kind", serverpool.Options{Provider: smallNetwork(), Policy: serverpool.Policy{Kind: "most"}}, serverpool.ErrBadPolicy},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := serverpool.New(tc.o)
+			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
+				t.Errorf("New = %v, want an error (%v)", err, tc.want)
+			}
+		})
 	}
 	if _, err := serverpool.ParsePolicy("chunk:x"); !errors.Is(err, serverpool.ErrBadPolicy) {
 		t.Errorf("ParsePolicy(chunk:x) = %v", err)
+	}
+	sp, err := serverpool.New(serverpool.Options{Provider: smallNetwork()})
+	if err != nil || sp.Policy() != serverpool.DefaultPolicy {
+		t.Errorf("New with no policy = %v, %v; want DefaultPolicy", sp.Policy(), err)
 	}
 }
 
@@ -107,8 +169,12 @@ func TestHostsTotalsAndLargest(t *testing.T) {
 // on them.
 func TestOnlyTheNamedHosts(t *testing.T) {
 	t.Parallel()
-	sp, l := setup(t, "host")
-	sp.Only("n00dles", " foodnstuff", "")
+	l := &recordingLauncher{}
+	sp, err := serverpool.New(serverpool.Options{Provider: smallNetwork(), Launcher: l,
+		Policy: serverpool.Policy{Kind: "host"}, Only: []string{"n00dles", " foodnstuff", ""}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	hosts, err := sp.Hosts(ctx)
 	if err != nil || len(hosts) != 2 {
@@ -126,20 +192,23 @@ func TestOnlyTheNamedHosts(t *testing.T) {
 	if len(l.specs) != 0 {
 		t.Errorf("launched %+v", l.specs)
 	}
-	if hosts, _ := sp.Only().Hosts(ctx); len(hosts) != 8 {
-		t.Errorf("Only() lists %d hosts, want all 8", len(hosts))
+	// Cores are read for every host, whatever the restriction.
+	if cores, err := sp.Cores(ctx); err != nil || len(cores) != 8 {
+		t.Errorf("Cores = %v, %v; want all 8 hosts", cores, err)
 	}
 }
 
-// A job that needs cores goes only to hosts that have them: on
-// reference-880 only home has 3.
+// A job that needs cores goes only to hosts that have them.
 func TestPlanAndLargestWithCores(t *testing.T) {
 	t.Parallel()
-	sc, err := world.LoadScenario("reference-880")
+	sp, err := serverpool.New(serverpool.Options{Provider: serverpool.NewFixed(
+		serverpool.Host{Name: "home", MaxThreads: 18724, Cores: 3},
+		serverpool.Host{Name: "n00dles", MaxThreads: 2, Cores: 1},
+		serverpool.Host{Name: "pserv-0", MaxThreads: 1170, Cores: 1},
+	), Policy: serverpool.Policy{Kind: "exact"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := serverpool.New(fakeWorld{world.NewState(sc)}, &nopLauncher{}, serverpool.Policy{Kind: "exact"})
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name             string
@@ -172,5 +241,38 @@ func TestPlanAndLargestWithCores(t *testing.T) {
 				t.Fatalf("got %+v, %v; want %s", h, err, tc.want)
 			}
 		})
+	}
+}
+
+// The fixed provider keeps one ledger: an owner's reservation is set, not
+// added to, and released whole.
+func TestFixedLedger(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := serverpool.NewFixed(serverpool.Host{Name: "a", MaxThreads: 10, Cores: 2})
+	free := func() int {
+		hs, _ := f.Hosts(ctx)
+		return hs[0].FreeThreads
+	}
+	for _, step := range []struct {
+		do       func() error
+		wantErr  error
+		wantFree int
+	}{
+		{func() error { return f.Reserve(ctx, "a", "w1", 6) }, nil, 4},
+		{func() error { return f.Reserve(ctx, "a", "w1", 6) }, nil, 4}, // idempotent
+		{func() error { return f.Reserve(ctx, "a", "w2", 5) }, serverpool.ErrNoRoom, 4},
+		{func() error { return f.Reserve(ctx, "a", "w1", 8) }, nil, 2}, // grows within the host
+		{func() error { return f.Reserve(ctx, "b", "w1", 1) }, serverpool.ErrUnknownHost, 2},
+		{func() error { return f.Release(ctx, "a", "w1") }, nil, 10},
+		{func() error { return f.Release(ctx, "a", "w1") }, nil, 10},
+	} {
+		err := step.do()
+		if (step.wantErr == nil) != (err == nil) || (step.wantErr != nil && !errors.Is(err, step.wantErr)) {
+			t.Fatalf("got %v, want %v", err, step.wantErr)
+		}
+		if got := free(); got != step.wantFree {
+			t.Fatalf("free threads %d, want %d", got, step.wantFree)
+		}
 	}
 }

@@ -28,9 +28,9 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 		}
 		// The reservation is idempotent; re-asserting it now and then takes
 		// it back if the pool gave it away while our beats were not seen.
-		if w.opts.RAM != nil && beat%10 == 0 {
-			if err := w.opts.RAM.Reserve(ctx, w.opts.Host, w.opts.ID, w.opts.Threads); err != nil {
-				w.log.Warn().Err(err).Msg("re-asserting this worker's RAM")
+		if w.opts.Reserver != nil && beat%reassertEvery == 0 {
+			if err := w.reserve(ctx); err != nil {
+				w.log.Warn().Err(err).Msg("re-asserting this worker's reservation")
 			}
 		}
 		cur, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID)

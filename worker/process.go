@@ -27,8 +27,9 @@ import (
 // and spins on one thread at most.
 //
 // The process takes launch requests as a NATS micro service,
-// ProcessServiceName, on ProcessSubject(name, "launch") (a Spec as JSON) and
-// lists its workers on ProcessSubject(name, "status").
+// ProcessServiceName, on broker.ProcessSubject(name, "launch") (a
+// broker.WorkerSpec as JSON) and lists its workers on
+// broker.ProcessSubject(name, "status").
 
 // ProcessServiceName is the micro service name of worker processes.
 const ProcessServiceName = "hvmind-worker-process"
@@ -36,23 +37,6 @@ const ProcessServiceName = "hvmind-worker-process"
 // ErrWorkerRunning is the error of a launch request for a worker id the
 // process already runs.
 var ErrWorkerRunning = errors.New("this process already runs that worker")
-
-// ProcessSubject is the subject of a worker process's endpoint (launch or
-// status): hvmind.procs.<name>.<endpoint>.
-func ProcessSubject(name, endpoint string) string {
-	return "hvmind.procs." + name + "." + endpoint
-}
-
-// Spec is a worker to start in a worker process.
-type Spec struct {
-	ID      string `json:"id"`
-	Host    string `json:"host"`
-	Threads int    `json:"threads"`
-	// ReserveRAM makes the worker hold its RAM on Host in the world.
-	ReserveRAM bool `json:"reserveRam,omitempty"`
-	// OnDemand marks a worker launched for a job that did not fit.
-	OnDemand bool `json:"onDemand,omitempty"`
-}
 
 // ProcessOptions configure a worker process. The timing options apply to
 // every worker it runs.
@@ -63,14 +47,45 @@ type ProcessOptions struct {
 	Heartbeat time.Duration
 	Tolerance time.Duration
 	Spin      time.Duration
-	// Handlers serve the tasks of every worker; nil means the built-in ones.
+	// Handlers serve the tasks of every worker; nil means NewHandlers.
 	Handlers *Handlers
-	// RAM holds the RAM of the workers whose Spec asks for it.
-	RAM RAMKeeper
+	// Reserver holds the threads of the workers whose spec asks for it.
+	Reserver Reserver
 	// Linger is how long the process waits for a new worker once all its
 	// workers have stopped, before it exits (DefaultLinger when 0).
 	Linger time.Duration
 	Logger zerolog.Logger
+}
+
+// WithDefaults returns the options with every zero field set to its
+// default (those of Options for the timing).
+func (o ProcessOptions) WithDefaults() ProcessOptions {
+	if o.Heartbeat == 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.Tolerance == 0 {
+		o.Tolerance = DefaultTolerance
+	}
+	if o.Spin == 0 {
+		o.Spin = DefaultSpin
+	}
+	if o.Handlers == nil {
+		o.Handlers = NewHandlers()
+	}
+	if o.Linger == 0 {
+		o.Linger = DefaultLinger
+	}
+	return o
+}
+
+func (o *ProcessOptions) validate() error {
+	if !job.ValidWorkerID(o.Name) {
+		return fmt.Errorf("worker process name: %w (got %q)", ErrInvalidID, o.Name)
+	}
+	if o.Linger < 0 {
+		return fmt.Errorf("%w: linger %s must be positive", ErrInvalidOption, o.Linger)
+	}
+	return validateTiming(o.Heartbeat, o.Tolerance)
 }
 
 // ProcessStatus is the reply of the status endpoint.
@@ -100,14 +115,9 @@ type Process struct {
 // NewProcess validates the options and prepares a worker process on an
 // open connection.
 func NewProcess(nc *nats.Conn, opts ProcessOptions) (*Process, error) {
-	if !job.ValidWorkerID(opts.Name) {
-		return nil, fmt.Errorf("worker process name: %w (got %q)", ErrInvalidID, opts.Name)
-	}
-	if opts.Handlers == nil {
-		opts.Handlers = NewHandlers()
-	}
-	if opts.Linger <= 0 {
-		opts.Linger = DefaultLinger
+	opts = opts.WithDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	return &Process{
 		opts: opts, nc: nc, timers: NewTimerQueue(opts.Spin),
@@ -118,17 +128,17 @@ func NewProcess(nc *nats.Conn, opts ProcessOptions) (*Process, error) {
 
 // Start starts a worker in the process. The worker runs until ctx of Run
 // ends or it stops on its own (the pool asked it to, another process took
-// its id over, its RAM was refused).
-func (p *Process) Start(spec Spec) error {
-	var ram RAMKeeper
-	if spec.ReserveRAM {
-		if p.opts.RAM == nil {
-			return fmt.Errorf("start worker %s: this process cannot reserve RAM", spec.ID)
+// its id over, its reservation was refused).
+func (p *Process) Start(spec broker.WorkerSpec) error {
+	var reserver Reserver
+	if spec.Reserve {
+		if p.opts.Reserver == nil {
+			return fmt.Errorf("start worker %s: this process has no reserver to hold its threads on %s", spec.ID, spec.Host)
 		}
-		ram = p.opts.RAM
+		reserver = p.opts.Reserver
 	}
 	w, err := New(p.nc, Options{
-		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, RAM: ram,
+		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
 		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin,
 		Timers: p.timers, Handlers: p.opts.Handlers, Logger: p.opts.Logger,
 	})
@@ -201,8 +211,8 @@ func (p *Process) Run(ctx context.Context) error {
 		Description: "HVMind worker process: runs several workers on one timer queue",
 		Metadata:    map[string]string{"name": p.opts.Name},
 	},
-		broker.Endpoint{Name: "launch", Subject: ProcessSubject(p.opts.Name, "launch"), Handler: micro.HandlerFunc(p.handleLaunch)},
-		broker.Endpoint{Name: "status", Subject: ProcessSubject(p.opts.Name, "status"), Handler: micro.HandlerFunc(p.handleStatus)},
+		broker.Endpoint{Name: "launch", Subject: broker.ProcessSubject(p.opts.Name, "launch"), Handler: micro.HandlerFunc(p.handleLaunch)},
+		broker.Endpoint{Name: "status", Subject: broker.ProcessSubject(p.opts.Name, "status"), Handler: micro.HandlerFunc(p.handleStatus)},
 	)
 	if err != nil {
 		return fmt.Errorf("worker process %s: %w", p.opts.Name, err)
@@ -234,7 +244,7 @@ func (p *Process) Run(ctx context.Context) error {
 }
 
 func (p *Process) handleLaunch(req micro.Request) {
-	var spec Spec
+	var spec broker.WorkerSpec
 	if err := json.Unmarshal(req.Data(), &spec); err != nil {
 		_ = req.Error("400", "malformed worker spec: "+err.Error(), nil)
 		return

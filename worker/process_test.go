@@ -43,10 +43,10 @@ func TestProcessRunsSeveralWorkers(t *testing.T) {
 	client := b.Connect(t)
 	launch := func(body string) (string, string) {
 		t.Helper()
-		var msg, err = client.Request(worker.ProcessSubject("p1", "launch"), []byte(body), 5*time.Second)
+		var msg, err = client.Request(broker.ProcessSubject("p1", "launch"), []byte(body), 5*time.Second)
 		for i := 0; err != nil && i < 50; i++ { // the service may not be up yet
 			time.Sleep(50 * time.Millisecond)
-			msg, err = client.Request(worker.ProcessSubject("p1", "launch"), []byte(body), 5*time.Second)
+			msg, err = client.Request(broker.ProcessSubject("p1", "launch"), []byte(body), 5*time.Second)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -86,7 +86,7 @@ func TestProcessRunsSeveralWorkers(t *testing.T) {
 	if got := strings.Join(p.Workers(), ","); got != "a1,b1" {
 		t.Fatalf("workers %q, want a1,b1", got)
 	}
-	msg, err := client.Request(worker.ProcessSubject("p1", "status"), nil, 5*time.Second)
+	msg, err := client.Request(broker.ProcessSubject("p1", "status"), nil, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

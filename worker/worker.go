@@ -32,40 +32,90 @@ import (
 var (
 	ErrInvalidID      = errors.New("worker id may hold only letters, digits, '-' and '_'")
 	ErrInvalidThreads = errors.New("worker threads must be positive")
-	ErrTakenOver      = errors.New("another process took over this worker id")
+	// ErrInvalidOption wraps every other option that is out of range.
+	ErrInvalidOption = errors.New("invalid worker option")
+	ErrTakenOver     = errors.New("another process took over this worker id")
 	// ErrStopRequested is the cause of a stop the pool asked for.
 	ErrStopRequested = errors.New("stop requested by the pool")
 )
 
+// Defaults of Options.
+const (
+	// DefaultHeartbeat is the interval between registry updates.
+	DefaultHeartbeat = time.Second
+	// DefaultTolerance is how late a job may start: a few milliseconds
+	// absorb the stalls of a busy machine.
+	DefaultTolerance = 5 * time.Millisecond
+	// DefaultSpin is how long before a due time the timer queue stops
+	// sleeping and spins on the clock: an idle CPU can take over a
+	// millisecond to wake from a timer.
+	DefaultSpin = time.Millisecond
+)
+
 // Options configure a Worker.
 type Options struct {
-	// ID names the worker; its jobs arrive on hvmind.jobs.<ID>.
+	// ID names the worker; its jobs arrive on hvmind.jobs.<ID>. Required.
 	ID string
-	// Host is where the worker runs (a world server for world tasks).
+	// Host is where the worker runs (job.LocalHost when empty): the pool
+	// places jobs with MinCores by their host's cores, and a Reserver
+	// holds the worker's threads on it.
 	Host string
-	// Threads is the capacity the worker offers.
+	// Threads is the capacity the worker offers. Required.
 	Threads int
-	// Heartbeat is the interval between registry updates.
+	// Heartbeat is the interval between registry updates (DefaultHeartbeat
+	// when 0).
 	Heartbeat time.Duration
-	// Tolerance is how late a job may start before it is missed instead.
+	// Tolerance is how late a job may start before it is missed instead
+	// (DefaultTolerance when 0: no timer fires exactly on time).
 	Tolerance time.Duration
-	// Spin is how long before a due time the timer queue spins.
+	// Spin is how long before a due time the timer queue spins (DefaultSpin
+	// when 0; negative: never spin).
 	Spin time.Duration
 	// Timers, when set, is a timer queue shared with the other workers of
 	// this process, which the caller runs (Spin is then the queue's). One
 	// queue fires every job of the process in time order, even when the
 	// process is stalled, and spins on one thread at most.
 	Timers *TimerQueue
-	// Handlers serve the tasks; nil means the built-in ones.
+	// Handlers serve the tasks; nil means NewHandlers (the built-in sleep).
 	Handlers *Handlers
-	// RAM, when set, holds the worker's RAM on its host while it lives; a
-	// host without room stops the worker from starting.
-	RAM RAMKeeper
+	// Reserver, when set, holds the worker's threads on its host while it
+	// lives; a host without room stops the worker from starting.
+	Reserver Reserver
 	// OnDemand marks a worker launched by the pool for a job that did not
 	// fit; the pool stops it when it has been idle for a while.
 	OnDemand bool
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
+}
+
+// Reserver keeps the ledger of the threads each worker holds on each host,
+// so that workers of different processes share a host's capacity; every
+// serverpool.Provider is one. Both calls are idempotent.
+type Reserver interface {
+	// Reserve sets the threads owner holds on host, or says why it cannot.
+	Reserve(ctx context.Context, host, owner string, threads int) error
+	// Release frees what owner holds on host.
+	Release(ctx context.Context, host, owner string) error
+}
+
+// WithDefaults returns the options with every zero field set to its default.
+func (o Options) WithDefaults() Options {
+	if o.Host == "" {
+		o.Host = job.LocalHost()
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.Tolerance == 0 {
+		o.Tolerance = DefaultTolerance
+	}
+	if o.Spin == 0 {
+		o.Spin = DefaultSpin
+	}
+	if o.Handlers == nil {
+		o.Handlers = NewHandlers()
+	}
+	return o
 }
 
 func (o *Options) validate() error {
@@ -75,17 +125,16 @@ func (o *Options) validate() error {
 	if o.Threads <= 0 {
 		return fmt.Errorf("%w (got %d)", ErrInvalidThreads, o.Threads)
 	}
-	if o.Host == "" {
-		o.Host = "home"
+	return validateTiming(o.Heartbeat, o.Tolerance)
+}
+
+// validateTiming checks the options a worker and a worker process share.
+func validateTiming(heartbeat, tolerance time.Duration) error {
+	if heartbeat < 0 {
+		return fmt.Errorf("%w: heartbeat %s must be positive", ErrInvalidOption, heartbeat)
 	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = time.Second
-	}
-	if o.Tolerance < 0 {
-		o.Tolerance = 0
-	}
-	if o.Handlers == nil {
-		o.Handlers = NewHandlers()
+	if tolerance < 0 {
+		return fmt.Errorf("%w: tolerance %s must not be negative", ErrInvalidOption, tolerance)
 	}
 	return nil
 }
@@ -172,6 +221,7 @@ type run struct {
 
 // New validates the options and prepares a worker on an open connection.
 func New(nc *nats.Conn, opts Options) (*Worker, error) {
+	opts = opts.WithDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -204,17 +254,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.res = res
 
-	if w.opts.RAM != nil {
-		if err := w.opts.RAM.Reserve(ctx, w.opts.Host, w.opts.ID, w.opts.Threads); err != nil {
+	if w.opts.Reserver != nil {
+		if err := w.reserve(ctx); err != nil {
 			return fmt.Errorf("worker %s: %w", w.opts.ID, err)
 		}
-		defer func() {
-			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := w.opts.RAM.Release(rctx, w.opts.Host, w.opts.ID); err != nil {
-				w.log.Warn().Err(err).Msg("giving back RAM; it returns when the heartbeat expires")
-			}
-		}()
+		defer w.release()
 	}
 	cons, err := w.openConsumer(ctx)
 	if err != nil {

@@ -52,9 +52,13 @@ const DefaultScenario = "newgame"
 
 // Defaults of Options.
 const (
+	DefaultSpeed         = 1
 	DefaultRetention     = 24 * time.Hour
 	DefaultSnapshotEvery = 250 * time.Millisecond
 )
+
+// ErrInvalidOption wraps an option of Serve that is out of range.
+var ErrInvalidOption = errors.New("invalid world option")
 
 // Options configure the world service.
 type Options struct {
@@ -64,7 +68,7 @@ type Options struct {
 	// resumes whatever world is stored.
 	Scenario string
 	// Speed is game time per real time: every duration is divided by it
-	// (60: a game hour per real minute). 0 means 1.
+	// (60: a game hour per real minute; DefaultSpeed when 0).
 	Speed float64
 	// Seed decides the hack rolls (see HackRoll).
 	Seed int64
@@ -168,20 +172,41 @@ var errLookup = errors.New("look up the store")
 
 var errStopping = fmt.Errorf("%w: the world service is stopping", ErrUnavailable)
 
+// WithDefaults returns the options with every zero field set to its default.
+func (o Options) WithDefaults() Options {
+	if o.Speed == 0 {
+		o.Speed = DefaultSpeed
+	}
+	if o.Retention == 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.SnapshotEvery == 0 {
+		o.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if o.Holdback == 0 {
+		o.Holdback = DefaultHoldback(o.Speed)
+	}
+	return o
+}
+
+func (o *Options) validate() error {
+	switch {
+	case !(o.Speed > 0) || o.Speed > 1e9:
+		return fmt.Errorf("%w: speed %v: want a positive number up to 1e9", ErrInvalidOption, o.Speed)
+	case o.Retention < 0:
+		return fmt.Errorf("%w: retention %s must be positive", ErrInvalidOption, o.Retention)
+	case o.SnapshotEvery < 0:
+		return fmt.Errorf("%w: snapshot interval %s must be positive", ErrInvalidOption, o.SnapshotEvery)
+	}
+	return nil
+}
+
 // Serve loads the world from the broker (or starts it from the scenario)
 // and answers the world's API until ctx ends or Stop is called.
 func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
-	if o.Speed == 0 {
-		o.Speed = 1
-	}
-	if !(o.Speed > 0) || o.Speed > 1e9 {
-		return nil, fmt.Errorf("world: speed %v: want a positive number", o.Speed)
-	}
-	if o.Retention <= 0 {
-		o.Retention = DefaultRetention
-	}
-	if o.SnapshotEvery <= 0 {
-		o.SnapshotEvery = DefaultSnapshotEvery
+	o = o.WithDefaults()
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("world: %w", err)
 	}
 	log := o.Logger.With().Str("part", "world").Logger()
 	var want *Scenario
@@ -213,11 +238,7 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		queue: make(chan *item, queueSize), stopCh: make(chan struct{}), done: make(chan struct{}),
 		lastSnap: time.Now(),
 	}
-	holdback := o.Holdback
-	if holdback == 0 {
-		holdback = DefaultHoldback(o.Speed)
-	}
-	s.seq = newSequencer(holdback, s.enqueue)
+	s.seq = newSequencer(o.Holdback, s.enqueue)
 	s.install(l)
 	go s.writer()
 	if err := s.startMicro(); err != nil {
@@ -231,7 +252,7 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		case <-s.done:
 		}
 	}()
-	ev := log.Info().Str("scenario", l.st.Scenario).Uint64("seq", l.st.Seq).Float64("speed", o.Speed).Int64("seed", o.Seed).Dur("holdback", holdback)
+	ev := log.Info().Str("scenario", l.st.Scenario).Uint64("seq", l.st.Seq).Float64("speed", o.Speed).Int64("seed", o.Seed).Dur("holdback", o.Holdback)
 	if l.fresh {
 		ev.Msg("world service ready: a new world")
 	} else {

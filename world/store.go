@@ -12,11 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-
-	"github.com/hvmind/hvmind/broker"
 )
 
-// How the world is stored, in the key-value bucket broker.BucketWorld:
+// How the world is stored, in the key-value bucket Bucket:
 //
 //	meta          the scenario the world started from (written once)
 //	state         a snapshot of the whole state: servers, player, RAM
@@ -95,7 +93,7 @@ func openStore(ctx context.Context, nc *nats.Conn, retention time.Duration, log 
 	if err != nil {
 		return nil, fmt.Errorf("world store: %w", err)
 	}
-	kv, err := broker.SetupWorld(ctx, js)
+	kv, err := openBucket(ctx, js)
 	if err != nil {
 		return nil, fmt.Errorf("world store: %w", err)
 	}
@@ -128,7 +126,7 @@ func ramKey(seq uint64) string  { return prefixRAM + strconv.FormatUint(seq, 10)
 
 // publish starts storing one write.
 func (s *store) publish(w write) (jetstream.PubAckFuture, error) {
-	m := nats.NewMsg(broker.SubjectWorldKV + w.key)
+	m := nats.NewMsg(bucketSubject + w.key)
 	m.Data = w.data
 	if w.expires && s.retention > 0 {
 		m.Header.Set(jetstream.MsgTTLHeader, s.retention.String())
@@ -151,7 +149,7 @@ type loaded struct {
 // holding another scenario is refused unless reset, which discards it.
 func (s *store) load(ctx context.Context, want *Scenario, reset bool) (*loaded, error) {
 	if reset {
-		str, err := s.js.Stream(ctx, broker.StreamWorld)
+		str, err := s.js.Stream(ctx, bucketStream)
 		if err != nil {
 			return nil, fmt.Errorf("reset world: %w", err)
 		}
@@ -223,7 +221,7 @@ func (s *store) initFresh(ctx context.Context, sc *Scenario) (*loaded, error) {
 // replay applies the journal entries stored after the snapshot at
 // revision after.
 func (s *store) replay(ctx context.Context, l *loaded, after uint64) error {
-	str, err := s.js.Stream(ctx, broker.StreamWorld)
+	str, err := s.js.Stream(ctx, bucketStream)
 	if err != nil {
 		return err
 	}
@@ -231,7 +229,7 @@ func (s *store) replay(ctx context.Context, l *loaded, after uint64) error {
 		return nil
 	}
 	cons, err := str.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubjects:    []string{broker.SubjectWorldKV + prefixOp + ">", broker.SubjectWorldKV + prefixRAM + ">"},
+		FilterSubjects:    []string{bucketSubject + prefixOp + ">", bucketSubject + prefixRAM + ">"},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       after + 1,
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -255,7 +253,7 @@ func (s *store) replay(ctx context.Context, l *loaded, after uint64) error {
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			key := strings.TrimPrefix(msg.Subject(), broker.SubjectWorldKV)
+			key := strings.TrimPrefix(msg.Subject(), bucketSubject)
 			if len(msg.Data()) == 0 || msg.Headers().Get("KV-Operation") != "" {
 				continue // a delete, purge or expiry marker
 			}
@@ -284,7 +282,7 @@ func (s *store) replay(ctx context.Context, l *loaded, after uint64) error {
 		read += uint64(n)
 	}
 	for _, key := range invalid {
-		if err := s.kv.Purge(ctx, key, jetstream.PurgeTTL(broker.WorldMarkerTTL)); err != nil {
+		if err := s.kv.Purge(ctx, key, jetstream.PurgeTTL(markerTTL)); err != nil {
 			return fmt.Errorf("replay: purge %s: %w", key, err)
 		}
 	}

@@ -11,15 +11,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
 )
@@ -47,13 +46,7 @@ flags:
 
 func main() {
 	code, err := run(os.Args[1:], os.Stdin, os.Stdout)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hvmind-manager:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
+	cli.Exit("hvmind-manager", code, err, os.Stderr)
 }
 
 // env is what every command gets.
@@ -65,13 +58,7 @@ type env struct {
 }
 
 func run(args []string, in io.Reader, out io.Writer) (int, error) {
-	cfg := config.Default()
-	fs := flag.NewFlagSet("hvmind-manager", flag.ContinueOnError)
-	cfg.RegisterCommon(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
+	p := cli.New("hvmind-manager", usage)
 	// --auto starts the batcher's arguments: "hvmind-manager [flags]
 	// --auto [TARGET...] [batcher flags]".
 	var autoArgs []string
@@ -81,27 +68,20 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 			break
 		}
 	}
-	if err := cfg.Parse(fs, args); err != nil {
+	if err := p.Parse(args); err != nil {
 		return 2, err
 	}
-	log, err := cfg.Logger("hvmind-manager")
-	if err != nil {
-		return 2, err
-	}
-	e := &env{cfg: cfg, log: log, in: in, out: out}
-	rest := fs.Args()
+	e := &env{cfg: p.Config, log: p.Log, in: in, out: out}
+	rest := p.Flags.Args()
 	if autoArgs != nil {
 		rest = append(rest, autoArgs...)
 	}
 	if len(rest) == 0 {
-		fs.Usage()
-		return 2, errors.New("a command is required")
+		p.Flags.Usage()
+		return 2, cli.Usagef("a command is required")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := p.SignalContext()
 	defer stop()
-	// After the first signal, a second one stops the program at once
-	// (the default action), whatever it is still waiting for.
-	go func() { <-ctx.Done(); stop() }()
 	if autoArgs != nil {
 		return e.hack(ctx, rest)
 	}
@@ -120,8 +100,8 @@ func run(args []string, in io.Reader, out io.Writer) (int, error) {
 		return e.bench(ctx, rest[1:])
 	default:
 		if strings.HasPrefix(rest[0], "-") || strings.Contains(rest[0], "{") {
-			fs.Usage()
-			return 2, fmt.Errorf("unknown command %q", rest[0])
+			p.Flags.Usage()
+			return 2, cli.Usagef("unknown command %q", rest[0])
 		}
 		// Targets: run the batcher on them.
 		return e.hack(ctx, rest)

@@ -1,57 +1,50 @@
 // Command hvmind-pool runs the HVMind thread pool: by default with an
-// embedded NATS server with JetStream, launching local workers as needed.
+// embedded NATS server with JetStream and the simulated world's service,
+// launching workers on the world's hosts as jobs need them.
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
-	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/hosts"
+	"github.com/hvmind/hvmind/world/tasks"
 )
 
+const usage = `usage: hvmind-pool [--workers N --threads T] [--tail] [--nats URL | --data DIR --listen ADDR]
+
+`
+
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "hvmind-pool:", err)
-		os.Exit(1)
-	}
+	cli.Exit("hvmind-pool", 0, run(os.Args[1:]), os.Stderr)
 }
 
 func run(args []string) error {
-	cfg := config.Default()
-	fs := flag.NewFlagSet("hvmind-pool", flag.ContinueOnError)
-	cfg.RegisterCommon(fs)
-	cfg.RegisterBroker(fs)
-	cfg.RegisterPool(fs)
-	cfg.RegisterWorldServe(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: hvmind-pool [--workers N --threads T] [--tail] [--nats URL | --data DIR --listen ADDR]")
-		fs.PrintDefaults()
-	}
-	if err := cfg.Parse(fs, args); err != nil {
+	p := cli.New("hvmind-pool", usage)
+	cfg := &p.Config
+	cfg.RegisterBroker(p.Flags)
+	cfg.RegisterPool(p.Flags)
+	wcfg := world.DefaultConfig()
+	wcfg.RegisterFlags(p.Flags, true)
+	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
+	if err := p.Parse(args); err != nil {
 		return err
 	}
 	if n := cfg.Pool.WorkerProcess; n != "" && !job.ValidWorkerID(n) {
-		return fmt.Errorf("--worker-process %q: a name may hold only letters, digits, '-' and '_'", n)
+		return cli.Usagef("--worker-process %q: a name may hold only letters, digits, '-' and '_'", n)
 	}
-	log, err := cfg.Logger("hvmind-pool")
+	policy, err := serverpool.ParsePolicy(cfg.Pool.SizePolicy)
 	if err != nil {
-		return err
+		return cli.Usagef("--size-policy: %v", err)
 	}
 	logDir := filepath.Join(cfg.DataDir, "logs")
 	if cfg.Pool.Tail {
@@ -64,29 +57,24 @@ func run(args []string) error {
 			return err
 		}
 		defer f.Close()
-		log, err = config.NewLogger(f, "hvmind-pool", cfg.LogLevel, "json")
-		if err != nil {
+		if p.Log, err = config.NewLogger(f, "hvmind-pool", cfg.LogLevel, "json"); err != nil {
 			return err
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := p.SignalContext()
 	defer stop()
 
-	conn, err := broker.Open(ctx, broker.OpenOptions{
-		URL: cfg.NATS, Embed: true, Listen: cfg.Listen, DataDir: cfg.DataDir,
-		Name: "hvmind-pool", Logger: log,
-	})
+	conn, err := p.Open(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 
-	if cfg.World.Serve {
-		ws, err := world.Serve(ctx, conn.NC, world.Options{Scenario: cfg.World.Scenario, Speed: cfg.World.Speed,
-			Seed: cfg.World.Seed, Reset: cfg.World.Reset, Logger: log})
+	if wcfg.Serve {
+		ws, err := world.Serve(ctx, conn.NC, wcfg.Options(p.Log))
 		switch {
 		case errors.Is(err, world.ErrAlreadyRunning):
-			log.Info().Err(err).Msg("using the running world service")
+			p.Log.Info().Err(err).Msg("using the running world service")
 		case err != nil:
 			return err
 		default:
@@ -94,20 +82,16 @@ func run(args []string) error {
 		}
 	}
 
-	policy, err := serverpool.ParsePolicy(cfg.Pool.SizePolicy)
-	if err != nil {
-		return err
-	}
 	var launcher serverpool.Launcher
 	bin := cfg.Pool.WorkerBin
 	if bin == "" {
 		bin, err = serverpool.FindWorkerBin()
 	}
 	if err != nil {
-		log.Warn().Err(err).Msg("the pool cannot launch workers; start hvmind-worker by hand")
+		p.Log.Warn().Err(err).Msg("the pool cannot launch workers; start hvmind-worker by hand")
 	} else {
 		launcher = &serverpool.LocalLauncher{
-			Bin: bin, NATS: conn.URL, LogDir: logDir, Logger: log,
+			Bin: bin, NATS: conn.URL, LogDir: logDir, Logger: p.Log,
 			Args: []string{
 				"--heartbeat", cfg.Worker.Heartbeat.String(), "--tolerance", cfg.Worker.Tolerance.String(),
 				"--spin", cfg.Worker.Spin.String(), "--log-level", cfg.LogLevel,
@@ -116,33 +100,32 @@ func run(args []string) error {
 		}
 	}
 	wc := world.NewClient(conn.NC)
-	var servers *serverpool.ServerPool
-	if launcher != nil {
-		servers = serverpool.New(wc, launcher, policy).Only(strings.Split(cfg.Pool.Hosts, ",")...)
-	}
-	p, err := pool.New(conn.NC, pool.Options{
-		Workers: cfg.Pool.Workers, Threads: cfg.Pool.Threads, Spawn: cfg.Pool.Spawn,
-		Launcher: launcher, Host: cfg.Pool.Host, SpawnWait: cfg.Pool.SpawnWait,
-		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Logger: log,
-		RAM: worker.WorldRAM{Client: wc}, World: wc, Servers: servers,
-		IdleStop: cfg.Pool.IdleStop, FillHosts: cfg.Pool.FillHosts, Split: cfg.Pool.Split, SplitTolerance: cfg.Pool.SplitTolerance,
-		StopWorkersOnExit: cfg.Pool.StopWorkers,
+	servers, err := serverpool.New(serverpool.Options{
+		Provider: hosts.New(wc), Launcher: launcher, Policy: policy, Only: strings.Split(cfg.Pool.Hosts, ","),
 	})
 	if err != nil {
 		return err
 	}
+	o := cfg.PoolOptions()
+	o.Launcher, o.Servers, o.Logger = launcher, servers, p.Log
+	o.Split = pool.NoSplit
+	if cfg.Pool.Split {
+		o.Split = tasks.SplitPolicy(wc, *splitTolerance)
+	}
+	pl, err := pool.New(conn.NC, o)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
 	if cfg.Pool.Tail {
 		go func() {
 			select {
-			case <-p.Ready():
-				p.Tail(ctx, os.Stdout, 250*time.Millisecond)
+			case <-pl.Ready():
+				pl.Tail(ctx, os.Stdout, 250*time.Millisecond)
 			case <-ctx.Done():
 			}
 		}()
 	}
-	err = p.Run(ctx)
-	logStopped(log)
+	err = pl.Run(ctx)
+	p.Log.Info().Msg("hvmind-pool stopped")
 	return err
 }
-
-func logStopped(log zerolog.Logger) { log.Info().Msg("hvmind-pool stopped") }

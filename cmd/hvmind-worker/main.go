@@ -1,26 +1,30 @@
 // Command hvmind-worker runs one long-lived HVMind worker: it registers its
 // host and threads, runs the jobs the pool places on it at their exact
-// times, and stores a completion record for each.
+// times, and stores a completion record for each. It runs the built-in
+// sleep task and the simulated world's hack, grow and weaken; with
+// --reserve it holds its threads in the world's RAM while it lives.
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
-	"syscall"
 
-	"github.com/hvmind/hvmind/broker"
-	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/hosts"
+	"github.com/hvmind/hvmind/world/tasks"
 )
+
+const usage = `usage: hvmind-worker --id ID [--host HOST] [--threads N] [--nats URL]
+       hvmind-worker --process NAME [--nats URL]
+
+`
 
 func main() {
 	// A worker's live heap is small and its allocation rate high (a record
@@ -29,64 +33,43 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "hvmind-worker:", err)
-		os.Exit(1)
-	}
+	cli.Exit("hvmind-worker", 0, run(os.Args[1:]), os.Stderr)
 }
 
 func run(args []string) error {
-	cfg := config.Default()
-	fs := flag.NewFlagSet("hvmind-worker", flag.ContinueOnError)
-	cfg.RegisterCommon(fs)
-	cfg.RegisterWorker(fs)
-	process := fs.String("process", "", "run a worker process of this name instead of one worker: it starts the workers the pool asks for (hvmind.procs.NAME.launch), all on one timer queue")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: hvmind-worker --id ID [--host HOST] [--threads N] [--nats URL]")
-		fmt.Fprintln(fs.Output(), "       hvmind-worker --process NAME [--nats URL]")
-		fs.PrintDefaults()
-	}
-	if err := cfg.Parse(fs, args); err != nil {
+	p := cli.New("hvmind-worker", usage)
+	p.Config.RegisterWorker(p.Flags)
+	process := p.Flags.String("process", "", "run a worker process of this name instead of one worker: it starts the workers the pool asks for (hvmind.procs.NAME.launch), all on one timer queue")
+	if err := p.Parse(args); err != nil {
 		return err
 	}
+	cfg := &p.Config
 	if cfg.Worker.ID == "" && *process == "" {
-		fs.Usage()
-		return fmt.Errorf("--id (or --process) is required")
+		p.Flags.Usage()
+		return cli.Usagef("--id (or --process) is required")
 	}
 	// Checked before connecting, which may wait for the broker.
 	for flag, v := range map[string]string{"--id": cfg.Worker.ID, "--process": *process} {
 		if v != "" && !job.ValidWorkerID(v) {
-			return fmt.Errorf("%s %q: want 1-128 letters, digits, '-' or '_'", flag, v)
+			return cli.Usagef("%s %q: want 1-128 letters, digits, '-' or '_'", flag, v)
 		}
 	}
-	log, err := cfg.Logger("hvmind-worker")
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := p.SignalContext()
 	defer stop()
 
 	name := cfg.Worker.ID
 	if *process != "" {
 		name = "process " + *process
 	}
-	conn, err := broker.Open(ctx, broker.OpenOptions{URL: cfg.NATS, Name: "hvmind-worker " + name, Logger: log})
+	p.Name = "hvmind-worker " + name
+	conn, err := p.Open(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	handlers := worker.NewHandlers()
 	wc := world.NewClient(conn.NC)
-	worker.RegisterWorldTasks(handlers, wc)
-	// A second signal stops at once.
-	go func() {
-		<-ctx.Done()
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-		<-sig
-		log.Warn().Msg("second signal: stopping now")
-		os.Exit(1)
-	}()
+	handlers := worker.NewHandlers()
+	tasks.Register(handlers, wc)
 	if dir := os.Getenv("HVMIND_CPUPROFILE_DIR"); dir != "" {
 		f, err := os.Create(filepath.Join(dir, "worker-"+strings.ReplaceAll(name, " ", "-")+".prof"))
 		if err == nil {
@@ -95,28 +78,22 @@ func run(args []string) error {
 		}
 	}
 	if *process != "" {
-		p, err := worker.NewProcess(conn.NC, worker.ProcessOptions{
-			Name: *process, Handlers: handlers, RAM: worker.WorldRAM{Client: wc},
-			Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Spin: cfg.Worker.Spin,
-			Logger: log,
-		})
+		o := cfg.WorkerProcessOptions(*process)
+		o.Handlers, o.Reserver, o.Logger = handlers, hosts.New(wc), p.Log
+		proc, err := worker.NewProcess(conn.NC, o)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 		}
-		return p.Run(ctx)
+		return proc.Run(ctx)
 	}
-	var ram worker.RAMKeeper
-	if cfg.Worker.ReserveRAM {
-		ram = worker.WorldRAM{Client: wc}
+	o := cfg.WorkerOptions()
+	o.Handlers, o.Logger = handlers, p.Log
+	if cfg.Worker.Reserve {
+		o.Reserver = hosts.New(wc)
 	}
-	w, err := worker.New(conn.NC, worker.Options{
-		Handlers: handlers, RAM: ram, OnDemand: cfg.Worker.OnDemand,
-		ID: cfg.Worker.ID, Host: cfg.Worker.Host, Threads: cfg.Worker.Threads,
-		Heartbeat: cfg.Worker.Heartbeat, Tolerance: cfg.Worker.Tolerance, Spin: cfg.Worker.Spin,
-		Logger: log,
-	})
+	w, err := worker.New(conn.NC, o)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	return w.Run(ctx)
 }

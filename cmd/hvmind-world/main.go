@@ -6,57 +6,40 @@
 package main
 
 import (
-	"context"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/hvmind/hvmind/broker"
-	"github.com/hvmind/hvmind/config"
+	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/world"
 )
 
+const usage = `usage: hvmind-world [--scenario NAME|FILE] [--speed X] [--seed N] [--reset] [--nats URL]
+
+`
+
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "hvmind-world:", err)
-		os.Exit(1)
-	}
+	cli.Exit("hvmind-world", 0, run(os.Args[1:]), os.Stderr)
 }
 
 func run(args []string) error {
-	cfg := config.Default()
-	fs := flag.NewFlagSet("hvmind-world", flag.ContinueOnError)
-	cfg.RegisterCommon(fs)
-	cfg.RegisterWorld(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: hvmind-world [--scenario NAME|FILE] [--speed X] [--seed N] [--reset] [--nats URL]")
-		fs.PrintDefaults()
-	}
-	if err := cfg.Parse(fs, args); err != nil {
+	p := cli.New("hvmind-world", usage)
+	wcfg := world.DefaultConfig()
+	wcfg.RegisterFlags(p.Flags, false)
+	if err := p.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	if p.Flags.NArg() > 0 {
+		p.Flags.Usage()
+		return cli.Usagef("unexpected arguments: %v", p.Flags.Args())
 	}
-	log, err := cfg.Logger("hvmind-world")
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := p.SignalContext()
 	defer stop()
 
-	conn, err := broker.Open(ctx, broker.OpenOptions{URL: cfg.NATS, Name: "hvmind-world", Logger: log})
+	conn, err := p.Open(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	svc, err := world.Serve(ctx, conn.NC, world.Options{
-		Scenario: cfg.World.Scenario, Speed: cfg.World.Speed, Seed: cfg.World.Seed,
-		Reset: cfg.World.Reset, Logger: log,
-	})
+	svc, err := world.Serve(ctx, conn.NC, wcfg.Options(p.Log))
 	if err != nil {
 		return err
 	}

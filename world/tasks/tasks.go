@@ -1,4 +1,7 @@
-package worker
+// Package tasks plugs the simulated world into the job system: the hack,
+// grow and weaken task handlers a worker runs against the world service,
+// and the split policy the pool asks about those tasks.
+package tasks
 
 import (
 	"context"
@@ -7,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
 )
 
@@ -19,8 +23,8 @@ var (
 	worldFinishRetry = 30 * time.Second
 )
 
-// RegisterWorldTasks registers the world's operations hack, grow and
-// weaken, which act on the world through c. Each takes args: [target]
+// Register registers the world's operations hack, grow and weaken, which
+// act on the world through c. Each takes args: [target]
 // and runs as in the game: the world fixes its duration when it starts
 // (from the target's security and the player's level then), the task
 // waits that long, precisely (or until the job's endTime, when that is
@@ -28,14 +32,15 @@ var (
 // the security and level at the end); grow and weaken use the cores of the
 // worker's host. The job's result is the world's Result. A task cancelled
 // before its end applies nothing, like a killed script.
-func RegisterWorldTasks(h *Handlers, c *world.Client) {
+func Register(h *worker.Handlers, c *world.Client) {
 	for _, task := range []string{world.OpHack, world.OpGrow, world.OpWeaken} {
-		h.Register(task, worldTask(task, c))
+		h.Register(task, operation(task, c))
 	}
 }
 
-func worldTask(task string, c *world.Client) HandlerFunc {
-	return func(ctx context.Context, t *Task) (json.RawMessage, error) {
+// operation is the handler of one of the world's operations.
+func operation(task string, c *world.Client) worker.HandlerFunc {
+	return func(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
 		target, ok := t.Job.StringArg(0)
 		if !ok || target == "" {
 			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
@@ -110,31 +115,4 @@ func retry(ctx context.Context, within time.Duration, f func(context.Context) er
 		}
 		wait = min(2*wait, 500*time.Millisecond)
 	}
-}
-
-// RAMKeeper holds a worker's RAM on its host while the worker lives.
-type RAMKeeper interface {
-	// Reserve takes threads' worth of RAM on host for owner, or says why not.
-	Reserve(ctx context.Context, host, owner string, threads int) error
-	// Release gives it back.
-	Release(ctx context.Context, host, owner string) error
-}
-
-// WorldRAM keeps a worker's RAM in the world: 1.75 GB per thread on its host.
-type WorldRAM struct{ Client *world.Client }
-
-// Reserve reserves the worker's RAM. A host that cannot hold the threads is
-// an error (world.ErrNoRAM): the worker does not start.
-func (r WorldRAM) Reserve(ctx context.Context, host, owner string, threads int) error {
-	_, err := r.Client.ReserveRAM(ctx, world.RAMRequest{Host: host, Owner: owner, Threads: threads})
-	if err != nil {
-		return fmt.Errorf("reserve %d threads (%.2f GB) on %s: %w", threads, world.ThreadRAM*float64(threads), host, err)
-	}
-	return nil
-}
-
-// Release gives the worker's RAM back.
-func (r WorldRAM) Release(ctx context.Context, host, owner string) error {
-	_, err := r.Client.ReleaseRAM(ctx, world.RAMRequest{Host: host, Owner: owner})
-	return err
 }

@@ -1,4 +1,4 @@
-package worker_test
+package tasks_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/tasks"
 )
 
 // worldEnv is a broker, a world service and a worker on host "home" that
@@ -44,7 +45,7 @@ func newWorldEnv(t *testing.T, speed float64) *worldEnv {
 	e := &worldEnv{b: b, client: world.NewClient(b.Connect(t)), records: map[string]job.Job{}, arrived: make(chan struct{}, 64)}
 
 	h := worker.NewHandlers()
-	worker.RegisterWorldTasks(h, world.NewClient(b.Connect(t)))
+	tasks.Register(h, world.NewClient(b.Connect(t)))
 	e.w, err = worker.New(b.Connect(t), worker.Options{
 		ID: worldWorkerID, Host: "home", Threads: 64, Tolerance: 100 * time.Millisecond,
 		Spin: 500 * time.Microsecond, Heartbeat: 100 * time.Millisecond, Handlers: h, Logger: brokertest.Logger(t),

@@ -1,0 +1,130 @@
+// Package cli is what the programs share: flags layered over the config
+// file and the environment, the logger, signals, the broker connection and
+// the way a program exits.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/config"
+)
+
+// ErrUsage marks an error in how a program was called: it exits with
+// status 2 rather than 1.
+var ErrUsage = errors.New("usage")
+
+// Usagef is an ErrUsage with a message.
+func Usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// Program is one program's settings, flags and logger.
+type Program struct {
+	// Name is the program's name, as in its logs and messages.
+	Name string
+	// Config holds the job system's settings, filled by Parse.
+	Config config.Config
+	// Flags is the program's flag set: the common flags are on it; the
+	// program adds its own before Parse.
+	Flags *flag.FlagSet
+	// Log is the logger the settings ask for, set by Parse.
+	Log zerolog.Logger
+}
+
+// New returns a program with the default settings and the flags every
+// program has. usage is the first lines of its help, before the flags.
+func New(name, usage string) *Program {
+	p := &Program{Name: name, Config: config.Default()}
+	p.Flags = flag.NewFlagSet(name, flag.ContinueOnError)
+	p.Config.RegisterCommon(p.Flags)
+	p.Flags.Usage = func() {
+		fmt.Fprint(p.Flags.Output(), usage)
+		p.Flags.PrintDefaults()
+	}
+	return p
+}
+
+// Parse parses args, fills what they leave out from the environment and
+// the config file, and builds the logger.
+func (p *Program) Parse(args []string) error {
+	if err := p.Config.Parse(p.Flags, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	log, err := p.Config.Logger(p.Name)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	p.Log = log
+	return nil
+}
+
+// SignalContext returns a context that ends at the first SIGINT or
+// SIGTERM, when the program should stop gracefully; a second signal exits
+// at once with status 1. stop releases the signals.
+func (p *Program) SignalContext() (ctx context.Context, stop context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sig:
+			p.Log.Info().Str("signal", s.String()).Msg("stopping; a second signal stops at once")
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sig:
+			p.Log.Warn().Msg("second signal: stopping now")
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sig)
+		close(done)
+		cancel()
+	}
+}
+
+// Open connects to the broker the settings name (--nats, NATS_URL), or
+// with embed and no URL starts the embedded one (--listen, --data).
+func (p *Program) Open(ctx context.Context, embed bool) (*broker.Conn, error) {
+	return broker.Open(ctx, broker.OpenOptions{
+		URL: p.Config.NATS, Embed: embed, Listen: p.Config.Listen, DataDir: p.Config.DataDir,
+		Name: p.Name, Logger: p.Log,
+	})
+}
+
+// Exit ends the program: status 0 without an error; with one, the error
+// on stderr and status 2 for a usage error, else code (1 when 0).
+func Exit(name string, code int, err error, stderr io.Writer) {
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		code = 0
+	case errors.Is(err, ErrUsage):
+		fmt.Fprintln(stderr, name+":", err)
+		code = 2
+	default:
+		fmt.Fprintln(stderr, name+":", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
