@@ -12,6 +12,7 @@ import (
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 	"github.com/hvmind/hvmind/world/hosts"
 	"github.com/hvmind/hvmind/world/tasks"
 )
@@ -52,7 +53,7 @@ type ManagerResult struct {
 	// MoneyPerGameMinute is the player's money gained over the run (prep
 	// and ramp-up included) per game minute.
 	MoneyPerGameMinute float64 `json:"money_per_game_minute"`
-	// RAMLimitPerGameMinute is WORLD.md's RAM limit for the scenario and
+	// RAMLimitPerGameMinute is the RAM limit of world/game/RULES.md for the scenario and
 	// target at the start: every host's threads busy with the batch that
 	// earns most per thread-second with that host's cores.
 	RAMLimitPerGameMinute float64 `json:"ram_limit_per_game_minute"`
@@ -108,7 +109,7 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 		return res, fmt.Errorf("speed %v and game minutes %v must be positive", o.Speed, o.GameMinutes)
 	}
 	res.MachineStalls = MeasureStalls(2 * time.Second)
-	sc, err := world.LoadScenario(o.Scenario)
+	sc, err := game.LoadScenario(o.Scenario)
 	if err != nil {
 		return res, err
 	}
@@ -211,7 +212,7 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	stopManager()
 	select {
 	case <-managerDone:
-	case <-time.After(time.Minute + time.Duration(2*world.WeakenTimeMs(srv, sc.Player.Hacker())/o.Speed)*time.Millisecond):
+	case <-time.After(time.Minute + time.Duration(2*game.WeakenTimeMs(srv, sc.Player.Hacker())/o.Speed)*time.Millisecond):
 	}
 
 	gameMin := (clk.GameTimeMs - clk0.GameTimeMs) / 60_000
@@ -250,11 +251,11 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	return res, nil
 }
 
-// RAMLimitPerGameMinute is WORLD.md's RAM limit, in money per game minute,
+// RAMLimitPerGameMinute is the RAM limit of world/game/RULES.md, in money per game minute,
 // for target on the scenario's network at its start: each host's threads
 // kept busy with the batch that earns most per thread-second with that
 // host's cores.
-func RAMLimitPerGameMinute(sc *world.Scenario, target string) (float64, error) {
+func RAMLimitPerGameMinute(sc *game.Scenario, target string) (float64, error) {
 	srv, ok := sc.Server(target)
 	if !ok {
 		return 0, fmt.Errorf("unknown target %q in scenario %q", target, sc.Name)
@@ -264,7 +265,7 @@ func RAMLimitPerGameMinute(sc *world.Scenario, target string) (float64, error) {
 	total := 0.0
 	for i := range sc.Servers {
 		h := &sc.Servers[i]
-		threads := world.HostThreads(h)
+		threads := game.HostThreads(h)
 		if threads == 0 {
 			continue
 		}

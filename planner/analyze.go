@@ -8,11 +8,11 @@ import (
 	"math"
 	"sort"
 
-	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Errors PlanBatch wraps when a target cannot be batched (besides
-// world.ErrNoRoot and world.ErrLevelTooLow).
+// game.ErrNoRoot and game.ErrLevelTooLow).
 var (
 	// ErrNoThreads means no batch fits the threads available.
 	ErrNoThreads = errors.New("not enough threads for a batch")
@@ -66,8 +66,8 @@ func (p BatchPlan) Threads() int {
 
 // target holds the per-target values every plan of a target shares.
 type target struct {
-	s       world.Server // prepped copy
-	h       world.Hacker
+	s       game.Server // prepped copy
+	h       game.Hacker
 	cores   int // of the grows' host (and the weakens', unless weakenOn)
 	pct     float64
 	chance  float64
@@ -80,7 +80,7 @@ type target struct {
 
 // newTarget checks that s can be batched by a player of the given level and
 // mults, with grows and weakens on a host with cores cores.
-func newTarget(s *world.Server, level int, mults world.Mults, cores int) (*target, error) {
+func newTarget(s *game.Server, level int, mults game.Mults, cores int) (*target, error) {
 	if s == nil {
 		return nil, errors.New("plan batch: no server")
 	}
@@ -90,23 +90,23 @@ func newTarget(s *world.Server, level int, mults world.Mults, cores int) (*targe
 	if cores < 1 {
 		return nil, fmt.Errorf("plan batch against %s: cores %d, want >= 1", s.Hostname, cores)
 	}
-	t := &target{s: world.Prepped(s), h: world.Hacker{Level: level, Mults: mults}, cores: cores}
-	if err := world.CheckHack(&t.s, t.h); err != nil {
+	t := &target{s: game.Prepped(s), h: game.Hacker{Level: level, Mults: mults}, cores: cores}
+	if err := game.CheckHack(&t.s, t.h); err != nil {
 		return nil, fmt.Errorf("cannot hack %w", err)
 	}
 	if !(t.s.MoneyMax > 0) {
 		return nil, fmt.Errorf("cannot hack %s: %w (moneyMax %v)", s.Hostname, ErrNoMoney, t.s.MoneyMax)
 	}
-	t.pct = world.HackPercent(&t.s, t.h)
+	t.pct = game.HackPercent(&t.s, t.h)
 	if !(t.pct > 0) {
 		return nil, fmt.Errorf("cannot hack %s: %w (hack percent 0 at security %v)", s.Hostname, ErrNoHackPercent, t.s.HackDifficulty)
 	}
-	t.chance = world.HackChance(&t.s, t.h)
-	t.hackMs = world.HackTimeMs(&t.s, t.h)
-	t.growMs = world.GrowTimeMs(&t.s, t.h)
-	t.weakMs = world.WeakenTimeMs(&t.s, t.h)
-	t.growK = world.GrowLog(&t.s, t.h, cores)
-	t.weakPer = world.WeakenPerThread(cores)
+	t.chance = game.HackChance(&t.s, t.h)
+	t.hackMs = game.HackTimeMs(&t.s, t.h)
+	t.growMs = game.GrowTimeMs(&t.s, t.h)
+	t.weakMs = game.WeakenTimeMs(&t.s, t.h)
+	t.growK = game.GrowLog(&t.s, t.h, cores)
+	t.weakPer = game.WeakenPerThread(cores)
 	return t, nil
 }
 
@@ -114,15 +114,15 @@ func newTarget(s *world.Server, level int, mults world.Mults, cores int) (*targe
 func (t *target) plan(fraction float64, h int) BatchPlan {
 	actual := math.Min(float64(h)*t.pct, 1)
 	maxMoney := t.s.MoneyMax
-	g := world.SolveGrowThreads(t.growK, maxMoney*(1-actual), maxMoney)
+	g := game.SolveGrowThreads(t.growK, maxMoney*(1-actual), maxMoney)
 	p := BatchPlan{
 		Fraction:       fraction,
 		ActualFraction: actual,
 		Cores:          t.cores,
 		HackThreads:    h,
-		Weaken1Threads: int(math.Ceil(world.HackSecurityIncrease(h, t.pct) / t.weakPer)),
+		Weaken1Threads: int(math.Ceil(game.HackSecurityIncrease(h, t.pct) / t.weakPer)),
 		GrowThreads:    g,
-		Weaken2Threads: int(math.Ceil(world.GrowSecurityIncrease(g, g) / t.weakPer)),
+		Weaken2Threads: int(math.Ceil(game.GrowSecurityIncrease(g, g) / t.weakPer)),
 		HackTimeMs:     t.hackMs,
 		GrowTimeMs:     t.growMs,
 		WeakenTimeMs:   t.weakMs,
@@ -142,7 +142,7 @@ func (t *target) plan(fraction float64, h int) BatchPlan {
 // a player of the given hacking level and mults, with grows and weakens on a
 // host with cores cores. It fails when s cannot be hacked: no root, level
 // too low, no money, or a hack percent of 0.
-func PlanBatch(s *world.Server, level int, mults world.Mults, cores int, fraction float64) (BatchPlan, error) {
+func PlanBatch(s *game.Server, level int, mults game.Mults, cores int, fraction float64) (BatchPlan, error) {
 	if !(fraction > 0 && fraction <= 1) {
 		return BatchPlan{}, fmt.Errorf("plan batch: fraction %v, want 0 < fraction <= 1", fraction)
 	}
@@ -169,7 +169,7 @@ const maxBestBatchPlans = 100_000
 // hack-thread count from 1 to ceil(1/hackPercent) (sampled evenly when there
 // are more than 100,000), with the same inputs and errors as PlanBatch.
 // Its Fraction is its ActualFraction.
-func BestBatch(s *world.Server, level int, mults world.Mults, cores int) (BatchPlan, error) {
+func BestBatch(s *game.Server, level int, mults game.Mults, cores int) (BatchPlan, error) {
 	return BestBatchWithin(s, level, mults, cores, math.MaxInt, math.MaxInt)
 }
 
@@ -177,7 +177,7 @@ func BestBatch(s *world.Server, level int, mults world.Mults, cores int) (BatchP
 // threads in all whose hack and grow jobs have at most maxJob threads each
 // (a hack or grow must fit one worker; weakens can be split); ErrNoThreads
 // when not even one hack thread's batch fits.
-func BestBatchWithin(s *world.Server, level int, mults world.Mults, cores, maxThreads, maxJob int) (BatchPlan, error) {
+func BestBatchWithin(s *game.Server, level int, mults game.Mults, cores, maxThreads, maxJob int) (BatchPlan, error) {
 	t, err := newTarget(s, level, mults, cores)
 	if err != nil {
 		return BatchPlan{}, err
@@ -204,13 +204,13 @@ func BestBatchWithin(s *world.Server, level int, mults world.Mults, cores, maxTh
 
 // PlanAtLevel is the batch of h hack threads on a prepped target at a given
 // hacking level: what its weakens and grow must be when it lands then.
-func PlanAtLevel(s *world.Server, level int, mults world.Mults, cores, h int) (BatchPlan, error) {
+func PlanAtLevel(s *game.Server, level int, mults game.Mults, cores, h int) (BatchPlan, error) {
 	return planAtLevel(s, level, mults, cores, cores, h)
 }
 
 // planAtLevel is PlanAtLevel with grows on hosts of growCores cores and
 // weakens on hosts of weakCores.
-func planAtLevel(s *world.Server, level int, mults world.Mults, growCores, weakCores, h int) (BatchPlan, error) {
+func planAtLevel(s *game.Server, level int, mults game.Mults, growCores, weakCores, h int) (BatchPlan, error) {
 	t, err := newTarget(s, level, mults, growCores)
 	if err != nil {
 		return BatchPlan{}, err
@@ -222,10 +222,10 @@ func planAtLevel(s *world.Server, level int, mults world.Mults, growCores, weakC
 // weakenOn sizes the weakens for hosts of cores cores, which may differ
 // from the grows' host.
 func (t *target) weakenOn(cores int) {
-	t.weakPer = world.WeakenPerThread(max(cores, 1))
+	t.weakPer = game.WeakenPerThread(max(cores, 1))
 }
 
-// RAMLimitPerSecond is the income limit of WORLD.md "Income limits" when
+// RAMLimitPerSecond is the income limit of world/game/RULES.md "Income limits" when
 // threads threads are always busy and each job holds its threads only while
 // it runs: threads / ThreadSeconds * MoneyPerBatch, in money per second.
 func RAMLimitPerSecond(plan BatchPlan, threads int) float64 {
@@ -247,11 +247,11 @@ func LaunchAtOnceLimitPerSecond(plan BatchPlan, threads int) float64 {
 }
 
 // TotalHostThreads is the number of worker threads the scenario's hosts can
-// hold: the sum of world.HostThreads (floor of free RAM / 1.75) over rooted servers.
-func TotalHostThreads(sc *world.Scenario) int {
+// hold: the sum of game.HostThreads (floor of free RAM / 1.75) over rooted servers.
+func TotalHostThreads(sc *game.Scenario) int {
 	total := 0
 	for i := range sc.Servers {
-		total += world.HostThreads(&sc.Servers[i])
+		total += game.HostThreads(&sc.Servers[i])
 	}
 	return total
 }
@@ -285,7 +285,7 @@ type Analysis struct {
 // has; a named target that is unknown or cannot be hacked is an error. Each
 // target gets a BatchPlan per fraction (DefaultFractions when none). The
 // result is sorted by BestIncomePerThreadSecond, highest first.
-func Analyze(sc *world.Scenario, targets []string, fractions []float64, cores int) ([]Analysis, error) {
+func Analyze(sc *game.Scenario, targets []string, fractions []float64, cores int) ([]Analysis, error) {
 	if sc == nil {
 		return nil, errors.New("analyze: no scenario")
 	}
@@ -302,7 +302,7 @@ func Analyze(sc *world.Scenario, targets []string, fractions []float64, cores in
 	}
 	hacker := sc.Player.Hacker()
 
-	var servers []*world.Server
+	var servers []*game.Server
 	if len(targets) == 0 {
 		for i := range sc.Servers {
 			s := &sc.Servers[i]
@@ -340,7 +340,7 @@ func Analyze(sc *world.Scenario, targets []string, fractions []float64, cores in
 	return out, nil
 }
 
-func analyzeOne(s *world.Server, h world.Hacker, fractions []float64, cores int) (Analysis, error) {
+func analyzeOne(s *game.Server, h game.Hacker, fractions []float64, cores int) (Analysis, error) {
 	t, err := newTarget(s, h.Level, h.Mults, cores)
 	if err != nil {
 		return Analysis{}, err

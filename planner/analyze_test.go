@@ -8,19 +8,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
-func mustScenario(t *testing.T, name string) *world.Scenario {
+func mustScenario(t *testing.T, name string) *game.Scenario {
 	t.Helper()
-	sc, err := world.LoadScenario(name)
+	sc, err := game.LoadScenario(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return sc
 }
 
-func mustServer(t *testing.T, sc *world.Scenario, name string) *world.Server {
+func mustServer(t *testing.T, sc *game.Scenario, name string) *game.Server {
 	t.Helper()
 	s, ok := sc.Server(name)
 	if !ok {
@@ -71,28 +71,28 @@ func TestPlanBatch(t *testing.T) {
 }
 
 // checkPlanInvariants checks a plan against the world's rules directly.
-func checkPlanInvariants(t *testing.T, s *world.Server, level int, mults world.Mults, p BatchPlan) {
+func checkPlanInvariants(t *testing.T, s *game.Server, level int, mults game.Mults, p BatchPlan) {
 	t.Helper()
-	prepped := world.Prepped(s)
-	h := world.Hacker{Level: level, Mults: mults}
-	pct := world.HackPercent(&prepped, h)
+	prepped := game.Prepped(s)
+	h := game.Hacker{Level: level, Mults: mults}
+	pct := game.HackPercent(&prepped, h)
 	if p.HackThreads < 1 || p.ActualFraction > 1 || math.Abs(p.ActualFraction-math.Min(1, float64(p.HackThreads)*pct)) > 1e-12 {
 		t.Errorf("hack threads %d for actual fraction %v (pct %v)", p.HackThreads, p.ActualFraction, pct)
 	}
 	// The weakens cancel what the hack and the grow add.
-	wpt := world.WeakenPerThread(p.Cores)
-	if hs := world.HackSecurityIncrease(p.HackThreads, pct); float64(p.Weaken1Threads)*wpt < hs || float64(p.Weaken1Threads-1)*wpt >= hs {
+	wpt := game.WeakenPerThread(p.Cores)
+	if hs := game.HackSecurityIncrease(p.HackThreads, pct); float64(p.Weaken1Threads)*wpt < hs || float64(p.Weaken1Threads-1)*wpt >= hs {
 		t.Errorf("weaken1 %d for hack security %v", p.Weaken1Threads, hs)
 	}
-	if gs := world.GrowSecurityIncrease(p.GrowThreads, p.GrowThreads); float64(p.Weaken2Threads)*wpt < gs || (gs > 0 && float64(p.Weaken2Threads-1)*wpt >= gs) {
+	if gs := game.GrowSecurityIncrease(p.GrowThreads, p.GrowThreads); float64(p.Weaken2Threads)*wpt < gs || (gs > 0 && float64(p.Weaken2Threads-1)*wpt >= gs) {
 		t.Errorf("weaken2 %d for grow security %v", p.Weaken2Threads, gs)
 	}
 	// The grow brings the money back to max, and one thread fewer would not.
 	after := s.MoneyMax * (1 - p.ActualFraction)
-	if got := world.GrowMoney(&prepped, h, after, p.GrowThreads, p.Cores); got != s.MoneyMax {
+	if got := game.GrowMoney(&prepped, h, after, p.GrowThreads, p.Cores); got != s.MoneyMax {
 		t.Errorf("grow of %d threads reaches %v, want %v", p.GrowThreads, got, s.MoneyMax)
 	}
-	if p.GrowThreads > 0 && world.GrowMoney(&prepped, h, after, p.GrowThreads-1, p.Cores) >= s.MoneyMax {
+	if p.GrowThreads > 0 && game.GrowMoney(&prepped, h, after, p.GrowThreads-1, p.Cores) >= s.MoneyMax {
 		t.Errorf("grow of %d threads is one too many", p.GrowThreads)
 	}
 	wantTS := (float64(p.HackThreads)*p.HackTimeMs + float64(p.GrowThreads)*p.GrowTimeMs +
@@ -117,16 +117,16 @@ func TestPlanBatchErrors(t *testing.T) {
 	noMoneyMult.HackingMoney = 0
 	tests := []struct {
 		name     string
-		s        *world.Server
+		s        *game.Server
 		level    int
-		mults    world.Mults
+		mults    game.Mults
 		cores    int
 		fraction float64
 		wantIs   error
 		wantMsg  string
 	}{
-		{"no root", mustServer(t, newgame, "iron-gym"), 1000, mults, 1, 0.1, world.ErrNoRoot, "iron-gym"},
-		{"level too low", mustServer(t, ref, "4sigma"), level, mults, 1, 0.1, world.ErrLevelTooLow, "level 880 < required 1206"},
+		{"no root", mustServer(t, newgame, "iron-gym"), 1000, mults, 1, 0.1, game.ErrNoRoot, "iron-gym"},
+		{"level too low", mustServer(t, ref, "4sigma"), level, mults, 1, 0.1, game.ErrLevelTooLow, "level 880 < required 1206"},
 		{"no money", mustServer(t, ref, "home"), level, mults, 1, 0.1, ErrNoMoney, "home"},
 		{"hack percent 0", mustServer(t, ref, "rho-construction"), level, noMoneyMult, 1, 0.1, ErrNoHackPercent, "rho-construction"},
 		{"fraction 0", mustServer(t, ref, "rho-construction"), level, mults, 1, 0, nil, "fraction 0"},
@@ -290,7 +290,7 @@ func rhoRAMLimit(t *testing.T, cores int) (BatchPlan, int) {
 	return best, TotalHostThreads(sc)
 }
 
-// TestRAMLimit checks WORLD.md "Income limits": on reference-880, target
+// TestRAMLimit checks world/game/RULES.md "Income limits": on reference-880, target
 // rho-construction, the RAM limit is about $118b per game minute and the
 // launch-at-once limit about $76b. The figures are reproduced when grows and
 // weakens run on home's 3 cores, which they can: they need about 88% of the

@@ -5,7 +5,7 @@ import (
 
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/serverpool"
-	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 func TestChooseCores(t *testing.T) {
@@ -40,7 +40,7 @@ func TestChooseCores(t *testing.T) {
 func TestPin(t *testing.T) {
 	t.Parallel()
 	batch := func() []job.Job {
-		return []job.Job{{Task: world.OpHack}, {Task: world.OpWeaken}, {Task: world.OpGrow}, {Task: world.OpWeaken}}
+		return []job.Job{{Task: game.OpHack}, {Task: game.OpWeaken}, {Task: game.OpGrow}, {Task: game.OpWeaken}}
 	}
 	for _, tc := range []struct {
 		name  string
@@ -48,9 +48,9 @@ func TestPin(t *testing.T) {
 		tasks []string
 		want  []int
 	}{
-		{"pipeline", 3, []string{world.OpGrow, world.OpHack}, []int{3, 0, 3, 0}},
-		{"wave", 3, []string{world.OpGrow}, []int{0, 0, 3, 0}},
-		{"hosts alike", 0, []string{world.OpGrow, world.OpHack}, []int{0, 0, 0, 0}},
+		{"pipeline", 3, []string{game.OpGrow, game.OpHack}, []int{3, 0, 3, 0}},
+		{"wave", 3, []string{game.OpGrow}, []int{0, 0, 3, 0}},
+		{"hosts alike", 0, []string{game.OpGrow, game.OpHack}, []int{0, 0, 0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

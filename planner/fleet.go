@@ -11,6 +11,7 @@ import (
 
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Fleet runs a HackManager per target on one pool, sharing the pool's
@@ -276,7 +277,7 @@ func (f *Fleet) allocate(ctx context.Context) ([]Share, float64, error) {
 	return shares, clk.Speed, nil
 }
 
-func findServer(servers []world.Server, name string) (*world.Server, bool) {
+func findServer(servers []game.Server, name string) (*game.Server, bool) {
 	for i := range servers {
 		if servers[i].Hostname == name {
 			return &servers[i], true
@@ -290,7 +291,7 @@ func findServer(servers []world.Server, name string) (*world.Server, bool) {
 // cores cores, at world speed speed. A pipeline keeps more threads busy
 // with bigger batches, which earn a little less per thread-second: the
 // capacity is that of the biggest batch within 5% of the best.
-func candidate(s *world.Server, hk world.Hacker, cores int, speed float64, o ManagerOptions) (Share, error) {
+func candidate(s *game.Server, hk game.Hacker, cores int, speed float64, o ManagerOptions) (Share, error) {
 	t, err := newTarget(s, hk.Level, hk.Mults, cores)
 	if err != nil {
 		return Share{}, err

@@ -16,6 +16,7 @@ import (
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // HackManager runs one target: it preps it (weaken to minimum security,
@@ -280,7 +281,7 @@ func (m *HackManager) Run(ctx context.Context) error {
 			}
 			return err
 		}
-		if err := world.CheckHack(&srv, hk); err != nil {
+		if err := game.CheckHack(&srv, hk); err != nil {
 			return fmt.Errorf("target %s: %w", m.opts.Target, err)
 		}
 		free, err := m.freeThreads(ctx)
@@ -358,8 +359,8 @@ func (m *HackManager) awaitInFlight(ctx context.Context) error {
 	}
 }
 
-func prepped(s *world.Server) bool {
-	return s.HackDifficulty <= world.SecurityFloor(s)+1e-9 && s.MoneyAvailable >= s.MoneyMax*(1-1e-9)
+func prepped(s *game.Server) bool {
+	return s.HackDifficulty <= game.SecurityFloor(s)+1e-9 && s.MoneyAvailable >= s.MoneyMax*(1-1e-9)
 }
 
 // count changes the stats under the lock.
@@ -393,18 +394,18 @@ func (m *HackManager) setPhase(p string) {
 }
 
 // observe reads the target, the player and the world's speed.
-func (m *HackManager) observe(ctx context.Context) (world.Server, world.Hacker, float64, error) {
+func (m *HackManager) observe(ctx context.Context) (game.Server, game.Hacker, float64, error) {
 	srv, err := m.world.Server(ctx, m.opts.Target)
 	if err != nil {
-		return srv, world.Hacker{}, 0, err
+		return srv, game.Hacker{}, 0, err
 	}
 	pl, err := m.world.Player(ctx)
 	if err != nil {
-		return srv, world.Hacker{}, 0, err
+		return srv, game.Hacker{}, 0, err
 	}
 	clk, err := m.world.Clock(ctx)
 	if err != nil {
-		return srv, world.Hacker{}, 0, err
+		return srv, game.Hacker{}, 0, err
 	}
 	m.exp = pl.HackingExp
 	hk := pl.Player().Hacker()
@@ -417,7 +418,7 @@ func (m *HackManager) observe(ctx context.Context) (world.Server, world.Hacker, 
 	}
 	m.mu.Lock()
 	m.stats.Money, m.stats.MoneyMax = srv.MoneyAvailable, srv.MoneyMax
-	m.stats.Security, m.stats.MinSec = srv.HackDifficulty, world.SecurityFloor(&srv)
+	m.stats.Security, m.stats.MinSec = srv.HackDifficulty, game.SecurityFloor(&srv)
 	m.stats.Level, m.stats.GameMs, m.stats.Speed = hk.Level, clk.GameTimeMs, clk.Speed
 	m.mu.Unlock()
 	return srv, hk, math.Max(clk.Speed, 1e-9), nil
@@ -510,13 +511,13 @@ func (m *HackManager) freeThreads(ctx context.Context) (int, error) {
 // levelsAtLanding predicts the hacking level at each batch's landing: the
 // level now plus the exp of the batches that landed before it (hack exp
 // weighted by its chance; a failed hack gives a quarter).
-func (m *HackManager) levelsAtLanding(srv *world.Server, hk world.Hacker, plan BatchPlan, n int) []int {
-	full := world.ExpPerThread(srv, hk.Mults, true)
+func (m *HackManager) levelsAtLanding(srv *game.Server, hk game.Hacker, plan BatchPlan, n int) []int {
+	full := game.ExpPerThread(srv, hk.Mults, true)
 	perBatch := full*float64(plan.Weaken1Threads+plan.GrowThreads+plan.Weaken2Threads) +
 		full*float64(plan.HackThreads)*(plan.Chance+(1-plan.Chance)/4)
 	levels := make([]int, n)
 	for i := range levels {
-		levels[i] = max(hk.Level, world.HackingLevel(m.exp+float64(i)*perBatch, hk.Mults.Hacking))
+		levels[i] = max(hk.Level, game.HackingLevel(m.exp+float64(i)*perBatch, hk.Mults.Hacking))
 	}
 	return levels
 }
@@ -529,7 +530,7 @@ func (m *HackManager) largestHost(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, h := range hosts {
-		n = max(n, world.ThreadsForRAM(h.MaxRAM))
+		n = max(n, game.ThreadsForRAM(h.MaxRAM))
 	}
 	return n, nil
 }
@@ -550,18 +551,18 @@ func (l landing) job(target string) job.Job {
 
 // prepWave weakens the target to its minimum security and grows it to its
 // maximum money, as far as the threads allow, landing W, G, W2.
-func (m *HackManager) prepWave(ctx context.Context, srv *world.Server, hk world.Hacker, speed float64, free int) error {
-	floor := world.SecurityFloor(srv)
-	wpt := world.WeakenPerThread(m.weakCores)
+func (m *HackManager) prepWave(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) error {
+	floor := game.SecurityFloor(srv)
+	wpt := game.WeakenPerThread(m.weakCores)
 	w1 := int(math.Ceil((srv.HackDifficulty - floor) / wpt))
 	w1 = min(w1, free)
 	free -= w1
-	atMin := world.Prepped(srv) // the grows land after the first weaken
-	g := world.GrowThreads(&atMin, hk, srv.MoneyAvailable, srv.MoneyMax, m.cores)
+	atMin := game.Prepped(srv) // the grows land after the first weaken
+	g := game.GrowThreads(&atMin, hk, srv.MoneyAvailable, srv.MoneyMax, m.cores)
 	w2 := 0
 	if g > 0 {
 		// g grow threads and the weakens that cover them, within what is left.
-		per := world.GrowSecurityPerThread / wpt
+		per := game.GrowSecurityPerThread / wpt
 		g = int(math.Min(float64(g), math.Floor(float64(free)/(1+per))))
 		w2 = int(math.Ceil(float64(g) * per))
 	}
@@ -570,16 +571,16 @@ func (m *HackManager) prepWave(ctx context.Context, srv *world.Server, hk world.
 	}
 	// Durations are fixed at start, and every prep job starts before the
 	// first lands: all of them run at the security the target has now.
-	hackMs := world.HackTimeMs(srv, hk) / speed
+	hackMs := game.HackTimeMs(srv, hk) / speed
 	weakMs, growMs := 4*hackMs, 3.2*hackMs
 	gap := float64(m.opts.Gap) / 1e6
 	land := job.Now() + float64(m.opts.Lead)/1e6 + weakMs
 	var ls []landing
 	if w1 > 0 {
-		ls = append(ls, landing{world.OpWeaken, w1, land, weakMs})
+		ls = append(ls, landing{game.OpWeaken, w1, land, weakMs})
 	}
 	if g > 0 {
-		ls = append(ls, landing{world.OpGrow, g, land + gap, growMs}, landing{world.OpWeaken, w2, land + 2*gap, weakMs})
+		ls = append(ls, landing{game.OpGrow, g, land + gap, growMs}, landing{game.OpWeaken, w2, land + 2*gap, weakMs})
 	}
 	m.emit("prep", fmt.Sprintf("weaken %d, grow %d, weaken %d", w1, g, w2))
 	_, err := m.runWave(ctx, [][]landing{ls}, false)
@@ -587,7 +588,7 @@ func (m *HackManager) prepWave(ctx context.Context, srv *world.Server, hk world.
 }
 
 // batchWave runs as many HWGW batches as timing and threads allow.
-func (m *HackManager) batchWave(ctx context.Context, srv *world.Server, hk world.Hacker, speed float64, free int) error {
+func (m *HackManager) batchWave(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) error {
 	maxJob, err := m.largestHost(ctx)
 	if err != nil {
 		return err
@@ -629,10 +630,10 @@ func (m *HackManager) batchWave(ctx context.Context, srv *world.Server, hk world
 		}
 		l := land0 + float64(i)*4*gap
 		batches[i] = []landing{
-			{world.OpHack, p.HackThreads, l, hackMs},
-			{world.OpWeaken, p.Weaken1Threads, l + gap, weakMs},
-			{world.OpGrow, p.GrowThreads, l + 2*gap, growMs},
-			{world.OpWeaken, p.Weaken2Threads, l + 3*gap, weakMs},
+			{game.OpHack, p.HackThreads, l, hackMs},
+			{game.OpWeaken, p.Weaken1Threads, l + gap, weakMs},
+			{game.OpGrow, p.GrowThreads, l + 2*gap, growMs},
+			{game.OpWeaken, p.Weaken2Threads, l + 3*gap, weakMs},
 		}
 	}
 	m.emit("wave", fmt.Sprintf("%d batches of %d/%d/%d/%d threads", n, plan.HackThreads, plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads))
@@ -652,7 +653,7 @@ func (m *HackManager) runWave(ctx context.Context, batches [][]landing, hwgw boo
 		if jobs[0].StartTime < job.Now() {
 			break // out of time for the rest of the wave
 		}
-		m.pin(jobs, world.OpGrow)
+		m.pin(jobs, game.OpGrow)
 		d, err := m.pool.DispatchJobs(ctx, jobs)
 		if errors.Is(err, pool.ErrNoCapacity) {
 			break
@@ -722,7 +723,7 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		}
 		// A hack or grow that ended otherwise than done may still have
 		// landed (a cancel that came too late, a part of a split job).
-		if (s.Task == world.OpHack || s.Task == world.OpGrow) && (r.Status == job.StatusDone || mayHaveLanded(r)) {
+		if (s.Task == game.OpHack || s.Task == game.OpGrow) && (r.Status == job.StatusDone || mayHaveLanded(r)) {
 			moved = true
 		}
 		switch r.Status {
@@ -732,7 +733,7 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 			// A missed hack leaves the target as it was (its grow then
 			// finds it at max money and adds no security; its weakens find
 			// it at minimum): a desync that needs no repair.
-			if s.Task != world.OpHack || !hwgw {
+			if s.Task != game.OpHack || !hwgw {
 				unstarted = true
 			}
 			continue
@@ -764,7 +765,7 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		if res.SecurityAtStart > m.stats.MinSec+1e-9 {
 			desync, broken = fmt.Sprintf("%s started at security %.3f (min %.3f)", r.Task, res.SecurityAtStart, m.stats.MinSec), true
 		}
-		if r.Task == world.OpHack && res.MoneyBefore < m.stats.MoneyMax*(1-1e-9) {
+		if r.Task == game.OpHack && res.MoneyBefore < m.stats.MoneyMax*(1-1e-9) {
 			desync, broken = fmt.Sprintf("hack landed at %.1f%% money", 100*res.MoneyBefore/m.stats.MoneyMax), true
 		}
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
-	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // The continuous pipeline lands batches on a grid of period P. Batch k
@@ -125,7 +125,7 @@ func (f *expForecast) at(t float64) float64 {
 // per second given both limits, the threads (a batch's thread-seconds
 // over the threads free) and timing (no shorter a period than the gap and
 // margins allow).
-func (m *HackManager) pipelinePlan(srv *world.Server, hk world.Hacker, speed float64, free, maxJob int) (BatchPlan, float64, error) {
+func (m *HackManager) pipelinePlan(srv *game.Server, hk game.Hacker, speed float64, free, maxJob int) (BatchPlan, float64, error) {
 	minPeriod := m.minPeriod()
 	pad := m.pad()
 	t, err := newTarget(srv, hk.Level, hk.Mults, m.cores)
@@ -193,7 +193,7 @@ func planDurations(p BatchPlan, speed float64) durations {
 // after it needs more threads, and durations shorten: a batch sized as at
 // the start would hold more, or fewer, threads than the period allows, and
 // the pool would refuse batches, or threads would go idle.
-func (m *HackManager) sizeBatch(srv *world.Server, hk world.Hacker, lvLand int, d durations, plan BatchPlan, budget held, maxJob int) (BatchPlan, error) {
+func (m *HackManager) sizeBatch(srv *game.Server, hk game.Hacker, lvLand int, d durations, plan BatchPlan, budget held, maxJob int) (BatchPlan, error) {
 	t, err := newTarget(srv, lvLand, hk.Mults, m.cores)
 	if err != nil {
 		return BatchPlan{}, err
@@ -224,7 +224,7 @@ func (m *HackManager) sizeBatch(srv *world.Server, hk world.Hacker, lvLand int, 
 // pipeline runs batches continuously until a desync (it cancels the
 // batches that would land wrong and returns, and the main loop re-preps)
 // or until ctx ends (it lets the batches in flight land).
-func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.Hacker, speed float64, free int) error {
+func (m *HackManager) pipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) error {
 	maxJob, err := m.largestHost(ctx)
 	if err != nil {
 		return err
@@ -259,7 +259,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 	firstLead := max(lead/2, g.slack+lead/4)
 	g.l0 = job.Now() + firstLead + weakMs + g.period
 	fc := &expForecast{base: m.exp}
-	full := world.ExpPerThread(srv, hk.Mults, true)
+	full := game.ExpPerThread(srv, hk.Mults, true)
 	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
 		plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads, g.period, free))
 	limit := 0.0
@@ -311,7 +311,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		// Threads for the level at the hack's landing (plus one: growing
 		// too much only costs a thread; too little desyncs), within what
 		// the period allows a batch.
-		lvLand := max(hk.Level, world.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
+		lvLand := max(hk.Level, game.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
 		allowed := held{total: budget.total + carry.total, pinned: budget.pinned + carry.pinned}
 		bp, err := m.sizeBatch(srv, hk, lvLand, dur, plan, allowed, maxJob)
 		if err != nil {
@@ -327,7 +327,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 		// overflowed (248 batches refused an hour). On the big host it is
 		// a sliver, and the weakens, placed smallest host first, fill the
 		// small ones.
-		m.pin(jobs, world.OpGrow, world.OpHack)
+		m.pin(jobs, game.OpGrow, game.OpHack)
 		disp, err := m.pool.DispatchJobs(ctx, jobs)
 		if errors.Is(err, pool.ErrNoCapacity) {
 			m.log.Debug().Err(err).Int("slot", k).Msg("batch refused")
@@ -347,7 +347,7 @@ func (m *HackManager) pipeline(ctx context.Context, srv *world.Server, hk world.
 			total:  max(-budget.total/2, min(allowed.total-used.total, budget.total/2)),
 			pinned: max(-budget.pinned/2, min(allowed.pinned-used.pinned, budget.pinned/2)),
 		}
-		chance := world.HackChance(srv, world.Hacker{Level: lvLand, Mults: hk.Mults})
+		chance := game.HackChance(srv, game.Hacker{Level: lvLand, Mults: hk.Mults})
 		fc.add(g.landing(k, 0), full*float64(jobs[0].Threads)*(chance+(1-chance)/4))
 		fc.add(g.landing(k, 1), full*float64(jobs[1].Threads))
 		fc.add(g.landing(k, 2), full*float64(jobs[2].Threads))
@@ -382,7 +382,7 @@ func (m *HackManager) networkThreads(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for _, h := range hosts {
-		n += world.ThreadsForRAM(h.MaxRAM)
+		n += game.ThreadsForRAM(h.MaxRAM)
 	}
 	return n, nil
 }
@@ -396,10 +396,10 @@ func (m *HackManager) batchJobs(g grid, k int, plan BatchPlan, d durations) []jo
 		threads int
 		dur     float64
 	}{
-		{world.OpHack, plan.HackThreads, d.h},
-		{world.OpWeaken, plan.Weaken1Threads, d.w},
-		{world.OpGrow, plan.GrowThreads, d.g},
-		{world.OpWeaken, plan.Weaken2Threads, d.w},
+		{game.OpHack, plan.HackThreads, d.h},
+		{game.OpWeaken, plan.Weaken1Threads, d.w},
+		{game.OpGrow, plan.GrowThreads, d.g},
+		{game.OpWeaken, plan.Weaken2Threads, d.w},
 	}
 	jobs := make([]job.Job, 4)
 	for i, t := range tasks {
@@ -469,7 +469,7 @@ func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job,
 			return out, fmt.Errorf("batch %s: %d of %d records within %s of its last landing", d.Jobs[0].Batch, len(out), len(d.Jobs), recordGrace)
 		}
 		out = append(out, r)
-		if dropped || r.Task == world.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) {
+		if dropped || r.Task == game.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) {
 			continue
 		}
 		dropped = true
@@ -498,9 +498,9 @@ type durations struct{ h, g, w float64 }
 // starts three quarters of a weakenTime after the batch's first weaken,
 // several level-ups later on a busy pipeline: for the level now, it
 // would start (and hold its threads) that much earlier than it needs to.
-func (m *HackManager) batchDurations(srv *world.Server, hk world.Hacker, fc *expForecast, g grid, k int, speed, now float64) durations {
+func (m *HackManager) batchDurations(srv *game.Server, hk game.Hacker, fc *expForecast, g grid, k int, speed, now float64) durations {
 	level := func(t float64) int {
-		return max(hk.Level, world.HackingLevel(fc.at(math.Max(t, now)), hk.Mults.Hacking)-1)
+		return max(hk.Level, game.HackingLevel(fc.at(math.Max(t, now)), hk.Mults.Hacking)-1)
 	}
 	d := m.durationsAt(srv, hk, level(now), speed)
 	start := func(i int, dur float64) float64 { return g.landing(k, i) - dur - g.slack - g.half() }
@@ -511,10 +511,10 @@ func (m *HackManager) batchDurations(srv *world.Server, hk world.Hacker, fc *exp
 	}
 }
 
-func (m *HackManager) durationsAt(srv *world.Server, hk world.Hacker, level int, speed float64) durations {
-	at := world.Prepped(srv)
-	h := world.Hacker{Level: level, Mults: hk.Mults}
-	hack := world.HackTimeMs(&at, h) / speed
+func (m *HackManager) durationsAt(srv *game.Server, hk game.Hacker, level int, speed float64) durations {
+	at := game.Prepped(srv)
+	h := game.Hacker{Level: level, Mults: hk.Mults}
+	hack := game.HackTimeMs(&at, h) / speed
 	return durations{h: hack, g: 3.2 * hack, w: 4 * hack}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Every job of every batch on the grid starts at least Margin away from
@@ -65,7 +66,7 @@ func TestGridStartsEveryJobSafely(t *testing.T) {
 }
 
 // referenceRho is the community test's network, target and player.
-func referenceRho(t *testing.T) (*world.Scenario, *world.Server, world.Hacker) {
+func referenceRho(t *testing.T) (*game.Scenario, *game.Server, game.Hacker) {
 	t.Helper()
 	sc := mustScenario(t, "reference-880")
 	return sc, mustServer(t, sc, "rho-construction"), sc.Player.Hacker()
@@ -75,8 +76,8 @@ func referenceRho(t *testing.T) (*world.Scenario, *world.Server, world.Hacker) {
 // first batch's first weaken starts about 200 ms after now.
 type timing struct {
 	m         *HackManager
-	srv       *world.Server
-	hk        world.Hacker
+	srv       *game.Server
+	hk        game.Hacker
 	g         grid
 	now, weak float64 // weak: the weakenTime in real ms
 	exp       float64 // the player's hacking exp
@@ -87,7 +88,7 @@ const timingSpeed = 60
 func newTiming(t *testing.T) timing {
 	sc, srv, hk := referenceRho(t)
 	tm := timing{m: &HackManager{opts: ManagerOptions{Target: srv.Hostname}}, srv: srv, hk: hk, exp: sc.Player.HackingExp,
-		g: grid{period: 11.2, gap: 2, margin: 1, slack: 50}, now: 10_000, weak: world.WeakenTimeMs(srv, hk) / timingSpeed}
+		g: grid{period: 11.2, gap: 2, margin: 1, slack: 50}, now: 10_000, weak: game.WeakenTimeMs(srv, hk) / timingSpeed}
 	tm.g.l0 = tm.now + 200 + tm.weak + tm.g.slack + tm.g.period
 	return tm
 }
@@ -121,9 +122,9 @@ func TestBatchDurationsFollowTheLevelAtEachStart(t *testing.T) {
 	// Three levels' worth of exp lands while the batch's weakens run.
 	fc := &expForecast{base: tm.exp}
 	for lv := hk.Level + 1; lv <= hk.Level+3; lv++ {
-		fc.add(tm.now+tm.weak*float64(lv-hk.Level)/5, world.ExpForLevel(lv, hk.Mults.Hacking)-fc.at(math.Inf(1))+1)
+		fc.add(tm.now+tm.weak*float64(lv-hk.Level)/5, game.ExpForLevel(lv, hk.Mults.Hacking)-fc.at(math.Inf(1))+1)
 	}
-	levelAt := func(t float64) int { return world.HackingLevel(fc.at(t), hk.Mults.Hacking) }
+	levelAt := func(t float64) int { return game.HackingLevel(fc.at(t), hk.Mults.Hacking) }
 	if levelAt(tm.now) != hk.Level || levelAt(tm.now+tm.weak) != hk.Level+3 {
 		t.Fatalf("forecast levels %d → %d, want %d → %d", levelAt(tm.now), levelAt(tm.now+tm.weak), hk.Level, hk.Level+3)
 	}
@@ -144,13 +145,13 @@ func TestBatchDurationsWhereverALevelUpFalls(t *testing.T) {
 	t.Parallel()
 	tm := newTiming(t)
 	hk := tm.hk
-	exp := func(lv int) float64 { return world.ExpForLevel(lv, hk.Mults.Hacking) + 1 }
+	exp := func(lv int) float64 { return game.ExpForLevel(lv, hk.Mults.Hacking) + 1 }
 	for up := tm.now; up < tm.now+tm.weak; up += 0.25 {
 		// One level up at once (so that less one is still the level
 		// observed), and the next at up.
 		fc := &expForecast{base: exp(hk.Level + 1)}
 		fc.add(up, exp(hk.Level+2)-exp(hk.Level+1))
-		levelAt := func(t float64) int { return world.HackingLevel(fc.at(t), hk.Mults.Hacking) }
+		levelAt := func(t float64) int { return game.HackingLevel(fc.at(t), hk.Mults.Hacking) }
 		for k := range 3 {
 			if late := tm.lateJob(fc, k, levelAt); late != "" {
 				t.Fatalf("level-up at %.2f: %s", up, late)
@@ -203,8 +204,8 @@ func TestAllocateThreads(t *testing.T) {
 func TestCheckDroppedBatch(t *testing.T) {
 	t.Parallel()
 	sent := []job.Job{
-		{ID: "h", Task: world.OpHack}, {ID: "w1", Task: world.OpWeaken},
-		{ID: "g", Task: world.OpGrow}, {ID: "w2", Task: world.OpWeaken},
+		{ID: "h", Task: game.OpHack}, {ID: "w1", Task: game.OpWeaken},
+		{ID: "g", Task: game.OpGrow}, {ID: "w2", Task: game.OpWeaken},
 	}
 	landed := func(id, task string, seq uint64) job.Job {
 		res, _ := json.Marshal(world.Result{Seq: seq, SecurityAtStart: 10, MoneyBefore: 100})
@@ -216,17 +217,17 @@ func TestCheckDroppedBatch(t *testing.T) {
 		recs   []job.Job
 		intact bool
 	}{
-		{"weaken missed, rest cancelled", []job.Job{st("w1", world.OpWeaken, job.StatusMissed),
-			st("h", world.OpHack, job.StatusCancelled), st("g", world.OpGrow, job.StatusCancelled), st("w2", world.OpWeaken, job.StatusCancelled)}, true},
-		{"grow failed, weakens landed", []job.Job{st("g", world.OpGrow, job.StatusFailed),
-			st("h", world.OpHack, job.StatusCancelled), landed("w1", world.OpWeaken, 1), landed("w2", world.OpWeaken, 2)}, true},
-		{"weaken missed, hack landed", []job.Job{st("w1", world.OpWeaken, job.StatusMissed),
-			landed("h", world.OpHack, 1), st("g", world.OpGrow, job.StatusCancelled), st("w2", world.OpWeaken, job.StatusCancelled)}, false},
-		{"hack missed, rest landed", []job.Job{st("h", world.OpHack, job.StatusMissed),
-			landed("w1", world.OpWeaken, 1), landed("g", world.OpGrow, 2), landed("w2", world.OpWeaken, 3)}, true},
-		{"weaken missed, hack cancelled after it landed", []job.Job{st("w1", world.OpWeaken, job.StatusMissed),
-			func() job.Job { j := landed("h", world.OpHack, 1); j.Status = job.StatusCancelled; return j }(),
-			st("g", world.OpGrow, job.StatusCancelled), st("w2", world.OpWeaken, job.StatusCancelled)}, false},
+		{"weaken missed, rest cancelled", []job.Job{st("w1", game.OpWeaken, job.StatusMissed),
+			st("h", game.OpHack, job.StatusCancelled), st("g", game.OpGrow, job.StatusCancelled), st("w2", game.OpWeaken, job.StatusCancelled)}, true},
+		{"grow failed, weakens landed", []job.Job{st("g", game.OpGrow, job.StatusFailed),
+			st("h", game.OpHack, job.StatusCancelled), landed("w1", game.OpWeaken, 1), landed("w2", game.OpWeaken, 2)}, true},
+		{"weaken missed, hack landed", []job.Job{st("w1", game.OpWeaken, job.StatusMissed),
+			landed("h", game.OpHack, 1), st("g", game.OpGrow, job.StatusCancelled), st("w2", game.OpWeaken, job.StatusCancelled)}, false},
+		{"hack missed, rest landed", []job.Job{st("h", game.OpHack, job.StatusMissed),
+			landed("w1", game.OpWeaken, 1), landed("g", game.OpGrow, 2), landed("w2", game.OpWeaken, 3)}, true},
+		{"weaken missed, hack cancelled after it landed", []job.Job{st("w1", game.OpWeaken, job.StatusMissed),
+			func() job.Job { j := landed("h", game.OpHack, 1); j.Status = job.StatusCancelled; return j }(),
+			st("g", game.OpGrow, job.StatusCancelled), st("w2", game.OpWeaken, job.StatusCancelled)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -247,14 +248,14 @@ func TestCheckDroppedBatch(t *testing.T) {
 func TestDescribeBatch(t *testing.T) {
 	t.Parallel()
 	sent := []job.Job{
-		{ID: "h", Task: world.OpHack, Threads: 24, StartTime: 1_000, EndTime: 2_000},
-		{ID: "w1", Task: world.OpWeaken, Threads: 1, StartTime: 900, EndTime: 2_002},
+		{ID: "h", Task: game.OpHack, Threads: 24, StartTime: 1_000, EndTime: 2_000},
+		{ID: "w1", Task: game.OpWeaken, Threads: 1, StartTime: 900, EndTime: 2_002},
 	}
 	recs := map[string]job.Job{
 		"h":  {ID: "h", Status: job.StatusDone, ActualStartTime: 1_000.25, ActualEndTime: 2_000.5},
 		"w1": {ID: "w1", Status: job.StatusMissed},
 	}
-	sent = append(sent, job.Job{ID: "g", Task: world.OpGrow, Threads: 49})
+	sent = append(sent, job.Job{ID: "g", Task: game.OpGrow, Threads: 49})
 	got := describeBatch(sent, recs)
 	want := "hack×24 done start +0.250 ms end +0.500 ms; weaken×1 missed; grow×49 no record"
 	if got != want {
@@ -267,7 +268,7 @@ func TestDescribeBatch(t *testing.T) {
 func TestMayHaveLanded(t *testing.T) {
 	t.Parallel()
 	withParts := func(parts string) job.Job {
-		j := job.Job{ID: "h", Task: world.OpHack, Status: job.StatusCancelled}
+		j := job.Job{ID: "h", Task: game.OpHack, Status: job.StatusCancelled}
 		j.Set("parts", json.RawMessage(parts))
 		return j
 	}

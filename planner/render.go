@@ -3,10 +3,11 @@ package planner
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/hvmind/hvmind/internal/boxtable"
 	"io"
 	"math"
 	"strconv"
+
+	"github.com/hvmind/hvmind/internal/boxtable"
 )
 
 // RenderAnalysis writes the analyses as a box-drawn table, one row per

@@ -87,4 +87,3 @@ func (p *Pool) askCancel(ctx context.Context, in *inflight, reason string) error
 	_, err := p.res.JS.PublishMsg(ctx, m)
 	return err
 }
-

@@ -85,4 +85,3 @@ func (p *Pool) Status(ctx context.Context) Status {
 	}
 	return st
 }
-

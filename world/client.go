@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Client calls the world service. It is safe for concurrent use.
@@ -75,15 +77,15 @@ func (c *Client) request(ctx context.Context, subject string, body, out any) err
 }
 
 // Servers returns every server of the world.
-func (c *Client) Servers(ctx context.Context) ([]Server, error) {
-	var out []Server
+func (c *Client) Servers(ctx context.Context) ([]game.Server, error) {
+	var out []game.Server
 	err := c.request(ctx, SubjectServers, nil, &out)
 	return out, err
 }
 
 // Server returns one server; an unknown one is ErrUnknownTarget.
-func (c *Client) Server(ctx context.Context, host string) (Server, error) {
-	var out Server
+func (c *Client) Server(ctx context.Context, host string) (game.Server, error) {
+	var out game.Server
 	err := c.request(ctx, SubjectServer, []byte(host), &out)
 	return out, err
 }
@@ -103,7 +105,7 @@ func (c *Client) Clock(ctx context.Context) (Clock, error) {
 }
 
 // Scenario returns the world now as a scenario: its servers and player.
-func (c *Client) Scenario(ctx context.Context) (*Scenario, error) {
+func (c *Client) Scenario(ctx context.Context) (*game.Scenario, error) {
 	clock, err := c.Clock(ctx)
 	if err != nil {
 		return nil, err
@@ -116,7 +118,7 @@ func (c *Client) Scenario(ctx context.Context) (*Scenario, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Scenario{Name: clock.Scenario, Description: "live world", Bitnode: 1, Player: p.Player(), Servers: servers}, nil
+	return &game.Scenario{Name: clock.Scenario, Description: "live world", Bitnode: 1, Player: p.Player(), Servers: servers}, nil
 }
 
 // Begin tells the world that an operation starts now and returns its

@@ -3,6 +3,8 @@ package world
 import (
 	"errors"
 	"fmt"
+
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Sentinel errors of the world service. The service answers each with a
@@ -60,8 +62,8 @@ var codes = []struct {
 	{ErrInvalid, CodeInvalid, "400"},
 	{ErrUnknownTarget, CodeUnknownTarget, "404"},
 	{ErrUnknownHost, CodeUnknownHost, "404"},
-	{ErrNoRoot, CodeNoRoot, "403"},
-	{ErrLevelTooLow, CodeLevelTooLow, "403"},
+	{game.ErrNoRoot, CodeNoRoot, "403"},
+	{game.ErrLevelTooLow, CodeLevelTooLow, "403"},
 	{ErrNoRAM, CodeNoRAM, "409"},
 	{ErrNotBegun, CodeNotBegun, "404"},
 	{ErrUnavailable, CodeUnavailable, "503"},

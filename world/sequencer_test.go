@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Requests that arrive out of the order of their stamps are handed on in
@@ -47,12 +49,12 @@ func TestSequencerOrdersByStamp(t *testing.T) {
 // target as it was before that landing.
 func TestBeginSeesTheWorldAtItsStart(t *testing.T) {
 	t.Parallel()
-	sc, err := LoadScenario("newgame")
+	sc, err := game.LoadScenario("newgame")
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := NewState(sc)
-	req := BeginRequest{JobID: "h", Task: OpHack, Target: "n00dles", Host: "home", Threads: 1}
+	req := BeginRequest{JobID: "h", Task: game.OpHack, Target: "n00dles", Host: "home", Threads: 1}
 	b, err := st.Begin(req)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +67,7 @@ func TestBeginSeesTheWorldAtItsStart(t *testing.T) {
 	if !(srv.HackDifficulty > b.SecurityAtStart) {
 		t.Fatalf("the hack raised no security: %v", srv.HackDifficulty)
 	}
-	before := BeginRequest{JobID: "w1", Task: OpWeaken, Target: "n00dles", Host: "home", Threads: 1, Start: 999}
+	before := BeginRequest{JobID: "w1", Task: game.OpWeaken, Target: "n00dles", Host: "home", Threads: 1, Start: 999}
 	after := before
 	after.JobID, after.Start = "w2", 1001
 	for _, tc := range []struct {

@@ -14,10 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
-	"github.com/rs/zerolog"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // The world's request/reply API, a NATS micro service ("nats micro ls").
@@ -209,14 +210,14 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		return nil, fmt.Errorf("world: %w", err)
 	}
 	log := o.Logger.With().Str("part", "world").Logger()
-	var want *Scenario
+	var want *game.Scenario
 	if o.Scenario != "" || o.Reset {
 		name := o.Scenario
 		if name == "" {
 			name = DefaultScenario
 		}
 		var err error
-		if want, err = LoadScenario(name); err != nil {
+		if want, err = game.LoadScenario(name); err != nil {
 			return nil, fmt.Errorf("world: %w", err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hvmind/hvmind/broker/brokertest"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -47,16 +48,16 @@ func newWorld(t *testing.T, o world.Options) (*brokertest.Broker, *world.Service
 	return b, svc, world.NewClient(b.Connect(t))
 }
 
-func mustScenario(t *testing.T, name string) *world.Scenario {
+func mustScenario(t *testing.T, name string) *game.Scenario {
 	t.Helper()
-	sc, err := world.LoadScenario(name)
+	sc, err := game.LoadScenario(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return sc
 }
 
-func mustServer(t *testing.T, sc *world.Scenario, name string) world.Server {
+func mustServer(t *testing.T, sc *game.Scenario, name string) game.Server {
 	t.Helper()
 	s, ok := sc.Server(name)
 	if !ok {
@@ -97,54 +98,54 @@ func TestOperationsFollowTheFormulas(t *testing.T) {
 	const speed = 1000
 	n00dles := mustServer(t, sc, "n00dles")
 	food := mustServer(t, sc, "foodnstuff")
-	chance := world.HackChance(&n00dles, h)
+	chance := game.HackChance(&n00dles, h)
 
 	tests := []struct {
 		name    string
 		task    string
-		target  world.Server
+		target  game.Server
 		threads int
 		id      string
 		// want computes the target's money and security after, the
 		// stolen money and success, from the formulas.
 		wantDuration float64
-		want         func(s world.Server) (money, sec, stolen float64, success bool)
+		want         func(s game.Server) (money, sec, stolen float64, success bool)
 	}{
 		{
-			name: "hack succeeds", task: world.OpHack, target: n00dles, threads: 10,
-			id: hackID(seed, chance, true), wantDuration: world.HackTimeMs(&n00dles, h),
-			want: func(s world.Server) (float64, float64, float64, bool) {
-				pct := world.HackPercent(&s, h)
-				stolen := world.HackStolen(s.MoneyAvailable, pct, 10)
-				return s.MoneyAvailable - stolen, world.ClampSecurity(&s, s.HackDifficulty+world.HackSecurityIncrease(10, pct)), stolen, true
+			name: "hack succeeds", task: game.OpHack, target: n00dles, threads: 10,
+			id: hackID(seed, chance, true), wantDuration: game.HackTimeMs(&n00dles, h),
+			want: func(s game.Server) (float64, float64, float64, bool) {
+				pct := game.HackPercent(&s, h)
+				stolen := game.HackStolen(s.MoneyAvailable, pct, 10)
+				return s.MoneyAvailable - stolen, game.ClampSecurity(&s, s.HackDifficulty+game.HackSecurityIncrease(10, pct)), stolen, true
 			},
 		},
 		{
-			name: "hack fails", task: world.OpHack, target: n00dles, threads: 10,
-			id: hackID(seed, chance, false), wantDuration: world.HackTimeMs(&n00dles, h),
-			want: func(s world.Server) (float64, float64, float64, bool) {
+			name: "hack fails", task: game.OpHack, target: n00dles, threads: 10,
+			id: hackID(seed, chance, false), wantDuration: game.HackTimeMs(&n00dles, h),
+			want: func(s game.Server) (float64, float64, float64, bool) {
 				return s.MoneyAvailable, s.HackDifficulty, 0, false
 			},
 		},
 		{
-			name: "grow", task: world.OpGrow, target: food, threads: 100, id: "grow-1",
-			wantDuration: world.GrowTimeMs(&food, h),
-			want: func(s world.Server) (float64, float64, float64, bool) {
-				money, inc := world.GrowEffect(&s, h, 100, 1)
-				return money, world.ClampSecurity(&s, s.HackDifficulty+inc), 0, true
+			name: "grow", task: game.OpGrow, target: food, threads: 100, id: "grow-1",
+			wantDuration: game.GrowTimeMs(&food, h),
+			want: func(s game.Server) (float64, float64, float64, bool) {
+				money, inc := game.GrowEffect(&s, h, 100, 1)
+				return money, game.ClampSecurity(&s, s.HackDifficulty+inc), 0, true
 			},
 		},
 		{
-			name: "weaken", task: world.OpWeaken, target: food, threads: 20, id: "weaken-1",
-			wantDuration: world.WeakenTimeMs(&food, h),
-			want: func(s world.Server) (float64, float64, float64, bool) {
-				return s.MoneyAvailable, s.HackDifficulty - world.WeakenAmount(20, 1), 0, true
+			name: "weaken", task: game.OpWeaken, target: food, threads: 20, id: "weaken-1",
+			wantDuration: game.WeakenTimeMs(&food, h),
+			want: func(s game.Server) (float64, float64, float64, bool) {
+				return s.MoneyAvailable, s.HackDifficulty - game.WeakenAmount(20, 1), 0, true
 			},
 		},
 		{
-			name: "weaken stops at the minimum", task: world.OpWeaken, target: food, threads: 1000, id: "weaken-2",
-			wantDuration: world.WeakenTimeMs(&food, h),
-			want: func(s world.Server) (float64, float64, float64, bool) {
+			name: "weaken stops at the minimum", task: game.OpWeaken, target: food, threads: 1000, id: "weaken-2",
+			wantDuration: game.WeakenTimeMs(&food, h),
+			want: func(s game.Server) (float64, float64, float64, bool) {
 				return s.MoneyAvailable, s.MinDifficulty, 0, true
 			},
 		},
@@ -178,19 +179,19 @@ func TestOperationsFollowTheFormulas(t *testing.T) {
 				t.Errorf("result %+v", r)
 			}
 			switch tc.task {
-			case world.OpGrow:
+			case game.OpGrow:
 				if want := money / tc.target.MoneyAvailable; r.GrowMultiplier != want {
 					t.Errorf("grow multiplier %v, want %v", r.GrowMultiplier, want)
 				}
-			case world.OpWeaken:
-				want := world.WeakenAmount(tc.threads, 1)
+			case game.OpWeaken:
+				want := game.WeakenAmount(tc.threads, 1)
 				if sec == tc.target.MinDifficulty {
 					want = tc.target.HackDifficulty - sec
 				}
 				if r.SecurityRemoved != want {
 					t.Errorf("security removed %v, want %v", r.SecurityRemoved, want)
 				}
-			case world.OpHack:
+			case game.OpHack:
 				if r.Roll != world.HackRoll(seed, tc.id) || r.Chance != chance {
 					t.Errorf("roll %v chance %v", r.Roll, r.Chance)
 				}
@@ -207,8 +208,8 @@ func TestOperationsFollowTheFormulas(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			exp := world.ExpPerThread(&tc.target, p.Mults, success) * float64(tc.threads)
-			if pl.Money != p.Money+stolen || pl.HackingExp != exp || r.Exp != exp || pl.HackingLevel != world.HackingLevel(exp, 1) {
+			exp := game.ExpPerThread(&tc.target, p.Mults, success) * float64(tc.threads)
+			if pl.Money != p.Money+stolen || pl.HackingExp != exp || r.Exp != exp || pl.HackingLevel != game.HackingLevel(exp, 1) {
 				t.Errorf("player %+v, result exp %v; want money %v exp %v", pl, r.Exp, p.Money+stolen, exp)
 			}
 		})
@@ -227,11 +228,11 @@ func TestDurationAtStartEffectAtEnd(t *testing.T) {
 
 	// A weaken begins at security 10; a grow then raises security; the
 	// weaken's effect starts from the grown security.
-	b, err := c.Begin(ctx, world.BeginRequest{JobID: "w", Task: world.OpWeaken, Target: "foodnstuff", Host: "home", Threads: 5})
+	b, err := c.Begin(ctx, world.BeginRequest{JobID: "w", Task: game.OpWeaken, Target: "foodnstuff", Host: "home", Threads: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := run(t, c, "g", world.OpGrow, "foodnstuff", 200)
+	g := run(t, c, "g", game.OpGrow, "foodnstuff", 200)
 	if !(g.SecurityAfter > food.HackDifficulty) {
 		t.Fatalf("grow did not raise security: %+v", g)
 	}
@@ -239,17 +240,17 @@ func TestDurationAtStartEffectAtEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.DurationGameMs != world.WeakenTimeMs(&food, h) || w.DurationGameMs != b.DurationGameMs {
-		t.Errorf("weaken duration %v, want the one at its start %v", w.DurationGameMs, world.WeakenTimeMs(&food, h))
+	if w.DurationGameMs != game.WeakenTimeMs(&food, h) || w.DurationGameMs != b.DurationGameMs {
+		t.Errorf("weaken duration %v, want the one at its start %v", w.DurationGameMs, game.WeakenTimeMs(&food, h))
 	}
 	if w.SecurityAtStart != food.HackDifficulty || w.SecurityBefore != g.SecurityAfter {
 		t.Errorf("weaken security at start %v before %v; want %v and the grown %v", w.SecurityAtStart, w.SecurityBefore, food.HackDifficulty, g.SecurityAfter)
 	}
-	if want := g.SecurityAfter - world.WeakenAmount(5, 1); w.SecurityAfter != want {
+	if want := g.SecurityAfter - game.WeakenAmount(5, 1); w.SecurityAfter != want {
 		t.Errorf("weaken security after %v, want %v", w.SecurityAfter, want)
 	}
-	if w.LevelAtEnd != world.HackingLevel(g.Exp, 1) {
-		t.Errorf("level at end %d, want the level after the grow's exp %d", w.LevelAtEnd, world.HackingLevel(g.Exp, 1))
+	if w.LevelAtEnd != game.HackingLevel(g.Exp, 1) {
+		t.Errorf("level at end %d, want the level after the grow's exp %d", w.LevelAtEnd, game.HackingLevel(g.Exp, 1))
 	}
 }
 
@@ -266,12 +267,12 @@ func TestErrors(t *testing.T) {
 		err  error
 		want error
 	}{
-		{"unknown target", begin(world.OpHack, "nowhere", "home", 1), world.ErrUnknownTarget},
-		{"no root on the target", begin(world.OpWeaken, "CSEC", "home", 1), world.ErrNoRoot},
-		{"level too low", begin(world.OpHack, "joesguns", "home", 1), world.ErrLevelTooLow},
-		{"unknown host", begin(world.OpGrow, "n00dles", "elsewhere", 1), world.ErrUnknownHost},
-		{"host without root", begin(world.OpGrow, "n00dles", "CSEC", 1), world.ErrNoRoot},
-		{"no threads", begin(world.OpGrow, "n00dles", "home", 0), world.ErrInvalid},
+		{"unknown target", begin(game.OpHack, "nowhere", "home", 1), world.ErrUnknownTarget},
+		{"no root on the target", begin(game.OpWeaken, "CSEC", "home", 1), game.ErrNoRoot},
+		{"level too low", begin(game.OpHack, "joesguns", "home", 1), game.ErrLevelTooLow},
+		{"unknown host", begin(game.OpGrow, "n00dles", "elsewhere", 1), world.ErrUnknownHost},
+		{"host without root", begin(game.OpGrow, "n00dles", "CSEC", 1), game.ErrNoRoot},
+		{"no threads", begin(game.OpGrow, "n00dles", "home", 0), world.ErrInvalid},
 		{"unknown task", begin("share", "n00dles", "home", 1), world.ErrInvalid},
 		{"finish without begin", func() error { _, err := c.Finish(ctx, "never"); return err }(), world.ErrNotBegun},
 		{"RAM that does not fit", func() error {
@@ -285,7 +286,7 @@ func TestErrors(t *testing.T) {
 		{"RAM on a host without root", func() error {
 			_, err := c.ReserveRAM(ctx, world.RAMRequest{Host: "CSEC", Owner: "w1", Threads: 1})
 			return err
-		}(), world.ErrNoRoot},
+		}(), game.ErrNoRoot},
 		{"unknown server", func() error { _, err := c.Server(ctx, "nowhere"); return err }(), world.ErrUnknownTarget},
 	}
 	for _, tc := range tests {
@@ -314,8 +315,8 @@ func TestFinishTwiceAppliesOnce(t *testing.T) {
 	n00dles := mustServer(t, sc, "n00dles")
 	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Seed: seed})
 	ctx := ctxT(t)
-	id := hackID(seed, world.HackChance(&n00dles, sc.Player.Hacker()), true)
-	first := run(t, c, id, world.OpHack, "n00dles", 50)
+	id := hackID(seed, game.HackChance(&n00dles, sc.Player.Hacker()), true)
+	first := run(t, c, id, game.OpHack, "n00dles", 50)
 	if !first.Success || !(first.Stolen > 0) {
 		t.Fatalf("hack: %+v", first)
 	}
@@ -328,7 +329,7 @@ func TestFinishTwiceAppliesOnce(t *testing.T) {
 	}
 	// Beginning it again is answered with its begin, and finishing with
 	// the same result.
-	b, err := c.Begin(ctx, world.BeginRequest{JobID: id, Task: world.OpHack, Target: "n00dles", Host: "home", Threads: 50})
+	b, err := c.Begin(ctx, world.BeginRequest{JobID: id, Task: game.OpHack, Target: "n00dles", Host: "home", Threads: 50})
 	if err != nil || b.DurationGameMs != first.DurationGameMs {
 		t.Errorf("begin again: %+v, %v", b, err)
 	}
@@ -354,7 +355,7 @@ func TestBeginWithoutFinishAppliesNothing(t *testing.T) {
 	sc := mustScenario(t, "newgame")
 	_, _, c := newWorld(t, world.Options{Scenario: "newgame"})
 	ctx := ctxT(t)
-	for i, task := range []string{world.OpHack, world.OpGrow, world.OpWeaken} {
+	for i, task := range []string{game.OpHack, game.OpGrow, game.OpWeaken} {
 		if _, err := c.Begin(ctx, world.BeginRequest{JobID: fmt.Sprint("dead-", i), Task: task, Target: "foodnstuff", Host: "home", Threads: 100}); err != nil {
 			t.Fatal(err)
 		}
@@ -433,13 +434,13 @@ func ops(t *testing.T, c *world.Client, prefix string, n int) []world.Result {
 	targets := []string{"n00dles", "foodnstuff"}
 	out := make([]world.Result, 0, n)
 	for i := 0; i < n; i++ {
-		task := []string{world.OpHack, world.OpHack, world.OpGrow, world.OpWeaken}[i%4]
+		task := []string{game.OpHack, game.OpHack, game.OpGrow, game.OpWeaken}[i%4]
 		out = append(out, run(t, c, fmt.Sprintf("%s-%d", prefix, i), task, targets[(i/4)%2], 1+i%7))
 	}
 	return out
 }
 
-func stateOf(t *testing.T, c *world.Client) ([]world.Server, world.PlayerInfo, []world.HostRAM) {
+func stateOf(t *testing.T, c *world.Client) ([]game.Server, world.PlayerInfo, []world.HostRAM) {
 	t.Helper()
 	ctx := ctxT(t)
 	servers, err := c.Servers(ctx)
@@ -457,7 +458,7 @@ func stateOf(t *testing.T, c *world.Client) ([]world.Server, world.PlayerInfo, [
 	return servers, pl, hosts
 }
 
-func sameState(t *testing.T, what string, c *world.Client, servers []world.Server, pl world.PlayerInfo, hosts []world.HostRAM) {
+func sameState(t *testing.T, what string, c *world.Client, servers []game.Server, pl world.PlayerInfo, hosts []world.HostRAM) {
 	t.Helper()
 	s2, p2, h2 := stateOf(t, c)
 	if !reflect.DeepEqual(s2, servers) || !reflect.DeepEqual(p2, pl) || !reflect.DeepEqual(h2, hosts) {
@@ -484,7 +485,7 @@ func TestServiceRestartResumes(t *testing.T) {
 			if _, err := c.ReserveRAM(ctx, world.RAMRequest{Host: "foodnstuff", Owner: "w1", Threads: 3}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.Begin(ctx, world.BeginRequest{JobID: ".open.", Task: world.OpGrow, Target: "n00dles", Host: "home", Threads: 9}); err != nil {
+			if _, err := c.Begin(ctx, world.BeginRequest{JobID: ".open.", Task: game.OpGrow, Target: "n00dles", Host: "home", Threads: 9}); err != nil {
 				t.Fatal(err)
 			}
 			servers, pl, hosts := stateOf(t, c)
@@ -513,7 +514,7 @@ func TestServiceRestartResumes(t *testing.T) {
 			sameState(t, "after repeated finishes", c, servers, pl, hosts)
 			// The operation begun before the restart finishes after it.
 			g, err := c.Finish(ctx, ".open.")
-			if err != nil || g.Task != world.OpGrow || g.Threads != 9 || g.Seq != uint64(len(before))+2 {
+			if err != nil || g.Task != game.OpGrow || g.Threads != 9 || g.Seq != uint64(len(before))+2 {
 				t.Errorf("finish of an operation begun before the restart: %+v, %v", g, err)
 			}
 		})
@@ -525,7 +526,7 @@ func TestScenarioMismatchAndReset(t *testing.T) {
 	b := brokertest.New(t)
 	svc, _ := serve(t, b, world.Options{Scenario: "newgame"})
 	c := world.NewClient(b.Connect(t))
-	run(t, c, "w", world.OpWeaken, "foodnstuff", 1)
+	run(t, c, "w", game.OpWeaken, "foodnstuff", 1)
 	if _, err := world.Serve(context.Background(), b.Connect(t), world.Options{Scenario: "newgame"}); !errors.Is(err, world.ErrAlreadyRunning) {
 		t.Errorf("second service: %v, want ErrAlreadyRunning", err)
 	}
@@ -568,7 +569,7 @@ func TestBrokerRestartResumes(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err = c.Begin(actx, world.BeginRequest{JobID: "after", Task: world.OpWeaken, Target: "foodnstuff", Host: "home", Threads: 1})
+		_, err = c.Begin(actx, world.BeginRequest{JobID: "after", Task: game.OpWeaken, Target: "foodnstuff", Host: "home", Threads: 1})
 		if err == nil {
 			r, err = c.Finish(actx, "after")
 		}
@@ -594,7 +595,7 @@ func TestBrokerRestartResumes(t *testing.T) {
 	sameState(t, "after restarting broker and service", c, servers, pl, hosts)
 }
 
-func serverOf(t *testing.T, servers []world.Server, name string) world.Server {
+func serverOf(t *testing.T, servers []game.Server, name string) game.Server {
 	t.Helper()
 	for _, s := range servers {
 		if s.Hostname == name {
@@ -602,7 +603,7 @@ func serverOf(t *testing.T, servers []world.Server, name string) world.Server {
 		}
 	}
 	t.Fatalf("no server %s", name)
-	return world.Server{}
+	return game.Server{}
 }
 
 // The player's money rises by exactly the sum of what the hacks stole.
@@ -638,10 +639,10 @@ func TestMoneyIsConserved(t *testing.T) {
 					ctx := ctxT(t)
 					for i := 0; i < perWorker; i++ {
 						id := fmt.Sprintf("w%d-%d", w, i)
-						task := []string{world.OpHack, world.OpHack, world.OpGrow, world.OpWeaken}[(i+w)%4]
+						task := []string{game.OpHack, game.OpHack, game.OpGrow, game.OpWeaken}[(i+w)%4]
 						target := targets[(i*7+w)%len(targets)]
 						_, err := c.Begin(ctx, world.BeginRequest{JobID: id, Task: task, Target: target, Host: "home", Threads: 1 + (i*13+w)%40})
-						if errors.Is(err, world.ErrLevelTooLow) {
+						if errors.Is(err, game.ErrLevelTooLow) {
 							mu.Lock()
 							tooLow++
 							mu.Unlock()
@@ -674,7 +675,7 @@ func TestMoneyIsConserved(t *testing.T) {
 				}
 				money += r.Stolen
 				exp += r.Exp
-				if r.Task == world.OpHack {
+				if r.Task == game.OpHack {
 					hacks++
 					if r.Success {
 						successes++
@@ -733,7 +734,7 @@ func TestDeterministicRolls(t *testing.T) {
 	}
 	differ := 0
 	for i := range a {
-		if a[i].Task == world.OpHack && a[i].Success != other[i].Success {
+		if a[i].Task == game.OpHack && a[i].Success != other[i].Success {
 			differ++
 		}
 	}
@@ -794,7 +795,7 @@ func TestMicroService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s world.Server
+	var s game.Server
 	if err := json.Unmarshal(reply.Data, &s); err != nil || s.Hostname != "n00dles" {
 		t.Errorf("server reply %s (%v)", reply.Data, err)
 	}

@@ -4,23 +4,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/hvmind/hvmind/job"
 	"hash/fnv"
 	"math"
 	"time"
-)
 
-// The operations of the world: the tasks a worker runs against a target.
-const (
-	OpHack   = "hack"
-	OpGrow   = "grow"
-	OpWeaken = "weaken"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/world/game"
 )
-
-// IsOperation reports whether task is hack, grow or weaken.
-func IsOperation(task string) bool {
-	return task == OpHack || task == OpGrow || task == OpWeaken
-}
 
 // BeginRequest tells the world that an operation starts now.
 type BeginRequest struct {
@@ -126,11 +116,11 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		SecurityRemoved *float64 `json:"securityRemoved,omitempty"`
 	}{plain: plain(r)}
 	switch r.Task {
-	case OpHack:
+	case game.OpHack:
 		out.Stolen, out.Chance, out.Roll = &r.Stolen, &r.Chance, &r.Roll
-	case OpGrow:
+	case game.OpGrow:
 		out.GrowMultiplier = &r.GrowMultiplier
-	case OpWeaken:
+	case game.OpWeaken:
 		out.SecurityRemoved = &r.SecurityRemoved
 	}
 	return json.Marshal(out)
@@ -151,16 +141,16 @@ func (r *Result) Begun() BeginReply {
 
 // PlayerInfo is the player as the world service reports it.
 type PlayerInfo struct {
-	HackingExp   float64 `json:"hackingExp"`
-	HackingLevel int     `json:"hackingLevel"`
-	Intelligence float64 `json:"intelligence"`
-	Money        float64 `json:"money"`
-	Mults        Mults   `json:"mults"`
+	HackingExp   float64    `json:"hackingExp"`
+	HackingLevel int        `json:"hackingLevel"`
+	Intelligence float64    `json:"intelligence"`
+	Money        float64    `json:"money"`
+	Mults        game.Mults `json:"mults"`
 }
 
 // Player returns the player the info describes.
-func (p PlayerInfo) Player() Player {
-	return Player{HackingExp: p.HackingExp, Intelligence: p.Intelligence, Money: p.Money, Mults: p.Mults}
+func (p PlayerInfo) Player() game.Player {
+	return game.Player{HackingExp: p.HackingExp, Intelligence: p.Intelligence, Money: p.Money, Mults: p.Mults}
 }
 
 // HostRAM is the RAM of one host: a rooted server with RAM.
@@ -192,7 +182,7 @@ type RAMReply struct {
 }
 
 // State is the world in memory: the servers, the player, and the RAM
-// reserved on hosts. Its methods apply the rules of WORLD.md; it is not
+// reserved on hosts. Its methods apply the game's rules (package game); it is not
 // safe for concurrent use.
 type State struct {
 	// Scenario is the name of the scenario the world started from.
@@ -200,8 +190,8 @@ type State struct {
 	// Seq counts the changes applied since the world started.
 	Seq uint64
 
-	player  Player
-	servers map[string]*Server
+	player  game.Player
+	servers map[string]*game.Server
 	order   []string
 	// ramBase is each host's RAM in use apart from reservations (from the scenario).
 	ramBase map[string]float64
@@ -226,11 +216,11 @@ type change struct {
 const recentChanges = 4096
 
 // NewState starts a world from a scenario (which it copies).
-func NewState(sc *Scenario) *State {
+func NewState(sc *game.Scenario) *State {
 	st := &State{
 		Scenario: sc.Name,
 		player:   sc.Player,
-		servers:  make(map[string]*Server, len(sc.Servers)),
+		servers:  make(map[string]*game.Server, len(sc.Servers)),
 		ramBase:  map[string]float64{},
 		reserved: map[string]map[string]int{},
 	}
@@ -246,7 +236,7 @@ func NewState(sc *Scenario) *State {
 }
 
 // Player is the player now.
-func (st *State) Player() Player { return st.player }
+func (st *State) Player() game.Player { return st.player }
 
 // PlayerInfo is the player now, with its hacking level.
 func (st *State) PlayerInfo() PlayerInfo {
@@ -255,17 +245,17 @@ func (st *State) PlayerInfo() PlayerInfo {
 }
 
 // Server returns a copy of one server.
-func (st *State) Server(name string) (Server, bool) {
+func (st *State) Server(name string) (game.Server, bool) {
 	s, ok := st.servers[name]
 	if !ok {
-		return Server{}, false
+		return game.Server{}, false
 	}
 	return *s, true
 }
 
 // Servers returns a copy of every server, in scenario order.
-func (st *State) Servers() []Server {
-	out := make([]Server, 0, len(st.order))
+func (st *State) Servers() []game.Server {
+	out := make([]game.Server, 0, len(st.order))
 	for _, n := range st.order {
 		out = append(out, *st.servers[n])
 	}
@@ -273,8 +263,8 @@ func (st *State) Servers() []Server {
 }
 
 // AsScenario returns the world now as a scenario (for the planner).
-func (st *State) AsScenario() *Scenario {
-	return &Scenario{Name: st.Scenario, Bitnode: 1, Player: st.player, Servers: st.Servers()}
+func (st *State) AsScenario() *game.Scenario {
+	return &game.Scenario{Name: st.Scenario, Bitnode: 1, Player: st.player, Servers: st.Servers()}
 }
 
 // Hosts lists the hosts (rooted servers with RAM) and their RAM, in scenario order.
@@ -289,8 +279,8 @@ func (st *State) Hosts() []HostRAM {
 	return out
 }
 
-func (st *State) hostRAM(s *Server) HostRAM {
-	h := HostRAM{Hostname: s.Hostname, MaxRAM: s.MaxRAM, RAMUsed: s.RAMUsed, CPUCores: s.CPUCores, FreeThreads: HostThreads(s)}
+func (st *State) hostRAM(s *game.Server) HostRAM {
+	h := HostRAM{Hostname: s.Hostname, MaxRAM: s.MaxRAM, RAMUsed: s.RAMUsed, CPUCores: s.CPUCores, FreeThreads: game.HostThreads(s)}
 	if r := st.reserved[s.Hostname]; len(r) > 0 {
 		h.Reservations = make(map[string]int, len(r))
 		for o, t := range r {
@@ -308,7 +298,7 @@ func (st *State) Begin(req BeginRequest) (BeginReply, error) {
 	switch {
 	case !job.ValidID(req.JobID):
 		return BeginReply{}, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", req.JobID)
-	case !IsOperation(req.Task):
+	case !game.IsOperation(req.Task):
 		return BeginReply{}, invalidf("task %q: want hack, grow or weaken", req.Task)
 	case req.Threads <= 0:
 		return BeginReply{}, invalidf("threads %d: must be positive", req.Threads)
@@ -324,14 +314,14 @@ func (st *State) Begin(req BeginRequest) (BeginReply, error) {
 		return BeginReply{}, fmt.Errorf("%s %s: %w %q (the worker's host must be a server of the world)", req.Task, req.JobID, ErrUnknownHost, req.Host)
 	}
 	if !host.HasAdminRights {
-		return BeginReply{}, fmt.Errorf("%s %s: host %s: %w: a worker cannot run there", req.Task, req.JobID, req.Host, ErrNoRoot)
+		return BeginReply{}, fmt.Errorf("%s %s: host %s: %w: a worker cannot run there", req.Task, req.JobID, req.Host, game.ErrNoRoot)
 	}
 	target, h := st.asOf(target, req.Start)
 	if !target.HasAdminRights {
-		return BeginReply{}, fmt.Errorf("%s %s: target %s: %w", req.Task, req.JobID, req.Target, ErrNoRoot)
+		return BeginReply{}, fmt.Errorf("%s %s: target %s: %w", req.Task, req.JobID, req.Target, game.ErrNoRoot)
 	}
-	if req.Task == OpHack {
-		if err := CheckHack(target, h); err != nil {
+	if req.Task == game.OpHack {
+		if err := game.CheckHack(target, h); err != nil {
 			return BeginReply{}, fmt.Errorf("%s %s: target %w", req.Task, req.JobID, err)
 		}
 	}
@@ -343,20 +333,20 @@ func (st *State) Begin(req BeginRequest) (BeginReply, error) {
 		MoneyAtStart:    target.MoneyAvailable,
 	}
 	switch req.Task {
-	case OpHack:
-		b.DurationGameMs = HackTimeMs(target, h)
-		b.ChanceAtStart = HackChance(target, h)
-	case OpGrow:
-		b.DurationGameMs = GrowTimeMs(target, h)
-	case OpWeaken:
-		b.DurationGameMs = WeakenTimeMs(target, h)
+	case game.OpHack:
+		b.DurationGameMs = game.HackTimeMs(target, h)
+		b.ChanceAtStart = game.HackChance(target, h)
+	case game.OpGrow:
+		b.DurationGameMs = game.GrowTimeMs(target, h)
+	case game.OpWeaken:
+		b.DurationGameMs = game.WeakenTimeMs(target, h)
 	}
 	return b, nil
 }
 
 // asOf is the target and the player's hacker as they were at epoch ms t:
 // the changes that landed after t are undone on copies. t 0 is now.
-func (st *State) asOf(target *Server, t float64) (*Server, Hacker) {
+func (st *State) asOf(target *game.Server, t float64) (*game.Server, game.Hacker) {
 	p := st.player
 	if t <= 0 || len(st.recent) == 0 || st.recent[len(st.recent)-1].at <= t {
 		return target, p.Hacker()
@@ -386,7 +376,7 @@ func (st *State) FinishAt(b BeginReply, roll, at float64) (Result, error) {
 	if !ok {
 		return Result{}, fmt.Errorf("%s %s: %w %q", b.Task, b.JobID, ErrUnknownTarget, b.Target)
 	}
-	if !IsOperation(b.Task) || b.Threads <= 0 {
+	if !game.IsOperation(b.Task) || b.Threads <= 0 {
 		return Result{}, invalidf("begin of %s: task %q, threads %d", b.JobID, b.Task, b.Threads)
 	}
 	h := st.player.Hacker()
@@ -410,39 +400,39 @@ func (st *State) FinishAt(b BeginReply, roll, at float64) (Result, error) {
 		DurationRealMs:  b.DurationRealMs,
 	}
 	switch b.Task {
-	case OpHack:
-		r.Chance = HackChance(s, h)
+	case game.OpHack:
+		r.Chance = game.HackChance(s, h)
 		r.Roll = roll
 		r.Success = roll < r.Chance
 		if r.Success {
-			pct := HackPercent(s, h)
-			r.Stolen = HackStolen(s.MoneyAvailable, pct, b.Threads)
+			pct := game.HackPercent(s, h)
+			r.Stolen = game.HackStolen(s.MoneyAvailable, pct, b.Threads)
 			s.MoneyAvailable -= r.Stolen
 			if s.MoneyAvailable < 0 {
 				s.MoneyAvailable = 0
 			}
-			s.HackDifficulty = ClampSecurity(s, s.HackDifficulty+HackSecurityIncrease(b.Threads, pct))
+			s.HackDifficulty = game.ClampSecurity(s, s.HackDifficulty+game.HackSecurityIncrease(b.Threads, pct))
 			st.player.Money += r.Stolen
 		}
-	case OpGrow:
-		money, inc := GrowEffect(s, h, b.Threads, b.Cores)
+	case game.OpGrow:
+		money, inc := game.GrowEffect(s, h, b.Threads, b.Cores)
 		s.MoneyAvailable = money
-		s.HackDifficulty = ClampSecurity(s, s.HackDifficulty+inc)
+		s.HackDifficulty = game.ClampSecurity(s, s.HackDifficulty+inc)
 		before := r.MoneyBefore
 		if !(before > 0) {
 			before = 1
 		}
 		r.GrowMultiplier = money / before
-	case OpWeaken:
-		r.SecurityRemoved = WeakenAmount(b.Threads, b.Cores)
-		if sec := s.HackDifficulty - r.SecurityRemoved; sec >= SecurityFloor(s) {
-			s.HackDifficulty = math.Min(sec, MaxSecurity)
+	case game.OpWeaken:
+		r.SecurityRemoved = game.WeakenAmount(b.Threads, b.Cores)
+		if sec := s.HackDifficulty - r.SecurityRemoved; sec >= game.SecurityFloor(s) {
+			s.HackDifficulty = math.Min(sec, game.MaxSecurity)
 		} else {
-			s.HackDifficulty = SecurityFloor(s)
+			s.HackDifficulty = game.SecurityFloor(s)
 			r.SecurityRemoved = math.Max(r.SecurityBefore-s.HackDifficulty, 0)
 		}
 	}
-	r.Exp = ExpPerThread(s, st.player.Mults, r.Success) * float64(b.Threads)
+	r.Exp = game.ExpPerThread(s, st.player.Mults, r.Success) * float64(b.Threads)
 	st.player.HackingExp += r.Exp
 	r.SecurityAfter = s.HackDifficulty
 	r.MoneyAfter = s.MoneyAvailable
@@ -466,10 +456,10 @@ func (st *State) Reserve(req RAMRequest) (reply RAMReply, changed bool, err erro
 	old := st.reserved[req.Host][req.Owner]
 	if old != req.Threads {
 		total := st.reservedThreads(req.Host) - old + req.Threads
-		if used := st.ramBase[req.Host] + ThreadRAM*float64(total); used > s.MaxRAM {
-			free := max(s.MaxRAM-(s.RAMUsed-ThreadRAM*float64(old)), 0)
+		if used := st.ramBase[req.Host] + game.ThreadRAM*float64(total); used > s.MaxRAM {
+			free := max(s.MaxRAM-(s.RAMUsed-game.ThreadRAM*float64(old)), 0)
 			return RAMReply{}, false, fmt.Errorf("reserve %d threads (%.2f GB) for %s on %s: %w: %.2f of %.2f GB free (%d threads)",
-				req.Threads, ThreadRAM*float64(req.Threads), req.Owner, req.Host, ErrNoRAM, free, s.MaxRAM, ThreadsForRAM(free))
+				req.Threads, game.ThreadRAM*float64(req.Threads), req.Owner, req.Host, ErrNoRAM, free, s.MaxRAM, game.ThreadsForRAM(free))
 		}
 		st.setReservation(req.Host, req.Owner, req.Threads)
 		st.Seq++
@@ -492,7 +482,7 @@ func (st *State) Release(req RAMRequest) (reply RAMReply, changed bool, err erro
 	return RAMReply{HostRAM: st.hostRAM(s), Owner: req.Owner}, held, nil
 }
 
-func (st *State) ramHost(req RAMRequest) (*Server, error) {
+func (st *State) ramHost(req RAMRequest) (*game.Server, error) {
 	if req.Owner == "" {
 		return nil, invalidf("RAM request on %q: an owner is required", req.Host)
 	}
@@ -501,7 +491,7 @@ func (st *State) ramHost(req RAMRequest) (*Server, error) {
 		return nil, fmt.Errorf("RAM for %s: %w %q", req.Owner, ErrUnknownHost, req.Host)
 	}
 	if !s.HasAdminRights {
-		return nil, fmt.Errorf("RAM for %s on %s: %w", req.Owner, req.Host, ErrNoRoot)
+		return nil, fmt.Errorf("RAM for %s on %s: %w", req.Owner, req.Host, game.ErrNoRoot)
 	}
 	if !(s.MaxRAM > 0) {
 		return nil, fmt.Errorf("RAM for %s on %s: %w: the host has no RAM", req.Owner, req.Host, ErrNoRAM)
@@ -532,7 +522,7 @@ func (st *State) setReservation(host, owner string, threads int) {
 		}
 	}
 	if s, ok := st.servers[host]; ok {
-		s.RAMUsed = st.ramBase[host] + ThreadRAM*float64(st.reservedThreads(host))
+		s.RAMUsed = st.ramBase[host] + game.ThreadRAM*float64(st.reservedThreads(host))
 	}
 }
 
@@ -563,13 +553,13 @@ func HackRoll(seed int64, jobID string) float64 {
 
 // snapshot is the whole state as stored.
 type snapshot struct {
-	Version  int     `json:"version"`
-	Scenario string  `json:"scenario"`
-	Seq      uint64  `json:"seq"`
-	GameMs   float64 `json:"gameTimeMs"`
-	Player   Player  `json:"player"`
+	Version  int         `json:"version"`
+	Scenario string      `json:"scenario"`
+	Seq      uint64      `json:"seq"`
+	GameMs   float64     `json:"gameTimeMs"`
+	Player   game.Player `json:"player"`
 	// Servers are in scenario order.
-	Servers  []Server                  `json:"servers"`
+	Servers  []game.Server             `json:"servers"`
 	RAMBase  map[string]float64        `json:"ramBase,omitempty"`
 	Reserved map[string]map[string]int `json:"reservations,omitempty"`
 }
@@ -588,7 +578,7 @@ func stateFromSnapshot(sn *snapshot) (*State, error) {
 	if sn.Version != snapshotVersion {
 		return nil, fmt.Errorf("stored world has format version %d; this program reads %d", sn.Version, snapshotVersion)
 	}
-	st := NewState(&Scenario{Name: sn.Scenario, Player: sn.Player, Servers: sn.Servers})
+	st := NewState(&game.Scenario{Name: sn.Scenario, Player: sn.Player, Servers: sn.Servers})
 	st.Seq = sn.Seq
 	st.ramBase = map[string]float64{}
 	for h, v := range sn.RAMBase {
@@ -606,7 +596,7 @@ func stateFromSnapshot(sn *snapshot) (*State, error) {
 }
 
 // setServer replaces a server's values (journal replay).
-func (st *State) setServer(s Server) {
+func (st *State) setServer(s game.Server) {
 	if cur, ok := st.servers[s.Hostname]; ok {
 		*cur = s
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // How the world is stored, in the key-value bucket Bucket:
@@ -62,12 +64,12 @@ type meta struct {
 // journalEntry is one change: a finished operation or a RAM reservation,
 // with the absolute values it left, so that replaying it is setting them.
 type journalEntry struct {
-	Seq    uint64      `json:"seq"`
-	Result *Result     `json:"result,omitempty"`
-	Server *Server     `json:"server,omitempty"`
-	Player *Player     `json:"player,omitempty"`
-	RAM    *RAMRequest `json:"ram,omitempty"` // the owner's threads after; 0 = released
-	Time   time.Time   `json:"time"`
+	Seq    uint64       `json:"seq"`
+	Result *Result      `json:"result,omitempty"`
+	Server *game.Server `json:"server,omitempty"`
+	Player *game.Player `json:"player,omitempty"`
+	RAM    *RAMRequest  `json:"ram,omitempty"` // the owner's threads after; 0 = released
+	Time   time.Time    `json:"time"`
 }
 
 // write is one message to store.
@@ -147,7 +149,7 @@ type loaded struct {
 // load reads the stored world. want (may be nil) is the scenario asked
 // for: a fresh bucket starts from it (from newgame when nil); a bucket
 // holding another scenario is refused unless reset, which discards it.
-func (s *store) load(ctx context.Context, want *Scenario, reset bool) (*loaded, error) {
+func (s *store) load(ctx context.Context, want *game.Scenario, reset bool) (*loaded, error) {
 	if reset {
 		str, err := s.js.Stream(ctx, bucketStream)
 		if err != nil {
@@ -193,10 +195,10 @@ func (s *store) load(ctx context.Context, want *Scenario, reset bool) (*loaded, 
 	return l, nil
 }
 
-func (s *store) initFresh(ctx context.Context, sc *Scenario) (*loaded, error) {
+func (s *store) initFresh(ctx context.Context, sc *game.Scenario) (*loaded, error) {
 	if sc == nil {
 		var err error
-		if sc, err = LoadScenario(DefaultScenario); err != nil {
+		if sc, err = game.LoadScenario(DefaultScenario); err != nil {
 			return nil, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker/brokertest"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // journal builds the entries of n weakens of foodnstuff applied to st.
@@ -20,7 +21,7 @@ func journal(t *testing.T, st *State, prefix string, n int) []write {
 	var out []write
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("%s%d", prefix, i)
-		b, err := st.Begin(BeginRequest{JobID: id, Task: OpWeaken, Target: "foodnstuff", Host: "home", Threads: 1})
+		b, err := st.Begin(BeginRequest{JobID: id, Task: game.OpWeaken, Target: "foodnstuff", Host: "home", Threads: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +62,7 @@ func TestReplayStopsAtAGap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := LoadScenario("newgame")
+	sc, err := game.LoadScenario("newgame")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,10 +12,11 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // formulas reads JSON lines of formula queries (the input shape of
-// world/testdata/formulas.jsonl) on standard input and writes one JSON line
+// world/game/testdata/formulas.jsonl) on standard input and writes one JSON line
 // per input with the results.
 func (e *env) formulas(_ context.Context, args []string) (int, error) {
 	fs := flag.NewFlagSet("formulas", flag.ContinueOnError)
@@ -30,11 +31,11 @@ func (e *env) formulas(_ context.Context, args []string) (int, error) {
 	if fs.NArg() > 0 {
 		return 2, fmt.Errorf("formulas reads standard input; unexpected arguments %v", fs.Args())
 	}
-	sc, err := world.LoadScenario(*scenario)
+	sc, err := game.LoadScenario(*scenario)
 	if err != nil {
 		return 2, err
 	}
-	if err := world.RunFormulas(e.in, e.out, sc); err != nil {
+	if err := game.RunFormulas(e.in, e.out, sc); err != nil {
 		return 1, err
 	}
 	return 0, nil
@@ -62,12 +63,12 @@ func (e *env) analyze(ctx context.Context, args []string) (int, error) {
 	if err != nil {
 		return 2, err
 	}
-	var sc *world.Scenario
+	var sc *game.Scenario
 	if *live {
 		if sc, err = e.liveScenario(ctx); err != nil {
 			return 1, err
 		}
-	} else if sc, err = world.LoadScenario(*scenario); err != nil {
+	} else if sc, err = game.LoadScenario(*scenario); err != nil {
 		return 2, err
 	}
 	as, err := planner.Analyze(sc, targets, fractions, *cores)
@@ -102,7 +103,7 @@ func (e *env) analyze(ctx context.Context, args []string) (int, error) {
 }
 
 // liveScenario reads the running world's servers and player.
-func (e *env) liveScenario(ctx context.Context) (*world.Scenario, error) {
+func (e *env) liveScenario(ctx context.Context) (*game.Scenario, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := broker.Open(cctx, broker.OpenOptions{URL: e.cfg.NATS, Name: "hvmind-manager", Logger: e.log})

@@ -23,7 +23,7 @@ func testEnv(t *testing.T, in string) (*env, *bytes.Buffer) {
 
 func TestFormulasCommand(t *testing.T) {
 	t.Parallel()
-	input, err := os.ReadFile("../../world/testdata/formulas.jsonl")
+	input, err := os.ReadFile("../../world/game/testdata/formulas.jsonl")
 	if err != nil {
 		t.Fatal(err)
 	}

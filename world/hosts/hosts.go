@@ -1,6 +1,6 @@
 // Package hosts plugs the simulated world's servers into the job system as
 // its capacity: the hosts a worker may run on are the servers with root and
-// RAM, a worker thread costs world.ThreadRAM of a host's RAM, and the world
+// RAM, a worker thread costs game.ThreadRAM of a host's RAM, and the world
 // service keeps the ledger of what each worker holds. Provider implements
 // serverpool.Provider for the pool and worker.Reserver for the workers.
 package hosts
@@ -12,6 +12,7 @@ import (
 
 	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Provider offers the world's hosts through the world service.
@@ -32,17 +33,17 @@ func (p *Provider) Hosts(ctx context.Context) ([]serverpool.Host, error) {
 	for _, r := range rams {
 		out = append(out, serverpool.Host{
 			Name: r.Hostname, Cores: max(1, r.CPUCores),
-			FreeThreads: r.FreeThreads, MaxThreads: world.ThreadsForRAM(r.MaxRAM),
+			FreeThreads: r.FreeThreads, MaxThreads: game.ThreadsForRAM(r.MaxRAM),
 		})
 	}
 	return out, nil
 }
 
-// Reserve holds world.ThreadRAM GB per thread on host for owner.
+// Reserve holds game.ThreadRAM GB per thread on host for owner.
 func (p *Provider) Reserve(ctx context.Context, host, owner string, threads int) error {
 	_, err := p.client.ReserveRAM(ctx, world.RAMRequest{Host: host, Owner: owner, Threads: threads})
 	if err != nil {
-		return fmt.Errorf("reserve %d threads (%.2f GB) on %s: %w", threads, world.ThreadRAM*float64(threads), host, mapError(err))
+		return fmt.Errorf("reserve %d threads (%.2f GB) on %s: %w", threads, game.ThreadRAM*float64(threads), host, mapError(err))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // Splitting a job over several workers runs the same threads as several
@@ -32,10 +33,10 @@ const maxEstimatedParts = 64
 // split may cause; 0 or less: they do not split), and nothing else.
 func SplitPolicy(c *world.Client, tolerance float64) pool.SplitByTask {
 	split := pool.DefaultSplit()
-	split[world.OpWeaken] = pool.SplitExactly
+	split[game.OpWeaken] = pool.SplitExactly
 	if tolerance > 0 {
 		est := splitEstimate{client: c, tolerance: tolerance}
-		split[world.OpHack], split[world.OpGrow] = est, est
+		split[game.OpHack], split[game.OpGrow] = est, est
 	}
 	return split
 }
@@ -66,12 +67,12 @@ func (e splitEstimate) MaxParts(ctx context.Context, j *job.Job) int {
 
 // maxParts is how many parts a task of threads may split into on s with
 // its effect changed by at most tolerance.
-func maxParts(task string, s *world.Server, h world.Hacker, threads int, tolerance float64) int {
+func maxParts(task string, s *game.Server, h game.Hacker, threads int, tolerance float64) int {
 	best := 1
 	for n := 2; n <= threads && n <= maxEstimatedParts; n++ {
 		var diff float64
-		if task == world.OpHack {
-			diff = hackSplitChange(world.HackPercent(s, h), threads, n)
+		if task == game.OpHack {
+			diff = hackSplitChange(game.HackPercent(s, h), threads, n)
 		} else {
 			diff = growSplitChange(s, h, threads, n)
 		}
@@ -99,14 +100,14 @@ func hackSplitChange(pct float64, t, n int) float64 {
 
 // growSplitChange is the relative change of the money a grow of t threads
 // adds when split into n near-equal parts, on the target as it is now.
-func growSplitChange(s *world.Server, h world.Hacker, t, n int) float64 {
-	whole := world.GrowMoney(s, h, s.MoneyAvailable, t, 1) - s.MoneyAvailable
+func growSplitChange(s *game.Server, h game.Hacker, t, n int) float64 {
+	whole := game.GrowMoney(s, h, s.MoneyAvailable, t, 1) - s.MoneyAvailable
 	if whole <= 0 {
 		return 0
 	}
 	money := s.MoneyAvailable
 	for _, part := range parts(t, n) {
-		money = world.GrowMoney(s, h, money, part, 1)
+		money = game.GrowMoney(s, h, money, part, 1)
 	}
 	return math.Abs(whole-(money-s.MoneyAvailable)) / whole
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 func TestHackSplitChange(t *testing.T) {
@@ -40,7 +41,7 @@ func TestHackSplitChange(t *testing.T) {
 // stops at the last count within the tolerance.
 func TestMaxPartsWithinTolerance(t *testing.T) {
 	t.Parallel()
-	sc, err := world.LoadScenario("newgame")
+	sc, err := game.LoadScenario("newgame")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,12 +50,12 @@ func TestMaxPartsWithinTolerance(t *testing.T) {
 	food, _ := sc.Server("foodnstuff")
 	food.MoneyAvailable = food.MoneyMax / 10
 	h := sc.Player.Hacker()
-	for _, task := range []string{world.OpHack, world.OpGrow} {
+	for _, task := range []string{game.OpHack, game.OpGrow} {
 		for _, tol := range []float64{1e-6, 0.001, 0.01, 0.1} {
 			n := maxParts(task, food, h, 40, tol)
 			var at, next float64
-			if task == world.OpHack {
-				pct := world.HackPercent(food, h)
+			if task == game.OpHack {
+				pct := game.HackPercent(food, h)
 				at, next = hackSplitChange(pct, 40, n), hackSplitChange(pct, 40, n+1)
 			} else {
 				at, next = growSplitChange(food, h, 40, n), growSplitChange(food, h, 40, n+1)
@@ -90,12 +91,12 @@ func TestSplitPolicy(t *testing.T) {
 		atLeast int
 	}{
 		{"sleep splits exactly", loose, job.Job{Task: "sleep", Threads: 10}, pool.Unlimited, pool.Unlimited},
-		{"weaken splits exactly", none, job.Job{Task: world.OpWeaken, Args: []any{"n00dles"}, Threads: 10}, pool.Unlimited, pool.Unlimited},
-		{"hack within tolerance", loose, job.Job{Task: world.OpHack, Args: []any{"n00dles"}, Threads: 10}, 10, 2},
-		{"grow within tolerance", loose, job.Job{Task: world.OpGrow, Args: []any{"n00dles"}, Threads: 10}, 10, 2},
-		{"no tolerance, no split", none, job.Job{Task: world.OpHack, Args: []any{"n00dles"}, Threads: 10}, 1, 1},
-		{"unknown target", loose, job.Job{Task: world.OpHack, Args: []any{"nowhere"}, Threads: 10}, 1, 1},
-		{"no target", loose, job.Job{Task: world.OpGrow, Threads: 10}, 1, 1},
+		{"weaken splits exactly", none, job.Job{Task: game.OpWeaken, Args: []any{"n00dles"}, Threads: 10}, pool.Unlimited, pool.Unlimited},
+		{"hack within tolerance", loose, job.Job{Task: game.OpHack, Args: []any{"n00dles"}, Threads: 10}, 10, 2},
+		{"grow within tolerance", loose, job.Job{Task: game.OpGrow, Args: []any{"n00dles"}, Threads: 10}, 10, 2},
+		{"no tolerance, no split", none, job.Job{Task: game.OpHack, Args: []any{"n00dles"}, Threads: 10}, 1, 1},
+		{"unknown target", loose, job.Job{Task: game.OpHack, Args: []any{"nowhere"}, Threads: 10}, 1, 1},
+		{"no target", loose, job.Job{Task: game.OpGrow, Threads: 10}, 1, 1},
 		{"another task", loose, job.Job{Task: "resize", Threads: 10}, 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // How long a world task keeps retrying a request the world could not
@@ -33,7 +34,7 @@ var (
 // worker's host. The job's result is the world's Result. A task cancelled
 // before its end applies nothing, like a killed script.
 func Register(h *worker.Handlers, c *world.Client) {
-	for _, task := range []string{world.OpHack, world.OpGrow, world.OpWeaken} {
+	for _, task := range []string{game.OpHack, game.OpGrow, game.OpWeaken} {
 		h.Register(task, operation(task, c))
 	}
 }

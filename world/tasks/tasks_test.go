@@ -17,6 +17,7 @@ import (
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 	"github.com/hvmind/hvmind/world/tasks"
 )
 
@@ -125,7 +126,7 @@ func TestWorldTasks(t *testing.T) {
 	t.Parallel()
 	const speed = 1000
 	e := newWorldEnv(t, speed)
-	sc, err := world.LoadScenario("newgame")
+	sc, err := game.LoadScenario("newgame")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,13 +141,13 @@ func TestWorldTasks(t *testing.T) {
 	}{
 		{
 			name: "weaken lowers security",
-			job:  job.Job{ID: "weaken-food", Task: "weaken", Args: []any{"foodnstuff"}, Threads: 8, Duration: world.WeakenTimeMs(food, h) / speed},
+			job:  job.Job{ID: "weaken-food", Task: "weaken", Args: []any{"foodnstuff"}, Threads: 8, Duration: game.WeakenTimeMs(food, h) / speed},
 			check: func(t *testing.T, r world.Result) {
-				if r.SecurityBefore != 10 || r.SecurityAfter != 10-world.WeakenAmount(8, 1) || r.SecurityRemoved != world.WeakenAmount(8, 1) {
+				if r.SecurityBefore != 10 || r.SecurityAfter != 10-game.WeakenAmount(8, 1) || r.SecurityRemoved != game.WeakenAmount(8, 1) {
 					t.Errorf("weaken: security %v → %v, removed %v", r.SecurityBefore, r.SecurityAfter, r.SecurityRemoved)
 				}
-				if r.DurationGameMs != world.WeakenTimeMs(food, h) {
-					t.Errorf("weaken took %v game ms, want %v", r.DurationGameMs, world.WeakenTimeMs(food, h))
+				if r.DurationGameMs != game.WeakenTimeMs(food, h) {
+					t.Errorf("weaken took %v game ms, want %v", r.DurationGameMs, game.WeakenTimeMs(food, h))
 				}
 			},
 		},
@@ -154,7 +155,7 @@ func TestWorldTasks(t *testing.T) {
 			name: "scheduled weaken",
 			job:  job.Job{ID: "weaken-sigma", Task: "weaken", Args: []any{"sigma-cosmetics"}, Threads: 60, StartTime: job.Now() + 300},
 			check: func(t *testing.T, r world.Result) {
-				if r.SecurityBefore != 10 || r.SecurityAfter != 10-world.WeakenAmount(60, 1) || r.SecurityRemoved != world.WeakenAmount(60, 1) || !r.Success {
+				if r.SecurityBefore != 10 || r.SecurityAfter != 10-game.WeakenAmount(60, 1) || r.SecurityRemoved != game.WeakenAmount(60, 1) || !r.Success {
 					t.Errorf("weaken sigma-cosmetics: %+v", r)
 				}
 			},
@@ -212,7 +213,7 @@ func TestWorldTasks(t *testing.T) {
 		})
 	}
 	s, err := e.client.Server(context.Background(), "foodnstuff")
-	if err != nil || s.HackDifficulty != 10-world.WeakenAmount(8, 1) {
+	if err != nil || s.HackDifficulty != 10-game.WeakenAmount(8, 1) {
 		t.Errorf("foodnstuff after the weaken: %+v, %v", s, err)
 	}
 }
@@ -328,10 +329,10 @@ func TestWorldTaskFreesThreadsAtLanding(t *testing.T) {
 // n00dlesWeakenMs is a weaken's real duration on newgame's n00dles.
 func n00dlesWeakenMs(t *testing.T, speed float64) float64 {
 	t.Helper()
-	sc, err := world.LoadScenario("newgame")
+	sc, err := game.LoadScenario("newgame")
 	if err != nil {
 		t.Fatal(err)
 	}
 	n00dles, _ := sc.Server("n00dles")
-	return world.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
+	return game.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
 }

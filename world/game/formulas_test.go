@@ -1,4 +1,4 @@
-package world
+package game
 
 import (
 	"bufio"
@@ -147,20 +147,22 @@ func TestExpForLevel(t *testing.T) {
 	tests := []struct {
 		level int
 		mult  float64
-		want  float64 // WORLD.md's figure, to its precision
+		want  float64 // RULES.md's figure, to its precision
 		tol   float64
 	}{
-		{1, 1, 0, 0},
+		{1, 1, 0, 0}, // every player has level 1
 		{0, 1, 0, 0},
-		{2, 1, 0, 0},
+		{2, 1, 16.82, 0.005}, // exp(202/32) - 534.6
 		{10, 1, 173.44, 0.005},
 		{100, 1, 11255.3, 0.05},
+		{2, 0.5, 52.39, 0.005}, // exp(204/32) - 534.6
+		{5, 0, 0, 0},           // no multiplier: the function gives 0
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("level %d", tt.level), func(t *testing.T) {
+		t.Run(fmt.Sprintf("level %d mult %v", tt.level, tt.mult), func(t *testing.T) {
 			t.Parallel()
 			got := ExpForLevel(tt.level, tt.mult)
-			if math.Abs(got-tt.want) > tt.tol && tt.level > 2 {
+			if math.Abs(got-tt.want) > tt.tol {
 				t.Errorf("ExpForLevel(%d) = %v, want %v", tt.level, got, tt.want)
 			}
 		})

@@ -1,4 +1,4 @@
-package world
+package game
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"math"
 )
 
-// The constants of WORLD.md.
+// The constants of the rules (RULES.md).
 const (
 	// ThreadRAM is the RAM one worker thread costs, in GB.
 	ThreadRAM = 1.75
@@ -331,7 +331,7 @@ func ClampSecurity(s *Server, sec float64) float64 {
 // ExpPerThread is the hacking exp one thread of an operation on s earns:
 // (3 + 0.3 * baseDifficulty) * mults.hacking_exp for grow, weaken and a
 // successful hack, a quarter of that for a failed hack.
-// (WORLD.md's rule: unlike the game, baseDifficulty 0 still gives 3.)
+// (RULES.md: unlike the game, baseDifficulty 0 still gives 3.)
 func ExpPerThread(s *Server, m Mults, success bool) float64 {
 	exp := (3 + 0.3*s.BaseDifficulty) * m.HackingExp
 	if !success {

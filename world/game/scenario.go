@@ -1,7 +1,4 @@
-// Package world is the simulated network HVMind's hack, grow and weaken tasks
-// act on: its state (servers, the player) and the rules of WORLD.md as pure
-// functions.
-package world
+package game
 
 import (
 	"bytes"
@@ -25,7 +22,7 @@ var embedded embed.FS
 var ErrUnknownScenario = errors.New("unknown scenario")
 
 // Scenario is a network to load: the player and every server, in the format
-// of the files in world/scenarios.
+// of the files in world/game/scenarios.
 type Scenario struct {
 	Name        string   `json:"name"`
 	Description string   `json:"description"`
