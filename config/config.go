@@ -4,11 +4,12 @@
 // name) or the environment (HVMIND_ and the flag name in upper case with
 // '-' as '_'). Precedence: defaults < file < environment < flags. Parse
 // fills any flag of the set it is given, so a program registers the flags
-// of its other parts (the world's, say) on the same set.
+// of the other parts it wires on the same set.
 //
 // The defaults are the packages' own (pool.DefaultThreads, …), and
 // PoolOptions and WorkerOptions turn the settings into those packages'
-// options, which validate them.
+// options, which validate them. A program may change a default (Default
+// returns a value) before it registers the flags.
 package config
 
 import (
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/worker"
@@ -101,10 +103,6 @@ type Worker struct {
 	OnDemand bool
 }
 
-// DefaultHost is the host name the programs give their local workers:
-// the simulated world's name for the machine the programs run on.
-const DefaultHost = "home"
-
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
@@ -115,14 +113,14 @@ func Default() Config {
 		Pool: Pool{
 			Threads:    pool.DefaultThreads,
 			Spawn:      true,
-			Host:       DefaultHost,
+			Host:       job.LocalHost(),
 			SpawnWait:  pool.DefaultSpawnWait,
 			SizePolicy: serverpool.DefaultPolicy.String(),
 			IdleStop:   pool.DefaultIdleStop,
 			Split:      true,
 		},
 		Worker: Worker{
-			Host:      DefaultHost,
+			Host:      job.LocalHost(),
 			Threads:   pool.DefaultThreads,
 			Heartbeat: worker.DefaultHeartbeat,
 			Tolerance: worker.DefaultTolerance,

@@ -60,8 +60,8 @@ type Job struct {
 	StartTime float64 `json:"startTime,omitempty"`
 	EndTime   float64 `json:"endTime,omitempty"`
 	// MinCores, when set, places the job only on a worker whose host has at
-	// least that many cores: a grow or weaken sized for a host's cores is
-	// short on a host with fewer.
+	// least that many cores: a task whose effect grows with its host's
+	// cores, sized for a big host, falls short on a smaller one.
 	MinCores int `json:"minCores,omitempty"`
 
 	// Worker is the id of the worker the pool placed the job on.

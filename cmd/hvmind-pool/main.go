@@ -31,6 +31,7 @@ func main() {
 func run(args []string) error {
 	p := cli.New("hvmind-pool", usage)
 	cfg := &p.Config
+	cfg.Pool.Host, cfg.Worker.Host = hosts.Home, hosts.Home
 	cfg.RegisterBroker(p.Flags)
 	cfg.RegisterPool(p.Flags)
 	wcfg := world.DefaultConfig()

@@ -38,6 +38,7 @@ func main() {
 
 func run(args []string) error {
 	p := cli.New("hvmind-worker", usage)
+	p.Config.Worker.Host = hosts.Home
 	p.Config.RegisterWorker(p.Flags)
 	process := p.Flags.String("process", "", "run a worker process of this name instead of one worker: it starts the workers the pool asks for (hvmind.procs.NAME.launch), all on one timer queue")
 	if err := p.Parse(args); err != nil {

@@ -15,6 +15,10 @@ import (
 	"github.com/hvmind/hvmind/world/game"
 )
 
+// Home is the world's name for the machine the programs run on: the host of
+// the workers they start without one.
+const Home = "home"
+
 // Provider offers the world's hosts through the world service.
 type Provider struct {
 	client *world.Client

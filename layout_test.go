@@ -1,0 +1,198 @@
+package hvmind_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// The layout of the tree, checked: HVMind is a job system (job, broker,
+// pool, worker, serverpool, config) that knows nothing of the game, and the
+// game (world, planner) beside it, plugged in through the job system's
+// interfaces. Imports run one way; a package may import only what its row
+// below allows (its tests too, and broker/brokertest in tests everywhere).
+// A new package needs a row: decide where it stands.
+
+const module = "github.com/hvmind/hvmind"
+
+// jobSystem is the job system's packages, in the order they may import
+// each other (a package may import those before it that its row names).
+var jobSystem = []string{"job", "pool/timeline", "internal/boxtable", "broker", "serverpool", "worker", "pool", "config"}
+
+// allowed is, per package (a trailing "/..." covers those under it), the
+// module's packages it may import.
+var allowed = map[string][]string{
+	"job":               nil,
+	"pool/timeline":     nil,
+	"internal/boxtable": nil,
+	"broker":            {"job"},
+	"broker/brokertest": {"broker"},
+	"serverpool":        {"broker", "job"},
+	"worker":            {"broker", "job"},
+	"pool":              {"broker", "job", "serverpool", "pool/timeline", "internal/boxtable"},
+	"config":            {"broker", "job", "pool", "serverpool", "worker"},
+	"internal/cli":      {"broker", "config"},
+	"examples/...":      {"broker", "job", "pool", "serverpool", "worker", "pool/timeline"},
+
+	// The game: its rules, the world service, and the world's plug-ins of
+	// the job system's interfaces.
+	"world/game":  {"job"},
+	"world":       {"broker", "job", "world/game"},
+	"world/tasks": {"job", "pool", "worker", "world", "world/game"},
+	"world/hosts": {"serverpool", "world", "world/game"},
+	"planner":     {"job", "pool", "serverpool", "world", "world/game", "internal/boxtable"},
+
+	// Benchmarks and programs wire everything; no package imports a program.
+	"bench":   {"broker", "job", "pool", "serverpool", "worker", "planner", "world", "world/game", "world/hosts", "world/tasks"},
+	"cmd/...": {"broker", "config", "internal/cli", "internal/boxtable", "job", "pool", "serverpool", "worker", "planner", "bench", "world", "world/game", "world/hosts", "world/tasks"},
+	"e2e":     nil,
+	"":        nil, // this test
+}
+
+// testsAlsoAllowed is what a package's tests may import beyond its row
+// (and broker/brokertest, which every test may use).
+var testsAlsoAllowed = map[string][]string{
+	"pool":        {"worker"}, // the pool's tests run real workers in process
+	"world/tasks": {"broker"},
+	"e2e":         {"broker", "job"}, // the programs are run as processes
+}
+
+type listed struct {
+	ImportPath   string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
+	Deps         []string
+}
+
+// goList runs go list -json with args.
+func goList(t *testing.T, args ...string) []listed {
+	t.Helper()
+	out, err := exec.Command("go", append([]string{"list", "-json"}, args...)...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("go list %v: %v\n%s", args, err, ee.Stderr)
+		}
+		t.Fatalf("go list %v: %v", args, err)
+	}
+	var pkgs []listed
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p listed
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// local is a module package's path within the module ("" for the root),
+// or false for another module's.
+func local(path string) (string, bool) {
+	if path == module {
+		return "", true
+	}
+	rest, ok := strings.CutPrefix(path, module+"/")
+	return rest, ok
+}
+
+// rule is the row of allowed that covers pkg.
+func rule(pkg string) ([]string, bool) {
+	if r, ok := allowed[pkg]; ok {
+		return r, true
+	}
+	for k, r := range allowed {
+		if prefix, ok := strings.CutSuffix(k, "/..."); ok && strings.HasPrefix(pkg, prefix+"/") {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// The job system's packages depend on nothing of the game, however deep.
+func TestJobSystemKnowsNothingOfTheGame(t *testing.T) {
+	t.Parallel()
+	for _, p := range goList(t, "-deps=false", "./pool/...", "./worker/...", "./serverpool/...", "./job/...", "./broker/...", "./config/...") {
+		deps := goList(t, "-deps", p.ImportPath)
+		for _, d := range deps {
+			rel, ok := local(d.ImportPath)
+			if !ok {
+				continue
+			}
+			if rel == "world" || strings.HasPrefix(rel, "world/") || rel == "planner" || strings.HasPrefix(rel, "planner/") {
+				t.Errorf("%s depends on %s: the job system must not know the game", p.ImportPath, d.ImportPath)
+			}
+		}
+	}
+}
+
+// Every package imports only what its row allows, in its code and its tests.
+func TestImportsRunOneWay(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for _, p := range goList(t, "./...") {
+		pkg, _ := local(p.ImportPath)
+		seen[pkg] = true
+		want, ok := rule(pkg)
+		if !ok {
+			t.Errorf("package %q has no row in layout_test.go: decide what it may import", pkg)
+			continue
+		}
+		inCode := map[string]bool{pkg: true}
+		for _, a := range want {
+			inCode[a] = true
+		}
+		inTests := map[string]bool{"broker/brokertest": true}
+		for _, a := range testsAlsoAllowed[pkg] {
+			inTests[a] = true
+		}
+		check := func(imports []string, test bool) {
+			for _, imp := range imports {
+				rel, mine := local(imp)
+				if !mine || inCode[rel] || (test && inTests[rel]) {
+					continue
+				}
+				kind := "imports"
+				if test {
+					kind = "imports in its tests"
+				}
+				t.Errorf("%s %s %s, which its row in layout_test.go does not allow", orRoot(pkg), kind, rel)
+			}
+		}
+		check(p.Imports, false)
+		check(append(p.TestImports, p.XTestImports...), true)
+	}
+	for _, pkg := range jobSystem {
+		if !seen[pkg] {
+			t.Errorf("the job system's package %s is gone: update layout_test.go", pkg)
+		}
+	}
+	// The rows themselves keep the direction: the job system's rows name
+	// only job-system packages that come before them.
+	for i, pkg := range jobSystem {
+		before := map[string]bool{}
+		for _, q := range jobSystem[:i] {
+			before[q] = true
+		}
+		for _, a := range allowed[pkg] {
+			if !before[a] {
+				t.Errorf("the row of %s allows %s, which is not below it in the job system", pkg, a)
+			}
+		}
+	}
+}
+
+func orRoot(pkg string) string {
+	if pkg == "" {
+		return "the module's root"
+	}
+	return pkg
+}
