@@ -45,6 +45,9 @@ type sequencer struct {
 	pending timedItems
 	seq     uint64
 	timer   *time.Timer
+	// flushed is set once flush has handed everything on: later requests
+	// go straight through.
+	flushed bool
 
 	// late counts the requests that arrived after their stamp was Holdback
 	// old, whose order was therefore not guaranteed; lateMax is the latest
@@ -74,7 +77,10 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 		for old := q.lateMax.Load(); us > old && !q.lateMax.CompareAndSwap(old, us); old = q.lateMax.Load() {
 		}
 	}
-	if q.holdback <= 0 || past {
+	q.mu.Lock()
+	flushed := q.flushed
+	q.mu.Unlock()
+	if q.holdback <= 0 || past || flushed {
 		q.outMu.Lock()
 		q.mu.Lock()
 		empty := len(q.pending) == 0
@@ -94,13 +100,32 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 	q.timer.Reset(max(time.Until(first), 0))
 }
 
+// flush hands every request it holds to the writer now, in stamp order,
+// and stops holding: the service is stopping, and a request it accepted
+// is applied (or answered) rather than dropped.
+func (q *sequencer) flush() {
+	q.outMu.Lock()
+	defer q.outMu.Unlock()
+	q.timer.Stop()
+	q.mu.Lock()
+	q.flushed = true
+	var items []*item
+	for len(q.pending) > 0 {
+		items = append(items, heap.Pop(&q.pending).(timedItem).it)
+	}
+	q.mu.Unlock()
+	for _, it := range items {
+		q.out(it)
+	}
+}
+
 // release hands every due request to the writer, in stamp order.
 func (q *sequencer) release() {
 	q.outMu.Lock()
 	defer q.outMu.Unlock()
 	for {
 		q.mu.Lock()
-		if len(q.pending) == 0 {
+		if len(q.pending) == 0 || q.flushed {
 			q.mu.Unlock()
 			return
 		}

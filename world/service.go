@@ -122,10 +122,21 @@ type Service struct {
 	store *store
 	svc   micro.Service
 
-	queue    chan *item
-	stopCh   chan struct{}
-	done     chan struct{}
-	stopOnce sync.Once
+	queue chan *item
+	// stopCh is closed to stop the writer, which closes writerDone; the
+	// lifecycle goroutine closes done once everything has ended (see
+	// lifecycle). Stop closes stopReq.
+	stopCh     chan struct{}
+	writerDone chan struct{}
+	done       chan struct{}
+	stopReq    chan struct{}
+	stopOnce   sync.Once
+	// lookups counts the store lookups in progress (see goLookup), run on
+	// runCtx; lookupsClosed is set once the service stops taking them.
+	runCtx        context.Context
+	lookupMu      sync.Mutex
+	lookupsClosed bool
+	lookups       sync.WaitGroup
 
 	// Owned by the writer goroutine (set before it starts).
 	st       *State
@@ -166,6 +177,8 @@ const (
 	queueSize      = 8192
 	ackTimeout     = 10 * time.Second
 	resultCacheAge = 10 * time.Minute
+	// lookupTimeout bounds one lookup of the store.
+	lookupTimeout = 5 * time.Second
 )
 
 // errLookup asks the handler to read the store and try again.
@@ -236,23 +249,19 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 	}
 	s := &Service{
 		opts: o, nc: nc, log: log, store: st,
-		queue: make(chan *item, queueSize), stopCh: make(chan struct{}), done: make(chan struct{}),
+		queue: make(chan *item, queueSize), stopCh: make(chan struct{}), writerDone: make(chan struct{}),
+		done: make(chan struct{}), stopReq: make(chan struct{}), runCtx: context.WithoutCancel(ctx),
 		lastSnap: time.Now(),
 	}
 	s.seq = newSequencer(o.Holdback, s.enqueue)
 	s.install(l)
 	go s.writer()
-	if err := s.startMicro(); err != nil {
+	err = s.startMicro()
+	go s.lifecycle(ctx) // after s.svc is set
+	if err != nil {
 		s.Stop()
 		return nil, err
 	}
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.Stop()
-		case <-s.done:
-		}
-	}()
 	ev := log.Info().Str("scenario", l.st.Scenario).Uint64("seq", l.st.Seq).Float64("speed", o.Speed).Int64("seed", o.Seed).Dur("holdback", o.Holdback)
 	if l.fresh {
 		ev.Msg("world service ready: a new world")
@@ -296,16 +305,54 @@ func (s *Service) startMicro() error {
 	return nil
 }
 
-// Stop stops answering, lets the writer finish what it was given, writes
-// a last snapshot and returns. It is safe to call more than once.
+// Stop stops answering, lets the lookups in progress and the requests held
+// for their order reach the writer, lets the writer finish what it was
+// given and write a last snapshot, and returns once every goroutine the
+// service started has ended. It is safe to call more than once, and is
+// called when the context given to Serve ends.
 func (s *Service) Stop() {
-	s.stopOnce.Do(func() {
-		if s.svc != nil {
-			_ = s.svc.Stop()
-		}
-		close(s.stopCh)
-	})
+	s.stopOnce.Do(func() { close(s.stopReq) })
 	<-s.done
+}
+
+// lifecycle waits for ctx to end or Stop, then stops the service in order.
+func (s *Service) lifecycle(ctx context.Context) {
+	defer close(s.done)
+	select {
+	case <-ctx.Done():
+	case <-s.stopReq:
+	}
+	if s.svc != nil {
+		_ = s.svc.Stop()
+	}
+	s.lookupMu.Lock()
+	s.lookupsClosed = true
+	s.lookupMu.Unlock()
+	s.lookups.Wait()
+	s.seq.flush()
+	close(s.stopCh)
+	<-s.writerDone
+	s.store.close()
+}
+
+// goLookup runs a store lookup for a request off the writer, on a
+// goroutine the service waits for when it stops; a stopping service
+// answers it with errStopping instead.
+func (s *Service) goLookup(req micro.Request, lookup func(ctx context.Context)) {
+	s.lookupMu.Lock()
+	if s.lookupsClosed {
+		s.lookupMu.Unlock()
+		s.reply(broker.ReplyLater(s.nc, req), nil, errStopping)
+		return
+	}
+	s.lookups.Add(1)
+	s.lookupMu.Unlock()
+	go func() {
+		defer s.lookups.Done()
+		ctx, cancel := context.WithTimeout(s.runCtx, lookupTimeout)
+		defer cancel()
+		lookup(ctx)
+	}()
 }
 
 // Done is closed once the service has stopped.
@@ -341,7 +388,7 @@ func (s *Service) gameNow() float64 {
 // ---- the writer ----
 
 func (s *Service) writer() {
-	defer close(s.done)
+	defer close(s.writerDone)
 	snap := time.NewTicker(s.opts.SnapshotEvery)
 	defer snap.Stop()
 	sweep := time.NewTicker(time.Minute)
@@ -732,12 +779,10 @@ func (s *Service) handleBegin(req micro.Request) {
 			respond: func(v any, err error) { s.reply(r, v, err) }})
 		return
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+	s.goLookup(req, func(ctx context.Context) {
 		r, err := s.store.getResult(ctx, br.JobID)
 		s.handle(req, func() (any, []write, error) { return s.begin(br, r, err) })
-	}()
+	})
 }
 
 func (s *Service) handleFinish(req micro.Request) {
@@ -765,16 +810,14 @@ func (s *Service) handleFinish(req micro.Request) {
 				return
 			}
 			// Not in memory: begun or finished before a restart.
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
+			s.goLookup(req, func(ctx context.Context) {
 				lk := &lookup{}
 				lk.result, lk.err = s.store.getResult(ctx, id)
 				if lk.result == nil && lk.err == nil {
 					lk.begin, lk.err = s.store.getBegin(ctx, id)
 				}
 				s.handle(req, func() (any, []write, error) { return s.finish(id, end, lk) })
-			}()
+			})
 		},
 	})
 }

@@ -126,6 +126,10 @@ func opKey(id string) string    { return prefixOp + escapeKey(id) }
 func beginKey(id string) string { return prefixBeg + escapeKey(id) }
 func ramKey(seq uint64) string  { return prefixRAM + strconv.FormatUint(seq, 10) }
 
+// close lets go of the asynchronous publisher (its reply subscription on
+// the connection), once nothing is being stored.
+func (s *store) close() { s.js.CleanupPublisher() }
+
 // publish starts storing one write.
 func (s *store) publish(w write) (jetstream.PubAckFuture, error) {
 	m := nats.NewMsg(bucketSubject + w.key)
