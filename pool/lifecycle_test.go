@@ -1,0 +1,132 @@
+package pool_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/broker/brokertest"
+	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/pool"
+)
+
+// blockingLauncher never finishes a launch before its context ends.
+type blockingLauncher struct{ started chan string }
+
+func (l blockingLauncher) Launch(ctx context.Context, spec broker.WorkerSpec) error {
+	l.started <- spec.ID
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A pool stopped while a request is in progress answers it, and Run
+// returns only once every goroutine it started has ended.
+func TestRunOwnsItsGoroutines(t *testing.T) {
+	b := brokertest.New(t)
+	startWorker(t, b, "w4", 4)
+	connect := func() *nats.Conn {
+		nc, err := nats.Connect(b.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = nc.Request("hvmind.test.nobody", nil, 10*time.Millisecond) // its reply subscription
+		return nc
+	}
+	// The worker's first beats and the broker's setup settle first.
+	time.Sleep(300 * time.Millisecond)
+	before := settledGoroutines()
+
+	pc, cc := connect(), connect()
+	launches := make(chan string, 4)
+	p, err := pool.New(pc, pool.Options{Heartbeat: 100 * time.Millisecond, Tolerance: testTolerance, Spawn: true,
+		Launcher: blockingLauncher{launches}, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	<-p.Ready()
+	c, err := pool.NewClient(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWorkers(t, c, 1)
+	// A job that fits: done. One that does not: the pool launches a
+	// worker for it, and the launch hangs until the pool stops.
+	d, err := c.DispatchJob(context.Background(), job.Job{ID: "fits", Task: "sleep", Threads: 2, Duration: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := d.Wait(ctxTimeout(t, 10*time.Second)); err != nil || recs[0].Status != job.StatusDone {
+		t.Fatalf("records %+v, %v", recs, err)
+	}
+	refused := make(chan error, 1)
+	go func() {
+		_, err := c.DispatchJob(context.Background(), job.Job{ID: "big", Task: "sleep", Threads: 8, Duration: 20})
+		refused <- err
+	}()
+	select {
+	case <-launches:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no launch for the job that does not fit")
+	}
+	cancel()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	select {
+	case err := <-refused:
+		if err == nil || !strings.Contains(err.Error(), "context canceled") {
+			t.Errorf("the dispatch in progress at the stop: %v, want an answer saying its launch was cancelled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dispatch in progress at the stop was never answered")
+	}
+	if _, err := c.DispatchJob(context.Background(), job.Job{Task: "sleep", Threads: 1}); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("a dispatch after the stop: %v, want no responders", err)
+	}
+	c.Close()
+	pc.Close()
+	cc.Close()
+	if after := settledGoroutines(); after > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before the pool, %d after Run returned:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// settledGoroutines counts the goroutines outside the embedded nats-server
+// (whose streams and consumers live on), once the count stops changing.
+func settledGoroutines() int {
+	count := func() int {
+		buf := make([]byte, 4<<20)
+		n := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if !strings.Contains(g, "nats-server/v2/server") {
+				n++
+			}
+		}
+		return n
+	}
+	n := count()
+	for range 100 {
+		time.Sleep(20 * time.Millisecond)
+		m := count()
+		if m == n {
+			return n
+		}
+		n = m
+	}
+	return n
+}
