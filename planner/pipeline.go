@@ -25,7 +25,7 @@ import (
 // A job's start is chosen from its landing: the latest safe instant at
 // least Slack before landing minus duration. The job carries its landing
 // as endTime, and a world task lands at its endTime when its duration is
-// shorter (see worker.RegisterWorldTasks): so a start up to Slack late,
+// shorter (see world/tasks): so a start up to Slack late,
 // or a duration shortened by a level-up since dispatch, still lands on
 // the grid.
 //
@@ -223,11 +223,61 @@ func (m *HackManager) sizeBatch(srv *game.Server, hk game.Hacker, lvLand int, d 
 
 // pipeline runs batches continuously until a desync (it cancels the
 // batches that would land wrong and returns, and the main loop re-preps)
-// or until ctx ends (it lets the batches in flight land).
+// or until ctx ends (it lets the batches in flight land): a setup
+// (newPipeline), then one step per slot of the grid (slot).
 func (m *HackManager) pipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) error {
-	maxJob, err := m.largestHost(ctx)
+	p, err := m.newPipeline(ctx, srv, hk, speed, free)
 	if err != nil {
 		return err
+	}
+	defer p.wg.Wait()
+	for k := 0; ; k++ {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if p.broken.Load() {
+			m.repair(ctx, p.inflight)
+			return nil
+		}
+		if err := p.slot(ctx, k); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// pipelineRun is one run of the pipeline: its plan and grid, and what
+// carries from slot to slot.
+type pipelineRun struct {
+	m      *HackManager
+	srv    *game.Server
+	hk     game.Hacker
+	speed  float64
+	maxJob int
+	plan   BatchPlan
+	g      grid
+	lead   float64
+	budget held
+	// carry is what a batch left of its budget (a hack thread is a few
+	// percent of a batch), which the next may use, so that on average
+	// batches hold what the period was chosen for.
+	carry held
+	fc    *expForecast
+	// full is the exp one thread earns (a failed hack's, a quarter).
+	full     float64
+	inflight *batchSet
+	broken   atomic.Bool
+	wg       sync.WaitGroup
+}
+
+// newPipeline plans the pipeline for the threads the pool may use: the
+// batch, the grid, and where the first landing falls.
+func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) (*pipelineRun, error) {
+	maxJob, err := m.largestHost(ctx)
+	if err != nil {
+		return nil, err
 	}
 	// The pipeline plans for every thread the pool may use: the threads
 	// free now are fewer while workers of the last phase still hold theirs.
@@ -239,27 +289,27 @@ func (m *HackManager) pipeline(ctx context.Context, srv *game.Server, hk game.Ha
 	}
 	plan, period, err := m.pipelinePlan(srv, hk, speed, free, maxJob)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	g := grid{gap: float64(m.opts.Gap) / 1e6, margin: float64(m.opts.Margin) / 1e6, slack: float64(m.opts.Slack) / 1e6, period: period}
 	if !g.valid() {
-		return fmt.Errorf("a period of %.2f ms leaves no start window with gap %s and margin %s", period, m.opts.Gap, m.opts.Margin)
+		return nil, fmt.Errorf("a period of %.2f ms leaves no start window with gap %s and margin %s", period, m.opts.Gap, m.opts.Margin)
 	}
-	lead := float64(m.opts.Lead) / 1e6
-	weakMs := plan.WeakenTimeMs / speed
-	budget := batchHeld(plan, planDurations(plan, speed), m.pad())
-	// What a batch leaves of its budget (a hack thread is a few percent of
-	// a batch) the next may use, so that on average batches hold what the
-	// period was chosen for.
-	var carry held
+	p := &pipelineRun{
+		m: m, srv: srv, hk: hk, speed: speed, maxJob: maxJob, plan: plan,
+		lead:     float64(m.opts.Lead) / 1e6,
+		budget:   batchHeld(plan, planDurations(plan, speed), m.pad()),
+		fc:       &expForecast{base: m.exp},
+		full:     game.ExpPerThread(srv, hk.Mults, true),
+		inflight: newBatchSet(),
+	}
 	// The first batches go out at once, so they need less lead than the
 	// rest: nothing lands before the first weakenTime, and each ms of lead
 	// adds to it. A batch is skipped when under lead/4 is left before its
 	// first start, Slack before its landing minus its duration at most.
-	firstLead := max(lead/2, g.slack+lead/4)
-	g.l0 = job.Now() + firstLead + weakMs + g.period
-	fc := &expForecast{base: m.exp}
-	full := game.ExpPerThread(srv, hk.Mults, true)
+	firstLead := max(p.lead/2, g.slack+p.lead/4)
+	g.l0 = job.Now() + firstLead + plan.WeakenTimeMs/speed + g.period
+	p.g = g
 	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
 		plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads, g.period, free))
 	limit := 0.0
@@ -271,100 +321,93 @@ func (m *HackManager) pipeline(ctx context.Context, srv *game.Server, hk game.Ha
 	m.stats.PeriodMs = g.period
 	m.stats.Plan = fmt.Sprintf("%d/%d/%d/%d", plan.HackThreads, plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads)
 	m.mu.Unlock()
+	return p, nil
+}
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	var broken atomic.Bool
-	inflight := newBatchSet()
-	for k := 0; ; k++ {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if broken.Load() {
-			m.repair(ctx, inflight)
-			return nil
-		}
-		now := job.Now()
-		dur := m.batchDurations(srv, hk, fc, g, k, speed, now)
-		jobs := m.batchJobs(g, k, plan, dur)
-		first := math.Inf(1)
-		for _, j := range jobs {
-			first = math.Min(first, j.StartTime)
-		}
-		if wait := time.Duration((first - lead - now) * 1e6); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-			if broken.Load() {
-				continue
-			}
-			// Time passed: the level may have risen.
-			dur = m.batchDurations(srv, hk, fc, g, k, speed, job.Now())
-			jobs = m.batchJobs(g, k, plan, dur)
-		}
-		if first < job.Now()+lead/4 {
-			m.count(func(s *Stats) { s.Skipped++ })
-			continue // fell behind: skip the slot rather than start late
-		}
-		// Threads for the level at the hack's landing (plus one: growing
-		// too much only costs a thread; too little desyncs), within what
-		// the period allows a batch.
-		lvLand := max(hk.Level, game.HackingLevel(fc.at(g.landing(k, 0)), hk.Mults.Hacking)+1)
-		allowed := held{total: budget.total + carry.total, pinned: budget.pinned + carry.pinned}
-		bp, err := m.sizeBatch(srv, hk, lvLand, dur, plan, allowed, maxJob)
-		if err != nil {
-			m.count(func(s *Stats) { s.Skipped++ })
-			continue // no batch fits a host at this level
-		}
-		jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
-		used := batchHeld(bp, dur, m.pad())
-		// Hacks go with the grows: a hack is short and coarse (24 threads
-		// for a quarter of a weakenTime), and on a small host it leaves
-		// gaps too short for the weakens' long windows, which then find
-		// no room: at 97% planned, small hosts ran 62% full and home
-		// overflowed (248 batches refused an hour). On the big host it is
-		// a sliver, and the weakens, placed smallest host first, fill the
-		// small ones.
-		m.pin(jobs, game.OpGrow, game.OpHack)
-		disp, err := m.pool.DispatchJobs(ctx, jobs)
-		if errors.Is(err, pool.ErrNoCapacity) {
-			m.log.Debug().Err(err).Int("slot", k).Msg("batch refused")
-			m.count(func(s *Stats) { s.Refused++ })
-			carry = held{}
-			continue // the threads are busy for this slot
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		// Kept within half a batch either way: a slot skipped or refused
-		// gives none.
-		carry = held{
-			total:  max(-budget.total/2, min(allowed.total-used.total, budget.total/2)),
-			pinned: max(-budget.pinned/2, min(allowed.pinned-used.pinned, budget.pinned/2)),
-		}
-		chance := game.HackChance(srv, game.Hacker{Level: lvLand, Mults: hk.Mults})
-		fc.add(g.landing(k, 0), full*float64(jobs[0].Threads)*(chance+(1-chance)/4))
-		fc.add(g.landing(k, 1), full*float64(jobs[1].Threads))
-		fc.add(g.landing(k, 2), full*float64(jobs[2].Threads))
-		fc.add(g.landing(k, 3), full*float64(jobs[3].Threads))
-		inflight.add(disp, g.landing(k, 0))
-		m.count(func(s *Stats) { s.InFlight++ })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			recs, err := m.collect(context.WithoutCancel(ctx), disp)
-			inflight.remove(disp)
-			if err == nil && !m.check(disp.Jobs, recs, true) && !broken.Swap(true) {
-				m.emit("desync", m.Stats().LastDesync)
-			}
-			m.count(func(s *Stats) { s.InFlight--; s.Batches++ })
-		}()
+// slot is the pipeline's step for slot k of the grid: wait until the
+// batch is a lead from its first start, size it for the level at its
+// landing within the budget, dispatch it, and follow its records. A batch
+// the pool refuses, or that is late or fits no host, leaves its slot empty.
+func (p *pipelineRun) slot(ctx context.Context, k int) error {
+	m, g := p.m, p.g
+	now := job.Now()
+	dur := m.batchDurations(p.srv, p.hk, p.fc, g, k, p.speed, now)
+	jobs := m.batchJobs(g, k, p.plan, dur)
+	first := math.Inf(1)
+	for _, j := range jobs {
+		first = math.Min(first, j.StartTime)
 	}
+	if wait := time.Duration((first - p.lead - now) * 1e6); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		if p.broken.Load() {
+			return nil
+		}
+		// Time passed: the level may have risen.
+		dur = m.batchDurations(p.srv, p.hk, p.fc, g, k, p.speed, job.Now())
+		jobs = m.batchJobs(g, k, p.plan, dur)
+	}
+	if first < job.Now()+p.lead/4 {
+		m.count(func(s *Stats) { s.Skipped++ })
+		return nil // fell behind: skip the slot rather than start late
+	}
+	// Threads for the level at the hack's landing (plus one: growing
+	// too much only costs a thread; too little desyncs), within what
+	// the period allows a batch.
+	lvLand := max(p.hk.Level, game.HackingLevel(p.fc.at(g.landing(k, 0)), p.hk.Mults.Hacking)+1)
+	allowed := held{total: p.budget.total + p.carry.total, pinned: p.budget.pinned + p.carry.pinned}
+	bp, err := m.sizeBatch(p.srv, p.hk, lvLand, dur, p.plan, allowed, p.maxJob)
+	if err != nil {
+		m.count(func(s *Stats) { s.Skipped++ })
+		return nil // no batch fits a host at this level
+	}
+	jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
+	used := batchHeld(bp, dur, m.pad())
+	// Hacks go with the grows: a hack is short and coarse (24 threads
+	// for a quarter of a weakenTime), and on a small host it leaves
+	// gaps too short for the weakens' long windows, which then find
+	// no room: at 97% planned, small hosts ran 62% full and home
+	// overflowed (248 batches refused an hour). On the big host it is
+	// a sliver, and the weakens, placed smallest host first, fill the
+	// small ones.
+	m.pin(jobs, game.OpGrow, game.OpHack)
+	disp, err := m.pool.DispatchJobs(ctx, jobs)
+	if errors.Is(err, pool.ErrNoCapacity) {
+		m.log.Debug().Err(err).Int("slot", k).Msg("batch refused")
+		m.count(func(s *Stats) { s.Refused++ })
+		p.carry = held{}
+		return nil // the threads are busy for this slot
+	}
+	if err != nil {
+		return err
+	}
+	// Kept within half a batch either way: a slot skipped or refused
+	// gives none.
+	p.carry = held{
+		total:  max(-p.budget.total/2, min(allowed.total-used.total, p.budget.total/2)),
+		pinned: max(-p.budget.pinned/2, min(allowed.pinned-used.pinned, p.budget.pinned/2)),
+	}
+	chance := game.HackChance(p.srv, game.Hacker{Level: lvLand, Mults: p.hk.Mults})
+	p.fc.add(g.landing(k, 0), p.full*float64(jobs[0].Threads)*(chance+(1-chance)/4))
+	p.fc.add(g.landing(k, 1), p.full*float64(jobs[1].Threads))
+	p.fc.add(g.landing(k, 2), p.full*float64(jobs[2].Threads))
+	p.fc.add(g.landing(k, 3), p.full*float64(jobs[3].Threads))
+	p.inflight.add(disp, g.landing(k, 0))
+	m.count(func(s *Stats) { s.InFlight++ })
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		recs, err := m.collect(context.WithoutCancel(ctx), disp)
+		p.inflight.remove(disp)
+		if err == nil && !m.check(disp.Jobs, recs, true) && !p.broken.Swap(true) {
+			m.emit("desync", m.Stats().LastDesync)
+		}
+		m.count(func(s *Stats) { s.InFlight--; s.Batches++ })
+	}()
+	return nil
 }
 
 // networkThreads is the threads every host the pool may use could hold
