@@ -2,8 +2,10 @@
 // with JetStream (the default) or an external one, and the streams, consumers
 // and key-value buckets every part shares, created idempotently.
 //
-// All names of subjects, streams and buckets live here, so the storage layout
-// can be read in one place.
+// The job system's streams, buckets and shared subjects are all named here,
+// so its storage layout can be read in one place. (A service's own
+// request subjects live with it, as pool.SubjectDispatch; a user of the
+// job system keeps its own storage, as the world keeps its bucket.)
 package broker
 
 import (

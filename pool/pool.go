@@ -1,14 +1,23 @@
-// Package pool is HVMind's ThreadPool. It keeps the registry of live
-// workers, a timeline of reserved threads per worker, places each job on the
-// smallest worker that has its threads free over the job's whole window
-// (launching a local worker when none has), places batches whole or not at
-// all, and collects every job's completion record.
+// Package pool is HVMind's ThreadPool: it places time-scheduled jobs on
+// long-lived workers (package worker) over NATS JetStream. It keeps the
+// registry of live workers, a timeline of reserved threads per worker,
+// places each job on the smallest worker that has its threads free over
+// the job's whole window, places batches whole or not at all, and collects
+// every job's completion record. Callers use a Client (DispatchJob,
+// DispatchJobs, Status, Cancel) from any process.
+//
+// The pool knows jobs, threads, workers and hosts, not what a task does: a
+// task is a name the workers serve. What it needs from elsewhere it asks
+// through its options: a Launcher starts worker processes; Servers (a
+// serverpool.ServerPool over a capacity provider) says where new workers
+// may run and how big, and which cores each host has; Split says which
+// jobs that fit no single worker may run as several.
 //
 // The pool's state can always be rebuilt from the broker: the registry
 // bucket says which workers live, the jobs stream holds every job that has
-// not ended (a worker removes a message once every job in it has its record
-// stored), and the records stream tells which of those have ended and which
-// job ids were used lately. Killing the pool loses nothing.
+// not ended (a worker removes a message once every job in it has its
+// record stored), and the records stream tells which of those have ended
+// and which job ids were used lately. Killing the pool loses nothing.
 package pool
 
 import (
