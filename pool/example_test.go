@@ -159,7 +159,7 @@ func ExampleClient_DispatchJobs() {
 	}
 	defer client.Close()
 	for st, err := client.Status(ctx); err != nil || len(st.Workers) == 0; st, err = client.Status(ctx) {
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // until the pool sees the worker
 	}
 
 	start := job.Millis(time.Now().Add(200 * time.Millisecond))
@@ -179,8 +179,10 @@ func ExampleClient_DispatchJobs() {
 	}
 	fmt.Println("jobs in flight:", st.JobsInFlight)
 
-	// After a refusal the ids are free again.
-	batch[1].StartTime = start + 100
+	// Nothing of a refused batch stays behind, its ids included. With the
+	// second job after the first, the batch fits.
+	start = job.Millis(time.Now().Add(200 * time.Millisecond))
+	batch[0].StartTime, batch[1].StartTime = start, start+100
 	d, err := client.DispatchJobs(ctx, batch)
 	if err != nil {
 		log.Fatal(err)
