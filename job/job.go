@@ -365,6 +365,30 @@ func (j *Job) StringArg(i int) (string, bool) {
 	return s, ok
 }
 
+// ErrArgs is the error of DecodeArgs for arguments that do not fit.
+var ErrArgs = errors.New("job arguments do not fit")
+
+// DecodeArgs decodes the job's arguments, in order, into the values dst
+// points to, as encoding/json decodes them: args arrive from JSON, so a
+// number is a float64 in Args and decodes into an int only when it is
+// integral. Arguments past len(dst) are left alone; fewer arguments than
+// dst is an error (ErrArgs), as is one of the wrong type.
+func (j *Job) DecodeArgs(dst ...any) error {
+	if len(dst) > len(j.Args) {
+		return fmt.Errorf("%w: %d wanted, the job has %d", ErrArgs, len(dst), len(j.Args))
+	}
+	for i, d := range dst {
+		raw, err := json.Marshal(j.Args[i])
+		if err != nil {
+			return fmt.Errorf("%w: args[%d]: %w", ErrArgs, i, err)
+		}
+		if err := json.Unmarshal(raw, d); err != nil {
+			return fmt.Errorf("%w: args[%d] is %s: %w", ErrArgs, i, raw, err)
+		}
+	}
+	return nil
+}
+
 // Millis converts a time to Unix epoch milliseconds with fractions.
 func Millis(t time.Time) float64 { return float64(t.UnixNano()) / 1e6 }
 

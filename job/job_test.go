@@ -204,3 +204,37 @@ func TestWorkerIDFor(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeArgs(t *testing.T) {
+	t.Parallel()
+	j, err := job.Parse([]byte(`{"task":"resize","threads":1,"args":["cat.png",640,0.5,{"fit":"cover"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		name  string
+		width int
+		scale float64
+		opts  struct {
+			Fit string `json:"fit"`
+		}
+	)
+	if err := j.DecodeArgs(&name, &width, &scale, &opts); err != nil {
+		t.Fatal(err)
+	}
+	if name != "cat.png" || width != 640 || scale != 0.5 || opts.Fit != "cover" {
+		t.Errorf("decoded %q %d %v %+v", name, width, scale, opts)
+	}
+	for _, tc := range []struct {
+		name string
+		dst  []any
+	}{
+		{"too many wanted", []any{&name, &width, &scale, &opts, new(int)}},
+		{"fraction into an int", []any{&name, &width, &width}},
+		{"string into an int", []any{&width}},
+	} {
+		if err := j.DecodeArgs(tc.dst...); !errors.Is(err, job.ErrArgs) {
+			t.Errorf("%s: %v, want ErrArgs", tc.name, err)
+		}
+	}
+}

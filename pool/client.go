@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,18 @@ func (e *RemoteError) Is(target error) bool {
 		}
 	}
 	return false
+}
+
+// As lets errors.As find a *PlaceError in a refusal that names the job at
+// fault, as the pool's own dispatch returns it.
+func (e *RemoteError) As(target any) bool {
+	pe, ok := target.(**PlaceError)
+	if !ok || e.Index == nil {
+		return false
+	}
+	msg := strings.TrimPrefix(e.ErrorReply.Error, fmt.Sprintf("job %d (%s): ", *e.Index, e.ID))
+	*pe = &PlaceError{Index: *e.Index, ID: e.ID, Err: &RemoteError{ErrorReply: ErrorReply{Error: msg, Code: e.Code}, Status: e.Status}}
+	return true
 }
 
 // Client dispatches jobs to a pool and follows their completion records.
@@ -352,6 +365,36 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 		return st, fmt.Errorf("status reply: %w", err)
 	}
 	return st, nil
+}
+
+// WaitWorkers waits until the pool sees at least n live workers: a
+// program that starts its workers and dispatches at once would find none
+// yet (a worker is seen once its first heartbeat is).
+func (c *Client) WaitWorkers(ctx context.Context, n int) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st, err := c.Status(ctx)
+		if err == nil {
+			alive := 0
+			for _, w := range st.Workers {
+				if w.Alive {
+					alive++
+				}
+			}
+			if alive >= n {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("the pool sees fewer than %d live workers", n)
+			}
+			return fmt.Errorf("wait for %d workers: %w (%w)", n, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
 }
 
 // Cancel cancels a job or a batch and returns the ids it reached.

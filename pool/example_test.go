@@ -77,8 +77,8 @@ func Example() {
 	}
 	defer client.Close()
 	// The worker registers on its own; wait until the pool sees it.
-	for st, err := client.Status(ctx); err != nil || len(st.Workers) == 0; st, err = client.Status(ctx) {
-		time.Sleep(10 * time.Millisecond)
+	if err := client.WaitWorkers(ctx, 1); err != nil {
+		log.Fatal(err)
 	}
 
 	// Three jobs, 100ms apart from 200ms from now, each on one thread.
@@ -158,8 +158,8 @@ func ExampleClient_DispatchJobs() {
 		log.Fatal(err)
 	}
 	defer client.Close()
-	for st, err := client.Status(ctx); err != nil || len(st.Workers) == 0; st, err = client.Status(ctx) {
-		time.Sleep(10 * time.Millisecond) // until the pool sees the worker
+	if err := client.WaitWorkers(ctx, 1); err != nil {
+		log.Fatal(err)
 	}
 
 	start := job.Millis(time.Now().Add(200 * time.Millisecond))
@@ -169,9 +169,9 @@ func ExampleClient_DispatchJobs() {
 	}
 	_, err = client.DispatchJobs(ctx, batch)
 	fmt.Println("no capacity:", errors.Is(err, pool.ErrNoCapacity))
-	var re *pool.RemoteError
-	if errors.As(err, &re) && re.Index != nil {
-		fmt.Printf("job at fault: %d (%s)\n", *re.Index, re.ID)
+	var pe *pool.PlaceError
+	if errors.As(err, &pe) {
+		fmt.Printf("job at fault: %d (%s), for want of capacity: %v\n", pe.Index, pe.ID, errors.Is(pe.Err, pool.ErrNoCapacity))
 	}
 	st, err := client.Status(ctx)
 	if err != nil {
@@ -192,7 +192,7 @@ func ExampleClient_DispatchJobs() {
 	}
 	// Output:
 	// no capacity: true
-	// job at fault: 1 (outro)
+	// job at fault: 1 (outro), for want of capacity: true
 	// jobs in flight: 0
 	// intro done
 	// outro done

@@ -443,3 +443,36 @@ func TestPoolRestartInsideASharedMessage(t *testing.T) {
 	}
 	waitAllDone(t, d)
 }
+
+// A worker restarted with other tasks (as many as before) serves the new
+// ones: the pool follows its registry entry.
+func TestWorkerRestartedWithOtherTasks(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	handlers := func(task string) *worker.Handlers {
+		h := worker.NewHandlers()
+		h.Register(task, worker.HandlerFunc(worker.Sleep))
+		return h
+	}
+	stop := startStoppableWorker(t, e.b, "w1", 2, handlers("a"))
+	waitWorkers(t, e.client, 1)
+	stop()
+	startStoppableWorker(t, e.b, "w1", 2, handlers("b"))
+	ctx := ctxTimeout(t, 20*time.Second)
+	var d *pool.Dispatch
+	var err error
+	for {
+		// Until the pool has the new entry; it may first see the old one.
+		d, err = e.client.DispatchJob(ctx, job.Job{Task: "b", Threads: 1, Duration: 10})
+		if err == nil || !errors.Is(err, pool.ErrUnknownTask) && !errors.Is(err, pool.ErrNoCapacity) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("dispatch of the restarted worker's task: %v", err)
+	}
+	if recs, err := d.Wait(ctx); err != nil || recs[0].Status != job.StatusDone {
+		t.Fatalf("records %+v, %v", recs, err)
+	}
+}

@@ -67,7 +67,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 		ws.tl.SetCapacity(e.Threads)
 		p.order = nil
 	}
-	if len(ws.tasks) != len(e.Tasks) {
+	if !sameTasks(ws.tasks, e.Tasks) {
 		ws.tasks = make(map[string]bool, len(e.Tasks))
 		for _, t := range e.Tasks {
 			ws.tasks[t] = true
@@ -77,6 +77,20 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 	ws.seen = time.Now()
 	ws.released = false
 	ws.launched = time.Time{}
+}
+
+// sameTasks reports whether set holds exactly the tasks of list (a worker
+// restarted with other handlers changes them, perhaps not their number).
+func sameTasks(set map[string]bool, list []string) bool {
+	if len(set) != len(list) {
+		return false
+	}
+	for _, t := range list {
+		if !set[t] {
+			return false
+		}
+	}
+	return true
 }
 
 func newWorkerState(id string, capacity int) *workerState {
