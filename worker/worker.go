@@ -12,7 +12,9 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -422,7 +424,11 @@ func (w *Worker) intake(msg jetstream.Msg) {
 		j := job.Job{ID: fmt.Sprintf("%s-seq%d", w.opts.ID, meta.Sequence.Stream), Task: "?"}
 		j.Set("raw", jsonString(msg.Data()))
 		d.left.Store(1)
-		w.endNow(&run{job: j, del: d}, job.StatusFailed, "malformed job: "+err.Error())
+		reason := err.Error()
+		if !errors.Is(err, job.ErrMalformed) { // its text says so already
+			reason = "malformed job: " + reason
+		}
+		w.endNow(&run{job: j, del: d}, job.StatusFailed, reason)
 		return
 	}
 	now := time.Now()
@@ -768,7 +774,15 @@ func (w *Worker) endLocked(r *run, status job.Status, reason string, start, end 
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func jsonString(b []byte) []byte {
-	s := fmt.Sprintf("%q", string(b))
-	return []byte(s)
+// jsonString renders raw bytes as a JSON string, for a record to quote a
+// message it could not read: encoding/json writes every control character
+// as a JSON escape and each byte that is not UTF-8 as U+FFFD (Go's %q
+// writes escapes such as \x00 that JSON does not have). HTML characters
+// stay as they are: records are read by people too.
+func jsonString(b []byte) json.RawMessage {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(string(b)) // a string always encodes
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
