@@ -67,7 +67,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 		case r.started:
 			e.Running = append(e.Running, broker.RunningJob{
 				ID: r.job.ID, Task: r.job.Task, Threads: r.job.Threads,
-				Start: job.Millis(r.actualStart), End: r.job.ScheduledEnd(job.Millis(r.start)),
+				Start: job.Millis(r.out.start), End: r.job.ScheduledEnd(job.Millis(r.start)),
 				Scheduled: r.job.StartTime,
 			})
 		default:

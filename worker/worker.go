@@ -211,14 +211,24 @@ type run struct {
 	// cancelReason is set when a running job is cancelled.
 	cancelReason string
 
-	// outcome, filled when the job ends
-	status      job.Status
-	reason      string
-	actualStart time.Time
-	actualEnd   time.Time
+	// out is the job's outcome: its start when it starts, the rest when
+	// it ends.
+	out outcome
 	// recMsg is the record message; pubAt when it was last published.
 	recMsg *nats.Msg
 	pubAt  time.Time
+}
+
+// outcome is how a job ended: what its record adds to the job.
+type outcome struct {
+	status job.Status
+	reason string
+	// start is when the job started (zero if it never did) and end when
+	// its work ended; the record carries them only for a job that started.
+	start, end time.Time
+	// result and err are what its task returned.
+	result json.RawMessage
+	err    string
 }
 
 // New validates the options and prepares a worker on an open connection.
@@ -524,7 +534,7 @@ func (w *Worker) due(r *run, now time.Time) {
 		return
 	}
 	if late := now.Sub(r.start); !r.asap && late > w.opts.Tolerance {
-		w.endLocked(r, job.StatusMissed, fmt.Sprintf("the worker could not start it until %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance), time.Time{}, now, nil, "")
+		w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("the worker could not start it until %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance)})
 		return
 	}
 	if w.busy+r.job.Threads <= w.opts.Threads && len(w.waiting) == 0 {
@@ -535,14 +545,14 @@ func (w *Worker) due(r *run, now time.Time) {
 	// Wait up to the tolerance (forever for an as-soon-as-possible job).
 	w.waiting = append(w.waiting, r)
 	if !r.asap {
-		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), w.handOff(func(now time.Time) {
+		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), w.handOff(func(time.Time) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			if r.started || r.ended {
 				return
 			}
 			w.removeWaitingLocked(r)
-			w.endLocked(r, job.StatusMissed, fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, w.opts.Tolerance), time.Time{}, now, nil, "")
+			w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, w.opts.Tolerance)})
 		}))
 	}
 }
@@ -551,7 +561,7 @@ func (w *Worker) due(r *run, now time.Time) {
 func (w *Worker) beginLocked(r *run, now time.Time) {
 	handler, err := w.opts.Handlers.Lookup(r.job.Task)
 	if err != nil {
-		w.endLocked(r, job.StatusFailed, err.Error(), time.Time{}, now, nil, "")
+		w.endLocked(r, outcome{status: job.StatusFailed, reason: err.Error()})
 		return
 	}
 	if r.deadline != nil {
@@ -559,7 +569,7 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	}
 	w.busy += r.job.Threads
 	r.started = true
-	r.actualStart = now
+	r.out.start = now
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	end := job.Time(r.job.ScheduledEnd(job.Millis(r.start)))
@@ -593,22 +603,22 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	if !t.EndedAt.IsZero() && t.EndedAt.Before(end) {
 		end = t.EndedAt
 	}
+	o := outcome{status: job.StatusDone, end: end, result: result}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r.cancel()
 	w.releaseLocked(r, end)
 	switch {
 	case r.cancelReason != "" && err == nil && len(result) > 0:
-		// The task did its work (a world operation landed) before the
-		// cancel reached it: the record says what happened.
-		w.endLocked(r, job.StatusDone, "cancelled after its work was done: "+r.cancelReason, r.actualStart, end, result, "")
+		// The task did its work before the cancel reached it (its
+		// result says what it did): the record tells what happened.
+		o.reason = "cancelled after its work was done: " + r.cancelReason
 	case r.cancelReason != "":
-		w.endLocked(r, job.StatusCancelled, r.cancelReason, r.actualStart, end, result, "")
+		o.status, o.reason = job.StatusCancelled, r.cancelReason
 	case err != nil:
-		w.endLocked(r, job.StatusFailed, "the task returned an error", r.actualStart, end, result, err.Error())
-	default:
-		w.endLocked(r, job.StatusDone, "", r.actualStart, end, result, "")
+		o.status, o.reason, o.err = job.StatusFailed, "the task returned an error", err.Error()
 	}
+	w.endLocked(r, o)
 }
 
 // safeRun turns a handler's panic into an error: a bad task never takes the
@@ -703,7 +713,7 @@ func (w *Worker) Cancel(id, reason string) bool {
 		r.deadline.Stop()
 	}
 	w.removeWaitingLocked(r)
-	w.endLocked(r, job.StatusCancelled, reason, time.Time{}, time.Now(), nil, "")
+	w.endLocked(r, outcome{status: job.StatusCancelled, reason: reason})
 	return true
 }
 
@@ -734,36 +744,36 @@ func (w *Worker) shelveQueued() {
 	}
 }
 
+// endNow ends a job that never started.
 func (w *Worker) endNow(r *run, status job.Status, reason string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.active[r.job.ID]; !ok && r.job.ID != "" {
 		w.active[r.job.ID] = r
 	}
-	w.endLocked(r, status, reason, time.Time{}, time.Now(), nil, "")
+	w.endLocked(r, outcome{status: status, reason: reason})
 }
 
-// endLocked fills a job's outcome and hands its record to the storer.
-func (w *Worker) endLocked(r *run, status job.Status, reason string, start, end time.Time, result []byte, errMsg string) {
+// endLocked ends a job with its outcome (its start is the run's) and hands
+// its record to the storer.
+func (w *Worker) endLocked(r *run, o outcome) {
 	if r.ended {
 		return
 	}
 	r.ended = true
 	r.end.stop()
-	r.status = status
-	r.reason = reason
-	r.actualStart = start
-	r.actualEnd = end
+	o.start = r.out.start
+	r.out = o
 	j := &r.job
-	j.Status = status
-	j.Reason = reason
-	if !start.IsZero() {
-		j.ActualStartTime = job.Millis(start)
-		j.ActualEndTime = job.Millis(end)
+	j.Status = o.status
+	j.Reason = o.reason
+	if !o.start.IsZero() {
+		j.ActualStartTime = job.Millis(o.start)
+		j.ActualEndTime = job.Millis(o.end)
 	}
-	j.Result = result
-	j.Error = errMsg
-	if status == job.StatusMissed {
+	j.Result = o.result
+	j.Error = o.err
+	if o.status == job.StatusMissed {
 		w.missed.Add(1)
 	} else {
 		w.done.Add(1)
