@@ -33,7 +33,9 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 				w.log.Warn().Err(err).Msg("re-asserting this worker's reservation")
 			}
 		}
-		cur, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID)
+		cctx, cancel := brokerCall(ctx)
+		cur, err := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
+		cancel()
 		if err == nil && cur.Instance != w.instance {
 			w.log.Error().Int("other_pid", cur.PID).Msg("another process registered this worker id; stopping")
 			stop(ErrTakenOver)
@@ -81,7 +83,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 func (w *Worker) beat(ctx context.Context, stopping bool) error {
 	e := w.Snapshot()
 	e.Stopping = stopping
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cctx, cancel := brokerCall(ctx)
 	defer cancel()
 	err := broker.PutWorker(cctx, w.res.Workers, e)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

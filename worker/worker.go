@@ -41,6 +41,22 @@ var (
 	ErrStopRequested = errors.New("stop requested by the pool")
 )
 
+// Bounds of the calls to the broker: a call that hangs (the broker gone
+// unreachable) must not hold up a worker's start, its heartbeats or its
+// stop.
+const (
+	// brokerTimeout bounds one request to the broker.
+	brokerTimeout = 5 * time.Second
+	// recordsTimeout bounds reading the records stored since the oldest
+	// queued job, which may be many.
+	recordsTimeout = time.Minute
+)
+
+// brokerCall is ctx bounded for one request to the broker.
+func brokerCall(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, brokerTimeout)
+}
+
 // Defaults of Options.
 const (
 	// DefaultHeartbeat is the interval between registry updates.
@@ -342,23 +358,37 @@ func (w *Worker) Run(ctx context.Context) error {
 // remembers how far the previous process had got.
 func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := broker.WorkerConsumer(w.opts.ID)
-	if c, err := w.res.Jobs.Consumer(ctx, name); err == nil {
-		info, err := c.Info(ctx)
+	cctx, cancel := brokerCall(ctx)
+	prev, err := w.res.Jobs.Consumer(cctx, name)
+	cancel()
+	switch {
+	case err == nil:
+		cctx, cancel = brokerCall(ctx)
+		info, err := prev.Info(cctx)
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("worker %s: consumer info: %w", w.opts.ID, err)
 		}
 		w.prevDelivered = info.Delivered.Stream
-		if prev, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID); err == nil && prev.Instance != "" {
-			w.log.Warn().Int("previous_pid", prev.PID).Time("previous_beat", prev.Beat).
+		cctx, cancel = brokerCall(ctx)
+		e, err := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
+		cancel()
+		if err == nil && e.Instance != "" {
+			w.log.Warn().Int("previous_pid", e.PID).Time("previous_beat", e.Beat).
 				Msg("taking over a worker id whose last heartbeat has not expired yet")
 		}
-		if err := w.res.Jobs.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cctx, cancel = brokerCall(ctx)
+		err = w.res.Jobs.DeleteConsumer(cctx, name)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("worker %s: reset consumer: %w", w.opts.ID, err)
 		}
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil, fmt.Errorf("worker %s: consumer: %w", w.opts.ID, err)
 	}
-	c, err := w.res.Jobs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cctx, cancel = brokerCall(ctx)
+	defer cancel()
+	c, err := w.res.Jobs.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "jobs of worker " + w.opts.ID,
 		FilterSubject: broker.JobsSubject(w.opts.ID),
@@ -383,7 +413,9 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 // jobs of a gone worker) must not be taken on again. The records stream
 // drops a second record with the same id only within its 10-minute window.
 func (w *Worker) loadRecorded(ctx context.Context) error {
-	first, err := w.res.Jobs.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
+	cctx, cancel := brokerCall(ctx)
+	first, err := w.res.Jobs.GetMsg(cctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
+	cancel()
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil
 	}
@@ -391,7 +423,9 @@ func (w *Worker) loadRecorded(ctx context.Context) error {
 		return fmt.Errorf("worker %s: oldest queued job: %w", w.opts.ID, err)
 	}
 	now := time.Now()
-	missing, err := w.res.RecordIDs(ctx, first.Time, broker.DoneSubject(w.opts.ID), func(id string, _ time.Time) {
+	rctx, cancel := context.WithTimeout(ctx, recordsTimeout)
+	defer cancel()
+	missing, err := w.res.RecordIDs(rctx, first.Time, broker.DoneSubject(w.opts.ID), func(id string, _ time.Time) {
 		w.mu.Lock()
 		w.recent[id] = now
 		w.mu.Unlock()
