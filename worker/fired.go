@@ -23,9 +23,17 @@ type firedTimer struct {
 const firedBuffer = 4096
 
 // handOff returns a timer callback that runs fn on firedLoop with the
-// instant the timer fired.
+// instant the timer fired. Once the worker has stopped it drops fn: the
+// timer queue, which other workers may share, must not wait for a loop
+// that has ended.
 func (w *Worker) handOff(fn func(now time.Time)) func(now time.Time) {
-	return func(now time.Time) { w.fired <- firedTimer{fn: fn, at: now} }
+	stopped := w.stopped
+	return func(now time.Time) {
+		select {
+		case w.fired <- firedTimer{fn: fn, at: now}:
+		case <-stopped:
+		}
+	}
 }
 
 // firedLoop runs the handed-off timer callbacks in the order they fired,

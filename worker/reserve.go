@@ -28,8 +28,8 @@ func (w *Worker) reserve(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) release() {
-	rctx, cancel := context.WithTimeout(context.Background(), reserveTimeout)
+func (w *Worker) release(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()
 	if err := w.opts.Reserver.Release(rctx, w.opts.Host, w.opts.ID); err != nil {
 		w.log.Warn().Err(err).Msg("giving back this worker's threads on its host; the pool gives them back once its heartbeats stop")

@@ -178,16 +178,25 @@ type Worker struct {
 	recent  map[string]time.Time // recorded lately, to drop redeliveries
 	waiting []*run               // due, waiting for threads
 	busy    int
+	stop    context.CancelCauseFunc // ends Run's wait for jobs
 	done    atomic.Int64
 	missed  atomic.Int64
 
-	stop     context.CancelCauseFunc
+	// tasks is the parent of the tasks' contexts: Run's values, ended
+	// once every job has its record. stopped is closed then too.
+	tasks   context.Context
+	stopped <-chan struct{}
+
 	recMu    sync.Mutex
 	recQueue []*run
 	recSig   chan struct{}
 	fired    chan firedTimer // see firedLoop
 	inflight sync.WaitGroup  // running handlers
-	pending  sync.WaitGroup  // records not yet acknowledged
+	pending  sync.WaitGroup  // records not yet stored
+	// callbacks admits the NATS callbacks that outlive their subscription
+	// (see gate); retries counts the records waiting to be queued again.
+	callbacks gate
+	retries   sync.WaitGroup
 }
 
 // delivery is one message from the worker's queue: a job, or a JSON array
@@ -230,9 +239,8 @@ type run struct {
 	// out is the job's outcome: its start when it starts, the rest when
 	// it ends.
 	out outcome
-	// recMsg is the record message; pubAt when it was last published.
+	// recMsg is the record message.
 	recMsg *nats.Msg
-	pubAt  time.Time
 }
 
 // outcome is how a job ended: what its record adds to the job.
@@ -274,6 +282,7 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 // Run registers the worker and runs jobs until ctx ends, then stops
 // gracefully: it takes no new jobs, lets running ones finish, stores their
 // records and leaves queued jobs in its durable queue for its next start.
+// It returns once every goroutine it started has ended.
 func (w *Worker) Run(ctx context.Context) error {
 	w.started = time.Now()
 	res, err := broker.Setup(ctx, w.nc, broker.Options{})
@@ -281,12 +290,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.res = res
+	// What still has to happen once ctx has ended (running jobs finish and
+	// store their records, the worker deregisters) runs on keep: ctx's
+	// values without its end.
+	keep := context.WithoutCancel(ctx)
 
 	if w.opts.Reserver != nil {
 		if err := w.reserve(ctx); err != nil {
 			return fmt.Errorf("worker %s: %w", w.opts.ID, err)
 		}
-		defer w.release()
+		defer w.release(keep)
 	}
 	cons, err := w.openConsumer(ctx)
 	if err != nil {
@@ -299,58 +312,87 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 
-	// The timer queue and record storer outlive ctx so that running jobs can
-	// finish during a graceful stop.
-	bg, stopBG := context.WithCancel(context.Background())
-	defer stopBG()
+	// The timer queue, the fired timers' loop and the record storer serve
+	// the running jobs until their records are stored, after ctx has ended.
+	bg, stopBG := context.WithCancel(keep)
+	w.tasks, w.stopped = bg, bg.Done()
+	var loops sync.WaitGroup
+	defer func() {
+		stopBG()
+		loops.Wait()
+		// The storer has unsubscribed; an acknowledgement it was handed
+		// before may still be running, and may arm a retry.
+		w.callbacks.close()
+		w.retries.Wait()
+	}()
 	if w.ownTimers {
-		go w.timers.Run(bg)
+		loops.Go(func() { w.timers.Run(bg) })
 	}
-	go w.firedLoop(bg)
-	storerDone := make(chan struct{})
-	go func() { w.storeRecords(bg); close(storerDone) }()
+	loops.Go(func() { w.firedLoop(bg) })
+	loops.Go(func() { w.storeRecords(bg) })
 
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
 	w.mu.Lock()
 	w.stop = stopRun
 	w.mu.Unlock()
-	go w.heartbeatLoop(runCtx, stopRun)
+	var beats sync.WaitGroup
+	beats.Go(func() { w.heartbeatLoop(runCtx, stopRun) })
 
 	cc, err := cons.Consume(w.intake,
 		jetstream.PullMaxMessages(1024),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			w.log.Debug().Err(err).Msg("consume")
+			if w.callbacks.enter() {
+				defer w.callbacks.leave()
+				w.log.Debug().Err(err).Msg("consume")
+			}
 		}))
 	if err != nil {
-		return fmt.Errorf("worker %s: consume: %w", w.opts.ID, err)
+		err = fmt.Errorf("worker %s: consume: %w", w.opts.ID, err)
+		stopRun(err)
+	} else {
+		w.log.Info().Str("host", w.opts.Host).Int("threads", w.opts.Threads).
+			Uint64("resume_after_seq", w.prevDelivered).Msg("worker ready")
+		<-runCtx.Done()
+		// Closed is closed once the last call of intake has returned.
+		cc.Drain()
+		<-cc.Closed()
 	}
-	w.log.Info().Str("host", w.opts.Host).Int("threads", w.opts.Threads).
-		Uint64("resume_after_seq", w.prevDelivered).Msg("worker ready")
-
-	<-runCtx.Done()
+	// The last heartbeat has ended before the stopping one and the
+	// deregistration, which it would otherwise undo.
+	beats.Wait()
 	cause := context.Cause(runCtx)
-	cc.Drain()
-	<-cc.Closed()
+	takenOver := errors.Is(cause, ErrTakenOver)
 	w.log.Info().Msg("stopping: no new jobs; letting running jobs finish")
 	w.shelveQueued()
-	w.inflight.Wait()
-	w.pending.Wait()
-	stopBG()
-	<-storerDone
-
-	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if !errors.Is(cause, ErrTakenOver) {
-		if err := w.res.Workers.Delete(dctx, w.opts.ID); err != nil {
-			w.log.Debug().Err(err).Msg("deregister")
+	if !takenOver {
+		if err := w.beat(keep, true); err != nil {
+			w.log.Debug().Err(err).Msg("stopping heartbeat")
 		}
 	}
+	w.inflight.Wait()
+	w.pending.Wait()
+	if !takenOver {
+		w.deregister(keep)
+	}
 	w.log.Info().Int64("done", w.done.Load()).Int64("missed", w.missed.Load()).Msg("worker stopped")
-	if errors.Is(cause, ErrTakenOver) {
+	switch {
+	case err != nil:
+		return err
+	case takenOver:
 		return cause
 	}
 	return nil
+}
+
+// deregister deletes the worker's registry entry, so that the pool sees it
+// gone at once rather than when its heartbeats are missed.
+func (w *Worker) deregister(ctx context.Context) {
+	cctx, cancel := brokerCall(ctx)
+	defer cancel()
+	if err := w.res.Workers.Delete(cctx, w.opts.ID); err != nil {
+		w.log.Debug().Err(err).Msg("deregister")
+	}
 }
 
 // openConsumer recreates the worker's durable consumer so that every job
@@ -604,7 +646,7 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	w.busy += r.job.Threads
 	r.started = true
 	r.out.start = now
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(w.tasks)
 	r.cancel = cancel
 	end := job.Time(r.job.ScheduledEnd(job.Millis(r.start)))
 	if r.asap {
