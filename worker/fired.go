@@ -6,11 +6,13 @@ import (
 )
 
 // The timer queue's thread must never wait: while it waits, every timer
-// behind the current one goes late. Job starts need the worker's lock,
+// behind the current one goes late. A job's start, the end that frees its
+// threads and the end of its wait for threads need the worker's lock,
 // which a goroutine taking in jobs or storing records may hold while the
-// kernel has switched it out for a whole time slice. So a start timer only
-// notes the instant it fired and hands it over; firedLoop does the work
-// with that instant, which is when the job started.
+// kernel has switched it out for a whole time slice. So their timers only
+// note the instant they fired and hand it over; firedLoop does the work
+// with that instant, which is when the job started (or its threads were
+// freed).
 
 // firedTimer is a timer callback with the instant its timer fired.
 type firedTimer struct {

@@ -13,9 +13,11 @@ import (
 	"github.com/hvmind/hvmind/job"
 )
 
-// heartbeatLoop rewrites the worker's registry entry every heartbeat; the
-// bucket's TTL removes it when beats stop. If another process has taken
-// the worker id over, this one stops.
+// heartbeatLoop rewrites the worker's registry entry every heartbeat, until
+// ctx ends; the bucket's TTL removes it when beats stop. If another process
+// has taken the worker id over, this one stops. It also re-asserts the
+// reservation now and then, and forgets the ids recorded too long ago for
+// a redelivery.
 func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(w.opts.Heartbeat)
 	defer t.Stop()
@@ -80,6 +82,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 	return e
 }
 
+// beat writes the worker's registry entry; stopping marks a graceful stop.
 func (w *Worker) beat(ctx context.Context, stopping bool) error {
 	e := w.Snapshot()
 	e.Stopping = stopping

@@ -43,10 +43,12 @@ var ErrWorkerRunning = errors.New("this process already runs that worker")
 type ProcessOptions struct {
 	// Name names the process's subjects; it may hold the characters of a
 	// worker id.
-	Name      string
+	Name string
+	// Heartbeat and Tolerance are those of Options, for every worker.
 	Heartbeat time.Duration
 	Tolerance time.Duration
-	Spin      time.Duration
+	// Spin is that of Options, for the timer queue the workers share.
+	Spin time.Duration
 	// Handlers serve the tasks of every worker; nil means NewHandlers.
 	Handlers *Handlers
 	// Reserver holds the threads of the workers whose spec asks for it.
@@ -54,6 +56,7 @@ type ProcessOptions struct {
 	// Linger is how long the process waits for a new worker once all its
 	// workers have stopped, before it exits (DefaultLinger when 0).
 	Linger time.Duration
+	// Logger receives the process's logs and its workers'.
 	Logger zerolog.Logger
 }
 
@@ -83,14 +86,16 @@ func (o *ProcessOptions) validate() error {
 		return fmt.Errorf("worker process name: %w (got %q)", ErrInvalidID, o.Name)
 	}
 	if o.Linger < 0 {
-		return fmt.Errorf("%w: linger %s must be positive", ErrInvalidOption, o.Linger)
+		return fmt.Errorf("%w: linger %s must not be negative", ErrInvalidOption, o.Linger)
 	}
 	return validateTiming(o.Heartbeat, o.Tolerance)
 }
 
 // ProcessStatus is the reply of the status endpoint.
 type ProcessStatus struct {
-	Name    string   `json:"name"`
+	// Name is the process's name.
+	Name string `json:"name"`
+	// Workers are the ids of the workers it runs, sorted.
 	Workers []string `json:"workers"`
 }
 
@@ -174,8 +179,8 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 }
 
 // DefaultLinger is how long a worker process whose workers have all
-// stopped waits for a new one before it exits: the pool stopped them, or
-// stopped them for idleness, and launches a new process when it needs one.
+// stopped waits for a new one before it exits: the pool stops the workers
+// it no longer needs, and launches a new process when it needs one.
 const DefaultLinger = 5 * time.Second
 
 // Workers lists the ids of the workers running, sorted.
@@ -273,6 +278,7 @@ func (p *Process) gated(h micro.HandlerFunc) micro.HandlerFunc {
 	}
 }
 
+// handleLaunch starts the worker a request's spec describes.
 func (p *Process) handleLaunch(req micro.Request) {
 	var spec broker.WorkerSpec
 	if err := json.Unmarshal(req.Data(), &spec); err != nil {
@@ -291,6 +297,7 @@ func (p *Process) handleLaunch(req micro.Request) {
 	_ = req.RespondJSON(ProcessStatus{Name: p.opts.Name, Workers: p.Workers()})
 }
 
+// handleStatus lists the process's workers.
 func (p *Process) handleStatus(req micro.Request) {
 	_ = req.RespondJSON(ProcessStatus{Name: p.opts.Name, Workers: p.Workers()})
 }

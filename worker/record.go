@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
@@ -167,11 +168,14 @@ func (w *Worker) queueRecord(r *run) {
 	}
 }
 
+// recordMsg is a job's record, with the job id as its message id.
 func (w *Worker) recordMsg(r *run) *nats.Msg {
 	data, err := job.Encode(&r.job)
 	if err != nil {
-		// Only Extra members could fail; they came from valid JSON.
-		data = []byte(`{"id":"` + r.job.ID + `","status":"failed","error":"record not encodable"}`)
+		// Encode writes the job by hand and has no error to return today;
+		// should it have one, a record that says so still ends the job.
+		data, _ = json.Marshal(map[string]string{"id": r.job.ID, "status": string(job.StatusFailed),
+			"error": "record not encodable: " + err.Error()})
 	}
 	m := nats.NewMsg(broker.DoneSubject(w.opts.ID))
 	m.Data = data

@@ -19,6 +19,7 @@ const reassertEvery = 10
 // reserveTimeout bounds each call to the Reserver.
 const reserveTimeout = 5 * time.Second
 
+// reserve holds the worker's threads on its host.
 func (w *Worker) reserve(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()
@@ -28,6 +29,7 @@ func (w *Worker) reserve(ctx context.Context) error {
 	return nil
 }
 
+// release gives the worker's threads on its host back.
 func (w *Worker) release(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()

@@ -30,13 +30,22 @@ import (
 	"github.com/hvmind/hvmind/job"
 )
 
-// Sentinel errors of worker options.
+// Errors of worker options.
 var (
-	ErrInvalidID      = errors.New("worker id may hold only letters, digits, '-' and '_'")
+	// ErrInvalidID is the error of an id (or process name) that a subject
+	// cannot hold.
+	ErrInvalidID = errors.New("worker id may hold only letters, digits, '-' and '_'")
+	// ErrInvalidThreads is the error of a worker without threads.
 	ErrInvalidThreads = errors.New("worker threads must be positive")
 	// ErrInvalidOption wraps every other option that is out of range.
 	ErrInvalidOption = errors.New("invalid worker option")
-	ErrTakenOver     = errors.New("another process took over this worker id")
+)
+
+// Causes of a worker's stop.
+var (
+	// ErrTakenOver is Run's error when another process registered this
+	// worker id: the other process now runs its jobs.
+	ErrTakenOver = errors.New("another process took over this worker id")
 	// ErrStopRequested is the cause of a stop the pool asked for.
 	ErrStopRequested = errors.New("stop requested by the pool")
 )
@@ -149,7 +158,7 @@ func (o *Options) validate() error {
 // validateTiming checks the options a worker and a worker process share.
 func validateTiming(heartbeat, tolerance time.Duration) error {
 	if heartbeat < 0 {
-		return fmt.Errorf("%w: heartbeat %s must be positive", ErrInvalidOption, heartbeat)
+		return fmt.Errorf("%w: heartbeat %s must not be negative", ErrInvalidOption, heartbeat)
 	}
 	if tolerance < 0 {
 		return fmt.Errorf("%w: tolerance %s must not be negative", ErrInvalidOption, tolerance)
@@ -602,7 +611,9 @@ func (w *Worker) take(r *run, seq uint64, now time.Time) {
 	}
 }
 
-// due is called by the timer queue at a job's start time.
+// due starts a job at its start time, or makes it wait for threads; now is
+// when its timer fired (handed off, see firedLoop), or its arrival for an
+// as-soon-as-possible job.
 func (w *Worker) due(r *run, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -671,6 +682,8 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	go w.execute(ctx, r, handler, t)
 }
 
+// execute runs a started job's handler and ends the job with what it
+// returned.
 func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	defer w.inflight.Done()
 	result, err := safeRun(ctx, h, t)
@@ -708,9 +721,9 @@ func safeRun(ctx context.Context, h Handler, t *Task) (res []byte, err error) {
 	return h.Run(ctx, t)
 }
 
-// admitWaitingLocked starts waiting jobs, in order, while threads allow.
 // admitWaitingLocked starts the jobs waiting for threads that now fit, at
-// the instant the threads were freed (never before a job's own start).
+// the instant the threads were freed (never before a job's own start), in
+// the order they began to wait, until the first that does not fit.
 func (w *Worker) admitWaitingLocked(now time.Time) {
 	for len(w.waiting) > 0 {
 		r := w.waiting[0]
@@ -731,10 +744,9 @@ func (w *Worker) admitWaitingLocked(now time.Time) {
 // fired-timer goroutine, unless its task holds them longer (see
 // Task.HoldThreadsUntil). The handler gives them back too when it returns,
 // but its goroutine may run milliseconds later on a busy machine, and a job
-// placed on those threads from that instant on would wait for them, start
-// late, and may see the target as the jobs landing meanwhile left it. The
-// fired timers run in the order they fired: at one instant, the ends before
-// the starts due after them.
+// placed on those threads from that instant on would wait for them and
+// start late. The fired timers run in the order they fired: at one instant,
+// the ends (armed with AtFirst) before the starts.
 func (w *Worker) releaseAtEnd(r *run) func(now time.Time) {
 	return w.handOff(func(now time.Time) {
 		w.mu.Lock()
@@ -756,6 +768,7 @@ func (w *Worker) releaseLocked(r *run, at time.Time) {
 	w.admitWaitingLocked(at)
 }
 
+// removeWaitingLocked takes a job out of the wait for threads.
 func (w *Worker) removeWaitingLocked(r *run) {
 	for i, x := range w.waiting {
 		if x == r {
@@ -765,8 +778,11 @@ func (w *Worker) removeWaitingLocked(r *run) {
 	}
 }
 
-// Cancel ends a job that has not ended: a queued job never starts, a running
-// one has its context cancelled. It reports whether the job was found.
+// Cancel ends a job that has not ended: a queued job, or one waiting for
+// threads, never starts and is recorded cancelled; a running one has its
+// context cancelled and is recorded when its handler returns (done, if it
+// returned a result without an error: its work was done). It reports
+// whether the job was found.
 func (w *Worker) Cancel(id, reason string) bool {
 	if reason == "" {
 		reason = "cancelled"
@@ -793,8 +809,9 @@ func (w *Worker) Cancel(id, reason string) bool {
 	return true
 }
 
-// shelveQueued stops the timers of jobs that have not started; their
-// messages stay unacknowledged in the durable queue for the next start.
+// shelveQueued drops the jobs that have not started, without a record:
+// their messages stay unacknowledged in the durable queue for the next
+// start.
 func (w *Worker) shelveQueued() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -820,7 +837,8 @@ func (w *Worker) shelveQueued() {
 	}
 }
 
-// endNow ends a job that never started.
+// endNow ends a job that never started; one that is not active yet (a
+// malformed message's) is until its record is stored.
 func (w *Worker) endNow(r *run, status job.Status, reason string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -858,6 +876,7 @@ func (w *Worker) endLocked(r *run, o outcome) {
 	w.queueRecord(r)
 }
 
+// ms is d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // jsonString renders raw bytes as a JSON string, for a record to quote a
