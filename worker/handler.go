@@ -16,7 +16,7 @@ import (
 var ErrUnknownTask = errors.New("unknown task")
 
 // Handler runs one task. It returns the task's result (any JSON value, or
-// nil) or an error. A handler must honour ctx: it is cancelled when the job
+// nil; a result that is not JSON fails the job) or an error. A handler must honour ctx: it is cancelled when the job
 // is cancelled. A worker that stops gracefully lets it run to its end.
 type Handler interface {
 	Run(ctx context.Context, t *Task) (json.RawMessage, error)

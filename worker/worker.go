@@ -687,6 +687,12 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	defer w.inflight.Done()
 	result, err := safeRun(ctx, h, t)
+	if len(result) > 0 && !json.Valid(result) {
+		// The record carries the result as it is: one that is not JSON
+		// would make the whole record unreadable.
+		err = errors.Join(err, fmt.Errorf("its result is not JSON: %q", truncate(result, 200)))
+		result = nil
+	}
 	r.end.stop()
 	end := time.Now()
 	if !t.EndedAt.IsZero() && t.EndedAt.Before(end) {
@@ -875,6 +881,9 @@ func (w *Worker) endLocked(r *run, o outcome) {
 	w.pending.Add(1)
 	w.queueRecord(r)
 }
+
+// truncate is b cut to at most n bytes.
+func truncate(b []byte, n int) []byte { return b[:min(len(b), n)] }
 
 // ms is d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -383,6 +383,28 @@ func TestRestartInsideASharedMessage(t *testing.T) {
 	}
 }
 
+// A task whose result is not JSON fails, with a record that is: the record
+// carries a result as it is.
+func TestResultThatIsNotJSONFails(t *testing.T) {
+	t.Parallel()
+	h := worker.NewHandlers()
+	for name, result := range map[string]string{"garbled": "{not json", "valid": `{"ok":[1,2]}`} {
+		h.Register(name, worker.HandlerFunc(func(context.Context, *worker.Task) (json.RawMessage, error) {
+			return json.RawMessage(result), nil
+		}))
+	}
+	e := setupWith(t, 2, h)
+	e.publishJob(t, job.Job{ID: "garbled", Task: "garbled", Threads: 1, Duration: 1})
+	e.publishJob(t, job.Job{ID: "valid", Task: "valid", Threads: 1, Duration: 1})
+	recs := e.wait(t, "garbled", "valid")
+	if r := recs["garbled"]; r.Status != job.StatusFailed || len(r.Result) != 0 || !strings.Contains(r.Error, "not JSON") {
+		t.Errorf("garbled result: %s (%s) result %s error %q, want failed without the result", r.Status, r.Reason, r.Result, r.Error)
+	}
+	if r := recs["valid"]; r.Status != job.StatusDone || string(r.Result) != `{"ok":[1,2]}` {
+		t.Errorf("valid result: %s (%s) result %s, want done with it", r.Status, r.Reason, r.Result)
+	}
+}
+
 // A job's threads are free at its scheduled end, the end of its
 // reservation, even while its handler still has bookkeeping to do: a job
 // placed on them from then on starts on time. A task whose work runs past
