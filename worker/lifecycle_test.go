@@ -267,7 +267,7 @@ func TestStopWhileAJobRunsStoresItsRecord(t *testing.T) {
 		}, 0},
 		{"scheduled, with a queued job in its message", 2, func(now float64) [][]job.Job {
 			return [][]job.Job{{
-				{ID: "running", Task: "hold", Threads: 1, StartTime: now + 200, Duration: 50},
+				{ID: "running", Task: "hold", Threads: 1, StartTime: now + 500, Duration: 50},
 				{ID: "later", Task: "sleep", Threads: 1, StartTime: now + 60_000, Duration: 10},
 			}}
 		}, 1},
