@@ -6,11 +6,13 @@ import (
 )
 
 // The timer queue's thread must never wait: while it waits, every timer
-// behind the current one goes late. Job starts need the worker's lock,
+// behind the current one goes late. A job's start, the end that frees its
+// threads and the end of its wait for threads need the worker's lock,
 // which a goroutine taking in jobs or storing records may hold while the
-// kernel has switched it out for a whole time slice. So a start timer only
-// notes the instant it fired and hands it over; firedLoop does the work
-// with that instant, which is when the job started.
+// kernel has switched it out for a whole time slice. So their timers only
+// note the instant they fired and hand it over; firedLoop does the work
+// with that instant, which is when the job started (or its threads were
+// freed).
 
 // firedTimer is a timer callback with the instant its timer fired.
 type firedTimer struct {
@@ -23,9 +25,17 @@ type firedTimer struct {
 const firedBuffer = 4096
 
 // handOff returns a timer callback that runs fn on firedLoop with the
-// instant the timer fired.
+// instant the timer fired. Once the worker has stopped it drops fn: the
+// timer queue, which other workers may share, must not wait for a loop
+// that has ended.
 func (w *Worker) handOff(fn func(now time.Time)) func(now time.Time) {
-	return func(now time.Time) { w.fired <- firedTimer{fn: fn, at: now} }
+	stopped := w.stopped
+	return func(now time.Time) {
+		select {
+		case w.fired <- firedTimer{fn: fn, at: now}:
+		case <-stopped:
+		}
+	}
 }
 
 // firedLoop runs the handed-off timer callbacks in the order they fired,

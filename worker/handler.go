@@ -16,8 +16,8 @@ import (
 var ErrUnknownTask = errors.New("unknown task")
 
 // Handler runs one task. It returns the task's result (any JSON value, or
-// nil) or an error. A handler must honour ctx: it is cancelled when the job
-// is cancelled or the worker stops abruptly.
+// nil; a result that is not JSON fails the job) or an error. A handler must honour ctx: it is cancelled when the job
+// is cancelled. A worker that stops gracefully lets it run to its end.
 type Handler interface {
 	Run(ctx context.Context, t *Task) (json.RawMessage, error)
 }
@@ -80,10 +80,10 @@ func (e *endTimer) stop() {
 	}
 }
 
-// Release gives the job's threads back now, before the handler returns:
-// for a task whose work has ended (a world operation that has landed)
-// and that only has bookkeeping left (telling the world). Jobs waiting
-// for the threads start at once, as they would have at the landing.
+// Release gives the job's threads back now (at EndedAt, when set), before
+// the handler returns: for a task whose work has ended and that only has
+// bookkeeping left, such as reporting what it did. Jobs waiting for the
+// threads start at once, as they would have when the work ended.
 func (t *Task) Release() {
 	if t.release != nil {
 		at := t.EndedAt
@@ -103,7 +103,8 @@ func (t *Task) HoldThreadsUntil(until time.Time) {
 	}
 }
 
-// SleepUntil blocks until t, precisely (see TimerQueue), or until ctx ends.
+// SleepUntil blocks until the instant until, precisely (see TimerQueue),
+// or until ctx ends, and sets EndedAt to when it woke.
 func (t *Task) SleepUntil(ctx context.Context, until time.Time) error {
 	if t.end != nil && until.Equal(t.ScheduledEnd) {
 		select {
@@ -122,6 +123,8 @@ func (t *Task) SleepUntil(ctx context.Context, until time.Time) error {
 	return err
 }
 
+// sleepUntil waits on q until the instant until, or until ctx ends, and
+// returns when it woke.
 func sleepUntil(ctx context.Context, q *TimerQueue, until time.Time) (time.Time, error) {
 	if now := time.Now(); !now.Before(until) {
 		return now, ctx.Err()
@@ -174,6 +177,7 @@ func (h *Handlers) Names() []string {
 	return h.namesLocked()
 }
 
+// namesLocked lists the registered tasks, sorted; h.mu is held.
 func (h *Handlers) namesLocked() []string {
 	names := make([]string, 0, len(h.m))
 	for n := range h.m {

@@ -13,9 +13,11 @@ import (
 	"github.com/hvmind/hvmind/job"
 )
 
-// heartbeatLoop rewrites the worker's registry entry every heartbeat; the
-// bucket's TTL removes it when beats stop. If another process has taken
-// the worker id over, this one stops.
+// heartbeatLoop rewrites the worker's registry entry every heartbeat, until
+// ctx ends; the bucket's TTL removes it when beats stop. If another process
+// has taken the worker id over, this one stops. It also re-asserts the
+// reservation now and then, and forgets the ids recorded too long ago for
+// a redelivery.
 func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(w.opts.Heartbeat)
 	defer t.Stop()
@@ -33,7 +35,9 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 				w.log.Warn().Err(err).Msg("re-asserting this worker's reservation")
 			}
 		}
-		cur, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID)
+		cctx, cancel := brokerCall(ctx)
+		cur, err := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
+		cancel()
 		if err == nil && cur.Instance != w.instance {
 			w.log.Error().Int("other_pid", cur.PID).Msg("another process registered this worker id; stopping")
 			stop(ErrTakenOver)
@@ -67,7 +71,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 		case r.started:
 			e.Running = append(e.Running, broker.RunningJob{
 				ID: r.job.ID, Task: r.job.Task, Threads: r.job.Threads,
-				Start: job.Millis(r.actualStart), End: r.job.ScheduledEnd(job.Millis(r.start)),
+				Start: job.Millis(r.out.start), End: r.job.ScheduledEnd(job.Millis(r.start)),
 				Scheduled: r.job.StartTime,
 			})
 		default:
@@ -78,10 +82,11 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 	return e
 }
 
+// beat writes the worker's registry entry; stopping marks a graceful stop.
 func (w *Worker) beat(ctx context.Context, stopping bool) error {
 	e := w.Snapshot()
 	e.Stopping = stopping
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cctx, cancel := brokerCall(ctx)
 	defer cancel()
 	err := broker.PutWorker(cctx, w.res.Workers, e)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

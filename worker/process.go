@@ -43,10 +43,12 @@ var ErrWorkerRunning = errors.New("this process already runs that worker")
 type ProcessOptions struct {
 	// Name names the process's subjects; it may hold the characters of a
 	// worker id.
-	Name      string
+	Name string
+	// Heartbeat and Tolerance are those of Options, for every worker.
 	Heartbeat time.Duration
 	Tolerance time.Duration
-	Spin      time.Duration
+	// Spin is that of Options, for the timer queue the workers share.
+	Spin time.Duration
 	// Handlers serve the tasks of every worker; nil means NewHandlers.
 	Handlers *Handlers
 	// Reserver holds the threads of the workers whose spec asks for it.
@@ -54,6 +56,7 @@ type ProcessOptions struct {
 	// Linger is how long the process waits for a new worker once all its
 	// workers have stopped, before it exits (DefaultLinger when 0).
 	Linger time.Duration
+	// Logger receives the process's logs and its workers'.
 	Logger zerolog.Logger
 }
 
@@ -83,14 +86,16 @@ func (o *ProcessOptions) validate() error {
 		return fmt.Errorf("worker process name: %w (got %q)", ErrInvalidID, o.Name)
 	}
 	if o.Linger < 0 {
-		return fmt.Errorf("%w: linger %s must be positive", ErrInvalidOption, o.Linger)
+		return fmt.Errorf("%w: linger %s must not be negative", ErrInvalidOption, o.Linger)
 	}
 	return validateTiming(o.Heartbeat, o.Tolerance)
 }
 
 // ProcessStatus is the reply of the status endpoint.
 type ProcessStatus struct {
-	Name    string   `json:"name"`
+	// Name is the process's name.
+	Name string `json:"name"`
+	// Workers are the ids of the workers it runs, sorted.
 	Workers []string `json:"workers"`
 }
 
@@ -109,7 +114,10 @@ type Process struct {
 	idle *time.Timer
 	// closing is set once Run stops taking workers.
 	closing bool
-	wg      sync.WaitGroup
+	// workers counts the workers' goroutines, handlers the service's
+	// handlers at work (see gate).
+	workers  sync.WaitGroup
+	handlers gate
 }
 
 // NewProcess validates the options and prepares a worker process on an
@@ -154,10 +162,8 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 		return fmt.Errorf("start worker %s: %w", spec.ID, ErrWorkerRunning)
 	}
 	p.running[spec.ID] = struct{}{}
-	p.wg.Add(1)
 	ctx := p.ctx
-	go func() {
-		defer p.wg.Done()
+	p.workers.Go(func() {
 		err := w.Run(ctx)
 		if err != nil {
 			p.log.Warn().Err(err).Str("worker", spec.ID).Msg("worker ended")
@@ -168,13 +174,13 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 			p.idle.Reset(p.opts.Linger)
 		}
 		p.mu.Unlock()
-	}()
+	})
 	return nil
 }
 
 // DefaultLinger is how long a worker process whose workers have all
-// stopped waits for a new one before it exits: the pool stopped them, or
-// stopped them for idleness, and launches a new process when it needs one.
+// stopped waits for a new one before it exits: the pool stops the workers
+// it no longer needs, and launches a new process when it needs one.
 const DefaultLinger = 5 * time.Second
 
 // Workers lists the ids of the workers running, sorted.
@@ -191,17 +197,23 @@ func (p *Process) Workers() []string {
 
 // Run serves launch requests until ctx ends, or until Linger after
 // its last worker stopped, then stops every worker gracefully (see
-// Worker.Run) and returns once they all have.
+// Worker.Run) and returns once they, the service's handlers and the timer
+// queue have all ended.
 func (p *Process) Run(ctx context.Context) error {
 	// The queue outlives ctx: the workers' running jobs finish on it.
-	bg, stopBG := context.WithCancel(context.Background())
-	defer stopBG()
-	go p.timers.Run(bg)
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var timers sync.WaitGroup
+	timers.Go(func() { p.timers.Run(bg) })
+	defer func() {
+		stopBG()
+		timers.Wait()
+	}()
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	idle := time.NewTimer(time.Hour)
 	idle.Stop()
+	defer idle.Stop()
 	p.mu.Lock()
 	p.ctx, p.idle = ctx, idle
 	p.mu.Unlock()
@@ -211,13 +223,34 @@ func (p *Process) Run(ctx context.Context) error {
 		Description: "HVMind worker process: runs several workers on one timer queue",
 		Metadata:    map[string]string{"name": p.opts.Name},
 	},
-		broker.Endpoint{Name: "launch", Subject: broker.ProcessSubject(p.opts.Name, "launch"), Handler: micro.HandlerFunc(p.handleLaunch)},
-		broker.Endpoint{Name: "status", Subject: broker.ProcessSubject(p.opts.Name, "status"), Handler: micro.HandlerFunc(p.handleStatus)},
+		broker.Endpoint{Name: "launch", Subject: broker.ProcessSubject(p.opts.Name, "launch"), Handler: p.gated(p.handleLaunch)},
+		broker.Endpoint{Name: "status", Subject: broker.ProcessSubject(p.opts.Name, "status"), Handler: p.gated(p.handleStatus)},
 	)
 	if err != nil {
-		return fmt.Errorf("worker process %s: %w", p.opts.Name, err)
+		err = fmt.Errorf("worker process %s: %w", p.opts.Name, err)
+	} else {
+		p.log.Info().Msg("worker process ready")
+		p.serve(ctx, stop, idle)
+		// Drains the endpoints: a request already received may still
+		// reach its handler (see gate).
+		_ = svc.Stop()
 	}
-	p.log.Info().Msg("worker process ready")
+	// No Start adds a worker after this (a handler may still be at
+	// work): then every worker is counted in workers.
+	p.mu.Lock()
+	p.closing = true
+	p.mu.Unlock()
+	p.workers.Wait()
+	// A launch request that comes this late is not answered: the
+	// launcher's timeout covers it, as for a process that has exited.
+	p.handlers.close()
+	p.log.Info().Msg("worker process stopped")
+	return err
+}
+
+// serve waits until ctx ends, or until its workers have all stopped and
+// Linger has passed with none started.
+func (p *Process) serve(ctx context.Context, stop context.CancelFunc, idle *time.Timer) {
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
@@ -232,17 +265,20 @@ func (p *Process) Run(ctx context.Context) error {
 			p.mu.Unlock()
 		}
 	}
-	_ = svc.Stop()
-	// No Start adds a worker after this (the service may still be
-	// draining a launch): then every worker is counted in wg.
-	p.mu.Lock()
-	p.closing = true
-	p.mu.Unlock()
-	p.wg.Wait()
-	p.log.Info().Msg("worker process stopped")
-	return nil
 }
 
+// gated runs h for the requests the process's handlers gate admits.
+func (p *Process) gated(h micro.HandlerFunc) micro.HandlerFunc {
+	return func(req micro.Request) {
+		if !p.handlers.enter() {
+			return
+		}
+		defer p.handlers.leave()
+		h(req)
+	}
+}
+
+// handleLaunch starts the worker a request's spec describes.
 func (p *Process) handleLaunch(req micro.Request) {
 	var spec broker.WorkerSpec
 	if err := json.Unmarshal(req.Data(), &spec); err != nil {
@@ -261,6 +297,7 @@ func (p *Process) handleLaunch(req micro.Request) {
 	_ = req.RespondJSON(ProcessStatus{Name: p.opts.Name, Workers: p.Workers()})
 }
 
+// handleStatus lists the process's workers.
 func (p *Process) handleStatus(req micro.Request) {
 	_ = req.RespondJSON(ProcessStatus{Name: p.opts.Name, Workers: p.Workers()})
 }

@@ -159,9 +159,8 @@ func waitRecords(t *testing.T, b *brokertest.Broker, ids ...string) map[string]j
 	return nil
 }
 
-// A job whose task did its work before a cancel reached it (a world
-// operation that landed) is recorded done, with its result: the record
-// tells what happened to the world.
+// A job whose task did its work before a cancel reached it is recorded
+// done, with its result: the record tells what the task did.
 func TestCancelAfterTheWorkIsDoneRecordsDone(t *testing.T) {
 	t.Parallel()
 	b := brokertest.New(t)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
@@ -16,6 +17,10 @@ import (
 // (lost with a connection, say) before it is published again; its message
 // id keeps it stored once.
 const unansweredAfter = 5 * time.Second
+
+// recordRetry is how long a record JetStream refused waits before it is
+// published again.
+const recordRetry = 50 * time.Millisecond
 
 // storeRecords publishes completion records and, once JetStream has stored
 // each one, acknowledges the job's message, which removes it from the queue.
@@ -33,20 +38,44 @@ func (w *Worker) storeRecords(ctx context.Context) {
 		acks, err = broker.NewAckInbox(w.nc)
 	}
 	defer acks.Close()
+	// unanswered holds each record published and not answered yet: when it
+	// was sent, and the token to stop waiting for its answer by. A record
+	// is entered before it is published, since its answer may come before
+	// Publish returns, and mu is never held across a publish.
+	type sent struct {
+		at    time.Time
+		token string
+	}
 	var mu sync.Mutex
-	unanswered := map[*run]string{} // run -> its publish token
+	unanswered := map[*run]*sent{}
+	// answered takes the first answer to a record that waits for one: an
+	// answer to a publish that was given up on and sent again is as good.
+	answered := func(r *run, err error) {
+		if !w.callbacks.enter() {
+			return
+		}
+		defer w.callbacks.leave()
+		mu.Lock()
+		_, waiting := unanswered[r]
+		delete(unanswered, r)
+		mu.Unlock()
+		if waiting {
+			w.recordStored(r, err)
+		}
+	}
 	publish := func(r *run) {
 		for attempt := 0; ; attempt++ {
+			s := &sent{at: time.Now()}
 			mu.Lock()
-			r.pubAt = time.Now()
-			token, err := acks.Publish(r.recMsg, func(_ broker.PubAck, err error) {
-				mu.Lock()
+			unanswered[r] = s
+			mu.Unlock()
+			token, err := acks.Publish(r.recMsg, func(_ broker.PubAck, err error) { answered(r, err) })
+			mu.Lock()
+			switch {
+			case err != nil:
 				delete(unanswered, r)
-				mu.Unlock()
-				w.recordStored(r, err)
-			})
-			if err == nil {
-				unanswered[r] = token
+			case unanswered[r] == s:
+				s.token = token
 			}
 			mu.Unlock()
 			if err == nil {
@@ -59,7 +88,7 @@ func (w *Worker) storeRecords(ctx context.Context) {
 			case <-ctx.Done():
 				w.pending.Done()
 				return
-			case <-time.After(50 * time.Millisecond):
+			case <-time.After(recordRetry):
 			}
 		}
 	}
@@ -84,15 +113,19 @@ func (w *Worker) storeRecords(ctx context.Context) {
 		case <-resend.C:
 			cutoff := time.Now().Add(-unansweredAfter)
 			var stale []*run
+			var tokens []string
 			mu.Lock()
-			for r, token := range unanswered {
-				if r.pubAt.Before(cutoff) {
-					acks.Forget(token)
+			for r, s := range unanswered {
+				if s.at.Before(cutoff) {
 					delete(unanswered, r)
 					stale = append(stale, r)
+					tokens = append(tokens, s.token)
 				}
 			}
 			mu.Unlock()
+			for _, token := range tokens {
+				acks.Forget(token)
+			}
 			for _, r := range stale {
 				publish(r)
 			}
@@ -107,7 +140,13 @@ func (w *Worker) storeRecords(ctx context.Context) {
 func (w *Worker) recordStored(r *run, err error) {
 	if err != nil {
 		w.log.Warn().Err(err).Str("job", r.job.ID).Msg("completion record not stored; retrying")
-		time.AfterFunc(50*time.Millisecond, func() { w.queueRecord(r) })
+		// Run waits for the retry: its pending record keeps Run from
+		// stopping the storer, and retries from returning.
+		w.retries.Add(1)
+		time.AfterFunc(recordRetry, func() {
+			defer w.retries.Done()
+			w.queueRecord(r)
+		})
 		return
 	}
 	r.del.recorded()
@@ -129,11 +168,14 @@ func (w *Worker) queueRecord(r *run) {
 	}
 }
 
+// recordMsg is a job's record, with the job id as its message id.
 func (w *Worker) recordMsg(r *run) *nats.Msg {
 	data, err := job.Encode(&r.job)
 	if err != nil {
-		// Only Extra members could fail; they came from valid JSON.
-		data = []byte(`{"id":"` + r.job.ID + `","status":"failed","error":"record not encodable"}`)
+		// Encode writes the job by hand and has no error to return today;
+		// should it have one, a record that says so still ends the job.
+		data, _ = json.Marshal(map[string]string{"id": r.job.ID, "status": string(job.StatusFailed),
+			"error": "record not encodable: " + err.Error()})
 	}
 	m := nats.NewMsg(broker.DoneSubject(w.opts.ID))
 	m.Data = data

@@ -19,6 +19,7 @@ const reassertEvery = 10
 // reserveTimeout bounds each call to the Reserver.
 const reserveTimeout = 5 * time.Second
 
+// reserve holds the worker's threads on its host.
 func (w *Worker) reserve(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()
@@ -28,8 +29,9 @@ func (w *Worker) reserve(ctx context.Context) error {
 	return nil
 }
 
-func (w *Worker) release() {
-	rctx, cancel := context.WithTimeout(context.Background(), reserveTimeout)
+// release gives the worker's threads on its host back.
+func (w *Worker) release(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, reserveTimeout)
 	defer cancel()
 	if err := w.opts.Reserver.Release(rctx, w.opts.Host, w.opts.ID); err != nil {
 		w.log.Warn().Err(err).Msg("giving back this worker's threads on its host; the pool gives them back once its heartbeats stop")

@@ -12,12 +12,12 @@ import (
 )
 
 // TimerQueue fires callbacks at precise instants. Go's timers can wake a
-// goroutine up to a millisecond late; the queue sleeps on a Go timer until a
-// few milliseconds before the earliest due time, then in the kernel with
-// 1 ns timer slack until Spin before it, then spins on the clock, so
-// callbacks run within about a microsecond of their time. One goroutine
-// serves every timer, so at most one core spins, and only briefly before
-// each due time.
+// goroutine up to a millisecond late; the queue sleeps on a Go timer until
+// 20 ms before its spin begins, then in the kernel with 1 ns timer slack
+// until its spin, which begins Spin before the earliest due time, then
+// spins on the clock, so callbacks run within about a microsecond of their
+// time. One goroutine serves every timer, so at most one core spins, and
+// only briefly before each due time.
 //
 // The queue's thread never waits for a lock: a goroutine holding one can be
 // switched out by the kernel for a whole time slice, and every timer behind

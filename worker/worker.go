@@ -12,7 +12,9 @@
 package worker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -28,16 +30,41 @@ import (
 	"github.com/hvmind/hvmind/job"
 )
 
-// Sentinel errors of worker options.
+// Errors of worker options.
 var (
-	ErrInvalidID      = errors.New("worker id may hold only letters, digits, '-' and '_'")
+	// ErrInvalidID is the error of an id (or process name) that a subject
+	// cannot hold.
+	ErrInvalidID = errors.New("worker id may hold only letters, digits, '-' and '_'")
+	// ErrInvalidThreads is the error of a worker without threads.
 	ErrInvalidThreads = errors.New("worker threads must be positive")
 	// ErrInvalidOption wraps every other option that is out of range.
 	ErrInvalidOption = errors.New("invalid worker option")
-	ErrTakenOver     = errors.New("another process took over this worker id")
+)
+
+// Causes of a worker's stop.
+var (
+	// ErrTakenOver is Run's error when another process registered this
+	// worker id: the other process now runs its jobs.
+	ErrTakenOver = errors.New("another process took over this worker id")
 	// ErrStopRequested is the cause of a stop the pool asked for.
 	ErrStopRequested = errors.New("stop requested by the pool")
 )
+
+// Bounds of the calls to the broker: a call that hangs (the broker gone
+// unreachable) must not hold up a worker's start, its heartbeats or its
+// stop.
+const (
+	// brokerTimeout bounds one request to the broker.
+	brokerTimeout = 5 * time.Second
+	// recordsTimeout bounds reading the records stored since the oldest
+	// queued job, which may be many.
+	recordsTimeout = time.Minute
+)
+
+// brokerCall is ctx bounded for one request to the broker.
+func brokerCall(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, brokerTimeout)
+}
 
 // Defaults of Options.
 const (
@@ -131,7 +158,7 @@ func (o *Options) validate() error {
 // validateTiming checks the options a worker and a worker process share.
 func validateTiming(heartbeat, tolerance time.Duration) error {
 	if heartbeat < 0 {
-		return fmt.Errorf("%w: heartbeat %s must be positive", ErrInvalidOption, heartbeat)
+		return fmt.Errorf("%w: heartbeat %s must not be negative", ErrInvalidOption, heartbeat)
 	}
 	if tolerance < 0 {
 		return fmt.Errorf("%w: tolerance %s must not be negative", ErrInvalidOption, tolerance)
@@ -160,16 +187,25 @@ type Worker struct {
 	recent  map[string]time.Time // recorded lately, to drop redeliveries
 	waiting []*run               // due, waiting for threads
 	busy    int
+	stop    context.CancelCauseFunc // ends Run's wait for jobs
 	done    atomic.Int64
 	missed  atomic.Int64
 
-	stop     context.CancelCauseFunc
+	// tasks is the parent of the tasks' contexts: Run's values, ended
+	// once every job has its record. stopped is closed then too.
+	tasks   context.Context
+	stopped <-chan struct{}
+
 	recMu    sync.Mutex
 	recQueue []*run
 	recSig   chan struct{}
 	fired    chan firedTimer // see firedLoop
 	inflight sync.WaitGroup  // running handlers
-	pending  sync.WaitGroup  // records not yet acknowledged
+	pending  sync.WaitGroup  // records not yet stored
+	// callbacks admits the NATS callbacks that outlive their subscription
+	// (see gate); retries counts the records waiting to be queued again.
+	callbacks gate
+	retries   sync.WaitGroup
 }
 
 // delivery is one message from the worker's queue: a job, or a JSON array
@@ -209,14 +245,23 @@ type run struct {
 	// cancelReason is set when a running job is cancelled.
 	cancelReason string
 
-	// outcome, filled when the job ends
-	status      job.Status
-	reason      string
-	actualStart time.Time
-	actualEnd   time.Time
-	// recMsg is the record message; pubAt when it was last published.
+	// out is the job's outcome: its start when it starts, the rest when
+	// it ends.
+	out outcome
+	// recMsg is the record message.
 	recMsg *nats.Msg
-	pubAt  time.Time
+}
+
+// outcome is how a job ended: what its record adds to the job.
+type outcome struct {
+	status job.Status
+	reason string
+	// start is when the job started (zero if it never did) and end when
+	// its work ended; the record carries them only for a job that started.
+	start, end time.Time
+	// result and err are what its task returned.
+	result json.RawMessage
+	err    string
 }
 
 // New validates the options and prepares a worker on an open connection.
@@ -246,6 +291,7 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 // Run registers the worker and runs jobs until ctx ends, then stops
 // gracefully: it takes no new jobs, lets running ones finish, stores their
 // records and leaves queued jobs in its durable queue for its next start.
+// It returns once every goroutine it started has ended.
 func (w *Worker) Run(ctx context.Context) error {
 	w.started = time.Now()
 	res, err := broker.Setup(ctx, w.nc, broker.Options{})
@@ -253,12 +299,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.res = res
+	// What still has to happen once ctx has ended (running jobs finish and
+	// store their records, the worker deregisters) runs on keep: ctx's
+	// values without its end.
+	keep := context.WithoutCancel(ctx)
 
 	if w.opts.Reserver != nil {
 		if err := w.reserve(ctx); err != nil {
 			return fmt.Errorf("worker %s: %w", w.opts.ID, err)
 		}
-		defer w.release()
+		defer w.release(keep)
 	}
 	cons, err := w.openConsumer(ctx)
 	if err != nil {
@@ -271,58 +321,87 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 
-	// The timer queue and record storer outlive ctx so that running jobs can
-	// finish during a graceful stop.
-	bg, stopBG := context.WithCancel(context.Background())
-	defer stopBG()
+	// The timer queue, the fired timers' loop and the record storer serve
+	// the running jobs until their records are stored, after ctx has ended.
+	bg, stopBG := context.WithCancel(keep)
+	w.tasks, w.stopped = bg, bg.Done()
+	var loops sync.WaitGroup
+	defer func() {
+		stopBG()
+		loops.Wait()
+		// The storer has unsubscribed; an acknowledgement it was handed
+		// before may still be running, and may arm a retry.
+		w.callbacks.close()
+		w.retries.Wait()
+	}()
 	if w.ownTimers {
-		go w.timers.Run(bg)
+		loops.Go(func() { w.timers.Run(bg) })
 	}
-	go w.firedLoop(bg)
-	storerDone := make(chan struct{})
-	go func() { w.storeRecords(bg); close(storerDone) }()
+	loops.Go(func() { w.firedLoop(bg) })
+	loops.Go(func() { w.storeRecords(bg) })
 
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
 	w.mu.Lock()
 	w.stop = stopRun
 	w.mu.Unlock()
-	go w.heartbeatLoop(runCtx, stopRun)
+	var beats sync.WaitGroup
+	beats.Go(func() { w.heartbeatLoop(runCtx, stopRun) })
 
 	cc, err := cons.Consume(w.intake,
 		jetstream.PullMaxMessages(1024),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			w.log.Debug().Err(err).Msg("consume")
+			if w.callbacks.enter() {
+				defer w.callbacks.leave()
+				w.log.Debug().Err(err).Msg("consume")
+			}
 		}))
 	if err != nil {
-		return fmt.Errorf("worker %s: consume: %w", w.opts.ID, err)
+		err = fmt.Errorf("worker %s: consume: %w", w.opts.ID, err)
+		stopRun(err)
+	} else {
+		w.log.Info().Str("host", w.opts.Host).Int("threads", w.opts.Threads).
+			Uint64("resume_after_seq", w.prevDelivered).Msg("worker ready")
+		<-runCtx.Done()
+		// Closed is closed once the last call of intake has returned.
+		cc.Drain()
+		<-cc.Closed()
 	}
-	w.log.Info().Str("host", w.opts.Host).Int("threads", w.opts.Threads).
-		Uint64("resume_after_seq", w.prevDelivered).Msg("worker ready")
-
-	<-runCtx.Done()
+	// The last heartbeat has ended before the stopping one and the
+	// deregistration, which it would otherwise undo.
+	beats.Wait()
 	cause := context.Cause(runCtx)
-	cc.Drain()
-	<-cc.Closed()
+	takenOver := errors.Is(cause, ErrTakenOver)
 	w.log.Info().Msg("stopping: no new jobs; letting running jobs finish")
 	w.shelveQueued()
-	w.inflight.Wait()
-	w.pending.Wait()
-	stopBG()
-	<-storerDone
-
-	dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if !errors.Is(cause, ErrTakenOver) {
-		if err := w.res.Workers.Delete(dctx, w.opts.ID); err != nil {
-			w.log.Debug().Err(err).Msg("deregister")
+	if !takenOver {
+		if err := w.beat(keep, true); err != nil {
+			w.log.Debug().Err(err).Msg("stopping heartbeat")
 		}
 	}
+	w.inflight.Wait()
+	w.pending.Wait()
+	if !takenOver {
+		w.deregister(keep)
+	}
 	w.log.Info().Int64("done", w.done.Load()).Int64("missed", w.missed.Load()).Msg("worker stopped")
-	if errors.Is(cause, ErrTakenOver) {
+	switch {
+	case err != nil:
+		return err
+	case takenOver:
 		return cause
 	}
 	return nil
+}
+
+// deregister deletes the worker's registry entry, so that the pool sees it
+// gone at once rather than when its heartbeats are missed.
+func (w *Worker) deregister(ctx context.Context) {
+	cctx, cancel := brokerCall(ctx)
+	defer cancel()
+	if err := w.res.Workers.Delete(cctx, w.opts.ID); err != nil {
+		w.log.Debug().Err(err).Msg("deregister")
+	}
 }
 
 // openConsumer recreates the worker's durable consumer so that every job
@@ -330,23 +409,37 @@ func (w *Worker) Run(ctx context.Context) error {
 // remembers how far the previous process had got.
 func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := broker.WorkerConsumer(w.opts.ID)
-	if c, err := w.res.Jobs.Consumer(ctx, name); err == nil {
-		info, err := c.Info(ctx)
+	cctx, cancel := brokerCall(ctx)
+	prev, err := w.res.Jobs.Consumer(cctx, name)
+	cancel()
+	switch {
+	case err == nil:
+		cctx, cancel = brokerCall(ctx)
+		info, err := prev.Info(cctx)
+		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("worker %s: consumer info: %w", w.opts.ID, err)
 		}
 		w.prevDelivered = info.Delivered.Stream
-		if prev, err := broker.GetWorker(ctx, w.res.Workers, w.opts.ID); err == nil && prev.Instance != "" {
-			w.log.Warn().Int("previous_pid", prev.PID).Time("previous_beat", prev.Beat).
+		cctx, cancel = brokerCall(ctx)
+		e, err := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
+		cancel()
+		if err == nil && e.Instance != "" {
+			w.log.Warn().Int("previous_pid", e.PID).Time("previous_beat", e.Beat).
 				Msg("taking over a worker id whose last heartbeat has not expired yet")
 		}
-		if err := w.res.Jobs.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cctx, cancel = brokerCall(ctx)
+		err = w.res.Jobs.DeleteConsumer(cctx, name)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("worker %s: reset consumer: %w", w.opts.ID, err)
 		}
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil, fmt.Errorf("worker %s: consumer: %w", w.opts.ID, err)
 	}
-	c, err := w.res.Jobs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cctx, cancel = brokerCall(ctx)
+	defer cancel()
+	c, err := w.res.Jobs.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "jobs of worker " + w.opts.ID,
 		FilterSubject: broker.JobsSubject(w.opts.ID),
@@ -371,7 +464,9 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 // jobs of a gone worker) must not be taken on again. The records stream
 // drops a second record with the same id only within its 10-minute window.
 func (w *Worker) loadRecorded(ctx context.Context) error {
-	first, err := w.res.Jobs.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
+	cctx, cancel := brokerCall(ctx)
+	first, err := w.res.Jobs.GetMsg(cctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
+	cancel()
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil
 	}
@@ -379,7 +474,9 @@ func (w *Worker) loadRecorded(ctx context.Context) error {
 		return fmt.Errorf("worker %s: oldest queued job: %w", w.opts.ID, err)
 	}
 	now := time.Now()
-	missing, err := w.res.RecordIDs(ctx, first.Time, broker.DoneSubject(w.opts.ID), func(id string, _ time.Time) {
+	rctx, cancel := context.WithTimeout(ctx, recordsTimeout)
+	defer cancel()
+	missing, err := w.res.RecordIDs(rctx, first.Time, broker.DoneSubject(w.opts.ID), func(id string, _ time.Time) {
 		w.mu.Lock()
 		w.recent[id] = now
 		w.mu.Unlock()
@@ -422,7 +519,11 @@ func (w *Worker) intake(msg jetstream.Msg) {
 		j := job.Job{ID: fmt.Sprintf("%s-seq%d", w.opts.ID, meta.Sequence.Stream), Task: "?"}
 		j.Set("raw", jsonString(msg.Data()))
 		d.left.Store(1)
-		w.endNow(&run{job: j, del: d}, job.StatusFailed, "malformed job: "+err.Error())
+		reason := err.Error()
+		if !errors.Is(err, job.ErrMalformed) { // its text says so already
+			reason = "malformed job: " + reason
+		}
+		w.endNow(&run{job: j, del: d}, job.StatusFailed, reason)
 		return
 	}
 	now := time.Now()
@@ -510,7 +611,9 @@ func (w *Worker) take(r *run, seq uint64, now time.Time) {
 	}
 }
 
-// due is called by the timer queue at a job's start time.
+// due starts a job at its start time, or makes it wait for threads; now is
+// when its timer fired (handed off, see firedLoop), or its arrival for an
+// as-soon-as-possible job.
 func (w *Worker) due(r *run, now time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -518,7 +621,7 @@ func (w *Worker) due(r *run, now time.Time) {
 		return
 	}
 	if late := now.Sub(r.start); !r.asap && late > w.opts.Tolerance {
-		w.endLocked(r, job.StatusMissed, fmt.Sprintf("the worker could not start it until %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance), time.Time{}, now, nil, "")
+		w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("the worker could not start it until %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance)})
 		return
 	}
 	if w.busy+r.job.Threads <= w.opts.Threads && len(w.waiting) == 0 {
@@ -529,14 +632,14 @@ func (w *Worker) due(r *run, now time.Time) {
 	// Wait up to the tolerance (forever for an as-soon-as-possible job).
 	w.waiting = append(w.waiting, r)
 	if !r.asap {
-		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), w.handOff(func(now time.Time) {
+		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), w.handOff(func(time.Time) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			if r.started || r.ended {
 				return
 			}
 			w.removeWaitingLocked(r)
-			w.endLocked(r, job.StatusMissed, fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, w.opts.Tolerance), time.Time{}, now, nil, "")
+			w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, w.opts.Tolerance)})
 		}))
 	}
 }
@@ -545,7 +648,7 @@ func (w *Worker) due(r *run, now time.Time) {
 func (w *Worker) beginLocked(r *run, now time.Time) {
 	handler, err := w.opts.Handlers.Lookup(r.job.Task)
 	if err != nil {
-		w.endLocked(r, job.StatusFailed, err.Error(), time.Time{}, now, nil, "")
+		w.endLocked(r, outcome{status: job.StatusFailed, reason: err.Error()})
 		return
 	}
 	if r.deadline != nil {
@@ -553,8 +656,8 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	}
 	w.busy += r.job.Threads
 	r.started = true
-	r.actualStart = now
-	ctx, cancel := context.WithCancel(context.Background())
+	r.out.start = now
+	ctx, cancel := context.WithCancel(w.tasks)
 	r.cancel = cancel
 	end := job.Time(r.job.ScheduledEnd(job.Millis(r.start)))
 	if r.asap {
@@ -579,30 +682,38 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	go w.execute(ctx, r, handler, t)
 }
 
+// execute runs a started job's handler and ends the job with what it
+// returned.
 func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	defer w.inflight.Done()
 	result, err := safeRun(ctx, h, t)
+	if len(result) > 0 && !json.Valid(result) {
+		// The record carries the result as it is: one that is not JSON
+		// would make the whole record unreadable.
+		err = errors.Join(err, fmt.Errorf("its result is not JSON: %q", truncate(result, 200)))
+		result = nil
+	}
 	r.end.stop()
 	end := time.Now()
 	if !t.EndedAt.IsZero() && t.EndedAt.Before(end) {
 		end = t.EndedAt
 	}
+	o := outcome{status: job.StatusDone, end: end, result: result}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r.cancel()
 	w.releaseLocked(r, end)
 	switch {
 	case r.cancelReason != "" && err == nil && len(result) > 0:
-		// The task did its work (a world operation landed) before the
-		// cancel reached it: the record says what happened.
-		w.endLocked(r, job.StatusDone, "cancelled after its work was done: "+r.cancelReason, r.actualStart, end, result, "")
+		// The task did its work before the cancel reached it (its
+		// result says what it did): the record tells what happened.
+		o.reason = "cancelled after its work was done: " + r.cancelReason
 	case r.cancelReason != "":
-		w.endLocked(r, job.StatusCancelled, r.cancelReason, r.actualStart, end, result, "")
+		o.status, o.reason = job.StatusCancelled, r.cancelReason
 	case err != nil:
-		w.endLocked(r, job.StatusFailed, "the task returned an error", r.actualStart, end, result, err.Error())
-	default:
-		w.endLocked(r, job.StatusDone, "", r.actualStart, end, result, "")
+		o.status, o.reason, o.err = job.StatusFailed, "the task returned an error", err.Error()
 	}
+	w.endLocked(r, o)
 }
 
 // safeRun turns a handler's panic into an error: a bad task never takes the
@@ -616,9 +727,9 @@ func safeRun(ctx context.Context, h Handler, t *Task) (res []byte, err error) {
 	return h.Run(ctx, t)
 }
 
-// admitWaitingLocked starts waiting jobs, in order, while threads allow.
 // admitWaitingLocked starts the jobs waiting for threads that now fit, at
-// the instant the threads were freed (never before a job's own start).
+// the instant the threads were freed (never before a job's own start), in
+// the order they began to wait, until the first that does not fit.
 func (w *Worker) admitWaitingLocked(now time.Time) {
 	for len(w.waiting) > 0 {
 		r := w.waiting[0]
@@ -639,10 +750,9 @@ func (w *Worker) admitWaitingLocked(now time.Time) {
 // fired-timer goroutine, unless its task holds them longer (see
 // Task.HoldThreadsUntil). The handler gives them back too when it returns,
 // but its goroutine may run milliseconds later on a busy machine, and a job
-// placed on those threads from that instant on would wait for them, start
-// late, and may see the target as the jobs landing meanwhile left it. The
-// fired timers run in the order they fired: at one instant, the ends before
-// the starts due after them.
+// placed on those threads from that instant on would wait for them and
+// start late. The fired timers run in the order they fired: at one instant,
+// the ends (armed with AtFirst) before the starts.
 func (w *Worker) releaseAtEnd(r *run) func(now time.Time) {
 	return w.handOff(func(now time.Time) {
 		w.mu.Lock()
@@ -664,6 +774,7 @@ func (w *Worker) releaseLocked(r *run, at time.Time) {
 	w.admitWaitingLocked(at)
 }
 
+// removeWaitingLocked takes a job out of the wait for threads.
 func (w *Worker) removeWaitingLocked(r *run) {
 	for i, x := range w.waiting {
 		if x == r {
@@ -673,8 +784,11 @@ func (w *Worker) removeWaitingLocked(r *run) {
 	}
 }
 
-// Cancel ends a job that has not ended: a queued job never starts, a running
-// one has its context cancelled. It reports whether the job was found.
+// Cancel ends a job that has not ended: a queued job, or one waiting for
+// threads, never starts and is recorded cancelled; a running one has its
+// context cancelled and is recorded when its handler returns (done, if it
+// returned a result without an error: its work was done). It reports
+// whether the job was found.
 func (w *Worker) Cancel(id, reason string) bool {
 	if reason == "" {
 		reason = "cancelled"
@@ -697,12 +811,13 @@ func (w *Worker) Cancel(id, reason string) bool {
 		r.deadline.Stop()
 	}
 	w.removeWaitingLocked(r)
-	w.endLocked(r, job.StatusCancelled, reason, time.Time{}, time.Now(), nil, "")
+	w.endLocked(r, outcome{status: job.StatusCancelled, reason: reason})
 	return true
 }
 
-// shelveQueued stops the timers of jobs that have not started; their
-// messages stay unacknowledged in the durable queue for the next start.
+// shelveQueued drops the jobs that have not started, without a record:
+// their messages stay unacknowledged in the durable queue for the next
+// start.
 func (w *Worker) shelveQueued() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -728,36 +843,37 @@ func (w *Worker) shelveQueued() {
 	}
 }
 
+// endNow ends a job that never started; one that is not active yet (a
+// malformed message's) is until its record is stored.
 func (w *Worker) endNow(r *run, status job.Status, reason string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.active[r.job.ID]; !ok && r.job.ID != "" {
 		w.active[r.job.ID] = r
 	}
-	w.endLocked(r, status, reason, time.Time{}, time.Now(), nil, "")
+	w.endLocked(r, outcome{status: status, reason: reason})
 }
 
-// endLocked fills a job's outcome and hands its record to the storer.
-func (w *Worker) endLocked(r *run, status job.Status, reason string, start, end time.Time, result []byte, errMsg string) {
+// endLocked ends a job with its outcome (its start is the run's) and hands
+// its record to the storer.
+func (w *Worker) endLocked(r *run, o outcome) {
 	if r.ended {
 		return
 	}
 	r.ended = true
 	r.end.stop()
-	r.status = status
-	r.reason = reason
-	r.actualStart = start
-	r.actualEnd = end
+	o.start = r.out.start
+	r.out = o
 	j := &r.job
-	j.Status = status
-	j.Reason = reason
-	if !start.IsZero() {
-		j.ActualStartTime = job.Millis(start)
-		j.ActualEndTime = job.Millis(end)
+	j.Status = o.status
+	j.Reason = o.reason
+	if !o.start.IsZero() {
+		j.ActualStartTime = job.Millis(o.start)
+		j.ActualEndTime = job.Millis(o.end)
 	}
-	j.Result = result
-	j.Error = errMsg
-	if status == job.StatusMissed {
+	j.Result = o.result
+	j.Error = o.err
+	if o.status == job.StatusMissed {
 		w.missed.Add(1)
 	} else {
 		w.done.Add(1)
@@ -766,9 +882,21 @@ func (w *Worker) endLocked(r *run, status job.Status, reason string, start, end 
 	w.queueRecord(r)
 }
 
+// truncate is b cut to at most n bytes.
+func truncate(b []byte, n int) []byte { return b[:min(len(b), n)] }
+
+// ms is d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func jsonString(b []byte) []byte {
-	s := fmt.Sprintf("%q", string(b))
-	return []byte(s)
+// jsonString renders raw bytes as a JSON string, for a record to quote a
+// message it could not read: encoding/json writes every control character
+// as a JSON escape and each byte that is not UTF-8 as U+FFFD (Go's %q
+// writes escapes such as \x00 that JSON does not have). HTML characters
+// stay as they are: records are read by people too.
+func jsonString(b []byte) json.RawMessage {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(string(b)) // a string always encodes
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }

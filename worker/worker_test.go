@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,8 @@ type testEnv struct {
 	done    chan error
 	mu      sync.Mutex
 	records map[string]job.Job
+	// raw holds each record as it was stored.
+	raw     map[string][]byte
 	arrived chan struct{}
 	// handlers, when set, serve the tasks instead of the built-in ones.
 	handlers *worker.Handlers
@@ -42,13 +45,16 @@ func setup(t *testing.T, threads int) *testEnv {
 func setupWith(t *testing.T, threads int, h *worker.Handlers) *testEnv {
 	t.Helper()
 	b := brokertest.New(t)
-	e := &testEnv{b: b, id: "w1", records: map[string]job.Job{}, arrived: make(chan struct{}, 1024), handlers: h}
+	e := &testEnv{b: b, id: "w1", records: map[string]job.Job{}, raw: map[string][]byte{}, arrived: make(chan struct{}, 1024), handlers: h}
 	e.start(t, threads)
 	cons, err := b.Res.JS.OrderedConsumer(context.Background(), broker.StreamDone, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if !json.Valid(m.Data()) {
+			t.Errorf("record %q is not valid JSON", m.Data())
+		}
 		j, err := job.Parse(m.Data())
 		if err != nil {
 			t.Errorf("unreadable record %s: %v", m.Data(), err)
@@ -59,6 +65,7 @@ func setupWith(t *testing.T, threads int, h *worker.Handlers) *testEnv {
 			t.Errorf("two records for job %s", j.ID)
 		}
 		e.records[j.ID] = j
+		e.raw[j.ID] = append([]byte(nil), m.Data()...)
 		e.mu.Unlock()
 		e.arrived <- struct{}{}
 	})
@@ -376,6 +383,28 @@ func TestRestartInsideASharedMessage(t *testing.T) {
 	}
 }
 
+// A task whose result is not JSON fails, with a record that is: the record
+// carries a result as it is.
+func TestResultThatIsNotJSONFails(t *testing.T) {
+	t.Parallel()
+	h := worker.NewHandlers()
+	for name, result := range map[string]string{"garbled": "{not json", "valid": `{"ok":[1,2]}`} {
+		h.Register(name, worker.HandlerFunc(func(context.Context, *worker.Task) (json.RawMessage, error) {
+			return json.RawMessage(result), nil
+		}))
+	}
+	e := setupWith(t, 2, h)
+	e.publishJob(t, job.Job{ID: "garbled", Task: "garbled", Threads: 1, Duration: 1})
+	e.publishJob(t, job.Job{ID: "valid", Task: "valid", Threads: 1, Duration: 1})
+	recs := e.wait(t, "garbled", "valid")
+	if r := recs["garbled"]; r.Status != job.StatusFailed || len(r.Result) != 0 || !strings.Contains(r.Error, "not JSON") {
+		t.Errorf("garbled result: %s (%s) result %s error %q, want failed without the result", r.Status, r.Reason, r.Result, r.Error)
+	}
+	if r := recs["valid"]; r.Status != job.StatusDone || string(r.Result) != `{"ok":[1,2]}` {
+		t.Errorf("valid result: %s (%s) result %s, want done with it", r.Status, r.Reason, r.Result)
+	}
+}
+
 // A job's threads are free at its scheduled end, the end of its
 // reservation, even while its handler still has bookkeeping to do: a job
 // placed on them from then on starts on time. A task whose work runs past
@@ -418,6 +447,58 @@ func TestThreadsAreFreeAtTheScheduledEnd(t *testing.T) {
 				t.Errorf("the job due at the first's scheduled end: %s (%s), want done", next.Status, next.Reason)
 			case !tc.nextRuns && next.ActualStartTime != 0 && next.ActualStartTime < first.ActualEndTime:
 				t.Errorf("the next job started %.1f ms before the first's work ended: 8 of 4 threads ran", first.ActualEndTime-next.ActualStartTime)
+			}
+		})
+	}
+}
+
+// A message that is not a job gets a failed record that quotes it as a
+// JSON string: valid JSON whatever its bytes, the bytes that are not UTF-8
+// each shown as U+FFFD.
+func TestMalformedMessageRecordIsValidJSON(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 1)
+	cases := []struct {
+		name string
+		data string
+	}{
+		{"control and invalid UTF-8", "\x00\xff{"},
+		{"truncated job", `{"task": "sleep", "threads": `},
+		{"quotes and backslashes", `"\" \x`},
+		{"HTML and line separators", "<b>&amp;</b>\u2028\t\n"},
+		{"invalid UTF-8 inside a rune", "caf\xc3(\xe2\x82"},
+	}
+	ids := make([]string, len(cases))
+	for i, tc := range cases {
+		ack, err := e.b.Res.JS.Publish(context.Background(), broker.JobsSubject(e.id), []byte(tc.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = fmt.Sprintf("%s-seq%d", e.id, ack.Sequence)
+	}
+	recs := e.wait(t, ids...)
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := recs[ids[i]]
+			if r.Status != job.StatusFailed || !strings.Contains(r.Reason, "malformed job") {
+				t.Errorf("record %s (%s), want failed as a malformed job", r.Status, r.Reason)
+			}
+			e.mu.Lock()
+			data := e.raw[ids[i]]
+			e.mu.Unlock()
+			if !json.Valid(data) {
+				t.Fatalf("record %q is not valid JSON", data)
+			}
+			var rec struct {
+				Raw *string `json:"raw"`
+			}
+			if err := json.Unmarshal(data, &rec); err != nil || rec.Raw == nil {
+				t.Fatalf("record %s: no raw string (%v)", data, err)
+			}
+			// Ranging over a string yields U+FFFD for each byte that is
+			// not UTF-8, as encoding/json writes it.
+			if want := string([]rune(tc.data)); *rec.Raw != want {
+				t.Errorf("raw %q, want %q", *rec.Raw, want)
 			}
 		})
 	}
