@@ -99,9 +99,11 @@ type Options struct {
 	// when 0; negative: never spin).
 	Spin time.Duration
 	// Timers, when set, is a timer queue shared with the other workers of
-	// this process, which the caller runs (Spin is then the queue's). One
-	// queue fires every job of the process in time order, even when the
-	// process is stalled, and spins on one thread at most.
+	// this process, which the caller runs (Spin is then the queue's) until
+	// every worker's Run has returned: a worker stopping gracefully waits
+	// for its running jobs' end timers. One queue fires every job of the
+	// process in time order, even when the process is stalled, and spins
+	// on one thread at most.
 	Timers *TimerQueue
 	// Handlers serve the tasks; nil means NewHandlers (the built-in sleep).
 	Handlers *Handlers
