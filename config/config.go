@@ -14,6 +14,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -127,6 +128,44 @@ func Default() Config {
 			Spin:      worker.DefaultSpin,
 		},
 	}
+}
+
+// ErrInvalid wraps a setting out of range.
+var ErrInvalid = errors.New("invalid setting")
+
+// Validate checks the settings as a person gives them: a flag's 0 means
+// what its help says (--spin 0: never spin), never "the default", and a
+// negative count or duration is an error rather than a silent fix.
+func (c *Config) Validate() error {
+	for _, d := range []struct {
+		flag     string
+		v        time.Duration
+		zeroOK   bool
+		whatZero string
+	}{
+		{"heartbeat", c.Worker.Heartbeat, false, ""},
+		{"tolerance", c.Worker.Tolerance, false, ""},
+		{"spin", c.Worker.Spin, true, "never spin"},
+		{"spawn-wait", c.Pool.SpawnWait, false, ""},
+		{"idle-stop", c.Pool.IdleStop, true, "never stop"},
+	} {
+		if d.v < 0 || (d.v == 0 && !d.zeroOK) {
+			want := "a positive duration"
+			if d.zeroOK {
+				want = "0 (" + d.whatZero + ") or a positive duration"
+			}
+			return fmt.Errorf("%w: --%s %s: want %s", ErrInvalid, d.flag, d.v, want)
+		}
+	}
+	switch {
+	case c.Pool.Workers < 0:
+		return fmt.Errorf("%w: --workers %d: want 0 or more", ErrInvalid, c.Pool.Workers)
+	case c.Pool.Threads <= 0:
+		return fmt.Errorf("%w: --threads %d: want a positive number", ErrInvalid, c.Pool.Threads)
+	case c.Worker.Threads <= 0:
+		return fmt.Errorf("%w: --threads %d: want a positive number", ErrInvalid, c.Worker.Threads)
+	}
+	return nil
 }
 
 // PoolOptions is the pool's settings as pool.Options; the program adds

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -74,5 +75,45 @@ func TestBadSettingsAreErrors(t *testing.T) {
 	}
 	if _, err := config.NewLogger(os.Stderr, "t", "loud", "json"); err == nil {
 		t.Error("an unknown log level was accepted")
+	}
+}
+
+// A setting out of range is an error, never silently the default.
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"--spin", "0", "--idle-stop", "0"}, ""}, // their 0 means never
+		{[]string{"--spin", "-1ms"}, "--spin"},
+		{[]string{"--idle-stop", "-5s"}, "--idle-stop"},
+		{[]string{"--tolerance", "0"}, "--tolerance"},
+		{[]string{"--heartbeat", "-1s"}, "--heartbeat"},
+		{[]string{"--spawn-wait", "0s"}, "--spawn-wait"},
+		{[]string{"--threads", "0"}, "--threads"},
+		{[]string{"--workers", "-1"}, "--workers"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			cfg := config.Default()
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			cfg.RegisterCommon(fs)
+			cfg.RegisterPool(fs)
+			if err := cfg.Parse(fs, tc.args); err != nil {
+				t.Fatal(err)
+			}
+			err := cfg.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want ErrInvalid about %s", err, tc.want)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package world
 
 import (
 	"flag"
+	"fmt"
 
 	"github.com/rs/zerolog"
 )
@@ -37,6 +38,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, serve bool) {
 	fs.Float64Var(&c.Speed, "speed", c.Speed, "world speed: game time per real time (60 = a game hour per real minute)")
 	fs.Int64Var(&c.Seed, "seed", c.Seed, "seed of the world's hack rolls")
 	fs.BoolVar(&c.Reset, "reset", c.Reset, "discard the stored world and start again from --scenario")
+}
+
+// Validate checks the settings as a person gives them: a speed of 0 is no
+// speed, not the default.
+func (c *Config) Validate() error {
+	if !(c.Speed > 0) || c.Speed > 1e9 {
+		return fmt.Errorf("%w: --speed %v: want a positive number up to 1e9", ErrInvalidOption, c.Speed)
+	}
+	return nil
 }
 
 // Options is the settings as the service's Options.

@@ -40,6 +40,9 @@ func run(args []string) error {
 	if err := p.Parse(args); err != nil {
 		return err
 	}
+	if err := wcfg.Validate(); err != nil {
+		return cli.Usage(err)
+	}
 	if n := cfg.Pool.WorkerProcess; n != "" && !job.ValidWorkerID(n) {
 		return cli.Usagef("--worker-process %q: a name may hold only letters, digits, '-' and '_'", n)
 	}
@@ -115,7 +118,7 @@ func run(args []string) error {
 	}
 	pl, err := pool.New(conn.NC, o)
 	if err != nil {
-		return cli.Usagef("%v", err)
+		return cli.Usage(err)
 	}
 	if cfg.Pool.Tail {
 		go func() {

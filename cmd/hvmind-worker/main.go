@@ -6,7 +6,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -83,7 +82,7 @@ func run(args []string) error {
 		o.Handlers, o.Reserver, o.Logger = handlers, hosts.New(wc), p.Log
 		proc, err := worker.NewProcess(conn.NC, o)
 		if err != nil {
-			return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+			return cli.Usage(err)
 		}
 		return proc.Run(ctx)
 	}
@@ -94,7 +93,7 @@ func run(args []string) error {
 	}
 	w, err := worker.New(conn.NC, o)
 	if err != nil {
-		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+		return cli.Usage(err)
 	}
 	return w.Run(ctx)
 }

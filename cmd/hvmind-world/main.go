@@ -27,6 +27,9 @@ func run(args []string) error {
 	if err := p.Parse(args); err != nil {
 		return err
 	}
+	if err := wcfg.Validate(); err != nil {
+		return cli.Usage(err)
+	}
 	if p.Flags.NArg() > 0 {
 		p.Flags.Usage()
 		return cli.Usagef("unexpected arguments: %v", p.Flags.Args())

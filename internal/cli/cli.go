@@ -19,13 +19,28 @@ import (
 	"github.com/hvmind/hvmind/config"
 )
 
-// ErrUsage marks an error in how a program was called: it exits with
-// status 2 rather than 1.
+// ErrUsage marks an error in how a program was called (errors.Is): it
+// exits with status 2 rather than 1.
 var ErrUsage = errors.New("usage")
 
-// Usagef is an ErrUsage with a message.
+// usageError is an error that is ErrUsage without saying so in its text.
+type usageError struct{ err error }
+
+func (e usageError) Error() string        { return e.err.Error() }
+func (e usageError) Unwrap() error        { return e.err }
+func (e usageError) Is(target error) bool { return target == ErrUsage }
+
+// Usage marks err as an error in how the program was called.
+func Usage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return usageError{err}
+}
+
+// Usagef is a usage error with a message.
 func Usagef(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+	return usageError{fmt.Errorf(format, args...)}
 }
 
 // Program is one program's settings, flags and logger.
@@ -61,11 +76,14 @@ func (p *Program) Parse(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %w", ErrUsage, err)
+		return Usage(err)
+	}
+	if err := p.Config.Validate(); err != nil {
+		return Usage(err)
 	}
 	log, err := p.Config.Logger(p.Name)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUsage, err)
+		return Usage(err)
 	}
 	p.Log = log
 	return nil
