@@ -40,7 +40,7 @@ func TestRunOwnsItsGoroutines(t *testing.T) {
 	}
 	// The worker's first beats and the broker's setup settle first.
 	time.Sleep(300 * time.Millisecond)
-	before := settledGoroutines()
+	before := brokertest.SettledGoroutines()
 
 	pc, cc := connect(), connect()
 	launches := make(chan string, 4)
@@ -100,33 +100,8 @@ func TestRunOwnsItsGoroutines(t *testing.T) {
 	c.Close()
 	pc.Close()
 	cc.Close()
-	if after := settledGoroutines(); after > before {
+	if after := brokertest.SettledGoroutines(); after > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before the pool, %d after Run returned:\n%s", before, after, buf[:runtime.Stack(buf, true)])
 	}
-}
-
-// settledGoroutines counts the goroutines outside the embedded nats-server
-// (whose streams and consumers live on), once the count stops changing.
-func settledGoroutines() int {
-	count := func() int {
-		buf := make([]byte, 4<<20)
-		n := 0
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if !strings.Contains(g, "nats-server/v2/server") {
-				n++
-			}
-		}
-		return n
-	}
-	n := count()
-	for range 100 {
-		time.Sleep(20 * time.Millisecond)
-		m := count()
-		if m == n {
-			return n
-		}
-		n = m
-	}
-	return n
 }

@@ -3,7 +3,6 @@ package world_test
 import (
 	"context"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +22,7 @@ func TestStopAnswersHeldRequestsAndLeavesNoGoroutine(t *testing.T) {
 	// first request: both are made before counting.
 	_, _ = c.Clock(ctxT(t))
 	_, _ = nc.Request("hvmind.test.nobody", nil, 10*time.Millisecond)
-	before := settledGoroutines()
+	before := brokertest.SettledGoroutines()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := world.Serve(ctx, nc, world.Options{Scenario: "newgame", Holdback: time.Hour, Logger: brokertest.Logger(t)})
@@ -60,34 +59,8 @@ func TestStopAnswersHeldRequestsAndLeavesNoGoroutine(t *testing.T) {
 		t.Fatal("the held begin was never answered")
 	}
 	svc.Stop() // again: a no-op
-	if after := settledGoroutines(); after > before {
+	if after := brokertest.SettledGoroutines(); after > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before Serve, %d after Stop:\n%s", before, after, buf[:runtime.Stack(buf, true)])
 	}
-}
-
-// settledGoroutines counts the goroutines outside the embedded nats-server
-// (whose streams, created by the service, live on), once the count stops
-// changing.
-func settledGoroutines() int {
-	count := func() int {
-		buf := make([]byte, 4<<20)
-		n := 0
-		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if !strings.Contains(g, "nats-server/v2/server") {
-				n++
-			}
-		}
-		return n
-	}
-	n := count()
-	for range 100 {
-		time.Sleep(20 * time.Millisecond)
-		m := count()
-		if m == n {
-			return n
-		}
-		n = m
-	}
-	return n
 }

@@ -5,6 +5,8 @@ package brokertest
 import (
 	"context"
 	"os"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,4 +90,31 @@ func (b *Broker) Stop() {
 		b.Embedded.Shutdown()
 		b.Embedded = nil
 	}
+}
+
+// SettledGoroutines counts the goroutines of the process outside the
+// embedded nats-server (whose streams and consumers outlive the parts that
+// made them), once the count has stopped changing: for tests that a part
+// ends every goroutine it started.
+func SettledGoroutines() int {
+	count := func() int {
+		buf := make([]byte, 4<<20)
+		n := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if !strings.Contains(g, "nats-server/v2/server") {
+				n++
+			}
+		}
+		return n
+	}
+	n := count()
+	for range 100 {
+		time.Sleep(20 * time.Millisecond)
+		m := count()
+		if m == n {
+			return n
+		}
+		n = m
+	}
+	return n
 }
