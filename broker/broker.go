@@ -5,7 +5,7 @@
 // The job system's streams, buckets and shared subjects are all named here,
 // so its storage layout can be read in one place. (A service's own
 // request subjects live with it, as pool.SubjectDispatch; a user of the
-// job system keeps its own storage, as the world keeps its bucket.)
+// job system keeps its own storage.)
 package broker
 
 import (
