@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -129,6 +130,27 @@ func TestJobSystemKnowsNothingOfTheGame(t *testing.T) {
 			}
 			if rel == "world" || strings.HasPrefix(rel, "world/") || rel == "planner" || strings.HasPrefix(rel, "planner/") {
 				t.Errorf("%s depends on %s: the job system must not know the game", p.ImportPath, d.ImportPath)
+			}
+		}
+	}
+}
+
+// The job system's documentation speaks of jobs, threads, workers and
+// hosts, not of the game.
+func TestJobSystemDocsSpeakNoGame(t *testing.T) {
+	t.Parallel()
+	game := regexp.MustCompile(`(?i)\b(hack\w*|grow|weaken\w*|world|bitburner|game|ram|gb|home|n00dles|foodnstuff|target)\b`)
+	for _, pkg := range jobSystem {
+		out, err := exec.Command("go", "doc", "-all", "./"+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go doc %s: %v\n%s", pkg, err, out)
+		}
+		for i, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "Is(target error)") || strings.Contains(line, "As(target any)") {
+				continue // the errors package's parameter names
+			}
+			if m := game.FindString(line); m != "" {
+				t.Errorf("go doc %s, line %d speaks of %q: %s", pkg, i+1, m, strings.TrimSpace(line))
 			}
 		}
 	}
