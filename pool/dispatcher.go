@@ -21,7 +21,7 @@ import (
 // saying which job did not fit and why. A refused request stops the
 // workers it launched.
 
-// maxExtraLaunches bounds the workers one dispatch launches beyond one per
+// maxExtraLaunches bounds the launches one dispatch tries beyond one per
 // job: a launch can be lost to another dispatch placing on the new worker.
 const maxExtraLaunches = 16
 
@@ -39,7 +39,9 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 		err = p.publish(ctx, placed)
 	}
 	if err != nil {
-		p.stopLaunched(ctx, a.launched)
+		// Even when the request's time is up: a worker launched for it
+		// must not stay idle.
+		p.stopLaunched(context.WithoutCancel(ctx), a.launched)
 		return nil, err
 	}
 	p.stats.accepted.Add(int64(len(jobs)))

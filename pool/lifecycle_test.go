@@ -14,6 +14,7 @@ import (
 	"github.com/hvmind/hvmind/broker/brokertest"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/worker"
 )
 
 // blockingLauncher never finishes a launch before its context ends.
@@ -103,5 +104,79 @@ func TestRunOwnsItsGoroutines(t *testing.T) {
 	if after := brokertest.SettledGoroutines(); after > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before the pool, %d after Run returned:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// inProcessLauncher starts the workers it is asked for in this process.
+type inProcessLauncher struct {
+	t       *testing.T
+	b       *brokertest.Broker
+	started chan string
+	stopped chan string
+}
+
+func (l inProcessLauncher) Launch(_ context.Context, spec broker.WorkerSpec) error {
+	w, err := worker.New(l.b.Connect(l.t), worker.Options{ID: spec.ID, Threads: spec.Threads, Tolerance: testTolerance,
+		Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(l.t)})
+	if err != nil {
+		return err
+	}
+	l.started <- spec.ID
+	go func() {
+		_ = w.Run(context.Background()) // until the pool asks it to stop
+		l.stopped <- spec.ID
+	}()
+	return nil
+}
+
+// A stop lets a dispatch in progress finish when its launched worker
+// registers within the grace, and then, with StopWorkersOnExit, asks every
+// live worker to stop, the new one included.
+func TestStopLetsARequestFinishThenStopsTheWorkers(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	l := inProcessLauncher{t: t, b: b, started: make(chan string, 4), stopped: make(chan string, 4)}
+	if err := l.Launch(context.Background(), broker.WorkerSpec{ID: "w4", Threads: 4}); err != nil {
+		t.Fatal(err)
+	}
+	<-l.started
+	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: 100 * time.Millisecond, Tolerance: testTolerance, Spawn: true,
+		Launcher: l, StopWorkersOnExit: true, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	<-p.Ready()
+	c, err := pool.NewClient(b.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.WaitWorkers(ctxTimeout(t, 10*time.Second), 1); err != nil {
+		t.Fatal(err)
+	}
+	placed := make(chan error, 1)
+	go func() {
+		_, err := c.DispatchJob(context.Background(), job.Job{ID: "big", Task: "sleep", Threads: 8, Duration: 20})
+		placed <- err
+	}()
+	<-l.started // the pool launched a worker for the big job: stop now
+	cancel()
+	if err := <-placed; err != nil {
+		t.Errorf("the dispatch in progress at the stop: %v, want it placed on the worker it launched", err)
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case id := <-l.stopped:
+			got[id] = true
+		case <-time.After(15 * time.Second):
+			t.Fatalf("workers stopped: %v; want both asked to stop", got)
+		}
 	}
 }

@@ -301,8 +301,17 @@ func (p *Pool) Run(ctx context.Context) error {
 	if err := p.loadRecentIDs(ctx, oldest); err != nil {
 		return err
 	}
+	// The registry is watched until the stop is over: the requests that
+	// finish during it wait for workers to register, and the workers to
+	// stop at the end are those alive then.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	var watch sync.WaitGroup
+	defer func() {
+		stopWatch()
+		watch.Wait()
+	}()
 	regReady := make(chan struct{})
-	goLoop(func(ctx context.Context) { p.watchRegistry(ctx, regReady) })
+	watch.Go(func() { p.watchRegistry(watchCtx, regReady) })
 	select {
 	case <-regReady:
 	case <-ctx.Done():

@@ -77,10 +77,8 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 		for old := q.lateMax.Load(); us > old && !q.lateMax.CompareAndSwap(old, us); old = q.lateMax.Load() {
 		}
 	}
-	q.mu.Lock()
-	flushed := q.flushed
-	q.mu.Unlock()
-	if q.holdback <= 0 || past || flushed {
+	if q.holdback <= 0 || past {
+		// Due now: straight on, unless earlier requests wait to go first.
 		q.outMu.Lock()
 		q.mu.Lock()
 		empty := len(q.pending) == 0
@@ -93,6 +91,15 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 		q.outMu.Unlock()
 	}
 	q.mu.Lock()
+	if q.flushed {
+		// Checked in the same hold of mu as the push: flush drains and
+		// sets flushed in one, so nothing pushed is left behind.
+		q.mu.Unlock()
+		q.outMu.Lock()
+		q.out(it)
+		q.outMu.Unlock()
+		return
+	}
 	q.seq++
 	heap.Push(&q.pending, timedItem{release: release, stamp: stamp, due: due, seq: q.seq, it: it})
 	first := q.pending[0].release

@@ -123,6 +123,9 @@ type Service struct {
 	svc   micro.Service
 
 	queue chan *item
+	// queueMu guards queueClosed; enqueue sends under its read lock.
+	queueMu     sync.RWMutex
+	queueClosed bool
 	// stopCh is closed to stop the writer, which closes writerDone; the
 	// lifecycle goroutine closes done once everything has ended (see
 	// lifecycle). Stop closes stopReq.
@@ -330,6 +333,9 @@ func (s *Service) lifecycle(ctx context.Context) {
 	s.lookupMu.Unlock()
 	s.lookups.Wait()
 	s.seq.flush()
+	s.queueMu.Lock()
+	s.queueClosed = true
+	s.queueMu.Unlock()
 	close(s.stopCh)
 	<-s.writerDone
 	s.store.close()
@@ -562,11 +568,19 @@ func (s *Service) sweep(now time.Time) {
 }
 
 // enqueue hands a request to the writer.
+//
+// Once the writer is told to stop (queueClosed, set before stopCh closes)
+// it answers errStopping instead: an item sent after the writer's last
+// drain would never be answered.
 func (s *Service) enqueue(it *item) {
-	select {
-	case s.queue <- it:
-	case <-s.stopCh:
-		it.respond(nil, errStopping)
+	s.queueMu.RLock()
+	closed := s.queueClosed
+	if !closed {
+		s.queue <- it // the writer runs until queueClosed is set
+	}
+	s.queueMu.RUnlock()
+	if closed {
+		it.respond(nil, errStopping) // a reply: not under the lock
 	}
 }
 
