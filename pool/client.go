@@ -57,10 +57,11 @@ type Client struct {
 	js      jetstream.JetStream
 	timeout time.Duration
 
-	// followMu guards cc: the records are followed from the first
-	// dispatch on; a failed start is tried again by the next one.
+	// followMu guards cc and closed: the records are followed from the
+	// first dispatch on; a failed start is tried again by the next one.
 	followMu sync.Mutex
 	cc       jetstream.ConsumeContext
+	closed   bool
 
 	mu      sync.Mutex
 	waiting map[string]*Dispatch
@@ -75,10 +76,14 @@ func NewClient(nc *nats.Conn) (*Client, error) {
 	return &Client{nc: nc, js: js, timeout: 30 * time.Second, waiting: map[string]*Dispatch{}}, nil
 }
 
-// Close stops following records.
+// ErrClientClosed is the error of a dispatch on a closed Client.
+var ErrClientClosed = errors.New("the pool client is closed")
+
+// Close stops following records; the client dispatches no more.
 func (c *Client) Close() {
 	c.followMu.Lock()
 	defer c.followMu.Unlock()
+	c.closed = true
 	if c.cc != nil {
 		c.cc.Stop()
 		c.cc = nil
@@ -87,11 +92,18 @@ func (c *Client) Close() {
 
 // follow starts, once, an ordered consumer of every completion record
 // from now on, routing records to the dispatches waiting for them. If it
-// cannot start (no JetStream yet), the next dispatch tries again.
+// cannot start (no JetStream yet), the next dispatch tries again. The
+// consumer is made outside the lock (it is a request to the broker); of
+// two made at once, one is kept, and a record the other routed first is
+// routed once all the same (route forgets a waiter once served).
 func (c *Client) follow(ctx context.Context) error {
 	c.followMu.Lock()
-	defer c.followMu.Unlock()
-	if c.cc != nil {
+	closed, following := c.closed, c.cc != nil
+	c.followMu.Unlock()
+	switch {
+	case closed:
+		return ErrClientClosed
+	case following:
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -108,7 +120,17 @@ func (c *Client) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("follow records: %w", err)
 	}
-	c.cc = cc
+	c.followMu.Lock()
+	defer c.followMu.Unlock()
+	switch {
+	case c.closed:
+		cc.Stop()
+		return ErrClientClosed
+	case c.cc != nil:
+		cc.Stop()
+	default:
+		c.cc = cc
+	}
 	return nil
 }
 

@@ -6,13 +6,13 @@ import (
 )
 
 // With FillHosts the pool keeps a worker on every host the server pool may
-// use, holding all of the host's free RAM: a batcher wants every thread of
-// the network busy, and a worker launched on demand only when nothing fits
-// leaves small hosts idle while big ones refuse jobs. The fill runs once
-// before the pool is ready, then every fillEvery for RAM freed since (a
-// worker gone, a host upgraded).
+// use, holding all of the host's free threads: a caller that keeps every
+// thread busy (a batcher) wants them all, and a worker launched on demand
+// only when nothing fits leaves small hosts idle while big ones refuse
+// jobs. The fill runs once before the pool is ready, then every fillEvery
+// for threads freed since (a worker gone, a host grown).
 
-// fillEvery is how often the pool looks for free RAM to fill.
+// fillEvery is how often the pool looks for free threads to fill.
 const fillEvery = 10 * time.Second
 
 // fillLoop fills the hosts every fillEvery until ctx ends.
@@ -52,6 +52,6 @@ func (p *Pool) fillHosts(ctx context.Context) {
 		n++
 	}
 	if n > 0 {
-		p.log.Info().Int("workers", n).Msg("filled the hosts' free RAM with workers")
+		p.log.Info().Int("workers", n).Msg("filled the hosts' free threads with workers")
 	}
 }

@@ -23,8 +23,8 @@ func benchPool(n int) *Pool {
 		id := fmt.Sprintf("w%04d", i)
 		ws := newWorkerState(id, caps[r.IntN(len(caps))])
 		ws.entry.Threads = ws.tl.Capacity()
-		ws.entry.Tasks = []string{"sleep", "hack", "grow", "weaken"}
-		ws.tasks = map[string]bool{"sleep": true, "hack": true, "grow": true, "weaken": true}
+		ws.entry.Tasks = []string{"sleep", "encode", "resize", "upload"}
+		ws.tasks = map[string]bool{"sleep": true, "encode": true, "resize": true, "upload": true}
 		ws.entry.Heartbeat = time.Hour
 		ws.seen = now
 		p.workers[id] = ws
@@ -46,7 +46,7 @@ func BenchmarkPlacement(b *testing.B) {
 		js := make([]job.Job, jobs)
 		for i := range js {
 			s := base + r.Float64()*600_000
-			js[i] = job.Job{ID: fmt.Sprintf("j%d", i), Task: "weaken", Threads: 1 + r.IntN(32), StartTime: s, Duration: 1000 + r.Float64()*39_000}
+			js[i] = job.Job{ID: fmt.Sprintf("j%d", i), Task: "upload", Threads: 1 + r.IntN(32), StartTime: s, Duration: 1000 + r.Float64()*39_000}
 		}
 		lat := make([]time.Duration, 0, jobs)
 		refused := 0

@@ -18,8 +18,9 @@ import (
 	"github.com/hvmind/hvmind/serverpool"
 )
 
+// canLaunch reports whether the pool may start workers when jobs need them.
 func (p *Pool) canLaunch() bool {
-	return p.opts.Spawn && (p.opts.Servers != nil || p.opts.Launcher != nil)
+	return p.opts.Spawn && (p.opts.Launcher != nil || (p.opts.Servers != nil && p.opts.Servers.CanDeploy()))
 }
 
 // nextWorkerIDLocked returns "<host>-<n>" for the smallest n not in use.
@@ -37,11 +38,11 @@ func (p *Pool) nextWorkerIDLocked(host string) string {
 // the server pool chooses when there is a capacity provider, else locally
 // on the pool's host.
 func (p *Pool) launchFor(ctx context.Context, threads, minCores int) (string, error) {
-	if p.opts.Servers == nil {
+	if p.opts.Servers == nil || !p.opts.Servers.CanDeploy() {
 		return p.launchOn(ctx, p.opts.Host, max(p.opts.Threads, threads), false)
 	}
 	var err error
-	for range 3 { // another dispatch may take the chosen RAM first
+	for range 3 { // another dispatch may take the chosen host's threads first
 		var host serverpool.Host
 		var size int
 		host, size, err = p.opts.Servers.PlanCores(ctx, threads, minCores)
@@ -65,7 +66,7 @@ func (p *Pool) launchFor(ctx context.Context, threads, minCores int) (string, er
 // the most (among those with at least minCores cores), for a job to be
 // split over several workers.
 func (p *Pool) launchLargest(ctx context.Context, minCores int) (string, error) {
-	if p.opts.Servers == nil {
+	if p.opts.Servers == nil || !p.opts.Servers.CanDeploy() {
 		return "", serverpool.ErrNoHost
 	}
 	h, err := p.opts.Servers.LargestCores(ctx, minCores)
@@ -254,7 +255,7 @@ func (p *Pool) stopAllWorkers() {
 }
 
 // stopIdle stops workers launched on demand that have had nothing reserved
-// for IdleStop, so that their RAM goes back to the hosts. The pool stops
+// for IdleStop, so that their threads go back to the hosts. The pool stops
 // placing on a worker before asking it to stop (through its own queue, so
 // the request is durable), so no job can slip in between.
 func (p *Pool) stopIdle(ctx context.Context) {

@@ -30,8 +30,9 @@ var (
 	ErrNoRoom = errors.New("not enough room on the host")
 	// ErrUnknownHost means a host the provider does not offer.
 	ErrUnknownHost = errors.New("unknown host")
-	// ErrUnavailable means the provider cannot answer now (it is not
-	// running, or timed out); the pool then launches workers without it.
+	// ErrUnavailable means no provider is running to answer; the pool then
+	// launches workers without it. (A provider that is slow to answer is
+	// still there: its timeout is an error of its own.)
 	ErrUnavailable = errors.New("capacity provider unavailable")
 	// ErrBadPolicy is returned for an unknown sizing policy.
 	ErrBadPolicy = errors.New("unknown worker sizing policy")
@@ -177,6 +178,10 @@ func New(o Options) (*ServerPool, error) {
 	}
 	return sp, nil
 }
+
+// CanDeploy reports whether the server pool has a launcher to deploy
+// workers with.
+func (sp *ServerPool) CanDeploy() bool { return sp.launcher != nil }
 
 // Policy is the sizing policy in use.
 func (sp *ServerPool) Policy() Policy { return sp.policy }

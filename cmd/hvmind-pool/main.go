@@ -50,6 +50,16 @@ func run(args []string) error {
 	if err != nil {
 		return cli.Usagef("--size-policy: %v", err)
 	}
+	bin := cfg.Pool.WorkerBin
+	if bin == "" {
+		var err error
+		if bin, err = serverpool.FindWorkerBin(); err != nil {
+			if cfg.Pool.Workers > 0 {
+				return cli.Usagef("--workers %d: %v", cfg.Pool.Workers, err)
+			}
+			p.Log.Warn().Err(err).Msg("the pool cannot launch workers; start hvmind-worker by hand")
+		}
+	}
 	logDir := filepath.Join(cfg.DataDir, "logs")
 	if cfg.Pool.Tail {
 		// The table owns the terminal; logs go to a file.
@@ -87,13 +97,7 @@ func run(args []string) error {
 	}
 
 	var launcher serverpool.Launcher
-	bin := cfg.Pool.WorkerBin
-	if bin == "" {
-		bin, err = serverpool.FindWorkerBin()
-	}
-	if err != nil {
-		p.Log.Warn().Err(err).Msg("the pool cannot launch workers; start hvmind-worker by hand")
-	} else {
+	if bin != "" {
 		launcher = &serverpool.LocalLauncher{
 			Bin: bin, NATS: conn.URL, LogDir: logDir, Logger: p.Log,
 			Args: []string{

@@ -61,13 +61,13 @@ func main() {
 // [image, width]. Its work takes the job's whole window, as the pool
 // reserved it, and it returns the thumbnail's size.
 func thumbnail(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
-	image, ok := t.Job.StringArg(0)
-	if !ok || len(t.Job.Args) < 2 {
-		return nil, errors.New(`thumbnail wants args ["image", width]`)
+	var image string
+	var width int
+	if err := t.Job.DecodeArgs(&image, &width); err != nil {
+		return nil, fmt.Errorf(`thumbnail wants args ["image", width]: %w`, err)
 	}
-	width, ok := t.Job.Args[1].(float64) // JSON numbers arrive as float64
-	if !ok || width <= 0 || width != math.Trunc(width) {
-		return nil, fmt.Errorf("thumbnail: bad width %v", t.Job.Args[1])
+	if width <= 0 {
+		return nil, fmt.Errorf("thumbnail: bad width %d", width)
 	}
 	// The work itself; a real task would resize here and honour ctx.
 	if err := t.SleepUntil(ctx, t.ScheduledEnd); err != nil {
@@ -77,7 +77,7 @@ func thumbnail(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
 		Image  string `json:"image"`
 		Width  int    `json:"width"`
 		Height int    `json:"height"`
-	}{image, int(width), int(width) * 3 / 4})
+	}{image, width, width * 3 / 4})
 }
 
 // run starts the job system, dispatches the batch, prints the records and
@@ -154,7 +154,11 @@ func run(ctx context.Context, out io.Writer) (err error) {
 		return err
 	}
 	defer client.Close()
-	if err := waitWorkers(runCtx, client, 2); err != nil {
+	wctx, cancelWait := context.WithTimeout(runCtx, 10*time.Second)
+	defer cancelWait()
+	// A worker registers on its own once it runs, and the pool places jobs
+	// only on workers it has seen.
+	if err := client.WaitWorkers(wctx, 2); err != nil {
 		return err
 	}
 
@@ -205,29 +209,4 @@ func run(ctx context.Context, out io.Writer) (err error) {
 		return fmt.Errorf("%d of %d jobs did not end done", len(batch)-done, len(batch))
 	}
 	return nil
-}
-
-// waitWorkers waits until the pool sees n workers alive: a worker
-// registers on its own once it runs, and the pool places jobs only on
-// workers it has seen.
-func waitWorkers(ctx context.Context, c *pool.Client, n int) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	for {
-		st, err := c.Status(ctx)
-		alive := 0
-		for _, w := range st.Workers {
-			if w.Alive {
-				alive++
-			}
-		}
-		if err == nil && alive >= n {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %d workers (%d alive): %w", n, alive, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }

@@ -47,7 +47,7 @@ func (p *Provider) Hosts(ctx context.Context) ([]serverpool.Host, error) {
 func (p *Provider) Reserve(ctx context.Context, host, owner string, threads int) error {
 	_, err := p.client.ReserveRAM(ctx, world.RAMRequest{Host: host, Owner: owner, Threads: threads})
 	if err != nil {
-		return fmt.Errorf("reserve %d threads (%.2f GB) on %s: %w", threads, game.ThreadRAM*float64(threads), host, mapError(err))
+		return fmt.Errorf("%d threads are %.2f GB: %w", threads, game.ThreadRAM*float64(threads), mapError(err))
 	}
 	return nil
 }
