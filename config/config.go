@@ -81,7 +81,8 @@ type Pool struct {
 	// Split allows splitting a job over several workers, as the split
 	// policy the program wires allows.
 	Split bool
-	// StopWorkers asks the live workers to stop when the pool stops.
+	// StopWorkers asks the live workers to stop when the pool stops, and
+	// stops the worker processes it launched.
 	StopWorkers bool
 }
 
@@ -102,6 +103,12 @@ type Worker struct {
 	Reserve bool
 	// OnDemand marks a worker the pool launched for a job that did not fit.
 	OnDemand bool
+	// StopGrace is how long a stopping worker lets running jobs run, and
+	// then waits for their records (0: as long as they take).
+	StopGrace time.Duration
+	// BrokerGrace stops a worker that has not reached the broker for this
+	// long (0: it waits for the broker forever).
+	BrokerGrace time.Duration
 }
 
 // Default returns the built-in defaults.
@@ -119,6 +126,8 @@ func Default() Config {
 			SizePolicy: serverpool.DefaultPolicy.String(),
 			IdleStop:   pool.DefaultIdleStop,
 			Split:      true,
+			// What a program starts stops with it, unless asked otherwise.
+			StopWorkers: true,
 		},
 		Worker: Worker{
 			Host:      job.LocalHost(),
@@ -126,6 +135,7 @@ func Default() Config {
 			Heartbeat: worker.DefaultHeartbeat,
 			Tolerance: worker.DefaultTolerance,
 			Spin:      worker.DefaultSpin,
+			StopGrace: worker.DefaultStopGrace,
 		},
 	}
 }
@@ -148,6 +158,8 @@ func (c *Config) Validate() error {
 		{"spin", c.Worker.Spin, true, "never spin"},
 		{"spawn-wait", c.Pool.SpawnWait, false, ""},
 		{"idle-stop", c.Pool.IdleStop, true, "never stop"},
+		{"stop-grace", c.Worker.StopGrace, true, "no limit"},
+		{"broker-grace", c.Worker.BrokerGrace, true, "wait forever"},
 	} {
 		if d.v < 0 || (d.v == 0 && !d.zeroOK) {
 			want := "a positive duration"
@@ -184,17 +196,19 @@ func (c *Config) WorkerOptions() worker.Options {
 	return worker.Options{
 		ID: c.Worker.ID, Host: c.Worker.Host, Threads: c.Worker.Threads, OnDemand: c.Worker.OnDemand,
 		Heartbeat: c.Worker.Heartbeat, Tolerance: c.Worker.Tolerance, Spin: orNever(c.Worker.Spin),
+		StopGrace: orNever(c.Worker.StopGrace),
 	}
 }
 
 // WorkerProcessOptions is the worker process's settings.
 func (c *Config) WorkerProcessOptions(name string) worker.ProcessOptions {
-	return worker.ProcessOptions{Name: name, Heartbeat: c.Worker.Heartbeat, Tolerance: c.Worker.Tolerance, Spin: orNever(c.Worker.Spin)}
+	return worker.ProcessOptions{Name: name, Heartbeat: c.Worker.Heartbeat, Tolerance: c.Worker.Tolerance,
+		Spin: orNever(c.Worker.Spin), StopGrace: orNever(c.Worker.StopGrace)}
 }
 
 // orNever turns a flag's 0, which means "never" (--spin 0: no spinning,
-// --idle-stop 0: no stopping), into the negative value the options take
-// for it; their 0 is the default.
+// --idle-stop 0: no stopping, --stop-grace 0: no limit), into the negative
+// value the options take for it; their 0 is the default.
 func orNever(d time.Duration) time.Duration {
 	if d == 0 {
 		return -1
@@ -242,7 +256,7 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Pool.FillHosts, "fill-hosts", c.Pool.FillHosts, "keep a worker holding all the free threads of every host (--hosts), not only when a job does not fit: what a batcher wants")
 	fs.DurationVar(&c.Pool.IdleStop, "idle-stop", c.Pool.IdleStop, "stop workers launched on demand after this long with nothing to do (0: never)")
 	fs.BoolVar(&c.Pool.Split, "split", c.Pool.Split, "split a job that fits no single worker over several, where its task allows")
-	fs.BoolVar(&c.Pool.StopWorkers, "stop-workers", c.Pool.StopWorkers, "ask the live workers to stop when the pool stops (by default they outlive it)")
+	fs.BoolVar(&c.Pool.StopWorkers, "stop-workers", c.Pool.StopWorkers, "stop the live workers, and the worker processes the pool launched, when the pool stops (false: they outlive it, and the next pool adopts them)")
 	c.registerTiming(fs)
 }
 
@@ -253,6 +267,7 @@ func (c *Config) RegisterWorker(fs *flag.FlagSet) {
 	fs.IntVar(&c.Worker.Threads, "threads", c.Worker.Threads, "threads this worker offers")
 	fs.BoolVar(&c.Worker.Reserve, "reserve", c.Worker.Reserve, "hold this worker's threads on --host with the capacity provider while running (refuse to start if they do not fit)")
 	fs.BoolVar(&c.Worker.OnDemand, "on-demand", c.Worker.OnDemand, "set by the pool on workers it launched for a job: stopped when idle")
+	fs.DurationVar(&c.Worker.BrokerGrace, "broker-grace", c.Worker.BrokerGrace, "stop when the broker has been unreachable this long (0: wait for it forever; the pool gives the workers it launches 1m)")
 	c.registerTiming(fs)
 }
 
@@ -260,6 +275,7 @@ func (c *Config) registerTiming(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Worker.Heartbeat, "heartbeat", c.Worker.Heartbeat, "interval between worker heartbeats")
 	fs.DurationVar(&c.Worker.Tolerance, "tolerance", c.Worker.Tolerance, "how late a job may start before it ends as missed")
 	fs.DurationVar(&c.Worker.Spin, "spin", c.Worker.Spin, "how long before a due time the timer spins instead of sleeping (0: never spin)")
+	fs.DurationVar(&c.Worker.StopGrace, "stop-grace", c.Worker.StopGrace, "how long a stopping worker lets running jobs run before cancelling them, and then waits for their records (0: as long as they take)")
 }
 
 // Parse parses args into fs, then fills every flag not given on the command

@@ -69,6 +69,10 @@ const (
 	DefaultTolerance = 5 * time.Millisecond
 	// DefaultIdleStop is how long a worker launched on demand may sit idle.
 	DefaultIdleStop = time.Minute
+	// DefaultStopWait is how long a stopping pool waits for the workers it
+	// asked to stop to leave: a worker's stop grace for its running jobs
+	// and again for their records, and some.
+	DefaultStopWait = 25 * time.Second
 )
 
 // Options configure a Pool.
@@ -111,9 +115,12 @@ type Options struct {
 	// Tolerance is how far in the past a start may be when dispatched
 	// (DefaultTolerance when 0).
 	Tolerance time.Duration
-	// StopWorkersOnExit asks every live worker to stop when the pool stops
-	// (by default workers outlive the pool, so that a restart finds them).
+	// StopWorkersOnExit asks every live worker to stop when the pool stops,
+	// and waits up to StopWait for them to leave (by default workers
+	// outlive the pool, so that a restart finds them).
 	StopWorkersOnExit bool
+	// StopWait bounds that wait (DefaultStopWait when 0).
+	StopWait time.Duration
 	// Logger receives the pool's logs.
 	Logger zerolog.Logger
 }
@@ -141,6 +148,9 @@ func (o Options) WithDefaults() Options {
 	if o.Tolerance == 0 {
 		o.Tolerance = DefaultTolerance
 	}
+	if o.StopWait == 0 {
+		o.StopWait = DefaultStopWait
+	}
 	return o
 }
 
@@ -156,8 +166,9 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: %d local workers wanted but no launcher: %w", ErrInvalidOption, o.Workers, serverpool.ErrNoLauncher)
 	case o.FillHosts && o.Servers == nil:
 		return fmt.Errorf("%w: filling hosts needs a server pool (Servers)", ErrInvalidOption)
-	case o.SpawnWait < 0, o.Heartbeat < 0, o.Tolerance < 0:
-		return fmt.Errorf("%w: spawn wait %s, heartbeat %s and tolerance %s must be positive", ErrInvalidOption, o.SpawnWait, o.Heartbeat, o.Tolerance)
+	case o.SpawnWait < 0, o.Heartbeat < 0, o.Tolerance < 0, o.StopWait < 0:
+		return fmt.Errorf("%w: spawn wait %s, heartbeat %s, tolerance %s and stop wait %s must be positive",
+			ErrInvalidOption, o.SpawnWait, o.Heartbeat, o.Tolerance, o.StopWait)
 	}
 	return nil
 }
@@ -194,6 +205,9 @@ type Pool struct {
 	// util is the busy share of live workers' threads (%), one sample per
 	// heartbeat, the last utilSamples of them.
 	util []float64
+	// unheld is when each reservation of the provider's ledger ("host/owner")
+	// was first seen held by no live worker (see reconcileLedger).
+	unheld map[string]time.Time
 
 	ready chan struct{}
 }
@@ -240,6 +254,7 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		jobs:    map[string]*inflight{},
 		recent:  newRecentIDs(),
 		warned:  map[string]bool{},
+		unheld:  map[string]time.Time{},
 		stats:   newStats(),
 		ready:   make(chan struct{}),
 	}, nil

@@ -73,6 +73,12 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 			ws.tasks[t] = true
 		}
 	}
+	// A stopping worker beats on until its running jobs are recorded: it
+	// is alive, and takes no new job. A new process of the id starts anew.
+	if ws.entry.Instance != e.Instance {
+		ws.stopping = false
+	}
+	ws.stopping = ws.stopping || e.Stopping
 	ws.entry = e
 	ws.seen = time.Now()
 	ws.released = false

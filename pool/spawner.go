@@ -249,8 +249,32 @@ func (p *Pool) stopAllWorkers() {
 			p.log.Warn().Err(err).Str("worker", id).Msg("stopping a worker")
 		}
 	}
-	if len(ids) > 0 {
-		p.log.Info().Int("workers", len(ids)).Msg("asked the workers to stop")
+	if len(ids) == 0 {
+		return
+	}
+	p.log.Info().Int("workers", len(ids)).Msg("asked the workers to stop")
+	// They leave the registry once their running jobs have ended and their
+	// threads are given back: the caller may then stop what they give
+	// them back to (the capacity provider).
+	deadline := time.Now().Add(p.opts.StopWait)
+	for {
+		p.mu.Lock()
+		left := 0
+		for _, id := range ids {
+			if ws := p.workers[id]; ws != nil && p.aliveLocked(ws, time.Now()) {
+				left++
+			}
+		}
+		p.mu.Unlock()
+		if left == 0 {
+			p.log.Info().Int("workers", len(ids)).Msg("the workers have stopped")
+			return
+		}
+		if time.Now().After(deadline) {
+			p.log.Warn().Int("workers", left).Dur("waited", p.opts.StopWait).Msg("workers still running after the pool's stop wait")
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -23,7 +23,7 @@ const staleAfter = time.Minute
 func (p *Pool) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(p.opts.Heartbeat)
 	defer t.Stop()
-	for {
+	for beat := 1; ; beat++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -32,6 +32,9 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		p.sweepOrphans(ctx)
 		p.sweepStale(ctx)
 		p.releaseGone(ctx)
+		if beat%ledgerEvery == 0 {
+			p.reconcileLedger(ctx)
+		}
 		p.stopIdle(ctx)
 		p.sampleUtilisation()
 	}
@@ -217,5 +220,70 @@ func (p *Pool) sweepStale(ctx context.Context) {
 			p.recent.touch(c.id, time.Now())
 		}
 		p.mu.Unlock()
+	}
+}
+
+// ledgerEvery is how many heartbeats pass between two reconciliations of
+// the capacity provider's ledger.
+const ledgerEvery = 5
+
+// reconcileLedger gives back the threads the provider's ledger says are
+// held by owners that are no live worker: workers of an earlier run that
+// stopped or died while the provider could not hear them give them back
+// (the provider stopped first, a machine was lost). An owner is released
+// once it has looked so for missedBeats heartbeats: a worker reserves its
+// threads just before its first heartbeat, and a worker launched by this
+// pool is waited for.
+func (p *Pool) reconcileLedger(ctx context.Context) {
+	if p.opts.Servers == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	hosts, err := p.opts.Servers.Ledger(cctx)
+	cancel()
+	if err != nil {
+		p.log.Debug().Err(err).Msg("reading the capacity provider's ledger")
+		return
+	}
+	type holder struct{ host, owner string }
+	var release []holder
+	now := time.Now()
+	settle := missedBeats * p.opts.Heartbeat
+	p.mu.Lock()
+	seen := make(map[string]bool, len(p.unheld))
+	for _, h := range hosts {
+		for owner := range h.Held {
+			key := h.Name + "/" + owner
+			if ws := p.workers[owner]; ws != nil && (p.aliveLocked(ws, now) || !ws.launched.IsZero()) {
+				continue
+			}
+			seen[key] = true
+			since, ok := p.unheld[key]
+			switch {
+			case !ok:
+				p.unheld[key] = now
+			case now.Sub(since) >= settle:
+				release = append(release, holder{h.Name, owner})
+			}
+		}
+	}
+	for key := range p.unheld {
+		if !seen[key] {
+			delete(p.unheld, key)
+		}
+	}
+	p.mu.Unlock()
+	for _, r := range release {
+		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		err := p.opts.Servers.Release(cctx, r.host, r.owner)
+		cancel()
+		if err != nil {
+			p.log.Debug().Err(err).Str("worker", r.owner).Msg("giving back a reservation of no live worker")
+			continue
+		}
+		p.mu.Lock()
+		delete(p.unheld, r.host+"/"+r.owner)
+		p.mu.Unlock()
+		p.log.Info().Str("worker", r.owner).Str("host", r.host).Msg("gave back threads held by no live worker")
 	}
 }

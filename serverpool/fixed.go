@@ -36,6 +36,13 @@ func (f *Fixed) Hosts(context.Context) ([]Host, error) {
 	out := make([]Host, len(f.hosts))
 	for i, h := range f.hosts {
 		h.FreeThreads = h.MaxThreads - f.heldLocked(h.Name, "")
+		h.Held = nil
+		for owner, t := range f.held[h.Name] {
+			if h.Held == nil {
+				h.Held = map[string]int{}
+			}
+			h.Held[owner] = t
+		}
 		out[i] = h
 	}
 	return out, nil

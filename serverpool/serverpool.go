@@ -48,6 +48,9 @@ type Host struct {
 	// MaxThreads how many it takes when empty.
 	FreeThreads int `json:"freeThreads"`
 	MaxThreads  int `json:"maxThreads"`
+	// Held is the threads each owner (a worker id) holds on the host, as
+	// the provider's ledger has them.
+	Held map[string]int `json:"held,omitempty"`
 }
 
 // Provider owns the hosts: it lists them with their free threads, and keeps
@@ -207,6 +210,16 @@ func (sp *ServerPool) Hosts(ctx context.Context) ([]Host, error) {
 		return out[i].Name < out[j].Name
 	})
 	return out, nil
+}
+
+// Ledger is every host the provider offers (not only those the pool may
+// launch on), with the threads each owner holds there.
+func (sp *ServerPool) Ledger(ctx context.Context) ([]Host, error) {
+	all, err := sp.provider.Hosts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("hosts: %w", err)
+	}
+	return all, nil
 }
 
 // Cores is the cores of every host the provider offers (not only those

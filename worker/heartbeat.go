@@ -43,7 +43,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 			stop(ErrTakenOver)
 			return
 		}
-		err = w.beat(ctx, false)
+		err = w.beat(ctx)
 		switch {
 		case err != nil && !failing:
 			failing = true
@@ -63,7 +63,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 		ID: w.opts.ID, Host: w.opts.Host, Threads: w.opts.Threads, Busy: w.busy,
 		Tasks: w.opts.Handlers.Names(), PID: os.Getpid(), Instance: w.instance,
 		Started: w.started, Beat: time.Now(), Heartbeat: w.opts.Heartbeat,
-		Done: w.done.Load(), Missed: w.missed.Load(), OnDemand: w.opts.OnDemand,
+		Done: w.done.Load(), Missed: w.missed.Load(), OnDemand: w.opts.OnDemand, Stopping: w.stopping.Load(),
 	}
 	for _, r := range w.active {
 		switch {
@@ -83,9 +83,8 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 }
 
 // beat writes the worker's registry entry; stopping marks a graceful stop.
-func (w *Worker) beat(ctx context.Context, stopping bool) error {
+func (w *Worker) beat(ctx context.Context) error {
 	e := w.Snapshot()
-	e.Stopping = stopping
 	cctx, cancel := brokerCall(ctx)
 	defer cancel()
 	err := broker.PutWorker(cctx, w.res.Workers, e)

@@ -49,6 +49,8 @@ type ProcessOptions struct {
 	Tolerance time.Duration
 	// Spin is that of Options, for the timer queue the workers share.
 	Spin time.Duration
+	// StopGrace is that of Options, for every worker (0: its default).
+	StopGrace time.Duration
 	// Handlers serve the tasks of every worker; nil means NewHandlers.
 	Handlers *Handlers
 	// Reserver holds the threads of the workers whose spec asks for it.
@@ -147,7 +149,7 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 	}
 	w, err := New(p.nc, Options{
 		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
-		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin,
+		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
 		Timers: p.timers, Handlers: p.opts.Handlers, Logger: p.opts.Logger,
 	})
 	if err != nil {

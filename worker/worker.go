@@ -77,6 +77,9 @@ const (
 	// sleeping and spins on the clock: an idle CPU can take over a
 	// millisecond to wake from a timer.
 	DefaultSpin = time.Millisecond
+	// DefaultStopGrace is how long a stopping worker lets its running jobs
+	// finish, and then waits for their records to be stored.
+	DefaultStopGrace = 10 * time.Second
 )
 
 // Options configure a Worker.
@@ -107,6 +110,10 @@ type Options struct {
 	Timers *TimerQueue
 	// Handlers serve the tasks; nil means NewHandlers (the built-in sleep).
 	Handlers *Handlers
+	// StopGrace is how long a stopping worker lets its running jobs run
+	// before it cancels them, and then waits for their records to be
+	// stored (DefaultStopGrace when 0; negative: as long as they take).
+	StopGrace time.Duration
 	// Reserver, when set, holds the worker's threads on its host while it
 	// lives; a host without room stops the worker from starting.
 	Reserver Reserver
@@ -140,6 +147,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.Spin == 0 {
 		o.Spin = DefaultSpin
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = DefaultStopGrace
 	}
 	if o.Handlers == nil {
 		o.Handlers = NewHandlers()
@@ -191,7 +201,9 @@ type Worker struct {
 	busy    int
 	stop    context.CancelCauseFunc // ends Run's wait for jobs
 	done    atomic.Int64
-	missed  atomic.Int64
+	// stopping is set once the worker takes no new jobs (see Run).
+	stopping atomic.Bool
+	missed   atomic.Int64
 
 	// tasks is the parent of the tasks' contexts: Run's values, ended
 	// once every job has its record. stopped is closed then too.
@@ -319,7 +331,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.loadRecorded(ctx); err != nil {
 		return err
 	}
-	if err := w.beat(ctx, false); err != nil {
+	if err := w.beat(ctx); err != nil {
 		return err
 	}
 
@@ -347,8 +359,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	w.stop = stopRun
 	w.mu.Unlock()
+	// The heartbeats go on, marked stopping, until the worker deregisters:
+	// the pool takes a worker whose beats stop for gone, and its running
+	// jobs for missed.
+	beatCtx, stopBeats := context.WithCancel(keep)
+	defer stopBeats()
 	var beats sync.WaitGroup
-	beats.Go(func() { w.heartbeatLoop(runCtx, stopRun) })
+	beats.Go(func() { w.heartbeatLoop(beatCtx, stopRun) })
 
 	cc, err := cons.Consume(w.intake,
 		jetstream.PullMaxMessages(1024),
@@ -369,20 +386,25 @@ func (w *Worker) Run(ctx context.Context) error {
 		cc.Drain()
 		<-cc.Closed()
 	}
-	// The last heartbeat has ended before the stopping one and the
-	// deregistration, which it would otherwise undo.
-	beats.Wait()
 	cause := context.Cause(runCtx)
 	takenOver := errors.Is(cause, ErrTakenOver)
 	w.log.Info().Msg("stopping: no new jobs; letting running jobs finish")
+	w.stopping.Store(true)
 	w.shelveQueued()
 	if !takenOver {
-		if err := w.beat(keep, true); err != nil {
+		if err := w.beat(keep); err != nil {
 			w.log.Debug().Err(err).Msg("stopping heartbeat")
 		}
 	}
-	w.inflight.Wait()
-	w.pending.Wait()
+	w.finishRunning()
+	if !waitFor(&w.pending, w.opts.StopGrace) {
+		w.log.Warn().Dur("grace", w.opts.StopGrace).
+			Msg("the records of some jobs could not be stored (is the broker up?); their messages stay queued, and this worker's next start ends them")
+	}
+	// The last heartbeat has ended before the deregistration, which it
+	// would otherwise undo.
+	stopBeats()
+	beats.Wait()
 	if !takenOver {
 		w.deregister(keep)
 	}
@@ -394,6 +416,50 @@ func (w *Worker) Run(ctx context.Context) error {
 		return cause
 	}
 	return nil
+}
+
+// finishRunning lets the running jobs finish within StopGrace, then
+// cancels those still running (their records say so) and waits for them.
+func (w *Worker) finishRunning() {
+	if waitFor(&w.inflight, w.opts.StopGrace) {
+		return
+	}
+	reason := fmt.Sprintf("the worker stopped and the job was still running after its grace of %s", w.opts.StopGrace)
+	w.mu.Lock()
+	n := 0
+	for _, r := range w.active {
+		if r.started && !r.ended && r.cancelReason == "" {
+			r.cancelReason = reason
+			r.cancel()
+			n++
+		}
+	}
+	w.mu.Unlock()
+	w.log.Warn().Int("jobs", n).Dur("grace", w.opts.StopGrace).Msg("cancelled the jobs still running at the end of the stop's grace")
+	w.inflight.Wait()
+}
+
+// waitFor waits for wg, for at most d (forever when d is negative); it
+// reports whether wg was done. The goroutine left waiting when it was not
+// ends when wg is done.
+func waitFor(wg *sync.WaitGroup, d time.Duration) bool {
+	if d < 0 {
+		wg.Wait()
+		return true
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // deregister deletes the worker's registry entry, so that the pool sees it

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -19,6 +20,10 @@ import (
 	"github.com/hvmind/hvmind/world/hosts"
 	"github.com/hvmind/hvmind/world/tasks"
 )
+
+// launchedBrokerGrace is how long a worker the pool launched waits for an
+// unreachable broker before it stops.
+const launchedBrokerGrace = time.Minute
 
 const usage = `usage: hvmind-pool [--workers N --threads T] [--tail] [--nats URL | --data DIR --listen ADDR]
 
@@ -85,7 +90,11 @@ func run(args []string) error {
 	defer conn.Close()
 
 	if wcfg.Serve {
-		ws, err := world.Serve(ctx, conn.NC, wcfg.Options(p.Log))
+		// The world outlives the pool's stop: the workers finish their
+		// jobs in it, and give their RAM back to it, as they stop.
+		worldCtx, stopWorld := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopWorld()
+		ws, err := world.Serve(worldCtx, conn.NC, wcfg.Options(p.Log))
 		switch {
 		case errors.Is(err, world.ErrAlreadyRunning):
 			p.Log.Info().Err(err).Msg("using the running world service")
@@ -102,7 +111,10 @@ func run(args []string) error {
 			Bin: bin, NATS: conn.URL, LogDir: logDir, Logger: p.Log,
 			Args: []string{
 				"--heartbeat", cfg.Worker.Heartbeat.String(), "--tolerance", cfg.Worker.Tolerance.String(),
-				"--spin", cfg.Worker.Spin.String(), "--log-level", cfg.LogLevel,
+				"--spin", cfg.Worker.Spin.String(), "--stop-grace", cfg.Worker.StopGrace.String(),
+				"--log-level", cfg.LogLevel,
+				// A launched worker has nothing to do without the broker.
+				"--broker-grace", launchedBrokerGrace.String(),
 			},
 			Process: cfg.Pool.WorkerProcess, Conn: conn.NC,
 		}
@@ -116,6 +128,10 @@ func run(args []string) error {
 	}
 	o := cfg.PoolOptions()
 	o.Launcher, o.Servers, o.Logger = launcher, servers, p.Log
+	if g := cfg.Worker.StopGrace; g > 0 {
+		// Its running jobs, then their records, and some.
+		o.StopWait = 2*g + 5*time.Second
+	}
 	o.Split = pool.NoSplit
 	if cfg.Pool.Split {
 		o.Split = tasks.SplitPolicy(wc, *splitTolerance)
@@ -134,6 +150,11 @@ func run(args []string) error {
 		}()
 	}
 	err = pl.Run(ctx)
+	if l, ok := launcher.(*serverpool.LocalLauncher); ok && cfg.Pool.StopWorkers {
+		// The worker processes it started (a worker process lingers a
+		// little after its workers stop): before the world and the broker.
+		l.StopAll(10 * time.Second)
+	}
 	p.Log.Info().Msg("hvmind-pool stopped")
 	return err
 }

@@ -67,6 +67,7 @@ func run(args []string) error {
 		return err
 	}
 	defer conn.Close()
+	ctx = p.StopWhenBrokerGone(ctx, conn.NC, cfg.Worker.BrokerGrace)
 	wc := world.NewClient(conn.NC)
 	handlers := worker.NewHandlers()
 	tasks.Register(handlers, wc)

@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
@@ -126,6 +128,39 @@ func (p *Program) Open(ctx context.Context, embed bool) (*broker.Conn, error) {
 		URL: p.Config.NATS, Embed: embed, Listen: p.Config.Listen, DataDir: p.Config.DataDir,
 		Name: p.Name, Logger: p.Log,
 	})
+}
+
+// StopWhenBrokerGone returns a context that also ends once nc has been
+// disconnected for grace (never when grace is 0 or less), for a program
+// that has nothing to do without its broker. The watch ends with ctx.
+func (p *Program) StopWhenBrokerGone(ctx context.Context, nc *nats.Conn, grace time.Duration) context.Context {
+	if grace <= 0 {
+		return ctx
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer cancel()
+		t := time.NewTicker(grace / 20)
+		defer t.Stop()
+		var since time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				switch {
+				case nc.IsConnected():
+					since = time.Time{}
+				case since.IsZero():
+					since = now
+				case now.Sub(since) >= grace:
+					p.Log.Warn().Dur("grace", grace).Msg("the broker has been unreachable too long: stopping")
+					return
+				}
+			}
+		}
+	}()
+	return ctx
 }
 
 // Exit ends the program: status 0 without an error; with one, the error

@@ -37,7 +37,7 @@ func (p *Provider) Hosts(ctx context.Context) ([]serverpool.Host, error) {
 	for _, r := range rams {
 		out = append(out, serverpool.Host{
 			Name: r.Hostname, Cores: max(1, r.CPUCores),
-			FreeThreads: r.FreeThreads, MaxThreads: game.ThreadsForRAM(r.MaxRAM),
+			FreeThreads: r.FreeThreads, MaxThreads: game.ThreadsForRAM(r.MaxRAM), Held: r.Reservations,
 		})
 	}
 	return out, nil
