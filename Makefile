@@ -36,9 +36,11 @@ run: build
 	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
 	$(BIN)/hvmind-manager $(TARGET)
 
-# The pool alone, with four local workers and its live table.
+# The pool alone, with four local workers and its live table, the world at
+# SPEED times game speed (the README's world example lands in seconds).
 pool: build
-	$(BIN)/hvmind-pool --workers 4 --threads 64 --tail
+	@echo "hvmind-pool: four local workers, the world at $(SPEED)x game speed; Ctrl-C stops it and its workers"
+	$(BIN)/hvmind-pool --workers 4 --threads 64 --speed $(SPEED) --tail
 
 bench: build
 	$(BIN)/hvmind-manager bench dispatch

@@ -47,6 +47,9 @@ type Config struct {
 
 	Pool   Pool
 	Worker Worker
+
+	// file is the config file's settings, read by Parse.
+	file map[string]json.RawMessage
 }
 
 // Pool configures hvmind-pool.
@@ -279,33 +282,53 @@ func (c *Config) registerTiming(fs *flag.FlagSet) {
 }
 
 // Parse parses args into fs, then fills every flag not given on the command
-// line from the environment or, failing that, the config file.
+// line from the environment or, failing that, the config file, whose every
+// key must be a flag of fs.
 func (c *Config) Parse(fs *flag.FlagSet, args []string) error {
+	if err := c.ParseLeading(fs, args); err != nil {
+		return err
+	}
+	return c.CheckFileKeys(fs)
+}
+
+// ParseLeading is Parse for a program with commands of their own flags:
+// the config file's keys are checked later, against the program's flags
+// and its command's (CheckFileKeys), once the command's are filled
+// (Fill).
+func (c *Config) ParseLeading(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if !set["config"] {
+	if !given(fs)["config"] {
 		if v := os.Getenv(EnvName("config")); v != "" {
 			c.ConfigFile = v
 		}
 	}
-	file := map[string]json.RawMessage{}
+	c.file = map[string]json.RawMessage{}
 	if c.ConfigFile != "" {
 		data, err := os.ReadFile(c.ConfigFile)
 		if err != nil {
 			return fmt.Errorf("config file: %w", err)
 		}
-		if err := json.Unmarshal(data, &file); err != nil {
+		if err := json.Unmarshal(data, &c.file); err != nil {
 			return fmt.Errorf("config file %s: %w", c.ConfigFile, err)
 		}
-		for k := range file {
-			if fs.Lookup(k) == nil {
-				return fmt.Errorf("config file %s: unknown setting %q", c.ConfigFile, k)
-			}
-		}
 	}
+	return c.Fill(fs)
+}
+
+// given is the flags of fs set on the command line.
+func given(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// Fill fills every flag of fs (parsed already) not given on the command
+// line from the environment or, failing that, the config file read by
+// Parse or ParseLeading.
+func (c *Config) Fill(fs *flag.FlagSet) error {
+	set := given(fs)
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil || set[f.Name] || f.Name == "config" {
@@ -317,7 +340,7 @@ func (c *Config) Parse(fs *flag.FlagSet, args []string) error {
 			}
 			return
 		}
-		if raw, ok := file[f.Name]; ok {
+		if raw, ok := c.file[f.Name]; ok {
 			v := string(raw)
 			var s string
 			if json.Unmarshal(raw, &s) == nil {
@@ -329,6 +352,21 @@ func (c *Config) Parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// CheckFileKeys reports a key of the config file that is a flag of none
+// of the sets: a typo is an error, not a setting silently ignored.
+func (c *Config) CheckFileKeys(sets ...*flag.FlagSet) error {
+	for k := range c.file {
+		known := false
+		for _, fs := range sets {
+			known = known || fs.Lookup(k) != nil
+		}
+		if !known {
+			return fmt.Errorf("config file %s: unknown setting %q", c.ConfigFile, k)
+		}
+	}
+	return nil
 }
 
 // EnvName is the environment variable of a flag.

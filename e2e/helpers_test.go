@@ -130,6 +130,17 @@ func (p *proc) wait(t *testing.T, d time.Duration) {
 // run runs a program to completion and returns its output and exit code.
 func run(t *testing.T, stdin string, name string, args ...string) (string, string, int) {
 	t.Helper()
+	return runIn(t, stdin, nil, name, args...)
+}
+
+// runEnv is run with more environment variables and no input.
+func runEnv(t *testing.T, env []string, name string, args ...string) (string, string, int) {
+	t.Helper()
+	return runIn(t, "", env, name, args...)
+}
+
+func runIn(t *testing.T, stdin string, env []string, name string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	path := bin(name)
@@ -140,6 +151,9 @@ func run(t *testing.T, stdin string, name string, args ...string) (string, strin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Stdin = strings.NewReader(stdin)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	err := cmd.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/bench"
+	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/serverpool"
 )
@@ -40,8 +41,8 @@ func (e *env) bench(ctx context.Context, args []string) (int, error) {
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
 	fs.DurationVar(&o.Spin, "spin", e.cfg.Worker.Spin, "workers' timer spin window")
 	fs.DurationVar(&o.Tolerance, "tolerance", 50*time.Millisecond, "how late a job may start before it is missed")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2, err
+	if pos, err := e.parse(fs, args[1:]); err != nil || len(pos) > 0 {
+		return 2, orUnexpected(err, pos)
 	}
 	if o.WorkerBin == "" {
 		bin, err := serverpool.FindWorkerBin()
@@ -91,8 +92,8 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
 	fs.DurationVar(&o.Spin, "spin", e.cfg.Worker.Spin, "workers' timer spin window")
 	fs.DurationVar(&o.Tolerance, "tolerance", planner.DefaultSlack, "how late a job may start before it is missed (default: --slack; later, it could not land on time)")
-	if err := fs.Parse(args); err != nil {
-		return 2, err
+	if pos, err := e.parse(fs, args); err != nil || len(pos) > 0 {
+		return 2, orUnexpected(err, pos)
 	}
 	tolerance := false
 	fs.Visit(func(f *flag.Flag) { tolerance = tolerance || f.Name == "tolerance" })
@@ -121,4 +122,12 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 		return 1, err
 	}
 	return 0, json.NewEncoder(e.out).Encode(res)
+}
+
+// orUnexpected is err, or the error of arguments a command does not take.
+func orUnexpected(err error, pos []string) error {
+	if err != nil {
+		return err
+	}
+	return cli.Usagef("unexpected arguments %v", pos)
 }

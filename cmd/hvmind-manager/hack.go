@@ -6,10 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/hvmind/hvmind/internal/boxtable"
+	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/world"
 )
@@ -33,13 +35,11 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	fs.BoolVar(&o.Waves, "waves", false, "run batches in waves (every job of a wave starts before its first landing) instead of the continuous pipeline")
 	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
 	duration := fs.Duration("for", 0, "stop after this long (0: run until interrupted)")
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		fo.Targets, args = append(fo.Targets, args[0]), args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+	targets, err := e.parse(fs, args)
+	if err != nil {
 		return 2, err
 	}
-	fo.Targets = append(fo.Targets, fs.Args()...)
+	fo.Targets = targets
 	if err := fo.Manager.Validate(); err != nil {
 		return 2, err
 	}
@@ -60,7 +60,11 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	f, err := planner.NewFleet(pc, world.NewClient(conn.NC), fo)
+	wc := world.NewClient(conn.NC)
+	if err := checkTargets(ctx, wc, fo.Targets); err != nil {
+		return 2, err
+	}
+	f, err := planner.NewFleet(pc, wc, fo)
 	if err != nil {
 		return 2, err
 	}
@@ -151,4 +155,31 @@ func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int) {
 	}
 	frame := "\x1b[H" + strings.ReplaceAll(b.String(), "\n", "\x1b[K\n") + "\x1b[J"
 	_, _ = io.WriteString(w, frame)
+}
+
+// checkTargets refuses a word that is no server of the world: a mistyped
+// command is not a target.
+func checkTargets(ctx context.Context, wc *world.Client, targets []string) error {
+	if len(targets) == 0 {
+		return nil
+	}
+	servers, err := wc.Servers(ctx)
+	if err != nil {
+		return err
+	}
+	known := make(map[string]bool, len(servers))
+	for _, s := range servers {
+		known[s.Hostname] = true
+	}
+	for _, t := range targets {
+		if !known[t] {
+			names := make([]string, 0, len(commands))
+			for c := range commands {
+				names = append(names, c)
+			}
+			sort.Strings(names)
+			return cli.Usagef("%q is neither a command (%s) nor a server of the world", t, strings.Join(names, ", "))
+		}
+	}
+	return nil
 }

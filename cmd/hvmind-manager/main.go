@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,23 +22,30 @@ import (
 	"github.com/hvmind/hvmind/pool"
 )
 
-const usage = `usage: hvmind-manager [flags] COMMAND [ARGS]
+const usage = `usage: hvmind-manager COMMAND [ARGS] [flags]
 
 commands:
   TARGET... [--json] [--for 10m]
-                         prep each target, then run a continuous pipeline of HWGW
-                         batches against it on the pool (threads shared by expected
-                         income), with a live dashboard (or JSON events)
+                         prep each target (a server of the world), then run a
+                         continuous pipeline of HWGW batches against it on the pool
+                         (threads shared by expected income), with a live dashboard
+                         (or JSON events)
   --auto [TARGET...]     the same on the targets that earn most, re-picked as the
                          level rises
   dispatch JOB|BATCH|-   place a job (JSON object) or a batch (JSON array; "-" reads
                          standard input) and print each completion record as it arrives
   status [--json]        the pool's workers and jobs
-  cancel ID              cancel a job (--batch to cancel a whole batch)
+  cancel ID [--batch]    cancel a job (with --batch, every job of batch ID)
   formulas               JSON lines of formula inputs on stdin -> hack/grow/weaken
                          times, chance, percent, grow threads (like the game's Formulas API)
   analyze [TARGET...]    rank targets by income per thread-second (--json, --live, --scenario)
+  bench [manager]        replay the community batcher test: a game hour on reference-880
   bench dispatch         measure the pool against raw JetStream (prints JSON)
+
+"hvmind-manager COMMAND --help" lists the command's own flags. Flags may
+stand before or after the command and its arguments; every flag can also
+come from the environment (HVMIND_ and its name: HVMIND_JSON=true) or the
+--config file (keyed by flag name).
 
 flags:
 `
@@ -55,57 +61,52 @@ type env struct {
 	log zerolog.Logger
 	in  io.Reader
 	out io.Writer
+	// prog parses the command's flags (see parse).
+	prog *cli.Program
+}
+
+// commands are the manager's commands; any other word is a target.
+var commands = map[string]func(e *env, ctx context.Context, args []string) (int, error){
+	"dispatch": (*env).dispatch,
+	"status":   (*env).status,
+	"cancel":   (*env).cancel,
+	"formulas": (*env).formulas,
+	"analyze":  (*env).analyze,
+	"bench":    (*env).bench,
 }
 
 func run(args []string, in io.Reader, out io.Writer) (int, error) {
 	p := cli.New("hvmind-manager", usage)
-	// --auto starts the batcher's arguments: "hvmind-manager [flags]
-	// --auto [TARGET...] [batcher flags]".
-	var autoArgs []string
-	for i, a := range args {
-		if a == "--auto" || a == "-auto" {
-			autoArgs, args = append([]string{"--auto"}, args[i+1:]...), args[:i]
-			break
-		}
-	}
-	if err := p.Parse(args); err != nil {
+	rest, err := p.ParseCommands(args)
+	if err != nil {
 		return 2, err
 	}
-	e := &env{cfg: p.Config, log: p.Log, in: in, out: out}
-	rest := p.Flags.Args()
-	if autoArgs != nil {
-		rest = append(rest, autoArgs...)
-	}
+	e := &env{cfg: p.Config, log: p.Log, in: in, out: out, prog: p}
 	if len(rest) == 0 {
 		p.Flags.Usage()
 		return 2, cli.Usagef("a command is required")
 	}
 	ctx, stop := p.SignalContext()
 	defer stop()
-	if autoArgs != nil {
-		return e.hack(ctx, rest)
+	if cmd := commands[rest[0]]; cmd != nil {
+		return cmd(e, ctx, rest[1:])
 	}
-	switch rest[0] {
-	case "dispatch":
-		return e.dispatch(ctx, rest[1:])
-	case "status":
-		return e.status(ctx, rest[1:])
-	case "cancel":
-		return e.cancel(ctx, rest[1:])
-	case "formulas":
-		return e.formulas(ctx, rest[1:])
-	case "analyze":
-		return e.analyze(ctx, rest[1:])
-	case "bench":
-		return e.bench(ctx, rest[1:])
-	default:
-		if strings.HasPrefix(rest[0], "-") || strings.Contains(rest[0], "{") {
-			p.Flags.Usage()
-			return 2, cli.Usagef("unknown command %q", rest[0])
-		}
-		// Targets: run the batcher on them.
-		return e.hack(ctx, rest)
+	if rest[0] != "--auto" && rest[0] != "-auto" && (strings.HasPrefix(rest[0], "-") || strings.ContainsAny(rest[0], "{[ ")) {
+		p.Flags.Usage()
+		return 2, cli.Usagef("unknown command %q", rest[0])
 	}
+	// Targets: run the batcher on them (hack checks they are servers).
+	return e.hack(ctx, rest)
+}
+
+// parse parses a command's flags and returns its arguments: flags and
+// arguments in any order, flags not given filled from the environment and
+// the config file.
+func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	if e.prog == nil { // a test's env
+		e.prog = cli.New("hvmind-manager", usage)
+	}
+	return e.prog.ParseCommand(fs, args)
 }
 
 func (e *env) connect(ctx context.Context) (*broker.Conn, *pool.Client, error) {
@@ -126,14 +127,15 @@ func (e *env) connect(ctx context.Context) (*broker.Conn, *pool.Client, error) {
 func (e *env) dispatch(ctx context.Context, args []string) (int, error) {
 	fs := flag.NewFlagSet("dispatch", flag.ContinueOnError)
 	timeout := fs.Duration("timeout", 0, "give up waiting for records after this long (0: wait)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := e.parse(fs, args)
+	if err != nil {
 		return 2, err
 	}
-	if fs.NArg() != 1 {
-		return 2, errors.New(`dispatch wants one argument: a job, a batch, or "-" for standard input`)
+	if len(pos) != 1 {
+		return 2, cli.Usagef(`dispatch wants one argument: a job, a batch, or "-" for standard input`)
 	}
-	data := []byte(fs.Arg(0))
-	if fs.Arg(0) == "-" {
+	data := []byte(pos[0])
+	if pos[0] == "-" {
 		var err error
 		if data, err = io.ReadAll(e.in); err != nil {
 			return 2, err
@@ -183,8 +185,12 @@ func (e *env) dispatch(ctx context.Context, args []string) (int, error) {
 func (e *env) status(ctx context.Context, args []string) (int, error) {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	pos, err := e.parse(fs, args)
+	if err != nil {
 		return 2, err
+	}
+	if len(pos) > 0 {
+		return 2, cli.Usagef("status takes no arguments (got %v)", pos)
 	}
 	conn, c, err := e.connect(ctx)
 	if err != nil {
@@ -208,15 +214,16 @@ func (e *env) cancel(ctx context.Context, args []string) (int, error) {
 	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
 	batch := fs.Bool("batch", false, "the id is a batch id")
 	reason := fs.String("reason", "", "reason recorded with the cancellation")
-	if err := fs.Parse(args); err != nil {
+	pos, err := e.parse(fs, args)
+	if err != nil {
 		return 2, err
 	}
-	if fs.NArg() != 1 {
-		return 2, errors.New("cancel wants one job id (or a batch id with --batch)")
+	if len(pos) != 1 {
+		return 2, cli.Usagef("cancel wants one job id (or a batch id with --batch)")
 	}
-	cr := pool.CancelRequest{ID: fs.Arg(0), Reason: *reason}
+	cr := pool.CancelRequest{ID: pos[0], Reason: *reason}
 	if *batch {
-		cr = pool.CancelRequest{Batch: fs.Arg(0), Reason: *reason}
+		cr = pool.CancelRequest{Batch: pos[0], Reason: *reason}
 	}
 	conn, c, err := e.connect(ctx)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/world"
 	"github.com/hvmind/hvmind/world/game"
@@ -25,11 +26,12 @@ func (e *env) formulas(_ context.Context, args []string) (int, error) {
 		fmt.Fprintln(fs.Output(), "usage: hvmind-manager formulas [--scenario NAME|FILE] < queries.jsonl")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := e.parse(fs, args)
+	if err != nil {
 		return 2, err
 	}
-	if fs.NArg() > 0 {
-		return 2, fmt.Errorf("formulas reads standard input; unexpected arguments %v", fs.Args())
+	if len(pos) > 0 {
+		return 2, cli.Usagef("formulas reads standard input; unexpected arguments %v", pos)
 	}
 	sc, err := game.LoadScenario(*scenario)
 	if err != nil {
@@ -55,7 +57,7 @@ func (e *env) analyze(ctx context.Context, args []string) (int, error) {
 		fmt.Fprintln(fs.Output(), "usage: hvmind-manager analyze [TARGET...] [--json] [--scenario NAME|FILE | --live] [--cores N] [--fractions F,...]")
 		fs.PrintDefaults()
 	}
-	targets, err := parseInterleaved(fs, args)
+	targets, err := e.parse(fs, args)
 	if err != nil {
 		return 2, err
 	}
@@ -116,23 +118,6 @@ func (e *env) liveScenario(ctx context.Context) (*game.Scenario, error) {
 		return nil, fmt.Errorf("%w: start hvmind-pool (which runs the world) or hvmind-world, or analyse a --scenario offline", err)
 	}
 	return sc, err
-}
-
-// parseInterleaved parses flags that may come before, between or after
-// the positional arguments, and returns the positional ones.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
 }
 
 func parseFractions(s string) ([]float64, error) {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -89,6 +90,98 @@ func (p *Program) Parse(args []string) error {
 	}
 	p.Log = log
 	return nil
+}
+
+// ParseCommands is Parse for a program with commands: the program's own
+// flags may stand anywhere in args, before or after the command and its
+// arguments. It returns the rest, in order: the command, its arguments
+// and its flags, for ParseCommand.
+func (p *Program) ParseCommands(args []string) ([]string, error) {
+	own, rest := splitFlags(p.Flags, args)
+	if err := p.Config.ParseLeading(p.Flags, own); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, Usage(err)
+	}
+	if err := p.Config.Validate(); err != nil {
+		return nil, Usage(err)
+	}
+	log, err := p.Config.Logger(p.Name)
+	if err != nil {
+		return nil, Usage(err)
+	}
+	p.Log = log
+	return rest, nil
+}
+
+// ParseCommand parses a command's flags, which may come before, between or
+// after its arguments, fills those not given from the environment and the
+// config file (whose every key must be a flag of the program or of the
+// command), and returns the arguments.
+func (p *Program) ParseCommand(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, Usage(err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	if err := p.Config.Fill(fs); err != nil {
+		return nil, Usage(err)
+	}
+	if err := p.Config.CheckFileKeys(p.Flags, fs); err != nil {
+		return nil, Usage(err)
+	}
+	return pos, nil
+}
+
+// splitFlags takes out of args the flags fs defines (with their values),
+// wherever they stand, and returns them and the rest, each in order.
+func splitFlags(fs *flag.FlagSet, args []string) (own, rest []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return own, append(rest, args[i:]...)
+		}
+		name, hasValue := flagName(a)
+		f := fs.Lookup(name)
+		if name == "" || f == nil {
+			rest = append(rest, a)
+			continue
+		}
+		own = append(own, a)
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && b.IsBoolFlag()) && i+1 < len(args) {
+			own = append(own, args[i+1])
+			i++
+		}
+	}
+	return own, rest
+}
+
+// flagName is the name of a flag argument ("--name", "-name", "--name=v";
+// hasValue for the last), or "" for an argument that is not a flag.
+func flagName(a string) (name string, hasValue bool) {
+	if len(a) < 2 || a[0] != '-' {
+		return "", false
+	}
+	a = strings.TrimPrefix(a[1:], "-")
+	if a == "" || a[0] == '-' || a[0] == '=' {
+		return "", false
+	}
+	name, _, hasValue = strings.Cut(a, "=")
+	return name, hasValue
 }
 
 // SignalContext returns a context that ends at the first SIGINT or

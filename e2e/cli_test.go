@@ -1,0 +1,43 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// The command line as the README writes it: flags before or after the
+// command and its arguments, a mistyped command refused as one, settings
+// from the environment for a command's own flags, bad values refused.
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	c := startPool(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		code int
+		out  string // in stdout or stderr
+	}{
+		{"flags after the command", []string{"status", "--json", "--nats", c.url}, nil, 0, `"workers"`},
+		{"flags before the command", []string{"--nats", c.url, "status", "--json"}, nil, 0, `"workers"`},
+		{"a command's flag from the environment", []string{"status", "--nats", c.url}, []string{"HVMIND_JSON=true"}, 0, `"workers"`},
+		{"cancel ID --batch", []string{"cancel", "nobatch", "--batch", "--nats", c.url}, nil, 1, "batch nobatch"},
+		{"a mistyped command", []string{"statsu", "--nats", c.url}, nil, 2, `"statsu" is neither a command`},
+		{"a flag the command lacks", []string{"status", "--jsn", "--nats", c.url}, nil, 2, "flag provided but not defined: -jsn"},
+		{"an argument the command does not take", []string{"status", "extra", "--nats", c.url}, nil, 2, "status takes no arguments"},
+		{"no command", []string{"--nats", c.url}, nil, 2, "a command is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runEnv(t, tc.env, "hvmind-manager", tc.args...)
+			if code != tc.code || !strings.Contains(out+errOut, tc.out) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and %q", code, out, errOut, tc.code, tc.out)
+			}
+		})
+	}
+	for _, args := range [][]string{{"--speed", "0"}, {"--idle-stop", "-1s"}, {"--threads", "0"}} {
+		_, errOut, code := runEnv(t, nil, "hvmind-pool", append([]string{"--listen", "127.0.0.1:0", "--data", t.TempDir()}, args...)...)
+		if code != 2 || !strings.Contains(errOut, args[0]) {
+			t.Errorf("hvmind-pool %v: exit %d, %q; want exit 2 naming the flag", args, code, errOut)
+		}
+	}
+}
