@@ -18,6 +18,10 @@ import (
 // has taken the worker id over, this one stops. It also re-asserts the
 // reservation now and then, and forgets the ids recorded too long ago for
 // a redelivery.
+// queueCheckEvery is how many heartbeats pass between two checks that the
+// worker's durable queue is still there.
+const queueCheckEvery = 5
+
 func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc) {
 	t := time.NewTicker(w.opts.Heartbeat)
 	defer t.Stop()
@@ -33,6 +37,15 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 		if w.opts.Reserver != nil && beat%reassertEvery == 0 {
 			if err := w.reserve(ctx); err != nil {
 				w.log.Warn().Err(err).Msg("re-asserting this worker's reservation")
+			}
+		}
+		if beat%queueCheckEvery == 0 && !w.stopping.Load() {
+			cctx, cancel := brokerCall(ctx)
+			_, err := w.res.Jobs.Consumer(cctx, broker.WorkerConsumer(w.opts.ID))
+			cancel()
+			if queueGone(err) {
+				w.log.Error().Err(err).Msg("this worker's job queue is gone from the broker (a new broker store?); the worker stops, and the pool launches workers where it needs them")
+				stop(fmt.Errorf("%w: %w", ErrQueueGone, err))
 			}
 		}
 		cctx, cancel := brokerCall(ctx)

@@ -46,6 +46,11 @@ var (
 	// ErrTakenOver is Run's error when another process registered this
 	// worker id: the other process now runs its jobs.
 	ErrTakenOver = errors.New("another process took over this worker id")
+	// ErrQueueGone is Run's error when the worker's durable queue (its
+	// consumer, or the jobs stream) is gone from the broker: a broker with
+	// a new store. The worker leaves rather than beat for a queue that no
+	// job can reach.
+	ErrQueueGone = errors.New("this worker's job queue is gone from the broker")
 	// ErrStopRequested is the cause of a stop the pool asked for.
 	ErrStopRequested = errors.New("stop requested by the pool")
 )
@@ -373,6 +378,9 @@ func (w *Worker) Run(ctx context.Context) error {
 			if w.callbacks.enter() {
 				defer w.callbacks.leave()
 				w.log.Debug().Err(err).Msg("consume")
+				if queueGone(err) {
+					stopRun(fmt.Errorf("%w: %w", ErrQueueGone, err))
+				}
 			}
 		}))
 	if err != nil {
@@ -412,10 +420,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	switch {
 	case err != nil:
 		return err
-	case takenOver:
+	case takenOver, errors.Is(cause, ErrQueueGone):
 		return cause
 	}
 	return nil
+}
+
+// queueGone reports whether err says the worker's consumer or its stream
+// no longer exists.
+func queueGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // finishRunning lets the running jobs finish within StopGrace, then

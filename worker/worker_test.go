@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -501,5 +502,28 @@ func TestMalformedMessageRecordIsValidJSON(t *testing.T) {
 				t.Errorf("raw %q, want %q", *rec.Raw, want)
 			}
 		})
+	}
+}
+
+// A worker whose queue is gone from the broker (its consumer deleted, as
+// with a broker that lost its store) leaves the registry and Run says
+// why, rather than beat for jobs that cannot reach it.
+func TestWorkerLeavesWhenItsQueueIsGone(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 2)
+	ctx := context.Background()
+	if err := e.b.Res.Jobs.DeleteConsumer(ctx, broker.WorkerConsumer(e.id)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-e.done:
+		if !errors.Is(err, worker.ErrQueueGone) {
+			t.Fatalf("Run = %v, want ErrQueueGone", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not stop when its queue went")
+	}
+	if _, err := broker.GetWorker(ctx, e.b.Res.Workers, e.id); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("registry entry after it left: %v, want none", err)
 	}
 }
