@@ -81,6 +81,7 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	fs.Int64Var(&o.Seed, "seed", 1, "seed of the hack rolls")
 	fs.StringVar(&o.SizePolicy, "size-policy", "host", "how the pool sizes the workers it launches")
 	hosts := fs.String("hosts", "", "comma-separated hosts the pool may launch workers on (empty: all)")
+	strategies := fs.String("strategies", strings.Join(bench.FirstHourStrategies, ","), "with --scenario newgame and no --target, the first-hour benchmark's strategies")
 	fs.BoolVar(&o.Processes, "processes", false, "run each worker in a process of its own (default: all in one worker process, on one timer queue)")
 	fs.DurationVar(&o.Manager.Gap, "gap", planner.DefaultGap, "real time from a hack's (or grow's) landing to its weaken's")
 	fs.DurationVar(&o.Manager.Margin, "margin", planner.DefaultMargin, "how far every start keeps from the windows of raised security")
@@ -95,8 +96,9 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	if pos, err := e.parse(fs, args); err != nil || len(pos) > 0 {
 		return 2, orUnexpected(err, pos)
 	}
-	tolerance := false
-	fs.Visit(func(f *flag.Flag) { tolerance = tolerance || f.Name == "tolerance" })
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	tolerance := set["tolerance"]
 	if !tolerance {
 		// The slack the manager will use: it takes the default for 0.
 		o.Tolerance = o.Manager.Slack
@@ -117,6 +119,9 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	if *hosts != "" {
 		o.Hosts = strings.Split(*hosts, ",")
 	}
+	if o.Scenario == "newgame" && !set["target"] {
+		return e.benchFirstHour(ctx, o, *strategies)
+	}
 	res, err := bench.RunManager(ctx, o)
 	if err != nil {
 		return 1, err
@@ -130,4 +135,24 @@ func orUnexpected(err error, pos []string) error {
 		return err
 	}
 	return cli.Usagef("unexpected arguments %v", pos)
+}
+
+// benchFirstHour runs the first-hour benchmark: a JSON line per strategy,
+// then one that compares them.
+func (e *env) benchFirstHour(ctx context.Context, o bench.ManagerOptions, strategies string) (int, error) {
+	fo := bench.FirstHourOptions{
+		Speed: o.Speed, GameMinutes: o.GameMinutes, Seed: o.Seed, Manager: o.Manager,
+		WorkerBin: o.WorkerBin, Spin: o.Spin, Tolerance: o.Tolerance, Logger: o.Logger,
+	}
+	for _, s := range strings.Split(strategies, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			fo.Strategies = append(fo.Strategies, s)
+		}
+	}
+	enc := json.NewEncoder(e.out)
+	results, err := bench.RunFirstHour(ctx, fo, func(r bench.FirstHourResult) { _ = enc.Encode(r) })
+	if err != nil {
+		return 1, err
+	}
+	return 0, enc.Encode(bench.CompareFirstHour(results))
 }
