@@ -57,6 +57,18 @@ type Share struct {
 	// Capacity is the most threads its pipeline can keep busy, bounded by
 	// timing (no shorter a period than gap and margins allow).
 	Capacity int `json:"capacity"`
+	// PrepSeconds is how long, in game seconds, the pool's threads take to
+	// prep the target (weaken it to its minimum, grow it to its maximum).
+	PrepSeconds float64 `json:"prepSeconds"`
+	// Companion is set on a target run beside one the user named, to earn
+	// while that one preps.
+	Companion bool `json:"companion,omitempty"`
+}
+
+// score is what a candidate earns per thread-second over horizon (game
+// seconds) from now: nothing until its prep is done.
+func (s Share) score(horizon float64) float64 {
+	return s.IncomePerThreadSecond * max(0, horizon-s.PrepSeconds) / horizon
 }
 
 // NewFleet prepares a fleet.
@@ -114,7 +126,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		}
 		rctx, stop := context.WithCancel(ctx)
 		errs := f.start(rctx, shares)
-		if !f.opts.Auto {
+		if !f.opts.Auto && !hasCompanion(shares) {
 			err := <-errs
 			stop()
 			return err
@@ -243,7 +255,7 @@ func (f *Fleet) allocate(ctx context.Context) ([]Share, float64, error) {
 		if len(want) > 0 && !want[s.Hostname] {
 			continue
 		}
-		c, err := candidate(s, hk, cores, clk.Speed, f.opts.Manager)
+		c, err := candidate(s, hk, cores, clk.Speed, f.opts.Manager, threads)
 		if err != nil {
 			if len(want) > 0 && !f.opts.Auto {
 				return nil, 0, fmt.Errorf("target %s: %w", s.Hostname, err)
@@ -259,9 +271,35 @@ func (f *Fleet) allocate(ctx context.Context) ([]Share, float64, error) {
 			}
 		}
 	}
+	horizon := f.horizon()
+	if f.opts.Auto {
+		// Money over the horizon, prep counted: a target whose prep
+		// outlasts it earns nothing in it.
+		for i := range cands {
+			cands[i].IncomePerThreadSecond = cands[i].score(horizon)
+		}
+		kept := cands[:0]
+		for _, c := range cands {
+			if c.IncomePerThreadSecond > 0 {
+				kept = append(kept, c)
+			}
+		}
+		cands = kept
+	}
 	shares := AllocateThreads(cands, threads)
 	if f.opts.Auto && len(shares) > f.opts.MaxTargets {
 		shares = shares[:f.opts.MaxTargets]
+	}
+	if !f.opts.Auto {
+		if c, ok := f.companion(cands, servers, hk, cores, clk.Speed, threads, horizon); ok {
+			// The named targets prep on half the threads; the companion
+			// earns on the rest.
+			for i := range cands {
+				cands[i].Threads = max(cands[i].Threads, threads/2/len(cands))
+			}
+			c.Threads = threads - threads/2
+			return append(cands, c), clk.Speed, nil
+		}
 	}
 	if !f.opts.Auto {
 		// A target the user named runs even when the threads left for it
@@ -291,7 +329,7 @@ func findServer(servers []game.Server, name string) (*game.Server, bool) {
 // cores cores, at world speed speed. A pipeline keeps more threads busy
 // with bigger batches, which earn a little less per thread-second: the
 // capacity is that of the biggest batch within 5% of the best.
-func candidate(s *game.Server, hk game.Hacker, cores int, speed float64, o ManagerOptions) (Share, error) {
+func candidate(s *game.Server, hk game.Hacker, cores int, speed float64, o ManagerOptions, threads int) (Share, error) {
 	t, err := newTarget(s, hk.Level, hk.Mults, cores)
 	if err != nil {
 		return Share{}, err
@@ -313,7 +351,64 @@ func candidate(s *game.Server, hk game.Hacker, cores int, speed float64, o Manag
 	held := big.ThreadSeconds*1000/math.Max(speed, 1e-9) + float64(big.Threads())*(minPeriod/4+slack)
 	smallest := t.plan(0, 1)
 	return Share{Target: s.Hostname, IncomePerThreadSecond: best.IncomePerThreadSecond,
-		Capacity: int(held / minPeriod), Threads: smallest.Threads()}, nil
+		Capacity: int(held / minPeriod), Threads: smallest.Threads(), PrepSeconds: prepSeconds(s, hk, cores, threads)}, nil
+}
+
+// prepSeconds estimates, in game seconds, how long threads threads take to
+// prep s: the thread-seconds of the weakens to its minimum security, of
+// the grows to its maximum money and of their covering weakens, spread
+// over the threads, and at least a weakenTime if anything is to do.
+func prepSeconds(s *game.Server, hk game.Hacker, cores, threads int) float64 {
+	floor := game.SecurityFloor(s)
+	at := *s
+	at.HackDifficulty = floor
+	growThreads := 0
+	if s.MoneyAvailable < s.MoneyMax {
+		growThreads = game.GrowThreads(&at, hk, s.MoneyAvailable, s.MoneyMax, cores)
+	}
+	weaken := (s.HackDifficulty-floor)/game.WeakenPerThread(cores) +
+		game.GrowSecurityIncrease(growThreads, growThreads)/game.WeakenPerThread(cores)
+	if growThreads == 0 && weaken < 1e-9 {
+		return 0
+	}
+	weakenS := game.WeakenTimeMs(s, hk) / 1000
+	ts := weaken*weakenS + float64(growThreads)*game.GrowTimeMs(&at, hk)/1000
+	return max(weakenS, ts/float64(max(threads, 1)))
+}
+
+// horizon is the game time, in seconds, over which --auto weighs what a
+// target earns against its prep, and beyond which a named target's prep
+// gets a companion: three rankings.
+func (f *Fleet) horizon() float64 { return 3 * f.opts.RerankEvery.Seconds() }
+
+// companion is the target that earns most over the horizon, to run beside
+// named targets every one of whose prep outlasts the horizon (a new game's
+// foodnstuff takes hours to grow to its maximum): the fleet earns while
+// they prep, and says so.
+func (f *Fleet) companion(named []Share, servers []game.Server, hk game.Hacker, cores int, speed float64, threads int, horizon float64) (Share, bool) {
+	for _, c := range named {
+		if c.PrepSeconds <= horizon {
+			return Share{}, false
+		}
+	}
+	var best Share
+	for i := range servers {
+		s := &servers[i]
+		if hasShare(named, s.Hostname) || !s.HasAdminRights || s.MoneyMax <= 0 || s.RequiredHackingSkill > hk.Level {
+			continue
+		}
+		c, err := candidate(s, hk, cores, speed, f.opts.Manager, threads)
+		if err == nil && c.score(horizon) > best.score(horizon) {
+			best = c
+		}
+	}
+	if best.Target == "" || best.score(horizon) <= 0 {
+		return Share{}, false
+	}
+	best.Companion = true
+	f.emit("companion", fmt.Sprintf("earning on %s while %s preps (about %s of game time)", best.Target, targetList(named),
+		time.Duration(named[0].PrepSeconds*float64(time.Second)).Round(time.Minute)))
+	return best, true
 }
 
 func durOr(d, def time.Duration) float64 {
@@ -378,6 +473,15 @@ func targetList(s []Share) string {
 func hasShare(shares []Share, target string) bool {
 	for _, s := range shares {
 		if s.Target == target {
+			return true
+		}
+	}
+	return false
+}
+
+func hasCompanion(shares []Share) bool {
+	for _, s := range shares {
+		if s.Companion {
 			return true
 		}
 	}

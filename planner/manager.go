@@ -55,6 +55,9 @@ type HackManager struct {
 	// go anywhere: first to the small hosts, which they fill.
 	pinCores int
 	pinShare float64
+	// secSlack is the security above minimum a job's start may see (see
+	// secSlackFor); 0 when starts keep clear of raised security.
+	secSlack float64
 
 	mu    sync.Mutex
 	stats Stats
@@ -708,9 +711,19 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 	unstarted, moved := false, false
 	// The order effects landed in is the world's: the sequence of its
 	// changes (a record's end time also carries the finish round trip).
-	var seqs []uint64
-	for _, s := range sent {
+	// A batch's jobs land in groups (its hack, or its grow, may be in
+	// parts that land at one instant, in any order among themselves):
+	// the groups must land in order.
+	var groups [][]uint64
+	// firstHack is the seq and money of the hack part that landed first:
+	// the others land on what it left.
+	var firstHack uint64
+	hackMoney := -1.0
+	for i, s := range sent {
 		r := byID[s.ID]
+		if i == 0 || s.Task != sent[i-1].Task {
+			groups = append(groups, nil)
+		}
 		m.stats.Jobs++
 		if r.Status == job.StatusDone && s.StartTime > 0 && len(m.startErrs) < 1_000_000 {
 			m.startErrs = append(m.startErrs, (r.ActualStartTime-s.StartTime)*1000)
@@ -754,7 +767,7 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 			continue
 		}
 		m.stats.Stolen += res.Stolen
-		seqs = append(seqs, res.Seq)
+		groups[len(groups)-1] = append(groups[len(groups)-1], res.Seq)
 		if res.Seq > m.lastSeq { // the target as the latest landing left it
 			m.lastSeq = res.Seq
 			m.stats.Money, m.stats.Security, m.stats.Level = res.MoneyAfter, res.SecurityAfter, max(m.stats.Level, res.LevelAtEnd)
@@ -762,15 +775,18 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		if !hwgw {
 			continue
 		}
-		if res.SecurityAtStart > m.stats.MinSec+1e-9 {
+		if res.SecurityAtStart > m.stats.MinSec+m.secSlack+1e-9 {
 			desync, broken = fmt.Sprintf("%s started at security %.3f (min %.3f)", r.Task, res.SecurityAtStart, m.stats.MinSec), true
 		}
-		if r.Task == game.OpHack && res.MoneyBefore < m.stats.MoneyMax*(1-1e-9) {
-			desync, broken = fmt.Sprintf("hack landed at %.1f%% money", 100*res.MoneyBefore/m.stats.MoneyMax), true
+		if r.Task == game.OpHack && (hackMoney < 0 || res.Seq < firstHack) {
+			firstHack, hackMoney = res.Seq, res.MoneyBefore
 		}
 	}
-	for i := 1; i < len(seqs) && hwgw; i++ {
-		if seqs[i] < seqs[i-1] {
+	if hwgw && hackMoney >= 0 && hackMoney < m.stats.MoneyMax*(1-1e-9) {
+		desync, broken = fmt.Sprintf("hack landed at %.1f%% money", 100*hackMoney/m.stats.MoneyMax), true
+	}
+	for i := 1; i < len(groups) && hwgw; i++ {
+		if len(groups[i-1]) > 0 && len(groups[i]) > 0 && slices.Min(groups[i]) < slices.Max(groups[i-1]) {
 			desync, broken = "landed out of order", true
 		}
 	}

@@ -47,6 +47,9 @@ import (
 // grid is the pipeline's landing grid, in real epoch milliseconds.
 type grid struct {
 	l0, period, gap, margin, slack float64
+	// anyStart is set when a start need not keep clear of the windows of
+	// raised security (see secSlack): every instant is safe.
+	anyStart bool
 }
 
 // half is the half-period: H and G landings alternate on it.
@@ -70,6 +73,9 @@ func (g grid) landing(k, i int) float64 {
 // even when it runs up to margin late: its offset in the half-period lies
 // in [gap+margin, half-margin].
 func (g grid) safeStart(t float64) float64 {
+	if g.anyStart {
+		return t
+	}
 	h := g.half()
 	r := math.Mod(t-g.l0, h)
 	if r < 0 {
@@ -133,30 +139,102 @@ func (m *HackManager) pipelinePlan(srv *game.Server, hk game.Hacker, speed float
 		return BatchPlan{}, 0, err
 	}
 	t.weakenOn(m.weakCores)
-	var best BatchPlan
-	bestRate, bestPeriod := 0.0, 0.0
+	type option struct {
+		plan         BatchPlan
+		rate, period float64
+	}
+	var options []option
+	bestRate := 0.0
 	n := int(math.Min(math.Ceil(1/t.pct), 100_000))
 	for h := 1; h <= n; h++ {
+		// A hack or grow bigger than the largest host goes in parts
+		// (splitParts); only the weakens must fit one.
 		p := t.plan(0, h)
-		if p.Threads() > free || p.HackThreads > maxJob || p.GrowThreads > maxJob {
+		if p.Threads() > free || p.Weaken1Threads > maxJob || p.Weaken2Threads > maxJob {
 			break
 		}
-		held := batchHeld(p, planDurations(p, speed), pad)
+		d := planDurations(p, speed)
+		held := batchHeld(p, d, pad)
 		period := math.Max(minPeriod, held.total/float64(free)/m.utilisation())
+		// The average is not all: at any instant the jobs of every batch
+		// in flight hold their threads at once, and a batch whose jobs
+		// do not all find room is refused. On a network of small hosts,
+		// with a hack that is most of a batch, the peak is what binds.
+		period = math.Max(period, peakPeriod(p, d, pad, float64(free)*m.utilisation(), m.secSlack == 0))
 		if m.pinCores > 1 {
 			// Grows and hacks hold only the pinned hosts' threads.
 			pinned := float64(free) * m.pinShare
 			period = math.Max(period, held.pinned/pinned/m.utilisation())
 		}
-		if rate := p.MoneyPerBatch / period; rate > bestRate {
-			best, bestRate, bestPeriod = p, rate, period
-		}
+		rate := p.MoneyPerBatch / period
+		options = append(options, option{p, rate, period})
+		bestRate = max(bestRate, rate)
 	}
 	if bestRate == 0 {
 		return BatchPlan{}, 0, errNoThreads
 	}
-	best.Fraction = best.ActualFraction
-	return best, bestPeriod, nil
+	for _, o := range options {
+		if o.rate == bestRate {
+			o.plan.Fraction = o.plan.ActualFraction
+			return o.plan, o.period, nil
+		}
+	}
+	panic("unreachable: an option has the best rate")
+}
+
+// peakLimit is the room the batches in flight at one instant may hold, at
+// the pipeline's period (a zero limit holds anything).
+type peakLimit struct {
+	period, room float64
+	// shift is whether starts move to safe instants (see grid.anyStart).
+	shift bool
+}
+
+// fits reports whether batches like p, every period, fit the room.
+func (l peakLimit) fits(p BatchPlan, d durations, pad float64) bool {
+	return l.period <= 0 || peakThreads(p, d, pad, l.period, l.shift) <= l.room
+}
+
+// peakThreads is what the jobs of the batches in flight at one instant
+// hold, with a batch like p every period: ceil(window/period) of each of
+// its jobs overlap, where a job's window is its duration, pad, and up to
+// half a period by which its start moves earlier to a safe instant.
+func peakThreads(p BatchPlan, d durations, pad, period float64, shift bool) float64 {
+	half := 0.0
+	if shift {
+		half = period / 2
+	}
+	// Each job's window is timed for a level below the one it lands at
+	// (batchDurations): a little longer than d, which a window just
+	// shorter than the period must not cross into a second.
+	// (at most one more batch of it in flight).
+	n := func(dur float64) float64 {
+		return math.Ceil((dur + min((peakStretch-1)*dur, period) + pad + half) / period)
+	}
+	return n(d.h)*float64(p.HackThreads) + n(d.g)*float64(p.GrowThreads) + n(d.w)*float64(p.Weaken1Threads+p.Weaken2Threads)
+}
+
+// peakStretch is how much longer than its duration at the landing level a
+// job's window may be.
+const peakStretch = 1.1
+
+// peakPeriod is the shortest period at which the jobs of the batches in
+// flight at one instant hold at most room threads (see peakThreads).
+func peakPeriod(p BatchPlan, d durations, pad, room float64, shift bool) float64 {
+	peak := func(period float64) float64 { return peakThreads(p, d, pad, period, shift) }
+	lo, hi := 0.0, d.w+pad // one batch in flight at a time at most
+	if peak(hi) > room {
+		return math.Inf(1) // one batch alone does not fit
+	}
+	for range 60 {
+		mid := (lo + hi) / 2
+		if peak(mid) <= room {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 // minPeriod is the shortest period the gap and margins allow.
@@ -167,7 +245,43 @@ func (m *HackManager) minPeriod() float64 {
 // pad is how much longer than its duration a job holds its threads, in
 // real ms: Slack, and the move of its start to a safe instant (at most a
 // half-period, a quarter on average).
-func (m *HackManager) pad() float64 { return m.minPeriod()/4 + float64(m.opts.Slack)/1e6 }
+func (m *HackManager) pad() float64 {
+	if m.secSlack > 0 { // starts are not moved to safe instants
+		return float64(m.opts.Slack) / 1e6
+	}
+	return m.minPeriod()/4 + float64(m.opts.Slack)/1e6
+}
+
+// Security barely matters to a target whose requirement is low: a start at
+// raised security lengthens a job by 2.5·req·Δsec/(2.5·req·sec + 500) of
+// its duration. When the most a batch raises security (a hack's or a
+// grow's landing, before its weaken's) lengthens the longest job by less
+// than a quarter of Slack, which the job's early start absorbs, a start
+// need not keep clear of the windows of raised security: no job's start
+// moves earlier (and holds its threads idle for it), and the checks allow
+// that much security at a start.
+
+// secSlackFor is the security above minimum a start may see on srv with
+// jobs of real duration d (the longest) and the given Slack, real ms.
+func secSlackFor(srv *game.Server, d, slack float64) float64 {
+	req := float64(max(srv.RequiredHackingSkill, 1))
+	sec := game.SecurityFloor(srv)
+	return slack / 4 / d * (2.5*req*sec + 500) / (2.5 * req)
+}
+
+// setSecSlack sets the security a start may see, under the lock the
+// record checks read it under.
+func (m *HackManager) setSecSlack(s float64) {
+	m.mu.Lock()
+	m.secSlack = s
+	m.mu.Unlock()
+}
+
+// batchRaise is the most a batch like p raises the target's security at
+// one instant: its hack's landing, or its grow's.
+func batchRaise(p BatchPlan) float64 {
+	return max(game.HackSecurityPerThread*float64(p.HackThreads), game.GrowSecurityPerThread*float64(p.GrowThreads))
+}
 
 // held is the real thread-milliseconds a batch holds: in all, and in its
 // grow and hack (which may be pinned to some hosts, see pipeline).
@@ -193,22 +307,28 @@ func planDurations(p BatchPlan, speed float64) durations {
 // after it needs more threads, and durations shorten: a batch sized as at
 // the start would hold more, or fewer, threads than the period allows, and
 // the pool would refuse batches, or threads would go idle.
-func (m *HackManager) sizeBatch(srv *game.Server, hk game.Hacker, lvLand int, d durations, plan BatchPlan, budget held, maxJob int) (BatchPlan, error) {
+func (m *HackManager) sizeBatch(srv *game.Server, hk game.Hacker, lvLand int, d durations, plan BatchPlan, planHackMs float64, budget held, maxJob int, peak peakLimit) (BatchPlan, error) {
 	t, err := newTarget(srv, lvLand, hk.Mults, m.cores)
 	if err != nil {
 		return BatchPlan{}, err
 	}
 	t.weakenOn(m.weakCores)
 	pad := m.pad()
-	top := plan.HackThreads + max(1, plan.HackThreads/4)
+	// As levels rise durations shorten: a hack of more threads holds them
+	// for as long as the plan's did, and the batches in flight at once
+	// still fit, so that the threads stay busy at the period chosen at
+	// the start.
+	grown := float64(plan.HackThreads) * planHackMs / max(d.h, 1e-9)
+	top := max(plan.HackThreads+max(1, plan.HackThreads/4), int(grown*1.05))
+	top = min(top, int(math.Ceil(1/t.pct)))
 	smallest := BatchPlan{}
 	for h := top; h >= 1; h-- {
 		p := t.plan(0, h)
-		if p.HackThreads > maxJob || p.GrowThreads > maxJob {
+		if p.Weaken1Threads > maxJob || p.Weaken2Threads > maxJob {
 			continue
 		}
 		c := batchHeld(p, d, pad)
-		if c.total <= budget.total*(1+1e-9) && (m.pinCores <= 1 || c.pinned <= budget.pinned*(1+1e-9)) {
+		if c.total <= budget.total*(1+1e-9) && (m.pinCores <= 1 || c.pinned <= budget.pinned*(1+1e-9)) && peak.fits(p, d, pad) {
 			return p, nil
 		}
 		smallest = p
@@ -257,6 +377,8 @@ type pipelineRun struct {
 	speed  float64
 	maxJob int
 	plan   BatchPlan
+	// peak bounds what the batches in flight at once hold.
+	peak   peakLimit
 	g      grid
 	lead   float64
 	budget held
@@ -287,11 +409,26 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 	if m.opts.Threads > 0 {
 		free = min(free, m.opts.Threads)
 	}
+	m.setSecSlack(0)
 	plan, period, err := m.pipelinePlan(srv, hk, speed, free, maxJob)
 	if err != nil {
 		return nil, err
 	}
-	g := grid{gap: float64(m.opts.Gap) / 1e6, margin: float64(m.opts.Margin) / 1e6, slack: float64(m.opts.Slack) / 1e6, period: period}
+	slack := float64(m.opts.Slack) / 1e6
+	if s := secSlackFor(srv, plan.WeakenTimeMs/speed, slack); batchRaise(plan) <= s/2 {
+		// Starts may be anywhere: plan again without moving them.
+		m.setSecSlack(s)
+		if plan, period, err = m.pipelinePlan(srv, hk, speed, free, maxJob); err != nil {
+			return nil, err
+		}
+		if batchRaise(plan) > s/2 {
+			m.setSecSlack(0)
+			if plan, period, err = m.pipelinePlan(srv, hk, speed, free, maxJob); err != nil {
+				return nil, err
+			}
+		}
+	}
+	g := grid{gap: float64(m.opts.Gap) / 1e6, margin: float64(m.opts.Margin) / 1e6, slack: slack, period: period, anyStart: m.secSlack > 0}
 	if !g.valid() {
 		return nil, fmt.Errorf("a period of %.2f ms leaves no start window with gap %s and margin %s", period, m.opts.Gap, m.opts.Margin)
 	}
@@ -310,6 +447,7 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 	firstLead := max(p.lead/2, g.slack+p.lead/4)
 	g.l0 = job.Now() + firstLead + plan.WeakenTimeMs/speed + g.period
 	p.g = g
+	p.peak = peakLimit{period: g.period, room: float64(free) * m.utilisation(), shift: !g.anyStart}
 	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
 		plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads, g.period, free))
 	limit := 0.0
@@ -359,12 +497,13 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 	// the period allows a batch.
 	lvLand := max(p.hk.Level, game.HackingLevel(p.fc.at(g.landing(k, 0)), p.hk.Mults.Hacking)+1)
 	allowed := held{total: p.budget.total + p.carry.total, pinned: p.budget.pinned + p.carry.pinned}
-	bp, err := m.sizeBatch(p.srv, p.hk, lvLand, dur, p.plan, allowed, p.maxJob)
+	bp, err := m.sizeBatch(p.srv, p.hk, lvLand, dur, p.plan, p.plan.HackTimeMs/p.speed, allowed, p.maxJob, p.peak)
 	if err != nil {
 		m.count(func(s *Stats) { s.Skipped++ })
 		return nil // no batch fits a host at this level
 	}
 	jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
+	jobs = splitParts(jobs, max(1, p.maxJob/partsPerHost))
 	used := batchHeld(bp, dur, m.pad())
 	// Hacks go with the grows: a hack is short and coarse (24 threads
 	// for a quarter of a weakenTime), and on a small host it leaves
@@ -391,10 +530,10 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 		pinned: max(-p.budget.pinned/2, min(allowed.pinned-used.pinned, p.budget.pinned/2)),
 	}
 	chance := game.HackChance(p.srv, game.Hacker{Level: lvLand, Mults: p.hk.Mults})
-	p.fc.add(g.landing(k, 0), p.full*float64(jobs[0].Threads)*(chance+(1-chance)/4))
-	p.fc.add(g.landing(k, 1), p.full*float64(jobs[1].Threads))
-	p.fc.add(g.landing(k, 2), p.full*float64(jobs[2].Threads))
-	p.fc.add(g.landing(k, 3), p.full*float64(jobs[3].Threads))
+	p.fc.add(g.landing(k, 0), p.full*float64(bp.HackThreads)*(chance+(1-chance)/4))
+	p.fc.add(g.landing(k, 1), p.full*float64(bp.Weaken1Threads))
+	p.fc.add(g.landing(k, 2), p.full*float64(bp.GrowThreads))
+	p.fc.add(g.landing(k, 3), p.full*float64(bp.Weaken2Threads))
 	p.inflight.add(disp, g.landing(k, 0))
 	m.count(func(s *Stats) { s.InFlight++ })
 	p.wg.Add(1)
@@ -602,4 +741,38 @@ func (s *batchSet) landingAfter(t float64) []string {
 		out[i] = b.id
 	}
 	return out
+}
+
+// partsPerHost is how many parts of a hack or grow the largest host can
+// hold: small parts pack among the other jobs where whole ones would find
+// no host with room (on a network of small hosts, down to a thread each).
+const partsPerHost = 3
+
+// splitParts puts a batch's jobs that hold more threads than maxJob in
+// near-equal parts, each on one host, that land at the same instant. The
+// parts of a hack steal a little less than the whole would (each takes its
+// share of what the ones before it left), so the grow sized for the whole
+// restores the target; security rises and falls by as much either way.
+func splitParts(jobs []job.Job, maxJob int) []job.Job {
+	out := make([]job.Job, 0, len(jobs))
+	for _, j := range jobs {
+		if (j.Task != game.OpHack && j.Task != game.OpGrow) || j.Threads <= maxJob || maxJob < 1 {
+			out = append(out, j)
+			continue
+		}
+		n := (j.Threads + maxJob - 1) / maxJob
+		for i := range n {
+			part := j
+			part.Threads = j.Threads/n + btoi(i < j.Threads%n)
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

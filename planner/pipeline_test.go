@@ -310,7 +310,7 @@ func TestSizeBatchKeepsWithinThePlansThreads(t *testing.T) {
 	budget := batchHeld(plan, planDurations(plan, speed), m.pad())
 	for _, level := range []int{hk.Level, hk.Level + 5, hk.Level + 25, hk.Level + 100} {
 		d := m.durationsAt(srv, hk, level, speed)
-		p, err := m.sizeBatch(srv, hk, level+1, d, plan, budget, 18724)
+		p, err := m.sizeBatch(srv, hk, level+1, d, plan, plan.HackTimeMs/speed, budget, 18724, peakLimit{})
 		if err != nil {
 			t.Fatal(err)
 		}
