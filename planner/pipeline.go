@@ -158,9 +158,12 @@ func (m *HackManager) pipelinePlan(srv *game.Server, hk game.Hacker, speed float
 		period := math.Max(minPeriod, held.total/float64(free)/m.utilisation())
 		// The average is not all: at any instant the jobs of every batch
 		// in flight hold their threads at once, and a batch whose jobs
-		// do not all find room is refused. On a network of small hosts,
-		// with a hack that is most of a batch, the peak is what binds.
-		period = math.Max(period, peakPeriod(p, d, pad, float64(free)*m.utilisation(), m.secSlack == 0))
+		// do not all find room is refused. When a batch is a good share
+		// of the threads (a network of small hosts), the peak is what
+		// binds; a fine-grained pipeline's peak is its average.
+		if coarse(p, free) {
+			period = math.Max(period, peakPeriod(p, d, pad, float64(free)*m.utilisation(), m.secSlack == 0))
+		}
 		if m.pinCores > 1 {
 			// Grows and hacks hold only the pinned hosts' threads.
 			pinned := float64(free) * m.pinShare
@@ -194,6 +197,14 @@ type peakLimit struct {
 func (l peakLimit) fits(p BatchPlan, d durations, pad float64) bool {
 	return l.period <= 0 || peakThreads(p, d, pad, l.period, l.shift) <= l.room
 }
+
+// coarse reports whether a batch like p is a good share (coarseShare) of
+// the threads: the pipeline's peak then exceeds its average by whole
+// batches.
+func coarse(p BatchPlan, free int) bool { return float64(p.Threads()) > coarseShare*float64(free) }
+
+// coarseShare is the share of the threads a batch must hold to be coarse.
+const coarseShare = 0.05
 
 // peakThreads is what the jobs of the batches in flight at one instant
 // hold, with a batch like p every period: ceil(window/period) of each of
@@ -447,7 +458,9 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 	firstLead := max(p.lead/2, g.slack+p.lead/4)
 	g.l0 = job.Now() + firstLead + plan.WeakenTimeMs/speed + g.period
 	p.g = g
-	p.peak = peakLimit{period: g.period, room: float64(free) * m.utilisation(), shift: !g.anyStart}
+	if coarse(plan, free) {
+		p.peak = peakLimit{period: g.period, room: float64(free) * m.utilisation(), shift: !g.anyStart}
+	}
 	m.emit("pipeline", fmt.Sprintf("a batch of %d/%d/%d/%d threads every %.2f ms, for %d threads", plan.HackThreads,
 		plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads, g.period, free))
 	limit := 0.0
