@@ -22,7 +22,7 @@ tools:
 	@command -v nats-server >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats-server || $(GO) install github.com/nats-io/nats-server/v2@$(SERVER_VER)
 
 DATA   ?= $(HOME)/.local/share/hvmind
-TARGET ?= foodnstuff
+TARGET ?= --auto
 SPEED  ?= 60
 
 # The main job: the pool (embedded broker, the world at SPEED times game

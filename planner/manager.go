@@ -145,6 +145,8 @@ type Stats struct {
 	ThreadMs float64 `json:"threadMs"`
 	// Speed is the world's speed (game time per real time).
 	Speed float64 `json:"speed"`
+	// Note is what the manager last said it does or waits for.
+	Note string `json:"note,omitempty"`
 	// LimitPerGameSecond is the RAM limit of the pipeline's threads: the
 	// most money per game second any batcher could take with them.
 	LimitPerGameSecond float64 `json:"limitPerGameSecond,omitempty"`
@@ -260,6 +262,11 @@ func (m *HackManager) Stats() Stats {
 }
 
 func (m *HackManager) emit(kind, note string) {
+	if note != "" && kind != "batch" && kind != "landed" {
+		m.mu.Lock()
+		m.stats.Note = note
+		m.mu.Unlock()
+	}
 	ev := Event{Time: time.Now(), Kind: kind, Note: note, Stats: m.Stats()}
 	select {
 	case m.events <- ev:
@@ -309,7 +316,7 @@ func (m *HackManager) Run(ctx context.Context) error {
 			}
 		}
 		if errors.Is(err, errNoThreads) {
-			m.emit("waiting", "no threads free; waiting")
+			m.emit("waiting", "waiting for threads: every thread the pool may use is busy")
 			select {
 			case <-ctx.Done():
 			case <-time.After(idle):
@@ -585,7 +592,9 @@ func (m *HackManager) prepWave(ctx context.Context, srv *game.Server, hk game.Ha
 	if g > 0 {
 		ls = append(ls, landing{game.OpGrow, g, land + gap, growMs}, landing{game.OpWeaken, w2, land + 2*gap, weakMs})
 	}
-	m.emit("prep", fmt.Sprintf("weaken %d, grow %d, weaken %d", w1, g, w2))
+	m.emit("prep", fmt.Sprintf("prep wave: weaken %d, grow %d, weaken %d threads, landing in %s of game time (security +%.2f, money %.1f%% of max)",
+		w1, g, w2, time.Duration((land-job.Now())*speed*float64(time.Millisecond)).Round(time.Second),
+		srv.HackDifficulty-floor, 100*srv.MoneyAvailable/max(srv.MoneyMax, 1)))
 	_, err := m.runWave(ctx, [][]landing{ls}, false)
 	return err
 }

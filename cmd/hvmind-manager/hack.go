@@ -79,6 +79,8 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	defer tick.Stop()
 	enc := json.NewEncoder(e.out)
 	events := f.Events()
+	var income incomeMeter
+	player := ""
 	draw := func() {
 		busy, total := 0, 0
 		// A pool that has gone (stopped with the same Ctrl-C) must not
@@ -88,7 +90,14 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 		if st, err := pc.Status(sctx); err == nil {
 			busy, total = st.ThreadsBusy, st.ThreadsTotal
 		}
-		drawDashboard(e.out, f.Stats(), busy, total)
+		if pl, err := wc.Player(sctx); err == nil {
+			if clk, err := wc.Clock(sctx); err == nil {
+				income.add(clk.GameTimeMs, pl.Money)
+			}
+			player = fmt.Sprintf("player: %s · level %d · %s per game minute over the last game minute",
+				planner.FormatMoney(pl.Money), pl.HackingLevel, planner.FormatMoney(income.perGameMinute()))
+		}
+		drawDashboard(e.out, f.Stats(), busy, total, player)
 	}
 	for {
 		select {
@@ -122,7 +131,7 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 
 // drawDashboard redraws the table in place: a row per target, then the
 // pool's threads in use.
-func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int) {
+func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int, player string) {
 	now := time.Now()
 	var rows [][]string
 	var lastDesync []string
@@ -147,8 +156,16 @@ func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int) {
 	_ = boxtable.Draw(&b,
 		[]string{"target", "phase", "money", "security", "level", "batches", "in flight", "jobs", "stolen", "$/s game", "$/s real", "of limit", "desyncs", "missed"},
 		rows, map[int]bool{2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 8: true, 9: true, 10: true, 11: true, 12: true, 13: true})
+	if player != "" {
+		b.WriteString(player + "\n")
+	}
 	if total > 0 {
 		fmt.Fprintf(&b, "threads in use: %d / %d (%.1f%%)\n", busy, total, 100*float64(busy)/float64(total))
+	}
+	for _, st := range stats {
+		if st.Note != "" {
+			b.WriteString(st.Target + ": " + st.Note + "\n")
+		}
 	}
 	for _, d := range lastDesync {
 		b.WriteString("last desync, " + d + "\n")
@@ -182,4 +199,33 @@ func checkTargets(ctx context.Context, wc *world.Client, targets []string) error
 		}
 	}
 	return nil
+}
+
+// incomeMeter is the player's money over game time, for the dashboard's
+// income per game minute.
+type incomeMeter struct {
+	samples []moneyAt
+}
+
+type moneyAt struct{ gameMs, money float64 }
+
+func (m *incomeMeter) add(gameMs, money float64) {
+	m.samples = append(m.samples, moneyAt{gameMs, money})
+	// Keep a little over a game minute.
+	for len(m.samples) > 2 && gameMs-m.samples[1].gameMs >= 60_000 {
+		m.samples = m.samples[1:]
+	}
+}
+
+// perGameMinute is the money made over the last game minute (or since the
+// first sample), per game minute.
+func (m *incomeMeter) perGameMinute() float64 {
+	if len(m.samples) < 2 {
+		return 0
+	}
+	a, b := m.samples[0], m.samples[len(m.samples)-1]
+	if b.gameMs <= a.gameMs {
+		return 0
+	}
+	return (b.money - a.money) / (b.gameMs - a.gameMs) * 60_000
 }
