@@ -65,18 +65,9 @@ type ProcessOptions struct {
 // WithDefaults returns the options with every zero field set to its
 // default (those of Options for the timing).
 func (o ProcessOptions) WithDefaults() ProcessOptions {
-	if o.Heartbeat == 0 {
-		o.Heartbeat = DefaultHeartbeat
-	}
-	if o.Tolerance == 0 {
-		o.Tolerance = DefaultTolerance
-	}
-	if o.Spin == 0 {
-		o.Spin = DefaultSpin
-	}
-	if o.Handlers == nil {
-		o.Handlers = NewHandlers()
-	}
+	// The workers' options, whose defaults these are.
+	w := Options{Heartbeat: o.Heartbeat, Tolerance: o.Tolerance, Spin: o.Spin, StopGrace: o.StopGrace, Handlers: o.Handlers}.WithDefaults()
+	o.Heartbeat, o.Tolerance, o.Spin, o.StopGrace, o.Handlers = w.Heartbeat, w.Tolerance, w.Spin, w.StopGrace, w.Handlers
 	if o.Linger == 0 {
 		o.Linger = DefaultLinger
 	}
