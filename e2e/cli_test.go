@@ -26,6 +26,9 @@ func TestCommandLine(t *testing.T) {
 		{"a flag the command lacks", []string{"status", "--jsn", "--nats", c.url}, nil, 2, "flag provided but not defined: -jsn"},
 		{"an argument the command does not take", []string{"status", "extra", "--nats", c.url}, nil, 2, "status takes no arguments"},
 		{"no command", []string{"--nats", c.url}, nil, 2, "a command is required"},
+		{"capacity over a window", []string{"capacity", "--for", "1s", "--nats", c.url}, nil, 0, "free in all"},
+		{"capacity with a negative length", []string{"capacity", "--for", "-1s", "--nats", c.url}, nil, 2, "must not be negative"},
+		{"capacity at a time that is no time", []string{"capacity", "--at", "soon", "--nats", c.url}, nil, 2, `--at "soon"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, code := runEnv(t, tc.env, "hvmind-manager", tc.args...)

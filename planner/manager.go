@@ -294,7 +294,10 @@ func (m *HackManager) Run(ctx context.Context) error {
 		if err := game.CheckHack(&srv, hk); err != nil {
 			return fmt.Errorf("target %s: %w", m.opts.Target, err)
 		}
-		free, err := m.freeThreads(ctx)
+		// A prep wave holds its threads from now to its landing, a
+		// weakenTime (at the security now) and the lead from now.
+		window := time.Duration(game.WeakenTimeMs(&srv, hk)/speed*float64(time.Millisecond)) + m.opts.Lead
+		free, err := m.freeThreads(ctx, window)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -492,9 +495,13 @@ func (m *HackManager) pin(jobs []job.Job, tasks ...string) {
 	}
 }
 
-// freeThreads is what the manager may use: the world's free RAM plus the
-// idle threads of the live workers (between waves every worker is idle).
-func (m *HackManager) freeThreads(ctx context.Context) (int, error) {
+// freeThreads is what the manager may use over the next window: the
+// world's free RAM (for workers the pool may launch) and what the pool
+// says its workers have free over the whole window, from the timelines it
+// places on (not the workers' heartbeats, which tell a worker's busy
+// threads up to its interval late: a wave sized just after the last one
+// landed was sized for two threads).
+func (m *HackManager) freeThreads(ctx context.Context, window time.Duration) (int, error) {
 	hosts, err := m.world.RAM(ctx)
 	if err != nil {
 		return 0, err
@@ -503,19 +510,11 @@ func (m *HackManager) freeThreads(ctx context.Context) (int, error) {
 	for _, h := range hosts {
 		n += h.FreeThreads
 	}
-	st, err := m.pool.Status(ctx)
+	c, err := m.pool.Capacity(ctx, pool.CapacityRequest{Duration: float64(window) / 1e6})
 	if err != nil {
 		return 0, err
 	}
-	// The pool's reservations, not the workers' heartbeats: a heartbeat
-	// tells a worker's busy threads up to its interval late, and a wave
-	// sized just after the last one landed was sized for two threads.
-	for _, w := range st.Workers {
-		if w.Alive {
-			n += max(0, w.Threads-w.Reserved)
-		}
-	}
-	return n, nil
+	return n + c.Free, nil
 }
 
 // levelsAtLanding predicts the hacking level at each batch's landing: the

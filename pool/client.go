@@ -389,6 +389,25 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
+// Capacity asks the pool what a job over a window could get: the largest
+// job one worker could take, and where, and the threads free on all of
+// them (see CapacityRequest).
+func (c *Client) Capacity(ctx context.Context, r CapacityRequest) (CapacityReply, error) {
+	var out CapacityReply
+	data, err := json.Marshal(r)
+	if err != nil {
+		return out, fmt.Errorf("capacity request: %w", err)
+	}
+	reply, err := c.request(ctx, SubjectCapacity, data)
+	if err != nil {
+		return out, err
+	}
+	if err := json.Unmarshal(reply, &out); err != nil {
+		return out, fmt.Errorf("capacity reply: %w", err)
+	}
+	return out, nil
+}
+
 // WaitWorkers waits until the pool sees at least n live workers: a
 // program that starts its workers and dispatches at once would find none
 // yet (a worker is seen once its first heartbeat is).

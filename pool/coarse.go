@@ -60,6 +60,7 @@ func (ws *workerState) reserve(id string, start, end float64, threads int) error
 		return err
 	}
 	ws.sum.add(start, end, threads)
+	_ = ws.all.ForceReserve(ws.allID(id), start, end, threads)
 	return nil
 }
 
@@ -68,8 +69,14 @@ func (ws *workerState) release(id string) {
 	if r, ok := ws.tl.Get(id); ok {
 		ws.tl.Release(id)
 		ws.sum.add(r.Start, r.End, -r.Threads)
+		ws.all.Release(ws.allID(id))
 	}
 }
+
+// allID is a reservation's id in the pool's timeline of every worker's
+// reservations (job ids are unique across workers, parts included; the
+// worker's id makes sure).
+func (ws *workerState) allID(id string) string { return ws.entry.ID + "\x00" + id }
 
 // prune drops reservations that ended before a time.
 func (ws *workerState) prune(before float64) {

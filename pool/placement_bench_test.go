@@ -21,7 +21,7 @@ func benchPool(n int) *Pool {
 	now := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("w%04d", i)
-		ws := newWorkerState(id, caps[r.IntN(len(caps))])
+		ws := p.newWorkerState(id, caps[r.IntN(len(caps))])
 		ws.entry.Threads = ws.tl.Capacity()
 		ws.entry.Tasks = []string{"sleep", "encode", "resize", "upload"}
 		ws.tasks = map[string]bool{"sleep": true, "encode": true, "resize": true, "upload": true}
@@ -72,4 +72,45 @@ func BenchmarkPlacement(b *testing.B) {
 		b.ReportMetric(float64(refused), "refused")
 		b.StartTimer()
 	}
+}
+
+// BenchmarkCapacity asks capacity questions of 1,000 workers holding
+// 100,000 reservations (placed as BenchmarkPlacement places them), with
+// windows anywhere in the ten minutes, and reports the p50/p99 latency of
+// one answer. Target: p99 below 100 µs.
+func BenchmarkCapacity(b *testing.B) {
+	const workers, jobs, questions = 1000, 100000, 20000
+	p := benchPool(workers)
+	r := rand.New(rand.NewPCG(3, 4))
+	base := job.Now() + 1000
+	now, nowT := job.Now(), time.Now()
+	for i := range jobs {
+		s := base + r.Float64()*600_000
+		j := job.Job{ID: fmt.Sprintf("j%d", i), Task: "upload", Threads: 1 + r.IntN(32), StartTime: s, Duration: 1000 + r.Float64()*39_000}
+		p.mu.Lock()
+		_, _ = p.placeLocked(&j, now, nowT)
+		p.mu.Unlock()
+	}
+	reserved := 0
+	for _, ws := range p.workers {
+		reserved += ws.tl.Len()
+	}
+	lat := make([]time.Duration, 0, questions)
+	b.ResetTimer()
+	for range b.N {
+		lat = lat[:0]
+		for range questions {
+			q := CapacityRequest{Start: base + r.Float64()*600_000, Duration: 1000 + r.Float64()*39_000}
+			t0 := time.Now()
+			if _, err := p.Capacity(q); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50_us")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99_us")
+	b.ReportMetric(float64(reserved), "reservations")
 }

@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -205,6 +206,10 @@ type Pool struct {
 	// util is the busy share of live workers' threads (%), one sample per
 	// heartbeat, the last utilSamples of them.
 	util []float64
+	// all holds every worker's reservations in one timeline: the threads
+	// reserved at each instant over the whole pool, for capacity answers
+	// in O(log n) (see capacity.go).
+	all *timeline.Timeline
 	// unheld is when each reservation of the provider's ledger ("host/owner")
 	// was first seen held by no live worker (see reconcileLedger).
 	unheld map[string]time.Time
@@ -218,6 +223,9 @@ type workerState struct {
 	tl    *timeline.Timeline
 	// sum summarises tl by the second, for a fast first look.
 	sum coarse
+	// all is the pool's timeline of every worker's reservations (see
+	// Pool.all), which reserve and release keep in step with tl.
+	all *timeline.Timeline
 	// seen is when the registry last showed the worker; zero if never.
 	seen time.Time
 	// launched is set while a worker the pool launched has not registered.
@@ -255,6 +263,7 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		recent:  newRecentIDs(),
 		warned:  map[string]bool{},
 		unheld:  map[string]time.Time{},
+		all:     timeline.New(math.MaxInt32),
 		stats:   newStats(),
 		ready:   make(chan struct{}),
 	}, nil

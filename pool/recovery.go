@@ -49,7 +49,7 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 		ws := p.workers[worker]
 		if ws == nil {
 			// Capacity comes with the worker's next heartbeat.
-			ws = newWorkerState(worker, math.MaxInt32)
+			ws = p.newWorkerState(worker, math.MaxInt32)
 			p.workers[worker] = ws
 			p.order = nil
 		}

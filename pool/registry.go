@@ -56,7 +56,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 		return
 	}
 	if ws == nil {
-		ws = newWorkerState(id, e.Threads)
+		ws = p.newWorkerState(id, e.Threads)
 		p.workers[id] = ws
 		p.order = nil
 	}
@@ -99,8 +99,8 @@ func sameTasks(set map[string]bool, list []string) bool {
 	return true
 }
 
-func newWorkerState(id string, capacity int) *workerState {
-	ws := &workerState{tl: timeline.New(capacity)}
+func (p *Pool) newWorkerState(id string, capacity int) *workerState {
+	ws := &workerState{tl: timeline.New(capacity), all: p.all}
 	ws.entry.ID = id
 	return ws
 }

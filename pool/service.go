@@ -20,6 +20,9 @@ const (
 	SubjectBatch    = "hvmind.pool.batch"    // a JSON array, placed whole or refused whole
 	SubjectStatus   = "hvmind.pool.status"
 	SubjectCancel   = "hvmind.pool.cancel" // {"id": …} or {"batch": …}
+	// SubjectCapacity answers what a job could get: CapacityRequest →
+	// CapacityReply.
+	SubjectCapacity = "hvmind.pool.capacity"
 )
 
 // Version is reported by the pool's micro service.
@@ -88,6 +91,7 @@ func (p *Pool) startService() error {
 		broker.Endpoint{Name: "batch", Subject: SubjectBatch, Handler: p.handleDispatch(true)},
 		broker.Endpoint{Name: "status", Subject: SubjectStatus, Handler: p.handleStatus},
 		broker.Endpoint{Name: "cancel", Subject: SubjectCancel, Handler: p.handleCancel},
+		broker.Endpoint{Name: "capacity", Subject: SubjectCapacity, Handler: p.handleCapacity},
 	)
 	if err != nil {
 		return err
@@ -183,6 +187,24 @@ func firstNonSpace(b []byte) byte {
 func (p *Pool) handleStatus(req micro.Request) {
 	rt := asyncResponder{broker.ReplyLater(p.nc, req)}
 	p.goRequest(rt, requestTimeout, func(ctx context.Context) { _ = rt.RespondJSON(p.Status(ctx)) })
+}
+
+// handleCapacity answers at once: a capacity question reads the
+// timelines under the placement's lock, in microseconds.
+func (p *Pool) handleCapacity(req micro.Request) {
+	var cr CapacityRequest
+	if data := req.Data(); len(data) > 0 {
+		if err := json.Unmarshal(data, &cr); err != nil {
+			respondError(req, fmt.Errorf("%w: a capacity request is {\"start\": ms, \"duration\": ms, …}: %v", ErrInvalidJob, err))
+			return
+		}
+	}
+	reply, err := p.Capacity(cr)
+	if err != nil {
+		respondError(req, err)
+		return
+	}
+	_ = req.RespondJSON(reply)
 }
 
 func (p *Pool) handleCancel(req micro.Request) {

@@ -89,7 +89,7 @@ func (p *Pool) launchOn(ctx context.Context, host string, threads int, deploy bo
 func (p *Pool) launchWorker(ctx context.Context, host string, threads int, deploy, onDemand bool) (string, error) {
 	p.mu.Lock()
 	id := p.nextWorkerIDLocked(host)
-	ws := newWorkerState(id, 0)
+	ws := p.newWorkerState(id, 0)
 	ws.launched = time.Now()
 	p.workers[id] = ws
 	p.order = nil
@@ -166,7 +166,7 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 		missing = append(missing, id)
 		ws := p.workers[id]
 		if ws == nil {
-			ws = newWorkerState(id, 0)
+			ws = p.newWorkerState(id, 0)
 			p.workers[id] = ws
 			p.order = nil
 		}

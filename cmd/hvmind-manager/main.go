@@ -9,7 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +38,10 @@ commands:
                          standard input) and print each completion record as it arrives
   status [--json]        the pool's workers and jobs
   cancel ID [--batch]    cancel a job (with --batch, every job of batch ID)
+  capacity [--at T] [--for D] [--json]
+                         the largest job one worker could take over a window, and
+                         where, the threads free in all (--profile SPAN: how that
+                         changes), from the timelines the pool places on
   formulas               JSON lines of formula inputs on stdin -> hack/grow/weaken
                          times, chance, percent, grow threads (like the game's Formulas API)
   analyze [TARGET...]    rank targets by income per thread-second (--json, --live, --scenario)
@@ -70,6 +76,7 @@ var commands = map[string]func(e *env, ctx context.Context, args []string) (int,
 	"dispatch": (*env).dispatch,
 	"status":   (*env).status,
 	"cancel":   (*env).cancel,
+	"capacity": (*env).capacity,
 	"formulas": (*env).formulas,
 	"analyze":  (*env).analyze,
 	"bench":    (*env).bench,
@@ -236,4 +243,81 @@ func (e *env) cancel(ctx context.Context, args []string) (int, error) {
 	}
 	fmt.Fprintf(e.out, "cancelled %d job(s): %s\n", len(ids), strings.Join(ids, " "))
 	return 0, nil
+}
+
+func (e *env) capacity(ctx context.Context, args []string) (int, error) {
+	fs := flag.NewFlagSet("capacity", flag.ContinueOnError)
+	at := fs.String("at", "", "start of the window: now (empty), a Go duration from now (2s), an RFC 3339 time, or Unix epoch ms")
+	dur := fs.Duration("for", 0, "length of the window (0: an instant)")
+	task := fs.String("task", "", "only the workers that run this task")
+	minCores := fs.Int("min-cores", 0, "only the workers whose host has this many cores")
+	profile := fs.Duration("profile", 0, "also the free threads at each instant they change over this span from the start")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := e.parse(fs, args)
+	if err != nil {
+		return 2, err
+	}
+	if len(pos) > 0 {
+		return 2, cli.Usagef("capacity takes no arguments (got %v)", pos)
+	}
+	if *dur < 0 || *profile < 0 {
+		return 2, cli.Usagef("--for %s and --profile %s must not be negative", *dur, *profile)
+	}
+	start, err := parseAt(*at, time.Now())
+	if err != nil {
+		return 2, cli.Usagef("--at %q: %v", *at, err)
+	}
+	conn, c, err := e.connect(ctx)
+	if err != nil {
+		return 1, err
+	}
+	defer conn.Close()
+	r, err := c.Capacity(ctx, pool.CapacityRequest{Start: start, Duration: float64(*dur) / 1e6, Task: *task,
+		MinCores: *minCores, ProfileSpan: float64(*profile) / 1e6})
+	if err != nil {
+		return 1, err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.out)
+		enc.SetIndent("", "  ")
+		return 0, enc.Encode(r)
+	}
+	clock := func(ms float64) string { return job.Time(ms).Format("15:04:05.000") }
+	fmt.Fprintf(e.out, "window %s to %s (%s)\n", clock(r.Start), clock(r.End), job.Time(r.End).Sub(job.Time(r.Start)).Round(time.Microsecond))
+	if r.Worker != "" {
+		fmt.Fprintf(e.out, "largest job: %d threads, on %s\n", r.Largest, r.Worker)
+	} else {
+		fmt.Fprintln(e.out, "largest job: none (no worker qualifies)")
+	}
+	fmt.Fprintf(e.out, "free in all: %d threads on %d workers\n", r.Free, r.Workers)
+	for _, f := range r.Profile {
+		fmt.Fprintf(e.out, "  from %s: %d free\n", clock(f.At), f.Free)
+	}
+	return 0, nil
+}
+
+// parseAt reads a window's start: empty is now (0), a Go duration is from
+// now, else an RFC 3339 time or Unix epoch ms.
+func parseAt(s string, now time.Time) (float64, error) {
+	switch {
+	case s == "":
+		return 0, nil
+	case strings.TrimLeft(s, "+-0123456789.") != "" && !strings.ContainsAny(s, "T:"):
+		d, err := time.ParseDuration(strings.TrimPrefix(s, "+"))
+		if err != nil {
+			return 0, fmt.Errorf("want a duration from now (2s), an RFC 3339 time or Unix epoch ms")
+		}
+		return job.Millis(now.Add(d)), nil
+	case strings.ContainsAny(s, "T:"):
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return 0, fmt.Errorf("want an RFC 3339 time: %v", err)
+		}
+		return job.Millis(t), nil
+	}
+	ms, err := strconv.ParseFloat(s, 64)
+	if err != nil || ms <= 0 || math.IsInf(ms, 0) {
+		return 0, fmt.Errorf("want a positive Unix epoch time in ms, a duration from now (2s) or an RFC 3339 time")
+	}
+	return ms, nil
 }

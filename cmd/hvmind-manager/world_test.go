@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hvmind/hvmind/broker/brokertest"
 	"github.com/hvmind/hvmind/config"
@@ -122,5 +124,30 @@ func TestAnalyzeJSONAndLive(t *testing.T) {
 	l, _ := json.Marshal(live)
 	if string(a) != string(l) {
 		t.Error("--live analysis differs from the scenario's")
+	}
+}
+
+func TestParseAt(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	nowMs := float64(now.UnixNano()) / 1e6
+	for _, tc := range []struct {
+		in   string
+		want float64
+		ok   bool
+	}{
+		{"", 0, true},
+		{"2s", nowMs + 2000, true},
+		{"+1m", nowMs + 60000, true},
+		{"1800000000000", 1800000000000, true},
+		{"2027-01-15T08:00:00Z", float64(time.Date(2027, 1, 15, 8, 0, 0, 0, time.UTC).UnixMilli()), true},
+		{"soon", 0, false},
+		{"-5", 0, false},
+		{"10:00", 0, false},
+	} {
+		got, err := parseAt(tc.in, now)
+		if (err == nil) != tc.ok || (tc.ok && math.Abs(got-tc.want) > 1e-6) {
+			t.Errorf("parseAt(%q) = %v, %v; want %v (ok %v)", tc.in, got, err, tc.want, tc.ok)
+		}
 	}
 }

@@ -666,3 +666,41 @@ func (t *Timeline) freeResv(r *res) {
 	t.freeRes = r
 	t.nFreeRes++
 }
+
+// Step is the threads reserved from At until the next step.
+type Step struct {
+	At   float64 `json:"at"`
+	Used int     `json:"used"`
+}
+
+// Steps returns the reserved threads over [start, end) as a step function:
+// the load at start, then each change point inside the window where the
+// load changes. It walks only the change points in the window: O(log n +
+// k) for k of them.
+func (t *Timeline) Steps(start, end float64) []Step {
+	if !(start < end) {
+		return nil
+	}
+	used := t.UsedAt(start)
+	out := []Step{{At: start, Used: used}}
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n == nil {
+			return
+		}
+		if n.key > start {
+			walk(n.left)
+		}
+		if n.key > start && n.key < end {
+			used += n.delta
+			if used != out[len(out)-1].Used {
+				out = append(out, Step{At: n.key, Used: used})
+			}
+		}
+		if n.key < end {
+			walk(n.right)
+		}
+	}
+	walk(t.root)
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strconv"
 	"testing"
@@ -658,4 +659,41 @@ func FuzzTimeline(f *testing.F) {
 		// input by re-running it many times.
 		runOps(t, &byteSource{data}, fuzzRun)
 	})
+}
+
+func TestSteps(t *testing.T) {
+	t.Parallel()
+	tl := New(10)
+	for _, r := range []struct {
+		id         string
+		start, end float64
+		threads    int
+	}{
+		{"a", 10, 20, 3}, {"b", 15, 30, 2}, {"c", 20, 25, 4}, {"d", 40, 50, 1},
+	} {
+		if err := tl.Reserve(r.id, r.start, r.end, r.threads); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		start, end float64
+		want       []Step
+	}{
+		{0, 100, []Step{{0, 0}, {10, 3}, {15, 5}, {20, 6}, {25, 2}, {30, 0}, {40, 1}, {50, 0}}},
+		{12, 22, []Step{{12, 3}, {15, 5}, {20, 6}}},
+		{20, 25, []Step{{20, 6}}},
+		{31, 39, []Step{{31, 0}}},
+		{5, 5, nil},
+	} {
+		got := tl.Steps(tc.start, tc.end)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Steps(%v, %v) = %v, want %v", tc.start, tc.end, got, tc.want)
+		}
+		// Each step agrees with the point queries.
+		for _, s := range got {
+			if u := tl.UsedAt(s.At); u != s.Used {
+				t.Errorf("step at %v says %d used, UsedAt says %d", s.At, s.Used, u)
+			}
+		}
+	}
 }
