@@ -22,6 +22,9 @@ import (
 var (
 	worldBeginRetry  = 2 * time.Second
 	worldFinishRetry = 30 * time.Second
+	// attemptTimeout bounds one request: longer than the world's holdback
+	// (at most 200 ms) and a store's round trip.
+	attemptTimeout = 2 * time.Second
 )
 
 // Register registers the world's operations hack, grow and weaken, which
@@ -100,7 +103,11 @@ func retry(ctx context.Context, within time.Duration, f func(context.Context) er
 	deadline := time.Now().Add(within)
 	wait := 20 * time.Millisecond
 	for {
-		rctx, cancel := context.WithTimeout(ctx, max(time.Until(deadline), time.Second))
+		// Each attempt has a short time of its own: a reply lost (the
+		// world, or the broker, restarted meanwhile) is asked again in
+		// seconds, not at the end of the whole time. Begin and finish are
+		// idempotent: asking twice applies once.
+		rctx, cancel := context.WithTimeout(ctx, min(attemptTimeout, max(time.Until(deadline), time.Second)))
 		err := f(rctx)
 		cancel()
 		if err == nil || !world.Retryable(err) || time.Now().After(deadline) {
