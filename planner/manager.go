@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -315,7 +316,7 @@ func (m *HackManager) Run(ctx context.Context) error {
 			if m.opts.Waves {
 				err = m.batchWave(ctx, &srv, hk, speed, free)
 			} else {
-				err = m.pipeline(ctx, &srv, hk, speed, free)
+				err = m.pipeline(ctx, &srv, hk, speed, free, nil)
 			}
 		}
 		if errors.Is(err, errNoThreads) {
@@ -561,6 +562,45 @@ func (l landing) job(target string) job.Job {
 // prepWave weakens the target to its minimum security and grows it to its
 // maximum money, as far as the threads allow, landing W, G, W2.
 func (m *HackManager) prepWave(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) error {
+	ls, full, err := m.prepLandings(srv, hk, speed, free)
+	if err != nil {
+		return err
+	}
+	if full && !m.opts.Waves {
+		return m.prepThenPipeline(ctx, srv, hk, speed, free, ls)
+	}
+	_, err = m.runWave(ctx, [][]landing{ls}, false)
+	return err
+}
+
+// prepThenPipeline dispatches a prep wave that leaves the target prepped
+// and starts the pipeline at once, its first batch landing just after the
+// prep: waiting for the prep to land first left the threads it did not use
+// idle for a weakenTime, and nothing landed for another (on a new game,
+// n00dles' prep is 34 of the 60 threads for 3.5 game minutes).
+func (m *HackManager) prepThenPipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int, ls []landing) error {
+	jobs := make([]job.Job, len(ls))
+	for i, l := range ls {
+		jobs[i] = l.job(m.opts.Target)
+	}
+	m.pin(jobs, game.OpGrow)
+	d, err := m.pool.DispatchJobs(ctx, jobs)
+	if errors.Is(err, pool.ErrNoCapacity) {
+		return errNoThreads
+	}
+	if err != nil {
+		return err
+	}
+	m.count(func(s *Stats) { s.InFlight++ })
+	at := game.Prepped(srv)
+	return m.pipeline(ctx, &at, hk, speed, free, d)
+}
+
+// prepLandings is a prep wave for the threads free: it weakens the target
+// towards its minimum security and grows it towards its maximum money.
+// full reports whether the wave leaves the target prepped, and needs no
+// weaken before its grow (so jobs may start while it runs).
+func (m *HackManager) prepLandings(srv *game.Server, hk game.Hacker, speed float64, free int) (ls []landing, full bool, err error) {
 	floor := game.SecurityFloor(srv)
 	wpt := game.WeakenPerThread(m.weakCores)
 	w1 := int(math.Ceil((srv.HackDifficulty - floor) / wpt))
@@ -568,6 +608,7 @@ func (m *HackManager) prepWave(ctx context.Context, srv *game.Server, hk game.Ha
 	free -= w1
 	atMin := game.Prepped(srv) // the grows land after the first weaken
 	g := game.GrowThreads(&atMin, hk, srv.MoneyAvailable, srv.MoneyMax, m.cores)
+	need := g
 	w2 := 0
 	if g > 0 {
 		// g grow threads and the weakens that cover them, within what is left.
@@ -576,7 +617,7 @@ func (m *HackManager) prepWave(ctx context.Context, srv *game.Server, hk game.Ha
 		w2 = int(math.Ceil(float64(g) * per))
 	}
 	if w1+g+w2 == 0 {
-		return errNoThreads
+		return nil, false, errNoThreads
 	}
 	// Durations are fixed at start, and every prep job starts before the
 	// first lands: all of them run at the security the target has now.
@@ -584,7 +625,6 @@ func (m *HackManager) prepWave(ctx context.Context, srv *game.Server, hk game.Ha
 	weakMs, growMs := 4*hackMs, 3.2*hackMs
 	gap := float64(m.opts.Gap) / 1e6
 	land := job.Now() + float64(m.opts.Lead)/1e6 + weakMs
-	var ls []landing
 	if w1 > 0 {
 		ls = append(ls, landing{game.OpWeaken, w1, land, weakMs})
 	}
@@ -594,8 +634,7 @@ func (m *HackManager) prepWave(ctx context.Context, srv *game.Server, hk game.Ha
 	m.emit("prep", fmt.Sprintf("prep wave: weaken %d, grow %d, weaken %d threads, landing in %s of game time (security +%.2f, money %.1f%% of max)",
 		w1, g, w2, time.Duration((land-job.Now())*speed*float64(time.Millisecond)).Round(time.Second),
 		srv.HackDifficulty-floor, 100*srv.MoneyAvailable/max(srv.MoneyMax, 1)))
-	_, err := m.runWave(ctx, [][]landing{ls}, false)
-	return err
+	return ls, w1 == 0 && srv.HackDifficulty <= floor+1e-9 && g == need, nil
 }
 
 // batchWave runs as many HWGW batches as timing and threads allow.
@@ -727,6 +766,10 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 	// the others land on what it left.
 	var firstHack uint64
 	hackMoney := -1.0
+	// The groups in the order they land (a batch is dispatched in the
+	// order the pool should place it, see placeOrder).
+	sent = slices.Clone(sent)
+	slices.SortStableFunc(sent, func(a, b job.Job) int { return cmp.Compare(a.EndTime, b.EndTime) })
 	for i, s := range sent {
 		r := byID[s.ID]
 		if i == 0 || s.Task != sent[i-1].Task {

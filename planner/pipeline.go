@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -355,10 +356,15 @@ func (m *HackManager) sizeBatch(srv *game.Server, hk game.Hacker, lvLand int, d 
 // pipeline runs batches continuously until a desync (it cancels the
 // batches that would land wrong and returns, and the main loop re-preps)
 // or until ctx ends (it lets the batches in flight land): a setup
-// (newPipeline), then one step per slot of the grid (slot).
-func (m *HackManager) pipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) error {
-	p, err := m.newPipeline(ctx, srv, hk, speed, free)
+// (newPipeline), then one step per slot of the grid (slot). A prep wave
+// in flight (nil: none) lands before the first batch; srv is the target
+// as the prep leaves it.
+func (m *HackManager) pipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int, prep *pool.Dispatch) error {
+	p, err := m.newPipeline(ctx, srv, hk, speed, free, prep)
 	if err != nil {
+		if prep != nil {
+			m.awaitPrep(ctx, prep)
+		}
 		return err
 	}
 	defer p.wg.Wait()
@@ -387,10 +393,20 @@ type pipelineRun struct {
 	hk     game.Hacker
 	speed  float64
 	maxJob int
-	plan   BatchPlan
+	// free is the threads the pipeline plans for.
+	free int
+	plan BatchPlan
 	// peak bounds what the batches in flight at once hold.
-	peak   peakLimit
-	g      grid
+	peak peakLimit
+	// g is the grid of the slots from k0 on: slot k is its batch k-k0.
+	g  grid
+	k0 int
+	// prev is the grid before the last re-plan, whose batches land until
+	// prevEnd: a start before then keeps clear of its windows too.
+	prev    *grid
+	prevEnd float64
+	// avoid is when a prep wave in flight lands: no job starts then.
+	avoid  [2]float64
 	lead   float64
 	budget held
 	// carry is what a batch left of its budget (a hack thread is a few
@@ -407,7 +423,7 @@ type pipelineRun struct {
 
 // newPipeline plans the pipeline for the threads the pool may use: the
 // batch, the grid, and where the first landing falls.
-func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int) (*pipelineRun, error) {
+func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int, prep *pool.Dispatch) (*pipelineRun, error) {
 	maxJob, err := m.largestHost(ctx)
 	if err != nil {
 		return nil, err
@@ -444,7 +460,7 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 		return nil, fmt.Errorf("a period of %.2f ms leaves no start window with gap %s and margin %s", period, m.opts.Gap, m.opts.Margin)
 	}
 	p := &pipelineRun{
-		m: m, srv: srv, hk: hk, speed: speed, maxJob: maxJob, plan: plan,
+		m: m, srv: srv, hk: hk, speed: speed, maxJob: maxJob, plan: plan, free: free,
 		lead:     float64(m.opts.Lead) / 1e6,
 		budget:   batchHeld(plan, planDurations(plan, speed), m.pad()),
 		fc:       &expForecast{base: m.exp},
@@ -457,6 +473,23 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 	// first start, Slack before its landing minus its duration at most.
 	firstLead := max(p.lead/2, g.slack+p.lead/4)
 	g.l0 = job.Now() + firstLead + plan.WeakenTimeMs/speed + g.period
+	if prep != nil {
+		// The first hack lands once the prep has; no job starts while
+		// the prep's grow holds security up.
+		from, to := math.Inf(1), 0.0
+		for _, j := range prep.Jobs {
+			from, to = math.Min(from, j.EndTime), math.Max(to, j.EndTime)
+		}
+		g.l0 = math.Max(g.l0, to+g.margin+g.gap)
+		p.avoid = [2]float64{from - g.margin, to + g.margin}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if !m.awaitPrep(context.WithoutCancel(ctx), prep) && !p.broken.Swap(true) {
+				m.emit("desync", "the prep wave did not land whole")
+			}
+		}()
+	}
 	p.g = g
 	if coarse(plan, free) {
 		p.peak = peakLimit{period: g.period, room: float64(free) * m.utilisation(), shift: !g.anyStart}
@@ -480,10 +513,12 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 // landing within the budget, dispatch it, and follow its records. A batch
 // the pool refuses, or that is late or fits no host, leaves its slot empty.
 func (p *pipelineRun) slot(ctx context.Context, k int) error {
-	m, g := p.m, p.g
+	m := p.m
 	now := job.Now()
-	dur := m.batchDurations(p.srv, p.hk, p.fc, g, k, p.speed, now)
-	jobs := m.batchJobs(g, k, p.plan, dur)
+	p.replan(k, now)
+	g, b := p.g, k-p.k0
+	dur := m.batchDurations(p.srv, p.hk, p.fc, g, b, p.speed, now)
+	jobs := p.batchJobs(b, dur)
 	first := math.Inf(1)
 	for _, j := range jobs {
 		first = math.Min(first, j.StartTime)
@@ -498,8 +533,8 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 			return nil
 		}
 		// Time passed: the level may have risen.
-		dur = m.batchDurations(p.srv, p.hk, p.fc, g, k, p.speed, job.Now())
-		jobs = m.batchJobs(g, k, p.plan, dur)
+		dur = m.batchDurations(p.srv, p.hk, p.fc, g, b, p.speed, job.Now())
+		jobs = p.batchJobs(b, dur)
 	}
 	if first < job.Now()+p.lead/4 {
 		m.count(func(s *Stats) { s.Skipped++ })
@@ -508,34 +543,50 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 	// Threads for the level at the hack's landing (plus one: growing
 	// too much only costs a thread; too little desyncs), within what
 	// the period allows a batch.
-	lvLand := max(p.hk.Level, game.HackingLevel(p.fc.at(g.landing(k, 0)), p.hk.Mults.Hacking)+1)
+	lvLand := max(p.hk.Level, game.HackingLevel(p.fc.at(g.landing(b, 0)), p.hk.Mults.Hacking)+1)
 	allowed := held{total: p.budget.total + p.carry.total, pinned: p.budget.pinned + p.carry.pinned}
-	bp, err := m.sizeBatch(p.srv, p.hk, lvLand, dur, p.plan, p.plan.HackTimeMs/p.speed, allowed, p.maxJob, p.peak)
-	if err != nil {
-		m.count(func(s *Stats) { s.Skipped++ })
-		return nil // no batch fits a host at this level
+	base := jobs
+	var (
+		bp   BatchPlan
+		disp *pool.Dispatch
+	)
+	for try := 0; ; try++ {
+		var err error
+		bp, err = m.sizeBatch(p.srv, p.hk, lvLand, dur, p.plan, p.plan.HackTimeMs/p.speed, allowed, p.maxJob, p.peak)
+		if err != nil {
+			m.count(func(s *Stats) { s.Skipped++ })
+			return nil // no batch fits a host at this level
+		}
+		jobs = slices.Clone(base)
+		jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
+		jobs = splitParts(jobs, max(1, p.maxJob/partsPerHost))
+		// Hacks go with the grows: a hack is short and coarse (24 threads
+		// for a quarter of a weakenTime), and on a small host it leaves
+		// gaps too short for the weakens' long windows, which then find
+		// no room: at 97% planned, small hosts ran 62% full and home
+		// overflowed (248 batches refused an hour). On the big host it is
+		// a sliver, and the weakens, placed smallest host first, fill the
+		// small ones.
+		m.pin(jobs, game.OpGrow, game.OpHack)
+		disp, err = m.pool.DispatchJobs(ctx, placeOrder(jobs))
+		if errors.Is(err, pool.ErrNoCapacity) {
+			m.log.Debug().Err(err).Int("slot", k).Int("try", try).Msg("batch refused")
+			if try < refusedRetries && bp.HackThreads > 1 {
+				// A smaller batch may fit where this one found a host
+				// short of a thread: the slot is not lost whole.
+				allowed = held{total: allowed.total / 2, pinned: allowed.pinned / 2}
+				continue
+			}
+			m.count(func(s *Stats) { s.Refused++ })
+			p.carry = held{}
+			return nil // the threads are busy for this slot
+		}
+		if err != nil {
+			return err
+		}
+		break
 	}
-	jobs[0].Threads, jobs[1].Threads, jobs[2].Threads, jobs[3].Threads = bp.HackThreads, bp.Weaken1Threads, bp.GrowThreads, bp.Weaken2Threads
-	jobs = splitParts(jobs, max(1, p.maxJob/partsPerHost))
 	used := batchHeld(bp, dur, m.pad())
-	// Hacks go with the grows: a hack is short and coarse (24 threads
-	// for a quarter of a weakenTime), and on a small host it leaves
-	// gaps too short for the weakens' long windows, which then find
-	// no room: at 97% planned, small hosts ran 62% full and home
-	// overflowed (248 batches refused an hour). On the big host it is
-	// a sliver, and the weakens, placed smallest host first, fill the
-	// small ones.
-	m.pin(jobs, game.OpGrow, game.OpHack)
-	disp, err := m.pool.DispatchJobs(ctx, jobs)
-	if errors.Is(err, pool.ErrNoCapacity) {
-		m.log.Debug().Err(err).Int("slot", k).Msg("batch refused")
-		m.count(func(s *Stats) { s.Refused++ })
-		p.carry = held{}
-		return nil // the threads are busy for this slot
-	}
-	if err != nil {
-		return err
-	}
 	// Kept within half a batch either way: a slot skipped or refused
 	// gives none.
 	p.carry = held{
@@ -543,11 +594,11 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 		pinned: max(-p.budget.pinned/2, min(allowed.pinned-used.pinned, p.budget.pinned/2)),
 	}
 	chance := game.HackChance(p.srv, game.Hacker{Level: lvLand, Mults: p.hk.Mults})
-	p.fc.add(g.landing(k, 0), p.full*float64(bp.HackThreads)*(chance+(1-chance)/4))
-	p.fc.add(g.landing(k, 1), p.full*float64(bp.Weaken1Threads))
-	p.fc.add(g.landing(k, 2), p.full*float64(bp.GrowThreads))
-	p.fc.add(g.landing(k, 3), p.full*float64(bp.Weaken2Threads))
-	p.inflight.add(disp, g.landing(k, 0))
+	p.fc.add(g.landing(b, 0), p.full*float64(bp.HackThreads)*(chance+(1-chance)/4))
+	p.fc.add(g.landing(b, 1), p.full*float64(bp.Weaken1Threads))
+	p.fc.add(g.landing(b, 2), p.full*float64(bp.GrowThreads))
+	p.fc.add(g.landing(b, 3), p.full*float64(bp.Weaken2Threads))
+	p.inflight.add(disp, g.landing(b, 0))
 	m.count(func(s *Stats) { s.InFlight++ })
 	p.wg.Add(1)
 	go func() {
@@ -560,6 +611,115 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 		m.count(func(s *Stats) { s.InFlight--; s.Batches++ })
 	}()
 	return nil
+}
+
+// awaitPrep waits for a prep wave's records and checks them; it reports
+// whether the target is left intact.
+func (m *HackManager) awaitPrep(ctx context.Context, d *pool.Dispatch) bool {
+	defer m.count(func(s *Stats) { s.InFlight-- })
+	recs, err := m.collect(ctx, d)
+	if err != nil {
+		m.log.Warn().Err(err).Msg("prep wave")
+		return false
+	}
+	intact := m.check(d.Jobs, recs, false)
+	m.emit("landed", "the prep wave")
+	return intact
+}
+
+// replanShrink is how far durations shrink, as levels rise, before the
+// pipeline plans its batch and period again: with the period fixed, each
+// batch's jobs hold their threads for a shrinking share of it, and only
+// the batches' growth within the peak makes up for it (on a new game,
+// n00dles' hack time fell from 0.82 to 0.30 real seconds in the first
+// game hour, and 40% of the threads were busy).
+const replanShrink = 0.9
+
+// replan plans the batch and the period again, from slot k on, when the
+// durations at the level forecast now have shrunk by replanShrink since
+// the plan. The new grid continues the old one: its first batch lands
+// where the old one's slot k would have, and a start before the old
+// grid's last landing keeps clear of its windows too (batchJobs), so the
+// batches in flight land as planned and no slot is lost.
+func (p *pipelineRun) replan(k int, now float64) {
+	m := p.m
+	hk := p.hk
+	hk.Level = max(hk.Level, game.HackingLevel(p.fc.at(now), hk.Mults.Hacking))
+	if m.durationsAt(p.srv, hk, hk.Level, p.speed).h > replanShrink*p.plan.HackTimeMs/p.speed {
+		return
+	}
+	plan, period, err := m.pipelinePlan(p.srv, hk, p.speed, p.free, p.maxJob)
+	if err != nil {
+		return
+	}
+	g := p.g
+	g.period = period
+	if !g.valid() {
+		return
+	}
+	b := k - p.k0
+	g.l0 = p.g.landing(b, 0)
+	old := p.g
+	p.prev, p.prevEnd = &old, p.g.landing(b-1, 3)+p.g.margin
+	p.g, p.k0, p.plan, p.carry = g, k, plan, held{}
+	p.budget = batchHeld(plan, planDurations(plan, p.speed), m.pad())
+	if coarse(plan, p.free) {
+		p.peak = peakLimit{period: g.period, room: float64(p.free) * m.utilisation(), shift: !g.anyStart}
+	} else {
+		p.peak = peakLimit{}
+	}
+	m.emit("pipeline", fmt.Sprintf("level %d: a batch of %d/%d/%d/%d threads every %.2f ms", hk.Level, plan.HackThreads,
+		plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads, g.period))
+	m.mu.Lock()
+	m.stats.PeriodMs = g.period
+	m.stats.Plan = fmt.Sprintf("%d/%d/%d/%d", plan.HackThreads, plan.Weaken1Threads, plan.GrowThreads, plan.Weaken2Threads)
+	m.mu.Unlock()
+}
+
+// batchJobs is batch b of the grid, for the plan, with durations d (see
+// HackManager.batchJobs). A start before the previous grid's last landing
+// also keeps clear of that grid's windows of raised security.
+func (p *pipelineRun) batchJobs(b int, d durations) []job.Job {
+	jobs := p.m.batchJobs(p.g, b, p.plan, d)
+	for i := range jobs {
+		s := jobs[i].StartTime
+		// Each step moves the start earlier, to the end of a safe window
+		// of one grid, or before the prep's landing; a few steps find an
+		// instant safe in all.
+		for range 64 {
+			t := s
+			if p.prev != nil && !p.g.anyStart && t < p.prevEnd {
+				t = p.g.safeStart(p.prev.safeStart(t))
+			}
+			if t > p.avoid[0] && t < p.avoid[1] {
+				t = p.g.safeStart(p.avoid[0])
+			}
+			if t == s {
+				break
+			}
+			s = t
+		}
+		jobs[i].StartTime, jobs[i].Duration = s, jobs[i].EndTime-s
+	}
+	return jobs
+}
+
+// refusedRetries is how many times a slot's batch refused for want of
+// threads is offered again at half the size.
+const refusedRetries = 2
+
+// placeOrder is the order the pool places a batch's jobs in: the weakens
+// first, then the grow, then the hack. The pool places jobs one by one,
+// each on the smallest worker with room over its window; the weakens hold
+// a few threads for the longest windows, and placed after the hack's
+// parts they found every host's threads taken somewhere in their window
+// (on a new game, 41 of 87 n00dles batches refused for a 2-thread
+// weaken), where the short parts fit around them.
+func placeOrder(jobs []job.Job) []job.Job {
+	rank := map[string]int{game.OpWeaken: 0, game.OpGrow: 1, game.OpHack: 2}
+	out := slices.Clone(jobs)
+	slices.SortStableFunc(out, func(a, b job.Job) int { return rank[a.Task] - rank[b.Task] })
+	return out
 }
 
 // networkThreads is the threads every host the pool may use could hold

@@ -65,6 +65,80 @@ func TestGridStartsEveryJobSafely(t *testing.T) {
 	}
 }
 
+// After a re-plan, every job of the new grid that starts before the old
+// grid's last landing also keeps clear of the old grid's windows of raised
+// security: the old grid's batches are still landing.
+func TestReplannedGridStartsClearOfTheOldOne(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		oldPeriod float64
+		newPeriod float64
+	}{
+		{name: "shorter", oldPeriod: 80, newPeriod: 61.7},
+		{name: "much shorter", oldPeriod: 80, newPeriod: 31.1},
+		{name: "tight", oldPeriod: 40, newPeriod: 2 * (5 + 2*5) * 1.01},
+	}
+	m := &HackManager{opts: ManagerOptions{Target: "t"}}
+	safeIn := func(g grid, t float64) bool {
+		r := math.Mod(t-g.l0, g.half())
+		if r < 0 {
+			r += g.half()
+		}
+		return r >= g.gap+g.margin-1e-9 && r <= g.half()-g.margin+1e-9
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			old := grid{l0: 1000, period: tc.oldPeriod, gap: 5, margin: 5, slack: 20}
+			const k = 30 // the first slot of the new grid
+			g := old
+			g.period, g.l0 = tc.newPeriod, old.landing(k, 0)
+			p := &pipelineRun{m: m, g: g, k0: k, prev: &old, prevEnd: old.landing(k-1, 3) + old.margin,
+				plan: BatchPlan{HackThreads: 1, Weaken1Threads: 1, GrowThreads: 1, Weaken2Threads: 1}}
+			for _, hack := range []float64{100, 117.3, 234.5} {
+				d := durations{h: hack, g: 3.2 * hack, w: 4 * hack}
+				for b := range 20 {
+					for i, j := range p.batchJobs(b, d) {
+						if j.EndTime != g.landing(b, i) {
+							t.Fatalf("batch %d job %d ends at %v, want %v", b, i, j.EndTime, g.landing(b, i))
+						}
+						if !safeIn(g, j.StartTime) {
+							t.Errorf("batch %d job %d starts at %.3f, in the new grid's raised security", b, i, j.StartTime)
+						}
+						if j.StartTime < p.prevEnd && !safeIn(old, j.StartTime) {
+							t.Errorf("batch %d job %d starts at %.3f, in the old grid's raised security", b, i, j.StartTime)
+						}
+						if j.Duration != j.EndTime-j.StartTime {
+							t.Errorf("batch %d job %d: duration %v, start to end %v", b, i, j.Duration, j.EndTime-j.StartTime)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// The pool places a batch's weakens first (their windows are the longest),
+// and the record checks still read the batch in the order it lands.
+func TestPlaceOrderPutsWeakensFirst(t *testing.T) {
+	t.Parallel()
+	jobs := splitParts([]job.Job{
+		{ID: "h", Task: game.OpHack, Threads: 7, EndTime: 10},
+		{ID: "w1", Task: game.OpWeaken, Threads: 1, EndTime: 11},
+		{ID: "g", Task: game.OpGrow, Threads: 5, EndTime: 20},
+		{ID: "w2", Task: game.OpWeaken, Threads: 1, EndTime: 21},
+	}, 3)
+	var got []string
+	for _, j := range placeOrder(jobs) {
+		got = append(got, fmt.Sprintf("%s:%d", j.ID, j.Threads))
+	}
+	want := []string{"w1:1", "w2:1", "g:3", "g:2", "h:3", "h:2", "h:2"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("place order %v, want %v", got, want)
+	}
+}
+
 // referenceRho is the community test's network, target and player.
 func referenceRho(t *testing.T) (*game.Scenario, *game.Server, game.Hacker) {
 	t.Helper()
