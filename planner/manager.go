@@ -88,6 +88,9 @@ type ManagerOptions struct {
 	// Utilisation is the share of the free threads the pipeline plans to
 	// keep busy (0: PinnedUtilisation when grows and hacks are pinned to
 	// the hosts with the most threads, see Cores; else DefaultUtilisation).
+	// A set Utilisation also bounds the peak of a plan whose batches are a
+	// good share of the threads (see peakRoom); by default the peak may
+	// take every thread.
 	Utilisation float64
 	// Lead is how far ahead of now a wave's first job starts, to leave
 	// time for dispatching it.

@@ -87,7 +87,7 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	fs.DurationVar(&o.Manager.Margin, "margin", planner.DefaultMargin, "how far every start keeps from the windows of raised security")
 	fs.DurationVar(&o.Manager.Slack, "slack", planner.DefaultSlack, "how late a job may start and still land on time")
 	fs.DurationVar(&o.Manager.Lead, "lead", 200*time.Millisecond, "how far ahead of its first start a batch is dispatched")
-	fs.Float64Var(&o.Manager.Utilisation, "utilisation", 0, fmt.Sprintf("share of the free threads the pipeline plans to keep busy (planning all of them gets batches refused, and each refusal wastes the threads around it); 0: %v with grows and hacks pinned to the hosts with the most threads, else %v", planner.PinnedUtilisation, planner.DefaultUtilisation))
+	fs.Float64Var(&o.Manager.Utilisation, "utilisation", 0, fmt.Sprintf("share of the free threads the pipeline plans to keep busy (planning all of them gets batches refused, and each refusal wastes the threads around it); 0: %v with grows and hacks pinned to the hosts with the most threads, else %v; a plan bound by the batches in flight at one instant (a few small hosts) plans that peak for every thread", planner.PinnedUtilisation, planner.DefaultUtilisation))
 	fs.IntVar(&o.Manager.Cores, "cores", 0, "cores the thread maths assume for grow and weaken (0: the fewest of the pool's hosts)")
 	fs.BoolVar(&o.Manager.Waves, "waves", false, "run batches in waves instead of the continuous pipeline")
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")

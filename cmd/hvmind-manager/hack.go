@@ -28,7 +28,7 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	fs.DurationVar(&o.Gap, "gap", planner.DefaultGap, "real time from a hack's (or grow's) landing to its weaken's")
 	fs.DurationVar(&o.Margin, "margin", planner.DefaultMargin, "how far every start keeps from the windows of raised security")
 	fs.DurationVar(&o.Slack, "slack", planner.DefaultSlack, "how late a job may start and still land on time")
-	fs.Float64Var(&o.Utilisation, "utilisation", 0, fmt.Sprintf("share of the free threads the pipeline plans to keep busy (planning all of them gets batches refused, and each refusal wastes the threads around it); 0: %v with grows and hacks pinned to the hosts with the most threads, else %v", planner.PinnedUtilisation, planner.DefaultUtilisation))
+	fs.Float64Var(&o.Utilisation, "utilisation", 0, fmt.Sprintf("share of the free threads the pipeline plans to keep busy (planning all of them gets batches refused, and each refusal wastes the threads around it); 0: %v with grows and hacks pinned to the hosts with the most threads, else %v; a plan bound by the batches in flight at one instant (a few small hosts) plans that peak for every thread", planner.PinnedUtilisation, planner.DefaultUtilisation))
 	fs.DurationVar(&o.Lead, "lead", time.Second, "how far ahead of its first start a batch (or wave) is dispatched")
 	fs.IntVar(&o.MaxBatches, "max-batches", 0, "most batches in a wave (0: as timing and RAM allow)")
 	fs.IntVar(&o.Cores, "cores", 0, "cores the thread maths assume for grow and weaken (0: the fewest of the pool's hosts)")
