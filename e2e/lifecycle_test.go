@@ -131,3 +131,83 @@ func waitGone(t *testing.T, addr string, d time.Duration) {
 	}
 	t.Fatalf("processes of the run still there %s after the pool stopped:\n%s", d, left)
 }
+
+// The batcher started before the broker and the pool waits for them, and
+// carries on across a kill -9 of the pool (and of its embedded broker):
+// it never exits on its own, and earns again after the restart.
+func TestManagerWaitsForThePoolAndOutlivesIt(t *testing.T) {
+	t.Parallel()
+	c := &cluster{t: t, addr: freeAddr(t), data: t.TempDir(), pgArgs: runFlags}
+	c.url = "nats://" + c.addr
+	t.Cleanup(func() { killWorkers(c.data) })
+	m := start(t, "hvmind-manager", "--nats", c.url, "n00dles", "--json")
+	time.Sleep(3 * time.Second)
+	select {
+	case <-m.done:
+		t.Fatalf("the batcher exited with no broker to talk to:\n%s", m.out.String())
+	default:
+	}
+	c.restartPool()
+	stolen := func() float64 { return stolenUpTo(m.out.String()) }
+	waitStolen := func(above float64, what string) float64 {
+		t.Helper()
+		for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if s := stolen(); s > above {
+				return s
+			}
+			select {
+			case <-m.done:
+				t.Fatalf("the batcher exited %s:\n%s", what, m.out.String())
+			default:
+			}
+		}
+		t.Fatalf("the batcher stole nothing %s", what)
+		return 0
+	}
+	waitStolen(0, "once the pool was up")
+	// kill -9 of the pool, which holds the broker: every request of the
+	// batcher's fails until it is back, and no record comes.
+	c.pool.kill()
+	time.Sleep(3 * time.Second)
+	before := stolen()
+	c.restartPool()
+	restarted := time.Now()
+	mark := len(m.out.String())
+	// The batches in flight at the kill land, then the batcher batches
+	// anew: a batch planned after the restart lands.
+	var planned int
+	for deadline := time.Now().Add(45 * time.Second); planned == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the batcher planned nothing after the pool's restart:\n%s", m.out.String()[mark:])
+		}
+		out := m.out.String()
+		if i := strings.Index(out[mark:], `"kind":"pipeline"`); i >= 0 {
+			planned = mark + i
+		}
+	}
+	replanned := time.Since(restarted)
+	after := waitStolen(max(before, stolenUpTo(m.out.String()[:planned])), "after the pool's restart")
+	t.Logf("stole $%.0f before the kill; after the restart, a new pipeline in %s, its first money in %s ($%.0f)", before,
+		replanned.Round(100*time.Millisecond), time.Since(restarted).Round(100*time.Millisecond), after)
+	if !strings.Contains(m.out.String(), "waiting for") {
+		t.Error("the batcher never said it was waiting")
+	}
+	m.signal(syscall.SIGINT)
+	m.wait(t, 20*time.Second)
+}
+
+// stolenUpTo is the most money a batcher's JSON events say it stole.
+func stolenUpTo(out string) float64 {
+	most := 0.0
+	for _, line := range strings.Split(out, "\n") {
+		var ev struct {
+			Stats struct {
+				Stolen float64 `json:"stolen"`
+			} `json:"stats"`
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil {
+			most = max(most, ev.Stats.Stolen)
+		}
+	}
+	return most
+}

@@ -113,14 +113,30 @@ func (f *Fleet) Shares() []Share {
 // let their batches land) and starts new ones when the ranking changes.
 func (f *Fleet) Run(ctx context.Context) error {
 	defer close(f.events)
+	idle, said := time.Duration(0), ""
 	for ctx.Err() == nil {
 		shares, speed, err := f.allocate(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while asking
 			}
-			return err
+			if !Unavailable(err) {
+				return err
+			}
+			// Started before the pool or the world, or across a restart:
+			// wait for them.
+			if err.Error() != said {
+				said = err.Error()
+				f.emit("waiting", "waiting for the pool and the world to answer: "+said)
+			}
+			idle = min(max(2*idle, 50*time.Millisecond), time.Second)
+			select {
+			case <-ctx.Done():
+			case <-time.After(idle):
+			}
+			continue
 		}
+		idle, said = 0, ""
 		if len(shares) == 0 {
 			return errors.New("no target can be hacked with the threads of the pool")
 		}
@@ -214,6 +230,8 @@ func (f *Fleet) emit(kind, note string) {
 // allocate ranks the targets for the player's level now and shares the
 // pool's threads between them.
 func (f *Fleet) allocate(ctx context.Context) ([]Share, float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	st, err := f.pool.Status(ctx)
 	if err != nil {
 		return nil, 0, err

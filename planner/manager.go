@@ -287,11 +287,15 @@ func (m *HackManager) Run(ctx context.Context) error {
 	// While no threads are free, wait briefly, then longer: a fixed
 	// second would cost a game minute at 60x.
 	idle := noThreadsWait
+	var away waiter
 	for ctx.Err() == nil {
 		srv, hk, speed, err := m.observe(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped while asking
+			}
+			if away.wait(ctx, m, err) {
+				continue
 			}
 			return err
 		}
@@ -306,8 +310,12 @@ func (m *HackManager) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if away.wait(ctx, m, err) {
+				continue
+			}
 			return err
 		}
+		away.back(m)
 		if m.opts.Threads > 0 {
 			free = min(free, m.opts.Threads)
 		}
@@ -346,6 +354,57 @@ func (m *HackManager) Run(ctx context.Context) error {
 
 var errNoThreads = errors.New("no threads free")
 
+// readTimeout bounds the manager's questions to the pool and the world: a
+// reply lost to a restart is noticed in seconds, and asked again, where
+// the clients' own timeouts are 10 and 30 s.
+const readTimeout = 2 * time.Second
+
+// waiter waits, instead of giving up, while the broker, the pool or the
+// world does not answer: started before them, or across a restart, the
+// manager carries on when they are back.
+type waiter struct {
+	idle time.Duration
+	said string
+}
+
+// wait reports whether err says that something the manager needs does
+// not answer (yet); it then says so once and waits a little, longer each
+// time up to a second. Any other error is the caller's.
+func (w *waiter) wait(ctx context.Context, m *HackManager, err error) bool {
+	if !Unavailable(err) {
+		return false
+	}
+	if msg := err.Error(); msg != w.said {
+		w.said = msg
+		m.setPhase("waiting")
+		m.emit("waiting", "waiting for the pool and the world to answer: "+msg)
+		m.log.Warn().Err(err).Msg("waiting for the pool and the world to answer")
+	}
+	w.idle = min(max(2*w.idle, 50*time.Millisecond), time.Second)
+	select {
+	case <-ctx.Done():
+	case <-time.After(w.idle):
+	}
+	return true
+}
+
+// back notes that the waiting is over.
+func (w *waiter) back(m *HackManager) {
+	if w.said != "" {
+		m.emit("back", "the pool and the world answer again")
+		m.log.Info().Msg("the pool and the world answer again")
+	}
+	*w = waiter{}
+}
+
+// Unavailable reports whether err is a request that nothing answered, or
+// that timed out, a connection that is reconnecting, or a pool that is
+// stopping: what waiting mends. An answer that refuses (an unknown
+// target) is not.
+func Unavailable(err error) bool {
+	return world.Retryable(err) || errors.Is(err, pool.ErrStopping)
+}
+
 // How long the manager waits for threads to come free: noThreadsWait at
 // first, doubling up to noThreadsWaitMax.
 const (
@@ -357,11 +416,21 @@ const (
 // started again while its batches still run lets them land before it looks
 // at the target, rather than dispatch into their landings.
 func (m *HackManager) awaitInFlight(ctx context.Context) error {
+	var away waiter
 	for {
-		st, err := m.pool.Status(ctx)
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		st, err := m.pool.Status(rctx)
+		cancel()
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if away.wait(ctx, m, err) {
+				continue
+			}
 			return err
 		}
+		away.back(m)
 		n := st.InFlightByArg[m.opts.Target]
 		if n == 0 {
 			return nil
@@ -412,6 +481,8 @@ func (m *HackManager) setPhase(p string) {
 
 // observe reads the target, the player and the world's speed.
 func (m *HackManager) observe(ctx context.Context) (game.Server, game.Hacker, float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	srv, err := m.world.Server(ctx, m.opts.Target)
 	if err != nil {
 		return srv, game.Hacker{}, 0, err
@@ -506,6 +577,8 @@ func (m *HackManager) pin(jobs []job.Job, tasks ...string) {
 // threads up to its interval late: a wave sized just after the last one
 // landed was sized for two threads).
 func (m *HackManager) freeThreads(ctx context.Context, window time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	hosts, err := m.world.RAM(ctx)
 	if err != nil {
 		return 0, err
@@ -537,6 +610,8 @@ func (m *HackManager) levelsAtLanding(srv *game.Server, hk game.Hacker, plan Bat
 
 // largestHost is the most threads one worker can have: the largest host.
 func (m *HackManager) largestHost(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
 	hosts, err := m.world.RAM(ctx)
 	if err != nil {
 		return 0, err

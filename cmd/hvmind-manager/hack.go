@@ -43,25 +43,26 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	if err := fo.Manager.Validate(); err != nil {
 		return 2, err
 	}
-	conn, pc, err := e.connect(ctx)
+	// The batcher waits for what it needs (the broker, the pool, the
+	// world) for as long as it is not stopped: make run starts them at
+	// once, and any of them may restart.
+	conn, pc, err := e.connectBy(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return 0, nil
+		}
 		return 1, err
 	}
 	defer conn.Close()
 	defer pc.Close()
-	// The pool may be starting (make run starts both at once).
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		_, err := pc.Status(ctx)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return 1, err
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 	wc := world.NewClient(conn.NC)
-	if err := checkTargets(ctx, wc, fo.Targets); err != nil {
+	if err := waitFor(ctx, e, "the pool", func(ctx context.Context) error { _, err := pc.Status(ctx); return err }); err != nil {
+		return 1, err
+	}
+	if err := waitFor(ctx, e, "the world", func(ctx context.Context) error { return checkTargets(ctx, wc, fo.Targets) }); err != nil {
+		if ctx.Err() != nil {
+			return 0, nil
+		}
 		return 2, err
 	}
 	f, err := planner.NewFleet(pc, wc, fo)
@@ -176,6 +177,38 @@ func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int, player s
 
 // checkTargets refuses a word that is no server of the world: a mistyped
 // command is not a target.
+// waitFor asks until ask succeeds, fails otherwise than by no answer
+// (planner.Unavailable), or ctx ends (then nil); it says what it waits
+// for after a few seconds, and every half minute after that.
+func waitFor(ctx context.Context, e *env, what string, ask func(context.Context) error) error {
+	start, said := time.Now(), time.Time{}
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := ask(actx)
+		cancel()
+		switch {
+		case err == nil:
+			if !said.IsZero() {
+				e.log.Info().Msgf("%s answers", what)
+			}
+			return nil
+		case ctx.Err() != nil:
+			return nil
+		case !planner.Unavailable(err):
+			return err
+		}
+		if time.Since(start) > 3*time.Second && time.Since(said) > 30*time.Second {
+			said = time.Now()
+			e.log.Warn().Err(err).Msgf("waiting for %s (is hvmind-pool running?)", what)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 func checkTargets(ctx context.Context, wc *world.Client, targets []string) error {
 	if len(targets) == 0 {
 		return nil

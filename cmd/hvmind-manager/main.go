@@ -119,7 +119,13 @@ func (e *env) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 func (e *env) connect(ctx context.Context) (*broker.Conn, *pool.Client, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := broker.Open(cctx, broker.OpenOptions{URL: e.cfg.NATS, Name: "hvmind-manager", Logger: e.log})
+	return e.connectBy(cctx)
+}
+
+// connectBy is connect waiting for the broker until ctx ends: the batcher
+// waits for a broker that is not up yet, where a one-off command fails.
+func (e *env) connectBy(ctx context.Context) (*broker.Conn, *pool.Client, error) {
+	conn, err := broker.Open(ctx, broker.OpenOptions{URL: e.cfg.NATS, Name: "hvmind-manager", Logger: e.log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is hvmind-pool running?)", err)
 	}
