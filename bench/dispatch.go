@@ -45,7 +45,9 @@ type DispatchOptions struct {
 	// Spin and Tolerance are given to the workers.
 	Spin      time.Duration
 	Tolerance time.Duration
-	Logger    zerolog.Logger
+	// Sync is the embedded broker's disk flushing (see broker.Sync).
+	Sync   broker.Sync
+	Logger zerolog.Logger
 }
 
 // DispatchResult is what the benchmark prints.
@@ -87,12 +89,13 @@ type DispatchResult struct {
 	Batch         int       `json:"batch"`
 	MessageBytes  int       `json:"message_bytes"`
 	Spin          string    `json:"spin"`
+	Sync          string    `json:"sync"`
 }
 
 // RunDispatch runs the benchmark on a fresh embedded broker.
 func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error) {
-	res := DispatchResult{Workers: o.Workers, Threads: o.Threads, Batch: o.Batch, Spin: o.Spin.String()}
-	r, err := newRig(ctx, "dispatch", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), o.Logger)
+	res := DispatchResult{Workers: o.Workers, Threads: o.Threads, Batch: o.Batch, Spin: o.Spin.String(), Sync: o.Sync.String()}
+	r, err := newRig(ctx, "dispatch", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), o.Sync, o.Logger)
 	if err != nil {
 		return res, err
 	}
@@ -372,7 +375,7 @@ func rawJetStream(ctx context.Context, conn *broker.Conn, n, size int) (float64,
 	}
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		if _, err := js.PublishAsync("bench.raw.w", payload, jetstream.WithStallWait(5*time.Second)); err != nil {
+		if _, err := js.PublishAsync("bench.raw.w", payload, jetstream.WithStallWait(time.Minute)); err != nil {
 			return 0, err
 		}
 	}
@@ -430,7 +433,7 @@ func rawJobShape(ctx context.Context, conn *broker.Conn, n, size, recSize int) (
 	record := bytes.Repeat([]byte{'r'}, recSize)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		id := m.Headers().Get(jetstream.MsgIDHeader)
-		ack, err := rjs.PublishAsync("bench.shape.done.w", record, jetstream.WithMsgID(id), jetstream.WithStallWait(5*time.Second))
+		ack, err := rjs.PublishAsync("bench.shape.done.w", record, jetstream.WithMsgID(id), jetstream.WithStallWait(time.Minute))
 		if err != nil {
 			return
 		}
@@ -452,7 +455,7 @@ func rawJobShape(ctx context.Context, conn *broker.Conn, n, size, recSize int) (
 	payload := bytes.Repeat([]byte{'x'}, size)
 	start := time.Now()
 	for i := range n {
-		if _, err := js.PublishAsync("bench.shape.jobs.w", payload, jetstream.WithMsgID("shape-"+strconv.Itoa(i)), jetstream.WithStallWait(5*time.Second)); err != nil {
+		if _, err := js.PublishAsync("bench.shape.jobs.w", payload, jetstream.WithMsgID("shape-"+strconv.Itoa(i)), jetstream.WithStallWait(time.Minute)); err != nil {
 			return 0, err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
@@ -87,7 +88,7 @@ func RunFirstHour(ctx context.Context, o FirstHourOptions, each func(FirstHourRe
 // runStrategy runs one strategy for the game time on a fresh world.
 func runStrategy(ctx context.Context, o FirstHourOptions, strategy string) (FirstHourResult, error) {
 	res := FirstHourResult{Strategy: strategy}
-	r, err := newRig(ctx, "firsthour", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), o.Logger)
+	r, err := newRig(ctx, "firsthour", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), broker.Sync{}, o.Logger)
 	if err != nil {
 		return res, err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
@@ -40,7 +41,9 @@ type ManagerOptions struct {
 	WorkerBin string
 	Spin      time.Duration
 	Tolerance time.Duration
-	Logger    zerolog.Logger
+	// Sync is the embedded broker's disk flushing (see broker.Sync).
+	Sync   broker.Sync
+	Logger zerolog.Logger
 }
 
 // ManagerResult is what the manager benchmark prints.
@@ -121,7 +124,7 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	totalThreads := planner.TotalHostThreads(sc)
 	srv, _ := sc.Server(o.Target)
 
-	r, err := newRig(ctx, "manager", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), o.Logger)
+	r, err := newRig(ctx, "manager", o.WorkerBin, workerArgs(o.Spin, o.Tolerance), o.Sync, o.Logger)
 	if err != nil {
 		return res, err
 	}

@@ -38,12 +38,12 @@ func workerArgs(spin, tolerance time.Duration) []string {
 
 // newRig starts a broker in a new temporary directory and prepares a
 // launcher of workerBin with args. Close removes everything.
-func newRig(ctx context.Context, name, workerBin string, args []string, log zerolog.Logger) (*rig, error) {
+func newRig(ctx context.Context, name, workerBin string, args []string, sync broker.Sync, log zerolog.Logger) (*rig, error) {
 	dir, err := os.MkdirTemp("", "hvmind-bench-"+name+"-")
 	if err != nil {
 		return nil, err
 	}
-	conn, err := broker.Open(ctx, broker.OpenOptions{Embed: true, Listen: "127.0.0.1:0", DataDir: dir, Name: "bench", Logger: log})
+	conn, err := broker.Open(ctx, broker.OpenOptions{Embed: true, Listen: "127.0.0.1:0", DataDir: dir, Sync: sync, Name: "bench", Logger: log})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

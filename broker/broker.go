@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -72,6 +73,47 @@ type EmbeddedOptions struct {
 	DataDir string
 	// Logger receives the server's notices and errors.
 	Logger zerolog.Logger
+	// Sync is how JetStream writes its files to disk (see ParseSync; the
+	// zero value is nats-server's default, every two minutes).
+	Sync Sync
+}
+
+// Sync is how often an embedded broker's JetStream flushes its files to
+// disk (fsync). Between flushes, a message the server acknowledged lives
+// in the operating system's cache: a crash of the process loses nothing,
+// a crash of the machine (power, kernel) loses what was not flushed.
+type Sync struct {
+	// Always flushes every write before it is acknowledged.
+	Always bool
+	// Interval flushes this often (0: nats-server's default, 2 minutes).
+	Interval time.Duration
+}
+
+// ParseSync reads a sync setting: "always", or an interval such as "1s"
+// ("" or "default": nats-server's default, every two minutes).
+func ParseSync(s string) (Sync, error) {
+	switch s {
+	case "", "default":
+		return Sync{}, nil
+	case "always":
+		return Sync{Always: true}, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return Sync{}, fmt.Errorf("sync %q: want \"always\" or a positive interval such as 1s", s)
+	}
+	return Sync{Interval: d}, nil
+}
+
+// String is the setting as ParseSync reads it.
+func (s Sync) String() string {
+	switch {
+	case s.Always:
+		return "always"
+	case s.Interval > 0:
+		return s.Interval.String()
+	}
+	return "default"
 }
 
 // Embedded is a nats-server running in this process.
@@ -111,7 +153,9 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		StoreDir:   storeDir,
 		NoSigs:     true,
 		// Jobs and records are small; the defaults suit us otherwise.
-		MaxPayload: 8 << 20,
+		MaxPayload:   8 << 20,
+		SyncAlways:   o.Sync.Always,
+		SyncInterval: o.Sync.Interval,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -128,6 +172,16 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 
 // URL is the client URL of the embedded server.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// Sync is how the running server's JetStream flushes its files (an
+// Interval of nats-server's default when none was set).
+func (e *Embedded) Sync() Sync {
+	c := e.srv.JetStreamConfig()
+	if c == nil {
+		return Sync{}
+	}
+	return Sync{Always: c.SyncAlways, Interval: c.SyncInterval}
+}
 
 // Shutdown stops the server and waits until it has stopped.
 func (e *Embedded) Shutdown() {
@@ -201,6 +255,68 @@ type Options struct {
 	WorkerTTL time.Duration
 	// DoneMaxAge is how long completion records are kept.
 	DoneMaxAge time.Duration
+	// Storage is the replicas and placement of the streams and buckets
+	// (the zero value leaves existing ones as they are and creates new
+	// ones with one replica).
+	Storage Storage
+}
+
+// Storage is how many copies of a stream or bucket a NATS cluster keeps,
+// and on which servers. With one replica, losing the server that holds it
+// stops all work until it returns; with three, a cluster of three keeps
+// working through the loss of any one server.
+type Storage struct {
+	// Replicas is the copies kept (1 to 5; 0: leave as is, 1 when new).
+	Replicas int
+	// Tags place the copies on servers with every one of these tags
+	// (server_tags in nats-server's configuration; empty: anywhere).
+	Tags []string
+}
+
+// Validate checks the settings.
+func (s Storage) Validate() error {
+	if s.Replicas < 0 || s.Replicas > 5 {
+		return fmt.Errorf("replicas %d: want 1 to 5 (0: leave as is)", s.Replicas)
+	}
+	return nil
+}
+
+// apply sets cfg's replicas and placement, and reports whether they
+// changed. Zero Replicas keeps cfg's.
+func (s Storage) apply(cfg *jetstream.StreamConfig) bool {
+	changed := false
+	if s.Replicas > 0 && cfg.Replicas != s.Replicas && !(cfg.Replicas == 0 && s.Replicas == 1) {
+		cfg.Replicas, changed = s.Replicas, true
+	}
+	if len(s.Tags) > 0 && (cfg.Placement == nil || !slices.Equal(cfg.Placement.Tags, s.Tags)) {
+		p := jetstream.Placement{Tags: slices.Clone(s.Tags)}
+		if cfg.Placement != nil {
+			p.Cluster = cfg.Placement.Cluster
+		}
+		cfg.Placement, changed = &p, true
+	}
+	return changed
+}
+
+// EnsureStorage gives the stream name s's replicas and placement if it has
+// others: a setting changed since the stream was created applies to it.
+func EnsureStorage(ctx context.Context, js jetstream.JetStream, name string, s Storage) error {
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", name, err)
+	}
+	cfg := info.Config
+	if !s.apply(&cfg) {
+		return nil
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("stream %s: set %d replicas, tags %v: %w", name, s.Replicas, s.Tags, err)
+	}
+	return nil
 }
 
 // DefaultOptions are used for zero fields of Options.
@@ -209,6 +325,9 @@ var DefaultOptions = Options{WorkerTTL: time.Minute, DoneMaxAge: 24 * time.Hour}
 // Setup creates or updates the streams and buckets, retrying while JetStream
 // is not yet available (the broker may still be starting).
 func Setup(ctx context.Context, nc *nats.Conn, o Options) (*Resources, error) {
+	if err := o.Storage.Validate(); err != nil {
+		return nil, err
+	}
 	if o.WorkerTTL <= 0 {
 		o.WorkerTTL = DefaultOptions.WorkerTTL
 	}
@@ -245,7 +364,7 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 		Storage:     jetstream.FileStorage,
 		Duplicates:  10 * time.Minute,
 		AllowDirect: true,
-	})
+	}, o.Storage)
 	if err != nil {
 		return err
 	}
@@ -258,7 +377,7 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 		MaxAge:      o.DoneMaxAge,
 		Duplicates:  10 * time.Minute,
 		AllowDirect: true,
-	})
+	}, o.Storage)
 	if err != nil {
 		return err
 	}
@@ -270,6 +389,8 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 			History:     1,
 			TTL:         o.WorkerTTL,
 			Storage:     jetstream.FileStorage,
+			Replicas:    max(o.Storage.Replicas, 1),
+			Placement:   placement(o.Storage),
 			RePublish: &jetstream.RePublish{
 				Source:      "$KV." + BucketWorkers + ".>",
 				Destination: SubjectWorkers + ">",
@@ -279,15 +400,31 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
 	}
-	return nil
+	return EnsureStorage(cctx, r.JS, "KV_"+BucketWorkers, o.Storage)
+}
+
+// placement is s's placement for a new stream or bucket (nil: anywhere).
+func placement(s Storage) *jetstream.Placement {
+	if len(s.Tags) == 0 {
+		return nil
+	}
+	return &jetstream.Placement{Tags: slices.Clone(s.Tags)}
 }
 
 // ensureStream opens a stream, creating it if it does not exist. An
-// existing stream is left as it is: every process runs this at start, and
-// updating a stream while others create consumers on it races inside
-// nats-server.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+// existing stream is left as it is but for its replicas and placement
+// (only when they differ from a set Storage): every process runs this at
+// start, and updating a stream while others create consumers on it races
+// inside nats-server.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, storage Storage) (jetstream.Stream, error) {
+	cfg.Replicas, cfg.Placement = max(storage.Replicas, 1), placement(storage)
 	s, err := js.Stream(ctx, cfg.Name)
+	if err == nil {
+		if err := EnsureStorage(ctx, js, cfg.Name, storage); err != nil {
+			return nil, err
+		}
+		s, err = js.Stream(ctx, cfg.Name)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -325,9 +462,10 @@ type OpenOptions struct {
 	// set, else connects to DefaultListen.
 	URL   string
 	Embed bool
-	// Listen and DataDir configure the embedded server.
+	// Listen, DataDir and Sync configure the embedded server.
 	Listen  string
 	DataDir string
+	Sync    Sync
 	// Name identifies the client connection.
 	Name   string
 	Logger zerolog.Logger
@@ -337,12 +475,12 @@ type OpenOptions struct {
 func Open(ctx context.Context, o OpenOptions) (*Conn, error) {
 	c := &Conn{URL: o.URL}
 	if c.URL == "" && o.Embed {
-		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, DataDir: o.DataDir, Logger: o.Logger})
+		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, DataDir: o.DataDir, Sync: o.Sync, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}
 		c.Embedded, c.URL = emb, emb.URL()
-		o.Logger.Info().Str("url", c.URL).Str("data", o.DataDir).Msg("embedded NATS server with JetStream running")
+		o.Logger.Info().Str("url", c.URL).Str("data", o.DataDir).Stringer("sync", o.Sync).Msg("embedded NATS server with JetStream running")
 	}
 	if c.URL == "" {
 		c.URL = "nats://" + DefaultListen

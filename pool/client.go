@@ -108,11 +108,25 @@ func (c *Client) follow(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	cons, err := c.js.OrderedConsumer(cctx, broker.StreamDone, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{broker.SubjectDone + ">"},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   ptr(time.Now().Add(-time.Second)),
-	})
+	since := time.Now().Add(-time.Second)
+	var cons jetstream.Consumer
+	var err error
+	// In short tries: a broker node lost mid-request (a cluster electing
+	// a leader) leaves the request unanswered, and another try is
+	// answered by the others.
+	for {
+		tctx, tcancel := context.WithTimeout(cctx, resendAfter)
+		cons, err = c.js.OrderedConsumer(tctx, broker.StreamDone, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{broker.SubjectDone + ">"},
+			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+			OptStartTime:   ptr(since),
+		})
+		tcancel()
+		if err == nil || cctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) ||
+			errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("follow records: %w", err)
 	}
@@ -314,7 +328,12 @@ func (c *Client) dispatch(ctx context.Context, subject string, jobs []job.Job) (
 		c.forget(jobs, d)
 		return nil, fmt.Errorf("encode jobs: %w", err)
 	}
-	reply, err := c.request(ctx, subject, data)
+	reply, err := c.requestOnce(ctx, subject, data)
+	if errors.Is(err, errPlacedEarlier) {
+		// Placed, where is not known: the records come all the same.
+		d.Jobs = jobs
+		return d, nil
+	}
 	if err != nil {
 		c.forget(jobs, d)
 		return nil, err
@@ -354,18 +373,99 @@ func (c *Client) forget(jobs []job.Job, d *Dispatch) {
 // request sends a request to the pool and turns an error answer into a
 // RemoteError.
 func (c *Client) request(ctx context.Context, subject string, data []byte) ([]byte, error) {
+	return c.requestMsg(ctx, nats.NewMsg(subject), data)
+}
+
+// resendAfter is how long a dispatch waits for its answer before it sends
+// the request again (with the same HeaderRequestID): an answer lost to a
+// restart of the pool, or of the broker node it was connected to, costs
+// that, not the whole timeout.
+const resendAfter = 2 * time.Second
+
+// requestOnce sends a dispatch request until it is answered, again every
+// resendAfter with the same id, until ctx ends (or the client's timeout,
+// when ctx has none). The pool places a request's jobs once whatever the
+// copies. Every copy names one reply inbox, so the answer to any of them
+// is taken, a late answer to the first included. No pool at the first try
+// is an error at once; after that the pool may be restarting, and the
+// copies go on.
+func (c *Client) requestOnce(ctx context.Context, subject string, data []byte) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	inbox := c.nc.NewInbox()
+	sub, err := c.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", subject, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	id := nuid.Next()
+	for try := 0; ; try++ {
+		msg := nats.NewMsg(subject)
+		msg.Reply, msg.Data = inbox, data
+		msg.Header.Set(HeaderRequestID, id)
+		if err := c.nc.PublishMsg(msg); err != nil && !errors.Is(err, nats.ErrReconnectBufExceeded) {
+			return nil, fmt.Errorf("request %s: %w", subject, err)
+		}
+		actx, cancel := context.WithTimeout(ctx, resendAfter)
+		reply, err := sub.NextMsgWithContext(actx)
+		cancel()
+		noPool := errors.Is(err, nats.ErrNoResponders) || err == nil && reply.Header.Get("Status") == "503" && len(reply.Data) == 0
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, fmt.Errorf("request %s: %w", subject, ctx.Err())
+		case err != nil && !noPool:
+			continue // unanswered: again
+		case noPool:
+			if try == 0 {
+				return nil, fmt.Errorf("no pool is running (nothing answers on %s): %w", subject, nats.ErrNoResponders)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("request %s: %w", subject, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		out, err := remoteReply(reply)
+		var re *RemoteError
+		if try > 0 && errors.As(err, &re) && errors.Is(re, ErrDuplicateID) {
+			// A pool restarted since the first copy has no outcome for
+			// it, but has its jobs: it was placed.
+			return nil, errPlacedEarlier
+		}
+		return out, err
+	}
+}
+
+// errPlacedEarlier says that a copy of a dispatch found its jobs placed by
+// an earlier copy whose answer was lost.
+var errPlacedEarlier = errors.New("placed by an earlier copy of the request")
+
+// requestMsg sends msg with data and turns an error answer into a
+// RemoteError.
+func (c *Client) requestMsg(ctx context.Context, msg *nats.Msg, data []byte) ([]byte, error) {
+	subject := msg.Subject
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	msg.Data = data
+	msg, err := c.nc.RequestMsgWithContext(ctx, msg)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return nil, fmt.Errorf("no pool is running (nothing answers on %s): %w", subject, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("request %s: %w", subject, err)
 	}
+	return remoteReply(msg)
+}
+
+// remoteReply is a reply's data, or the RemoteError it carries.
+func remoteReply(msg *nats.Msg) ([]byte, error) {
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 		re := &RemoteError{Status: code}
 		if json.Unmarshal(msg.Data, &re.ErrorReply) != nil || re.ErrorReply.Error == "" {

@@ -120,6 +120,10 @@ type Options struct {
 	// and waits up to StopWait for them to leave (by default workers
 	// outlive the pool, so that a restart finds them).
 	StopWorkersOnExit bool
+	// Storage is the replicas and placement of the job system's streams
+	// and buckets (see broker.Storage; the zero value leaves them as they
+	// are, and creates them with one replica).
+	Storage broker.Storage
 	// StopWait bounds that wait (DefaultStopWait when 0).
 	StopWait time.Duration
 	// Logger receives the pool's logs.
@@ -156,6 +160,9 @@ func (o Options) WithDefaults() Options {
 }
 
 func (o *Options) validate() error {
+	if err := o.Storage.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
 	switch {
 	case o.Workers < 0:
 		return fmt.Errorf("%w: workers %d must not be negative", ErrInvalidOption, o.Workers)
@@ -201,6 +208,10 @@ type Pool struct {
 	jobs  map[string]*inflight
 	// recent holds the job ids dispatched lately, which stay taken.
 	recent *recentIDs
+	// replays answers copies of a dispatch request (see HeaderRequestID).
+	replays replays
+	// stall is the registry's last stall (see stallLoop).
+	stall  registryStall
 	stats  stats
 	warned map[string]bool
 	// util is the busy share of live workers' threads (%), one sample per
@@ -302,7 +313,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	defer cancelRequests()
 	p.runCtx = reqCtx
 
-	res, err := broker.Setup(ctx, p.nc, broker.Options{})
+	res, err := broker.Setup(ctx, p.nc, broker.Options{Storage: p.opts.Storage})
 	if err != nil {
 		return err
 	}
@@ -348,6 +359,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	goLoop(p.sweepLoop)
+	goLoop(p.stallLoop)
 	if p.opts.FillHosts {
 		p.fillHosts(ctx)
 		goLoop(p.fillLoop)

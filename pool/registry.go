@@ -112,7 +112,7 @@ func (p *Pool) aliveLocked(ws *workerState, now time.Time) bool {
 	if beat <= 0 {
 		beat = p.opts.Heartbeat
 	}
-	return !ws.seen.IsZero() && now.Sub(ws.seen) < missedBeats*beat
+	return !ws.seen.IsZero() && now.Sub(ws.seen) < missedBeats*beat+p.stall.allowance(ws.seen, now)
 }
 
 // serves reports whether the worker runs the task.

@@ -165,12 +165,23 @@ func (p *Pool) handleDispatch(batch bool) micro.HandlerFunc {
 		// JetStream run concurrently with the next request.
 		rt := asyncResponder{broker.ReplyLater(p.nc, req)}
 		p.goRequest(rt, p.opts.SpawnWait+requestTimeout, func(ctx context.Context) {
-			placed, err := p.dispatch(ctx, jobs, batch)
-			if err != nil {
-				respondError(rt, err)
+			// A copy of a request (its answer was lost) gets the first
+			// one's outcome: its jobs are placed once.
+			o, first := p.replays.start(req.Headers().Get(HeaderRequestID), time.Now())
+			if first {
+				o.finish(p.dispatch(ctx, jobs, batch))
+			}
+			select {
+			case <-o.done:
+			case <-ctx.Done():
+				respondError(rt, fmt.Errorf("the first copy of this request is still being placed: %w", ctx.Err()))
 				return
 			}
-			_ = rt.RespondJSON(DispatchReply{Placed: placed})
+			if o.err != nil {
+				respondError(rt, o.err)
+				return
+			}
+			_ = rt.RespondJSON(DispatchReply{Placed: o.placed})
 		})
 	}
 }

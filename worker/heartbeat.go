@@ -40,7 +40,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 			}
 		}
 		if beat%queueCheckEvery == 0 && !w.stopping.Load() {
-			cctx, cancel := brokerCall(ctx)
+			cctx, cancel := w.beatCall(ctx)
 			_, err := w.res.Jobs.Consumer(cctx, broker.WorkerConsumer(w.opts.ID))
 			cancel()
 			if queueGone(err) {
@@ -48,7 +48,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 				stop(fmt.Errorf("%w: %w", ErrQueueGone, err))
 			}
 		}
-		cctx, cancel := brokerCall(ctx)
+		cctx, cancel := w.beatCall(ctx)
 		cur, err := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
 		cancel()
 		if err == nil && cur.Instance != w.instance {
@@ -67,6 +67,15 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 		}
 		w.forgetRecent(time.Now().Add(-35 * time.Minute))
 	}
+}
+
+// beatCall bounds a call of the heartbeat loop to the broker by a
+// heartbeat (and brokerTimeout): a call stuck on a broker connection that
+// died (a cluster node killed) held the beats up for brokerTimeout each,
+// long enough for the pool to take a live worker for gone; given up
+// after a beat, it is made again, on the new connection, at the next.
+func (w *Worker) beatCall(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, min(max(w.opts.Heartbeat, 100*time.Millisecond), brokerTimeout))
 }
 
 // Snapshot is the worker's current registry entry.
@@ -98,7 +107,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 // beat writes the worker's registry entry; stopping marks a graceful stop.
 func (w *Worker) beat(ctx context.Context) error {
 	e := w.Snapshot()
-	cctx, cancel := brokerCall(ctx)
+	cctx, cancel := w.beatCall(ctx)
 	defer cancel()
 	err := broker.PutWorker(cctx, w.res.Workers, e)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
 )
 
 // The world's storage on the broker (see store.go for what each key holds).
@@ -33,7 +35,7 @@ const markerTTL = time.Minute
 
 // openBucket opens the world's bucket, creating it if needed, retrying
 // while JetStream is not yet available (the broker may still be starting).
-func openBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+func openBucket(ctx context.Context, js jetstream.JetStream, storage broker.Storage) (jetstream.KeyValue, error) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		kv, err := js.KeyValue(cctx, Bucket)
@@ -43,12 +45,18 @@ func openBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue
 				Description:    "HVMind simulated world: scenario, state snapshot, applied operations",
 				History:        1,
 				Storage:        jetstream.FileStorage,
+				Replicas:       max(storage.Replicas, 1),
 				LimitMarkerTTL: markerTTL,
 				RePublish: &jetstream.RePublish{
 					Source:      bucketSubject + prefixOp + ">",
 					Destination: SubjectApplied + ">",
 				},
 			})
+		}
+		if err == nil {
+			if len(storage.Tags) > 0 || storage.Replicas > 0 {
+				err = broker.EnsureStorage(cctx, js, bucketStream, storage)
+			}
 		}
 		cancel()
 		if err == nil {

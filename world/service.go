@@ -88,6 +88,9 @@ type Options struct {
 	// requests apply in the order of their stamps even when they arrive
 	// out of it (DefaultHoldback(Speed) when 0; negative: none).
 	Holdback time.Duration
+	// Storage is the replicas and placement of the world's bucket (see
+	// broker.Storage; the zero value leaves it as it is).
+	Storage broker.Storage
 }
 
 // FinishRequest names the operation to finish.
@@ -207,6 +210,9 @@ func (o Options) WithDefaults() Options {
 }
 
 func (o *Options) validate() error {
+	if err := o.Storage.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
 	switch {
 	case !(o.Speed > 0) || o.Speed > 1e9:
 		return fmt.Errorf("%w: speed %v: want a positive number up to 1e9", ErrInvalidOption, o.Speed)
@@ -240,7 +246,7 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 	if err := checkNotRunning(nc); err != nil {
 		return nil, err
 	}
-	st, err := openStore(ctx, nc, o.Retention, log)
+	st, err := openStore(ctx, nc, o.Retention, o.Storage, log)
 	if err != nil {
 		return nil, err
 	}

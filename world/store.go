@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/world/game"
 )
 
@@ -90,12 +91,12 @@ type store struct {
 	snapRev uint64
 }
 
-func openStore(ctx context.Context, nc *nats.Conn, retention time.Duration, log zerolog.Logger) (*store, error) {
+func openStore(ctx context.Context, nc *nats.Conn, retention time.Duration, storage broker.Storage, log zerolog.Logger) (*store, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
 	if err != nil {
 		return nil, fmt.Errorf("world store: %w", err)
 	}
-	kv, err := openBucket(ctx, js)
+	kv, err := openBucket(ctx, js, storage)
 	if err != nil {
 		return nil, fmt.Errorf("world store: %w", err)
 	}

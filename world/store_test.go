@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/broker/brokertest"
 	"github.com/hvmind/hvmind/world/game"
 )
@@ -58,7 +59,7 @@ func TestReplayStopsAtAGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b := brokertest.New(t)
-	s, err := openStore(ctx, b.NC, time.Hour, zerolog.Nop())
+	s, err := openStore(ctx, b.NC, time.Hour, broker.Storage{}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/bench"
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/planner"
 	"github.com/hvmind/hvmind/serverpool"
@@ -41,9 +42,15 @@ func (e *env) bench(ctx context.Context, args []string) (int, error) {
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
 	fs.DurationVar(&o.Spin, "spin", e.cfg.Worker.Spin, "workers' timer spin window")
 	fs.DurationVar(&o.Tolerance, "tolerance", 50*time.Millisecond, "how late a job may start before it is missed")
+	syncFlag := fs.String("sync", "default", "the embedded broker's disk flushing: always, an interval such as 1s, or default (every 2 minutes)")
 	if pos, err := e.parse(fs, args[1:]); err != nil || len(pos) > 0 {
 		return 2, orUnexpected(err, pos)
 	}
+	sync, err := broker.ParseSync(*syncFlag)
+	if err != nil {
+		return 2, cli.Usagef("--%v", err)
+	}
+	o.Sync = sync
 	if o.WorkerBin == "" {
 		bin, err := serverpool.FindWorkerBin()
 		if err != nil {
@@ -93,9 +100,15 @@ func (e *env) benchManager(ctx context.Context, args []string) (int, error) {
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
 	fs.DurationVar(&o.Spin, "spin", e.cfg.Worker.Spin, "workers' timer spin window")
 	fs.DurationVar(&o.Tolerance, "tolerance", planner.DefaultSlack, "how late a job may start before it is missed (default: --slack; later, it could not land on time)")
+	syncFlag := fs.String("sync", "default", "the embedded broker's disk flushing: always, an interval such as 1s, or default (every 2 minutes)")
 	if pos, err := e.parse(fs, args); err != nil || len(pos) > 0 {
 		return 2, orUnexpected(err, pos)
 	}
+	sync, err := broker.ParseSync(*syncFlag)
+	if err != nil {
+		return 2, cli.Usagef("--%v", err)
+	}
+	o.Sync = sync
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	tolerance := set["tolerance"]

@@ -39,6 +39,7 @@ func run(args []string) error {
 	cfg.Pool.Host, cfg.Worker.Host = hosts.Home, hosts.Home
 	cfg.RegisterBroker(p.Flags)
 	cfg.RegisterPool(p.Flags)
+	cfg.RegisterStorage(p.Flags)
 	wcfg := world.DefaultConfig()
 	wcfg.RegisterFlags(p.Flags, true)
 	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
@@ -94,7 +95,9 @@ func run(args []string) error {
 		// jobs in it, and give their RAM back to it, as they stop.
 		worldCtx, stopWorld := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopWorld()
-		ws, err := world.Serve(worldCtx, conn.NC, wcfg.Options(p.Log))
+		wo := wcfg.Options(p.Log)
+		wo.Storage = cfg.Storage()
+		ws, err := world.Serve(worldCtx, conn.NC, wo)
 		switch {
 		case errors.Is(err, world.ErrAlreadyRunning):
 			p.Log.Info().Err(err).Msg("using the running world service")

@@ -24,6 +24,7 @@ func run(args []string) error {
 	p := cli.New("hvmind-world", usage)
 	wcfg := world.DefaultConfig()
 	wcfg.RegisterFlags(p.Flags, false)
+	p.Config.RegisterStorage(p.Flags)
 	if err := p.Parse(args); err != nil {
 		return err
 	}
@@ -42,7 +43,9 @@ func run(args []string) error {
 		return err
 	}
 	defer conn.Close()
-	svc, err := world.Serve(ctx, conn.NC, wcfg.Options(p.Log))
+	wo := wcfg.Options(p.Log)
+	wo.Storage = p.Config.Storage()
+	svc, err := world.Serve(ctx, conn.NC, wo)
 	if err != nil {
 		return err
 	}

@@ -217,8 +217,12 @@ func (p *Program) SignalContext() (ctx context.Context, stop context.CancelFunc)
 // Open connects to the broker the settings name (--nats, NATS_URL), or
 // with embed and no URL starts the embedded one (--listen, --data).
 func (p *Program) Open(ctx context.Context, embed bool) (*broker.Conn, error) {
+	sync, err := p.Config.BrokerSync()
+	if err != nil {
+		return nil, err
+	}
 	return broker.Open(ctx, broker.OpenOptions{
-		URL: p.Config.NATS, Embed: embed, Listen: p.Config.Listen, DataDir: p.Config.DataDir,
+		URL: p.Config.NATS, Embed: embed, Listen: p.Config.Listen, DataDir: p.Config.DataDir, Sync: sync,
 		Name: p.Name, Logger: p.Log,
 	})
 }
