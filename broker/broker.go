@@ -344,6 +344,9 @@ func Setup(ctx context.Context, nc *nats.Conn, o Options) (*Resources, error) {
 		if err == nil {
 			return r, nil
 		}
+		if StorageRefused(err) {
+			return nil, fmt.Errorf("set up JetStream: %w", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("set up JetStream: %w (last error: %v)", ctx.Err(), err)
@@ -401,6 +404,24 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
 	}
 	return EnsureStorage(cctx, r.JS, "KV_"+BucketWorkers, o.Storage)
+}
+
+// StorageRefused reports whether JetStream refused a stream's replicas or
+// placement (more replicas than servers, a single server asked for more
+// than one, no server with the tags): asking again will not help, where
+// JetStream not answering yet (a broker starting) may.
+func StorageRefused(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10074, // replicas > 1 not supported in non-clustered mode
+		10023, // insufficient resources
+		10005: // no suitable peers for placement
+		return true
+	}
+	return false
 }
 
 // placement is s's placement for a new stream or bucket (nil: anywhere).

@@ -62,6 +62,9 @@ func openBucket(ctx context.Context, js jetstream.JetStream, storage broker.Stor
 		if err == nil {
 			return kv, nil
 		}
+		if broker.StorageRefused(err) {
+			return nil, fmt.Errorf("bucket %s: %w", Bucket, err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("bucket %s: %w (last error: %v)", Bucket, ctx.Err(), err)
