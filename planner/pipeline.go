@@ -584,7 +584,24 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 		// a sliver, and the weakens, placed smallest host first, fill the
 		// small ones.
 		m.pin(jobs, game.OpGrow, game.OpHack)
-		disp, err = m.pool.DispatchJobs(ctx, placeOrder(jobs))
+		// A batch is no use once its first job should have started: the
+		// dispatch (which the client sends again while unanswered) ends
+		// then.
+		dctx, cancel := context.WithDeadline(ctx, job.Time(first-p.lead/4))
+		disp, err = m.pool.DispatchJobs(dctx, placeOrder(jobs))
+		cancel()
+		if err != nil && ctx.Err() == nil && Unavailable(err) {
+			// The pool (or the broker) is not answering: a restart. The
+			// batches in flight still land, and the pipeline goes on with
+			// the next slot, rather than stopping, waiting out every batch
+			// in flight, and preparing again. A copy of this dispatch the
+			// pool placed after all lands on its slot like the others;
+			// only its money is not counted here.
+			m.log.Debug().Err(err).Int("slot", k).Msg("dispatch unanswered")
+			m.count(func(s *Stats) { s.Skipped++ })
+			p.carry = held{}
+			return nil
+		}
 		if errors.Is(err, pool.ErrNoCapacity) {
 			m.log.Debug().Err(err).Int("slot", k).Int("try", try).Msg("batch refused")
 			if try < refusedRetries && bp.HackThreads > 1 {
