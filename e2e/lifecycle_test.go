@@ -211,3 +211,31 @@ func stolenUpTo(out string) float64 {
 	}
 	return most
 }
+
+// A second worker process of a name on the same broker is turned away at
+// once, whatever the broker's state, and the first runs on: a pool
+// restarted while the broker was away launched a third process of one
+// name while two were alive.
+func TestOneWorkerProcessOfAName(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--spawn=false")
+	first := start(t, "hvmind-worker", "--process", "twin", "--nats", c.url)
+	time.Sleep(time.Second)
+	out, errOut, code := run(t, "", "hvmind-worker", "--process", "twin", "--nats", c.url)
+	if code == 0 || !strings.Contains(out+errOut, "already running") {
+		t.Fatalf("second process of one name: exit %d: %s%s", code, out, errOut)
+	}
+	select {
+	case <-first.done:
+		t.Fatalf("the first process stopped:\n%s", first.out.String())
+	default:
+	}
+	// Another name runs beside it.
+	other := start(t, "hvmind-worker", "--process", "other", "--nats", c.url)
+	time.Sleep(time.Second)
+	select {
+	case <-other.done:
+		t.Fatalf("a process of another name stopped:\n%s", other.out.String())
+	default:
+	}
+}

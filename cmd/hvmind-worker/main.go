@@ -79,6 +79,13 @@ func run(args []string) error {
 		}
 	}
 	if *process != "" {
+		// One process of a name per broker on this machine (see
+		// cli.LockOne).
+		release, err := cli.LockOne("worker process "+*process, conn.URL)
+		if err != nil {
+			return err
+		}
+		defer release()
 		o := cfg.WorkerProcessOptions(*process)
 		o.Handlers, o.Reserver, o.Logger = handlers, hosts.New(wc), p.Log
 		proc, err := worker.NewProcess(conn.NC, o)
