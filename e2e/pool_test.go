@@ -447,3 +447,39 @@ func TestWorkerProcessFillsHostsAndHonoursMinCores(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// kill -9 of an external nats-server while a worker runs a job, and the
+// server back a few seconds later: the worker ran the job through the
+// outage, and its record says done. The pool, which heard no heartbeat
+// meanwhile, does not store a guess ("missed: its worker was gone") that
+// would overtake it.
+func TestBrokerOutageKeepsTheWorkersRecord(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	url := "nats://" + addr
+	_, port, _ := strings.Cut(addr, ":")
+	store := t.TempDir()
+	srv := start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	w := start(t, "hvmind-worker", "--nats", url, "--id", "steady", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms")
+	_ = w
+	poolData := t.TempDir()
+	c := &cluster{t: t, url: url, data: poolData}
+	c.pool = start(t, "hvmind-pool", "--nats", url, "--data", poolData, "--spawn=false", "--heartbeat", "200ms", "--tolerance", "250ms")
+	c.waitPool()
+	c.waitWorkers(1)
+	// A job starting in 1.5 s that runs 6 s; the server dies at 1 s and
+	// comes back at 5 s, while the job runs.
+	job := fmt.Sprintf(`{"id":"through-outage","task":"sleep","threads":2,"startTime":%.0f,"duration":6000}`, ms(1500*time.Millisecond))
+	if _, errOut, code := run(t, "", "hvmind-manager", "--nats", url, "dispatch", "--timeout", "100ms", job); code == 0 && errOut != "" {
+		t.Logf("dispatch: %s", errOut)
+	}
+	time.Sleep(time.Second)
+	srv.kill()
+	time.Sleep(4 * time.Second)
+	start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	recs := c.waitRecords(30*time.Second, "through-outage")
+	r := recs["through-outage"]
+	if r.Status != "done" {
+		t.Fatalf("the job ran through the outage, its record says %s: %s%s", r.Status, r.Reason, r.Error)
+	}
+}

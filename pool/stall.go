@@ -15,6 +15,13 @@ import (
 // does not count against the workers: a worker may miss its beats for as
 // long as the registry was stalled since, on top of missedBeats.
 
+// stallSettle is how long after the registry answers again the stall
+// still counts: the pool's watch of the registry resumes some time after
+// the broker does (after a nats-server restart here, the first beat of a
+// worker that had reconnected came more than a second after the registry
+// answered, and the pool took it for gone in between).
+const stallSettle = 10 * time.Second
+
 // registryStall is the registry's last stall, as the pool saw it.
 type registryStall struct {
 	mu sync.Mutex
@@ -23,24 +30,28 @@ type registryStall struct {
 	lastOK, from, to time.Time
 }
 
-// ok notes an answer at now.
-func (s *registryStall) ok(now time.Time) {
+// ok notes an answer at now, and reports whether it ends a stall.
+func (s *registryStall) ok(now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.from.IsZero() && s.to.IsZero() {
+	ended := !s.from.IsZero() && s.to.IsZero()
+	if ended {
 		s.to = now
 	}
 	s.lastOK = now
+	return ended
 }
 
-// failed notes a question the registry did not answer.
-func (s *registryStall) failed() {
+// failed notes a question the registry did not answer, and reports
+// whether it starts a stall.
+func (s *registryStall) failed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lastOK.IsZero() || !s.from.IsZero() && s.to.IsZero() {
-		return // never answered yet, or already stalled
+		return false // never answered yet, or already stalled
 	}
 	s.from, s.to = s.lastOK, time.Time{}
+	return true
 }
 
 // allowance is how much longer than missedBeats a worker last seen at seen
@@ -52,8 +63,10 @@ func (s *registryStall) allowance(seen, now time.Time) time.Duration {
 		return 0
 	}
 	to := s.to
-	if to.IsZero() {
+	if to.IsZero() || now.Before(to.Add(stallSettle)) {
 		to = now
+	} else {
+		to = to.Add(stallSettle)
 	}
 	from := s.from
 	if seen.After(from) {
@@ -78,9 +91,13 @@ func (p *Pool) stallLoop(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			p.stall.ok(time.Now())
+			if p.stall.ok(time.Now()) {
+				p.log.Info().Msg("the worker registry answers again")
+			}
 		default:
-			p.stall.failed()
+			if p.stall.failed() {
+				p.log.Warn().Err(err).Msg("the worker registry does not answer; the workers' silence is not counted meanwhile")
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -1,0 +1,49 @@
+package pool
+
+import (
+	"testing"
+	"time"
+)
+
+// A stall of the registry does not count against a worker's silence,
+// while it lasts and for stallSettle after it.
+func TestRegistryStallAllowance(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	var s registryStall
+	if s.failed() {
+		t.Fatal("a stall before the registry ever answered")
+	}
+	s.ok(at(0))
+	if got := s.allowance(at(0), at(1)); got != 0 {
+		t.Fatalf("allowance %s with no stall", got)
+	}
+	s.ok(at(1))
+	if !s.failed() || s.failed() {
+		t.Fatal("a failure after an answer starts one stall")
+	}
+	tests := []struct {
+		name      string
+		seen, now float64
+		okAt      float64 // the registry answers again (0: not yet)
+		want      float64
+	}{
+		{name: "during, seen before", seen: 0.5, now: 4, want: 3},
+		{name: "during, seen after it began", seen: 2, now: 4, want: 2},
+		{name: "settling", seen: 0.5, now: 7, okAt: 5, want: 6},
+		{name: "settled", seen: 0.5, now: 30, okAt: 5, want: 14},
+		{name: "seen after it ended", seen: 20, now: 30, okAt: 5, want: 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := registryStall{lastOK: s.lastOK, from: s.from, to: s.to} // the stall as it stands
+			if tc.okAt > 0 {
+				c.to = at(tc.okAt)
+			}
+			if got := c.allowance(at(tc.seen), at(tc.now)); got != time.Duration(tc.want*float64(time.Second)) {
+				t.Errorf("allowance %s, want %vs", got, tc.want)
+			}
+		})
+	}
+}
