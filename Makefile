@@ -5,7 +5,7 @@ NATS_VER  := v0.5.0
 SERVER_VER:= v2.15.2
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test run pool bench tools vet fmt clean
+.PHONY: build test run pool bench chaos tools vet fmt clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -44,6 +44,15 @@ pool: build
 
 bench: build
 	$(BIN)/hvmind-manager bench dispatch
+
+# The chaos test at length: the batcher on reference-880 at 60x while a
+# driver kills and restarts the broker, the pool, the worker process and the
+# batcher (CI runs four kills on a new game). KILLS and SCENARIO override.
+KILLS    ?= 24
+SCENARIO ?= reference-880
+chaos: build tools
+	PATH="$(CURDIR)/$(BIN):$(GOBIN_DIR):$$PATH" HVMIND_CHAOS_KILLS=$(KILLS) HVMIND_CHAOS_SCENARIO=$(SCENARIO) \
+		$(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./e2e
 
 vet:
 	$(GO) vet ./...

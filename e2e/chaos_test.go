@@ -1,0 +1,256 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/world"
+)
+
+// The chaos test: the batcher earns on a world at speed 60 while a driver
+// kills (kill -9, one time in four SIGTERM) and restarts, at random
+// moments and in random order, the broker (a real nats-server), the pool
+// (with its world), the worker process and the batcher. At the end it
+// audits the durable state: every job has at most one record, every world
+// operation the world applied is accounted for by a record, the player's
+// money is the start plus what the applied hacks stole, and it measures
+// how long after each kill the money rose again.
+//
+// HVMIND_CHAOS_KILLS sets the number of kills (CI: 4, one of each kind;
+// make chaos: 24), HVMIND_CHAOS_SCENARIO the world (newgame by default;
+// make chaos: reference-880), HVMIND_CHAOS_SEED the driver's seed.
+func TestChaos(t *testing.T) {
+	t.Parallel()
+	kills := envInt("HVMIND_CHAOS_KILLS", 4)
+	scenario := os.Getenv("HVMIND_CHAOS_SCENARIO")
+	if scenario == "" {
+		scenario = "newgame"
+	}
+	seed := uint64(envInt("HVMIND_CHAOS_SEED", int(time.Now().UnixNano()%1e6)))
+	rng := rand.New(rand.NewPCG(seed, seed))
+	t.Logf("chaos: %d kills on %s, seed %d", kills, scenario, seed)
+
+	addr := freeAddr(t)
+	_, port, _ := strings.Cut(addr, ":")
+	url := "nats://" + addr
+	store := t.TempDir()
+	brokerArgs := []string{"-js", "-a", "127.0.0.1", "-p", port, "-sd", store}
+	c := &cluster{t: t, url: url, data: t.TempDir()}
+	t.Cleanup(func() { killWorkers(c.data) })
+	poolArgs := append([]string{"--nats", url, "--data", c.data, "--scenario", scenario, "--worker-bin", bin("hvmind-worker"),
+		"--log-level", "debug"}, runFlags...)
+	mgrArgs := []string{"--nats", url, "--auto", "--json"}
+
+	srv := start(t, "nats-server", brokerArgs...)
+	c.pool = start(t, "hvmind-pool", poolArgs...)
+	c.waitPool()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	wc := world.NewClient(nc)
+	money := func() (float64, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		pl, err := wc.Player(ctx)
+		return pl.Money, err == nil
+	}
+	var startMoney float64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if m, ok := money(); ok {
+			startMoney = m
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the world does not answer")
+		}
+	}
+	mgr := start(t, "hvmind-manager", mgrArgs...)
+
+	// earning waits until the money is above m, and says how long that took.
+	earning := func(m float64, limit time.Duration) (time.Duration, bool) {
+		began := time.Now()
+		for time.Since(began) < limit {
+			if now, ok := money(); ok && now > m {
+				return time.Since(began), true
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return limit, false
+	}
+	if _, ok := earning(startMoney, 2*time.Minute); !ok {
+		t.Fatalf("no income before any kill:\n%s", mgr.out.String())
+	}
+
+	type kill struct {
+		victim, signal string
+		recovery       time.Duration
+		ok             bool
+	}
+	var done []kill
+	victims := []string{"broker", "pool", "worker process", "batcher"}
+	order := rng.Perm(len(victims))
+	for i := range kills {
+		v := victims[order[i%len(victims)]]
+		if i >= len(victims) {
+			v = victims[rng.IntN(len(victims))]
+		}
+		sig, sigName := syscall.SIGKILL, "kill -9"
+		if rng.IntN(4) == 0 {
+			sig, sigName = syscall.SIGTERM, "SIGTERM"
+		}
+		time.Sleep(time.Duration(1000+rng.IntN(4000)) * time.Millisecond)
+		before, _ := money()
+		killed := time.Now()
+		switch v {
+		case "broker":
+			srv.signal(sig)
+			srv.wait(t, 30*time.Second)
+			time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+			srv = start(t, "nats-server", brokerArgs...)
+		case "pool":
+			c.pool.signal(sig)
+			c.pool.wait(t, 60*time.Second)
+			time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+			c.pool = start(t, "hvmind-pool", poolArgs...)
+		case "worker process":
+			out, _ := exec.Command("pgrep", "-f", "hvmind-worker --process local --nats "+url).Output()
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, sig)
+				}
+			} // the pool launches it again
+		case "batcher":
+			mgr.signal(sig)
+			mgr.wait(t, 60*time.Second)
+			time.Sleep(time.Duration(rng.IntN(2000)) * time.Millisecond)
+			mgr = start(t, "hvmind-manager", mgrArgs...)
+		}
+		_, ok := earning(before, 3*time.Minute)
+		done = append(done, kill{v, sigName, time.Since(killed), ok})
+		if !ok {
+			t.Errorf("kill %d (%s of the %s): no income within 3 minutes", i+1, sigName, v)
+		}
+	}
+	mgr.signal(syscall.SIGINT)
+	mgr.wait(t, time.Minute)
+	time.Sleep(5 * time.Second) // the last landings
+
+	// The kills and how long after each the money rose again.
+	byKind := map[string][]time.Duration{}
+	for i, k := range done {
+		t.Logf("kill %2d: %-7s the %-14s income again after %s", i+1, k.signal, k.victim, k.recovery.Round(100*time.Millisecond))
+		byKind[k.victim] = append(byKind[k.victim], k.recovery)
+	}
+	for _, v := range victims {
+		ds := byKind[v]
+		if len(ds) == 0 {
+			continue
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		t.Logf("%-14s kills %2d, income again after: median %s, worst %s", v, len(ds), ds[len(ds)/2].Round(100*time.Millisecond), ds[len(ds)-1].Round(100*time.Millisecond))
+	}
+
+	// The audit, from the durable state.
+	recs := c.records() // fails the test on a second record of a job
+	applied := appliedOps(t, nc)
+	contradict, doneNotApplied, appliedNoRecord := 0, 0, 0
+	stolenApplied, stolenDone := 0.0, 0.0
+	for id, r := range applied {
+		stolenApplied += r.Stolen
+		rec, ok := recs[id]
+		switch {
+		case !ok:
+			appliedNoRecord++
+		case rec.Status != "done":
+			contradict++
+			if contradict <= 5 {
+				t.Logf("applied, but its record says %s: %s %s (%s%s)", rec.Status, r.Task, id, rec.Reason, rec.Error)
+			}
+		}
+	}
+	for id, rec := range recs {
+		if rec.Status != "done" || !strings.Contains(string(rec.Result), `"stolen"`) {
+			continue
+		}
+		var res world.Result
+		if json.Unmarshal(rec.Result, &res) == nil {
+			stolenDone += res.Stolen
+		}
+		if _, ok := applied[id]; !ok {
+			doneNotApplied++
+		}
+	}
+	end, ok := money()
+	if !ok {
+		t.Fatal("the world does not answer at the end")
+	}
+	t.Logf("audit: %d records, %d operations applied; applied with a record other than done: %d; applied with no record: %d; done but not applied: %d",
+		len(recs), len(applied), contradict, appliedNoRecord, doneNotApplied)
+	t.Logf("ledger: money made $%.0f; stolen by the applied hacks $%.0f (diff $%.0f); by the done hacks' records $%.0f (diff $%.0f)",
+		end-startMoney, stolenApplied, end-startMoney-stolenApplied, stolenDone, end-startMoney-stolenDone)
+	if diff := end - startMoney - stolenApplied; diff > 1 || diff < -1 {
+		t.Errorf("the player's money moved by $%.0f more than the applied hacks stole", diff)
+	}
+	if doneNotApplied > 0 {
+		t.Errorf("%d records say done for operations the world never applied", doneNotApplied)
+	}
+}
+
+// appliedOps reads the world's applied operations from its bucket, by job
+// id.
+func appliedOps(t *testing.T, nc *nats.Conn) map[string]world.Result {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, world.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kv.Watch(ctx, "op.>", jetstream.IgnoreDeletes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+	out := map[string]world.Result{}
+	for e := range w.Updates() {
+		if e == nil {
+			break // the values stored so far are all in
+		}
+		var entry struct {
+			Result *world.Result `json:"result"`
+		}
+		if json.Unmarshal(e.Value(), &entry) != nil || entry.Result == nil {
+			continue
+		}
+		if _, dup := out[entry.Result.JobID]; dup {
+			t.Errorf("operation of job %s applied twice", entry.Result.JobID)
+		}
+		out[entry.Result.JobID] = *entry.Result
+	}
+	return out
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
