@@ -22,16 +22,16 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 		cr.Reason = "cancelled on request"
 	}
 	type target struct {
-		in    inflight
-		alive bool
+		in inflight
+		// gone: the worker left the registry (it deregistered, or its
+		// entry expired a WorkerTTL after its last heartbeat).
+		gone bool
 	}
 	var targets []target
-	now := time.Now()
 	p.mu.Lock()
 	for id, in := range p.jobs {
 		if id == cr.ID || (cr.Batch != "" && in.job.Batch == cr.Batch) {
-			ws := p.workers[in.worker]
-			targets = append(targets, target{in: *in, alive: ws != nil && p.aliveLocked(ws, now)})
+			targets = append(targets, target{in: *in, gone: p.workers[in.worker] == nil})
 		}
 	}
 	p.mu.Unlock()
@@ -42,9 +42,15 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, what)
 	}
-	// A live worker is asked to cancel. For a gone one the cancel is queued
-	// all the same, for when it comes back, and then the pool stores the
-	// record itself: in that order, a job recorded cancelled cannot run.
+	// The worker is asked to cancel, through its queue. Only for a worker
+	// that has left the registry does the pool store the record itself,
+	// after queueing the cancel: in that order, a job recorded cancelled
+	// cannot run. A worker whose heartbeats are only late (a broker
+	// restart, a worker process being launched again) may be running the
+	// job: a record the pool stored for it would overtake the worker's own
+	// (the chaos test found hacks the world applied recorded cancelled),
+	// so it is left to the worker, or, if it never comes back, to the
+	// sweeper at the job's start.
 	// Once no job in its message waits, the message is taken out of the
 	// worker's queue.
 	var ids []string
@@ -52,7 +58,7 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 	for _, t := range targets {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := p.askCancel(cctx, &t.in, cr.Reason)
-		if err == nil && !t.alive {
+		if err == nil && t.gone {
 			j := t.in.job
 			j.Status, j.Reason = job.StatusCancelled, cr.Reason
 			if err = p.storeRecord(cctx, &j, t.in.worker); err == nil && t.in.seq != 0 {
