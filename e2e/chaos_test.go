@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/world"
 )
 
@@ -194,6 +196,8 @@ func TestChaos(t *testing.T) {
 			doneNotApplied++
 		}
 	}
+	leftMsgs, leftEnded, leftWaiting := leftovers(t, nc, recs)
+	t.Logf("left in %s: %d messages; %d of their jobs have a record, %d have none", broker.StreamJobs, leftMsgs, leftEnded, leftWaiting)
 	end, ok := money()
 	if !ok {
 		t.Fatal("the world does not answer at the end")
@@ -208,6 +212,51 @@ func TestChaos(t *testing.T) {
 	if doneNotApplied > 0 {
 		t.Errorf("%d records say done for operations the world never applied", doneNotApplied)
 	}
+}
+
+// leftovers reads the messages left in the jobs stream: how many, and how
+// many of the jobs in them have a record (those messages should have been
+// taken off their queues) and how many have none.
+func leftovers(t *testing.T, nc *nats.Conn, recs map[string]job.Job) (msgs, ended, waiting int) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A work queue takes no ordered consumer: read its messages by
+	// sequence.
+	st, err := js.Stream(ctx, broker.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue // deleted
+		}
+		msgs++
+		if m.Header.Get(broker.HeaderCancel) != "" {
+			continue
+		}
+		jobs, err := job.ParseMany(m.Data)
+		if err != nil {
+			continue
+		}
+		for _, j := range jobs {
+			if _, ok := recs[j.ID]; ok {
+				ended++
+			} else {
+				waiting++
+			}
+		}
+	}
+	return msgs, ended, waiting
 }
 
 // appliedOps reads the world's applied operations from its bucket, by job
