@@ -31,7 +31,9 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 	p.mu.Lock()
 	for id, in := range p.jobs {
 		if id == cr.ID || (cr.Batch != "" && in.job.Batch == cr.Batch) {
-			targets = append(targets, target{in: *in, gone: p.workers[in.worker] == nil})
+			// A worker that left keeps its state, with no time seen.
+			ws := p.workers[in.worker]
+			targets = append(targets, target{in: *in, gone: ws == nil || ws.seen.IsZero()})
 		}
 	}
 	p.mu.Unlock()
