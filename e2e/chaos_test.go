@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hvmind/hvmind/broker"
@@ -58,11 +57,7 @@ func TestChaos(t *testing.T) {
 	srv := start(t, "nats-server", brokerArgs...)
 	c.pool = start(t, "hvmind-pool", poolArgs...)
 	c.waitPool()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, js := c.connect()
 	wc := world.NewClient(nc)
 	money := func() (float64, bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -168,7 +163,7 @@ func TestChaos(t *testing.T) {
 
 	// The audit, from the durable state.
 	recs := c.records() // fails the test on a second record of a job
-	applied := appliedOps(t, nc)
+	applied := appliedOps(t, js)
 	contradict, doneNotApplied, appliedNoRecord := 0, 0, 0
 	stolenApplied, stolenDone := 0.0, 0.0
 	for id, r := range applied {
@@ -196,7 +191,7 @@ func TestChaos(t *testing.T) {
 			doneNotApplied++
 		}
 	}
-	leftMsgs, leftEnded, leftWaiting := leftovers(t, nc, recs)
+	leftMsgs, leftEnded, leftWaiting := leftovers(t, js, recs)
 	t.Logf("left in %s: %d messages; %d of their jobs have a record, %d have none", broker.StreamJobs, leftMsgs, leftEnded, leftWaiting)
 	end, ok := money()
 	if !ok {
@@ -217,12 +212,8 @@ func TestChaos(t *testing.T) {
 // leftovers reads the messages left in the jobs stream: how many, and how
 // many of the jobs in them have a record (those messages should have been
 // taken off their queues) and how many have none.
-func leftovers(t *testing.T, nc *nats.Conn, recs map[string]job.Job) (msgs, ended, waiting int) {
+func leftovers(t *testing.T, js jetstream.JetStream, recs map[string]job.Job) (msgs, ended, waiting int) {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A work queue takes no ordered consumer: read its messages by
@@ -261,12 +252,8 @@ func leftovers(t *testing.T, nc *nats.Conn, recs map[string]job.Job) (msgs, ende
 
 // appliedOps reads the world's applied operations from its bucket, by job
 // id.
-func appliedOps(t *testing.T, nc *nats.Conn) map[string]world.Result {
+func appliedOps(t *testing.T, js jetstream.JetStream) map[string]world.Result {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, world.Bucket)

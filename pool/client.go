@@ -373,7 +373,19 @@ func (c *Client) forget(jobs []job.Job, d *Dispatch) {
 // request sends a request to the pool and turns an error answer into a
 // RemoteError.
 func (c *Client) request(ctx context.Context, subject string, data []byte) ([]byte, error) {
-	return c.requestMsg(ctx, nats.NewMsg(subject), data)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("no pool is running (nothing answers on %s): %w", subject, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", subject, err)
+	}
+	return remoteReply(msg)
 }
 
 // resendAfter is how long a dispatch waits for its answer before it sends
@@ -412,7 +424,9 @@ func (c *Client) requestOnce(ctx context.Context, subject string, data []byte) (
 		actx, cancel := context.WithTimeout(ctx, resendAfter)
 		reply, err := sub.NextMsgWithContext(actx)
 		cancel()
-		noPool := errors.Is(err, nats.ErrNoResponders) || err == nil && reply.Header.Get("Status") == "503" && len(reply.Data) == 0
+		// The subscription turns the server's no-responders status into
+		// ErrNoResponders.
+		noPool := errors.Is(err, nats.ErrNoResponders)
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil, fmt.Errorf("request %s: %w", subject, ctx.Err())
@@ -443,26 +457,6 @@ func (c *Client) requestOnce(ctx context.Context, subject string, data []byte) (
 // errPlacedEarlier says that a copy of a dispatch found its jobs placed by
 // an earlier copy whose answer was lost.
 var errPlacedEarlier = errors.New("placed by an earlier copy of the request")
-
-// requestMsg sends msg with data and turns an error answer into a
-// RemoteError.
-func (c *Client) requestMsg(ctx context.Context, msg *nats.Msg, data []byte) ([]byte, error) {
-	subject := msg.Subject
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
-	msg.Data = data
-	msg, err := c.nc.RequestMsgWithContext(ctx, msg)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return nil, fmt.Errorf("no pool is running (nothing answers on %s): %w", subject, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("request %s: %w", subject, err)
-	}
-	return remoteReply(msg)
-}
 
 // remoteReply is a reply's data, or the RemoteError it carries.
 func remoteReply(msg *nats.Msg) ([]byte, error) {
