@@ -22,6 +22,9 @@ var (
 	ErrInvalid = errors.New("invalid request")
 	// ErrNotBegun means a finish for a job the world has no begin for.
 	ErrNotBegun = errors.New("operation was never begun")
+	// ErrSettled means a begin or finish of a job whose operation was
+	// settled (see SettleRequest): nothing of it applies.
+	ErrSettled = errors.New("operation was settled")
 	// ErrUnavailable means the world could not store a change; nothing was
 	// applied and the request may be retried.
 	ErrUnavailable = errors.New("world store unavailable")
@@ -42,6 +45,7 @@ const (
 	CodeLevelTooLow   = "level_too_low"
 	CodeNoRAM         = "no_ram"
 	CodeNotBegun      = "not_begun"
+	CodeSettled       = "settled"
 	CodeUnavailable   = "unavailable"
 	CodeInternal      = "internal"
 )
@@ -66,6 +70,7 @@ var codes = []struct {
 	{game.ErrLevelTooLow, CodeLevelTooLow, "403"},
 	{ErrNoRAM, CodeNoRAM, "409"},
 	{ErrNotBegun, CodeNotBegun, "404"},
+	{ErrSettled, CodeSettled, "409"},
 	{ErrUnavailable, CodeUnavailable, "503"},
 }
 

@@ -54,6 +54,8 @@ type sequencer struct {
 	// (arrival minus stamp, in µs).
 	late    atomic.Int64
 	lateMax atomic.Int64
+	// holdUntil holds every request until then (see holdFor).
+	holdUntil time.Time
 }
 
 func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
@@ -63,6 +65,13 @@ func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
 	return q
 }
 
+// holdFor holds every request for d from now, then hands them on in stamp
+// order: a world that resumes after a restart receives at once the
+// requests its workers could not send meanwhile, whose stamps are older
+// than the holdback, and would apply them in the order they arrive. Set
+// before the first add.
+func (q *sequencer) holdFor(d time.Duration) { q.holdUntil = time.Now().Add(d) }
+
 // add queues it until its stamp (epoch ms) is Holdback old. Requests with
 // the same stamp (a worker that woke late fires every timer due meanwhile
 // at once) go in the order of due, their scheduled instants.
@@ -70,6 +79,9 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 	stamped := time.UnixMicro(int64(stamp * 1000))
 	release := stamped.Add(q.holdback)
 	now := time.Now()
+	if now.Before(q.holdUntil) {
+		release = q.holdUntil // and its stamp orders it among the others
+	}
 	past := !now.Before(release)
 	if q.holdback > 0 && past {
 		q.late.Add(1)

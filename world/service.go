@@ -51,6 +51,14 @@ const Version = "0.1.0"
 // DefaultScenario is where a fresh world starts when no scenario is given.
 const DefaultScenario = "newgame"
 
+// ResumeHold is how long a world resumed from its store holds the timed
+// requests it receives before it applies them, in the order of their
+// stamps: longer than a worker's attempt at a request (2 s), so that
+// what was lost in flight when the world stopped is asked again within
+// it. After a pool kill in the chaos test, batches landed out of order
+// without it, and the batcher stopped to prep again.
+const ResumeHold = 2500 * time.Millisecond
+
 // Defaults of Options.
 const (
 	DefaultSpeed         = 1
@@ -148,6 +156,7 @@ type Service struct {
 	st       *State
 	begins   map[string]*begun
 	results  map[string]*finished
+	settled  map[string]*settledOp
 	gameBase float64
 	realBase time.Time
 	dirty    bool
@@ -263,6 +272,12 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		lastSnap: time.Now(),
 	}
 	s.seq = newSequencer(o.Holdback, s.enqueue)
+	if !l.fresh && o.Holdback > 0 {
+		// Workers retry what they could not send while the world was
+		// away, each within an attempt's time: hold it all for that
+		// long, so that it is applied in the order it happened.
+		s.seq.holdFor(ResumeHold)
+	}
 	s.install(l)
 	go s.writer()
 	err = s.startMicro()
@@ -306,6 +321,7 @@ func (s *Service) startMicro() error {
 		broker.Endpoint{Name: "ram-reserve", Subject: SubjectRAMReserve, Handler: s.handleReserve},
 		broker.Endpoint{Name: "ram-release", Subject: SubjectRAMRelease, Handler: s.handleRelease},
 		broker.Endpoint{Name: "clock", Subject: SubjectClock, Handler: s.handleClock},
+		broker.Endpoint{Name: "settle", Subject: SubjectSettle, Handler: s.handleSettle},
 	)
 	if err != nil {
 		return fmt.Errorf("world service: %w", err)
@@ -381,6 +397,7 @@ func (s *Service) LateRequests() (n int64, latest time.Duration) {
 func (s *Service) install(l *loaded) {
 	s.st = l.st
 	s.begins = map[string]*begun{}
+	s.settled = map[string]*settledOp{}
 	s.results = make(map[string]*finished, len(l.replayed))
 	now := time.Now()
 	for _, r := range l.replayed {
@@ -571,6 +588,11 @@ func (s *Service) sweep(now time.Time) {
 			delete(s.results, id)
 		}
 	}
+	for id, st := range s.settled {
+		if now.Sub(st.at) > s.opts.Retention {
+			delete(s.settled, id)
+		}
+	}
 }
 
 // enqueue hands a request to the writer.
@@ -592,7 +614,10 @@ func (s *Service) enqueue(it *item) {
 
 // ---- operations (run by the writer) ----
 
-func (s *Service) begin(req BeginRequest, looked *Result, lookErr error) (any, []write, error) {
+func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, lookErr error) (any, []write, error) {
+	if st, ok := s.settled[req.JobID]; ok {
+		return nil, nil, errSettledf(st.st)
+	}
 	if b, ok := s.begins[req.JobID]; ok {
 		if b.b.BeginRequest != req {
 			return nil, nil, invalidf("job %s already began as %s of %s by %d threads on %s", req.JobID, b.b.Task, b.b.Target, b.b.Threads, b.b.Host)
@@ -604,6 +629,10 @@ func (s *Service) begin(req BeginRequest, looked *Result, lookErr error) (any, [
 	}
 	if lookErr != nil {
 		return nil, nil, lookErr
+	}
+	if settled != nil {
+		s.settled[req.JobID] = &settledOp{st: *settled, at: time.Now()}
+		return nil, nil, errSettledf(*settled)
 	}
 	if looked != nil {
 		s.results[req.JobID] = &finished{r: *looked, at: time.Now()}
@@ -633,14 +662,18 @@ func (s *Service) begunOf(r *Result) BeginReply {
 }
 
 type lookup struct {
-	result *Result
-	begin  *BeginReply
-	err    error
+	result  *Result
+	settled *Settlement
+	begin   *BeginReply
+	err     error
 }
 
 func (s *Service) finish(id string, end float64, lk *lookup) (any, []write, error) {
 	if r, ok := s.results[id]; ok {
 		return r.r, nil, nil
+	}
+	if st, ok := s.settled[id]; ok {
+		return nil, nil, errSettledf(st.st)
 	}
 	if b, ok := s.begins[id]; ok {
 		return s.apply(b.b, end)
@@ -654,6 +687,9 @@ func (s *Service) finish(id string, end float64, lk *lookup) (any, []write, erro
 	case lk.result != nil:
 		s.results[id] = &finished{r: *lk.result, at: time.Now()}
 		return *lk.result, nil, nil
+	case lk.settled != nil:
+		s.settled[id] = &settledOp{st: *lk.settled, at: time.Now()}
+		return nil, nil, errSettledf(*lk.settled)
 	case lk.begin != nil:
 		return s.apply(*lk.begin, end)
 	}
@@ -795,13 +831,17 @@ func (s *Service) handleBegin(req micro.Request) {
 	// a lookup's time is time the request would spend in flight.
 	if br.Start > 0 && br.Start*1e6 > float64(s.installed.Load()) {
 		r := broker.ReplyLater(s.nc, req)
-		s.seq.add(br.Start, br.Due, &item{run: func() (any, []write, error) { return s.begin(br, nil, nil) },
+		s.seq.add(br.Start, br.Due, &item{run: func() (any, []write, error) { return s.begin(br, nil, nil, nil) },
 			respond: func(v any, err error) { s.reply(r, v, err) }})
 		return
 	}
 	s.goLookup(req, func(ctx context.Context) {
 		r, err := s.store.getResult(ctx, br.JobID)
-		s.handle(req, func() (any, []write, error) { return s.begin(br, r, err) })
+		var st *Settlement
+		if r == nil && err == nil {
+			st, err = s.store.getSettled(ctx, br.JobID)
+		}
+		s.handle(req, func() (any, []write, error) { return s.begin(br, r, st, err) })
 	})
 }
 
@@ -834,6 +874,9 @@ func (s *Service) handleFinish(req micro.Request) {
 				lk := &lookup{}
 				lk.result, lk.err = s.store.getResult(ctx, id)
 				if lk.result == nil && lk.err == nil {
+					lk.settled, lk.err = s.store.getSettled(ctx, id)
+				}
+				if lk.result == nil && lk.settled == nil && lk.err == nil {
 					lk.begin, lk.err = s.store.getBegin(ctx, id)
 				}
 				s.handle(req, func() (any, []write, error) { return s.finish(id, end, lk) })

@@ -97,6 +97,11 @@ type Result struct {
 	// DurationGameMs and DurationRealMs are the durations the world gave at begin.
 	DurationGameMs float64 `json:"durationGameMs"`
 	DurationRealMs float64 `json:"durationRealMs"`
+	// StartedAt is when the worker started the operation (epoch ms, as
+	// its begin said; 0 when it did not say) and LandedAt when its effect
+	// landed (epoch ms).
+	StartedAt float64 `json:"startedAt,omitempty"`
+	LandedAt  float64 `json:"landedAt,omitempty"`
 	// Seq numbers the world's changes: results ordered by Seq are in the
 	// order the world applied them.
 	Seq uint64 `json:"seq"`
@@ -398,6 +403,8 @@ func (st *State) FinishAt(b BeginReply, roll, at float64) (Result, error) {
 		LevelAtEnd:      h.Level,
 		DurationGameMs:  b.DurationGameMs,
 		DurationRealMs:  b.DurationRealMs,
+		StartedAt:       b.Start,
+		LandedAt:        at,
 	}
 	switch b.Task {
 	case game.OpHack:

@@ -16,11 +16,14 @@ import (
 )
 
 // How long a world task keeps retrying a request the world could not
-// answer (no world service, a restart, a store hiccup). Begin retries only
-// briefly, since the operation's start is its start; finish retries for
-// longer, since it is safe to repeat and the work has been done.
+// answer (no world service, a restart, a store hiccup). Begin retries for
+// a while: the world fixes the operation's duration as of its stamped
+// start, however late the begin arrives, so a begin answered within a
+// restart of the world (its start, then world.ResumeHold) still lands on
+// time. Finish retries for longer, since it is safe to repeat and the work
+// has been done.
 var (
-	worldBeginRetry  = 2 * time.Second
+	worldBeginRetry  = 6 * time.Second
 	worldFinishRetry = 30 * time.Second
 	// attemptTimeout bounds one request: longer than the world's holdback
 	// (at most 200 ms) and a store's round trip.
