@@ -9,10 +9,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hvmind/hvmind/broker"
@@ -31,7 +33,10 @@ import (
 //
 // HVMIND_CHAOS_KILLS sets the number of kills (CI: 4, one of each kind;
 // make chaos: 24), HVMIND_CHAOS_SCENARIO the world (newgame by default;
-// make chaos: reference-880), HVMIND_CHAOS_SEED the driver's seed.
+// make chaos: reference-880), HVMIND_CHAOS_SEED the driver's seed,
+// HVMIND_CHAOS_VICTIMS a comma-separated choice among broker, pool,
+// "worker process" and batcher, HVMIND_CHAOS_SIGNAL=kill no SIGTERMs.
+// HVMIND_E2E_LOGS, a folder, keeps every program's log.
 func TestChaos(t *testing.T) {
 	t.Parallel()
 	kills := envInt("HVMIND_CHAOS_KILLS", 4)
@@ -49,7 +54,7 @@ func TestChaos(t *testing.T) {
 	store := t.TempDir()
 	brokerArgs := []string{"-js", "-a", "127.0.0.1", "-p", port, "-sd", store}
 	c := &cluster{t: t, url: url, data: t.TempDir()}
-	t.Cleanup(func() { killWorkers(c.data) })
+	t.Cleanup(func() { killWorkers(c.data); keepLogs(t, c.data) })
 	poolArgs := append([]string{"--nats", url, "--data", c.data, "--scenario", scenario, "--worker-bin", bin("hvmind-worker"),
 		"--log-level", "debug"}, runFlags...)
 	mgrArgs := []string{"--nats", url, "--auto", "--json"}
@@ -77,6 +82,44 @@ func TestChaos(t *testing.T) {
 	}
 	mgr := start(t, "hvmind-manager", mgrArgs...)
 
+	// hackLanded says when the first hack that started after since was
+	// recorded done: income from work dispatched after a kill, which the
+	// money alone does not tell (operations finished just before a kill
+	// still land after it).
+	var hacksMu sync.Mutex
+	var hacks []struct{ started, recorded time.Time }
+	sub, err := nc.Subscribe(broker.SubjectDone+">", func(m *nats.Msg) {
+		recs, err := job.ParseMany(m.Data)
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		hacksMu.Lock()
+		defer hacksMu.Unlock()
+		for _, r := range recs {
+			if r.Task == "hack" && r.Status == job.StatusDone && r.ActualStartTime > 0 {
+				hacks = append(hacks, struct{ started, recorded time.Time }{time.UnixMicro(int64(r.ActualStartTime * 1000)), now})
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	hackLanded := func(since time.Time, limit time.Duration) (time.Duration, bool) {
+		for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			hacksMu.Lock()
+			for _, h := range hacks {
+				if h.started.After(since) {
+					hacksMu.Unlock()
+					return h.recorded.Sub(since), true
+				}
+			}
+			hacksMu.Unlock()
+		}
+		return limit, false
+	}
+
 	// earning waits until the money is above m, and says how long that took.
 	earning := func(m float64, limit time.Duration) (time.Duration, bool) {
 		began := time.Now()
@@ -94,11 +137,16 @@ func TestChaos(t *testing.T) {
 
 	type kill struct {
 		victim, signal string
-		recovery       time.Duration
-		ok             bool
+		// recovery: the money rose again; newHack: a hack started after
+		// the kill was recorded done.
+		recovery, newHack time.Duration
+		ok                bool
 	}
 	var done []kill
 	victims := []string{"broker", "pool", "worker process", "batcher"}
+	if only := os.Getenv("HVMIND_CHAOS_VICTIMS"); only != "" {
+		victims = strings.Split(only, ",")
+	}
 	order := rng.Perm(len(victims))
 	for i := range kills {
 		v := victims[order[i%len(victims)]]
@@ -106,7 +154,7 @@ func TestChaos(t *testing.T) {
 			v = victims[rng.IntN(len(victims))]
 		}
 		sig, sigName := syscall.SIGKILL, "kill -9"
-		if rng.IntN(4) == 0 {
+		if rng.IntN(4) == 0 && os.Getenv("HVMIND_CHAOS_SIGNAL") != "kill" {
 			sig, sigName = syscall.SIGTERM, "SIGTERM"
 		}
 		time.Sleep(time.Duration(1000+rng.IntN(4000)) * time.Millisecond)
@@ -137,9 +185,13 @@ func TestChaos(t *testing.T) {
 			mgr = start(t, "hvmind-manager", mgrArgs...)
 		}
 		_, ok := earning(before, 3*time.Minute)
-		done = append(done, kill{v, sigName, time.Since(killed), ok})
+		recovered := time.Since(killed)
+		newHack, hackOK := hackLanded(killed, 3*time.Minute)
+		done = append(done, kill{v, sigName, recovered, newHack, ok && hackOK})
 		if !ok {
 			t.Errorf("kill %d (%s of the %s): no income within 3 minutes", i+1, sigName, v)
+		} else if !hackOK {
+			t.Errorf("kill %d (%s of the %s): no hack started after it landed within 3 minutes", i+1, sigName, v)
 		}
 	}
 	mgr.signal(syscall.SIGINT)
@@ -148,17 +200,23 @@ func TestChaos(t *testing.T) {
 
 	// The kills and how long after each the money rose again.
 	byKind := map[string][]time.Duration{}
+	hackByKind := map[string][]time.Duration{}
 	for i, k := range done {
-		t.Logf("kill %2d: %-7s the %-14s income again after %s", i+1, k.signal, k.victim, k.recovery.Round(100*time.Millisecond))
+		t.Logf("kill %2d: %-7s the %-14s money rose again after %6s; a hack started after the kill landed after %6s",
+			i+1, k.signal, k.victim, k.recovery.Round(100*time.Millisecond), k.newHack.Round(100*time.Millisecond))
 		byKind[k.victim] = append(byKind[k.victim], k.recovery)
+		hackByKind[k.victim] = append(hackByKind[k.victim], k.newHack)
 	}
 	for _, v := range victims {
-		ds := byKind[v]
+		ds, hs := byKind[v], hackByKind[v]
 		if len(ds) == 0 {
 			continue
 		}
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		t.Logf("%-14s kills %2d, income again after: median %s, worst %s", v, len(ds), ds[len(ds)/2].Round(100*time.Millisecond), ds[len(ds)-1].Round(100*time.Millisecond))
+		sort.Slice(hs, func(i, j int) bool { return hs[i] < hs[j] })
+		r := func(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
+		t.Logf("%-14s kills %2d; money rose again after: median %s, worst %s; a new hack landed after: median %s, worst %s",
+			v, len(ds), r(ds[len(ds)/2]), r(ds[len(ds)-1]), r(hs[len(hs)/2]), r(hs[len(hs)-1]))
 	}
 
 	// The audit, from the durable state.

@@ -107,8 +107,23 @@ func start(t *testing.T, name string, args ...string) *proc {
 		if t.Failed() {
 			t.Logf("output of %s %v:\n%s", name, args, p.out.String())
 		}
+		keepLog(t, name, p)
 	})
 	return p
+}
+
+// keepLog writes a program's output to HVMIND_E2E_LOGS/<test>-<program>-<pid>.log
+// when that variable names a folder: the timeline of a long run, to read
+// after it.
+func keepLog(t *testing.T, name string, p *proc) {
+	dir := os.Getenv("HVMIND_E2E_LOGS")
+	if dir == "" {
+		return
+	}
+	file := fmt.Sprintf("%s-%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), filepath.Base(name), p.cmd.Process.Pid)
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(p.out.String()), 0o644); err != nil {
+		t.Logf("keep the log of %s: %v", name, err)
+	}
 }
 
 func (p *proc) kill() {
@@ -320,3 +335,22 @@ func (c *cluster) waitWorkers(n int) {
 }
 
 func ms(d time.Duration) float64 { return job.Millis(time.Now().Add(d)) }
+
+// keepLogs copies the *.log files of a data dir (the worker processes'
+// logs) to HVMIND_E2E_LOGS when that variable names a folder.
+func keepLogs(t *testing.T, dataDir string) {
+	dir := os.Getenv("HVMIND_E2E_LOGS")
+	if dir == "" {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(dataDir, "*", "*.log"))
+	more, _ := filepath.Glob(filepath.Join(dataDir, "*.log"))
+	for _, f := range append(files, more...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		name := strings.ReplaceAll(t.Name(), "/", "_") + "-" + filepath.Base(f)
+		_ = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+}

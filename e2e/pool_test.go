@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/world"
 )
 
 // The README's first steps: a pool with workers, a dispatch that prints its
@@ -481,5 +484,58 @@ func TestBrokerOutageKeepsTheWorkersRecord(t *testing.T) {
 	r := recs["through-outage"]
 	if r.Status != "done" {
 		t.Fatalf("the job ran through the outage, its record says %s: %s%s", r.Status, r.Reason, r.Error)
+	}
+}
+
+// kill -9 of a worker in the middle of a world operation: the operation
+// is settled, not guessed. Its record says it had begun and the world
+// applied nothing, and the world refuses its finish from then on: whether
+// the worker comes back (it settles the job itself) or not (the pool
+// settles it once the worker misses its heartbeats, in seconds, not after
+// the 30 s a guess waits for).
+func TestKilledWorkersOperationIsSettled(t *testing.T) {
+	t.Parallel()
+	c := startPool(t, "--spawn=false")
+	nc, _ := c.connect()
+	wc := world.NewClient(nc)
+	before, err := wc.Server(context.Background(), "n00dles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := func(id string) []string {
+		return []string{"--nats", c.url, "--id", id, "--host", "home", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms"}
+	}
+	back := start(t, "hvmind-worker", args("comes-back")...)
+	gone := start(t, "hvmind-worker", args("stays-gone")...)
+	c.waitWorkers(2)
+	// Three threads each: one on each worker.
+	s := ms(700 * time.Millisecond)
+	jobs := fmt.Sprintf(`[
+	 {"id":"weaken-back","task":"weaken","args":["n00dles"],"threads":3,"startTime":%.3f,"duration":1},
+	 {"id":"weaken-gone","task":"weaken","args":["n00dles"],"threads":3,"startTime":%.3f,"duration":1}]`, s, s)
+	if out, errOut, code := c.manager("dispatch", "--timeout", "1ms", jobs); code != 1 || !strings.Contains(errOut, "not received") {
+		t.Fatalf("dispatch: %d %s %s", code, out, errOut)
+	}
+	time.Sleep(1200 * time.Millisecond) // both weakens have begun
+	back.kill()
+	gone.kill()
+	killed := time.Now()
+	start(t, "hvmind-worker", args("comes-back")...)
+	recs := c.waitRecords(30*time.Second, "weaken-back", "weaken-gone")
+	t.Logf("both records %s after the kill", time.Since(killed).Round(100*time.Millisecond))
+	for id, r := range recs {
+		if r.Status != job.StatusFailed || !strings.Contains(r.Reason, "had begun") {
+			t.Errorf("%s: %s (%s), want failed: it had begun and was settled", id, r.Status, r.Reason)
+		}
+		if _, err := wc.FinishAt(context.Background(), id, 0, 0); !errors.Is(err, world.ErrSettled) {
+			t.Errorf("%s: a finish after the settle: %v, want ErrSettled", id, err)
+		}
+	}
+	if time.Since(killed) > 15*time.Second {
+		t.Errorf("the records came %s after the kill; a settle needs no 30 s silence", time.Since(killed).Round(100*time.Millisecond))
+	}
+	after, err := wc.Server(context.Background(), "n00dles")
+	if err != nil || after.HackDifficulty != before.HackDifficulty {
+		t.Errorf("n00dles security %v (%v), want %v: nothing applied", after.HackDifficulty, err, before.HackDifficulty)
 	}
 }

@@ -2,6 +2,8 @@ package pool
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,6 +13,9 @@ import (
 // only when nothing fits leaves small hosts idle while big ones refuse
 // jobs. The fill runs once before the pool is ready, then every fillEvery
 // for threads freed since (a worker gone, a host grown).
+
+// fillParallel is how many workers the filler launches at once.
+const fillParallel = 8
 
 // fillEvery is how often the pool looks for free threads to fill.
 const fillEvery = 10 * time.Second
@@ -25,6 +30,8 @@ func (p *Pool) fillLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			p.fillHosts(ctx)
+		case <-p.fillSig:
+			p.fillHosts(ctx)
 		}
 	}
 }
@@ -37,21 +44,30 @@ func (p *Pool) fillHosts(ctx context.Context) {
 		p.log.Debug().Err(err).Msg("fill hosts")
 		return
 	}
-	n := 0
+	// A few at a time: after a worker process died, every host is free
+	// again, and each launch waits for its worker to register.
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, fillParallel)
 	for _, h := range hosts {
 		if ctx.Err() != nil {
-			return
+			break
 		}
 		if h.FreeThreads <= 0 {
 			continue
 		}
-		if _, err := p.launchWorker(ctx, h.Name, h.FreeThreads, true, false); err != nil {
-			p.log.Warn().Err(err).Str("host", h.Name).Msg("fill hosts: launching a worker")
-			continue
-		}
-		n++
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if _, err := p.launchWorker(ctx, h.Name, h.FreeThreads, true, false); err != nil {
+				p.log.Warn().Err(err).Str("host", h.Name).Msg("fill hosts: launching a worker")
+				return
+			}
+			n.Add(1)
+		})
 	}
-	if n > 0 {
-		p.log.Info().Int("workers", n).Msg("filled the hosts' free threads with workers")
+	wg.Wait()
+	if n := n.Load(); n > 0 {
+		p.log.Info().Int64("workers", n).Msg("filled the hosts' free threads with workers")
 	}
 }

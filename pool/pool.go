@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -106,6 +107,13 @@ type Options struct {
 	// several smaller ones, and into how many parts (see split.go). Nil
 	// means DefaultSplit(); NoSplit splits nothing.
 	Split SplitPolicy
+	// Settler, when set, says what became of the jobs of a worker that is
+	// gone, before the pool records them (see job.Settler): a job whose
+	// task has a settler is settled as soon as its worker misses its
+	// heartbeats, and its record tells what happened. Without one, such a
+	// job is recorded missed once its worker has been silent for
+	// orphanSilence, or has left the registry.
+	Settler job.Settler
 	// SpawnWait bounds how long a dispatch waits for a launched worker
 	// (DefaultSpawnWait when 0).
 	SpawnWait time.Duration
@@ -214,6 +222,13 @@ type Pool struct {
 	stall  registryStall
 	stats  stats
 	warned map[string]bool
+	// sweepSig and fillSig ask the sweeper and the filler to run now
+	// rather than at their next tick.
+	sweepSig, fillSig chan struct{}
+	// watchRev is the last registry revision the watch delivered, and
+	// rewatch asks the watch to start again (see stallLoop).
+	watchRev atomic.Uint64
+	rewatch  chan struct{}
 	// util is the busy share of live workers' threads (%), one sample per
 	// heartbeat, the last utilSamples of them.
 	util []float64
@@ -249,6 +264,12 @@ type workerState struct {
 	// do; stopping is set once the pool asked it to stop.
 	idleSince time.Time
 	stopping  bool
+	// exited is the Instance of the worker's process once it was seen to
+	// exit (see exitLoop): that instance is gone whatever its last beat.
+	exited string
+	// tidied is set once what was left queued for the gone worker has
+	// been taken out (see tidyGone); it is reset when the worker beats.
+	tidied bool
 }
 
 // inflight is a job the pool placed and has no record of yet.
@@ -257,6 +278,8 @@ type inflight struct {
 	worker     string
 	seq        uint64
 	start, end float64
+	// unsettled: the Settler does not know the job's task.
+	unsettled bool
 }
 
 // New validates the options and prepares a pool on an open connection.
@@ -266,17 +289,20 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		return nil, err
 	}
 	return &Pool{
-		opts:    opts,
-		nc:      nc,
-		log:     opts.Logger.With().Str("part", "pool").Logger(),
-		workers: map[string]*workerState{},
-		jobs:    map[string]*inflight{},
-		recent:  newRecentIDs(),
-		warned:  map[string]bool{},
-		unheld:  map[string]time.Time{},
-		all:     timeline.New(math.MaxInt32),
-		stats:   newStats(),
-		ready:   make(chan struct{}),
+		opts:     opts,
+		nc:       nc,
+		log:      opts.Logger.With().Str("part", "pool").Logger(),
+		workers:  map[string]*workerState{},
+		jobs:     map[string]*inflight{},
+		recent:   newRecentIDs(),
+		warned:   map[string]bool{},
+		sweepSig: make(chan struct{}, 1),
+		fillSig:  make(chan struct{}, 1),
+		rewatch:  make(chan struct{}, 1),
+		unheld:   map[string]time.Time{},
+		all:      timeline.New(math.MaxInt32),
+		stats:    newStats(),
+		ready:    make(chan struct{}),
 	}, nil
 }
 
@@ -360,6 +386,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	}
 	goLoop(p.sweepLoop)
 	goLoop(p.stallLoop)
+	if w, ok := p.opts.Launcher.(serverpool.ExitWatcher); ok {
+		goLoop(func(ctx context.Context) { p.exitLoop(ctx, w) })
+	}
 	if p.opts.FillHosts {
 		p.fillHosts(ctx)
 		goLoop(p.fillLoop)

@@ -79,7 +79,15 @@ func startStoppableWorker(t *testing.T, b *brokertest.Broker, id string, threads
 
 func startPool(t *testing.T, b *brokertest.Broker) (stop func()) {
 	t.Helper()
-	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: 100 * time.Millisecond, Tolerance: testTolerance, Logger: brokertest.Logger(t)})
+	return startPoolWith(t, b, pool.Options{})
+}
+
+// startPoolWith starts a pool with o, its heartbeat, tolerance and logger
+// those of the tests.
+func startPoolWith(t *testing.T, b *brokertest.Broker, o pool.Options) (stop func()) {
+	t.Helper()
+	o.Heartbeat, o.Tolerance, o.Logger = 100*time.Millisecond, testTolerance, brokertest.Logger(t)
+	p, err := pool.New(b.Connect(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,15 +23,25 @@ func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 			time.Sleep(250 * time.Millisecond)
 			continue
 		}
-		for up := range w.Updates() {
-			if up == nil {
-				if !once {
-					once = true
-					close(ready)
+	updates:
+		for {
+			select {
+			case up, ok := <-w.Updates():
+				if !ok {
+					break updates
 				}
-				continue
+				if up == nil {
+					if !once {
+						once = true
+						close(ready)
+					}
+					continue
+				}
+				p.applyRegistry(up)
+			case <-p.rewatch:
+				p.log.Warn().Msg("the watch of the worker registry lags behind it; watching it again")
+				break updates
 			}
-			p.applyRegistry(up)
 		}
 		_ = w.Stop()
 	}
@@ -42,6 +52,9 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 	defer p.mu.Unlock()
 	id := up.Key()
 	ws := p.workers[id]
+	if rev := up.Revision(); rev > p.watchRev.Load() {
+		p.watchRev.Store(rev)
+	}
 	switch up.Operation() {
 	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
 		if ws != nil {
@@ -82,6 +95,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 	ws.entry = e
 	ws.seen = time.Now()
 	ws.released = false
+	ws.tidied = false
 	ws.launched = time.Time{}
 }
 
@@ -112,7 +126,8 @@ func (p *Pool) aliveLocked(ws *workerState, now time.Time) bool {
 	if beat <= 0 {
 		beat = p.opts.Heartbeat
 	}
-	return !ws.seen.IsZero() && now.Sub(ws.seen) < missedBeats*beat+p.stall.allowance(ws.seen, now)
+	return !ws.seen.IsZero() && ws.exited != ws.entry.Instance &&
+		now.Sub(ws.seen) < missedBeats*beat+p.stall.allowance(ws.seen, now)
 }
 
 // serves reports whether the worker runs the task.

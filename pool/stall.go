@@ -2,8 +2,11 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A worker is taken for gone when its heartbeats stop, but heartbeats
@@ -78,20 +81,48 @@ func (s *registryStall) allowance(seen, now time.Time) time.Duration {
 	return to.Sub(from)
 }
 
+// watchLagLimit is how many heartbeats the pool's watch of the registry
+// may lag behind what the registry has stored before the pool takes its
+// own view as stalled: after a broker restart the watch resumed 13 s
+// after the broker did (make chaos), and meanwhile every worker looked
+// gone to the pool although it beat on.
+const watchLagLimit = 2
+
 // stallLoop asks the registry for its state every heartbeat (see
-// registryStall).
+// registryStall), and checks that the pool's watch of it keeps up: a
+// watch that has not delivered what the registry stored is a stall too,
+// and is started again.
 func (p *Pool) stallLoop(ctx context.Context) {
 	t := time.NewTicker(p.opts.Heartbeat)
 	defer t.Stop()
+	var lagSince time.Time
 	for {
 		qctx, cancel := context.WithTimeout(ctx, p.opts.Heartbeat)
-		_, err := p.res.Workers.Status(qctx)
+		st, err := p.res.Workers.Status(qctx)
 		cancel()
+		now := time.Now()
+		if err == nil {
+			if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
+				switch last := bs.StreamInfo().State.LastSeq; {
+				case last <= p.watchRev.Load():
+					lagSince = time.Time{}
+				case lagSince.IsZero():
+					lagSince = now
+				case now.Sub(lagSince) > watchLagLimit*p.opts.Heartbeat:
+					err = fmt.Errorf("the pool's watch of the registry is at revision %d of %d since %s", p.watchRev.Load(), last, lagSince.Format(time.TimeOnly))
+					lagSince = time.Time{}
+					select {
+					case p.rewatch <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			if p.stall.ok(time.Now()) {
+			if p.stall.ok(now) {
 				p.log.Info().Msg("the worker registry answers again")
 			}
 		default:

@@ -28,77 +28,148 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.sweepSig:
 		}
 		p.sweepOrphans(ctx)
 		p.sweepStale(ctx)
 		p.releaseGone(ctx)
 		if beat%ledgerEvery == 0 {
 			p.reconcileLedger(ctx)
+			p.tidyGone(ctx)
 		}
 		p.stopIdle(ctx)
 		p.sampleUtilisation()
 	}
 }
 
+// sweepNow asks the sweeper to run now.
+func (p *Pool) sweepNow() {
+	select {
+	case p.sweepSig <- struct{}{}:
+	default:
+	}
+}
+
 // orphanSilence is how long a worker that is still in the registry must
-// have been silent before the pool records its past-due jobs missed. A
-// worker whose heartbeats are only late (a broker restarting, its worker
-// process launched again) may be running them, and a record the pool
-// stored would overtake its own: the chaos test found operations the world
-// applied recorded "missed: worker X was gone". A worker that left the
-// registry is gone at once. make chaos KILLS=16 (reference-880, seed
-// 128550): 305 such records with none, 24 with 10 s, 0 with 30 s; the
-// price is the income after a worker process's kill -9, back after 27,
-// 32 and 41-52 s.
+// have been silent before the pool records its past-due jobs missed when
+// no Settler can tell what became of them. A worker whose heartbeats are
+// only late (a broker restarting, its worker process launched again) may
+// be running them, and a record the pool stored would overtake its own:
+// the chaos test found operations the world applied recorded "missed:
+// worker X was gone". A worker that left the registry is gone at once.
 const orphanSilence = 30 * time.Second
 
-// sweepOrphans gives a missed record to each job whose worker is gone and
-// whose start time has passed, and takes its message out of the worker's
-// queue once no other job in it is waiting. A worker that comes back with
-// the message still queued finds the job's start long passed and does not
-// run it.
+// settleTimeout bounds one call of the Settler.
+const settleTimeout = 10 * time.Second
+
+// sweepOrphans gives a record to each job whose worker is gone (with a
+// Settler, every such job; without, those whose start time has passed),
+// and takes its message out of the worker's queue
+// once no other job in it is waiting. A worker that comes back with the
+// message still queued finds the job's start long passed and does not run
+// it.
+//
+// Who may write a job's record: its worker, for every job it takes; the
+// pool, only for a job its worker cannot end. For a job whose task has a
+// Settler the pool asks it first, as soon as the worker misses its
+// heartbeats: the settler says what became of the job (done, with the
+// effect that was applied; failed; missed) and makes sure that nothing of
+// it happens after, so the record is the truth even if the worker lives
+// on. For any other job the pool can only guess "missed", and does so only
+// once the worker has left the registry or been silent for orphanSilence.
 func (p *Pool) sweepOrphans(ctx context.Context) {
 	now := time.Now()
 	nowMs := job.Millis(now)
-	type orphan struct {
-		in     *inflight
-		reason string
-	}
-	var orphans []orphan
+	var settle, guess []inflight
+	var settleLongGone []bool
 	p.mu.Lock()
 	for _, in := range p.jobs {
 		ws := p.workers[in.worker]
-		if in.seq == 0 || (ws != nil && (p.aliveLocked(ws, now) || now.Sub(ws.seen) < orphanSilence)) {
+		if in.seq == 0 || (ws != nil && (p.aliveLocked(ws, now) || !ws.launched.IsZero())) {
 			continue
 		}
-		if ws != nil && !ws.launched.IsZero() {
-			continue
+		due := in.start+float64(p.opts.Tolerance)/1e6 <= nowMs
+		longGone := ws == nil || ws.seen.IsZero() || now.Sub(ws.seen) >= orphanSilence
+		switch {
+		case p.opts.Settler != nil && !in.unsettled:
+			// Settled, a job cannot start later: those not due yet are
+			// ended now too, so that their caller hears at once.
+			settle, settleLongGone = append(settle, *in), append(settleLongGone, longGone && due)
+		case longGone && due:
+			guess = append(guess, *in)
 		}
-		if in.start+float64(p.opts.Tolerance)/1e6 > nowMs {
-			continue
-		}
-		orphans = append(orphans, orphan{in: in, reason: fmt.Sprintf("worker %s was gone at the job's start time", in.worker)})
 	}
 	p.mu.Unlock()
+	reason := func(in inflight) string { return fmt.Sprintf("worker %s was gone at the job's start time", in.worker) }
+	var records []job.Job
+	var of []inflight
+	if len(settle) > 0 {
+		recs, err := p.settle(ctx, settle, "its worker was gone")
+		if err != nil {
+			p.log.Warn().Err(err).Int("jobs", len(settle)).Msg("settling the jobs of gone workers; trying again at the next sweep")
+		}
+		for i, rec := range recs {
+			in := settle[i]
+			if rec.Status != "" {
+				records, of = append(records, rec), append(of, in)
+				continue
+			}
+			// A task the settler does not know: a guess, when it is time.
+			p.mu.Lock()
+			if cur := p.jobs[in.job.ID]; cur != nil {
+				cur.unsettled = true
+			}
+			p.mu.Unlock()
+			if settleLongGone[i] {
+				guess = append(guess, in)
+			}
+		}
+	}
+	for _, in := range guess {
+		j := in.job
+		j.Status, j.Reason = job.StatusMissed, reason(in)
+		records, of = append(records, j), append(of, in)
+	}
 	seqs := map[uint64]bool{}
-	for _, o := range orphans {
-		j := o.in.job
-		j.Status = job.StatusMissed
-		j.Reason = o.reason
+	for i := range records {
+		j, in := &records[i], of[i]
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := p.storeRecord(cctx, &j, o.in.worker)
+		err := p.storeRecord(cctx, j, in.worker)
 		cancel()
 		if err != nil {
 			p.log.Warn().Err(err).Str("job", j.ID).Msg("ending a job of a gone worker")
 			continue
 		}
-		p.log.Warn().Str("job", j.ID).Str("worker", o.in.worker).Msg("missed: its worker is gone")
+		p.log.Warn().Str("job", j.ID).Str("worker", in.worker).Str("status", string(j.Status)).Msg("ended a job of a gone worker")
 		p.mu.Lock()
-		seqs[o.in.seq] = true
-		o.in.seq = 0 // the record is on its way to the collector
+		if cur := p.jobs[j.ID]; cur != nil {
+			cur.seq = 0 // the record is on its way to the collector
+		}
 		p.mu.Unlock()
+		seqs[in.seq] = true
 	}
 	p.deleteUnneeded(ctx, seqs)
+}
+
+// settle asks the Settler what became of jobs in flight; it returns one
+// record per job (no Status: the settler does not know its task), or none
+// and an error.
+func (p *Pool) settle(ctx context.Context, ins []inflight, reason string) ([]job.Job, error) {
+	jobs := make([]job.Job, len(ins))
+	for i, in := range ins {
+		jobs[i] = in.job
+		jobs[i].Worker = in.worker
+	}
+	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	recs, err := p.opts.Settler.Settle(sctx, jobs, reason)
+	if err != nil {
+		return nil, fmt.Errorf("settle %d jobs: %w", len(jobs), err)
+	}
+	if len(recs) != len(jobs) {
+		return nil, fmt.Errorf("settle %d jobs: the settler answered %d", len(jobs), len(recs))
+	}
+	return recs, nil
 }
 
 // storeRecord stores a record the pool writes itself, for a job its worker
@@ -133,7 +204,7 @@ func (p *Pool) deleteUnneeded(ctx context.Context, seqs map[uint64]bool) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := p.res.Jobs.DeleteMsg(cctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := p.res.Jobs.DeleteMsg(cctx, seq); err != nil && !gone(err) {
 			p.log.Warn().Err(err).Uint64("seq", seq).Msg("taking ended jobs out of a gone worker's queue")
 		}
 		cancel()
@@ -195,7 +266,13 @@ func (p *Pool) releaseGone(ctx context.Context) {
 			ws.released = true
 		}
 		p.mu.Unlock()
-		p.log.Info().Str("worker", g.id).Str("host", g.host).Msg("gave back the reservation of a worker whose heartbeats stopped")
+		p.log.Info().Str("worker", g.id).Str("host", g.host).Msg("gave back the reservation of a gone worker")
+	}
+	if len(list) > 0 {
+		select { // the threads given back may take new workers
+		case p.fillSig <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -299,3 +376,19 @@ func (p *Pool) reconcileLedger(ctx context.Context) {
 		p.log.Info().Str("worker", r.owner).Str("host", r.host).Msg("gave back threads held by no live worker")
 	}
 }
+
+// gone reports whether err says that a message is not there (any more):
+// the worker acknowledged it, or a purge took it, meanwhile.
+func gone(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrMsgNotFound) ||
+		errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound ||
+			apiErr.ErrorCode == errCodeSequenceNotFound || apiErr.ErrorCode == errCodeDeleteFailed)
+}
+
+// nats-server error codes a deletion of a message that is not there gets
+// (besides JSErrCodeMessageNotFound), which nats.go has no names for.
+const (
+	errCodeSequenceNotFound = 10043 // "sequence N not found"
+	errCodeDeleteFailed     = 10057 // "message deletion unsuccessful: no message found"
+)

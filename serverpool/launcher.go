@@ -30,6 +30,15 @@ type Launcher interface {
 	Launch(ctx context.Context, spec broker.WorkerSpec) error
 }
 
+// ExitWatcher is what a Launcher may also be: one that sees the processes
+// it started exit. The pool takes the workers of an exited process as gone
+// at once, instead of after their missed heartbeats.
+type ExitWatcher interface {
+	// Exits delivers the pid of each process the launcher started, when it
+	// exits. One receiver; pids are dropped while it is not receiving.
+	Exits() <-chan int
+}
+
 // LocalLauncher starts hvmind-worker processes on this machine, detached in
 // their own session so that they outlive the pool.
 type LocalLauncher struct {
@@ -52,6 +61,7 @@ type LocalLauncher struct {
 
 	mu    sync.Mutex
 	procs map[int]chan struct{} // pid -> closed when the process exits
+	exits chan int              // see Exits
 	// procMu serialises starting the worker process.
 	procMu sync.Mutex
 }
@@ -184,9 +194,28 @@ func (l *LocalLauncher) start(name string, args []string) (pid int, logPath stri
 		close(exited)
 		l.mu.Lock()
 		delete(l.procs, cmd.Process.Pid)
+		if l.exits == nil {
+			l.exits = make(chan int, 64)
+		}
+		exits := l.exits
 		l.mu.Unlock()
+		select {
+		case exits <- cmd.Process.Pid:
+		default:
+		}
 	}()
 	return cmd.Process.Pid, logPath, nil
+}
+
+// Exits delivers the pids of the worker processes this launcher started,
+// as they exit (see ExitWatcher).
+func (l *LocalLauncher) Exits() <-chan int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.exits == nil {
+		l.exits = make(chan int, 64)
+	}
+	return l.exits
 }
 
 // StopAll sends SIGTERM to every worker this launcher started that is still

@@ -55,6 +55,8 @@ type ProcessOptions struct {
 	Handlers *Handlers
 	// Reserver holds the threads of the workers whose spec asks for it.
 	Reserver Reserver
+	// Settler is that of Options, for every worker.
+	Settler job.Settler
 	// Linger is how long the process waits for a new worker once all its
 	// workers have stopped, before it exits (DefaultLinger when 0).
 	Linger time.Duration
@@ -141,7 +143,7 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 	w, err := New(p.nc, Options{
 		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
 		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
-		Timers: p.timers, Handlers: p.opts.Handlers, Logger: p.opts.Logger,
+		Timers: p.timers, Handlers: p.opts.Handlers, Settler: p.opts.Settler, Logger: p.opts.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("start worker %s: %w", spec.ID, err)

@@ -125,6 +125,11 @@ type Options struct {
 	// OnDemand marks a worker launched by the pool for a job that did not
 	// fit; the pool stops it when it has been idle for a while.
 	OnDemand bool
+	// Settler, when set, says what became of a job that this worker's
+	// previous process may have started (see job.Settler); without one,
+	// such a job is recorded missed (failed, for one without a start
+	// time), which is true only if it never ran.
+	Settler job.Settler
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
 }
@@ -668,9 +673,9 @@ func (w *Worker) take(r *run, seq uint64, now time.Time) {
 	switch {
 	case seq <= w.prevDelivered && (r.asap || late >= 0):
 		if r.asap {
-			w.endNow(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
+			w.settleOrEnd(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
 		} else {
-			w.endNow(r, job.StatusMissed, "the worker restarted after this job's start time; it may have started and is not run twice")
+			w.settleOrEnd(r, job.StatusMissed, "the worker restarted after this job's start time; it may have started and is not run twice")
 		}
 	case !r.asap && late > w.opts.Tolerance:
 		w.endNow(r, job.StatusMissed, fmt.Sprintf("arrived %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance))

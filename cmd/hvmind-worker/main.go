@@ -88,6 +88,7 @@ func run(args []string) error {
 		defer release()
 		o := cfg.WorkerProcessOptions(*process)
 		o.Handlers, o.Reserver, o.Logger = handlers, hosts.New(wc), p.Log
+		o.Settler = tasks.Settler(wc)
 		proc, err := worker.NewProcess(conn.NC, o)
 		if err != nil {
 			return cli.Usage(err)
@@ -96,6 +97,7 @@ func run(args []string) error {
 	}
 	o := cfg.WorkerOptions()
 	o.Handlers, o.Logger = handlers, p.Log
+	o.Settler = tasks.Settler(wc)
 	if cfg.Worker.Reserve {
 		o.Reserver = hosts.New(wc)
 	}

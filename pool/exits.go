@@ -1,0 +1,40 @@
+package pool
+
+import (
+	"context"
+
+	"github.com/hvmind/hvmind/serverpool"
+)
+
+// exitLoop takes the workers of a process that exited as gone at once,
+// when the Launcher sees its processes exit (serverpool.ExitWatcher):
+// their jobs are settled, their threads given back and the hosts filled
+// again without waiting for their missed heartbeats.
+func (p *Pool) exitLoop(ctx context.Context, w serverpool.ExitWatcher) {
+	exits := w.Exits()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case pid := <-exits:
+			p.processExited(pid)
+		}
+	}
+}
+
+// processExited marks the workers whose registry entry names pid as gone.
+func (p *Pool) processExited(pid int) {
+	p.mu.Lock()
+	var gone []string
+	for id, ws := range p.workers {
+		if ws.entry.PID == pid && ws.entry.Instance != "" && ws.exited != ws.entry.Instance {
+			ws.exited = ws.entry.Instance
+			gone = append(gone, id)
+		}
+	}
+	p.mu.Unlock()
+	if len(gone) > 0 {
+		p.log.Warn().Int("pid", pid).Strs("workers", gone).Msg("worker process exited: its workers are gone")
+		p.sweepNow()
+	}
+}

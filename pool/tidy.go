@@ -1,0 +1,66 @@
+package pool
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
+)
+
+// tidyGone takes out of the jobs stream what is left queued for workers
+// that are gone and have no job in flight: cancels they never read, and
+// messages whose jobs all have records. Nobody needs them: a worker of
+// that name that comes back would only find jobs that have ended. Without
+// this they stay for good (the chaos test found thousands after a few
+// worker-process kills).
+//
+// A worker is tidied once it is gone (it left the registry, its process
+// exited, or it has been silent for orphanSilence) and every job placed
+// on it has ended. The stream's last sequence is read before that check,
+// and only messages up to it are purged: a job placed on the worker after
+// the check (it came back) has a later sequence and stays.
+func (p *Pool) tidyGone(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	info, err := p.res.Jobs.Info(cctx)
+	cancel()
+	if err != nil {
+		p.log.Debug().Err(err).Msg("tidy: read the jobs stream")
+		return
+	}
+	last := info.State.LastSeq
+	now := time.Now()
+	busy := map[string]bool{}
+	var gone []string
+	p.mu.Lock()
+	for _, in := range p.jobs {
+		busy[in.worker] = true
+	}
+	for id, ws := range p.workers {
+		if ws.tidied || busy[id] || !ws.launched.IsZero() || p.aliveLocked(ws, now) {
+			continue
+		}
+		if ws.seen.IsZero() || ws.exited == ws.entry.Instance || now.Sub(ws.seen) >= orphanSilence {
+			gone = append(gone, id)
+		}
+	}
+	p.mu.Unlock()
+	for _, id := range gone {
+		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		err := p.res.Jobs.Purge(cctx, jetstream.WithPurgeSubject(broker.JobsSubject(id)), jetstream.WithPurgeSequence(last+1))
+		cancel()
+		if err != nil {
+			p.log.Debug().Err(err).Str("worker", id).Msg("tidy: purge a gone worker's queue")
+			continue
+		}
+		p.mu.Lock()
+		if ws := p.workers[id]; ws != nil {
+			ws.tidied = true
+		}
+		p.mu.Unlock()
+	}
+	if len(gone) > 0 {
+		p.log.Debug().Int("workers", len(gone)).Msg("tidied the queues of gone workers")
+	}
+}
