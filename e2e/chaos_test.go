@@ -265,6 +265,12 @@ func TestChaos(t *testing.T) {
 	if doneNotApplied > 0 {
 		t.Errorf("%d records say done for operations the world never applied", doneNotApplied)
 	}
+	if contradict > 0 {
+		t.Errorf("%d operations the world applied have a record that says otherwise", contradict)
+	}
+	if diff := end - startMoney - stolenDone; diff > 1 || diff < -1 {
+		t.Errorf("the player's money moved by $%.0f more than the done hacks' records say", diff)
+	}
 }
 
 // leftovers reads the messages left in the jobs stream: how many, and how
