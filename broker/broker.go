@@ -406,6 +406,36 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 	return EnsureStorage(cctx, r.JS, "KV_"+BucketWorkers, o.Storage)
 }
 
+// Restore creates again the streams and buckets of the job system that
+// the broker has lost (its store wiped under running programs, a new
+// embedded data directory), and names those it created. The handles in r
+// stay valid: they name their stream or bucket.
+func (r *Resources) Restore(ctx context.Context, o Options) ([]string, error) {
+	var missing []string
+	for _, name := range []string{StreamJobs, StreamDone, "KV_" + BucketWorkers} {
+		_, err := r.JS.Stream(ctx, name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			missing = append(missing, name)
+		case err != nil:
+			return nil, fmt.Errorf("look for stream %s: %w", name, err)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	if o.WorkerTTL <= 0 {
+		o.WorkerTTL = DefaultOptions.WorkerTTL
+	}
+	if o.DoneMaxAge <= 0 {
+		o.DoneMaxAge = DefaultOptions.DoneMaxAge
+	}
+	if err := (&Resources{JS: r.JS}).setup(ctx, o); err != nil {
+		return nil, fmt.Errorf("restore %v: %w", missing, err)
+	}
+	return missing, nil
+}
+
 // StorageRefused reports whether JetStream refused a stream's replicas or
 // placement (more replicas than servers, a single server asked for more
 // than one, no server with the tags): asking again will not help, where

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -537,5 +538,76 @@ func TestKilledWorkersOperationIsSettled(t *testing.T) {
 	after, err := wc.Server(context.Background(), "n00dles")
 	if err != nil || after.HackDifficulty != before.HackDifficulty {
 		t.Errorf("n00dles security %v (%v), want %v: nothing applied", after.HackDifficulty, err, before.HackDifficulty)
+	}
+}
+
+// The broker's store wiped under a running pool (an external nats-server
+// restarted on an empty directory): the pool creates its streams and
+// buckets again, and jobs run again without restarting anything.
+func TestWipedStoreIsRecreated(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	url := "nats://" + addr
+	_, port, _ := strings.Cut(addr, ":")
+	store := t.TempDir()
+	srv := start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	poolData := t.TempDir()
+	c := &cluster{t: t, url: url, data: poolData}
+	t.Cleanup(func() { killWorkers(poolData) })
+	c.pool = start(t, "hvmind-pool", "--nats", url, "--data", poolData, "--worker-bin", bin("hvmind-worker"),
+		"--workers", "1", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms")
+	c.waitPool()
+	c.waitWorkers(1)
+	if out, errOut, code := c.manager("dispatch", `{"task":"sleep","threads":2,"duration":50}`); code != 0 {
+		t.Fatalf("dispatch before the wipe: %d %s %s", code, out, errOut)
+	}
+	nc, _ := c.connect()
+	wc := world.NewClient(nc)
+	before, err := wc.Server(context.Background(), "n00dles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.kill()
+	if err := os.RemoveAll(store); err != nil {
+		t.Fatal(err)
+	}
+	start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	wiped := time.Now()
+	for {
+		out, errOut, code := c.manager("dispatch", "--timeout", "5s", `{"task":"sleep","threads":2,"duration":50}`)
+		if code == 0 && strings.Contains(out, `"status":"done"`) {
+			t.Logf("a job ran %s after the wipe", time.Since(wiped).Round(100*time.Millisecond))
+			break
+		}
+		if time.Since(wiped) > 45*time.Second {
+			t.Fatalf("no job ran within 45 s of the wipe: %d %s %s", code, out, errOut)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// The world kept its state: it stored it again from memory.
+	for {
+		after, err := wc.Server(context.Background(), "n00dles")
+		if err == nil {
+			if after.MoneyAvailable != before.MoneyAvailable || after.HackDifficulty != before.HackDifficulty {
+				t.Errorf("n00dles after the wipe %+v, want as before %+v", after, before)
+			}
+			break
+		}
+		if time.Since(wiped) > 45*time.Second {
+			t.Fatalf("the world does not answer 45 s after the wipe: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// And it stores changes again (the first may find the bucket gone
+	// and be refused, "retry").
+	for {
+		_, err := wc.ReserveRAM(context.Background(), world.RAMRequest{Host: "foodnstuff", Owner: "after-wipe", Threads: 1})
+		if err == nil {
+			break
+		}
+		if !world.Retryable(err) || time.Since(wiped) > 45*time.Second {
+			t.Fatalf("a world change after the wipe: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -381,6 +381,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	if err := p.keepLocalWorkers(ctx); err != nil {
 		p.log.Warn().Err(err).Msg("launching local workers")
 	}
+	if p.opts.Workers > 0 {
+		goLoop(p.localLoop)
+	}
 	if err := p.startService(); err != nil {
 		return err
 	}

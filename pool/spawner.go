@@ -145,6 +145,24 @@ func (p *Pool) forgetLaunch(id string) {
 	}
 }
 
+// localLoop launches again, every ledgerEvery heartbeats, the local
+// workers that are gone (killed, or left because the broker lost their
+// queue).
+func (p *Pool) localLoop(ctx context.Context) {
+	t := time.NewTicker(ledgerEvery * p.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := p.keepLocalWorkers(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn().Err(err).Msg("launching local workers again")
+		}
+	}
+}
+
 // keepLocalWorkers launches the configured local workers that are not
 // already running: <host>-1 … <host>-N. They hold no reservation and are
 // never stopped for idleness.

@@ -100,6 +100,9 @@ func (p *Pool) stallLoop(ctx context.Context) {
 		qctx, cancel := context.WithTimeout(ctx, p.opts.Heartbeat)
 		st, err := p.res.Workers.Status(qctx)
 		cancel()
+		if lost(err) {
+			p.restoreStorage(ctx)
+		}
 		now := time.Now()
 		if err == nil {
 			if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {

@@ -25,6 +25,9 @@ func (p *Pool) tidyGone(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 	info, err := p.res.Jobs.Info(cctx)
 	cancel()
+	if lost(err) {
+		p.restoreStorage(ctx)
+	}
 	if err != nil {
 		p.log.Debug().Err(err).Msg("tidy: read the jobs stream")
 		return

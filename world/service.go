@@ -547,6 +547,17 @@ func waitAcks(futures []jetstream.PubAckFuture) error {
 func (s *Service) reload() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if _, err := s.store.js.Stream(ctx, bucketStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		// The broker lost the bucket (its store wiped): memory is the
+		// world; it goes into a new bucket.
+		if err := s.store.restore(ctx, s.st.snapshot(s.gameNow()), s.opts.Storage); err != nil {
+			s.broken = err
+			return err
+		}
+		s.broken = nil
+		s.log.Warn().Uint64("seq", s.st.Seq).Msg("the broker had lost the world's bucket; stored the world again from memory")
+		return nil
+	}
 	l, err := s.store.load(ctx, nil, false)
 	if err != nil {
 		s.broken = err

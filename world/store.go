@@ -225,6 +225,31 @@ func (s *store) initFresh(ctx context.Context, sc *game.Scenario) (*loaded, erro
 	return &loaded{st: st, fresh: true}, nil
 }
 
+// restore creates the bucket again, lost by the broker, with the world
+// as it is in memory: its meta and a snapshot of sn. The results and
+// settlements of past operations are not in it: those still in the
+// service's memory answer repeated requests.
+func (s *store) restore(ctx context.Context, sn snapshot, storage broker.Storage) error {
+	kv, err := openBucket(ctx, s.js, storage)
+	if err != nil {
+		return fmt.Errorf("restore the world's bucket: %w", err)
+	}
+	data, err := json.Marshal(sn)
+	if err != nil {
+		return fmt.Errorf("restore the world's bucket: %w", err)
+	}
+	rev, err := kv.Put(ctx, keyState, data)
+	if err != nil {
+		return fmt.Errorf("restore the world's bucket: %w", err)
+	}
+	m, _ := json.Marshal(meta{Scenario: sn.Scenario, Created: time.Now().UTC()})
+	if _, err := kv.Put(ctx, keyMeta, m); err != nil {
+		return fmt.Errorf("restore the world's bucket: %w", err)
+	}
+	s.kv, s.snapRev = kv, rev
+	return nil
+}
+
 // replay applies the journal entries stored after the snapshot at
 // revision after.
 func (s *store) replay(ctx context.Context, l *loaded, after uint64) error {
