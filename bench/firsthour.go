@@ -121,7 +121,7 @@ func runStrategy(ctx context.Context, o FirstHourOptions, strategy string) (Firs
 		}
 		if err := r.startPool(ctx, pool.Options{
 			Host: hosts.Home, Spawn: true, Tolerance: o.Tolerance, Servers: servers, IdleStop: time.Hour, FillHosts: true,
-			Split: tasks.SplitPolicy(wc, tasks.DefaultSplitTolerance), StopWorkersOnExit: true, Settler: tasks.Settler(wc),
+			Split: tasks.SplitPolicy(wc, tasks.DefaultSplitTolerance), StopWorkersOnExit: true, Settler: tasks.Settler(wc), Validator: tasks.Validator(wc),
 		}); err != nil {
 			return res, err
 		}

@@ -148,7 +148,7 @@ func RunManager(ctx context.Context, o ManagerOptions) (ManagerResult, error) {
 	}
 	if err := r.startPool(ctx, pool.Options{
 		Spawn: true, Tolerance: o.Tolerance, Servers: servers, IdleStop: time.Hour, FillHosts: true,
-		Split: tasks.SplitPolicy(wc, tasks.DefaultSplitTolerance), StopWorkersOnExit: true, Settler: tasks.Settler(wc),
+		Split: tasks.SplitPolicy(wc, tasks.DefaultSplitTolerance), StopWorkersOnExit: true, Settler: tasks.Settler(wc), Validator: tasks.Validator(wc),
 	}); err != nil {
 		return res, err
 	}

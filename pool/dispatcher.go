@@ -30,6 +30,9 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 	if err := p.prepare(jobs, batch); err != nil {
 		return nil, err
 	}
+	if err := p.validate(ctx, jobs); err != nil {
+		return nil, err
+	}
 	if needsCores(jobs) {
 		p.refreshHostCores(ctx)
 	}
@@ -82,6 +85,19 @@ func (p *Pool) prepare(jobs []job.Job, batch bool) error {
 			return &PlaceError{Index: i, ID: j.ID, Err: fmt.Errorf("%w: %s appears twice", ErrDuplicateID, j.ID)}
 		}
 		seen[j.ID] = true
+	}
+	return nil
+}
+
+// validate asks the Validator about each job.
+func (p *Pool) validate(ctx context.Context, jobs []job.Job) error {
+	if p.opts.Validator == nil {
+		return nil
+	}
+	for i, j := range jobs {
+		if err := p.opts.Validator.Validate(ctx, j); err != nil {
+			return &PlaceError{Index: i, ID: j.ID, Err: fmt.Errorf("%w: %w", ErrInvalidJob, err)}
+		}
 	}
 	return nil
 }

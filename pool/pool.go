@@ -107,6 +107,10 @@ type Options struct {
 	// several smaller ones, and into how many parts (see split.go). Nil
 	// means DefaultSplit(); NoSplit splits nothing.
 	Split SplitPolicy
+	// Validator, when set, checks each job's task arguments before a
+	// dispatch is placed (see job.Validator); a job it refuses fails the
+	// dispatch with ErrInvalidJob and its reason.
+	Validator job.Validator
 	// Settler, when set, says what became of the jobs of a worker that is
 	// gone, before the pool records them (see job.Settler): a job whose
 	// task has a settler is settled as soon as its worker misses its

@@ -131,7 +131,7 @@ func run(args []string) error {
 	}
 	o := cfg.PoolOptions()
 	o.Launcher, o.Servers, o.Logger = launcher, servers, p.Log
-	o.Settler = tasks.Settler(wc)
+	o.Settler, o.Validator = tasks.Settler(wc), tasks.Validator(wc)
 	if g := cfg.Worker.StopGrace; g > 0 {
 		// Its running jobs, then their records, and some.
 		o.StopWait = 2*g + 5*time.Second

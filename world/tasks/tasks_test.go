@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -336,3 +337,40 @@ func n00dlesWeakenMs(t *testing.T, speed float64) float64 {
 	n00dles, _ := sc.Server("n00dles")
 	return game.WeakenTimeMs(n00dles, sc.Player.Hacker()) / speed
 }
+
+func TestValidatorRefusesAtTheDoor(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	nc := b.Connect(t)
+	svc, err := world.Serve(context.Background(), nc, world.Options{Scenario: "newgame", Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Stop)
+	v := tasks.Validator(world.NewClient(b.Connect(t)))
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		j    job.Job
+		want error
+	}{
+		{"a rooted target", job.Job{Task: "hack", Args: []any{"n00dles"}}, nil},
+		{"an unknown target", job.Job{Task: "grow", Args: []any{"nowhere"}}, world.ErrUnknownTarget},
+		{"no root", job.Job{Task: "weaken", Args: []any{"CSEC"}}, game.ErrNoRoot},
+		{"no args", job.Job{Task: "hack"}, errAny},
+		{"a number", job.Job{Task: "hack", Args: []any{7.0}}, errAny},
+		{"another task", job.Job{Task: "sleep", Args: []any{"anything"}}, nil},
+	} {
+		err := v.Validate(ctx, tc.j)
+		switch {
+		case tc.want == nil && err != nil:
+			t.Errorf("%s: %v, want accepted", tc.name, err)
+		case tc.want == errAny && err == nil:
+			t.Errorf("%s: accepted, want refused", tc.name)
+		case tc.want != nil && tc.want != errAny && !errors.Is(err, tc.want):
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+var errAny = errors.New("any error")

@@ -19,3 +19,12 @@ type Settler interface {
 	// ask again later.
 	Settle(ctx context.Context, jobs []Job, reason string) ([]Job, error)
 }
+
+// Validator checks a job's task arguments before the job is accepted: the
+// pool asks it at the door, so that a job that cannot run is refused with
+// a reason instead of failing at its worker later.
+type Validator interface {
+	// Validate says what is wrong with j, or returns nil; it returns nil
+	// for a task it does not know.
+	Validate(ctx context.Context, j Job) error
+}
