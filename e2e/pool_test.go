@@ -503,11 +503,13 @@ func TestKilledWorkersOperationIsSettled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := func(id string) []string {
-		return []string{"--nats", c.url, "--id", id, "--host", "home", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms"}
+	// Each holds its threads' RAM on a host of its own, as the world
+	// wants of whoever begins an operation.
+	args := func(id, host string) []string {
+		return []string{"--nats", c.url, "--id", id, "--host", host, "--reserve", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms"}
 	}
-	back := start(t, "hvmind-worker", args("comes-back")...)
-	gone := start(t, "hvmind-worker", args("stays-gone")...)
+	back := start(t, "hvmind-worker", args("comes-back", "foodnstuff")...)
+	gone := start(t, "hvmind-worker", args("stays-gone", "joesguns")...)
 	c.waitWorkers(2)
 	// Three threads each: one on each worker.
 	s := ms(700 * time.Millisecond)
@@ -521,7 +523,7 @@ func TestKilledWorkersOperationIsSettled(t *testing.T) {
 	back.kill()
 	gone.kill()
 	killed := time.Now()
-	start(t, "hvmind-worker", args("comes-back")...)
+	start(t, "hvmind-worker", args("comes-back", "foodnstuff")...)
 	recs := c.waitRecords(30*time.Second, "weaken-back", "weaken-gone")
 	t.Logf("both records %s after the kill", time.Since(killed).Round(100*time.Millisecond))
 	for id, r := range recs {

@@ -85,6 +85,12 @@ type Options struct {
 	Reset bool
 	// Logger receives the service's logs.
 	Logger zerolog.Logger
+	// FormulasOnly turns off the rules that keep callers honest (an
+	// operation's threads backed by RAM its owner holds, its start near
+	// now, its finish not before its end; see rules.go), for tests of
+	// the formulas that begin and finish operations directly. No program
+	// sets it.
+	FormulasOnly bool
 	// Retention is how long begins and results are kept by job id
 	// (DefaultRetention when 0).
 	Retention time.Duration
@@ -157,6 +163,7 @@ type Service struct {
 	begins   map[string]*begun
 	results  map[string]*finished
 	settled  map[string]*settledOp
+	running  running
 	gameBase float64
 	realBase time.Time
 	dirty    bool
@@ -173,6 +180,22 @@ type Service struct {
 type begun struct {
 	b  BeginReply
 	at time.Time
+	// idle is set once it no longer counts as running (see sweep).
+	idle bool
+}
+
+// runningGrace is how long after its end an operation that has not
+// finished still counts against its owner's RAM.
+const runningGrace = time.Minute
+
+// forgetBegin drops a begin, and its threads from the running ones.
+func (s *Service) forgetBegin(id string) {
+	if b, ok := s.begins[id]; ok {
+		if !b.idle {
+			s.running.add(b.b.Host, b.b.Owner, -b.b.Threads)
+		}
+		delete(s.begins, id)
+	}
 }
 
 type finished struct {
@@ -398,6 +421,7 @@ func (s *Service) install(l *loaded) {
 	s.st = l.st
 	s.begins = map[string]*begun{}
 	s.settled = map[string]*settledOp{}
+	s.running = running{}
 	s.results = make(map[string]*finished, len(l.replayed))
 	now := time.Now()
 	for _, r := range l.replayed {
@@ -591,7 +615,12 @@ func (s *Service) maybeSnapshot(force bool) {
 func (s *Service) sweep(now time.Time) {
 	for id, b := range s.begins {
 		if now.Sub(b.at) > s.opts.Retention {
-			delete(s.begins, id)
+			s.forgetBegin(id)
+		} else if !b.idle && now.After(b.at.Add(time.Duration(b.b.DurationRealMs*float64(time.Millisecond))+runningGrace)) {
+			// Long over and never finished: its worker is gone, and
+			// its threads are no longer in use.
+			b.idle = true
+			s.running.add(b.b.Host, b.b.Owner, -b.b.Threads)
 		}
 	}
 	for id, r := range s.results {
@@ -653,6 +682,11 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 	if err != nil {
 		return nil, nil, err
 	}
+	start, err := s.checkBegin(req, nowMs())
+	if err != nil {
+		return nil, nil, err
+	}
+	b.StartedAt = start
 	b.Speed = s.opts.Speed
 	b.DurationRealMs = b.DurationGameMs / s.opts.Speed
 	b.GameTimeMs = s.gameNow()
@@ -661,6 +695,7 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 		return nil, nil, err
 	}
 	s.begins[req.JobID] = &begun{b: b, at: time.Now()}
+	s.running.add(b.Host, b.Owner, b.Threads)
 	return b, []write{{key: beginKey(req.JobID), data: data, expires: true}}, nil
 }
 
@@ -709,6 +744,9 @@ func (s *Service) finish(id string, end float64, lk *lookup) (any, []write, erro
 
 // apply applies a begun operation's effect, landed at epoch ms end.
 func (s *Service) apply(b BeginReply, end float64) (any, []write, error) {
+	if err := s.checkFinish(b, end, nowMs()); err != nil {
+		return nil, nil, err
+	}
 	r, err := s.st.FinishAt(b, HackRoll(s.opts.Seed, b.JobID), end)
 	if err != nil {
 		return nil, nil, err
@@ -717,7 +755,7 @@ func (s *Service) apply(b BeginReply, end float64) (any, []write, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	delete(s.begins, b.JobID)
+	s.forgetBegin(b.JobID)
 	s.results[b.JobID] = &finished{r: r, at: time.Now()}
 	s.dirty = true
 	s.log.Debug().Str("job", r.JobID).Str("task", r.Task).Str("target", r.Target).Bool("success", r.Success).
@@ -840,6 +878,12 @@ func (s *Service) handleBegin(req micro.Request) {
 	// cannot apply it twice. One that started after this world was loaded
 	// cannot have finished before: it goes straight to the writer, since
 	// a lookup's time is time the request would spend in flight.
+	if !s.opts.FormulasOnly && br.Start > nowMs()+ms(MaxBeginAhead) {
+		// Refused before the sequencer, which would hold it until then.
+		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("%s %s: its start %.0f is %.0f ms ahead of the world's clock (at most %s)",
+			br.Task, br.JobID, br.Start, br.Start-nowMs(), MaxBeginAhead))
+		return
+	}
 	if br.Start > 0 && br.Start*1e6 > float64(s.installed.Load()) {
 		r := broker.ReplyLater(s.nc, req)
 		s.seq.add(br.Start, br.Due, &item{run: func() (any, []write, error) { return s.begin(br, nil, nil, nil) },
@@ -869,6 +913,11 @@ func (s *Service) handleFinish(req micro.Request) {
 		return
 	}
 	id, end := fr.JobID, fr.End
+	if end > nowMs()+ms(MaxBeginAhead) {
+		// A landing in the future: refused before the sequencer holds it.
+		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
+		return
+	}
 	enqueue := s.enqueue
 	if end > 0 {
 		enqueue = func(it *item) { s.seq.add(end, fr.Due, it) }

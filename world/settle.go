@@ -163,7 +163,7 @@ func (s *Service) settle(sr SettleRequest, lks map[string]*lookup) (any, []write
 		if err != nil {
 			return nil, nil, err
 		}
-		delete(s.begins, id)
+		s.forgetBegin(id)
 		s.settled[id] = &settledOp{st: st, at: time.Now()}
 		writes = append(writes, write{key: settledKey(id), data: data, expires: true})
 		out = append(out, st)

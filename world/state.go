@@ -31,6 +31,10 @@ type BeginRequest struct {
 	// Due is when the operation was scheduled to start (epoch ms): it
 	// orders operations that started at the same instant.
 	Due float64 `json:"due,omitempty"`
+	// Owner is the worker that runs the operation: its threads must be
+	// within what Owner holds on Host (see ReserveRAM), less what its
+	// other operations there use.
+	Owner string `json:"owner"`
 }
 
 // BeginReply is what the world fixed when an operation began. The world
@@ -54,6 +58,10 @@ type BeginReply struct {
 	ChanceAtStart float64 `json:"chanceAtStart,omitempty"`
 	// GameTimeMs is the world's clock when the operation began.
 	GameTimeMs float64 `json:"gameTimeMs"`
+	// StartedAt is when it began (epoch ms: Start, or when the world read
+	// a begin without one); it may finish no earlier than StartedAt +
+	// DurationRealMs.
+	StartedAt float64 `json:"startedAt,omitempty"`
 }
 
 // Result is the effect of a finished operation: what a completion record
@@ -513,6 +521,9 @@ func (st *State) reservedThreads(host string) int {
 	}
 	return total
 }
+
+// Reserved is the threads owner holds on host.
+func (st *State) Reserved(host, owner string) int { return st.reserved[host][owner] }
 
 // setReservation sets (threads > 0) or removes an owner's reservation and
 // recomputes the host's ramUsed from its base, so that no rounding builds up.

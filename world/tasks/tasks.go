@@ -52,7 +52,7 @@ func operation(task string, c *world.Client) worker.HandlerFunc {
 		if !ok || target == "" {
 			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
 		}
-		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Threads: t.Job.Threads,
+		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Owner: t.Worker, Threads: t.Job.Threads,
 			Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
 		var b world.BeginReply
 		err := retry(ctx, worldBeginRetry, func(ctx context.Context) error {

@@ -36,10 +36,13 @@ type worldEnv struct {
 
 const worldWorkerID = "ww"
 
+// newWorldEnv: the tasks run against a world with FormulasOnly: these
+// tests are of the handlers' timing and results; the rules for callers
+// are tested in package world and end to end.
 func newWorldEnv(t *testing.T, speed float64) *worldEnv {
 	t.Helper()
 	b := brokertest.New(t)
-	svc, err := world.Serve(context.Background(), b.Connect(t), world.Options{Scenario: "newgame", Speed: speed, Seed: 1, Logger: brokertest.Logger(t)})
+	svc, err := world.Serve(context.Background(), b.Connect(t), world.Options{Scenario: "newgame", Speed: speed, Seed: 1, FormulasOnly: true, Logger: brokertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

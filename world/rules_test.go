@@ -1,0 +1,70 @@
+package world_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hvmind/hvmind/world"
+)
+
+// The world keeps the game's rules whoever asks: the attacks are
+// refused with a clear error and change nothing.
+func TestRulesForCallers(t *testing.T) {
+	t.Parallel()
+	_, _, c := newWorld(t, world.Options{Scenario: "newgame"})
+	ctx := ctxT(t)
+	now := func() float64 { return float64(time.Now().UnixNano()) / 1e6 }
+	before, err := c.Player(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "home" has 8 GB: 4 threads of 1.75 GB. The honest worker holds 4.
+	if _, err := c.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "honest", Threads: 4}); err != nil {
+		t.Fatal(err)
+	}
+	begin := func(id, owner string, threads int, start float64) error {
+		_, err := c.Begin(ctx, world.BeginRequest{JobID: id, Task: "hack", Target: "n00dles", Host: "home", Owner: owner, Threads: threads, Start: start})
+		return err
+	}
+	for _, tc := range []struct {
+		name      string
+		id, owner string
+		threads   int
+		start     float64
+		want      error
+	}{
+		{"a million threads it does not hold", "greedy", "honest", 1_000_000, now(), world.ErrNoRAM},
+		{"threads of an owner with no RAM", "stranger", "nobody", 1, now(), world.ErrNoRAM},
+		{"no owner", "anonymous", "", 1, now(), world.ErrInvalid},
+		{"a start an hour ago, to be over at once", "backdated", "honest", 1, now() - 3600e3, world.ErrInvalid},
+		{"a start in the future", "ahead", "honest", 1, now() + 60e3, world.ErrInvalid},
+	} {
+		if err := begin(tc.id, tc.owner, tc.threads, tc.start); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	// Within its RAM, one begins; a second that would exceed it does not.
+	if err := begin("fair", "honest", 3, now()); err != nil {
+		t.Fatalf("a begin within the owner's RAM: %v", err)
+	}
+	if err := begin("one-too-many", "honest", 2, now()); !errors.Is(err, world.ErrNoRAM) {
+		t.Errorf("a begin beyond what its running operations leave: %v, want ErrNoRAM", err)
+	}
+	// Finishing at once, before the duration the world gave, is refused.
+	if _, err := c.Finish(ctx, "fair"); !errors.Is(err, world.ErrInvalid) {
+		t.Errorf("a finish before the operation's end: %v, want ErrInvalid", err)
+	}
+	if _, err := c.FinishAt(context.Background(), "fair", now(), now()); !errors.Is(err, world.ErrInvalid) {
+		t.Errorf("a finish stamped before the operation's end: %v, want ErrInvalid", err)
+	}
+	after, err := c.Player(ctx)
+	if err != nil || after.Money != before.Money || after.HackingExp != before.HackingExp {
+		t.Errorf("player %+v (%v); want unchanged %+v", after, err, before)
+	}
+	// The same job id cannot begin as another operation.
+	if _, err := c.Begin(ctx, world.BeginRequest{JobID: "fair", Task: "grow", Target: "n00dles", Host: "home", Owner: "honest", Threads: 1, Start: now()}); !errors.Is(err, world.ErrInvalid) {
+		t.Errorf("a second begin of a job id: %v, want ErrInvalid", err)
+	}
+}
