@@ -191,12 +191,21 @@ func (e *Embedded) Shutdown() {
 
 // Connect dials NATS and keeps retrying, both for the first connection and
 // after losing it, so that programs can start before the broker.
-func Connect(ctx context.Context, url, name string, log zerolog.Logger) (*nats.Conn, error) {
+func Connect(ctx context.Context, url, name string, log zerolog.Logger, auth ...Auth) (*nats.Conn, error) {
 	if url == "" {
 		url = nats.DefaultURL
 	}
+	var a Auth
+	if len(auth) > 0 {
+		a = auth[0]
+	}
+	url, a = SplitURL(url, a)
+	extra, err := a.options()
+	if err != nil {
+		return nil, err
+	}
 	connected := make(chan struct{}, 1)
-	nc, err := nats.Connect(url,
+	nc, err := nats.Connect(url, append(extra,
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
@@ -222,7 +231,7 @@ func Connect(ctx context.Context, url, name string, log zerolog.Logger) (*nats.C
 			}
 			ev.Msg("NATS error")
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
@@ -501,8 +510,10 @@ func (l *serverLogger) Tracef(format string, v ...any)  { l.log.Trace().Msgf(for
 // Conn is an open connection, with the embedded server behind it if any.
 type Conn struct {
 	NC *nats.Conn
-	// URL is the broker's client URL, to hand to launched processes.
-	URL string
+	// URL is the broker's client URL, to hand to launched processes: it
+	// holds no credentials; Auth has them (see Auth.Env).
+	URL  string
+	Auth Auth
 	// Embedded is the server this process runs, or nil.
 	Embedded *Embedded
 }
@@ -517,6 +528,9 @@ type OpenOptions struct {
 	Listen  string
 	DataDir string
 	Sync    Sync
+	// Auth is the client's credentials (also for the URL of an external
+	// server; user and password in the URL fill what it lacks).
+	Auth Auth
 	// Name identifies the client connection.
 	Name   string
 	Logger zerolog.Logger
@@ -524,7 +538,8 @@ type OpenOptions struct {
 
 // Open starts the embedded broker if asked to, and connects.
 func Open(ctx context.Context, o OpenOptions) (*Conn, error) {
-	c := &Conn{URL: o.URL}
+	plain, auth := SplitURL(o.URL, o.Auth)
+	c := &Conn{URL: plain, Auth: auth}
 	if c.URL == "" && o.Embed {
 		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, DataDir: o.DataDir, Sync: o.Sync, Logger: o.Logger})
 		if err != nil {
@@ -536,7 +551,7 @@ func Open(ctx context.Context, o OpenOptions) (*Conn, error) {
 	if c.URL == "" {
 		c.URL = "nats://" + DefaultListen
 	}
-	nc, err := Connect(ctx, c.URL, o.Name, o.Logger)
+	nc, err := Connect(ctx, c.URL, o.Name, o.Logger, c.Auth)
 	if err != nil {
 		c.Close()
 		return nil, err

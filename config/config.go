@@ -36,6 +36,8 @@ type Config struct {
 	ConfigFile string
 	// NATS is the URL of an external nats-server; empty means embedded.
 	NATS string
+	// Auth is the credentials for the broker.
+	Auth broker.Auth
 	// Listen is where an embedded broker listens.
 	Listen string
 	// DataDir is the embedded broker's storage directory.
@@ -259,6 +261,14 @@ func DefaultDataDir() string {
 func (c *Config) RegisterCommon(fs *flag.FlagSet) {
 	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "JSON file of settings, keyed by flag name")
 	fs.StringVar(&c.NATS, "nats", c.NATS, "URL of an external nats-server (also NATS_URL); empty: the embedded broker")
+	fs.StringVar(&c.Auth.Creds, "creds", c.Auth.Creds, "NATS credentials file (also NATS_CREDS)")
+	fs.StringVar(&c.Auth.NKey, "nkey", c.Auth.NKey, "file of a NATS user nkey seed (also NATS_NKEY)")
+	fs.StringVar(&c.Auth.User, "user", c.Auth.User, "NATS user (also NATS_USER)")
+	fs.StringVar(&c.Auth.Password, "password", c.Auth.Password, "NATS password (also NATS_PASSWORD; better in the environment or the config file than on a command line)")
+	fs.StringVar(&c.Auth.Token, "token", c.Auth.Token, "NATS token (also NATS_TOKEN; better in the environment or the config file)")
+	fs.StringVar(&c.Auth.TLSCA, "tls-ca", c.Auth.TLSCA, "CA file that verifies the NATS server (also NATS_CA)")
+	fs.StringVar(&c.Auth.TLSCert, "tls-cert", c.Auth.TLSCert, "client certificate file (also NATS_CERT)")
+	fs.StringVar(&c.Auth.TLSKey, "tls-key", c.Auth.TLSKey, "client key file (also NATS_KEY)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: auto, pretty, json")
 }
@@ -427,12 +437,18 @@ func EnvName(flagName string) string {
 	return "HVMIND_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// natsEnv are the variables of the nats CLI's that stand for flags.
+var natsEnv = map[string]string{
+	"nats": "NATS_URL", "creds": "NATS_CREDS", "nkey": "NATS_NKEY", "user": "NATS_USER",
+	"password": "NATS_PASSWORD", "token": "NATS_TOKEN", "tls-ca": "NATS_CA", "tls-cert": "NATS_CERT", "tls-key": "NATS_KEY",
+}
+
 func lookupEnv(flagName string) (string, bool) {
 	if v, ok := os.LookupEnv(EnvName(flagName)); ok {
 		return v, true
 	}
-	if flagName == "nats" {
-		return os.LookupEnv("NATS_URL")
+	if name, ok := natsEnv[flagName]; ok {
+		return os.LookupEnv(name)
 	}
 	return "", false
 }

@@ -82,6 +82,12 @@ func (s *syncBuffer) String() string {
 // start runs a program until the test ends (then SIGKILL).
 func start(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, name, args...)
+}
+
+// startEnv is start with more environment variables.
+func startEnv(t *testing.T, env []string, name string, args ...string) *proc {
+	t.Helper()
 	p := &proc{out: &syncBuffer{}, done: make(chan struct{})}
 	path := name
 	if !strings.Contains(name, "/") {
@@ -95,7 +101,7 @@ func start(t *testing.T, name string, args ...string) *proc {
 	}
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Env = append(os.Environ(), "HVMIND_LOG_FORMAT=json")
+	p.cmd.Env = append(append(os.Environ(), "HVMIND_LOG_FORMAT=json"), env...)
 	// Own process group, so that SIGKILL of the group takes launched workers.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -187,6 +193,9 @@ type cluster struct {
 	data   string
 	pool   *proc
 	pgArgs []string
+	// env is added to the environment of the programs the helpers run
+	// (credentials).
+	env []string
 }
 
 // startPool starts hvmind-pool with an embedded broker and waits until its
@@ -215,7 +224,7 @@ func (c *cluster) waitPool() {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, _, code := run(c.t, "", "hvmind-manager", "--nats", c.url, "status"); code == 0 {
+		if _, _, code := runIn(c.t, "", c.env, "hvmind-manager", "--nats", c.url, "status"); code == 0 {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -245,7 +254,7 @@ func belongsTo(pid int, dataDir string) bool {
 
 func (c *cluster) manager(args ...string) (string, string, int) {
 	c.t.Helper()
-	return run(c.t, "", "hvmind-manager", append([]string{"--nats", c.url}, args...)...)
+	return runIn(c.t, "", c.env, "hvmind-manager", append([]string{"--nats", c.url}, args...)...)
 }
 
 // connect opens a NATS connection to the cluster's broker.

@@ -50,6 +50,9 @@ type LocalLauncher struct {
 	LogDir string
 	// Args are extra flags for every worker (timing settings, log level).
 	Args []string
+	// Env is added to each worker's environment: the credentials (see
+	// broker.Auth.Env), which a command line would show to every user.
+	Env []string
 	// Logger receives launch notices.
 	Logger zerolog.Logger
 	// Process, when set, runs every worker in one worker process of that
@@ -179,6 +182,9 @@ func (l *LocalLauncher) start(name string, args []string) (pid int, logPath stri
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if len(l.Env) > 0 {
+		cmd.Env = append(os.Environ(), l.Env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, "", err
 	}

@@ -125,7 +125,7 @@ func (e *env) connect(ctx context.Context) (*broker.Conn, *pool.Client, error) {
 // connectBy is connect waiting for the broker until ctx ends: the batcher
 // waits for a broker that is not up yet, where a one-off command fails.
 func (e *env) connectBy(ctx context.Context) (*broker.Conn, *pool.Client, error) {
-	conn, err := broker.Open(ctx, broker.OpenOptions{URL: e.cfg.NATS, Name: "hvmind-manager", Logger: e.log})
+	conn, err := broker.Open(ctx, broker.OpenOptions{URL: e.cfg.NATS, Auth: e.cfg.Auth, Name: "hvmind-manager", Logger: e.log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is hvmind-pool running?)", err)
 	}

@@ -108,7 +108,7 @@ func (e *env) analyze(ctx context.Context, args []string) (int, error) {
 func (e *env) liveScenario(ctx context.Context) (*game.Scenario, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := broker.Open(cctx, broker.OpenOptions{URL: e.cfg.NATS, Name: "hvmind-manager", Logger: e.log})
+	conn, err := broker.Open(cctx, broker.OpenOptions{URL: e.cfg.NATS, Auth: e.cfg.Auth, Name: "hvmind-manager", Logger: e.log})
 	if err != nil {
 		return nil, fmt.Errorf("%w (is hvmind-pool or hvmind-world running?)", err)
 	}

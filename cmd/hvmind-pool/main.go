@@ -120,6 +120,7 @@ func run(args []string) error {
 				"--broker-grace", launchedBrokerGrace.String(),
 			},
 			Process: cfg.Pool.WorkerProcess, Conn: conn.NC,
+			Env: conn.Auth.Env(),
 		}
 	}
 	wc := world.NewClient(conn.NC)
