@@ -1,6 +1,7 @@
 package world
 
 import (
+	"container/heap"
 	"fmt"
 	"time"
 )
@@ -24,19 +25,94 @@ const (
 // arrive by the world's clock: the worker's clock may be ahead of it.
 const finishSkew = 50 * time.Millisecond
 
-// running counts the threads of operations begun and not finished, by
-// host and owner: they hold RAM the owner reserved.
-type running map[string]map[string]int
+// running counts the threads of operations begun and not over, by host
+// and owner: they hold RAM the owner reserved. An operation is over at its
+// start plus its duration (the game frees a script's RAM then), whether
+// or not its finish has been read: the finish of one operation and the
+// begin of the next on the same threads may arrive in either order.
+type running map[string]map[string]*ownerOps
 
-func (r running) add(host, owner string, threads int) {
+// ownerOps are one owner's operations on one host.
+type ownerOps struct {
+	live map[string]int // job → threads
+	ends opEnds
+	sum  int
+}
+
+type opEnd struct {
+	at float64 // epoch ms
+	id string
+}
+
+// opEnds is a min-heap by end.
+type opEnds []opEnd
+
+func (h opEnds) Len() int           { return len(h) }
+func (h opEnds) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h opEnds) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *opEnds) Push(x any)        { *h = append(*h, x.(opEnd)) }
+func (h *opEnds) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func (r running) of(host, owner string) *ownerOps {
 	m := r[host]
 	if m == nil {
-		m = map[string]int{}
+		m = map[string]*ownerOps{}
 		r[host] = m
 	}
-	if m[owner] += threads; m[owner] <= 0 {
-		delete(m, owner)
+	o := m[owner]
+	if o == nil {
+		o = &ownerOps{live: map[string]int{}}
+		m[owner] = o
 	}
+	return o
+}
+
+// add counts an operation until its end (epoch ms).
+func (r running) add(host, owner, id string, threads int, end float64) {
+	o := r.of(host, owner)
+	if _, ok := o.live[id]; ok {
+		return
+	}
+	o.live[id] = threads
+	o.sum += threads
+	heap.Push(&o.ends, opEnd{at: end, id: id})
+}
+
+// drop stops counting an operation (it finished, or was settled).
+func (r running) drop(host, owner, id string) {
+	o := r[host][owner]
+	if o == nil {
+		return
+	}
+	if t, ok := o.live[id]; ok {
+		o.sum -= t
+		delete(o.live, id)
+	}
+	if len(o.live) == 0 {
+		delete(r[host], owner)
+	}
+}
+
+// used is the threads of the owner's operations on host not over at now
+// (epoch ms).
+func (r running) used(host, owner string, now float64) int {
+	o := r[host][owner]
+	if o == nil {
+		return 0
+	}
+	for len(o.ends) > 0 && o.ends[0].at <= now {
+		e := heap.Pop(&o.ends).(opEnd)
+		if t, ok := o.live[e.id]; ok {
+			o.sum -= t
+			delete(o.live, e.id)
+		}
+	}
+	return o.sum
 }
 
 // checkBegin applies the rules to a new begin, at epoch ms now; it
@@ -58,7 +134,7 @@ func (s *Service) checkBegin(req BeginRequest, now float64) (float64, error) {
 		return 0, invalidf("%s %s: no owner: an operation's threads must be backed by RAM its worker holds on %s", req.Task, req.JobID, req.Host)
 	}
 	held := s.st.Reserved(req.Host, req.Owner)
-	used := s.running[req.Host][req.Owner]
+	used := s.running.used(req.Host, req.Owner, start)
 	if used+req.Threads > held {
 		return 0, fmt.Errorf("%s %s: %w: %s holds %d threads on %s and runs %d; %d more do not fit",
 			req.Task, req.JobID, ErrNoRAM, req.Owner, held, req.Host, used, req.Threads)

@@ -180,20 +180,12 @@ type Service struct {
 type begun struct {
 	b  BeginReply
 	at time.Time
-	// idle is set once it no longer counts as running (see sweep).
-	idle bool
 }
-
-// runningGrace is how long after its end an operation that has not
-// finished still counts against its owner's RAM.
-const runningGrace = time.Minute
 
 // forgetBegin drops a begin, and its threads from the running ones.
 func (s *Service) forgetBegin(id string) {
 	if b, ok := s.begins[id]; ok {
-		if !b.idle {
-			s.running.add(b.b.Host, b.b.Owner, -b.b.Threads)
-		}
+		s.running.drop(b.b.Host, b.b.Owner, id)
 		delete(s.begins, id)
 	}
 }
@@ -616,11 +608,6 @@ func (s *Service) sweep(now time.Time) {
 	for id, b := range s.begins {
 		if now.Sub(b.at) > s.opts.Retention {
 			s.forgetBegin(id)
-		} else if !b.idle && now.After(b.at.Add(time.Duration(b.b.DurationRealMs*float64(time.Millisecond))+runningGrace)) {
-			// Long over and never finished: its worker is gone, and
-			// its threads are no longer in use.
-			b.idle = true
-			s.running.add(b.b.Host, b.b.Owner, -b.b.Threads)
 		}
 	}
 	for id, r := range s.results {
@@ -695,7 +682,7 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 		return nil, nil, err
 	}
 	s.begins[req.JobID] = &begun{b: b, at: time.Now()}
-	s.running.add(b.Host, b.Owner, b.Threads)
+	s.running.add(b.Host, b.Owner, b.JobID, b.Threads, b.StartedAt+b.DurationRealMs)
 	return b, []write{{key: beginKey(req.JobID), data: data, expires: true}}, nil
 }
 
