@@ -79,7 +79,9 @@ func (a Auth) options() ([]nats.Option, error) {
 
 // Env is the credentials as environment variables (HVMIND_CREDS and so
 // on), for a program this one launches: unlike its command line, a
-// process's environment is readable only by its user.
+// process's environment is readable only by its user. Every variable is
+// there, empty when unset, so that none of this program's own is
+// inherited (a worker given a user must not get the pool's password).
 func (a Auth) Env() []string {
 	var env []string
 	for _, kv := range []struct{ name, value string }{
@@ -87,9 +89,7 @@ func (a Auth) Env() []string {
 		{"HVMIND_USER", a.User}, {"HVMIND_PASSWORD", a.Password}, {"HVMIND_TOKEN", a.Token},
 		{"HVMIND_TLS_CA", a.TLSCA}, {"HVMIND_TLS_CERT", a.TLSCert}, {"HVMIND_TLS_KEY", a.TLSKey},
 	} {
-		if kv.value != "" {
-			env = append(env, kv.name+"="+kv.value)
-		}
+		env = append(env, kv.name+"="+kv.value)
 	}
 	return env
 }

@@ -48,7 +48,7 @@ func TestAuthValidate(t *testing.T) {
 	if err := a.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if env := strings.Join(a.Env(), " "); env != "HVMIND_USER=u HVMIND_PASSWORD=p HVMIND_TLS_CA=ca.pem" {
+	if env := strings.Join(a.Env(), " "); env != "HVMIND_CREDS= HVMIND_NKEY= HVMIND_USER=u HVMIND_PASSWORD=p HVMIND_TOKEN= HVMIND_TLS_CA=ca.pem HVMIND_TLS_CERT= HVMIND_TLS_KEY=" {
 		t.Errorf("Env %q", env)
 	}
 }

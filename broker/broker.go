@@ -76,6 +76,10 @@ type EmbeddedOptions struct {
 	// Sync is how JetStream writes its files to disk (see ParseSync; the
 	// zero value is nats-server's default, every two minutes).
 	Sync Sync
+	// ConfigFile, when set, is a nats-server configuration file the
+	// server starts from (its users and permissions, TLS); Listen,
+	// DataDir and Sync still decide where it listens and stores.
+	ConfigFile string
 }
 
 // Sync is how often an embedded broker's JetStream flushes its files to
@@ -145,18 +149,21 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if err := os.MkdirAll(storeDir, 0o755); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	opts := &server.Options{
-		ServerName: "hvmind",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		NoSigs:     true,
-		// Jobs and records are small; the defaults suit us otherwise.
-		MaxPayload:   8 << 20,
-		SyncAlways:   o.Sync.Always,
-		SyncInterval: o.Sync.Interval,
+	opts := &server.Options{}
+	if o.ConfigFile != "" {
+		if opts, err = server.ProcessConfigFile(o.ConfigFile); err != nil {
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
 	}
+	if opts.ServerName == "" {
+		opts.ServerName = "hvmind"
+	}
+	opts.Host, opts.Port = host, port
+	opts.JetStream, opts.StoreDir = true, storeDir
+	opts.NoSigs = true
+	// Jobs and records are small; the defaults suit us otherwise.
+	opts.MaxPayload = 8 << 20
+	opts.SyncAlways, opts.SyncInterval = o.Sync.Always, o.Sync.Interval
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -524,10 +531,11 @@ type OpenOptions struct {
 	// set, else connects to DefaultListen.
 	URL   string
 	Embed bool
-	// Listen, DataDir and Sync configure the embedded server.
-	Listen  string
-	DataDir string
-	Sync    Sync
+	// Listen, DataDir, Sync and ConfigFile configure the embedded server.
+	Listen     string
+	DataDir    string
+	Sync       Sync
+	ConfigFile string
 	// Auth is the client's credentials (also for the URL of an external
 	// server; user and password in the URL fill what it lacks).
 	Auth Auth
@@ -541,7 +549,7 @@ func Open(ctx context.Context, o OpenOptions) (*Conn, error) {
 	plain, auth := SplitURL(o.URL, o.Auth)
 	c := &Conn{URL: plain, Auth: auth}
 	if c.URL == "" && o.Embed {
-		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, DataDir: o.DataDir, Sync: o.Sync, Logger: o.Logger})
+		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, DataDir: o.DataDir, Sync: o.Sync, ConfigFile: o.ConfigFile, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -42,6 +42,9 @@ type Config struct {
 	Listen string
 	// DataDir is the embedded broker's storage directory.
 	DataDir string
+	// NATSConfig is a nats-server configuration file for the embedded
+	// broker (users and permissions; see deploy/nats/hvmind-roles.conf).
+	NATSConfig string
 	// Sync is how often the embedded broker flushes JetStream's files to
 	// disk: "always", an interval, or "default" (see broker.ParseSync).
 	Sync string
@@ -69,6 +72,10 @@ type Pool struct {
 	Threads int
 	// Spawn lets the pool start local workers when no worker can take a job.
 	Spawn bool
+	// WorkerAuth is the credentials the pool hands to the workers it
+	// launches (in their environment); when it has none, they get the
+	// pool's own. The TLS files are always the pool's.
+	WorkerAuth broker.Auth
 	// WorkerBin is the hvmind-worker executable; empty looks beside the pool,
 	// then on PATH.
 	WorkerBin string
@@ -277,6 +284,7 @@ func (c *Config) RegisterCommon(fs *flag.FlagSet) {
 func (c *Config) RegisterBroker(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address of the embedded broker")
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory of the embedded broker")
+	fs.StringVar(&c.NATSConfig, "nats-config", c.NATSConfig, "nats-server configuration file for the embedded broker: its users and their permissions (deploy/nats/hvmind-roles.conf), TLS")
 	fs.StringVar(&c.Sync, "sync", c.Sync, "how often the embedded broker flushes its files to disk: always (every write, before it is acknowledged), an interval such as 1s (a machine crash may lose what was acknowledged since), or default (nats-server's: every 2 minutes)")
 }
 
@@ -312,6 +320,11 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.IntVar(&c.Pool.Workers, "workers", c.Pool.Workers, "local workers to keep running")
 	fs.IntVar(&c.Pool.Threads, "threads", c.Pool.Threads, "threads of each local worker")
 	fs.BoolVar(&c.Pool.Spawn, "spawn", c.Pool.Spawn, "launch local workers on demand when no worker can take a job")
+	fs.StringVar(&c.Pool.WorkerAuth.Creds, "worker-creds", c.Pool.WorkerAuth.Creds, "credentials file for the workers the pool launches (default: the pool's own credentials)")
+	fs.StringVar(&c.Pool.WorkerAuth.NKey, "worker-nkey", c.Pool.WorkerAuth.NKey, "nkey seed file for the workers the pool launches")
+	fs.StringVar(&c.Pool.WorkerAuth.User, "worker-user", c.Pool.WorkerAuth.User, "NATS user for the workers the pool launches")
+	fs.StringVar(&c.Pool.WorkerAuth.Password, "worker-password", c.Pool.WorkerAuth.Password, "its password (better in HVMIND_WORKER_PASSWORD or the config file)")
+	fs.StringVar(&c.Pool.WorkerAuth.Token, "worker-token", c.Pool.WorkerAuth.Token, "NATS token for the workers the pool launches")
 	fs.StringVar(&c.Pool.WorkerBin, "worker-bin", c.Pool.WorkerBin, "hvmind-worker executable (default: beside hvmind-pool, then PATH)")
 	fs.StringVar(&c.Pool.Host, "host", c.Pool.Host, "host name of the local workers the pool launches")
 	fs.BoolVar(&c.Pool.Tail, "tail", c.Pool.Tail, "draw a live table of workers")

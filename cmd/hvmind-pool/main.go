@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
@@ -120,7 +121,7 @@ func run(args []string) error {
 				"--broker-grace", launchedBrokerGrace.String(),
 			},
 			Process: cfg.Pool.WorkerProcess, Conn: conn.NC,
-			Env: conn.Auth.Env(),
+			Env: workerAuth(conn.Auth, cfg.Pool.WorkerAuth).Env(),
 		}
 	}
 	wc := world.NewClient(conn.NC)
@@ -162,4 +163,14 @@ func run(args []string) error {
 	}
 	p.Log.Info().Msg("hvmind-pool stopped")
 	return err
+}
+
+// workerAuth is the credentials for the workers the pool launches: those
+// given for them, else the pool's own; the TLS files are the pool's.
+func workerAuth(pool, workers broker.Auth) broker.Auth {
+	if workers.Creds == "" && workers.NKey == "" && workers.User == "" && workers.Token == "" {
+		return pool
+	}
+	workers.TLSCA, workers.TLSCert, workers.TLSKey = pool.TLSCA, pool.TLSCert, pool.TLSKey
+	return workers
 }

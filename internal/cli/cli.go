@@ -222,7 +222,7 @@ func (p *Program) Open(ctx context.Context, embed bool) (*broker.Conn, error) {
 		return nil, err
 	}
 	return broker.Open(ctx, broker.OpenOptions{
-		URL: p.Config.NATS, Auth: p.Config.Auth, Embed: embed, Listen: p.Config.Listen, DataDir: p.Config.DataDir, Sync: sync,
+		URL: p.Config.NATS, Auth: p.Config.Auth, Embed: embed, Listen: p.Config.Listen, DataDir: p.Config.DataDir, Sync: sync, ConfigFile: p.Config.NATSConfig,
 		Name: p.Name, Logger: p.Log,
 	})
 }
