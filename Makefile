@@ -5,7 +5,7 @@ NATS_VER  := v0.5.0
 SERVER_VER:= v2.15.2
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test run pool bench chaos tools vet fmt clean
+.PHONY: build test fuzz run pool bench chaos tools vet fmt clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -16,6 +16,19 @@ test: build tools
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . ; echo "gofmt needed"; exit 1)
 	PATH="$(CURDIR)/$(BIN):$(GOBIN_DIR):$$PATH" $(GO) test -race -count=1 -timeout 12m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+# Each fuzz target for FUZZTIME (CI: a short run after the tests; longer:
+# make fuzz FUZZTIME=10m). Their seed corpora are in the tests, and what a
+# run finds is kept under testdata/fuzz to be committed.
+FUZZTIME ?= 5s
+FUZZ := ./job:FuzzParse ./pool:FuzzServiceRequests ./pool/timeline:FuzzTimeline \
+	./world:FuzzWorldRequests ./world/game:FuzzParseScenario ./world/game:FuzzGrowThreads ./world/game:FuzzRunFormulas
+fuzz:
+	@for t in $(FUZZ); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/hvmind-fuzz.out 2>&1 || { cat /tmp/hvmind-fuzz.out; exit 1; }; \
+	done
 
 tools:
 	@command -v nats >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats || $(GO) install github.com/nats-io/natscli/nats@$(NATS_VER)

@@ -49,14 +49,14 @@ func setup(t *testing.T, threads ...int) *env {
 
 func itoa(n int) string { return time.Duration(n).String()[:len(time.Duration(n).String())-2] }
 
-func startWorker(t *testing.T, b *brokertest.Broker, id string, threads int) {
+func startWorker(t testing.TB, b *brokertest.Broker, id string, threads int) {
 	t.Helper()
 	startStoppableWorker(t, b, id, threads)
 }
 
 // startStoppableWorker starts a worker and returns what stops it
 // gracefully. Handlers may be nil for the built-in tasks.
-func startStoppableWorker(t *testing.T, b *brokertest.Broker, id string, threads int, handlers ...*worker.Handlers) (stop func()) {
+func startStoppableWorker(t testing.TB, b *brokertest.Broker, id string, threads int, handlers ...*worker.Handlers) (stop func()) {
 	t.Helper()
 	var h *worker.Handlers
 	if len(handlers) > 0 {
@@ -77,14 +77,14 @@ func startStoppableWorker(t *testing.T, b *brokertest.Broker, id string, threads
 	return stop
 }
 
-func startPool(t *testing.T, b *brokertest.Broker) (stop func()) {
+func startPool(t testing.TB, b *brokertest.Broker) (stop func()) {
 	t.Helper()
 	return startPoolWith(t, b, pool.Options{})
 }
 
 // startPoolWith starts a pool with o, its heartbeat, tolerance and logger
 // those of the tests.
-func startPoolWith(t *testing.T, b *brokertest.Broker, o pool.Options) (stop func()) {
+func startPoolWith(t testing.TB, b *brokertest.Broker, o pool.Options) (stop func()) {
 	t.Helper()
 	o.Heartbeat, o.Tolerance, o.Logger = 100*time.Millisecond, testTolerance, brokertest.Logger(t)
 	p, err := pool.New(b.Connect(t), o)
