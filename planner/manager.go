@@ -281,8 +281,18 @@ func (m *HackManager) emit(kind, note string) {
 // Run preps the target and runs waves until ctx ends.
 func (m *HackManager) Run(ctx context.Context) error {
 	defer close(m.events)
-	if err := m.awaitInFlight(ctx); err != nil {
-		return err
+	// What an earlier manager left in flight: waves wait for it to land;
+	// the pipeline lands its first batch after it (see resumeSpan).
+	var resume [2]float64
+	if m.opts.Waves {
+		if err := m.awaitInFlight(ctx); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if resume, err = m.resumeSpan(ctx); err != nil {
+			return err
+		}
 	}
 	// While no threads are free, wait briefly, then longer: a fixed
 	// second would cost a game minute at 60x.
@@ -319,10 +329,24 @@ func (m *HackManager) Run(ctx context.Context) error {
 		if m.opts.Threads > 0 {
 			free = min(free, m.opts.Threads)
 		}
-		if !prepped(&srv) {
+		switch {
+		case resume[1] > job.Now():
+			// The jobs in flight are an earlier manager's prep wave or
+			// batches, which leave the target prepped when they land:
+			// the pipeline plans from that and lands after them, instead
+			// of waiting a weakenTime for them and another for its own
+			// first batch. If they leave it otherwise, its first batch
+			// desyncs and the target is prepared again.
+			at := game.Prepped(&srv)
+			m.setPhase("batch")
+			err = m.pipelineAfter(ctx, &at, hk, speed, free, nil, resume)
+			if !errors.Is(err, errNoThreads) {
+				resume = [2]float64{}
+			}
+		case !prepped(&srv):
 			m.setPhase("prep")
 			err = m.prepWave(ctx, &srv, hk, speed, free)
-		} else {
+		default:
 			m.setPhase("batch")
 			if m.opts.Waves {
 				err = m.batchWave(ctx, &srv, hk, speed, free)
@@ -411,6 +435,35 @@ const (
 	noThreadsWait    = 10 * time.Millisecond
 	noThreadsWaitMax = time.Second
 )
+
+// resumeSpan reports when the jobs on the target left in flight by an
+// earlier manager land (zero when none are), waiting while the pool does
+// not answer.
+func (m *HackManager) resumeSpan(ctx context.Context) ([2]float64, error) {
+	var away waiter
+	for {
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		st, err := m.pool.Status(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return [2]float64{}, nil
+			}
+			if away.wait(ctx, m, err) {
+				continue
+			}
+			return [2]float64{}, err
+		}
+		away.back(m)
+		n := st.InFlightByArg[m.opts.Target]
+		span := st.InFlightEndsByArg[m.opts.Target]
+		if n > 0 && span[1] > 0 {
+			m.emit("resuming", fmt.Sprintf("%d jobs on %s still in flight, landing within %s: the first batch lands after them",
+				n, m.opts.Target, time.Duration((span[1]-job.Now())*float64(time.Millisecond)).Round(time.Millisecond)))
+		}
+		return span, nil
+	}
+}
 
 // awaitInFlight waits until no job on the target is in flight: a manager
 // started again while its batches still run lets them land before it looks

@@ -376,7 +376,14 @@ func (m *HackManager) sizeBatch(srv *game.Server, hk game.Hacker, lvLand int, d 
 // in flight (nil: none) lands before the first batch; srv is the target
 // as the prep leaves it.
 func (m *HackManager) pipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int, prep *pool.Dispatch) error {
-	p, err := m.newPipeline(ctx, srv, hk, speed, free, prep)
+	return m.pipelineAfter(ctx, srv, hk, speed, free, prep, [2]float64{})
+}
+
+// pipelineAfter is pipeline, its batches landing after landings already in
+// flight between after[0] and after[1] (epoch ms; zero: none), and
+// starting none of their jobs among those landings.
+func (m *HackManager) pipelineAfter(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int, prep *pool.Dispatch, after [2]float64) error {
+	p, err := m.newPipeline(ctx, srv, hk, speed, free, prep, after)
 	if err != nil {
 		if prep != nil {
 			m.awaitPrep(ctx, prep)
@@ -439,7 +446,7 @@ type pipelineRun struct {
 
 // newPipeline plans the pipeline for the threads the pool may use: the
 // batch, the grid, and where the first landing falls.
-func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int, prep *pool.Dispatch) (*pipelineRun, error) {
+func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game.Hacker, speed float64, free int, prep *pool.Dispatch, after [2]float64) (*pipelineRun, error) {
 	maxJob, err := m.largestHost(ctx)
 	if err != nil {
 		return nil, err
@@ -490,14 +497,18 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 	firstLead := max(p.lead/2, g.slack+p.lead/4)
 	g.l0 = job.Now() + firstLead + plan.WeakenTimeMs/speed + g.period
 	if prep != nil {
-		// The first hack lands once the prep has; no job starts while
-		// the prep's grow holds security up.
-		from, to := math.Inf(1), 0.0
+		after = [2]float64{math.Inf(1), 0}
 		for _, j := range prep.Jobs {
-			from, to = math.Min(from, j.EndTime), math.Max(to, j.EndTime)
+			after = [2]float64{math.Min(after[0], j.EndTime), math.Max(after[1], j.EndTime)}
 		}
-		g.l0 = math.Max(g.l0, to+g.margin+g.gap)
-		p.avoid = [2]float64{from - g.margin, to + g.margin}
+	}
+	if after[1] > 0 {
+		// The first hack lands once the prep (or what is in flight) has;
+		// no job starts while its landings move security.
+		g.l0 = math.Max(g.l0, after[1]+g.margin+g.gap)
+		p.avoid = [2]float64{after[0] - g.margin, after[1] + g.margin}
+	}
+	if prep != nil {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()

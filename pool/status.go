@@ -28,6 +28,10 @@ type Status struct {
 	// when it is a string: a caller that restarts can wait for the jobs it
 	// left in flight on a subject of its own.
 	InFlightByArg map[string]int `json:"in_flight_by_arg,omitempty"`
+	// InFlightEndsByArg is, by the same first argument, the earliest and
+	// the latest scheduled end of those jobs (epoch ms): when what a
+	// restarted caller left in flight lands.
+	InFlightEndsByArg map[string][2]float64 `json:"in_flight_ends_by_arg,omitempty"`
 	// Hosts are the capacity provider's hosts, when the pool has one.
 	Hosts []serverpool.Host `json:"hosts,omitempty"`
 }
@@ -53,14 +57,21 @@ func (p *Pool) Status(ctx context.Context) Status {
 	p.mu.Lock()
 	inflightPer := map[string]int{}
 	byArg := map[string]int{}
+	ends := map[string][2]float64{}
 	for _, in := range p.jobs {
 		inflightPer[in.worker]++
 		if a, ok := in.job.StringArg(0); ok {
 			byArg[a]++
+			e, seen := ends[a]
+			if !seen || in.end < e[0] {
+				e[0] = in.end
+			}
+			e[1] = max(e[1], in.end)
+			ends[a] = e
 		}
 	}
 	st := Status{JobsInFlight: len(p.jobs), Accepted: p.stats.accepted.Load(), Ended: counts, Drift: drift, Time: now,
-		Utilisation: append([]float64(nil), p.util...), InFlightByArg: byArg}
+		Utilisation: append([]float64(nil), p.util...), InFlightByArg: byArg, InFlightEndsByArg: ends}
 	for id, ws := range p.workers {
 		alive := p.aliveLocked(ws, now)
 		if alive {
