@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/world"
 )
 
@@ -76,7 +75,7 @@ func TestRolesConfig(t *testing.T) {
 
 	worker, werrs := dialAs(t, c.url, "worker", passwords["worker"])
 	refused(t, "a worker publishing a job to another worker", worker, werrs, "hvmind.jobs.home-2", `{"id":"x","task":"sleep","threads":1}`)
-	refused(t, "a worker calling the pool's dispatch", worker, werrs, pool.SubjectDispatch, `{"task":"sleep","threads":1}`)
+	refused(t, "a worker calling the pool's dispatch", worker, werrs, "hvmind.pool.dispatch", `{"task":"sleep","threads":1}`)
 	refused(t, "a worker cancelling through the pool", worker, werrs, "hvmind.pool.cancel", `{"id":"x"}`)
 
 	manager, merrs := dialAs(t, c.url, "manager", passwords["manager"])

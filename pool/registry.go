@@ -23,6 +23,7 @@ func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 			time.Sleep(250 * time.Millisecond)
 			continue
 		}
+		initial := true // the entries there were when the watch began
 	updates:
 		for {
 			select {
@@ -31,13 +32,14 @@ func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 					break updates
 				}
 				if up == nil {
+					initial = false
 					if !once {
 						once = true
 						close(ready)
 					}
 					continue
 				}
-				p.applyRegistry(up)
+				p.applyRegistry(up, initial)
 			case <-p.rewatch:
 				p.log.Warn().Msg("the watch of the worker registry lags behind it; watching it again")
 				break updates
@@ -47,7 +49,10 @@ func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 	}
 }
 
-func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
+// applyRegistry applies a registry entry: a heartbeat just now, or, for
+// one of the entries there were when the watch began (initial), one as
+// old as the broker says it is.
+func (p *Pool) applyRegistry(up jetstream.KeyValueEntry, initial bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	id := up.Key()
@@ -73,9 +78,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 		p.workers[id] = ws
 		p.order = nil
 	}
-	if !p.aliveLocked(ws, time.Now()) {
-		p.log.Info().Str("worker", id).Str("host", e.Host).Int("threads", e.Threads).Msg("worker joined")
-	}
+	wasAlive := p.aliveLocked(ws, time.Now())
 	if ws.tl.Capacity() != e.Threads {
 		ws.tl.SetCapacity(e.Threads)
 		p.order = nil
@@ -93,10 +96,32 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry) {
 	}
 	ws.stopping = ws.stopping || e.Stopping
 	ws.entry = e
-	ws.seen = time.Now()
+	// A watch that begins (the pool's start, a restarted watch) delivers
+	// every entry, those of workers killed long ago too: such an entry's
+	// beat is when the broker stored it, not now. Taking them all as
+	// beats just now placed jobs on dead workers for seconds (the chaos
+	// test: a prep wave on the workers of a killed process, twice, 21 s
+	// without income). Later entries are beats now: the broker's clock
+	// and the pool's may differ.
+	now := time.Now()
+	seen := now
+	if initial {
+		if c := up.Created(); !c.IsZero() && c.Before(now) {
+			seen = c
+		}
+	}
+	if seen.After(ws.seen) {
+		ws.seen = seen
+	}
+	if !p.aliveLocked(ws, now) {
+		return // an old entry: nothing more of it is news
+	}
 	ws.released = false
 	ws.tidied = false
 	ws.launched = time.Time{}
+	if !wasAlive {
+		p.log.Info().Str("worker", id).Str("host", e.Host).Int("threads", e.Threads).Msg("worker joined")
+	}
 }
 
 // sameTasks reports whether set holds exactly the tasks of list (a worker
