@@ -822,12 +822,17 @@ func (m *HackManager) repair(ctx context.Context, inflight *batchSet) {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, repairCancels)
+	// All the cancels within repairTimeout: with the pool away (a
+	// restart), each would wait its whole timeout, and a repair of 539
+	// batches took 31 s. A batch not cancelled by then lands.
+	rctx, cancel := context.WithTimeout(ctx, repairTimeout)
+	defer cancel()
 	for _, b := range inflight.landingAfter(cutoff) {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := m.pool.Cancel(ctx, pool.CancelRequest{Batch: b, Reason: "desync: re-prepping"}); err == nil {
+			if _, err := m.pool.Cancel(rctx, pool.CancelRequest{Batch: b, Reason: "desync: re-prepping"}); err == nil {
 				n.Add(1)
 			}
 		}()
@@ -836,8 +841,12 @@ func (m *HackManager) repair(ctx context.Context, inflight *batchSet) {
 	m.emit("repair", fmt.Sprintf("a batch desynced: cancelled %d batches in flight, re-prepping", n.Load()))
 }
 
-// repairCancels is how many cancel requests a repair has in flight.
-const repairCancels = 16
+// repairCancels is how many cancel requests a repair has in flight, and
+// repairTimeout how long it tries them all.
+const (
+	repairCancels = 16
+	repairTimeout = 5 * time.Second
+)
 
 // collect gathers a batch's records. When a job other than the hack could
 // not start (missed its start, or failed), the rest of the batch is

@@ -388,6 +388,30 @@ func (c *Client) request(ctx context.Context, subject string, data []byte) ([]by
 	return remoteReply(msg)
 }
 
+// requestAgain sends a request that is safe to repeat, again every
+// resendAfter while it is not answered (no pool, or its answer lost to a
+// restart), until ctx ends (or the client's timeout).
+func (c *Client) requestAgain(ctx context.Context, subject string, data []byte) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, resendAfter)
+		reply, err := c.request(actx, subject, data)
+		cancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return reply, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // resendAfter is how long a dispatch waits for its answer before it sends
 // the request again (with the same HeaderRequestID): an answer lost to a
 // restart of the pool, or of the broker node it was connected to, costs
@@ -535,7 +559,7 @@ func (c *Client) WaitWorkers(ctx context.Context, n int) error {
 // Cancel cancels a job or a batch and returns the ids it reached.
 func (c *Client) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 	data, _ := json.Marshal(cr)
-	reply, err := c.request(ctx, SubjectCancel, data)
+	reply, err := c.requestAgain(ctx, SubjectCancel, data)
 	if err != nil {
 		return nil, err
 	}
