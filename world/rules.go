@@ -21,6 +21,10 @@ const (
 	MaxBeginAhead = time.Second
 )
 
+// endSlack is how close to a running operation's end a begin on its
+// threads may start.
+const endSlack = time.Millisecond
+
 // finishSkew is how much earlier than its end an operation's finish may
 // arrive by the world's clock: the worker's clock may be ahead of it.
 const finishSkew = 50 * time.Millisecond
@@ -134,7 +138,10 @@ func (s *Service) checkBegin(req BeginRequest, now float64) (float64, error) {
 		return 0, invalidf("%s %s: no owner: an operation's threads must be backed by RAM its worker holds on %s", req.Task, req.JobID, req.Host)
 	}
 	held := s.st.Reserved(req.Host, req.Owner)
-	used := s.running.used(req.Host, req.Owner, start)
+	// Operations ending within endSlack of this start are over: a
+	// worker frees an operation's threads at its end as its clock
+	// rounds it (to the nanosecond), and starts the next on them.
+	used := s.running.used(req.Host, req.Owner, start+ms(endSlack))
 	if used+req.Threads > held {
 		return 0, fmt.Errorf("%s %s: %w: %s holds %d threads on %s and runs %d; %d more do not fit",
 			req.Task, req.JobID, ErrNoRAM, req.Owner, held, req.Host, used, req.Threads)

@@ -68,3 +68,26 @@ func TestRulesForCallers(t *testing.T) {
 		t.Errorf("a second begin of a job id: %v, want ErrInvalid", err)
 	}
 }
+
+// The next operation on the same threads may begin the instant the last
+// one ends, as its worker's clock rounds that instant.
+func TestRulesThreadsFreeAtTheEnd(t *testing.T) {
+	t.Parallel()
+	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
+	ctx := ctxT(t)
+	if _, err := c.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w", Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	start := float64(time.Now().UnixNano()) / 1e6
+	a, err := c.Begin(ctx, world.BeginRequest{JobID: "a", Task: "weaken", Target: "n00dles", Host: "home", Owner: "w", Threads: 1, Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := start + a.DurationRealMs
+	time.Sleep(time.Until(time.UnixMicro(int64(end*1000))) + time.Millisecond)
+	// Its end rounded down to the nanosecond.
+	next := float64(time.UnixMicro(int64(end*1000)).UnixNano()-1) / 1e6
+	if _, err := c.Begin(ctx, world.BeginRequest{JobID: "b", Task: "weaken", Target: "n00dles", Host: "home", Owner: "w", Threads: 1, Start: next}); err != nil {
+		t.Errorf("a begin at the end of the last operation on the same threads: %v", err)
+	}
+}
