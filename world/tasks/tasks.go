@@ -76,6 +76,17 @@ func operation(task string, c *world.Client) worker.HandlerFunc {
 			t.HoldThreadsUntil(end) // it overruns its reservation
 		}
 		if err := t.SleepUntil(ctx, end); err != nil {
+			// Cancelled: nothing is applied, and, as a killed script's
+			// in the game, its RAM is free at once. The world hears it
+			// (a settle, which also refuses a finish from now on), else
+			// it counts the threads as running until the operation's end
+			// and refuses the next job on them: a repair's cancels made
+			// the next prep fail three times over (make chaos).
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attemptTimeout)
+			if _, serr := c.Settle(sctx, world.SettleRequest{JobIDs: []string{t.Job.ID}, Reason: "cancelled while it ran"}); serr != nil {
+				err = errors.Join(err, fmt.Errorf("tell the world: %w", serr))
+			}
+			cancel()
 			return nil, err // killed: nothing is applied
 		}
 		// The operation has run its course: its threads are free (the game
