@@ -91,3 +91,31 @@ func TestRulesThreadsFreeAtTheEnd(t *testing.T) {
 		t.Errorf("a begin at the end of the last operation on the same threads: %v", err)
 	}
 }
+
+// An operation settled while it runs (its worker cancelled it) frees its
+// threads at once, as a killed script's RAM in the game.
+func TestRulesSettledFreesThreads(t *testing.T) {
+	t.Parallel()
+	_, _, c := newWorld(t, world.Options{Scenario: "newgame"})
+	ctx := ctxT(t)
+	if _, err := c.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w", Threads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	now := func() float64 { return float64(time.Now().UnixNano()) / 1e6 }
+	begin := func(id string) error {
+		_, err := c.Begin(ctx, world.BeginRequest{JobID: id, Task: "weaken", Target: "n00dles", Host: "home", Owner: "w", Threads: 1, Start: now()})
+		return err
+	}
+	if err := begin("first"); err != nil {
+		t.Fatal(err)
+	}
+	if err := begin("second"); !errors.Is(err, world.ErrNoRAM) {
+		t.Fatalf("a second operation on the one thread: %v, want ErrNoRAM", err)
+	}
+	if _, err := c.Settle(ctx, world.SettleRequest{JobIDs: []string{"first"}, Reason: "cancelled while it ran"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := begin("third"); err != nil {
+		t.Errorf("an operation on the thread of a settled one: %v", err)
+	}
+}

@@ -61,6 +61,11 @@ func operation(task string, c *world.Client) worker.HandlerFunc {
 			return err
 		})
 		if err != nil {
+			if ctx.Err() != nil {
+				// Cancelled with its begin perhaps on its way: the
+				// world must not count its threads, nor begin it later.
+				err = errors.Join(err, abandon(ctx, c, t.Job.ID))
+			}
 			return nil, fmt.Errorf("%s %s: %w", task, target, err)
 		}
 		// The operation lands when the world's duration is over, or at the
@@ -82,12 +87,7 @@ func operation(task string, c *world.Client) worker.HandlerFunc {
 			// it counts the threads as running until the operation's end
 			// and refuses the next job on them: a repair's cancels made
 			// the next prep fail three times over (make chaos).
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attemptTimeout)
-			if _, serr := c.Settle(sctx, world.SettleRequest{JobIDs: []string{t.Job.ID}, Reason: "cancelled while it ran"}); serr != nil {
-				err = errors.Join(err, fmt.Errorf("tell the world: %w", serr))
-			}
-			cancel()
-			return nil, err // killed: nothing is applied
+			return nil, errors.Join(err, abandon(ctx, c, t.Job.ID)) // killed: nothing is applied
 		}
 		// The operation has run its course: its threads are free (the game
 		// frees a script's RAM when its hack returns), and it is finished
@@ -110,6 +110,18 @@ func operation(task string, c *world.Client) worker.HandlerFunc {
 		}
 		return data, nil
 	}
+}
+
+// abandon tells the world that a job's operation will not finish (its task
+// was cancelled): a settle, after which the world neither counts its
+// threads nor begins or finishes it.
+func abandon(ctx context.Context, c *world.Client, id string) error {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attemptTimeout)
+	defer cancel()
+	if _, err := c.Settle(sctx, world.SettleRequest{JobIDs: []string{id}, Reason: "cancelled while it ran"}); err != nil {
+		return fmt.Errorf("tell the world it was cancelled: %w", err)
+	}
+	return nil
 }
 
 // retry calls f until it succeeds, fails for good, or the time is up.

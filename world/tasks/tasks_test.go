@@ -253,7 +253,12 @@ func TestWorldTaskCancelledAppliesNothing(t *testing.T) {
 	if rec.Status != job.StatusCancelled {
 		t.Fatalf("record %s (%s), want cancelled", rec.Status, rec.Reason)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // the world's holdback, for the settle
+	// The world was told: it refuses the operation's finish (and has let
+	// go of its threads).
+	if _, err := e.client.FinishAt(ctx, "killed", 0, 0); !errors.Is(err, world.ErrSettled) {
+		t.Errorf("a finish of the cancelled operation: %v, want ErrSettled", err)
+	}
 	serversAfter, err := e.client.Servers(ctx)
 	if err != nil {
 		t.Fatal(err)
