@@ -44,8 +44,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 			_, err := w.res.Jobs.Consumer(cctx, broker.WorkerConsumer(w.opts.ID))
 			cancel()
 			if queueGone(err) {
-				w.log.Error().Err(err).Msg("this worker's job queue is gone from the broker (a new broker store?); the worker stops, and the pool launches workers where it needs them")
-				stop(fmt.Errorf("%w: %w", ErrQueueGone, err))
+				w.lostQueue(err)
 			}
 		}
 		cctx, cancel := w.beatCall(ctx)

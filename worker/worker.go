@@ -46,10 +46,10 @@ var (
 	// ErrTakenOver is Run's error when another process registered this
 	// worker id: the other process now runs its jobs.
 	ErrTakenOver = errors.New("another process took over this worker id")
-	// ErrQueueGone is Run's error when the worker's durable queue (its
-	// consumer, or the jobs stream) is gone from the broker: a broker with
-	// a new store. The worker leaves rather than beat for a queue that no
-	// job can reach.
+	// ErrQueueGone says that the worker's durable queue (its consumer, or
+	// the jobs stream) is gone from the broker: a broker with a new store,
+	// a consumer deleted by hand. The worker does not stop for it: it
+	// creates its queue again (see queueLoop), and logs this error.
 	ErrQueueGone = errors.New("this worker's job queue is gone from the broker")
 	// ErrStopRequested is the cause of a stop the pool asked for.
 	ErrStopRequested = errors.New("stop requested by the pool")
@@ -203,6 +203,8 @@ type Worker struct {
 	// prevDelivered is the last stream sequence the previous process of this
 	// worker received; messages up to it may have been started already.
 	prevDelivered uint64
+	// queueLost asks Run to create the worker's queue again.
+	queueLost chan error
 
 	mu      sync.Mutex
 	active  map[string]*run      // accepted, record not yet stored
@@ -307,6 +309,7 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 		instance:  nuid.Next(),
 		active:    map[string]*run{},
 		recent:    map[string]time.Time{},
+		queueLost: make(chan error, 1),
 		recSig:    make(chan struct{}, 1),
 		fired:     make(chan firedTimer, firedBuffer),
 	}, nil
@@ -377,24 +380,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	var beats sync.WaitGroup
 	beats.Go(func() { w.heartbeatLoop(beatCtx, stopRun) })
 
-	cc, err := cons.Consume(w.intake,
-		jetstream.PullMaxMessages(1024),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if w.callbacks.enter() {
-				defer w.callbacks.leave()
-				w.log.Debug().Err(err).Msg("consume")
-				if queueGone(err) {
-					stopRun(fmt.Errorf("%w: %w", ErrQueueGone, err))
-				}
-			}
-		}))
+	cc, err := w.consume(cons)
 	if err != nil {
 		err = fmt.Errorf("worker %s: consume: %w", w.opts.ID, err)
 		stopRun(err)
 	} else {
 		w.log.Info().Str("host", w.opts.Host).Int("threads", w.opts.Threads).
 			Uint64("resume_after_seq", w.prevDelivered).Msg("worker ready")
-		<-runCtx.Done()
+		cc = w.queueLoop(runCtx, cc)
 		// Closed is closed once the last call of intake has returned.
 		cc.Drain()
 		<-cc.Closed()
@@ -425,7 +418,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	switch {
 	case err != nil:
 		return err
-	case takenOver, errors.Is(cause, ErrQueueGone):
+	case takenOver:
 		return cause
 	}
 	return nil

@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -506,24 +505,32 @@ func TestMalformedMessageRecordIsValidJSON(t *testing.T) {
 }
 
 // A worker whose queue is gone from the broker (its consumer deleted, as
-// with a broker that lost its store) leaves the registry and Run says
-// why, rather than beat for jobs that cannot reach it.
-func TestWorkerLeavesWhenItsQueueIsGone(t *testing.T) {
+// with a broker that lost its store) creates it again and goes on taking
+// jobs, rather than beat for a queue that no job can reach.
+func TestWorkerRecreatesItsQueue(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 2)
 	ctx := context.Background()
 	if err := e.b.Res.Jobs.DeleteConsumer(ctx, broker.WorkerConsumer(e.id)); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-e.done:
-		if !errors.Is(err, worker.ErrQueueGone) {
-			t.Fatalf("Run = %v, want ErrQueueGone", err)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := e.b.Res.Jobs.Consumer(ctx, broker.WorkerConsumer(e.id)); err == nil {
+			break
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the worker did not stop when its queue went")
+		select {
+		case err := <-e.done:
+			t.Fatalf("the worker stopped: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not create its queue again")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := broker.GetWorker(ctx, e.b.Res.Workers, e.id); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Errorf("registry entry after it left: %v, want none", err)
+	e.publishJob(t, job.Job{ID: "after", Task: "sleep", Threads: 1, Duration: 5})
+	if r := e.wait(t, "after")["after"]; r.Status != job.StatusDone {
+		t.Errorf("a job after the queue came back: %s (%s), want done", r.Status, r.Reason)
 	}
 }
