@@ -52,6 +52,12 @@ func operation(task string, c *world.Client) worker.HandlerFunc {
 		if !ok || target == "" {
 			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
 		}
+		// Its threads are the operation's until the world says how long
+		// it runs: were they free at the job's scheduled end before the
+		// begin's answer came (a world slow to answer, under load), the
+		// worker would start the next job on them while the world still
+		// counts them, and the world would refuse it.
+		t.HoldThreadsUntil(time.Now().Add(time.Hour))
 		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Owner: t.Worker, Threads: t.Job.Threads,
 			Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
 		var b world.BeginReply
@@ -77,9 +83,7 @@ func operation(task string, c *world.Client) worker.HandlerFunc {
 		if t.Job.EndTime > 0 && t.ScheduledEnd.After(end) {
 			end = t.ScheduledEnd
 		}
-		if end.After(t.ScheduledEnd) {
-			t.HoldThreadsUntil(end) // it overruns its reservation
-		}
+		t.HoldThreadsUntil(end) // past ScheduledEnd when it overruns its reservation
 		if err := t.SleepUntil(ctx, end); err != nil {
 			// Cancelled: nothing is applied, and, as a killed script's
 			// in the game, its RAM is free at once. The world hears it
