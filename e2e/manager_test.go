@@ -36,6 +36,12 @@ func TestManagerPrepsAndBatches(t *testing.T) {
 	s := last.Stats
 	if last.Kind != "stopped" || s.Batches == 0 || s.Stolen <= 0 || s.Failed != 0 {
 		t.Errorf("after 15 s: %+v (kind %s)", s, last.Kind)
+		for _, l := range lines {
+			var ev struct{ Kind, Note string }
+			if json.Unmarshal([]byte(l), &ev) == nil && strings.Contains(ev.Note, "fail") {
+				t.Logf("%s: %.500s", ev.Kind, ev.Note)
+			}
+		}
 	}
 	if !strings.Contains(out, `"kind":"prep"`) {
 		t.Error("no prep step")

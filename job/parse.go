@@ -77,13 +77,13 @@ func eachMember(data []byte, fn func(rawKey, val []byte) error) error {
 
 // Summary is the part of a record that bookkeeping needs.
 type Summary struct {
-	ID, Worker, Reason         string
+	ID, Worker, Reason, Error  string
 	Status                     Status
 	StartTime, ActualStartTime float64
 }
 
-// ParseSummary reads only a record's id, worker, status, reason and start
-// times: the pool reads every record, and most of a record is not its
+// ParseSummary reads only a record's id, worker, status, reason, error and
+// start times: the pool reads every record, and most of a record is not its
 // business.
 func ParseSummary(data []byte) (Summary, error) {
 	var s Summary
@@ -96,6 +96,8 @@ func ParseSummary(data []byte) (Summary, error) {
 			s.Worker, err = stringField("worker", val, string(val) == "null")
 		case `"reason"`:
 			s.Reason, err = stringField("reason", val, string(val) == "null")
+		case `"error"`:
+			s.Error, err = stringField("error", val, string(val) == "null")
 		case `"status"`:
 			var st string
 			st, err = stringField("status", val, string(val) == "null")

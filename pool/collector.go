@@ -57,6 +57,6 @@ func (p *Pool) collect(data []byte) {
 	p.mu.Unlock()
 	p.stats.record(&j)
 	if j.Status != job.StatusDone {
-		p.log.Debug().Str("job", j.ID).Str("status", string(j.Status)).Str("reason", j.Reason).Msg("job ended")
+		p.log.Debug().Str("job", j.ID).Str("status", string(j.Status)).Str("reason", j.Reason).Str("error", j.Error).Msg("job ended")
 	}
 }
