@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,7 +12,7 @@ import (
 
 // tidyGone takes out of the jobs stream what is left queued for workers
 // that are gone and have no job in flight: cancels they never read, and
-// messages whose jobs all have records. Nobody needs them: a worker of
+// messages whose jobs all have records; and their durable consumers. Nobody needs them: a worker of
 // that name that comes back would only find jobs that have ended. Without
 // this they stay for good (the chaos test found thousands after a few
 // worker-process kills).
@@ -56,6 +57,15 @@ func (p *Pool) tidyGone(ctx context.Context) {
 		if err != nil {
 			p.log.Debug().Err(err).Str("worker", id).Msg("tidy: purge a gone worker's queue")
 			continue
+		}
+		// Its durable consumer too: a worker of that name that comes
+		// back creates its own (a job placed meanwhile waits for it in
+		// the stream), and names of killed workers are not used again.
+		cctx, cancel = context.WithTimeout(ctx, brokerTimeout)
+		err = p.res.Jobs.DeleteConsumer(cctx, broker.WorkerConsumer(id))
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			p.log.Debug().Err(err).Str("worker", id).Msg("tidy: delete a gone worker's consumer")
 		}
 		p.mu.Lock()
 		if ws := p.workers[id]; ws != nil {
