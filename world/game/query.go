@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strconv"
 )
 
 // FormulaQuery is one input line of RunFormulas (the input shape of
@@ -111,7 +110,8 @@ func formulaLine(line []byte, def *Scenario, cache map[string]*Scenario) (out []
 		if b.Len() > 1 {
 			b.WriteByte(',')
 		}
-		b.WriteString(strconv.Quote(k))
+		kb, _ := json.Marshal(k) // a JSON string (strconv.Quote's \x7f is not one)
+		b.Write(kb)
 		b.WriteByte(':')
 		if err := json.Compact(&b, raws[i]); err != nil {
 			return nil, fmt.Errorf("invalid input: key %q: %w", k, err)
