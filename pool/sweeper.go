@@ -59,6 +59,10 @@ func (p *Pool) sweepNow() {
 // worker X was gone". A worker that left the registry is gone at once.
 const orphanSilence = 30 * time.Second
 
+// settleSilence is the least silence after which the jobs of a worker
+// still in the registry are settled (five heartbeats when that is more).
+const settleSilence = 3 * time.Second
+
 // settleTimeout bounds one call of the Settler.
 const settleTimeout = 10 * time.Second
 
@@ -90,7 +94,15 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 		}
 		due := in.start+float64(p.opts.Tolerance)/1e6 <= nowMs
 		longGone := ws == nil || ws.seen.IsZero() || now.Sub(ws.seen) >= orphanSilence
+		// Known dead: it left the registry or its process exited. A
+		// worker only silent is settled after settleSilence at least:
+		// with heartbeats of a fraction of a second, a worker starved of
+		// CPU for a second would have its running jobs aborted.
+		dead := ws == nil || ws.seen.IsZero() || ws.exited == ws.entry.Instance ||
+			now.Sub(ws.seen) >= settleSilence+p.stall.allowance(ws.seen, now)
 		switch {
+		case p.opts.Settler != nil && !in.unsettled && !dead:
+			// not yet
 		case p.opts.Settler != nil && !in.unsettled:
 			// Settled, a job cannot start later: those not due yet are
 			// ended now too, so that their caller hears at once.
