@@ -15,10 +15,7 @@ import (
 func TestPasswordNeverOnACommandLine(t *testing.T) {
 	t.Parallel()
 	const secret = "s3cret-e2e-password"
-	addr := freeAddr(t)
-	url := "nats://" + addr
-	_, port, _ := strings.Cut(addr, ":")
-	start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", t.TempDir(), "--user", "hv", "--pass", secret)
+	url := startNATS(t, "--user", "hv", "--pass", secret).url
 	poolData := t.TempDir()
 	t.Cleanup(func() { killWorkers(poolData) })
 	creds := []string{"HVMIND_USER=hv", "HVMIND_PASSWORD=" + secret}

@@ -363,3 +363,28 @@ func keepLogs(t *testing.T, dataDir string) {
 		_ = os.WriteFile(filepath.Join(dir, name), b, 0o644)
 	}
 }
+
+// natsServer is an external `nats-server -js` on a free loopback port,
+// its store in a directory of the test's.
+type natsServer struct {
+	url, store string
+	args       []string
+	proc       *proc
+}
+
+// startNATS starts one, with extra flags.
+func startNATS(t *testing.T, extra ...string) *natsServer {
+	t.Helper()
+	addr := freeAddr(t)
+	_, port, _ := strings.Cut(addr, ":")
+	n := &natsServer{url: "nats://" + addr, store: t.TempDir()}
+	n.args = append([]string{"-js", "-a", "127.0.0.1", "-p", port, "-sd", n.store}, extra...)
+	n.proc = start(t, "nats-server", n.args...)
+	return n
+}
+
+// restart starts it again, on the same address and store.
+func (n *natsServer) restart(t *testing.T) {
+	t.Helper()
+	n.proc = start(t, "nats-server", n.args...)
+}

@@ -459,11 +459,8 @@ func TestWorkerProcessFillsHostsAndHonoursMinCores(t *testing.T) {
 // would overtake it.
 func TestBrokerOutageKeepsTheWorkersRecord(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	url := "nats://" + addr
-	_, port, _ := strings.Cut(addr, ":")
-	store := t.TempDir()
-	srv := start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	srv := startNATS(t)
+	url := srv.url
 	w := start(t, "hvmind-worker", "--nats", url, "--id", "steady", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms")
 	_ = w
 	poolData := t.TempDir()
@@ -478,9 +475,9 @@ func TestBrokerOutageKeepsTheWorkersRecord(t *testing.T) {
 		t.Logf("dispatch: %s", errOut)
 	}
 	time.Sleep(time.Second)
-	srv.kill()
+	srv.proc.kill()
 	time.Sleep(4 * time.Second)
-	start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	srv.restart(t)
 	recs := c.waitRecords(30*time.Second, "through-outage")
 	r := recs["through-outage"]
 	if r.Status != "done" {
@@ -548,11 +545,8 @@ func TestKilledWorkersOperationIsSettled(t *testing.T) {
 // buckets again, and jobs run again without restarting anything.
 func TestWipedStoreIsRecreated(t *testing.T) {
 	t.Parallel()
-	addr := freeAddr(t)
-	url := "nats://" + addr
-	_, port, _ := strings.Cut(addr, ":")
-	store := t.TempDir()
-	srv := start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	srv := startNATS(t)
+	url := srv.url
 	poolData := t.TempDir()
 	c := &cluster{t: t, url: url, data: poolData}
 	t.Cleanup(func() { killWorkers(poolData) })
@@ -569,11 +563,11 @@ func TestWipedStoreIsRecreated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.kill()
-	if err := os.RemoveAll(store); err != nil {
+	srv.proc.kill()
+	if err := os.RemoveAll(srv.store); err != nil {
 		t.Fatal(err)
 	}
-	start(t, "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", store)
+	srv.restart(t)
 	wiped := time.Now()
 	for {
 		out, errOut, code := c.manager("dispatch", "--timeout", "5s", `{"task":"sleep","threads":2,"duration":50}`)

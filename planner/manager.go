@@ -436,54 +436,53 @@ const (
 	noThreadsWaitMax = time.Second
 )
 
-// resumeSpan reports when the jobs on the target left in flight by an
-// earlier manager land (zero when none are), waiting while the pool does
-// not answer.
-func (m *HackManager) resumeSpan(ctx context.Context) ([2]float64, error) {
+// status asks the pool for its status, waiting while it does not answer;
+// ok is false when ctx ended first.
+func (m *HackManager) status(ctx context.Context) (st pool.Status, ok bool, err error) {
 	var away waiter
 	for {
 		rctx, cancel := context.WithTimeout(ctx, readTimeout)
 		st, err := m.pool.Status(rctx)
 		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return [2]float64{}, nil
-			}
-			if away.wait(ctx, m, err) {
-				continue
-			}
-			return [2]float64{}, err
+		if err == nil {
+			away.back(m)
+			return st, true, nil
 		}
-		away.back(m)
-		n := st.InFlightByArg[m.opts.Target]
-		span := st.InFlightEndsByArg[m.opts.Target]
-		if n > 0 && span[1] > 0 {
-			m.emit("resuming", fmt.Sprintf("%d jobs on %s still in flight, landing within %s: the first batch lands after them",
-				n, m.opts.Target, time.Duration((span[1]-job.Now())*float64(time.Millisecond)).Round(time.Millisecond)))
+		if ctx.Err() != nil {
+			return st, false, nil
 		}
-		return span, nil
+		if !away.wait(ctx, m, err) {
+			return st, false, err
+		}
 	}
+}
+
+// resumeSpan reports when the jobs on the target left in flight by an
+// earlier manager land (zero when none are), waiting while the pool does
+// not answer.
+func (m *HackManager) resumeSpan(ctx context.Context) ([2]float64, error) {
+	st, ok, err := m.status(ctx)
+	if !ok {
+		return [2]float64{}, err
+	}
+	n := st.InFlightByArg[m.opts.Target]
+	span := st.InFlightEndsByArg[m.opts.Target]
+	if n > 0 && span[1] > 0 {
+		m.emit("resuming", fmt.Sprintf("%d jobs on %s still in flight, landing within %s: the first batch lands after them",
+			n, m.opts.Target, time.Duration((span[1]-job.Now())*float64(time.Millisecond)).Round(time.Millisecond)))
+	}
+	return span, nil
 }
 
 // awaitInFlight waits until no job on the target is in flight: a manager
 // started again while its batches still run lets them land before it looks
 // at the target, rather than dispatch into their landings.
 func (m *HackManager) awaitInFlight(ctx context.Context) error {
-	var away waiter
 	for {
-		rctx, cancel := context.WithTimeout(ctx, readTimeout)
-		st, err := m.pool.Status(rctx)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if away.wait(ctx, m, err) {
-				continue
-			}
+		st, ok, err := m.status(ctx)
+		if !ok {
 			return err
 		}
-		away.back(m)
 		n := st.InFlightByArg[m.opts.Target]
 		if n == 0 {
 			return nil

@@ -694,6 +694,8 @@ func (s *Service) begunOf(r *Result) BeginReply {
 	return b
 }
 
+// lookup is what the store holds of a job's operation, read in that order:
+// its result, else its settlement, else its begin.
 type lookup struct {
 	result  *Result
 	settled *Settlement
@@ -918,14 +920,7 @@ func (s *Service) handleFinish(req micro.Request) {
 			}
 			// Not in memory: begun or finished before a restart.
 			s.goLookup(req, func(ctx context.Context) {
-				lk := &lookup{}
-				lk.result, lk.err = s.store.getResult(ctx, id)
-				if lk.result == nil && lk.err == nil {
-					lk.settled, lk.err = s.store.getSettled(ctx, id)
-				}
-				if lk.result == nil && lk.settled == nil && lk.err == nil {
-					lk.begin, lk.err = s.store.getBegin(ctx, id)
-				}
+				lk := s.store.lookup(ctx, id)
 				s.handle(req, func() (any, []write, error) { return s.finish(id, end, lk) })
 			})
 		},

@@ -97,15 +97,7 @@ func (s *Service) handleSettle(req micro.Request) {
 			s.goLookup(req, func(ctx context.Context) {
 				lks := make(map[string]*lookup, len(sr.JobIDs))
 				for _, id := range sr.JobIDs {
-					lk := &lookup{}
-					lk.result, lk.err = s.store.getResult(ctx, id)
-					if lk.result == nil && lk.err == nil {
-						lk.settled, lk.err = s.store.getSettled(ctx, id)
-					}
-					if lk.result == nil && lk.settled == nil && lk.err == nil {
-						lk.begin, lk.err = s.store.getBegin(ctx, id)
-					}
-					lks[id] = lk
+					lks[id] = s.store.lookup(ctx, id)
 				}
 				s.handle(req, func() (any, []write, error) { return s.settle(sr, lks) })
 			})
@@ -195,4 +187,17 @@ func (s *store) getSettled(ctx context.Context, id string) (*Settlement, error) 
 		return nil, err
 	}
 	return &st, nil
+}
+
+// lookup reads what the store holds of a job's operation (see lookup).
+func (s *store) lookup(ctx context.Context, id string) *lookup {
+	lk := &lookup{}
+	lk.result, lk.err = s.getResult(ctx, id)
+	if lk.result == nil && lk.err == nil {
+		lk.settled, lk.err = s.getSettled(ctx, id)
+	}
+	if lk.result == nil && lk.settled == nil && lk.err == nil {
+		lk.begin, lk.err = s.getBegin(ctx, id)
+	}
+	return lk
 }
