@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -127,6 +128,9 @@ func (e *env) connect(ctx context.Context) (*broker.Conn, *pool.Client, error) {
 func (e *env) connectBy(ctx context.Context) (*broker.Conn, *pool.Client, error) {
 	conn, err := broker.Open(ctx, broker.OpenOptions{URL: e.cfg.NATS, Auth: e.cfg.Auth, Name: "hvmind-manager", Logger: e.log})
 	if err != nil {
+		if errors.Is(err, broker.ErrAuth) {
+			return nil, nil, err // the credentials given, not the pool
+		}
 		return nil, nil, fmt.Errorf("%w (is hvmind-pool running?)", err)
 	}
 	c, err := pool.NewClient(conn.NC)
