@@ -581,3 +581,25 @@ func (c *Conn) Close() {
 		c.Embedded.Shutdown()
 	}
 }
+
+// Unavailable reports whether err says JetStream could not serve a call yet:
+// nothing answered (a broker starting, a stream whose replicas have not
+// elected a leader), the call timed out, or the cluster has no leader for
+// it. Asking again shortly may work, where any other error will come back.
+func Unavailable(err error) bool {
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10008, // JetStream cluster not available
+		10009: // not the leader
+		return true
+	}
+	return false
+}

@@ -273,25 +273,43 @@ func (c *cluster) connect() (*nats.Conn, jetstream.JetStream) {
 }
 
 // records reads every completion record stored so far, by job id; it fails
-// the test if a job has two.
+// the test if a job has two. On a cluster that just lost a node, the
+// stream's new leader may answer late: it reads until it has as many
+// records as the stream said it held.
 func (c *cluster) records() map[string]job.Job {
 	c.t.Helper()
 	_, js := c.connect()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, broker.StreamDone, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		c.t.Fatal(err)
+	var (
+		cons jetstream.Consumer
+		info *jetstream.ConsumerInfo
+		err  error
+	)
+	for {
+		cons, err = js.OrderedConsumer(ctx, broker.StreamDone, jetstream.OrderedConsumerConfig{})
+		if err == nil {
+			info, err = cons.Info(ctx)
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			c.t.Fatalf("read the records: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	out := map[string]job.Job{}
-	for {
-		batch, err := cons.FetchNoWait(1000)
+	for read := uint64(0); read < info.NumPending; {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			c.t.Fatal(err)
+			if ctx.Err() != nil {
+				c.t.Fatalf("read the records: %d of %d: %v", read, info.NumPending, err)
+			}
+			continue
 		}
-		n := 0
 		for m := range batch.Messages() {
-			n++
+			read++
 			j, err := job.Parse(m.Data())
 			if err != nil {
 				c.t.Fatalf("unreadable record: %s", m.Data())
@@ -301,10 +319,11 @@ func (c *cluster) records() map[string]job.Job {
 			}
 			out[j.ID] = j
 		}
-		if n == 0 {
-			return out
+		if ctx.Err() != nil {
+			c.t.Fatalf("read the records: %d of %d in 30 s", read, info.NumPending)
 		}
 	}
+	return out
 }
 
 // waitRecords waits until every id has a record and returns them.

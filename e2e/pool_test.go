@@ -293,7 +293,9 @@ func TestWorkerRAMInTheWorld(t *testing.T) {
 // on-demand workers stopped with their RAM given back.
 func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 	t.Parallel()
-	c := startPool(t, "--size-policy", "exact", "--idle-stop", "1s", "--scenario", "newgame")
+	// Idle for 3 s, a worker stops: long enough for the checks between
+	// the jobs on a busy machine (1 s was not, once).
+	c := startPool(t, "--size-policy", "exact", "--idle-stop", "3s", "--scenario", "newgame")
 	worldRAM := func(host string) float64 {
 		out, _, code := run(t, "", "nats", "--server", c.url, "req", "hvmind.world.server", host, "--raw")
 		var s struct {
@@ -312,11 +314,11 @@ func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 	if recs["a"].Worker != "n00dles-1" || recs["b"].Worker != "foodnstuff-1" {
 		t.Errorf("launched on %s and %s, want n00dles-1 and foodnstuff-1", recs["a"].Worker, recs["b"].Worker)
 	}
-	a.wait(t, 5*time.Second)
-	b.wait(t, 5*time.Second)
 	if n, f := worldRAM("n00dles"), worldRAM("foodnstuff"); n != 3.5 || f != 15.75 {
 		t.Errorf("world RAM held by the workers: n00dles %v, foodnstuff %v; want 3.5 and 15.75", n, f)
 	}
+	a.wait(t, 5*time.Second)
+	b.wait(t, 5*time.Second)
 	// 11 threads: no host has them free, the two workers together do.
 	out, errOut, code := c.manager("dispatch", `{"id":"d","task":"sleep","threads":11,"duration":200,"tag":"x"}`)
 	if code != 0 {
@@ -354,7 +356,7 @@ func TestWorkersOnDemandSplitAndIdleStop(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "job 0 (e)") || !strings.Contains(errOut, "no worker has the threads free") {
 		t.Errorf("a job too big for everything: exit %d, %s", code, errOut)
 	}
-	// Idle for a second: both stop and their RAM goes back.
+	// Idle for 3 s: both stop and their RAM goes back.
 	deadline := time.Now().Add(15 * time.Second)
 	for worldRAM("n00dles") != 0 || worldRAM("foodnstuff") != 0 {
 		if time.Now().After(deadline) {

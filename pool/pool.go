@@ -414,6 +414,11 @@ func (p *Pool) Run(ctx context.Context) error {
 // brokerTimeout bounds one call to the broker.
 const brokerTimeout = 5 * time.Second
 
+// startupPatience is how long a starting pool asks again while JetStream
+// cannot serve it yet: a stream just created on a cluster electing its
+// leader, a broker restarted loading its store.
+const startupPatience = 30 * time.Second
+
 // missedBeats is how many heartbeats a worker may miss before the pool
 // takes it as gone.
 const missedBeats = 5

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/hvmind/hvmind/broker"
 )
 
 // recentWindow is how long a dispatched job id stays taken after its job
@@ -93,9 +95,7 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 	}
 	n, ended := 0, 0
 	window := time.Now().Add(-recentWindow - recentSlack)
-	rctx, cancel := context.WithTimeout(ctx, recordsReadTimeout)
-	defer cancel()
-	missing, err := p.res.RecordIDs(rctx, since, "", func(id string, at time.Time) {
+	record := func(id string, at time.Time) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		// Older records are read only to let go of recovered jobs.
@@ -106,7 +106,25 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 		if p.endedLocked(id) {
 			ended++
 		}
-	})
+	}
+	var missing uint64
+	var err error
+	patience := time.Now().Add(startupPatience)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, recordsReadTimeout)
+		missing, err = p.res.RecordIDs(rctx, since, "", record)
+		cancel()
+		// Taking an id back twice is harmless: a read cut short by a
+		// stream not answering yet is read again.
+		if err == nil || !broker.Unavailable(err) || ctx.Err() != nil || time.Now().After(patience) {
+			break
+		}
+		p.log.Debug().Err(err).Msg("records stream not answering yet")
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("pool: recent job ids: %w", err)
 	}

@@ -23,12 +23,23 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 	var oldest time.Time
 	n := 0
 	var seq uint64 = 1
+	// A stream just created on a cluster may take a moment to elect its
+	// leader, and a broker just restarted to load its streams.
+	patience := time.Now().Add(startupPatience)
 	for {
 		gctx, cancel := context.WithTimeout(ctx, brokerTimeout)
 		m, err := p.res.Jobs.GetMsg(gctx, seq, jetstream.WithGetMsgSubject(broker.SubjectJobs+">"))
 		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
+		}
+		if err != nil && broker.Unavailable(err) && ctx.Err() == nil && time.Now().Before(patience) {
+			p.log.Debug().Err(err).Msg("jobs stream not answering yet")
+			select {
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
 		}
 		if err != nil {
 			return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)

@@ -12,12 +12,19 @@ import (
 	"github.com/hvmind/hvmind/pool/timeline"
 )
 
+// watchStartTimeout bounds one try to start the watch of the registry.
+const watchStartTimeout = 2 * time.Second
+
 // watchRegistry follows the worker registry bucket. ready is closed once the
 // current entries have been read.
 func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 	once := false
 	for ctx.Err() == nil {
-		w, err := p.res.Workers.WatchAll(ctx)
+		// Each try is bounded: on a cluster that lost the registry's
+		// leader, one waited 10 s while a new leader answered.
+		wctx, cancel := context.WithTimeout(ctx, watchStartTimeout)
+		w, err := p.res.Workers.WatchAll(wctx)
+		cancel()
 		if err != nil {
 			p.log.Warn().Err(err).Msg("watch worker registry; retrying")
 			time.Sleep(250 * time.Millisecond)

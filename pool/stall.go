@@ -53,6 +53,14 @@ func (s *registryStall) failed() bool {
 	if s.lastOK.IsZero() || !s.from.IsZero() && s.to.IsZero() {
 		return false // never answered yet, or already stalled
 	}
+	// A stall that ended within stallSettle goes on: the registry that
+	// answers for a beat between two failures (a cluster electing the
+	// registry's leader) has not shown the workers' beats meanwhile, and
+	// a new stall from the last answer would count them silent since.
+	if !s.to.IsZero() && s.lastOK.Before(s.to.Add(stallSettle)) {
+		s.to = time.Time{}
+		return true
+	}
 	s.from, s.to = s.lastOK, time.Time{}
 	return true
 }
@@ -95,7 +103,7 @@ const watchLagLimit = 2
 func (p *Pool) stallLoop(ctx context.Context) {
 	t := time.NewTicker(p.opts.Heartbeat)
 	defer t.Stop()
-	var lagSince time.Time
+	var lagSince, rewatched time.Time
 	for {
 		qctx, cancel := context.WithTimeout(ctx, p.opts.Heartbeat)
 		st, err := p.res.Workers.Status(qctx)
@@ -112,11 +120,15 @@ func (p *Pool) stallLoop(ctx context.Context) {
 				case lagSince.IsZero():
 					lagSince = now
 				case now.Sub(lagSince) > watchLagLimit*p.opts.Heartbeat:
+					// A stall until the watch has caught up: the
+					// workers' beats stored meanwhile are not seen.
 					err = fmt.Errorf("the pool's watch of the registry is at revision %d of %d since %s", p.watchRev.Load(), last, lagSince.Format(time.TimeOnly))
-					lagSince = time.Time{}
-					select {
-					case p.rewatch <- struct{}{}:
-					default:
+					if now.Sub(rewatched) > watchLagLimit*p.opts.Heartbeat {
+						rewatched = now
+						select {
+						case p.rewatch <- struct{}{}:
+						default:
+						}
 					}
 				}
 			}

@@ -47,3 +47,30 @@ func TestRegistryStallAllowance(t *testing.T) {
 		})
 	}
 }
+
+// A stall that ends for one answer and comes back (a cluster electing the
+// registry's leader) is one stall: a worker seen before it began is not
+// counted silent from the first failure on.
+func TestRegistryStallReopens(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	var s registryStall
+	s.ok(at(0))
+	s.failed() // from 0
+	s.ok(at(1))
+	s.ok(at(1.2))
+	if !s.failed() {
+		t.Fatal("a failure after the registry answered again does not count")
+	}
+	if got, want := s.allowance(at(-0.5), at(4)), 4*time.Second; got != want {
+		t.Errorf("allowance %s, want %s: the stall from 0 goes on", got, want)
+	}
+	// Long after the stall settled, a failure starts a new one.
+	s.ok(at(5))
+	s.ok(at(30))
+	s.failed()
+	if got, want := s.allowance(at(29), at(31)), time.Second; got != want {
+		t.Errorf("allowance %s, want %s: a new stall from 30", got, want)
+	}
+}
