@@ -26,6 +26,7 @@ func benchPool(n int) *Pool {
 		ws.entry.Tasks = []string{"sleep", "encode", "resize", "upload"}
 		ws.tasks = map[string]bool{"sleep": true, "encode": true, "resize": true, "upload": true}
 		ws.entry.Heartbeat = time.Hour
+		ws.entry.Instance = "i1" // a process that has not exited
 		ws.seen = now
 		p.workers[id] = ws
 	}
