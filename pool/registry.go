@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"time"
 
@@ -20,12 +21,19 @@ const watchStartTimeout = 2 * time.Second
 func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 	once := false
 	for ctx.Err() == nil {
-		// Each try is bounded: on a cluster that lost the registry's
-		// leader, one waited 10 s while a new leader answered.
-		wctx, cancel := context.WithTimeout(ctx, watchStartTimeout)
+		// Each try to start is bounded: on a cluster that lost the
+		// registry's leader, one waited 10 s while a new leader answered.
+		// Only the start: the watch lives as long as its context, and
+		// ends with it.
+		wctx, endWatch := context.WithCancel(ctx)
+		tooLong := time.AfterFunc(watchStartTimeout, endWatch)
 		w, err := p.res.Workers.WatchAll(wctx)
-		cancel()
+		if !tooLong.Stop() && err == nil {
+			_ = w.Stop()
+			err = fmt.Errorf("no watch within %s", watchStartTimeout)
+		}
 		if err != nil {
+			endWatch()
 			p.log.Warn().Err(err).Msg("watch worker registry; retrying")
 			time.Sleep(250 * time.Millisecond)
 			continue
@@ -53,6 +61,7 @@ func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 			}
 		}
 		_ = w.Stop()
+		endWatch()
 	}
 }
 

@@ -103,7 +103,16 @@ const watchLagLimit = 2
 func (p *Pool) stallLoop(ctx context.Context) {
 	t := time.NewTicker(p.opts.Heartbeat)
 	defer t.Stop()
-	var lagSince, rewatched time.Time
+	// stored are the registry's last revisions as asked, oldest first,
+	// until the watch delivers them. Under a steady flow of beats the
+	// watch is always a little behind the last revision; it lags when it
+	// has not delivered what was stored watchLagLimit beats ago.
+	type sample struct {
+		at  time.Time
+		rev uint64
+	}
+	var stored []sample
+	var rewatched time.Time
 	for {
 		qctx, cancel := context.WithTimeout(ctx, p.opts.Heartbeat)
 		st, err := p.res.Workers.Status(qctx)
@@ -114,15 +123,23 @@ func (p *Pool) stallLoop(ctx context.Context) {
 		now := time.Now()
 		if err == nil {
 			if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo() != nil {
-				switch last := bs.StreamInfo().State.LastSeq; {
-				case last <= p.watchRev.Load():
-					lagSince = time.Time{}
-				case lagSince.IsZero():
-					lagSince = now
-				case now.Sub(lagSince) > watchLagLimit*p.opts.Heartbeat:
+				last := bs.StreamInfo().State.LastSeq
+				if len(stored) == 0 || stored[len(stored)-1].rev != last {
+					stored = append(stored, sample{now, last})
+				}
+				if len(stored) > 64 { // a watch stuck for long: its start is what counts
+					stored = append(stored[:1], stored[len(stored)-32:]...)
+				}
+				seen := p.watchRev.Load()
+				i := 0
+				for i < len(stored) && stored[i].rev <= seen {
+					i++
+				}
+				stored = stored[i:]
+				if len(stored) > 0 && now.Sub(stored[0].at) > watchLagLimit*p.opts.Heartbeat {
 					// A stall until the watch has caught up: the
 					// workers' beats stored meanwhile are not seen.
-					err = fmt.Errorf("the pool's watch of the registry is at revision %d of %d since %s", p.watchRev.Load(), last, lagSince.Format(time.TimeOnly))
+					err = fmt.Errorf("the pool's watch of the registry is at revision %d of %d stored by %s", seen, stored[0].rev, stored[0].at.Format(time.TimeOnly))
 					if now.Sub(rewatched) > watchLagLimit*p.opts.Heartbeat {
 						rewatched = now
 						select {
