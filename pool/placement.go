@@ -68,7 +68,9 @@ func (p *Pool) placeAll(jobs []job.Job, splits []int) ([]placement, int, error) 
 			rollback()
 			return nil, i, fmt.Errorf("%w: %s was dispatched within the last %s", ErrDuplicateID, j.ID, recentWindow)
 		}
+		t0 := time.Now()
 		pl, err := p.placeLocked(j, now, nowT)
+		p.stats.placed(time.Since(t0))
 		pls := []placement{pl}
 		if errors.Is(err, ErrNoCapacity) && splits != nil && splits[i] > 1 {
 			if parts, ok := p.splitLocked(j, now, nowT, splits[i]); ok {

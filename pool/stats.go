@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hvmind/hvmind/job"
 )
@@ -18,6 +19,9 @@ type stats struct {
 	drift    []float64 // µs, actual minus scheduled start, ring
 	next     int
 	perWork  map[string]float64 // last drift per worker, µs
+	// place is how long recent placements of one job took, µs, ring.
+	place     []float64
+	placeNext int
 }
 
 const driftRing = 2048
@@ -41,6 +45,26 @@ func (s *stats) record(j *job.Summary) {
 		s.next = (s.next + 1) % driftRing
 	}
 	s.perWork[j.Worker] = d
+}
+
+// placed notes how long the placement of one job took.
+func (s *stats) placed(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	us := float64(d.Nanoseconds()) / 1e3
+	if len(s.place) < driftRing {
+		s.place = append(s.place, us)
+		return
+	}
+	s.place[s.placeNext] = us
+	s.placeNext = (s.placeNext + 1) % driftRing
+}
+
+// placement summarises the recent placements' latency, µs.
+func (s *stats) placement() Drift {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Summarise(s.place)
 }
 
 // Drift summarises the start drift of recent scheduled jobs, in µs.

@@ -17,7 +17,10 @@ type Status struct {
 	Accepted     int64                `json:"accepted"`
 	Ended        map[job.Status]int64 `json:"ended"`
 	Drift        Drift                `json:"drift"`
-	Time         time.Time            `json:"time"`
+	// Placement is how long placing one job took, over the last 2,048
+	// placements, in µs (Jobs counts them).
+	Placement Drift     `json:"placement"`
+	Time      time.Time `json:"time"`
 	// ThreadsBusy and ThreadsTotal are over the live workers, now;
 	// Utilisation is the busy share (%) at each of the last samples, one
 	// per heartbeat, oldest first.
@@ -70,7 +73,7 @@ func (p *Pool) Status(ctx context.Context) Status {
 			ends[a] = e
 		}
 	}
-	st := Status{JobsInFlight: len(p.jobs), Accepted: p.stats.accepted.Load(), Ended: counts, Drift: drift, Time: now,
+	st := Status{JobsInFlight: len(p.jobs), Accepted: p.stats.accepted.Load(), Ended: counts, Drift: drift, Placement: p.stats.placement(), Time: now,
 		Utilisation: append([]float64(nil), p.util...), InFlightByArg: byArg, InFlightEndsByArg: ends}
 	for id, ws := range p.workers {
 		alive := p.aliveLocked(ws, now)

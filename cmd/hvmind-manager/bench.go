@@ -7,7 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,8 +28,11 @@ func (e *env) bench(ctx context.Context, args []string) (int, error) {
 		}
 		return e.benchManager(ctx, args)
 	}
+	if args[0] == "scale" {
+		return e.benchScale(ctx, args[1:])
+	}
 	if args[0] != "dispatch" {
-		return 2, errors.New("bench wants a benchmark name: manager (the default) or dispatch")
+		return 2, errors.New("bench wants a benchmark name: manager (the default), dispatch or scale")
 	}
 	fs := flag.NewFlagSet("bench dispatch", flag.ContinueOnError)
 	o := bench.DispatchOptions{Logger: e.log}
@@ -168,4 +174,69 @@ func (e *env) benchFirstHour(ctx context.Context, o bench.ManagerOptions, strate
 		return 1, err
 	}
 	return 0, enc.Encode(bench.CompareFirstHour(results))
+}
+
+// benchScale measures the pool's cost as the workers grow: one JSON line
+// per size.
+func (e *env) benchScale(ctx context.Context, args []string) (int, error) {
+	fs := flag.NewFlagSet("bench scale", flag.ContinueOnError)
+	o := bench.ScaleOptions{Logger: e.log}
+	sizes := fs.String("workers", "10,100,1000,10000", "comma-separated pool sizes (workers) to measure")
+	fs.IntVar(&o.Processes, "processes", 4, "most worker processes the workers are hosted in")
+	fs.IntVar(&o.PerProcess, "per-process", 25, "fewest workers in one worker process")
+	fs.IntVar(&o.Threads, "threads", 4, "threads per worker")
+	fs.IntVar(&o.Jobs, "jobs", 5000, "jobs in each throughput run")
+	fs.IntVar(&o.Paced, "paced", 2000, "jobs in the paced run")
+	fs.Float64Var(&o.Rate, "rate", 1000, "paced jobs due per second")
+	fs.IntVar(&o.InFlight, "in-flight", 100000, "jobs queued when the pool is killed and started again (0: no restart)")
+	fs.IntVar(&o.Batch, "batch", 250, "jobs per dispatch request")
+	fs.IntVar(&o.Concurrency, "concurrency", 8, "dispatch requests in flight")
+	fs.DurationVar(&o.Heartbeat, "heartbeat", time.Second, "the workers' heartbeat")
+	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
+	fs.StringVar(&o.PoolBin, "pool-bin", "", "hvmind-pool executable (default: beside this program, then PATH)")
+	fs.StringVar(&o.NATS, "url", "", "an external broker or cluster to run on (default: an embedded broker, a fresh one per size)")
+	if pos, err := e.parse(fs, args); err != nil || len(pos) > 0 {
+		return 2, orUnexpected(err, pos)
+	}
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return 2, cli.Usagef("--workers %q: want sizes such as 10,100,1000", *sizes)
+		}
+		o.Workers = append(o.Workers, n)
+	}
+	if o.Threads < 1 || o.Jobs < 1 || o.Paced < 1 || o.Rate <= 0 || o.Batch < 1 || o.Concurrency < 1 || o.InFlight < 0 || o.Processes < 1 || o.Heartbeat <= 0 {
+		return 2, cli.Usagef("bench scale: --threads, --jobs, --paced, --rate, --batch, --concurrency, --processes and --heartbeat must be positive")
+	}
+	var err error
+	if o.WorkerBin == "" {
+		if o.WorkerBin, err = serverpool.FindWorkerBin(); err != nil {
+			return 1, err
+		}
+	}
+	if o.PoolBin == "" {
+		if o.PoolBin, err = findBeside("hvmind-pool"); err != nil {
+			return 1, err
+		}
+	}
+	enc := json.NewEncoder(e.out)
+	if err := bench.RunScale(ctx, o, func(r bench.ScaleResult) error { return enc.Encode(r) }); err != nil {
+		return 1, err
+	}
+	return 0, nil
+}
+
+// findBeside finds a program beside this one, then on PATH.
+func findBeside(name string) (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		cand := filepath.Join(filepath.Dir(exe), name)
+		if st, err := os.Stat(cand); err == nil && !st.IsDir() {
+			return cand, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s is neither beside this program nor on PATH", name)
+	}
+	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -90,6 +91,14 @@ func run(args []string) error {
 		return err
 	}
 	defer conn.Close()
+	// A CPU profile of the whole process (the embedded broker too), for
+	// finding where the pool's time goes at scale.
+	if path := os.Getenv("HVMIND_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 
 	if wcfg.Serve {
 		// The world outlives the pool's stop: the workers finish their
