@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,8 +89,8 @@ type ScaleResult struct {
 	PoolRSSMB          float64 `json:"pool_rss_mb"`
 	PoolBytesPerWorker float64 `json:"pool_bytes_per_worker"`
 	// BrokerRSSMB is this process's resident memory, the embedded broker's
-	// (0 with an external one); ConsumerBytes its growth per JetStream
-	// consumer.
+	// (0 with an external one); ConsumerBytes the growth of its Go heap in
+	// use, after a collection, per JetStream consumer.
 	BrokerRSSMB   float64 `json:"broker_rss_mb"`
 	Consumers     int     `json:"consumers"`
 	ConsumerBytes float64 `json:"broker_bytes_per_consumer"`
@@ -157,7 +158,7 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 	}
 	time.Sleep(time.Second) // the pool's memory after its start, settled
 	poolBase := rssOf(r.pool.Process.Pid)
-	brokerBase := rssOf(os.Getpid())
+	brokerBase := heapInUse()
 	consBase, _ := r.consumers(ctx)
 
 	// Register: N workers in the processes, launched eight at a time.
@@ -180,8 +181,8 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 	res.PoolRSSMB = round(float64(poolRSS) / (1 << 20))
 	res.PoolBytesPerWorker = math.Round(float64(poolRSS-poolBase) / float64(n))
 	if r.conn != nil {
-		b := rssOf(os.Getpid())
-		res.BrokerRSSMB = round(float64(b) / (1 << 20))
+		res.BrokerRSSMB = round(float64(rssOf(os.Getpid())) / (1 << 20))
+		b := heapInUse()
 		if c, err := r.consumers(ctx); err == nil {
 			res.Consumers = c
 			if c > consBase {
@@ -495,6 +496,15 @@ func (r *scaleRig) close() {
 		r.conn.Close()
 	}
 	os.RemoveAll(r.dir)
+}
+
+// heapInUse is this process's Go heap in use after a collection: the
+// embedded broker's memory, steadier than its RSS.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
 }
 
 // rssOf is a process's resident memory in bytes (0 if unknown).

@@ -60,6 +60,28 @@ func PutWorker(ctx context.Context, kv jetstream.KeyValue, e WorkerEntry) error 
 	return nil
 }
 
+// PutWorkerAt writes a worker's registry entry over the revision the
+// writer wrote last (0: whatever is there), and returns the new revision.
+// It fails with jetstream.ErrKeyRevisionMismatch when someone else wrote
+// the entry in between: a worker checks who then, instead of reading its
+// entry before every beat (half its registry calls).
+func PutWorkerAt(ctx context.Context, kv jetstream.KeyValue, e WorkerEntry, rev uint64) (uint64, error) {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	if rev == 0 {
+		n, err = kv.Put(ctx, e.ID, data)
+	} else {
+		n, err = kv.Update(ctx, e.ID, data, rev)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("register worker %s: %w", e.ID, err)
+	}
+	return n, nil
+}
+
 // GetWorker reads one registry entry; ErrKeyNotFound when absent.
 func GetWorker(ctx context.Context, kv jetstream.KeyValue, id string) (WorkerEntry, error) {
 	var e WorkerEntry

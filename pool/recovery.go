@@ -2,13 +2,10 @@ package pool
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
@@ -22,41 +19,20 @@ import (
 func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 	var oldest time.Time
 	n := 0
-	var seq uint64 = 1
-	// A stream just created on a cluster may take a moment to elect its
-	// leader, and a broker just restarted to load its streams.
-	patience := time.Now().Add(startupPatience)
-	for {
-		gctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		m, err := p.res.Jobs.GetMsg(gctx, seq, jetstream.WithGetMsgSubject(broker.SubjectJobs+">"))
-		cancel()
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil && broker.Unavailable(err) && ctx.Err() == nil && time.Now().Before(patience) {
-			p.log.Debug().Err(err).Msg("jobs stream not answering yet")
-			select {
-			case <-ctx.Done():
-			case <-time.After(250 * time.Millisecond):
-			}
-			continue
-		}
-		if err != nil {
-			return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)
-		}
-		seq = m.Sequence + 1
+	add := func(m broker.StoredMsg) {
 		if m.Header.Get(broker.HeaderCancel) != "" {
-			continue
+			return
 		}
 		jobs, err := job.ParseMany(m.Data)
 		if err != nil {
-			continue
+			return
 		}
-		if oldest.IsZero() {
+		if oldest.IsZero() || m.Time.Before(oldest) {
 			oldest = m.Time
 		}
 		worker := strings.TrimPrefix(m.Subject, broker.SubjectJobs)
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		ws := p.workers[worker]
 		if ws == nil {
 			// Capacity comes with the worker's next heartbeat.
@@ -65,6 +41,9 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 			p.order = nil
 		}
 		for _, j := range jobs {
+			if _, again := p.jobs[j.ID]; again {
+				continue // a scan begun again
+			}
 			start, end := window(&j, job.Millis(m.Time))
 			// Its record may be stored already (the message leaves the
 			// queue once all of its jobs have one): loadRecentIDs lets go
@@ -75,7 +54,23 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 				n++
 			}
 		}
-		p.mu.Unlock()
+	}
+	// A stream just created on a cluster may take a moment to elect its
+	// leader, and a broker just restarted to load its streams.
+	patience := time.Now().Add(startupPatience)
+	for {
+		err := p.res.ScanStream(ctx, broker.StreamJobs, broker.SubjectJobs+">", add)
+		if err == nil {
+			break
+		}
+		if !broker.Unavailable(err) || ctx.Err() != nil || time.Now().After(patience) {
+			return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)
+		}
+		p.log.Debug().Err(err).Msg("jobs stream not answering yet")
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	if n > 0 {
 		p.log.Info().Int("jobs", n).Msg("recovered jobs in flight from the jobs stream")

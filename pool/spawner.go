@@ -218,14 +218,26 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 
 // requestStop asks a worker, through its own queue, to stop gracefully.
 func (p *Pool) requestStop(ctx context.Context, id, reason string) error {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := p.res.JS.PublishMsg(cctx, stopMsg(id, reason))
+	return err
+}
+
+// stopMsg is the message on a worker's queue that asks it to stop.
+func stopMsg(id, reason string) *nats.Msg {
 	m := nats.NewMsg(broker.JobsSubject(id))
 	m.Header.Set(broker.HeaderStop, reason)
 	m.Header.Set(jetstream.MsgIDHeader, "stop-"+id+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	_, err := p.res.JS.PublishMsg(cctx, m)
-	return err
+	return m
 }
+
+// closedTimer is a channel that is always ready: a deadline already past.
+var closedTimer = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
 
 // stopLaunched stops workers a refused dispatch launched: a refused batch
 // leaves no idle worker behind. The pool stops placing on them first.
@@ -260,15 +272,32 @@ func (p *Pool) stopAllWorkers() {
 		}
 	}
 	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, id := range ids {
-		if err := p.requestStop(ctx, id, "the pool stopped"); err != nil {
-			p.log.Warn().Err(err).Str("worker", id).Msg("stopping a worker")
-		}
-	}
 	if len(ids) == 0 {
 		return
+	}
+	// All at once, then the acks: one by one, 1,000 workers took seconds.
+	acks := make([]jetstream.PubAckFuture, len(ids))
+	for i, id := range ids {
+		f, err := p.res.JS.PublishMsgAsync(stopMsg(id, "the pool stopped"))
+		if err != nil {
+			p.log.Warn().Err(err).Str("worker", id).Msg("stopping a worker")
+			continue
+		}
+		acks[i] = f
+	}
+	timeout := time.After(5 * time.Second)
+	for i, f := range acks {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			p.log.Warn().Err(err).Str("worker", ids[i]).Msg("stopping a worker")
+		case <-timeout:
+			p.log.Warn().Str("worker", ids[i]).Msg("stopping a worker: the broker did not confirm within 5 s")
+			timeout = closedTimer
+		}
 	}
 	p.log.Info().Int("workers", len(ids)).Msg("asked the workers to stop")
 	// They leave the registry once their running jobs have ended and their

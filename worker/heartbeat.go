@@ -47,15 +47,21 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 				w.lostQueue(err)
 			}
 		}
-		cctx, cancel := w.beatCall(ctx)
-		cur, err := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
-		cancel()
-		if err == nil && cur.Instance != w.instance {
-			w.log.Error().Int("other_pid", cur.PID).Msg("another process registered this worker id; stopping")
-			stop(ErrTakenOver)
-			return
+		err := w.beat(ctx)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			// Someone wrote the entry since this worker's last beat:
+			// another process of this id, or an expiry. The next beat
+			// writes over whatever is there, unless it was another.
+			cctx, cancel := w.beatCall(ctx)
+			cur, gerr := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
+			cancel()
+			if gerr == nil && cur.Instance != w.instance {
+				w.log.Error().Int("other_pid", cur.PID).Msg("another process registered this worker id; stopping")
+				stop(ErrTakenOver)
+				return
+			}
+			err = w.beat(ctx)
 		}
-		err = w.beat(ctx)
 		switch {
 		case err != nil && !failing:
 			failing = true
@@ -103,17 +109,20 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 	return e
 }
 
-// beat writes the worker's registry entry; stopping marks a graceful stop.
+// beat writes the worker's registry entry over its last beat (see
+// broker.PutWorkerAt): jetstream.ErrKeyRevisionMismatch when another
+// writer came in between, and the next beat writes over it.
 func (w *Worker) beat(ctx context.Context) error {
 	e := w.Snapshot()
 	cctx, cancel := w.beatCall(ctx)
 	defer cancel()
-	err := broker.PutWorker(cctx, w.res.Workers, e)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
+	rev, err := broker.PutWorkerAt(cctx, w.res.Workers, e, w.beatRev.Load())
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		w.beatRev.Store(0)
 	}
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
+	w.beatRev.Store(rev)
 	return nil
 }

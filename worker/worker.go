@@ -198,7 +198,10 @@ type Worker struct {
 	ownTimers bool
 	log       zerolog.Logger
 	instance  string
-	started   time.Time
+	// beatRev is the registry revision of this worker's last beat (0:
+	// none yet, or another writer came since).
+	beatRev atomic.Uint64
+	started time.Time
 
 	// prevDelivered is the last stream sequence the previous process of this
 	// worker received; messages up to it may have been started already.

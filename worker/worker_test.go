@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -532,5 +533,32 @@ func TestWorkerRecreatesItsQueue(t *testing.T) {
 	e.publishJob(t, job.Job{ID: "after", Task: "sleep", Threads: 1, Duration: 5})
 	if r := e.wait(t, "after")["after"]; r.Status != job.StatusDone {
 		t.Errorf("a job after the queue came back: %s (%s), want done", r.Status, r.Reason)
+	}
+}
+
+// A second process of a worker id takes it over: the first sees another
+// instance in the registry where its own beat should be, and stops with
+// ErrTakenOver; the second beats on.
+func TestWorkerTakenOver(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 2)
+	first := e.done
+	e.start(t, 2) // the same id, a new instance
+	select {
+	case err := <-first:
+		if !errors.Is(err, worker.ErrTakenOver) {
+			t.Fatalf("the first worker stopped with %v, want ErrTakenOver", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first worker still runs 5 s after another took its id")
+	}
+	time.Sleep(300 * time.Millisecond) // three beats of the second
+	if _, err := broker.GetWorker(context.Background(), e.b.Res.Workers, e.id); err != nil {
+		t.Fatalf("the second worker's entry: %v", err)
+	}
+	select {
+	case err := <-e.done:
+		t.Fatalf("the second worker stopped too: %v", err)
+	default:
 	}
 }
