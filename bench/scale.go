@@ -161,7 +161,7 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 	brokerBase := heapInUse()
 	consBase, _ := r.consumers(ctx)
 
-	// Register: N workers in the processes, launched eight at a time.
+	// Register: N workers in the processes, launched 32 at a time.
 	t0 := time.Now()
 	if err := r.launchWorkers(ctx, n, procs); err != nil {
 		return res, err
@@ -372,7 +372,8 @@ func (r *scaleRig) startPool(ctx context.Context, client *pool.Client) error {
 	}
 }
 
-// launchWorkers starts n workers spread over procs worker processes.
+// launchWorkers starts n workers spread over procs worker processes, 32
+// launch requests in flight.
 func (r *scaleRig) launchWorkers(ctx context.Context, n, procs int) error {
 	for p := range procs {
 		r.procs = append(r.procs, &serverpool.LocalLauncher{
@@ -383,7 +384,7 @@ func (r *scaleRig) launchWorkers(ctx context.Context, n, procs int) error {
 	}
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, 32)
 	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)

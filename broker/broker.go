@@ -383,6 +383,10 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 		Storage:     jetstream.FileStorage,
 		Duplicates:  10 * time.Minute,
 		AllowDirect: true,
+		// One durable consumer per worker: nats-server allows 1,000
+		// consumers on a stream unless the stream says otherwise, and
+		// the 1,001st worker could not start.
+		MaxConsumers: MaxWorkers,
 	}, o.Storage)
 	if err != nil {
 		return err
@@ -490,6 +494,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		if err := EnsureStorage(ctx, js, cfg.Name, storage); err != nil {
 			return nil, err
 		}
+		if err := ensureMaxConsumers(ctx, js, cfg); err != nil {
+			return nil, err
+		}
 		s, err = js.Stream(ctx, cfg.Name)
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -502,6 +509,35 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return nil, fmt.Errorf("stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
+}
+
+// MaxWorkers is how many workers the jobs stream takes: one durable
+// consumer each.
+const MaxWorkers = 1 << 20
+
+// ensureMaxConsumers raises an existing stream's consumer limit to cfg's
+// (a stream made by an earlier version has the server's default, 1,000).
+func ensureMaxConsumers(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	if cfg.MaxConsumers <= 0 {
+		return nil
+	}
+	st, err := js.Stream(ctx, cfg.Name)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Name, err)
+	}
+	if info.Config.MaxConsumers == cfg.MaxConsumers {
+		return nil
+	}
+	up := info.Config
+	up.MaxConsumers = cfg.MaxConsumers
+	if _, err := js.UpdateStream(ctx, up); err != nil {
+		return fmt.Errorf("stream %s: allow %d consumers: %w", cfg.Name, cfg.MaxConsumers, err)
+	}
+	return nil
 }
 
 // serverLogger adapts zerolog to nats-server's logger interface.

@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"context"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,5 +68,57 @@ func TestSetupStorage(t *testing.T) {
 				t.Errorf("second setup: %v", err)
 			}
 		})
+	}
+}
+
+// The jobs stream takes more workers than nats-server's default of 1,000
+// consumers a stream, also when an earlier version made it with that
+// default: 1,100 durable consumers are created on it.
+func TestJobsStreamTakesManyWorkers(t *testing.T) {
+	t.Parallel()
+	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	nc, err := broker.Connect(context.Background(), emb.URL(), "test", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As an earlier version made it.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: broker.StreamJobs, Subjects: []string{broker.SubjectJobs + ">"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := broker.Setup(ctx, nc, broker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1100)
+	for g := range 16 {
+		wg.Go(func() {
+			for i := g; i < 1100; i += 16 {
+				id := "w" + strconv.Itoa(i)
+				if _, err := res.Jobs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+					Durable: broker.WorkerConsumer(id), FilterSubject: broker.JobsSubject(id), AckPolicy: jetstream.AckExplicitPolicy,
+				}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("1,100 workers' consumers: %v", err)
 	}
 }
