@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -93,4 +94,69 @@ func GetWorker(ctx context.Context, kv jetstream.KeyValue, id string) (WorkerEnt
 		return e, fmt.Errorf("registry entry %s: %w", id, err)
 	}
 	return e, nil
+}
+
+// ProcessKeyPrefix starts the registry key of a worker process's entry:
+// "process.<name>". A worker id holds no dot, so no worker's key starts so.
+const ProcessKeyPrefix = "process."
+
+// ProcessEntry is the registry entry of a worker process: the entries of
+// every worker it runs, written once a heartbeat for all of them. A
+// thousand workers beating one by one were a thousand registry writes a
+// second, each stored to disk; a process of them is one.
+type ProcessEntry struct {
+	Process   string        `json:"process"`
+	PID       int           `json:"pid"`
+	Instance  string        `json:"instance"`
+	Beat      time.Time     `json:"beat"`
+	Heartbeat time.Duration `json:"heartbeat"`
+	Workers   []WorkerEntry `json:"workers"`
+}
+
+// ProcessKey is the registry key of a worker process's entry.
+func ProcessKey(process string) string { return ProcessKeyPrefix + process }
+
+// PutProcess writes a worker process's entry.
+func PutProcess(ctx context.Context, kv jetstream.KeyValue, e ProcessEntry) error {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Put(ctx, ProcessKey(e.Process), data); err != nil {
+		return fmt.Errorf("register worker process %s: %w", e.Process, err)
+	}
+	return nil
+}
+
+// FindWorker reads a worker's registry entry, its own or in the entry of
+// the worker process it runs in; ErrKeyNotFound when neither has it.
+func FindWorker(ctx context.Context, kv jetstream.KeyValue, id string) (WorkerEntry, error) {
+	e, err := GetWorker(ctx, kv, id)
+	if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return e, err
+	}
+	keys, lerr := kv.ListKeysFiltered(ctx, ProcessKeyPrefix+">")
+	if lerr != nil {
+		if errors.Is(lerr, jetstream.ErrNoKeysFound) {
+			return e, err
+		}
+		return e, lerr
+	}
+	for key := range keys.Keys() {
+		ent, gerr := kv.Get(ctx, key)
+		if gerr != nil {
+			continue
+		}
+		var pe ProcessEntry
+		if json.Unmarshal(ent.Value(), &pe) != nil {
+			continue
+		}
+		for _, w := range pe.Workers {
+			if w.ID == id {
+				_ = keys.Stop()
+				return w, nil
+			}
+		}
+	}
+	return e, err
 }

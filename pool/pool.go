@@ -210,6 +210,9 @@ type Pool struct {
 
 	mu      sync.Mutex
 	workers map[string]*workerState
+	// processWorkers are, by worker process, the workers its last
+	// registry entry held (see broker.ProcessEntry).
+	processWorkers map[string]map[string]bool
 	// hostCores is the cores of the provider's hosts, for jobs with MinCores
 	// (see cores.go); hostCoresAt is when it was read.
 	hostCores   map[string]int
@@ -293,20 +296,21 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		return nil, err
 	}
 	return &Pool{
-		opts:     opts,
-		nc:       nc,
-		log:      opts.Logger.With().Str("part", "pool").Logger(),
-		workers:  map[string]*workerState{},
-		jobs:     map[string]*inflight{},
-		recent:   newRecentIDs(),
-		warned:   map[string]bool{},
-		sweepSig: make(chan struct{}, 1),
-		fillSig:  make(chan struct{}, 1),
-		rewatch:  make(chan struct{}, 1),
-		unheld:   map[string]time.Time{},
-		all:      timeline.New(math.MaxInt32),
-		stats:    newStats(),
-		ready:    make(chan struct{}),
+		opts:           opts,
+		nc:             nc,
+		log:            opts.Logger.With().Str("part", "pool").Logger(),
+		workers:        map[string]*workerState{},
+		processWorkers: map[string]map[string]bool{},
+		jobs:           map[string]*inflight{},
+		recent:         newRecentIDs(),
+		warned:         map[string]bool{},
+		sweepSig:       make(chan struct{}, 1),
+		fillSig:        make(chan struct{}, 1),
+		rewatch:        make(chan struct{}, 1),
+		unheld:         map[string]time.Time{},
+		all:            timeline.New(math.MaxInt32),
+		stats:          newStats(),
+		ready:          make(chan struct{}),
 	}, nil
 }
 

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool/timeline"
 )
 
@@ -71,17 +73,38 @@ func (p *Pool) watchRegistry(ctx context.Context, ready chan<- struct{}) {
 func (p *Pool) applyRegistry(up jetstream.KeyValueEntry, initial bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	id := up.Key()
-	ws := p.workers[id]
 	if rev := up.Revision(); rev > p.watchRev.Load() {
 		p.watchRev.Store(rev)
 	}
-	switch up.Operation() {
-	case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-		if ws != nil {
-			ws.seen = time.Time{}
-			p.log.Info().Str("worker", id).Msg("worker left")
+	// A watch that begins (the pool's start, a restarted watch) delivers
+	// every entry, those of workers killed long ago too: such an entry's
+	// beat is when the broker stored it, not now. Taking them all as
+	// beats just now placed jobs on dead workers for seconds (the chaos
+	// test: a prep wave on the workers of a killed process, twice, 21 s
+	// without income). Later entries are beats now: the broker's clock
+	// and the pool's may differ.
+	now := time.Now()
+	seen := now
+	if initial {
+		if c := up.Created(); !c.IsZero() && c.Before(now) {
+			seen = c
 		}
+	}
+	gone := up.Operation() == jetstream.KeyValueDelete || up.Operation() == jetstream.KeyValuePurge
+	if process, ok := strings.CutPrefix(up.Key(), broker.ProcessKeyPrefix); ok {
+		var pe broker.ProcessEntry
+		if !gone {
+			if err := json.Unmarshal(up.Value(), &pe); err != nil {
+				p.log.Warn().Err(err).Str("process", process).Msg("unreadable registry entry")
+				return
+			}
+		}
+		p.applyProcessLocked(process, pe.Workers, seen)
+		return
+	}
+	id := up.Key()
+	if gone {
+		p.leftLocked(id)
 		return
 	}
 	var e broker.WorkerEntry
@@ -89,6 +112,45 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry, initial bool) {
 		p.log.Warn().Err(err).Str("worker", id).Msg("unreadable registry entry")
 		return
 	}
+	p.applyEntryLocked(e, seen)
+}
+
+// leftLocked takes a worker that deregistered as gone.
+func (p *Pool) leftLocked(id string) {
+	if ws := p.workers[id]; ws != nil && !ws.seen.IsZero() {
+		ws.seen = time.Time{}
+		p.log.Info().Str("worker", id).Msg("worker left")
+	}
+}
+
+// applyProcessLocked applies a worker process's entry: a beat of each of
+// its workers, and the departure of those it no longer holds (none, when
+// the entry was deleted).
+func (p *Pool) applyProcessLocked(process string, workers []broker.WorkerEntry, seen time.Time) {
+	now := make(map[string]bool, len(workers))
+	for _, e := range workers {
+		if !job.ValidWorkerID(e.ID) {
+			continue
+		}
+		now[e.ID] = true
+		p.applyEntryLocked(e, seen)
+	}
+	for id := range p.processWorkers[process] {
+		if !now[id] {
+			p.leftLocked(id)
+		}
+	}
+	if len(now) == 0 {
+		delete(p.processWorkers, process)
+		return
+	}
+	p.processWorkers[process] = now
+}
+
+// applyEntryLocked applies a worker's entry, beaten at seen.
+func (p *Pool) applyEntryLocked(e broker.WorkerEntry, seen time.Time) {
+	id := e.ID
+	ws := p.workers[id]
 	if ws == nil {
 		ws = p.newWorkerState(id, e.Threads)
 		p.workers[id] = ws
@@ -112,20 +174,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry, initial bool) {
 	}
 	ws.stopping = ws.stopping || e.Stopping
 	ws.entry = e
-	// A watch that begins (the pool's start, a restarted watch) delivers
-	// every entry, those of workers killed long ago too: such an entry's
-	// beat is when the broker stored it, not now. Taking them all as
-	// beats just now placed jobs on dead workers for seconds (the chaos
-	// test: a prep wave on the workers of a killed process, twice, 21 s
-	// without income). Later entries are beats now: the broker's clock
-	// and the pool's may differ.
 	now := time.Now()
-	seen := now
-	if initial {
-		if c := up.Created(); !c.IsZero() && c.Before(now) {
-			seen = c
-		}
-	}
 	if seen.After(ws.seen) {
 		ws.seen = seen
 	}

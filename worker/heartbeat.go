@@ -114,6 +114,12 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 // writer came in between, and the next beat writes over it.
 func (w *Worker) beat(ctx context.Context) error {
 	e := w.Snapshot()
+	if w.opts.Beater != nil {
+		// The first beat registers the worker, a stopping one tells the
+		// pool to place nothing more on it: both go out at once.
+		w.opts.Beater.Beat(e, !w.beaten.Swap(true) || e.Stopping)
+		return nil
+	}
 	cctx, cancel := w.beatCall(ctx)
 	defer cancel()
 	rev, err := broker.PutWorkerAt(cctx, w.res.Workers, e, w.beatRev.Load())

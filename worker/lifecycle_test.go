@@ -51,7 +51,7 @@ func waitRegistered(t *testing.T, b *brokertest.Broker, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := broker.GetWorker(context.Background(), b.Res.Workers, id); err == nil {
+		if _, err := broker.FindWorker(context.Background(), b.Res.Workers, id); err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -324,7 +324,7 @@ func TestStopWhileAJobRunsStoresItsRecord(t *testing.T) {
 			if n := queuedMessages(t, b, tc.queued); n != tc.queued {
 				t.Errorf("the jobs stream holds %d messages, want %d", n, tc.queued)
 			}
-			if _, err := broker.GetWorker(context.Background(), b.Res.Workers, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			if _, err := broker.FindWorker(context.Background(), b.Res.Workers, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
 				t.Errorf("registry entry after the stop: %v, want none", err)
 			}
 		})

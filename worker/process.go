@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
@@ -113,6 +115,8 @@ type Process struct {
 	// handlers at work (see gate).
 	workers  sync.WaitGroup
 	handlers gate
+	// beats writes the workers' heartbeats, as one registry entry.
+	beats *processBeats
 }
 
 // NewProcess validates the options and prepares a worker process on an
@@ -122,10 +126,11 @@ func NewProcess(nc *nats.Conn, opts ProcessOptions) (*Process, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
+	log := opts.Logger.With().Str("process", opts.Name).Logger()
 	return &Process{
-		opts: opts, nc: nc, timers: NewTimerQueue(opts.Spin),
-		log:     opts.Logger.With().Str("process", opts.Name).Logger(),
+		opts: opts, nc: nc, timers: NewTimerQueue(opts.Spin), log: log,
 		running: map[string]struct{}{},
+		beats:   newProcessBeats(opts.Name, nuid.Next(), os.Getpid(), opts.Heartbeat, log),
 	}, nil
 }
 
@@ -144,6 +149,7 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
 		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
 		Timers: p.timers, Handlers: p.opts.Handlers, Settler: p.opts.Settler, Logger: p.opts.Logger,
+		Beater: p.beats,
 	})
 	if err != nil {
 		return fmt.Errorf("start worker %s: %w", spec.ID, err)
@@ -202,6 +208,19 @@ func (p *Process) Run(ctx context.Context) error {
 	defer func() {
 		stopBG()
 		timers.Wait()
+	}()
+
+	res, err := broker.Setup(ctx, p.nc, broker.Options{})
+	if err != nil {
+		return fmt.Errorf("worker process %s: %w", p.opts.Name, err)
+	}
+	// The heartbeats go on until every worker has stopped and left.
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	var beats sync.WaitGroup
+	beats.Go(func() { p.beats.loop(beatCtx, res.Workers) })
+	defer func() {
+		stopBeats()
+		beats.Wait()
 	}()
 
 	ctx, stop := context.WithCancel(ctx)

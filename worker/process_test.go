@@ -3,7 +3,10 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,7 +73,7 @@ func TestProcessRunsSeveralWorkers(t *testing.T) {
 	for _, id := range []string{"a1", "b1"} {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			e, err := broker.GetWorker(context.Background(), b.Res.Workers, id)
+			e, err := broker.FindWorker(context.Background(), b.Res.Workers, id)
 			if err == nil {
 				if id == "b1" && e.Host != "n00dles" {
 					t.Errorf("worker b1 registered on host %q", e.Host)
@@ -195,5 +198,68 @@ func TestCancelAfterTheWorkIsDoneRecordsDone(t *testing.T) {
 	r := waitRecords(t, b, "l1")["l1"]
 	if r.Status != job.StatusDone || string(r.Result) != `{"landed":true}` || !strings.Contains(r.Reason, "too late") {
 		t.Fatalf("record %s (%s) result %s, want done with its result", r.Status, r.Reason, r.Result)
+	}
+}
+
+// A worker process writes its workers' heartbeats as one registry entry,
+// once a heartbeat, however many workers it runs; a worker that stops
+// leaves the entry, and the entry goes with the process.
+func TestProcessBeatsAsOne(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	nc := b.Connect(t)
+	p, err := worker.NewProcess(nc, worker.ProcessOptions{
+		Name: "p2", Tolerance: tolerance, Linger: time.Minute, Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	client := b.Connect(t)
+	var ids []string
+	for i := range 20 {
+		id := "pw" + strconv.Itoa(i)
+		ids = append(ids, id)
+		body := `{"id":"` + id + `","host":"home","threads":1}`
+		var err error
+		for try := 0; try < 50; try++ { // the service may not be up yet
+			if _, err = client.Request(broker.ProcessSubject("p2", "launch"), []byte(body), 5*time.Second); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		waitRegistered(t, b, id)
+	}
+	var writes atomic.Int64
+	sub, err := client.Subscribe("$KV."+broker.BucketWorkers+".>", func(m *nats.Msg) {
+		if m.Subject != "$KV."+broker.BucketWorkers+"."+broker.ProcessKey("p2") {
+			t.Errorf("a registry write on %s: workers of a process beat in its entry", m.Subject)
+		}
+		writes.Add(1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	_ = sub.Unsubscribe()
+	// Ten beats, and maybe a prompt write or two: not 20 workers × 10.
+	if n := writes.Load(); n < 5 || n > 15 {
+		t.Errorf("%d registry writes in 1 s by 20 workers beating every 100 ms, want about 10", n)
+	}
+	// Stopping the process: every worker leaves, and the entry with them.
+	cancel()
+	<-stopped
+	for _, id := range []string{ids[0], ids[19]} {
+		if _, err := broker.FindWorker(context.Background(), b.Res.Workers, id); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("worker %s after its process stopped: %v, want no entry", id, err)
+		}
 	}
 }

@@ -130,6 +130,10 @@ type Options struct {
 	// such a job is recorded missed (failed, for one without a start
 	// time), which is true only if it never ran.
 	Settler job.Settler
+	// Beater, when set, takes the worker's heartbeats instead of the
+	// registry: the process that runs it writes them with its other
+	// workers' (see Beater). A worker process sets it.
+	Beater Beater
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
 }
@@ -201,6 +205,8 @@ type Worker struct {
 	// beatRev is the registry revision of this worker's last beat (0:
 	// none yet, or another writer came since).
 	beatRev atomic.Uint64
+	// beaten is set once the worker has beaten (to its Beater).
+	beaten  atomic.Bool
 	started time.Time
 
 	// prevDelivered is the last stream sequence the previous process of this
@@ -481,6 +487,10 @@ func waitFor(wg *sync.WaitGroup, d time.Duration) bool {
 // deregister deletes the worker's registry entry, so that the pool sees it
 // gone at once rather than when its heartbeats are missed.
 func (w *Worker) deregister(ctx context.Context) {
+	if w.opts.Beater != nil {
+		w.opts.Beater.Leave(w.opts.ID)
+		return
+	}
 	cctx, cancel := brokerCall(ctx)
 	defer cancel()
 	if err := w.res.Workers.Delete(cctx, w.opts.ID); err != nil {
