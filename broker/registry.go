@@ -118,11 +118,19 @@ func ProcessKey(process string) string { return ProcessKeyPrefix + process }
 
 // PutProcess writes a worker process's entry.
 func PutProcess(ctx context.Context, kv jetstream.KeyValue, e ProcessEntry) error {
+	return PutProcessKey(ctx, kv, ProcessKey(e.Process), e)
+}
+
+// PutProcessKey writes a worker process's entry, or a part of it, under
+// key: a process of many workers writes them in parts
+// (ProcessKey(name), then ProcessKey(name)+".1", ".2"…), each a set of
+// workers that stay in it while they live.
+func PutProcessKey(ctx context.Context, kv jetstream.KeyValue, key string, e ProcessEntry) error {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
-	if _, err := kv.Put(ctx, ProcessKey(e.Process), data); err != nil {
+	if _, err := kv.Put(ctx, key, data); err != nil {
 		return fmt.Errorf("register worker process %s: %w", e.Process, err)
 	}
 	return nil
