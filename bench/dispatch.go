@@ -198,21 +198,7 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		}
 		res.PacedJobs = o.Paced
 		var startErr, endErr []float64
-		for _, j := range paced {
-			r, ok := stored[j.ID]
-			if !ok {
-				res.PacedLost++
-				continue
-			}
-			if r.Status == job.StatusMissed {
-				res.PacedMissed++
-			}
-			if r.ActualStartTime == 0 {
-				continue
-			}
-			startErr = append(startErr, math.Abs(r.ActualStartTime-r.StartTime)*1000)
-			endErr = append(endErr, math.Abs(r.ActualEndTime-r.EndTime)*1000)
-		}
+		res.PacedLost, res.PacedMissed, startErr, endErr = pacedErrors(paced, stored)
 		s, e := pool.Summarise(startErr), pool.Summarise(endErr)
 		res.StartErrorP50, res.StartErrorP99, res.StartErrorMax = round(s.P50), round(s.P99), round(s.Max)
 		res.EndErrorP50, res.EndErrorP99, res.EndErrorMax = round(e.P50), round(e.P99), round(e.Max)
@@ -220,6 +206,27 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 	res.JobsPerS, res.RawJetStreamPerS, res.Ratio = math.Round(res.JobsPerS), math.Round(res.RawJetStreamPerS), round(res.Ratio)
 	res.RawJobShapePerS, res.RatioToJobShape = math.Round(res.RawJobShapePerS), round(res.RatioToJobShape)
 	return res, nil
+}
+
+// pacedErrors checks the records of paced jobs: how many have none, how
+// many were missed, and each started job's start and end error, µs.
+func pacedErrors(paced []job.Job, stored map[string]job.Job) (lost, missed int, startErr, endErr []float64) {
+	for _, j := range paced {
+		r, ok := stored[j.ID]
+		if !ok {
+			lost++
+			continue
+		}
+		if r.Status == job.StatusMissed {
+			missed++
+		}
+		if r.ActualStartTime == 0 {
+			continue
+		}
+		startErr = append(startErr, math.Abs(r.ActualStartTime-r.StartTime)*1000)
+		endErr = append(endErr, math.Abs(r.ActualEndTime-r.EndTime)*1000)
+	}
+	return lost, missed, startErr, endErr
 }
 
 func round(v float64) float64 { return math.Round(v*100) / 100 }

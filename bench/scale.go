@@ -198,7 +198,7 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 	for i := range asap {
 		asap[i] = job.Job{ID: fmt.Sprintf("asap-%d", i), Task: "sleep", Threads: 1}
 	}
-	before, err := r.storedRecords(ctx)
+	before, err := waitStored(ctx, r.benchConn(), 0, 0, 0) // the records there are now
 	if err != nil {
 		return res, err
 	}
@@ -243,7 +243,7 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 	if _, err := r.waitStored(ctx, all, time.Duration(float64(o.Paced)*step)*time.Millisecond+time.Minute); err != nil {
 		return res, fmt.Errorf("paced run: %w", err)
 	}
-	recs, err := readRecords(ctx, &broker.Conn{NC: r.nc})
+	recs, err := readRecords(ctx, r.benchConn())
 	if err != nil {
 		return res, err
 	}
@@ -257,20 +257,9 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 			}
 		}
 	}
-	var startErr []float64
-	for _, j := range paced {
-		rec, ok := recs[j.ID]
-		if !ok {
-			res.Lost++
-			continue
-		}
-		if rec.Status == job.StatusMissed {
-			res.PacedMissed++
-		}
-		if rec.ActualStartTime > 0 {
-			startErr = append(startErr, math.Abs(rec.ActualStartTime-rec.StartTime)*1000)
-		}
-	}
+	lost, missed, startErr, _ := pacedErrors(paced, recs)
+	res.Lost += lost
+	res.PacedMissed = missed
 	se := pool.Summarise(startErr)
 	res.StartErrorP50US, res.StartErrorP99US = round(se.P50), round(se.P99)
 
@@ -448,35 +437,17 @@ func (r *scaleRig) consumers(ctx context.Context) (int, error) {
 	return info.Consumers, nil
 }
 
-// storedRecords is how many records the records stream holds.
-func (r *scaleRig) storedRecords(ctx context.Context) (int, error) {
-	st, err := r.js.Stream(ctx, broker.StreamDone)
-	if err != nil {
-		return 0, err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return int(info.State.Msgs), nil
-}
+// benchConn is the rig's client connection as the bench's helpers take it.
+func (r *scaleRig) benchConn() *broker.Conn { return &broker.Conn{NC: r.nc} }
 
-// waitStored waits until the records stream holds n records.
+// waitStored waits until the records stream holds n records (see
+// waitStored), and fails when it does not within timeout.
 func (r *scaleRig) waitStored(ctx context.Context, n int, timeout time.Duration) (int, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		got, err := r.storedRecords(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if got >= n {
-			return got, nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return got, fmt.Errorf("%d of %d records stored after %s", got, n, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
+	got, err := waitStored(ctx, r.benchConn(), n, timeout, 5*time.Millisecond)
+	if err == nil && got < n {
+		err = fmt.Errorf("%d of %d records stored after %s", got, n, timeout)
 	}
+	return got, err
 }
 
 func (r *scaleRig) close() {

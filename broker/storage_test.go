@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -31,16 +32,7 @@ func TestSetupStorage(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			emb, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: zerolog.Nop()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer emb.Shutdown()
-			nc, err := broker.Connect(context.Background(), emb.URL(), "test", zerolog.Nop())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
+			nc := startEmbedded(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -76,16 +68,7 @@ func TestSetupStorage(t *testing.T) {
 // default: 1,100 durable consumers are created on it.
 func TestJobsStreamTakesManyWorkers(t *testing.T) {
 	t.Parallel()
-	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Shutdown()
-	nc, err := broker.Connect(context.Background(), emb.URL(), "test", zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := startEmbedded(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	js, err := jetstream.New(nc)
@@ -121,4 +104,21 @@ func TestJobsStreamTakesManyWorkers(t *testing.T) {
 	for err := range errs {
 		t.Fatalf("1,100 workers' consumers: %v", err)
 	}
+}
+
+// startEmbedded starts an embedded broker on a fresh directory and
+// connects to it, both stopped at the test's end.
+func startEmbedded(t *testing.T) *nats.Conn {
+	t.Helper()
+	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	nc, err := broker.Connect(context.Background(), emb.URL(), "test", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

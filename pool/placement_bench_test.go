@@ -18,19 +18,26 @@ func benchPool(n int) *Pool {
 	p, _ := New(nil, Options{Logger: zerolog.Nop()})
 	r := rand.New(rand.NewPCG(1, 2))
 	caps := []int{16, 32, 64, 128, 256}
-	now := time.Now()
 	for i := range n {
-		id := fmt.Sprintf("w%04d", i)
-		ws := p.newWorkerState(id, caps[r.IntN(len(caps))])
-		ws.entry.Threads = ws.tl.Capacity()
-		ws.entry.Tasks = []string{"sleep", "encode", "resize", "upload"}
-		ws.tasks = map[string]bool{"sleep": true, "encode": true, "resize": true, "upload": true}
-		ws.entry.Heartbeat = time.Hour
-		ws.entry.Instance = "i1" // a process that has not exited
-		ws.seen = now
-		p.workers[id] = ws
+		addLiveWorker(p, fmt.Sprintf("w%04d", i), caps[r.IntN(len(caps))], "sleep", "encode", "resize", "upload")
 	}
 	return p
+}
+
+// addLiveWorker gives a pool with no broker a worker that has just beaten,
+// as its registry entry would.
+func addLiveWorker(p *Pool, id string, threads int, tasks ...string) {
+	ws := p.newWorkerState(id, threads)
+	ws.entry.Threads = threads
+	ws.entry.Tasks = tasks
+	ws.tasks = map[string]bool{}
+	for _, t := range tasks {
+		ws.tasks[t] = true
+	}
+	ws.entry.Heartbeat = time.Hour
+	ws.entry.Instance = "i1" // a process that has not exited
+	ws.seen = time.Now()
+	p.workers[id] = ws
 }
 
 // BenchmarkPlacement places 100,000 jobs onto 1,000 workers: starts spread

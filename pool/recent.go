@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/hvmind/hvmind/broker"
 )
 
 // recentWindow is how long a dispatched job id stays taken after its job
@@ -108,23 +106,15 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 		}
 	}
 	var missing uint64
-	var err error
-	patience := time.Now().Add(startupPatience)
-	for {
+	// Taking an id back twice is harmless: a read cut short by a stream
+	// not answering yet is read again.
+	err := p.whenAvailable(ctx, "records stream", func() error {
 		rctx, cancel := context.WithTimeout(ctx, recordsReadTimeout)
+		defer cancel()
+		var err error
 		missing, err = p.res.RecordIDs(rctx, since, "", record)
-		cancel()
-		// Taking an id back twice is harmless: a read cut short by a
-		// stream not answering yet is read again.
-		if err == nil || !broker.Unavailable(err) || ctx.Err() != nil || time.Now().After(patience) {
-			break
-		}
-		p.log.Debug().Err(err).Msg("records stream not answering yet")
-		select {
-		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("pool: recent job ids: %w", err)
 	}

@@ -55,25 +55,34 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 			}
 		}
 	}
-	// A stream just created on a cluster may take a moment to elect its
-	// leader, and a broker just restarted to load its streams.
-	patience := time.Now().Add(startupPatience)
-	for {
-		err := p.res.ScanStream(ctx, broker.StreamJobs, broker.SubjectJobs+">", add)
-		if err == nil {
-			break
-		}
-		if !broker.Unavailable(err) || ctx.Err() != nil || time.Now().After(patience) {
-			return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)
-		}
-		p.log.Debug().Err(err).Msg("jobs stream not answering yet")
-		select {
-		case <-ctx.Done():
-		case <-time.After(250 * time.Millisecond):
-		}
+	err := p.whenAvailable(ctx, "jobs stream", func() error {
+		return p.res.ScanStream(ctx, broker.StreamJobs, broker.SubjectJobs+">", add)
+	})
+	if err != nil {
+		return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)
 	}
 	if n > 0 {
 		p.log.Info().Int("jobs", n).Msg("recovered jobs in flight from the jobs stream")
 	}
 	return oldest, nil
+}
+
+// whenAvailable runs a read of the pool's start, again for up to
+// startupPatience while JetStream answers that it cannot serve yet: a
+// stream just created on a cluster may take a moment to elect its leader,
+// and a broker just restarted to load its streams. The read must bear
+// being run again.
+func (p *Pool) whenAvailable(ctx context.Context, what string, read func() error) error {
+	patience := time.Now().Add(startupPatience)
+	for {
+		err := read()
+		if err == nil || !broker.Unavailable(err) || ctx.Err() != nil || time.Now().After(patience) {
+			return err
+		}
+		p.log.Debug().Err(err).Msg(what + " not answering yet")
+		select {
+		case <-ctx.Done():
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

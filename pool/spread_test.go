@@ -3,7 +3,6 @@ package pool
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -14,17 +13,8 @@ import (
 // named w1, w2…: placement works on the pool's own state.
 func poolOf(threads ...int) *Pool {
 	p, _ := New(nil, Options{Logger: zerolog.Nop()})
-	now := time.Now()
 	for i, n := range threads {
-		id := fmt.Sprintf("w%d", i+1)
-		ws := p.newWorkerState(id, n)
-		ws.entry.Threads = n
-		ws.entry.Tasks = []string{"sleep"}
-		ws.tasks = map[string]bool{"sleep": true}
-		ws.entry.Heartbeat = time.Hour
-		ws.entry.Instance = "i1" // a process that has not exited
-		ws.seen = now
-		p.workers[id] = ws
+		addLiveWorker(p, fmt.Sprintf("w%d", i+1), n, "sleep")
 	}
 	return p
 }
