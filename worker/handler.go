@@ -22,6 +22,29 @@ type Handler interface {
 	Run(ctx context.Context, t *Task) (json.RawMessage, error)
 }
 
+// ThreadHolder is a Handler whose work may outlast its job's reservation
+// by a length it learns only once running (an operation whose duration
+// another service gives). The worker then holds the job's threads from its
+// start until the handler says how long (Task.HoldThreadsUntil) or gives
+// them back (Task.Release): were they free at the reservation's end, a
+// handler run late on a busy machine would not have said so yet, and the
+// next job placed on them would start while this one still runs.
+type ThreadHolder interface {
+	Handler
+	HoldsThreads() bool
+}
+
+// HoldingHandlerFunc is a HandlerFunc that is a ThreadHolder.
+type HoldingHandlerFunc func(ctx context.Context, t *Task) (json.RawMessage, error)
+
+// Run calls f.
+func (f HoldingHandlerFunc) Run(ctx context.Context, t *Task) (json.RawMessage, error) {
+	return f(ctx, t)
+}
+
+// HoldsThreads implements ThreadHolder.
+func (HoldingHandlerFunc) HoldsThreads() bool { return true }
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, t *Task) (json.RawMessage, error)
 

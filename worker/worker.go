@@ -738,6 +738,9 @@ func (w *Worker) due(r *run, now time.Time) {
 	}
 }
 
+// maxTime is a hold with no end: until the handler says.
+var maxTime = time.Unix(1<<62, 0)
+
 // beginLocked starts a job's handler.
 func (w *Worker) beginLocked(r *run, now time.Time) {
 	handler, err := w.opts.Handlers.Lookup(r.job.Task)
@@ -771,6 +774,11 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		r.holdUntil = until
+	}
+	if h, ok := handler.(ThreadHolder); ok && h.HoldsThreads() {
+		// Until the handler says how long: set before its goroutine
+		// runs, which may be after the end timer has fired.
+		r.holdUntil = maxTime
 	}
 	w.inflight.Add(1)
 	go w.execute(ctx, r, handler, t)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -560,5 +561,57 @@ func TestWorkerTakenOver(t *testing.T) {
 	case err := <-e.done:
 		t.Fatalf("the second worker stopped too: %v", err)
 	default:
+	}
+}
+
+// A handler that holds its threads (a ThreadHolder) keeps them past its
+// job's reservation until it says how long or returns, even when it has
+// not said anything yet by the reservation's end: the next job placed on
+// those threads waits for them. A plain handler's threads are free at the
+// reservation's end.
+func TestThreadHolderKeepsItsThreads(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		holds     bool
+		wantAfter bool // the second job starts only after the first returned
+	}{
+		{name: "holding handler", holds: true, wantAfter: true},
+		{name: "plain handler", holds: false, wantAfter: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var returned atomic.Int64 // unix µs when the first handler returned
+			slow := func(ctx context.Context, tk *worker.Task) (json.RawMessage, error) {
+				if tk.Job.ID == "first" {
+					time.Sleep(140 * time.Millisecond) // 40 ms past its reservation, saying nothing
+					returned.Store(time.Now().UnixMicro())
+				}
+				return nil, nil
+			}
+			h := worker.NewHandlers()
+			if tc.holds {
+				h.Register("op", worker.HoldingHandlerFunc(slow))
+			} else {
+				h.Register("op", worker.HandlerFunc(slow))
+			}
+			e := setupWith(t, 2, h)
+			s := job.Now() + 300
+			e.publishJobs(t,
+				job.Job{ID: "first", Task: "op", Threads: 2, StartTime: s, Duration: 100},
+				job.Job{ID: "second", Task: "op", Threads: 2, StartTime: s + 100, Duration: 100})
+			recs := e.wait(t, "first", "second")
+			second := recs["second"]
+			after := second.ActualStartTime*1000 >= float64(returned.Load())-1000
+			if second.Status != job.StatusDone && tc.holds {
+				t.Fatalf("second: %s (%s)", second.Status, second.Reason)
+			}
+			if tc.holds && !after {
+				t.Errorf("the second job started at %.3f, before the holding first returned at %.3f", second.ActualStartTime, float64(returned.Load())/1000)
+			}
+			if !tc.holds && second.ActualStartTime*1000 >= float64(returned.Load()) {
+				t.Errorf("the second job waited for a plain handler past its reservation")
+			}
+		})
 	}
 }

@@ -46,18 +46,19 @@ func Register(h *worker.Handlers, c *world.Client) {
 }
 
 // operation is the handler of one of the world's operations.
-func operation(task string, c *world.Client) worker.HandlerFunc {
+func operation(task string, c *world.Client) worker.HoldingHandlerFunc {
 	return func(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
 		target, ok := t.Job.StringArg(0)
 		if !ok || target == "" {
 			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
 		}
 		// Its threads are the operation's until the world says how long
-		// it runs: were they free at the job's scheduled end before the
-		// begin's answer came (a world slow to answer, under load), the
-		// worker would start the next job on them while the world still
-		// counts them, and the world would refuse it.
-		t.HoldThreadsUntil(time.Now().Add(time.Hour))
+		// it runs (the worker holds them from the start: a
+		// HoldingHandlerFunc): were they free at the job's scheduled end
+		// before the begin's answer came (a world slow to answer, or this
+		// goroutine run late, under load), the worker would start the
+		// next job on them while the world still counts them, and the
+		// world would refuse it.
 		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Owner: t.Worker, Threads: t.Job.Threads,
 			Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
 		var b world.BeginReply
