@@ -39,7 +39,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 				w.log.Warn().Err(err).Msg("re-asserting this worker's reservation")
 			}
 		}
-		if beat%queueCheckEvery == 0 && !w.stopping.Load() {
+		if beat%queueCheckEvery == 0 && !w.opts.processChecksQueue && !w.stopping.Load() {
 			cctx, cancel := w.beatCall(ctx)
 			_, err := w.res.Jobs.Consumer(cctx, broker.WorkerConsumer(w.opts.ID))
 			cancel()

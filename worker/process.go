@@ -105,8 +105,9 @@ type Process struct {
 	log    zerolog.Logger
 
 	mu      sync.Mutex
-	ctx     context.Context // the workers' context, set by Run
-	running map[string]struct{}
+	ctx     context.Context   // the workers' context, set by Run
+	res     *broker.Resources // the broker's streams and buckets, set by Run
+	running map[string]*Worker
 	// idle fires Linger after the last worker stopped.
 	idle *time.Timer
 	// closing is set once Run stops taking workers.
@@ -129,7 +130,7 @@ func NewProcess(nc *nats.Conn, opts ProcessOptions) (*Process, error) {
 	log := opts.Logger.With().Str("process", opts.Name).Logger()
 	return &Process{
 		opts: opts, nc: nc, timers: NewTimerQueue(opts.Spin), log: log,
-		running: map[string]struct{}{},
+		running: map[string]*Worker{},
 		beats:   newProcessBeats(opts.Name, nuid.Next(), os.Getpid(), opts.Heartbeat, log),
 	}, nil
 }
@@ -145,15 +146,6 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 		}
 		reserver = p.opts.Reserver
 	}
-	w, err := New(p.nc, Options{
-		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
-		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
-		Timers: p.timers, Handlers: p.opts.Handlers, Settler: p.opts.Settler, Logger: p.opts.Logger,
-		Beater: p.beats,
-	})
-	if err != nil {
-		return fmt.Errorf("start worker %s: %w", spec.ID, err)
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ctx == nil || p.ctx.Err() != nil || p.closing {
@@ -162,7 +154,16 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 	if _, ok := p.running[spec.ID]; ok {
 		return fmt.Errorf("start worker %s: %w", spec.ID, ErrWorkerRunning)
 	}
-	p.running[spec.ID] = struct{}{}
+	w, err := New(p.nc, Options{
+		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
+		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
+		Timers: p.timers, Handlers: p.opts.Handlers, Settler: p.opts.Settler, Logger: p.opts.Logger,
+		Beater: p.beats, res: p.res, processChecksQueue: true,
+	})
+	if err != nil {
+		return fmt.Errorf("start worker %s: %w", spec.ID, err)
+	}
+	p.running[spec.ID] = w
 	ctx := p.ctx
 	p.workers.Go(func() {
 		err := w.Run(ctx)
@@ -218,6 +219,7 @@ func (p *Process) Run(ctx context.Context) error {
 	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
 	var beats sync.WaitGroup
 	beats.Go(func() { p.beats.loop(beatCtx, res.Workers) })
+	beats.Go(func() { p.queueCheckLoop(beatCtx, res) })
 	defer func() {
 		stopBeats()
 		beats.Wait()
@@ -229,7 +231,7 @@ func (p *Process) Run(ctx context.Context) error {
 	idle.Stop()
 	defer idle.Stop()
 	p.mu.Lock()
-	p.ctx, p.idle = ctx, idle
+	p.ctx, p.idle, p.res = ctx, idle, res
 	p.mu.Unlock()
 	svc, err := broker.AddService(p.nc, micro.Config{
 		Name:        ProcessServiceName,

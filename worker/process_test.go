@@ -263,3 +263,95 @@ func TestProcessBeatsAsOne(t *testing.T) {
 		}
 	}
 }
+
+// A worker process checks its workers' queues with one listing of the
+// consumers, not one request per worker, and a worker whose queue is gone
+// (its consumer deleted, as with a broker that lost its store) gets it
+// back and goes on taking jobs while the others keep theirs.
+func TestProcessChecksQueuesTogether(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	nc := b.Connect(t)
+	p, err := worker.NewProcess(nc, worker.ProcessOptions{
+		Name: "p3", Tolerance: tolerance, Linger: time.Minute, Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(stopped) }()
+	t.Cleanup(func() { cancel(); <-stopped })
+	client := b.Connect(t)
+	var ids []string
+	for i := range 10 {
+		id := "qw" + strconv.Itoa(i)
+		ids = append(ids, id)
+		body := `{"id":"` + id + `","host":"home","threads":1}`
+		var err error
+		for try := 0; try < 50; try++ { // the service may not be up yet
+			if _, err = client.Request(broker.ProcessSubject("p3", "launch"), []byte(body), 5*time.Second); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		waitRegistered(t, b, id)
+	}
+	bg := context.Background()
+	kept, err := b.Res.Jobs.Consumer(bg, broker.WorkerConsumer(ids[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var infos, listings atomic.Int64
+	sub, err := client.Subscribe("$JS.API.CONSUMER.>", func(m *nats.Msg) {
+		switch {
+		case strings.HasPrefix(m.Subject, "$JS.API.CONSUMER.INFO."):
+			infos.Add(1)
+		case strings.HasPrefix(m.Subject, "$JS.API.CONSUMER.NAMES."):
+			listings.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	time.Sleep(1100 * time.Millisecond) // two checks, every five beats
+	if n, l := infos.Load(), listings.Load(); n != 0 || l < 1 || l > 3 {
+		t.Errorf("in 1.1 s, ten workers beating every 100 ms asked for %d consumers' info and listed the consumers %d times; want none and two",
+			n, l)
+	}
+
+	if err := b.Res.Jobs.DeleteConsumer(bg, broker.WorkerConsumer(ids[0])); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := b.Res.Jobs.Consumer(bg, broker.WorkerConsumer(ids[0])); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not create its queue again")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	data, _ := job.Encode(&job.Job{ID: "after", Task: "sleep", Threads: 1, Duration: 5})
+	if _, err := b.Res.JS.Publish(bg, broker.JobsSubject(ids[0]), data); err != nil {
+		t.Fatal(err)
+	}
+	if r := waitRecords(t, b, "after")["after"]; r.Status != job.StatusDone {
+		t.Errorf("a job after the queue came back: %s (%s), want done", r.Status, r.Reason)
+	}
+	now, err := b.Res.Jobs.Consumer(bg, broker.WorkerConsumer(ids[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !now.CachedInfo().Created.Equal(kept.CachedInfo().Created) {
+		t.Errorf("worker %s's queue was created again (%s, first %s); only %s's was gone",
+			ids[1], now.CachedInfo().Created, kept.CachedInfo().Created, ids[0])
+	}
+}

@@ -136,6 +136,15 @@ type Options struct {
 	Beater Beater
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
+
+	// res, when set, are the broker's streams and buckets, set up once by
+	// the worker process for all its workers (a few API calls each, which
+	// a thousand workers made a thousand times).
+	res *broker.Resources
+	// processChecksQueue says that the worker's process checks that its
+	// durable queue is still there, for all its workers in one listing,
+	// instead of one consumer-info request per worker every few beats.
+	processChecksQueue bool
 }
 
 // Reserver keeps the ledger of the threads each worker holds on each host,
@@ -214,6 +223,9 @@ type Worker struct {
 	prevDelivered uint64
 	// queueLost asks Run to create the worker's queue again.
 	queueLost chan error
+	// queueAt is when the worker's consumer was last created (Unix ns; 0:
+	// not yet): a listing of the consumers begun before then may miss it.
+	queueAt atomic.Int64
 
 	mu      sync.Mutex
 	active  map[string]*run      // accepted, record not yet stored
@@ -330,9 +342,12 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 // It returns once every goroutine it started has ended.
 func (w *Worker) Run(ctx context.Context) error {
 	w.started = time.Now()
-	res, err := broker.Setup(ctx, w.nc, broker.Options{})
-	if err != nil {
-		return err
+	res := w.opts.res
+	if res == nil {
+		var err error
+		if res, err = broker.Setup(ctx, w.nc, broker.Options{}); err != nil {
+			return err
+		}
 	}
 	w.res = res
 	// What still has to happen once ctx has ended (running jobs finish and
@@ -508,13 +523,8 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	cancel()
 	switch {
 	case err == nil:
-		cctx, cancel = brokerCall(ctx)
-		info, err := prev.Info(cctx)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("worker %s: consumer info: %w", w.opts.ID, err)
-		}
-		w.prevDelivered = info.Delivered.Stream
+		// The info that came with the consumer, just now.
+		w.prevDelivered = prev.CachedInfo().Delivered.Stream
 		cctx, cancel = brokerCall(ctx)
 		e, err := broker.GetWorker(cctx, w.res.Workers, w.opts.ID)
 		cancel()
@@ -548,6 +558,7 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: create consumer: %w", w.opts.ID, err)
 	}
+	w.queueAt.Store(time.Now().UnixNano())
 	return c, nil
 }
 
