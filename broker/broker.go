@@ -355,12 +355,13 @@ func Setup(ctx context.Context, nc *nats.Conn, o Options) (*Resources, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	r := &Resources{JS: js}
+	var refusals Refusals
 	for {
 		err = r.setup(ctx, o)
 		if err == nil {
 			return r, nil
 		}
-		if StorageRefused(err) {
+		if refusals.Final(err) {
 			return nil, fmt.Errorf("set up JetStream: %w", err)
 		}
 		select {
@@ -458,8 +459,10 @@ func (r *Resources) Restore(ctx context.Context, o Options) ([]string, error) {
 
 // StorageRefused reports whether JetStream refused a stream's replicas or
 // placement (more replicas than servers, a single server asked for more
-// than one, no server with the tags): asking again will not help, where
-// JetStream not answering yet (a broker starting) may.
+// than one, no server with the tags), where JetStream not answering yet (a
+// broker starting) is not a refusal. A cluster still forming can refuse
+// for a moment what it will take once its servers know each other: see
+// Refusals.
 func StorageRefused(err error) bool {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
@@ -472,6 +475,36 @@ func StorageRefused(err error) bool {
 		return true
 	}
 	return false
+}
+
+// RefusalSettle is how long a refusal of placement is asked again before
+// it is taken as final: a fresh cluster's leader answers "no suitable
+// peers" until it has heard from the other servers.
+const RefusalSettle = 10 * time.Second
+
+// Refusals tells a refusal that asking again will not change from one a
+// forming cluster gives for a moment. The zero value is ready to use, one
+// per loop that asks again.
+type Refusals struct {
+	first time.Time
+}
+
+// Final reports whether the loop should give up on err: a refusal that no
+// cluster takes back (more than one replica of a single server) at once,
+// any other refusal once it has lasted RefusalSettle.
+func (r *Refusals) Final(err error) bool {
+	if !StorageRefused(err) {
+		r.first = time.Time{}
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == 10074 {
+		return true
+	}
+	if r.first.IsZero() {
+		r.first = time.Now()
+	}
+	return time.Since(r.first) >= RefusalSettle
 }
 
 // placement is s's placement for a new stream or bucket (nil: anywhere).

@@ -122,3 +122,32 @@ func startEmbedded(t *testing.T) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
+
+// A forming cluster's "no suitable peers" is asked again, more replicas
+// than a single server can hold is final at once, and an answer that is
+// not a refusal starts the count again.
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	noPeers := &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}
+	single := &jetstream.APIError{Code: 400, ErrorCode: 10074, Description: "replicas > 1 not supported in non-clustered mode"}
+	tests := []struct {
+		name string
+		errs []error
+		want []bool
+	}{
+		{name: "single server", errs: []error{single}, want: []bool{true}},
+		{name: "cluster forming", errs: []error{noPeers, noPeers}, want: []bool{false, false}},
+		{name: "not a refusal", errs: []error{nats.ErrNoResponders, context.DeadlineExceeded}, want: []bool{false, false}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var r broker.Refusals
+			for i, err := range tc.errs {
+				if got := r.Final(err); got != tc.want[i] {
+					t.Errorf("answer %d (%v): final %v, want %v", i, err, got, tc.want[i])
+				}
+			}
+		})
+	}
+}

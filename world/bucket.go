@@ -36,6 +36,7 @@ const markerTTL = time.Minute
 // openBucket opens the world's bucket, creating it if needed, retrying
 // while JetStream is not yet available (the broker may still be starting).
 func openBucket(ctx context.Context, js jetstream.JetStream, storage broker.Storage) (jetstream.KeyValue, error) {
+	var refusals broker.Refusals
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		kv, err := js.KeyValue(cctx, Bucket)
@@ -62,7 +63,7 @@ func openBucket(ctx context.Context, js jetstream.JetStream, storage broker.Stor
 		if err == nil {
 			return kv, nil
 		}
-		if broker.StorageRefused(err) {
+		if refusals.Final(err) {
 			return nil, fmt.Errorf("bucket %s: %w", Bucket, err)
 		}
 		select {
