@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -20,20 +21,49 @@ type firedTimer struct {
 	at time.Time
 }
 
-// firedBuffer is how many fired timers may wait for firedLoop before the
-// timer thread waits for room.
-const firedBuffer = 4096
+// firedQueue holds the fired timers for firedLoop. It grows as they come
+// rather than holding room for a burst: a channel with room for 4,096 was
+// 128 KB a worker, most of a worker process's memory.
+type firedQueue struct {
+	mu    sync.Mutex
+	items []firedTimer
+	// wake has room for one: a push while firedLoop runs wakes it once
+	// more.
+	wake chan struct{}
+}
+
+func newFiredQueue() *firedQueue { return &firedQueue{wake: make(chan struct{}, 1)} }
+
+// push queues f; it holds the lock only to append.
+func (q *firedQueue) push(f firedTimer) {
+	q.mu.Lock()
+	q.items = append(q.items, f)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// swap returns the queued timers, in the order they fired, and keeps buf
+// (emptied) for the next ones.
+func (q *firedQueue) swap(buf []firedTimer) []firedTimer {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.items
+	q.items = buf[:0]
+	return out
+}
 
 // handOff returns a timer callback that runs fn on firedLoop with the
-// instant the timer fired. Once the worker has stopped it drops fn: the
-// timer queue, which other workers may share, must not wait for a loop
-// that has ended.
+// instant the timer fired. Once the worker has stopped it drops fn.
 func (w *Worker) handOff(fn func(now time.Time)) func(now time.Time) {
 	stopped := w.stopped
 	return func(now time.Time) {
 		select {
-		case w.fired <- firedTimer{fn: fn, at: now}:
 		case <-stopped:
+		default:
+			w.fired.push(firedTimer{fn: fn, at: now})
 		}
 	}
 }
@@ -41,12 +71,18 @@ func (w *Worker) handOff(fn func(now time.Time)) func(now time.Time) {
 // firedLoop runs the handed-off timer callbacks in the order they fired,
 // until ctx ends.
 func (w *Worker) firedLoop(ctx context.Context) {
+	var buf []firedTimer
 	for {
 		select {
-		case f := <-w.fired:
-			f.fn(f.at)
+		case <-w.fired.wake:
 		case <-ctx.Done():
 			return
 		}
+		batch := w.fired.swap(buf)
+		for i, f := range batch {
+			f.fn(f.at)
+			batch[i] = firedTimer{} // let go of fn
+		}
+		buf = batch
 	}
 }

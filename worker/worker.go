@@ -246,9 +246,9 @@ type Worker struct {
 	recMu    sync.Mutex
 	recQueue []*run
 	recSig   chan struct{}
-	fired    chan firedTimer // see firedLoop
-	inflight sync.WaitGroup  // running handlers
-	pending  sync.WaitGroup  // records not yet stored
+	fired    *firedQueue    // see firedLoop
+	inflight sync.WaitGroup // running handlers
+	pending  sync.WaitGroup // records not yet stored
 	// callbacks admits the NATS callbacks that outlive their subscription
 	// (see gate); retries counts the records waiting to be queued again.
 	callbacks gate
@@ -332,7 +332,7 @@ func New(nc *nats.Conn, opts Options) (*Worker, error) {
 		recent:    map[string]time.Time{},
 		queueLost: make(chan error, 1),
 		recSig:    make(chan struct{}, 1),
-		fired:     make(chan firedTimer, firedBuffer),
+		fired:     newFiredQueue(),
 	}, nil
 }
 
