@@ -35,7 +35,7 @@ import (
 // make chaos: 24), HVMIND_CHAOS_SCENARIO the world (newgame by default;
 // make chaos: reference-880), HVMIND_CHAOS_SEED the driver's seed,
 // HVMIND_CHAOS_VICTIMS a comma-separated choice among broker, pool,
-// "worker process" and batcher, HVMIND_CHAOS_SIGNAL=kill no SIGTERMs.
+// "worker process" and batcher, HVMIND_CHAOS_SIGNAL=kill no SIGTERMs, =term only SIGTERMs.
 // HVMIND_E2E_LOGS, a folder, keeps every program's log.
 func TestChaos(t *testing.T) {
 	t.Parallel()
@@ -154,8 +154,14 @@ func TestChaos(t *testing.T) {
 			v = victims[rng.IntN(len(victims))]
 		}
 		sig, sigName := syscall.SIGKILL, "kill -9"
-		if rng.IntN(4) == 0 && os.Getenv("HVMIND_CHAOS_SIGNAL") != "kill" {
+		switch os.Getenv("HVMIND_CHAOS_SIGNAL") {
+		case "kill":
+		case "term":
 			sig, sigName = syscall.SIGTERM, "SIGTERM"
+		default:
+			if rng.IntN(4) == 0 {
+				sig, sigName = syscall.SIGTERM, "SIGTERM"
+			}
 		}
 		time.Sleep(time.Duration(1000+rng.IntN(4000)) * time.Millisecond)
 		before, _ := money()
