@@ -105,9 +105,12 @@ type ScaleResult struct {
 	StopS float64 `json:"stop_s"`
 	// Lost and NotDone count the throughput runs' jobs without a record or
 	// with one other than done.
-	Lost    int    `json:"lost"`
-	NotDone int    `json:"not_done"`
-	Error   string `json:"error,omitempty"`
+	Lost    int `json:"lost"`
+	NotDone int `json:"not_done"`
+	// NotDoneWhy counts those by status and reason (digits left out, so
+	// that one cause is one line).
+	NotDoneWhy map[string]int `json:"not_done_why,omitempty"`
+	Error      string         `json:"error,omitempty"`
 }
 
 // RunScale measures each size in turn, calling emit with each line.
@@ -254,6 +257,10 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 				res.Lost++
 			case rec.Status != job.StatusDone:
 				res.NotDone++
+				if res.NotDoneWhy == nil {
+					res.NotDoneWhy = map[string]int{}
+				}
+				res.NotDoneWhy[string(rec.Status)+": "+withoutDigits(rec.Reason)]++
 			}
 		}
 	}
@@ -494,4 +501,22 @@ func rssOf(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// withoutDigits is s with each run of digits (and the decimal point in it)
+// written as "N".
+func withoutDigits(s string) string {
+	var b strings.Builder
+	in := false
+	for _, r := range s {
+		digit := r >= '0' && r <= '9' || in && r == '.'
+		switch {
+		case digit && !in:
+			b.WriteByte('N')
+		case !digit:
+			b.WriteRune(r)
+		}
+		in = digit
+	}
+	return b.String()
 }
