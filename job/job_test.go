@@ -182,12 +182,13 @@ func FuzzParse(f *testing.F) {
 
 func TestParseSummary(t *testing.T) {
 	t.Parallel()
-	s, err := job.ParseSummary([]byte(`{"id":"a","task":"hack","args":["n00dles"],"threads":3,"startTime":12.5,` +
-		`"worker":"w1","actualStartTime":13,"status":"missed","reason":"late \"by\" 1ms","result":{"x":[1,2]},"mine":{"y":1}}`))
+	s, err := job.ParseSummary([]byte(`{"id":"a","task":"hack","args":["n00dles"],"threads":3,"duration":7,"startTime":12.5,"endTime":20,` +
+		`"worker":"w1","actualStartTime":13,"actualEndTime":20.5,"status":"missed","reason":"late \"by\" 1ms","result":{"x":[1,2]},"mine":{"y":1}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := job.Summary{ID: "a", Worker: "w1", Reason: `late "by" 1ms`, Status: job.StatusMissed, StartTime: 12.5, ActualStartTime: 13}
+	want := job.Summary{ID: "a", Task: "hack", Worker: "w1", Reason: `late "by" 1ms`, Status: job.StatusMissed,
+		StartTime: 12.5, ActualStartTime: 13, EndTime: 20, ActualEndTime: 20.5, Duration: 7}
 	if s != want {
 		t.Fatalf("ParseSummary = %+v, want %+v", s, want)
 	}

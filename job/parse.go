@@ -77,14 +77,16 @@ func eachMember(data []byte, fn func(rawKey, val []byte) error) error {
 
 // Summary is the part of a record that bookkeeping needs.
 type Summary struct {
-	ID, Worker, Reason, Error  string
-	Status                     Status
-	StartTime, ActualStartTime float64
+	ID, Task, Worker, Reason, Error string
+	Status                          Status
+	StartTime, ActualStartTime      float64
+	EndTime, ActualEndTime          float64
+	Duration                        float64
 }
 
-// ParseSummary reads only a record's id, worker, status, reason, error and
-// start times: the pool reads every record, and most of a record is not its
-// business.
+// ParseSummary reads only a record's id, task, worker, status, reason,
+// error, duration, and start and end times: the pool reads every record, and most of
+// a record is not its business.
 func ParseSummary(data []byte) (Summary, error) {
 	var s Summary
 	err := eachMember(data, func(rawKey, val []byte) error {
@@ -92,6 +94,8 @@ func ParseSummary(data []byte) (Summary, error) {
 		switch string(rawKey) { // no allocation: compared, not kept
 		case `"id"`:
 			s.ID, err = stringField("id", val, string(val) == "null")
+		case `"task"`:
+			s.Task, err = stringField("task", val, string(val) == "null")
 		case `"worker"`:
 			s.Worker, err = stringField("worker", val, string(val) == "null")
 		case `"reason"`:
@@ -106,6 +110,12 @@ func ParseSummary(data []byte) (Summary, error) {
 			s.StartTime, err = numberField("startTime", val, string(val) == "null")
 		case `"actualStartTime"`:
 			s.ActualStartTime, err = numberField("actualStartTime", val, string(val) == "null")
+		case `"duration"`:
+			s.Duration, err = numberField("duration", val, string(val) == "null")
+		case `"endTime"`:
+			s.EndTime, err = numberField("endTime", val, string(val) == "null")
+		case `"actualEndTime"`:
+			s.ActualEndTime, err = numberField("actualEndTime", val, string(val) == "null")
 		}
 		return err
 	})

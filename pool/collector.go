@@ -56,6 +56,7 @@ func (p *Pool) collect(data []byte) {
 	p.endedLocked(j.ID)
 	p.mu.Unlock()
 	p.stats.record(&j)
+	p.metrics.record(&j)
 	if j.Status != job.StatusDone {
 		p.log.Debug().Str("job", j.ID).Str("status", string(j.Status)).Str("reason", j.Reason).Str("error", j.Error).Msg("job ended")
 	}

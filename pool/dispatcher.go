@@ -48,6 +48,7 @@ func (p *Pool) dispatch(ctx context.Context, jobs []job.Job, batch bool) ([]Plac
 		return nil, err
 	}
 	p.stats.accepted.Add(int64(len(jobs)))
+	p.metrics.accepted.Add(float64(len(jobs)))
 	return placedReply(placed), nil
 }
 

@@ -70,7 +70,9 @@ func (p *Pool) placeAll(jobs []job.Job, splits []int) ([]placement, int, error) 
 		}
 		t0 := time.Now()
 		pl, err := p.placeLocked(j, now, nowT)
-		p.stats.placed(time.Since(t0))
+		took := time.Since(t0)
+		p.stats.placed(took)
+		p.metrics.placement.Observe(took.Seconds())
 		pls := []placement{pl}
 		if errors.Is(err, ErrNoCapacity) && splits != nil && splits[i] > 1 {
 			if parts, ok := p.splitLocked(j, now, nowT, splits[i]); ok {

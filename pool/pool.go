@@ -226,9 +226,11 @@ type Pool struct {
 	// replays answers copies of a dispatch request (see HeaderRequestID).
 	replays replays
 	// stall is the registry's last stall (see stallLoop).
-	stall  registryStall
-	stats  stats
-	warned map[string]bool
+	stall registryStall
+	stats stats
+	// metrics are the Prometheus metrics (see Metrics).
+	metrics *metrics
+	warned  map[string]bool
 	// sweepSig and fillSig ask the sweeper and the filler to run now
 	// rather than at their next tick.
 	sweepSig, fillSig chan struct{}
@@ -310,6 +312,7 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		unheld:         map[string]time.Time{},
 		all:            timeline.New(math.MaxInt32),
 		stats:          newStats(),
+		metrics:        newMetrics(),
 		ready:          make(chan struct{}),
 	}, nil
 }

@@ -44,6 +44,7 @@ func run(args []string) error {
 	cfg.RegisterStorage(p.Flags)
 	wcfg := world.DefaultConfig()
 	wcfg.RegisterFlags(p.Flags, true)
+	httpAddr := p.Flags.String("http", "", "serve the pool's Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9464; empty: off)")
 	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	if err := p.Parse(args); err != nil {
 		return err
@@ -162,6 +163,17 @@ func run(args []string) error {
 				pl.Tail(ctx, os.Stdout, 250*time.Millisecond)
 			case <-ctx.Done():
 			}
+		}()
+	}
+	if *httpAddr != "" {
+		ms, err := cli.ServeMetrics(*httpAddr, p.Log, pl.Metrics())
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			ms.Stop(sctx)
 		}()
 	}
 	err = pl.Run(ctx)
