@@ -54,6 +54,7 @@ func (w *Worker) queueLoop(ctx context.Context, cc jetstream.ConsumeContext) jet
 			w.log.Error().Err(fmt.Errorf("%w: %w", ErrQueueGone, err)).Msg("creating this worker's job queue again")
 			cc.Stop()
 			<-cc.Closed()
+			w.createdQueue = false // a consumer found now is not this one's
 			for ctx.Err() == nil {
 				next, err := w.recreateQueue(ctx)
 				if err == nil {

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,6 +224,10 @@ type Worker struct {
 	prevDelivered uint64
 	// queueLost asks Run to create the worker's queue again.
 	queueLost chan error
+	// createdQueue is set once this worker asked for its consumer: one
+	// found after that is its own (see startQueue), not a previous
+	// process's to reset.
+	createdQueue bool
 	// queueAt is when the worker's consumer was last created (Unix ns; 0:
 	// not yet): a listing of the consumers begun before then may miss it.
 	queueAt atomic.Int64
@@ -361,11 +366,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		defer w.release(keep)
 	}
-	cons, err := w.openConsumer(ctx)
+	cons, err := w.startQueue(ctx)
 	if err != nil {
-		return err
-	}
-	if err := w.loadRecorded(ctx); err != nil {
 		return err
 	}
 	if err := w.beat(ctx); err != nil {
@@ -513,6 +515,45 @@ func (w *Worker) deregister(ctx context.Context) {
 	}
 }
 
+// startQueue opens the worker's queue and reads which of its jobs have
+// records, asking again while the broker is too busy to answer in time: a
+// broker creating thousands of consumers at once (each checked against
+// every other on a work-queue stream) queues the requests for longer than
+// one call's bound, and a worker that ended for it would be started again
+// by its process and add one more consumer to create.
+func (w *Worker) startQueue(ctx context.Context) (jetstream.Consumer, error) {
+	wait := startRetryFirst
+	for try := 1; ; try++ {
+		cons, err := w.openConsumer(ctx)
+		if err == nil {
+			if err = w.loadRecorded(ctx); err == nil {
+				return cons, nil
+			}
+		}
+		if ctx.Err() != nil || !broker.Unavailable(err) {
+			return nil, err
+		}
+		ev := w.log.Debug()
+		if try == 1 {
+			ev = w.log.Warn()
+		}
+		ev.Err(err).Dur("again_in", wait).Msg("the broker is slow to set up this worker's queue; asking again")
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait + time.Duration(rand.Int64N(int64(wait)))):
+		}
+		wait = min(2*wait, startRetryMax)
+	}
+}
+
+// The waits of startQueue between tries: doubling, with up to as much
+// again at random, so that workers started together do not ask together.
+const (
+	startRetryFirst = 250 * time.Millisecond
+	startRetryMax   = 5 * time.Second
+)
+
 // openConsumer recreates the worker's durable consumer so that every job
 // still queued for it is delivered now rather than after an ack timeout, and
 // remembers how far the previous process had got.
@@ -522,6 +563,10 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	prev, err := w.res.Jobs.Consumer(cctx, name)
 	cancel()
 	switch {
+	case err == nil && w.createdQueue:
+		// This worker's own, from a try whose answer came too late.
+		w.queueAt.Store(time.Now().UnixNano())
+		return prev, nil
 	case err == nil:
 		// The info that came with the consumer, just now.
 		w.prevDelivered = prev.CachedInfo().Delivered.Stream
@@ -543,6 +588,7 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	}
 	cctx, cancel = brokerCall(ctx)
 	defer cancel()
+	w.createdQueue = true
 	c, err := w.res.Jobs.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "jobs of worker " + w.opts.ID,
