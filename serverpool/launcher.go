@@ -133,6 +133,12 @@ func (l *LocalLauncher) launchInProcess(ctx context.Context, spec broker.WorkerS
 		return fmt.Errorf("launch worker %s in process %s: %w", spec.ID, l.Process, err)
 	}
 	if e := msg.Header.Get(micro.ErrorHeader); e != "" {
+		if msg.Header.Get(micro.ErrorCodeHeader) == "409" {
+			// The process runs that worker already (a launch asked again
+			// while the worker was still setting up): it is launched.
+			l.Logger.Debug().Str("worker", spec.ID).Str("process", l.Process).Msg("the worker process already runs that worker")
+			return nil
+		}
 		return fmt.Errorf("launch worker %s in process %s: %s", spec.ID, l.Process, e)
 	}
 	l.Logger.Info().Str("worker", spec.ID).Str("process", l.Process).Int("threads", spec.Threads).Msg("launched worker")
