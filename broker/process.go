@@ -7,8 +7,8 @@ package broker
 // SubjectProcs prefixes a worker process's name: hvmind.procs.<name>.<endpoint>.
 const SubjectProcs = "hvmind.procs."
 
-// ProcessSubject is the subject of a worker process's endpoint ("launch" or
-// "status"): hvmind.procs.<name>.<endpoint>.
+// ProcessSubject is the subject of a worker process's endpoint ("launch",
+// "status" or "stop"): hvmind.procs.<name>.<endpoint>.
 func ProcessSubject(name, endpoint string) string {
 	return SubjectProcs + name + "." + endpoint
 }
@@ -28,4 +28,23 @@ type WorkerSpec struct {
 	// OnDemand marks a worker launched for a job that did not fit: the pool
 	// stops it when it has been idle for a while.
 	OnDemand bool `json:"onDemand,omitempty"`
+}
+
+// StopRequest asks a worker process to stop some of its workers (on its
+// "stop" subject): the one request that stops a process's thousands of
+// workers, where a stop message on each worker's queue is a message to
+// store and acknowledge for each.
+type StopRequest struct {
+	// Workers are the ids to stop; the process ignores those it does not
+	// run.
+	Workers []string `json:"workers"`
+	// Reason is logged by each worker.
+	Reason string `json:"reason"`
+}
+
+// StopReply names the workers a stop request stopped: those of its
+// workers that were taking jobs. A worker not named (still setting up
+// its queue, or run by another process) needs a stop message on its queue.
+type StopReply struct {
+	Stopped []string `json:"stopped"`
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,5 +179,88 @@ func TestStopLetsARequestFinishThenStopsTheWorkers(t *testing.T) {
 		case <-time.After(15 * time.Second):
 			t.Fatalf("workers stopped: %v; want both asked to stop", got)
 		}
+	}
+}
+
+// A pool that stops asks a worker process to stop its workers in one
+// request, and puts a stop message only on the queue of a worker that
+// runs on its own; every worker leaves.
+func TestStopAsksWorkerProcesses(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	startWorker(t, b, "alone", 1)
+	proc, err := worker.NewProcess(b.Connect(t), worker.ProcessOptions{
+		Name: "stopme", Tolerance: testTolerance, Linger: time.Minute, Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithCancel(context.Background())
+	procDone := make(chan struct{})
+	go func() { _ = proc.Run(pctx); close(procDone) }()
+	t.Cleanup(func() { pcancel(); <-procDone })
+	nc := b.Connect(t)
+	for _, id := range []string{"p1", "p2", "p3"} {
+		var err error
+		for try := 0; try < 50; try++ { // the process's service may not be up yet
+			if _, err = nc.Request(broker.ProcessSubject("stopme", "launch"), []byte(`{"id":"`+id+`","host":"home","threads":1}`), 5*time.Second); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: 100 * time.Millisecond, Tolerance: testTolerance,
+		StopWorkersOnExit: true, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	<-p.Ready()
+	c, err := pool.NewClient(b.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.WaitWorkers(ctxTimeout(t, 10*time.Second), 4); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var stopMsgs []string
+	sub, err := nc.Subscribe(broker.SubjectJobs+">", func(m *nats.Msg) {
+		mu.Lock()
+		stopMsgs = append(stopMsgs, m.Subject)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	took := time.Since(t0)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stopMsgs) != 1 || stopMsgs[0] != broker.JobsSubject("alone") {
+		t.Errorf("stop messages on %v, want one, to the worker on its own", stopMsgs)
+	}
+	// They left the registry before Run returned; their goroutines end
+	// just after.
+	deadline := time.Now().Add(2 * time.Second)
+	for len(proc.Workers()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ws := proc.Workers(); len(ws) != 0 {
+		t.Errorf("the worker process still runs %v after the pool stopped (in %s)", ws, took)
 	}
 }

@@ -2,15 +2,18 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
@@ -275,10 +278,20 @@ func (p *Pool) stopAllWorkers() {
 	if len(ids) == 0 {
 		return
 	}
-	// All at once, then the acks: one by one, 1,000 workers took seconds.
-	acks := make([]jetstream.PubAckFuture, len(ids))
-	for i, id := range ids {
-		f, err := p.res.JS.PublishMsgAsync(stopMsg(id, "the pool stopped"))
+	const reason = "the pool stopped"
+	// The workers in worker processes: one request to each process.
+	stopped := p.stopThroughProcesses(ids, reason)
+	rest := make([]string, 0, len(ids)-len(stopped))
+	for _, id := range ids {
+		if !stopped[id] {
+			rest = append(rest, id)
+		}
+	}
+	// The others, a stop message on each one's queue: all at once, then
+	// the acks (one by one, 1,000 workers took seconds).
+	acks := make([]jetstream.PubAckFuture, len(rest))
+	for i, id := range rest {
+		f, err := p.res.JS.PublishMsgAsync(stopMsg(id, reason))
 		if err != nil {
 			p.log.Warn().Err(err).Str("worker", id).Msg("stopping a worker")
 			continue
@@ -293,9 +306,9 @@ func (p *Pool) stopAllWorkers() {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			p.log.Warn().Err(err).Str("worker", ids[i]).Msg("stopping a worker")
+			p.log.Warn().Err(err).Str("worker", rest[i]).Msg("stopping a worker")
 		case <-timeout:
-			p.log.Warn().Str("worker", ids[i]).Msg("stopping a worker: the broker did not confirm within 5 s")
+			p.log.Warn().Str("worker", rest[i]).Msg("stopping a worker: the broker did not confirm within 5 s")
 			timeout = closedTimer
 		}
 	}
@@ -323,6 +336,53 @@ func (p *Pool) stopAllWorkers() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stopThroughProcesses asks each worker process that runs some of ids to
+// stop them, all processes at once, and returns the workers they stopped.
+// A process that does not answer within a second leaves its workers to
+// the stop messages.
+func (p *Pool) stopThroughProcesses(ids []string, reason string) map[string]bool {
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	byProcess := map[string][]string{}
+	p.mu.Lock()
+	for process, workers := range p.processWorkers {
+		for id := range workers {
+			if want[id] {
+				byProcess[process] = append(byProcess[process], id)
+			}
+		}
+	}
+	p.mu.Unlock()
+	stopped := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for process, workers := range byProcess {
+		wg.Go(func() {
+			data, _ := json.Marshal(broker.StopRequest{Workers: workers, Reason: reason})
+			msg, err := p.nc.Request(broker.ProcessSubject(process, "stop"), data, time.Second)
+			var reply broker.StopReply
+			if err == nil && msg.Header.Get(micro.ErrorHeader) == "" {
+				err = json.Unmarshal(msg.Data, &reply)
+			} else if err == nil {
+				err = errors.New(msg.Header.Get(micro.ErrorHeader))
+			}
+			if err != nil {
+				p.log.Debug().Err(err).Str("process", process).Msg("stopping a worker process's workers; stop messages instead")
+				return
+			}
+			mu.Lock()
+			for _, id := range reply.Stopped {
+				stopped[id] = true
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return stopped
 }
 
 // stopIdle stops workers launched on demand that have had nothing reserved

@@ -241,6 +241,7 @@ func (p *Process) Run(ctx context.Context) error {
 	},
 		broker.Endpoint{Name: "launch", Subject: broker.ProcessSubject(p.opts.Name, "launch"), Handler: p.gated(p.handleLaunch)},
 		broker.Endpoint{Name: "status", Subject: broker.ProcessSubject(p.opts.Name, "status"), Handler: p.gated(p.handleStatus)},
+		broker.Endpoint{Name: "stop", Subject: broker.ProcessSubject(p.opts.Name, "stop"), Handler: p.gated(p.handleStop)},
 	)
 	if err != nil {
 		err = fmt.Errorf("worker process %s: %w", p.opts.Name, err)
@@ -316,4 +317,29 @@ func (p *Process) handleLaunch(req micro.Request) {
 // handleStatus lists the process's workers.
 func (p *Process) handleStatus(req micro.Request) {
 	_ = req.RespondJSON(ProcessStatus{Name: p.opts.Name, Workers: p.Workers()})
+}
+
+// handleStop stops the workers a request names, each as a stop message on
+// its queue would (see broker.StopRequest), and names those it stopped.
+func (p *Process) handleStop(req micro.Request) {
+	var sr broker.StopRequest
+	if err := json.Unmarshal(req.Data(), &sr); err != nil {
+		_ = req.Error("400", "malformed stop request: "+err.Error(), nil)
+		return
+	}
+	reply := broker.StopReply{Stopped: []string{}}
+	p.mu.Lock()
+	ws := make([]*Worker, 0, len(sr.Workers))
+	for _, id := range sr.Workers {
+		if w := p.running[id]; w != nil {
+			ws = append(ws, w)
+		}
+	}
+	p.mu.Unlock()
+	for _, w := range ws {
+		if w.stopAsked(sr.Reason) {
+			reply.Stopped = append(reply.Stopped, w.opts.ID)
+		}
+	}
+	_ = req.RespondJSON(reply)
 }

@@ -641,17 +641,26 @@ func (w *Worker) loadRecorded(ctx context.Context) error {
 	return nil
 }
 
+// stopAsked stops the worker for a stop the pool asked for, by a message
+// on its queue or through its process. It reports false when the worker
+// is not taking jobs yet (or any more), and so could not be stopped so.
+func (w *Worker) stopAsked(reason string) bool {
+	w.mu.Lock()
+	stop := w.stop
+	w.mu.Unlock()
+	if stop == nil {
+		return false
+	}
+	w.log.Info().Str("reason", reason).Msg("the pool asked this worker to stop")
+	stop(fmt.Errorf("%w: %s", ErrStopRequested, reason))
+	return true
+}
+
 // intake accepts one message from the worker's queue.
 func (w *Worker) intake(msg jetstream.Msg) {
 	if reason := msg.Headers().Get(broker.HeaderStop); reason != "" {
 		_ = msg.Ack()
-		w.log.Info().Str("reason", reason).Msg("the pool asked this worker to stop")
-		w.mu.Lock()
-		stop := w.stop
-		w.mu.Unlock()
-		if stop != nil {
-			stop(fmt.Errorf("%w: %s", ErrStopRequested, reason))
-		}
+		w.stopAsked(reason)
 		return
 	}
 	if id := msg.Headers().Get(broker.HeaderCancel); id != "" {
