@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/world"
 )
 
@@ -22,10 +24,27 @@ func rolesConf(t *testing.T) string {
 }
 
 // The system on the shipped roles configuration (the pool's embedded
-// broker started with --nats-config): each role does its work, and a
+// broker started with --nats-config): each role does its work, with a
+// process for each worker or the workers in one worker process, and a
 // role's credentials cannot do another's.
 func TestRolesConfig(t *testing.T) {
 	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{name: "a process a worker"},
+		{name: "a worker process", args: []string{"--worker-process", "roles"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testRoles(t, tc.args)
+		})
+	}
+}
+
+func testRoles(t *testing.T, args []string) {
 	passwords := map[string]string{"pool": "p-pool", "world": "p-world", "worker": "p-worker", "manager": "p-manager", "observer": "p-observer"}
 	env := []string{"HVMIND_PASSWORD=" + passwords["pool"], "HVMIND_WORKER_PASSWORD=" + passwords["worker"]}
 	for role, pw := range passwords {
@@ -35,9 +54,9 @@ func TestRolesConfig(t *testing.T) {
 	c := &cluster{t: t, addr: addr, url: "nats://" + addr, data: t.TempDir(),
 		env: []string{"HVMIND_USER=manager", "HVMIND_PASSWORD=" + passwords["manager"]}}
 	t.Cleanup(func() { killWorkers(c.data) })
-	c.pool = startEnv(t, env, "hvmind-pool", "--listen", addr, "--data", c.data, "--nats-config", rolesConf(t),
+	c.pool = startEnv(t, env, "hvmind-pool", append([]string{"--listen", addr, "--data", c.data, "--nats-config", rolesConf(t),
 		"--user", "pool", "--worker-user", "worker", "--worker-bin", bin("hvmind-worker"),
-		"--workers", "2", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms")
+		"--workers", "2", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms"}, args...)...)
 	c.waitPool()
 	c.waitWorkers(2)
 
@@ -76,6 +95,22 @@ func TestRolesConfig(t *testing.T) {
 	worker, werrs := dialAs(t, c.url, "worker", passwords["worker"])
 	refused(t, "a worker publishing a job to another worker", worker, werrs, "hvmind.jobs.home-2", `{"id":"x","task":"sleep","threads":1}`)
 	refused(t, "a worker calling the pool's dispatch", worker, werrs, "hvmind.pool.dispatch", `{"task":"sleep","threads":1}`)
+	// A worker process lists the queues of its workers, to see that they
+	// are there.
+	if js, err := jetstream.New(worker); err != nil {
+		t.Fatal(err)
+	} else if s, err := js.Stream(context.Background(), broker.StreamJobs); err != nil {
+		t.Errorf("a worker looking up the jobs stream: %v", err)
+	} else {
+		names := s.ConsumerNames(context.Background())
+		n := 0
+		for range names.Name() {
+			n++
+		}
+		if err := names.Err(); err != nil || n < 2 {
+			t.Errorf("a worker listing the workers' queues: %d, %v; want the two workers'", n, err)
+		}
+	}
 	refused(t, "a worker cancelling through the pool", worker, werrs, "hvmind.pool.cancel", `{"id":"x"}`)
 
 	manager, merrs := dialAs(t, c.url, "manager", passwords["manager"])
