@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -183,8 +184,9 @@ func TestStopLetsARequestFinishThenStopsTheWorkers(t *testing.T) {
 }
 
 // A pool that stops asks a worker process to stop its workers in one
-// request, and puts a stop message only on the queue of a worker that
-// runs on its own; every worker leaves.
+// request, those of every part of its registry entry, and puts a stop
+// message only on the queue of a worker that runs on its own; every
+// worker leaves.
 func TestStopAsksWorkerProcesses(t *testing.T) {
 	t.Parallel()
 	b := brokertest.New(t)
@@ -200,7 +202,12 @@ func TestStopAsksWorkerProcesses(t *testing.T) {
 	go func() { _ = proc.Run(pctx); close(procDone) }()
 	t.Cleanup(func() { pcancel(); <-procDone })
 	nc := b.Connect(t)
-	for _, id := range []string{"p1", "p2", "p3"} {
+	// More than one part of the process's registry entry (500 workers).
+	var inProcess []string
+	for i := range 501 {
+		inProcess = append(inProcess, "p"+strconv.Itoa(i))
+	}
+	for _, id := range inProcess {
 		var err error
 		for try := 0; try < 50; try++ { // the process's service may not be up yet
 			if _, err = nc.Request(broker.ProcessSubject("stopme", "launch"), []byte(`{"id":"`+id+`","host":"home","threads":1}`), 5*time.Second); err == nil {
@@ -226,7 +233,7 @@ func TestStopAsksWorkerProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.WaitWorkers(ctxTimeout(t, 10*time.Second), 4); err != nil {
+	if err := c.WaitWorkers(ctxTimeout(t, 60*time.Second), len(inProcess)+1); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex

@@ -210,8 +210,9 @@ type Pool struct {
 
 	mu      sync.Mutex
 	workers map[string]*workerState
-	// processWorkers are, by worker process, the workers its last
-	// registry entry held (see broker.ProcessEntry).
+	// processWorkers are, by a worker process's registry entry, the
+	// workers it last held (see broker.ProcessEntry): the key is the
+	// process's name, then ".<part>" for each part after the first.
 	processWorkers map[string]map[string]bool
 	// hostCores is the cores of the provider's hosts, for jobs with MinCores
 	// (see cores.go); hostCoresAt is when it was read.

@@ -349,7 +349,8 @@ func (p *Pool) stopThroughProcesses(ids []string, reason string) map[string]bool
 	}
 	byProcess := map[string][]string{}
 	p.mu.Lock()
-	for process, workers := range p.processWorkers {
+	for key, workers := range p.processWorkers {
+		process, _, _ := strings.Cut(key, ".") // a part of the process's entry
 		for id := range workers {
 			if want[id] {
 				byProcess[process] = append(byProcess[process], id)
