@@ -56,7 +56,10 @@ type ScaleOptions struct {
 	PoolBin   string
 	// NATS is the URL of an external broker or cluster; empty: an embedded
 	// broker in this process, a fresh one for each size.
-	NATS   string
+	NATS string
+	// Keep keeps each size's folder, its pool's log at level info (warn
+	// otherwise) and the worker processes' logs, and logs where it is.
+	Keep   bool
 	Logger zerolog.Logger
 }
 
@@ -347,7 +350,7 @@ func (r *scaleRig) startPool(ctx context.Context, client *pool.Client) error {
 		r.poolOut = f
 	}
 	cmd := exec.Command(r.o.PoolBin, "--nats", r.url, "--data", filepath.Join(r.dir, "pool"), "--spawn=false", "--world=false",
-		"--heartbeat", r.o.Heartbeat.String(), "--tolerance", "50ms", "--log-level", "warn", "--log-format", "json")
+		"--heartbeat", r.o.Heartbeat.String(), "--tolerance", "50ms", "--log-level", poolLogLevel(r.o.Keep), "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = r.poolOut, r.poolOut
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start the pool: %w", err)
@@ -474,7 +477,19 @@ func (r *scaleRig) close() {
 	if r.conn != nil {
 		r.conn.Close()
 	}
+	if r.o.Keep {
+		r.o.Logger.Warn().Str("folder", r.dir).Msg("kept the run's logs")
+		return
+	}
 	os.RemoveAll(r.dir)
+}
+
+// poolLogLevel is the pool's log level: info when its log is kept.
+func poolLogLevel(keep bool) string {
+	if keep {
+		return "info"
+	}
+	return "warn"
 }
 
 // heapInUse is this process's Go heap in use after a collection: the

@@ -195,6 +195,7 @@ func (e *env) benchScale(ctx context.Context, args []string) (int, error) {
 	fs.StringVar(&o.WorkerBin, "worker-bin", "", "hvmind-worker executable (default: beside this program, then PATH)")
 	fs.StringVar(&o.PoolBin, "pool-bin", "", "hvmind-pool executable (default: beside this program, then PATH)")
 	fs.StringVar(&o.NATS, "url", "", "an external broker or cluster to run on (default: an embedded broker, a fresh one per size)")
+	fs.BoolVar(&o.Keep, "keep", false, "keep each size's folder (the pool's log at level info, the worker processes' logs) and print where it is")
 	if pos, err := e.parse(fs, args); err != nil || len(pos) > 0 {
 		return 2, orUnexpected(err, pos)
 	}
