@@ -14,6 +14,9 @@ type Endpoint struct {
 	Name    string
 	Subject string
 	Handler micro.HandlerFunc
+	// Description says what the endpoint does, for "nats micro info"
+	// (the endpoint's "description" metadata).
+	Description string
 }
 
 // AddService starts a NATS micro service (listed by "nats micro ls") with
@@ -26,7 +29,11 @@ func AddService(nc *nats.Conn, cfg micro.Config, endpoints ...Endpoint) (micro.S
 	}
 	var errs []error
 	for _, e := range endpoints {
-		errs = append(errs, svc.AddEndpoint(e.Name, e.Handler, micro.WithEndpointSubject(e.Subject)))
+		opts := []micro.EndpointOpt{micro.WithEndpointSubject(e.Subject)}
+		if e.Description != "" {
+			opts = append(opts, micro.WithEndpointMetadata(map[string]string{"description": e.Description}))
+		}
+		errs = append(errs, svc.AddEndpoint(e.Name, e.Handler, opts...))
 	}
 	if err := errors.Join(errs...); err != nil {
 		_ = svc.Stop()

@@ -87,11 +87,11 @@ func (p *Pool) startService() error {
 		Version:     Version,
 		Description: "HVMind thread pool: places time-scheduled jobs on workers",
 	},
-		broker.Endpoint{Name: "dispatch", Subject: SubjectDispatch, Handler: p.handleDispatch(false)},
-		broker.Endpoint{Name: "batch", Subject: SubjectBatch, Handler: p.handleDispatch(true)},
-		broker.Endpoint{Name: "status", Subject: SubjectStatus, Handler: p.handleStatus},
-		broker.Endpoint{Name: "cancel", Subject: SubjectCancel, Handler: p.handleCancel},
-		broker.Endpoint{Name: "capacity", Subject: SubjectCapacity, Handler: p.handleCapacity},
+		broker.Endpoint{Name: "dispatch", Subject: SubjectDispatch, Handler: p.handleDispatch(false), Description: "place one job on a worker; its record comes on hvmind.done.<worker>"},
+		broker.Endpoint{Name: "batch", Subject: SubjectBatch, Handler: p.handleDispatch(true), Description: "place a batch of jobs whole, or refuse it whole"},
+		broker.Endpoint{Name: "status", Subject: SubjectStatus, Handler: p.handleStatus, Description: "workers, threads busy, jobs in flight, start drift, placement latency"},
+		broker.Endpoint{Name: "cancel", Subject: SubjectCancel, Handler: p.handleCancel, Description: "cancel a job, or every job of a batch, not yet ended"},
+		broker.Endpoint{Name: "capacity", Subject: SubjectCapacity, Handler: p.handleCapacity, Description: "the largest job one worker could take over a window, and the threads free"},
 	)
 	if err != nil {
 		return err

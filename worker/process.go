@@ -239,9 +239,9 @@ func (p *Process) Run(ctx context.Context) error {
 		Description: "HVMind worker process: runs several workers on one timer queue",
 		Metadata:    map[string]string{"name": p.opts.Name},
 	},
-		broker.Endpoint{Name: "launch", Subject: broker.ProcessSubject(p.opts.Name, "launch"), Handler: p.gated(p.handleLaunch)},
-		broker.Endpoint{Name: "status", Subject: broker.ProcessSubject(p.opts.Name, "status"), Handler: p.gated(p.handleStatus)},
-		broker.Endpoint{Name: "stop", Subject: broker.ProcessSubject(p.opts.Name, "stop"), Handler: p.gated(p.handleStop)},
+		broker.Endpoint{Name: "launch", Subject: broker.ProcessSubject(p.opts.Name, "launch"), Handler: p.gated(p.handleLaunch), Description: "start a worker in this process (a broker.WorkerSpec)"},
+		broker.Endpoint{Name: "status", Subject: broker.ProcessSubject(p.opts.Name, "status"), Handler: p.gated(p.handleStatus), Description: "the workers this process runs"},
+		broker.Endpoint{Name: "stop", Subject: broker.ProcessSubject(p.opts.Name, "stop"), Handler: p.gated(p.handleStop), Description: "stop some of the workers of this process (a broker.StopRequest)"},
 	)
 	if err != nil {
 		err = fmt.Errorf("worker process %s: %w", p.opts.Name, err)
