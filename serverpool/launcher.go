@@ -61,6 +61,9 @@ type LocalLauncher struct {
 	// launch requests go on.
 	Process string
 	Conn    *nats.Conn
+	// ProcessArgs are extra flags for the worker process only, such as
+	// --http for its metrics.
+	ProcessArgs []string
 
 	mu    sync.Mutex
 	procs map[int]chan struct{} // pid -> closed when the process exits
@@ -154,7 +157,7 @@ func (l *LocalLauncher) ensureProcess(ctx context.Context) error {
 	if _, err := l.Conn.Request(status, nil, time.Second); err == nil {
 		return nil
 	}
-	pid, logPath, err := l.start("process-"+l.Process, []string{"--process", l.Process, "--nats", l.NATS, "--log-format", "json"})
+	pid, logPath, err := l.start("process-"+l.Process, append([]string{"--process", l.Process, "--nats", l.NATS, "--log-format", "json"}, l.ProcessArgs...))
 	if err != nil {
 		return fmt.Errorf("start worker process %s: %w", l.Process, err)
 	}

@@ -64,6 +64,8 @@ type ProcessOptions struct {
 	Linger time.Duration
 	// Logger receives the process's logs and its workers'.
 	Logger zerolog.Logger
+	// Metrics, when set, count the jobs of every worker of the process.
+	Metrics *Metrics
 }
 
 // WithDefaults returns the options with every zero field set to its
@@ -158,7 +160,7 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
 		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
 		Timers: p.timers, Handlers: p.opts.Handlers, Settler: p.opts.Settler, Logger: p.opts.Logger,
-		Beater: p.beats, res: p.res, processChecksQueue: true,
+		Beater: p.beats, res: p.res, processChecksQueue: true, Metrics: p.opts.Metrics,
 	})
 	if err != nil {
 		return fmt.Errorf("start worker %s: %w", spec.ID, err)

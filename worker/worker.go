@@ -137,6 +137,9 @@ type Options struct {
 	Beater Beater
 	// Logger receives the worker's logs.
 	Logger zerolog.Logger
+	// Metrics, when set, count the jobs the worker ends (see Metrics);
+	// the workers of a process share one.
+	Metrics *Metrics
 
 	// res, when set, are the broker's streams and buckets, set up once by
 	// the worker process for all its workers (a few API calls each, which
@@ -355,6 +358,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 	w.res = res
+	if m := w.opts.Metrics; m != nil {
+		m.join(w)
+		defer m.leave(w)
+	}
 	// What still has to happen once ctx has ended (running jobs finish and
 	// store their records, the worker deregisters) runs on keep: ctx's
 	// values without its end.
@@ -1041,6 +1048,9 @@ func (w *Worker) endLocked(r *run, o outcome) {
 	}
 	j.Result = o.result
 	j.Error = o.err
+	if m := w.opts.Metrics; m != nil {
+		m.record(j)
+	}
 	if o.status == job.StatusMissed {
 		w.missed.Add(1)
 	} else {

@@ -44,6 +44,7 @@ func run(args []string) error {
 	cfg.RegisterStorage(p.Flags)
 	wcfg := world.DefaultConfig()
 	wcfg.RegisterFlags(p.Flags, true)
+	workerHTTP := p.Flags.String("worker-http", "", "with --worker-process: the worker process serves its workers' Prometheus metrics at http://ADDR/metrics (empty: off)")
 	httpAddr := p.Flags.String("http", "", "serve the pool's Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9464; empty: off)")
 	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	if err := p.Parse(args); err != nil {
@@ -54,6 +55,9 @@ func run(args []string) error {
 	}
 	if n := cfg.Pool.WorkerProcess; n != "" && !job.ValidWorkerID(n) {
 		return cli.Usagef("--worker-process %q: a name may hold only letters, digits, '-' and '_'", n)
+	}
+	if *workerHTTP != "" && cfg.Pool.WorkerProcess == "" {
+		return cli.Usagef("--worker-http needs --worker-process: workers in processes of their own would share its address")
 	}
 	policy, err := serverpool.ParsePolicy(cfg.Pool.SizePolicy)
 	if err != nil {
@@ -130,7 +134,7 @@ func run(args []string) error {
 				// A launched worker has nothing to do without the broker.
 				"--broker-grace", launchedBrokerGrace.String(),
 			},
-			Process: cfg.Pool.WorkerProcess, Conn: conn.NC,
+			Process: cfg.Pool.WorkerProcess, Conn: conn.NC, ProcessArgs: workerHTTPArgs(*workerHTTP),
 			Env: workerAuth(conn.Auth, cfg.Pool.WorkerAuth).Env(),
 		}
 	}
@@ -194,4 +198,12 @@ func workerAuth(pool, workers broker.Auth) broker.Auth {
 	}
 	workers.TLSCA, workers.TLSCert, workers.TLSKey = pool.TLSCA, pool.TLSCert, pool.TLSKey
 	return workers
+}
+
+// workerHTTPArgs are the worker process's flags for its metrics at addr.
+func workerHTTPArgs(addr string) []string {
+	if addr == "" {
+		return nil
+	}
+	return []string{"--http", addr}
 }

@@ -6,11 +6,13 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"time"
 
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
@@ -39,6 +41,7 @@ func run(args []string) error {
 	p := cli.New("hvmind-worker", usage)
 	p.Config.Worker.Host = hosts.Home
 	p.Config.RegisterWorker(p.Flags)
+	httpAddr := p.Flags.String("http", "", "serve the worker's (or the process's workers') Prometheus metrics at http://ADDR/metrics (empty: off)")
 	process := p.Flags.String("process", "", "run a worker process of this name instead of one worker: it starts the workers the pool asks for (hvmind.procs.NAME.launch), all on one timer queue")
 	if err := p.Parse(args); err != nil {
 		return err
@@ -78,6 +81,18 @@ func run(args []string) error {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
+	metrics := worker.NewMetrics()
+	if *httpAddr != "" {
+		ms, err := cli.ServeMetrics(*httpAddr, p.Log, metrics)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			ms.Stop(sctx)
+		}()
+	}
 	if *process != "" {
 		// One process of a name per broker on this machine (see
 		// cli.LockOne).
@@ -88,7 +103,7 @@ func run(args []string) error {
 		defer release()
 		o := cfg.WorkerProcessOptions(*process)
 		o.Handlers, o.Reserver, o.Logger = handlers, hosts.New(wc), p.Log
-		o.Settler = tasks.Settler(wc)
+		o.Settler, o.Metrics = tasks.Settler(wc), metrics
 		proc, err := worker.NewProcess(conn.NC, o)
 		if err != nil {
 			return cli.Usage(err)
@@ -96,7 +111,7 @@ func run(args []string) error {
 		return proc.Run(ctx)
 	}
 	o := cfg.WorkerOptions()
-	o.Handlers, o.Logger = handlers, p.Log
+	o.Handlers, o.Logger, o.Metrics = handlers, p.Log, metrics
 	o.Settler = tasks.Settler(wc)
 	if cfg.Worker.Reserve {
 		o.Reserver = hosts.New(wc)
