@@ -35,6 +35,7 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	fs.BoolVar(&o.Waves, "waves", false, "run batches in waves (every job of a wave starts before its first landing) instead of the continuous pipeline")
 	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
 	duration := fs.Duration("for", 0, "stop after this long (0: run until interrupted)")
+	httpAddr := fs.String("http", "", "serve the batcher's Prometheus metrics at http://ADDR/metrics (empty: off)")
 	targets, err := e.parse(fs, args)
 	if err != nil {
 		return 2, err
@@ -68,6 +69,17 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	f, err := planner.NewFleet(pc, wc, fo)
 	if err != nil {
 		return 2, err
+	}
+	if *httpAddr != "" {
+		ms, err := cli.ServeMetrics(*httpAddr, e.log, f.Metrics())
+		if err != nil {
+			return 1, err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			ms.Stop(sctx)
+		}()
 	}
 	if *duration > 0 {
 		var cancel context.CancelFunc
