@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
 	"github.com/hvmind/hvmind/internal/cli"
@@ -45,7 +47,7 @@ func run(args []string) error {
 	wcfg := world.DefaultConfig()
 	wcfg.RegisterFlags(p.Flags, true)
 	workerHTTP := p.Flags.String("worker-http", "", "with --worker-process: the worker process serves its workers' Prometheus metrics at http://ADDR/metrics (empty: off)")
-	httpAddr := p.Flags.String("http", "", "serve the pool's Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9464; empty: off)")
+	httpAddr := p.Flags.String("http", "", "serve the pool's Prometheus metrics (and the world's, when the pool runs it) at http://ADDR/metrics (for example 127.0.0.1:9464; empty: off)")
 	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	if err := p.Parse(args); err != nil {
 		return err
@@ -105,6 +107,7 @@ func run(args []string) error {
 		}
 	}
 
+	var worldMetrics []prometheus.Collector
 	if wcfg.Serve {
 		// The world outlives the pool's stop: the workers finish their
 		// jobs in it, and give their RAM back to it, as they stop.
@@ -120,6 +123,7 @@ func run(args []string) error {
 			return err
 		default:
 			defer ws.Stop() // before the connection closes
+			worldMetrics = append(worldMetrics, ws.Metrics())
 		}
 	}
 
@@ -170,7 +174,7 @@ func run(args []string) error {
 		}()
 	}
 	if *httpAddr != "" {
-		ms, err := cli.ServeMetrics(*httpAddr, p.Log, pl.Metrics())
+		ms, err := cli.ServeMetrics(*httpAddr, p.Log, append(worldMetrics, pl.Metrics())...)
 		if err != nil {
 			return err
 		}

@@ -6,7 +6,9 @@
 package main
 
 import (
+	"context"
 	"os"
+	"time"
 
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/world"
@@ -25,6 +27,7 @@ func run(args []string) error {
 	wcfg := world.DefaultConfig()
 	wcfg.RegisterFlags(p.Flags, false)
 	p.Config.RegisterStorage(p.Flags)
+	httpAddr := p.Flags.String("http", "", "serve the world's Prometheus metrics at http://ADDR/metrics (empty: off)")
 	if err := p.Parse(args); err != nil {
 		return err
 	}
@@ -49,7 +52,18 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	defer svc.Stop()
+	if *httpAddr != "" {
+		ms, err := cli.ServeMetrics(*httpAddr, p.Log, svc.Metrics())
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			ms.Stop(sctx)
+		}()
+	}
 	<-ctx.Done()
-	svc.Stop()
 	return nil
 }
