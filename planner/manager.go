@@ -154,6 +154,25 @@ type Stats struct {
 	// LimitPerGameSecond is the RAM limit of the pipeline's threads: the
 	// most money per game second any batcher could take with them.
 	LimitPerGameSecond float64 `json:"limitPerGameSecond,omitempty"`
+	// PrepWaves counts the prep waves dispatched; PrepStart and PrepLand
+	// are the latest one's dispatch and last landing (epoch ms, real
+	// time), and PrepLast says that it leaves the target prepped.
+	PrepWaves int     `json:"prepWaves,omitempty"`
+	PrepStart float64 `json:"prepStart,omitempty"`
+	PrepLand  float64 `json:"prepLand,omitempty"`
+	PrepLast  bool    `json:"prepLast,omitempty"`
+}
+
+// PrepProgress is how far the latest prep wave is at now: the share of
+// its time gone, and the real time until it lands; ok is false when no
+// prep wave is in flight.
+func (s Stats) PrepProgress(now time.Time) (share float64, left time.Duration, ok bool) {
+	t := job.Millis(now)
+	if s.Phase != "prep" || s.PrepLand <= s.PrepStart || t >= s.PrepLand {
+		return 0, 0, false
+	}
+	share = min(max((t-s.PrepStart)/(s.PrepLand-s.PrepStart), 0), 1)
+	return share, time.Duration((s.PrepLand - t) * float64(time.Millisecond)), true
 }
 
 // PerRealSecond is the money stolen per real second since the start.
@@ -733,8 +752,8 @@ func (m *HackManager) prepThenPipeline(ctx context.Context, srv *game.Server, hk
 func (m *HackManager) prepLandings(srv *game.Server, hk game.Hacker, speed float64, free int) (ls []landing, full bool, err error) {
 	floor := game.SecurityFloor(srv)
 	wpt := game.WeakenPerThread(m.weakCores)
-	w1 := int(math.Ceil((srv.HackDifficulty - floor) / wpt))
-	w1 = min(w1, free)
+	wantW1 := int(math.Ceil((srv.HackDifficulty - floor) / wpt))
+	w1 := min(wantW1, free)
 	free -= w1
 	atMin := game.Prepped(srv) // the grows land after the first weaken
 	g := game.GrowThreads(&atMin, hk, srv.MoneyAvailable, srv.MoneyMax, m.cores)
@@ -761,10 +780,19 @@ func (m *HackManager) prepLandings(srv *game.Server, hk game.Hacker, speed float
 	if g > 0 {
 		ls = append(ls, landing{game.OpGrow, g, land + gap, growMs}, landing{game.OpWeaken, w2, land + 2*gap, weakMs})
 	}
+	last := w1 == 0 && srv.HackDifficulty <= floor+1e-9 && g == need
+	end := land
+	if g > 0 {
+		end = land + 2*gap
+	}
+	m.count(func(s *Stats) {
+		s.PrepWaves++
+		s.PrepStart, s.PrepLand, s.PrepLast = job.Now(), end, w1 == wantW1 && g == need
+	})
 	m.emit("prep", fmt.Sprintf("prep wave: weaken %d, grow %d, weaken %d threads, landing in %s of game time (security +%.2f, money %.1f%% of max)",
 		w1, g, w2, time.Duration((land-job.Now())*speed*float64(time.Millisecond)).Round(time.Second),
 		srv.HackDifficulty-floor, 100*srv.MoneyAvailable/max(srv.MoneyMax, 1)))
-	return ls, w1 == 0 && srv.HackDifficulty <= floor+1e-9 && g == need, nil
+	return ls, last, nil
 }
 
 // batchWave runs as many HWGW batches as timing and threads allow.

@@ -514,6 +514,8 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 			defer p.wg.Done()
 			if !m.awaitPrep(context.WithoutCancel(ctx), prep) && !p.broken.Swap(true) {
 				m.emit("desync", "the prep wave did not land whole")
+			} else {
+				m.setPhase("batch") // the prep has landed under the pipeline
 			}
 		}()
 	}

@@ -176,6 +176,9 @@ func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int, player s
 		fmt.Fprintf(&b, "threads in use: %d / %d (%.1f%%)\n", busy, total, 100*float64(busy)/float64(total))
 	}
 	for _, st := range stats {
+		if share, left, ok := st.PrepProgress(now); ok {
+			b.WriteString(prepBar(st, share, left) + "\n")
+		}
 		if st.Note != "" {
 			b.WriteString(st.Target + ": " + st.Note + "\n")
 		}
@@ -273,4 +276,21 @@ func (m *incomeMeter) perGameMinute() float64 {
 		return 0
 	}
 	return (b.money - a.money) / (b.gameMs - a.gameMs) * 60_000
+}
+
+// prepBar draws a target's prep wave in flight: how far it is, and how long
+// until it lands, in real and in game time.
+func prepBar(st planner.Stats, share float64, left time.Duration) string {
+	const width = 30
+	n := int(share * width)
+	last := "more waves to come"
+	if st.PrepLast {
+		last = "the last"
+	}
+	game := ""
+	if st.Speed > 0 {
+		game = fmt.Sprintf(", %s of game time", time.Duration(float64(left)*st.Speed).Round(time.Second))
+	}
+	return fmt.Sprintf("%s: prep wave %d (%s) [%s%s] %3.0f%%, lands in %s%s", st.Target, st.PrepWaves, last,
+		strings.Repeat("#", n), strings.Repeat(".", width-n), 100*share, left.Round(100*time.Millisecond), game)
 }
