@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"runtime"
@@ -11,11 +12,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/broker/brokertest"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
+	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/worker"
 )
 
@@ -270,4 +273,64 @@ func TestStopAsksWorkerProcesses(t *testing.T) {
 	if ws := proc.Workers(); len(ws) != 0 {
 		t.Errorf("the worker process still runs %v after the pool stopped (in %s)", ws, took)
 	}
+}
+
+// The pool says so when its local workers offer more threads than the
+// capacity provider counts on their host, and not when they fit.
+func TestLocalWorkersThatDoNotFitAreReported(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		workers  int
+		wantWarn bool
+	}{
+		{name: "fit", workers: 1},
+		{name: "do not fit", workers: 2, wantWarn: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := brokertest.New(t)
+			sp, err := serverpool.New(serverpool.Options{Provider: serverpool.NewFixed(serverpool.Host{Name: "home", MaxThreads: 4, Cores: 1})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuffer
+			l := inProcessLauncher{t: t, b: b, started: make(chan string, 4), stopped: make(chan string, 4)}
+			p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: 100 * time.Millisecond, Tolerance: testTolerance,
+				Workers: tc.workers, Threads: 4, Host: "home", Launcher: l, Servers: sp, StopWorkersOnExit: true,
+				Logger: zerolog.New(&logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			ran := make(chan error, 1)
+			go func() { ran <- p.Run(ctx) }()
+			<-p.Ready()
+			cancel()
+			<-ran
+			if got := strings.Contains(logs.String(), "the local workers offer 8 threads on home"); got != tc.wantWarn {
+				t.Errorf("warned: %v, want %v; logs:\n%s", got, tc.wantWarn, logs.String())
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from several
+// goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -390,6 +390,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	p.checkLocalFit(ctx)
 	if err := p.keepLocalWorkers(ctx); err != nil {
 		p.log.Warn().Err(err).Msg("launching local workers")
 	}

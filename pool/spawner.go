@@ -166,6 +166,30 @@ func (p *Pool) localLoop(ctx context.Context) {
 	}
 }
 
+// checkLocalFit warns when the local workers offer more threads than the
+// capacity provider says their host holds: they hold no reservation, and
+// a task that holds the host's capacity while it runs fails beyond it (on
+// a new game, home holds 4 threads of 1.75 GB).
+func (p *Pool) checkLocalFit(ctx context.Context) {
+	if p.opts.Workers <= 0 || p.opts.Servers == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	hosts, err := p.opts.Servers.Hosts(cctx)
+	if err != nil {
+		return
+	}
+	offered := p.opts.Workers * p.opts.Threads
+	for _, h := range hosts {
+		if h.Name == p.opts.Host && offered > h.MaxThreads {
+			p.log.Warn().Str("host", h.Name).Int("offered", offered).Int("host_threads", h.MaxThreads).
+				Msgf("the local workers offer %d threads on %s, where the capacity provider counts %d: tasks that hold the host's capacity while they run (the world's hack, grow and weaken) fail beyond that; lower --workers or --threads",
+					offered, h.Name, h.MaxThreads)
+		}
+	}
+}
+
 // keepLocalWorkers launches the configured local workers that are not
 // already running: <host>-1 … <host>-N. They hold no reservation and are
 // never stopped for idleness.
