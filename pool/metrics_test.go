@@ -3,12 +3,8 @@ package pool_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,53 +134,4 @@ func TestMetrics(t *testing.T) {
 	if _, ok := got["go_goroutines"]; !ok {
 		t.Error("go_goroutines: missing; the Go runtime's metrics are served too")
 	}
-
-	// The Grafana dashboard in deploy/grafana queries only what is served.
-	served := map[string]bool{}
-	for k := range got {
-		name, _, _ := strings.Cut(k, "{")
-		served[name] = true
-	}
-	for _, name := range dashboardMetrics(t) {
-		if !served[name] {
-			t.Errorf("the dashboard queries %s, which the pool does not serve", name)
-		}
-	}
 }
-
-// dashboardMetrics are the hvmind_ metrics the shipped Grafana dashboard's
-// queries name.
-func dashboardMetrics(t *testing.T) []string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "hvmind-pool.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Title   string `json:"title"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatalf("the dashboard: %v", err)
-	}
-	var names []string
-	for _, p := range dash.Panels {
-		if len(p.Targets) == 0 {
-			t.Errorf("panel %q has no query", p.Title)
-		}
-		for _, tg := range p.Targets {
-			found := metricName.FindAllString(tg.Expr, -1)
-			if len(found) == 0 {
-				t.Errorf("panel %q: query %q names no hvmind_ metric", p.Title, tg.Expr)
-			}
-			names = append(names, found...)
-		}
-	}
-	return names
-}
-
-var metricName = regexp.MustCompile(`hvmind_[a-z_]+`)
