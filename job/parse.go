@@ -84,6 +84,14 @@ type Summary struct {
 	Duration                        float64
 }
 
+// ScheduledEnd is when the job is meant to end, as Job.ScheduledEnd.
+func (s *Summary) ScheduledEnd(start float64) float64 {
+	if s.EndTime > 0 {
+		return s.EndTime
+	}
+	return start + s.Duration
+}
+
 // ParseSummary reads only a record's id, task, worker, status, reason,
 // error, duration, and start and end times: the pool reads every record, and most of
 // a record is not its business.

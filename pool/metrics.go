@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"math"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,16 +79,8 @@ func (m *metrics) record(j *job.Summary) {
 	if j.StartTime > 0 && j.ActualStartTime > 0 {
 		m.startErr.WithLabelValues(task).Observe(max(j.ActualStartTime-j.StartTime, 0) / 1000)
 	}
-	end := j.EndTime
-	if end == 0 && j.StartTime > 0 {
-		end = j.StartTime + j.Duration // see job.Job: EndTime 0 is StartTime+Duration
-	}
-	if end > 0 && j.ActualEndTime > 0 {
-		d := j.ActualEndTime - end
-		if d < 0 {
-			d = -d
-		}
-		m.endErr.WithLabelValues(task).Observe(d / 1000)
+	if (j.StartTime > 0 || j.EndTime > 0) && j.ActualEndTime > 0 {
+		m.endErr.WithLabelValues(task).Observe(math.Abs(j.ActualEndTime-j.ScheduledEnd(j.StartTime)) / 1000)
 	}
 }
 

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"math"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,13 +110,5 @@ func (m *Metrics) record(j *job.Job) {
 		return
 	}
 	m.startErr.WithLabelValues(task).Observe(max(j.ActualStartTime-j.StartTime, 0) / 1000)
-	end := j.EndTime
-	if end == 0 {
-		end = j.StartTime + j.Duration
-	}
-	d := j.ActualEndTime - end
-	if d < 0 {
-		d = -d
-	}
-	m.endErr.WithLabelValues(task).Observe(d / 1000)
+	m.endErr.WithLabelValues(task).Observe(math.Abs(j.ActualEndTime-j.ScheduledEnd(j.StartTime)) / 1000)
 }

@@ -221,23 +221,9 @@ func TestProcessBeatsAsOne(t *testing.T) {
 	client := b.Connect(t)
 	var ids []string
 	for i := range 20 {
-		id := "pw" + strconv.Itoa(i)
-		ids = append(ids, id)
-		body := `{"id":"` + id + `","host":"home","threads":1}`
-		var err error
-		for try := 0; try < 50; try++ { // the service may not be up yet
-			if _, err = client.Request(broker.ProcessSubject("p2", "launch"), []byte(body), 5*time.Second); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		ids = append(ids, "pw"+strconv.Itoa(i))
 	}
-	for _, id := range ids {
-		waitRegistered(t, b, id)
-	}
+	launchIn(t, b, client, "p2", ids...)
 	var writes atomic.Int64
 	sub, err := client.Subscribe("$KV."+broker.BucketWorkers+".>", func(m *nats.Msg) {
 		if m.Subject != "$KV."+broker.BucketWorkers+"."+broker.ProcessKey("p2") {
@@ -285,23 +271,9 @@ func TestProcessChecksQueuesTogether(t *testing.T) {
 	client := b.Connect(t)
 	var ids []string
 	for i := range 10 {
-		id := "qw" + strconv.Itoa(i)
-		ids = append(ids, id)
-		body := `{"id":"` + id + `","host":"home","threads":1}`
-		var err error
-		for try := 0; try < 50; try++ { // the service may not be up yet
-			if _, err = client.Request(broker.ProcessSubject("p3", "launch"), []byte(body), 5*time.Second); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		ids = append(ids, "qw"+strconv.Itoa(i))
 	}
-	for _, id := range ids {
-		waitRegistered(t, b, id)
-	}
+	launchIn(t, b, client, "p3", ids...)
 	bg := context.Background()
 	kept, err := b.Res.Jobs.Consumer(bg, broker.WorkerConsumer(ids[1]))
 	if err != nil {
@@ -353,5 +325,28 @@ func TestProcessChecksQueuesTogether(t *testing.T) {
 	if !now.CachedInfo().Created.Equal(kept.CachedInfo().Created) {
 		t.Errorf("worker %s's queue was created again (%s, first %s); only %s's was gone",
 			ids[1], now.CachedInfo().Created, kept.CachedInfo().Created, ids[0])
+	}
+}
+
+// launchIn asks the worker process named process, through its launch
+// endpoint, to start one-thread workers of the ids given, and waits until
+// each has registered.
+func launchIn(t *testing.T, b *brokertest.Broker, nc *nats.Conn, process string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		body := `{"id":"` + id + `","host":"home","threads":1}`
+		var err error
+		for try := 0; try < 50; try++ { // the service may not be up yet
+			if _, err = nc.Request(broker.ProcessSubject(process, "launch"), []byte(body), 5*time.Second); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		waitRegistered(t, b, id)
 	}
 }

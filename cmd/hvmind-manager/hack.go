@@ -75,11 +75,7 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 		if err != nil {
 			return 1, err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			ms.Stop(sctx)
-		}()
+		defer ms.Close()
 	}
 	if *duration > 0 {
 		var cancel context.CancelFunc

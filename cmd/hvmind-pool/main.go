@@ -178,11 +178,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			ms.Stop(sctx)
-		}()
+		defer ms.Close()
 	}
 	err = pl.Run(ctx)
 	if l, ok := launcher.(*serverpool.LocalLauncher); ok && cfg.Pool.StopWorkers {

@@ -6,13 +6,11 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
-	"time"
 
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
@@ -87,11 +85,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			ms.Stop(sctx)
-		}()
+		defer ms.Close()
 	}
 	if *process != "" {
 		// One process of a name per broker on this machine (see

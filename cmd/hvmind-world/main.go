@@ -6,9 +6,7 @@
 package main
 
 import (
-	"context"
 	"os"
-	"time"
 
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/world"
@@ -58,11 +56,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			ms.Stop(sctx)
-		}()
+		defer ms.Close()
 	}
 	<-ctx.Done()
 	return nil

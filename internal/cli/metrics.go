@@ -55,9 +55,14 @@ func ServeMetrics(addr string, log zerolog.Logger, cs ...prometheus.Collector) (
 	return m, nil
 }
 
-// Stop stops serving, letting a scrape under way finish within ctx, and
-// returns once the server's goroutine has ended.
-func (m *MetricsServer) Stop(ctx context.Context) {
+// metricsStopWait is how long Close lets a scrape under way finish.
+const metricsStopWait = 2 * time.Second
+
+// Close stops serving, letting a scrape under way finish for up to
+// metricsStopWait, and returns once the server's goroutine has ended.
+func (m *MetricsServer) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), metricsStopWait)
+	defer cancel()
 	if err := m.srv.Shutdown(ctx); err != nil {
 		_ = m.srv.Close()
 	}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -12,7 +11,7 @@ import (
 )
 
 // ServeMetrics serves the collectors given and the Go runtime's, is ready
-// when it returns, refuses an address in use, and Stop ends it.
+// when it returns, refuses an address in use, and Close ends it.
 func TestServeMetrics(t *testing.T) {
 	t.Parallel()
 	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "hvmind_test_total", Help: "test"})
@@ -36,7 +35,7 @@ func TestServeMetrics(t *testing.T) {
 	if _, err := ServeMetrics(addr, zerolog.Nop()); err == nil {
 		t.Errorf("a second server on %s: no error", addr)
 	}
-	ms.Stop(context.Background())
+	ms.Close()
 	if _, err := http.Get(ms.URL); err == nil {
 		t.Error("still served after Stop")
 	}
