@@ -36,13 +36,24 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$budget $$pkg >/tmp/hvmind-fuzz.out 2>&1 || { cat /tmp/hvmind-fuzz.out; exit 1; }; \
 	done
 
+# The nats CLI and nats-server for the tests, and Debian's Chromium for
+# the web UI's browser test (installed with apt-get when it is missing and
+# this runs as root; otherwise install the chromium package yourself).
 tools:
 	@command -v nats >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats || $(GO) install github.com/nats-io/natscli/nats@$(NATS_VER)
 	@command -v nats-server >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats-server || $(GO) install github.com/nats-io/nats-server/v2@$(SERVER_VER)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || \
+		{ test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
+		  echo "installing Debian's chromium for the browser test" && \
+		  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "no Chromium: the web UI's browser test will fail; install the chromium package"
 
 DATA   ?= $(HOME)/.local/share/hvmind
 TARGET ?= --auto
 SPEED  ?= 60
+# HTTP is where the pool serves the jobs' live timeline and its metrics.
+HTTP   ?= 127.0.0.1:7464
 
 # The main job: the pool (embedded broker, the world at SPEED times game
 # speed) in the background, and the batcher on TARGET with its dashboard.
@@ -51,9 +62,10 @@ SPEED  ?= 60
 # the workers stop.
 run: build
 	@mkdir -p "$(DATA)"
-	@setsid $(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 50ms --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
+	@echo "the jobs' live timeline: http://$(HTTP)/ (metrics: http://$(HTTP)/metrics; the pool logs to $(DATA)/pool.out)"
+	@setsid $(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 50ms --http $(HTTP) --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
 	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
-	$(BIN)/hvmind-manager $(TARGET)
+	$(BIN)/hvmind-manager $(TARGET) --timeline http://$(HTTP)/
 
 # The pool alone, with four local workers and its live table, the world at
 # SPEED times game speed (the README's world example lands in seconds).

@@ -22,7 +22,7 @@ const module = "github.com/hvmind/hvmind"
 
 // jobSystem is the job system's packages, in the order they may import
 // each other (a package may import those before it that its row names).
-var jobSystem = []string{"job", "pool/timeline", "internal/boxtable", "broker", "serverpool", "worker", "pool", "config"}
+var jobSystem = []string{"job", "pool/timeline", "internal/boxtable", "broker", "serverpool", "worker", "pool", "webui", "config"}
 
 // allowed is, per package (a trailing "/..." covers those under it), the
 // module's packages it may import.
@@ -35,6 +35,7 @@ var allowed = map[string][]string{
 	"serverpool":        {"broker", "job"},
 	"worker":            {"broker", "job"},
 	"pool":              {"broker", "job", "serverpool", "pool/timeline", "internal/boxtable"},
+	"webui":             {"broker", "job", "pool"},
 	"config":            {"broker", "job", "pool", "serverpool", "worker"},
 	"internal/cli":      {"broker", "config"},
 	"examples/...":      {"broker", "job", "pool", "serverpool", "worker", "pool/timeline"},
@@ -43,13 +44,13 @@ var allowed = map[string][]string{
 	// the job system's interfaces.
 	"world/game":  {"job"},
 	"world":       {"broker", "job", "world/game"},
-	"world/tasks": {"job", "pool", "worker", "world", "world/game"},
+	"world/tasks": {"job", "pool", "worker", "webui", "world", "world/game"},
 	"world/hosts": {"serverpool", "world", "world/game"},
 	"planner":     {"job", "pool", "serverpool", "world", "world/game", "internal/boxtable"},
 
 	// Benchmarks and programs wire everything; no package imports a program.
 	"bench":   {"broker", "job", "pool", "serverpool", "worker", "planner", "world", "world/game", "world/hosts", "world/tasks"},
-	"cmd/...": {"broker", "config", "internal/cli", "internal/boxtable", "job", "pool", "serverpool", "worker", "planner", "bench", "world", "world/game", "world/hosts", "world/tasks"},
+	"cmd/...": {"broker", "config", "internal/cli", "internal/boxtable", "job", "pool", "serverpool", "worker", "webui", "planner", "bench", "world", "world/game", "world/hosts", "world/tasks"},
 	"e2e":     nil,
 	"":        nil, // this test
 }

@@ -1012,8 +1012,22 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 		if m.stats.FirstDesync == "" {
 			m.stats.FirstDesync = desync + " [" + describeBatch(sent, byID) + "]"
 		}
+		m.markDesync(sent, desync)
 	}
 	return !broken
+}
+
+// markDesync tells the watchers of the jobs' timeline (the pool's web UI,
+// nats sub 'hvmind.marks.>') that a batch desynced, at its first landing.
+func (m *HackManager) markDesync(sent []job.Job, why string) {
+	if len(sent) == 0 || sent[0].Batch == "" || !job.ValidWorkerID(m.opts.Target) {
+		return
+	}
+	at := sent[0].EndTime
+	mk := pool.Mark{Time: at, Source: m.opts.Target, Kind: "desync", Level: "error", Note: why, Batch: sent[0].Batch}
+	if err := m.pool.Mark(mk); err != nil {
+		m.log.Debug().Err(err).Msg("mark a desync")
+	}
 }
 
 // mayHaveLanded reports whether a job that did not end done may still

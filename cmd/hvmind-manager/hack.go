@@ -36,6 +36,7 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	asJSON := fs.Bool("json", false, "stream events as JSON lines instead of the dashboard")
 	duration := fs.Duration("for", 0, "stop after this long (0: run until interrupted)")
 	httpAddr := fs.String("http", "", "serve the batcher's Prometheus metrics at http://ADDR/metrics (empty: off)")
+	timeline := fs.String("timeline", "", "the address of the pool's web UI, shown under the dashboard (make run sets it)")
 	targets, err := e.parse(fs, args)
 	if err != nil {
 		return 2, err
@@ -106,7 +107,7 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 			player = fmt.Sprintf("player: %s · level %d · %s per game minute over the last game minute",
 				planner.FormatMoney(pl.Money), pl.HackingLevel, planner.FormatMoney(income.perGameMinute()))
 		}
-		drawDashboard(e.out, f.Stats(), busy, total, player)
+		drawDashboard(e.out, f.Stats(), busy, total, player, *timeline)
 	}
 	for {
 		select {
@@ -140,7 +141,7 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 
 // drawDashboard redraws the table in place: a row per target, then the
 // pool's threads in use.
-func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int, player string) {
+func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int, player, timeline string) {
 	now := time.Now()
 	var rows [][]string
 	var lastDesync []string
@@ -181,6 +182,9 @@ func drawDashboard(w io.Writer, stats []planner.Stats, busy, total int, player s
 	}
 	for _, d := range lastDesync {
 		b.WriteString("last desync, " + d + "\n")
+	}
+	if timeline != "" {
+		b.WriteString("the jobs' timeline: " + timeline + "\n")
 	}
 	frame := "\x1b[H" + strings.ReplaceAll(b.String(), "\n", "\x1b[K\n") + "\x1b[J"
 	_, _ = io.WriteString(w, frame)

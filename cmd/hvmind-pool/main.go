@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -20,6 +21,7 @@ import (
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
+	"github.com/hvmind/hvmind/webui"
 	"github.com/hvmind/hvmind/world"
 	"github.com/hvmind/hvmind/world/hosts"
 	"github.com/hvmind/hvmind/world/tasks"
@@ -47,7 +49,7 @@ func run(args []string) error {
 	wcfg := world.DefaultConfig()
 	wcfg.RegisterFlags(p.Flags, true)
 	workerHTTP := p.Flags.String("worker-http", "", "with --worker-process: the worker process serves its workers' Prometheus metrics at http://ADDR/metrics (empty: off)")
-	httpAddr := p.Flags.String("http", "", "serve the pool's Prometheus metrics (and the world's, when the pool runs it) at http://ADDR/metrics (for example 127.0.0.1:9464; empty: off)")
+	httpAddr := p.Flags.String("http", "", "serve the jobs' live timeline at http://ADDR/ and the pool's Prometheus metrics (and the world's, when the pool runs it) at http://ADDR/metrics (for example 127.0.0.1:7464; empty: off)")
 	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	if err := p.Parse(args); err != nil {
 		return err
@@ -174,11 +176,18 @@ func run(args []string) error {
 		}()
 	}
 	if *httpAddr != "" {
-		ms, err := cli.ServeMetrics(*httpAddr, p.Log, append(worldMetrics, pl.Metrics())...)
+		ui, err := webui.New(conn.NC, webui.Options{Status: pl.Status, Annotator: tasks.Annotator(wc), Logger: p.Log})
 		if err != nil {
 			return err
 		}
+		ms, err := cli.ServeHTTP(*httpAddr, p.Log, map[string]http.Handler{"/": ui.Handler()}, append(worldMetrics, pl.Metrics())...)
+		if err != nil {
+			ui.Close()
+			return err
+		}
 		defer ms.Close()
+		defer ui.Close() // first: its pages' streams end, so the server stops at once
+		p.Log.Info().Str("url", ms.Base).Msg("the jobs' timeline")
 	}
 	err = pl.Run(ctx)
 	if l, ok := launcher.(*serverpool.LocalLauncher); ok && cfg.Pool.StopWorkers {

@@ -14,12 +14,15 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// MetricsServer serves a program's Prometheus metrics over HTTP.
+// MetricsServer serves a program's Prometheus metrics over HTTP, and
+// whatever else the program serves beside them.
 type MetricsServer struct {
 	srv  *http.Server
 	done chan struct{}
 	// URL is where the metrics are, http://host:port/metrics.
 	URL string
+	// Base is the server's root, http://host:port/.
+	Base string
 }
 
 // ServeMetrics listens on addr (host:port; port 0 picks one) and serves
@@ -27,6 +30,12 @@ type MetricsServer struct {
 // process's. It returns once it listens, so that the address it prints is
 // ready.
 func ServeMetrics(addr string, log zerolog.Logger, cs ...prometheus.Collector) (*MetricsServer, error) {
+	return ServeHTTP(addr, log, nil, cs...)
+}
+
+// ServeHTTP is ServeMetrics with more to serve: routes maps a pattern of
+// http.ServeMux ("/" for the rest) to its handler.
+func ServeHTTP(addr string, log zerolog.Logger, routes map[string]http.Handler, cs ...prometheus.Collector) (*MetricsServer, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range cs {
@@ -40,10 +49,15 @@ func ServeMetrics(addr string, log zerolog.Logger, cs ...prometheus.Collector) (
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	for pattern, h := range routes {
+		mux.Handle(pattern, h)
+	}
+	base := "http://" + ln.Addr().String() + "/"
 	m := &MetricsServer{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		done: make(chan struct{}),
-		URL:  "http://" + ln.Addr().String() + "/metrics",
+		URL:  base + "metrics",
+		Base: base,
 	}
 	go func() {
 		defer close(m.done)
