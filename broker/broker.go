@@ -40,8 +40,11 @@ const (
 	// BucketWorkers is the worker registry: one key per worker id, refreshed
 	// by its heartbeats; a key expires when its worker stops beating.
 	BucketWorkers = "hvmind_workers"
-	// SubjectWorkers is where registry updates are republished for watchers:
-	// hvmind.workers.<worker>.
+	// SubjectWorkers is where the pool tells of a worker that joins or
+	// leaves: hvmind.workers.<worker>. The registry's beats are not
+	// republished (one message a worker a second would drown what a
+	// person watching hvmind.> came to see); nats kv watch hvmind_workers
+	// shows them.
 	SubjectWorkers = "hvmind.workers."
 
 	// HeaderCancel marks a message on a worker's job subject as a request to
@@ -335,6 +338,24 @@ func EnsureStorage(ctx context.Context, js jetstream.JetStream, name string, s S
 	return nil
 }
 
+// stopRepublish drops the republishing of a stream that an earlier version
+// made (the registry's beats on hvmind.workers.>). A user not allowed to
+// change the stream (a worker's) leaves it to the pool: the republishing
+// only costs messages.
+func stopRepublish(ctx context.Context, js jetstream.JetStream, name string) error {
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.RePublish == nil {
+		return nil
+	}
+	cfg.RePublish = nil
+	_, _ = js.UpdateStream(ctx, cfg)
+	return nil
+}
+
 // DefaultOptions are used for zero fields of Options.
 var DefaultOptions = Options{WorkerTTL: time.Minute, DoneMaxAge: 24 * time.Hour}
 
@@ -415,13 +436,12 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 			Storage:     jetstream.FileStorage,
 			Replicas:    max(o.Storage.Replicas, 1),
 			Placement:   placement(o.Storage),
-			RePublish: &jetstream.RePublish{
-				Source:      "$KV." + BucketWorkers + ".>",
-				Destination: SubjectWorkers + ">",
-			},
 		})
 	}
 	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
+	}
+	if err := stopRepublish(cctx, r.JS, "KV_"+BucketWorkers); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
 	}
 	return EnsureStorage(cctx, r.JS, "KV_"+BucketWorkers, o.Storage)

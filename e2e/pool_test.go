@@ -17,19 +17,34 @@ import (
 )
 
 // The README's first steps: a pool with workers, a dispatch that prints its
-// record with the caller's own fields, on-demand workers, nats sub.
+// record with the caller's own fields, nats sub 'hvmind.>' that shows the
+// jobs, their records and a worker joining, and nothing on an idle pool.
 func TestDispatchPrintsRecordAndKeepsFields(t *testing.T) {
 	t.Parallel()
 	c := startPool(t, "--workers", "2", "--threads", "8")
 	c.waitWorkers(2)
 	sub := start(t, "nats", "--server", c.url, "sub", "hvmind.>")
-	// Subscribed once it shows a heartbeat.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(sub.out.String(), "hvmind.workers."); {
+	// Subscribed once it shows a probe.
+	nc, _ := c.connect()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(sub.out.String(), "hvmind.probe"); {
 		if time.Now().After(deadline) {
-			t.Fatal("nats sub 'hvmind.>' shows no heartbeats")
+			t.Fatalf("nats sub 'hvmind.>' shows no probe: %s", sub.out.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		_ = nc.Publish("hvmind.probe", []byte("{}"))
+		time.Sleep(50 * time.Millisecond)
 	}
+	// An idle pool is quiet: its workers' beats (every 200 ms here) stay
+	// in the registry; what shows is the pool's read of the hosts' RAM
+	// ledger, every five beats (1 s here, 5 s by default).
+	time.Sleep(300 * time.Millisecond)
+	idleFrom := len(sub.out.String())
+	time.Sleep(2 * time.Second)
+	idle := sub.out.String()[idleFrom:]
+	if n := strings.Count(idle, "Received on"); n > 3 || strings.Count(idle, `Received on "hvmind.world.ram"`) != n {
+		t.Errorf("nats sub 'hvmind.>' on an idle pool shows:\n%s", idle)
+	}
+	start(t, "hvmind-worker", "--nats", c.url, "--id", "byhand-1", "--threads", "2", "--heartbeat", "200ms")
+	c.waitWorkers(3)
 
 	out, errOut, code := c.manager("dispatch", `{"task":"sleep","threads":5,"duration":300,"note":"mine","expect":{ "a" : [1, 2] }}`)
 	if code != 0 {
@@ -53,7 +68,7 @@ func TestDispatchPrintsRecordAndKeepsFields(t *testing.T) {
 	for time.Now().Before(deadline) && !(strings.Contains(sub.out.String(), "hvmind.jobs.") && strings.Contains(sub.out.String(), "hvmind.done.")) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, want := range []string{"hvmind.jobs.", "hvmind.done.", `"note":"mine"`, "hvmind.workers."} {
+	for _, want := range []string{"hvmind.jobs.", "hvmind.done.", `"note":"mine"`, "hvmind.workers.byhand-1", `"event":"joined"`} {
 		if !strings.Contains(sub.out.String(), want) {
 			t.Errorf("nats sub 'hvmind.>' does not show %s", want)
 		}

@@ -120,6 +120,7 @@ func (p *Pool) leftLocked(id string) {
 	if ws := p.workers[id]; ws != nil && !ws.seen.IsZero() {
 		ws.seen = time.Time{}
 		p.log.Info().Str("worker", id).Msg("worker left")
+		p.announceLocked(ws, "left")
 	}
 }
 
@@ -186,6 +187,28 @@ func (p *Pool) applyEntryLocked(e broker.WorkerEntry, seen time.Time) {
 	ws.launched = time.Time{}
 	if !wasAlive {
 		p.log.Info().Str("worker", id).Str("host", e.Host).Int("threads", e.Threads).Msg("worker joined")
+		p.announceLocked(ws, "joined")
+	}
+}
+
+// WorkerEvent is what the pool publishes on hvmind.workers.<worker> when
+// a worker joins (its first beat, or its first after silence) or leaves
+// (it deregistered, or its process exited): the fleet's changes, for
+// whoever watches hvmind.>. The beats themselves stay in the registry
+// bucket (nats kv watch hvmind_workers).
+type WorkerEvent struct {
+	Event   string `json:"event"` // "joined" or "left"
+	Worker  string `json:"worker"`
+	Host    string `json:"host,omitempty"`
+	Threads int    `json:"threads,omitempty"`
+}
+
+// announceLocked publishes a worker's joining or leaving; the pool's
+// connection buffers it, and nobody need be listening.
+func (p *Pool) announceLocked(ws *workerState, event string) {
+	data, err := json.Marshal(WorkerEvent{Event: event, Worker: ws.entry.ID, Host: ws.entry.Host, Threads: ws.entry.Threads})
+	if err == nil {
+		_ = p.nc.Publish(broker.SubjectWorkers+ws.entry.ID, data)
 	}
 }
 

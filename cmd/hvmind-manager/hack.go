@@ -91,21 +91,28 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 	events := f.Events()
 	var income incomeMeter
 	player := ""
+	busy, total := 0, 0
+	var lastRead time.Time
 	draw := func() {
-		busy, total := 0, 0
-		// A pool that has gone (stopped with the same Ctrl-C) must not
-		// hold the dashboard.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 400*time.Millisecond)
-		defer cancel()
-		if st, err := pc.Status(sctx); err == nil {
-			busy, total = st.ThreadsBusy, st.ThreadsTotal
-		}
-		if pl, err := wc.Player(sctx); err == nil {
-			if clk, err := wc.Clock(sctx); err == nil {
-				income.add(clk.GameTimeMs, pl.Money)
+		// The batcher's own figures are redrawn every tick; the pool's and
+		// the player's are asked every dashboardReadEvery (each ask is a
+		// request on hvmind.>, which a person may be watching).
+		if time.Since(lastRead) >= dashboardReadEvery {
+			lastRead = time.Now()
+			// A pool that has gone (stopped with the same Ctrl-C) must not
+			// hold the dashboard.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 400*time.Millisecond)
+			if st, err := pc.Status(sctx); err == nil {
+				busy, total = st.ThreadsBusy, st.ThreadsTotal
 			}
-			player = fmt.Sprintf("player: %s · level %d · %s per game minute over the last game minute",
-				planner.FormatMoney(pl.Money), pl.HackingLevel, planner.FormatMoney(income.perGameMinute()))
+			if pl, err := wc.Player(sctx); err == nil {
+				if clk, err := wc.Clock(sctx); err == nil {
+					income.add(clk.GameTimeMs, pl.Money)
+				}
+				player = fmt.Sprintf("player: %s · level %d · %s per game minute over the last game minute",
+					planner.FormatMoney(pl.Money), pl.HackingLevel, planner.FormatMoney(income.perGameMinute()))
+			}
+			cancel()
 		}
 		drawDashboard(e.out, f.Stats(), busy, total, player, *timeline)
 	}
@@ -138,6 +145,10 @@ func (e *env) hack(ctx context.Context, args []string) (int, error) {
 		}
 	}
 }
+
+// dashboardReadEvery is how often the dashboard asks the pool's status and
+// the player.
+const dashboardReadEvery = 2 * time.Second
 
 // drawDashboard redraws the table in place: a row per target, then the
 // pool's threads in use.

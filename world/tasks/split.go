@@ -3,6 +3,8 @@ package tasks
 import (
 	"context"
 	"math"
+	"sync"
+	"time"
 
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
@@ -35,34 +37,66 @@ func SplitPolicy(c *world.Client, tolerance float64) pool.SplitByTask {
 	split := pool.DefaultSplit()
 	split[game.OpWeaken] = pool.SplitExactly
 	if tolerance > 0 {
-		est := splitEstimate{client: c, tolerance: tolerance}
+		est := &splitEstimate{client: c, tolerance: tolerance, servers: map[string]readAt[game.Server]{}}
 		split[game.OpHack], split[game.OpGrow] = est, est
 	}
 	return split
 }
+
+// splitReadFor is how long the estimate uses a read of the target and the
+// player. The pool asks for every hack and grow it places, and the answer
+// is an estimate on the target as it is now (not as the job will find
+// it): a read a second old serves as well, and spares the world (and
+// whoever watches hvmind.>) two requests a job.
+const splitReadFor = time.Second
 
 // splitEstimate lets a hack or grow split into as many parts as change its
 // effect by at most tolerance, on the target as the world has it now.
 type splitEstimate struct {
 	client    *world.Client
 	tolerance float64
+
+	mu      sync.Mutex
+	servers map[string]readAt[game.Server]
+	player  readAt[world.PlayerInfo]
 }
 
-// MaxParts reads the target and the player and tries 2, 3, … parts.
-func (e splitEstimate) MaxParts(ctx context.Context, j *job.Job) int {
+// readAt is a value read from the world, and when.
+type readAt[T any] struct {
+	v  T
+	at time.Time
+}
+
+// MaxParts reads the target and the player (or takes a read of less than
+// splitReadFor ago) and tries 2, 3, … parts.
+func (e *splitEstimate) MaxParts(ctx context.Context, j *job.Job) int {
 	target, ok := j.StringArg(0)
 	if !ok || e.client == nil {
 		return 1
 	}
-	srv, err := e.client.Server(ctx, target)
-	if err != nil {
-		return 1
+	now := time.Now()
+	e.mu.Lock()
+	srv, srvOK := e.servers[target]
+	pl := e.player
+	e.mu.Unlock()
+	if !srvOK || now.Sub(srv.at) > splitReadFor {
+		s, err := e.client.Server(ctx, target)
+		if err != nil {
+			return 1
+		}
+		srv = readAt[game.Server]{s, now}
 	}
-	pl, err := e.client.Player(ctx)
-	if err != nil {
-		return 1
+	if now.Sub(pl.at) > splitReadFor {
+		p, err := e.client.Player(ctx)
+		if err != nil {
+			return 1
+		}
+		pl = readAt[world.PlayerInfo]{p, now}
 	}
-	return maxParts(j.Task, &srv, pl.Player().Hacker(), j.Threads, e.tolerance)
+	e.mu.Lock()
+	e.servers[target], e.player = srv, pl
+	e.mu.Unlock()
+	return maxParts(j.Task, &srv.v, pl.v.Player().Hacker(), j.Threads, e.tolerance)
 }
 
 // maxParts is how many parts a task of threads may split into on s with
