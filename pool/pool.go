@@ -75,6 +75,9 @@ const (
 	// asked to stop to leave: a worker's stop grace for its running jobs
 	// and again for their records, and some.
 	DefaultStopWait = 25 * time.Second
+	// DefaultForgetGone is how long the pool keeps a gone worker in its
+	// table (and its status) after tidying what was queued for it.
+	DefaultForgetGone = 10 * time.Minute
 )
 
 // Options configure a Pool.
@@ -100,6 +103,12 @@ type Options struct {
 	// IdleStop stops on-demand workers that have had nothing to do for this
 	// long (DefaultIdleStop when 0; negative: never).
 	IdleStop time.Duration
+	// ForgetGone drops a gone worker from the pool's table this long after
+	// what was queued for it was tidied away (DefaultForgetGone when 0;
+	// negative: never). Without it, every worker that ever ran stays in
+	// the pool's status and memory; its name may then be given to a new
+	// worker.
+	ForgetGone time.Duration
 	// FillHosts keeps a worker holding all the free threads of every host
 	// of Servers (see filler.go).
 	FillHosts bool
@@ -152,6 +161,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.IdleStop == 0 {
 		o.IdleStop = DefaultIdleStop
+	}
+	if o.ForgetGone == 0 {
+		o.ForgetGone = DefaultForgetGone
 	}
 	if o.Split == nil {
 		o.Split = DefaultSplit()
@@ -278,8 +290,10 @@ type workerState struct {
 	// exit (see exitLoop): that instance is gone whatever its last beat.
 	exited string
 	// tidied is set once what was left queued for the gone worker has
-	// been taken out (see tidyGone); it is reset when the worker beats.
-	tidied bool
+	// been taken out (see tidyGone), at tidiedAt; it is reset when the
+	// worker beats.
+	tidied   bool
+	tidiedAt time.Time
 }
 
 // inflight is a job the pool placed and has no record of yet.

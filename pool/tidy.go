@@ -69,11 +69,41 @@ func (p *Pool) tidyGone(ctx context.Context) {
 		}
 		p.mu.Lock()
 		if ws := p.workers[id]; ws != nil {
-			ws.tidied = true
+			ws.tidied, ws.tidiedAt = true, now
 		}
 		p.mu.Unlock()
 	}
 	if len(gone) > 0 {
 		p.log.Debug().Int("workers", len(gone)).Msg("tidied the queues of gone workers")
+	}
+	p.forgetGone(now)
+}
+
+// forgetGone drops from the pool's table the workers tidied more than
+// ForgetGone ago that hold nothing: no job in flight, no reservation on
+// their timeline. A worker that beats again is taken back as new; the
+// capacity provider's ledger check gives back whatever a forgotten name
+// still holds there.
+func (p *Pool) forgetGone(now time.Time) {
+	if p.opts.ForgetGone < 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	busy := map[string]bool{}
+	for _, in := range p.jobs {
+		busy[in.worker] = true
+	}
+	n := 0
+	for id, ws := range p.workers {
+		if ws.tidied && now.Sub(ws.tidiedAt) >= p.opts.ForgetGone && !busy[id] && ws.tl.Len() == 0 &&
+			ws.launched.IsZero() && !p.aliveLocked(ws, now) {
+			delete(p.workers, id)
+			n++
+		}
+	}
+	if n > 0 {
+		p.order = nil
+		p.log.Debug().Int("workers", n).Msg("forgot gone workers")
 	}
 }
