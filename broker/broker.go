@@ -352,7 +352,11 @@ func stopRepublish(ctx context.Context, js jetstream.JetStream, name string) err
 		return nil
 	}
 	cfg.RePublish = nil
-	_, _ = js.UpdateStream(ctx, cfg)
+	// A denied request is only ever answered by its timeout: a short one,
+	// of its own, so that the rest of the setup keeps its time.
+	uctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, _ = js.UpdateStream(uctx, cfg)
 	return nil
 }
 

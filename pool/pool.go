@@ -294,6 +294,9 @@ type workerState struct {
 	// worker beats.
 	tidied   bool
 	tidiedAt time.Time
+	// announced is whether the last word on hvmind.workers.<id> was that
+	// the worker joined.
+	announced bool
 }
 
 // inflight is a job the pool placed and has no record of yet.

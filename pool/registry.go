@@ -192,10 +192,10 @@ func (p *Pool) applyEntryLocked(e broker.WorkerEntry, seen time.Time) {
 }
 
 // WorkerEvent is what the pool publishes on hvmind.workers.<worker> when
-// a worker joins (its first beat, or its first after silence) or leaves
-// (it deregistered, or its process exited): the fleet's changes, for
-// whoever watches hvmind.>. The beats themselves stay in the registry
-// bucket (nats kv watch hvmind_workers).
+// a worker joins (its first beat, or its first after it left) or leaves
+// (it deregistered, its process exited, or its beats stopped): the
+// fleet's changes, for whoever watches hvmind.>. The beats themselves
+// stay in the registry bucket (nats kv watch hvmind_workers).
 type WorkerEvent struct {
 	Event   string `json:"event"` // "joined" or "left"
 	Worker  string `json:"worker"`
@@ -203,9 +203,14 @@ type WorkerEvent struct {
 	Threads int    `json:"threads,omitempty"`
 }
 
-// announceLocked publishes a worker's joining or leaving; the pool's
-// connection buffers it, and nobody need be listening.
+// announceLocked publishes a worker's joining or leaving, once each way;
+// the pool's connection buffers it, and nobody need be listening.
 func (p *Pool) announceLocked(ws *workerState, event string) {
+	joined := event == "joined"
+	if ws.announced == joined {
+		return
+	}
+	ws.announced = joined
 	data, err := json.Marshal(WorkerEvent{Event: event, Worker: ws.entry.ID, Host: ws.entry.Host, Threads: ws.entry.Threads})
 	if err == nil {
 		_ = p.nc.Publish(broker.SubjectWorkers+ws.entry.ID, data)
@@ -263,4 +268,14 @@ func (p *Pool) orderLocked() []*workerState {
 		return a.entry.ID < b.entry.ID
 	})
 	return p.order
+}
+
+// announceSilentLocked tells of the workers whose beats stopped (or whose
+// process exited) as having left.
+func (p *Pool) announceSilentLocked(now time.Time) {
+	for _, ws := range p.workers {
+		if ws.announced && !p.aliveLocked(ws, now) {
+			p.announceLocked(ws, "left")
+		}
+	}
 }

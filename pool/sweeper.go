@@ -39,6 +39,9 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		}
 		p.stopIdle(ctx)
 		p.sampleUtilisation()
+		p.mu.Lock()
+		p.announceSilentLocked(time.Now())
+		p.mu.Unlock()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,17 +50,18 @@ func (u *UI) subscribe() error {
 }
 
 // followRecords reads the stored records, from Keep ago on, for as long as
-// ctx lasts; it starts again when the records' stream is not there yet or
-// went away with the broker's store.
+// ctx lasts; it starts again when the records' stream is not there yet,
+// went away, or was made anew (the broker lost its store).
 func (u *UI) followRecords(ctx context.Context) {
 	js, err := jetstream.New(u.nc)
 	if err != nil {
 		u.log.Warn().Err(err).Msg("webui: cannot read records")
 		return
 	}
-	since := time.Now().Add(-u.opts.Keep)
+	f := &recordsFollow{js: js}
+	f.since.Store(time.Now().Add(-u.opts.Keep).UnixNano())
 	for {
-		err := u.consumeRecords(ctx, js, &since)
+		err := u.consumeRecords(ctx, f)
 		if ctx.Err() != nil {
 			return
 		}
@@ -72,16 +74,39 @@ func (u *UI) followRecords(ctx context.Context) {
 	}
 }
 
-// consumeRecords follows the records stored since *since until ctx ends or
-// the consumer cannot go on; *since moves with the records read.
-func (u *UI) consumeRecords(ctx context.Context, js jetstream.JetStream, since *time.Time) error {
+// streamCheckEvery is how often the records' stream is checked to be
+// the one being read.
+const streamCheckEvery = 2 * time.Second
+
+// errStreamNew says the records' stream was made anew under the consumer:
+// its sequences start again at 1, which an ordered consumer that resumes
+// after its last sequence would skip.
+var errStreamNew = errors.New("the records' stream was made anew")
+
+// recordsFollow is where the reading of the records has got to.
+type recordsFollow struct {
+	js jetstream.JetStream
+	// since is the storage time of the last record read (Unix ns), where
+	// the next consumer starts.
+	since atomic.Int64
+	// gen counts the consumers: a callback of an earlier one, still
+	// running after its stop, must not move since.
+	gen atomic.Uint64
+}
+
+// consumeRecords follows the records stored since f.since until ctx ends
+// or the stream is not the one it began on.
+func (u *UI) consumeRecords(ctx context.Context, f *recordsFollow) error {
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	stream, err := js.Stream(sctx, broker.StreamDone)
+	stream, err := f.js.Stream(sctx, broker.StreamDone)
 	if err != nil {
 		return err
 	}
-	start := *since
+	gen := f.gen.Add(1)
+	since := &f.since
+	created := stream.CachedInfo().Created
+	start := time.Unix(0, since.Load())
 	cons, err := stream.OrderedConsumer(sctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
 		OptStartTime:  &start,
@@ -89,10 +114,9 @@ func (u *UI) consumeRecords(ctx context.Context, js jetstream.JetStream, since *
 	if err != nil {
 		return err
 	}
-	broken := make(chan error, 1)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		if meta, err := m.Metadata(); err == nil {
-			*since = meta.Timestamp // the callbacks run one at a time
+		if meta, err := m.Metadata(); err == nil && f.gen.Load() == gen {
+			since.Store(meta.Timestamp.UnixNano())
 		}
 		recs, err := job.ParseMany(m.Data())
 		if err != nil {
@@ -105,24 +129,32 @@ func (u *UI) consumeRecords(ctx context.Context, js jetstream.JetStream, since *
 			}
 		}
 		u.hist.recorded(recs, points)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		// The ordered consumer makes itself again after most troubles
-		// (a deleted consumer, a reconnect); not without its stream.
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			select {
-			case broken <- err:
-			default:
-			}
-		}
-	}))
+	})
 	if err != nil {
 		return err
 	}
 	defer func() { cc.Stop(); <-cc.Closed() }()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case err := <-broken:
-		return err
+	t := time.NewTicker(streamCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := stream.Info(cctx)
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return err
+		case err == nil && !info.Created.Equal(created):
+			// Everything in the new stream came after it was made; the
+			// old consumer may have read some of it, from its old
+			// sequence on, and moved since past the rest.
+			f.gen.Add(1)
+			since.Store(info.Created.Add(-time.Second).UnixNano())
+			return errStreamNew
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -122,8 +123,14 @@ func (h *history) recorded(recs []job.Job, points []Point) {
 			v.Reason = joinReason(v.Reason, r.Error)
 		}
 	}
-	h.points = append(h.points, points...)
-	h.newPoints = append(h.newPoints, points...)
+	for _, pt := range points {
+		// A value JSON cannot carry would break every page's snapshot.
+		if math.IsNaN(pt.Value) || math.IsInf(pt.Value, 0) || math.IsNaN(pt.Time) || math.IsInf(pt.Time, 0) {
+			continue
+		}
+		h.points = append(h.points, pt)
+		h.newPoints = append(h.newPoints, pt)
+	}
 }
 
 func joinReason(a, b string) string {
@@ -135,6 +142,9 @@ func joinReason(a, b string) string {
 
 // marked notes a mark.
 func (h *history) marked(m pool.Mark) {
+	if math.IsNaN(m.Time) || math.IsInf(m.Time, 0) {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.marks = append(h.marks, m)
@@ -172,8 +182,24 @@ func (h *history) trim(now float64) {
 			}
 		}
 	}
-	h.points = dropBefore(h.points, func(p Point) bool { return p.Time < cut })
-	h.marks = dropBefore(h.marks, func(m pool.Mark) bool { return m.Time < cut })
+	// Anyone may publish a mark, and a chart's points come from the
+	// records: keep those of the window, and at most so many, the latest.
+	h.points = keepLatest(slices.DeleteFunc(h.points, func(p Point) bool { return p.Time < cut }), h.maxPoints())
+	h.marks = keepLatest(slices.DeleteFunc(h.marks, func(m pool.Mark) bool { return m.Time < cut }), maxMarks)
+}
+
+// maxMarks bounds the marks kept.
+const maxMarks = 10_000
+
+// maxPoints bounds the chart points kept: a few a job.
+func (h *history) maxPoints() int { return 4 * h.maxJobs }
+
+// keepLatest keeps the last n elements of s (those that came last).
+func keepLatest[T any](s []T, n int) []T {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:0:0], s[len(s)-n:]...)
 }
 
 // nthSmallest is the n-th smallest (1-based) of distinct values.
@@ -181,19 +207,6 @@ func nthSmallest(vs []uint64, n int) uint64 {
 	// Trimming is rare and bounded by maxJobs: a sort is plenty.
 	slices.Sort(vs)
 	return vs[n-1]
-}
-
-// dropBefore drops the leading elements old says are old (the slices are
-// kept in arrival order, close enough to time order).
-func dropBefore[T any](s []T, old func(T) bool) []T {
-	i := 0
-	for i < len(s) && old(s[i]) {
-		i++
-	}
-	if i == 0 {
-		return s
-	}
-	return append(s[:0:0], s[i:]...)
 }
 
 // snapshotView is all a new page needs.

@@ -44,11 +44,6 @@ const keepAlive = 15 * time.Second
 
 // serveEvents streams to one page: a snapshot, then what changes.
 func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
-	}
 	// Join and snapshot at once: every change after the snapshot comes
 	// as a delta (a change may come twice; the page takes it twice).
 	u.hist.mu.Lock()
@@ -60,20 +55,31 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer u.hub.leave(c)
+	data, err := json.Marshal(snap)
+	if err != nil {
+		http.Error(w, "snapshot: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	u.wakeStatus()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	data, err := json.Marshal(snap)
-	if err != nil {
-		return
+	// A page that stops reading must not hold its handler: every write
+	// has a deadline (the server has no write timeout, for the stream's
+	// sake).
+	rc := http.NewResponseController(w)
+	write := func(b []byte) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeWait))
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return rc.Flush()
 	}
 	// retry: a page whose stream broke asks again after 1 s.
-	if _, err := w.Write(append([]byte("retry: 1000\n\n"), frame("snapshot", data)...)); err != nil {
+	if write(append([]byte("retry: 1000\n\n"), frame("snapshot", data)...)) != nil {
 		return
 	}
-	fl.Flush()
 	t := time.NewTicker(keepAlive)
 	defer t.Stop()
 	for {
@@ -87,12 +93,14 @@ func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 			out = []byte(": alive\n\n")
 		}
-		if _, err := w.Write(out); err != nil {
+		if write(out) != nil {
 			return
 		}
-		fl.Flush()
 	}
 }
+
+// writeWait is how long one write to a page may take.
+const writeWait = 10 * time.Second
 
 // frame is one server-sent event.
 func frame(event string, data []byte) []byte {

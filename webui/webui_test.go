@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -358,4 +359,68 @@ func TestOptionsValidate(t *testing.T) {
 		t.Errorf("defaults %+v", d)
 	}
 
+}
+
+// The records' stream made anew under the UI (the broker lost its store):
+// the records stored in the new stream all show, though their sequences
+// start again at 1.
+func TestRecordsStreamMadeAnew(t *testing.T) {
+	t.Parallel()
+	tb := setup(t, webui.Options{})
+	now := job.Now()
+	rec := func(id string) job.Job {
+		return job.Job{ID: id, Task: "sleep", Threads: 1, Duration: 1, StartTime: now, Worker: "w1",
+			ActualStartTime: now, ActualEndTime: now + 1, Status: job.StatusDone}
+	}
+	for i := range 5 {
+		tb.storeRecord(t, rec(fmt.Sprintf("old%d", i)))
+	}
+	tb.waitSnapshot(t, "the old records", func(s snapshot) bool { return len(s.Jobs) == 5 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tb.b.Res.JS.DeleteStream(ctx, broker.StreamDone); err != nil {
+		t.Fatal(err)
+	}
+	res, err := broker.Setup(ctx, tb.b.NC, broker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.b.Res = res
+	for i := range 8 {
+		tb.storeRecord(t, rec(fmt.Sprintf("new%d", i)))
+	}
+	tb.waitSnapshot(t, "the new records", func(s snapshot) bool {
+		n := 0
+		for _, j := range s.Jobs {
+			if strings.HasPrefix(j.ID, "new") && j.Status == "done" {
+				n++
+			}
+		}
+		return n == 8
+	})
+}
+
+// waitSnapshot polls /api/snapshot until ok holds.
+func (tb *testBundle) waitSnapshot(t *testing.T, what string, ok func(snapshot) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(tb.srv.URL + "/api/snapshot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s snapshot
+		err = json.NewDecoder(resp.Body).Decode(&s)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(s) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot with %s in 10 s: %d jobs", what, len(s.Jobs))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

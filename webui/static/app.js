@@ -99,9 +99,12 @@ function badge() {
   }
 }
 
+const pointKey = (p) => p.chart + '\u0000' + (p.job || '') + '\u0000' + p.t;
+const markKey = (m) => [m.source, m.kind, m.batch, m.time].join('\u0000');
+
 function addPoints(points) {
   for (const p of points) {
-    const key = p.chart + '\u0000' + (p.job || '') + '\u0000' + p.t;
+    const key = pointKey(p);
     if (state.pointKeys.has(key)) continue;
     state.pointKeys.add(key);
     let s = state.charts.get(p.chart);
@@ -114,7 +117,7 @@ function addPoints(points) {
 
 function addMarks(marks) {
   for (const m of marks) {
-    const key = [m.source, m.kind, m.batch, m.time].join('\u0000');
+    const key = markKey(m);
     if (state.markKeys.has(key)) continue;
     state.markKeys.add(key);
     state.marks.push(m);
@@ -128,10 +131,18 @@ function trim() {
   for (const [name, s] of state.charts) {
     let i = 0;
     while (i < s.length && s[i].t < cut) i++;
-    if (i) s.splice(0, i);
+    if (i) {
+      for (const p of s.slice(0, i)) state.pointKeys.delete(pointKey(p));
+      s.splice(0, i);
+    }
     if (!s.length) state.charts.delete(name);
   }
-  state.marks = state.marks.filter((m) => m.time >= cut);
+  const old = state.marks.filter((m) => m.time < cut);
+  if (old.length) {
+    state.marks = state.marks.filter((m) => m.time >= cut);
+    for (const m of old) state.markKeys.delete(markKey(m));
+    state.desynced = new Set(state.marks.filter((m) => m.batch && m.level === 'error').map((m) => m.batch));
+  }
 }
 
 // ---- the header ----
@@ -376,7 +387,8 @@ function drawCharts(t0, t1, X, w) {
     if (vis.length) g.fillText(fmtValue(vis[vis.length - 1].v), 6, 28);
     g.strokeStyle = '#e6e6e6'; g.strokeRect(LABEL_W + 0.5, 4.5, w - LABEL_W - 9, CHART_H - 9);
     if (!vis.length) return;
-    let lo = Math.min(...vis.map((p) => p.v)), hi = Math.max(...vis.map((p) => p.v));
+    let lo = Infinity, hi = -Infinity;
+    for (const p of vis) { lo = Math.min(lo, p.v); hi = Math.max(hi, p.v); }
     if (hi - lo < 1e-9 * Math.max(1, Math.abs(hi))) { lo -= 1; hi += 1; }
     const Y = (v) => CHART_H - 8 - (v - lo) / (hi - lo) * (CHART_H - 18);
     g.fillStyle = '#999';

@@ -49,15 +49,14 @@ func (a *annotator) Points(rec *job.Job) []webui.Point {
 	if at == 0 {
 		at = rec.ActualEndTime
 	}
-	if res.Task == game.OpHack && res.Stolen > 0 {
-		a.mu.Lock()
-		a.stolen = append(a.stolen, stolenAt{at, res.Stolen})
-		a.mu.Unlock()
-	}
 	a.mu.Lock()
+	if res.Task == game.OpHack && res.Stolen > 0 {
+		a.stolen = append(a.stolen, stolenAt{at, res.Stolen})
+	}
 	if a.first == 0 {
 		a.first = at
 	}
+	a.trimLocked(job.Now())
 	a.mu.Unlock()
 	return []webui.Point{
 		{Chart: res.Target + " security", Time: at, Value: res.SecurityAfter, Job: rec.ID},
@@ -81,12 +80,7 @@ func (a *annotator) Facts(ctx context.Context) []webui.Fact {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := job.Now()
-	cut := now - incomeWindow.Seconds()*1000
-	i := 0
-	for i < len(a.stolen) && a.stolen[i].at < cut {
-		i++
-	}
-	a.stolen = a.stolen[i:]
+	cut := a.trimLocked(now)
 	sum := 0.0
 	for _, s := range a.stolen {
 		sum += s.dollars
@@ -102,6 +96,20 @@ func (a *annotator) Facts(ctx context.Context) []webui.Fact {
 		}
 	}
 	return facts
+}
+
+// trimLocked forgets the takings older than incomeWindow (records come
+// whether or not a page asks for the figure) and returns the cut.
+func (a *annotator) trimLocked(now float64) float64 {
+	cut := now - incomeWindow.Seconds()*1000
+	i := 0
+	for i < len(a.stolen) && a.stolen[i].at < cut {
+		i++
+	}
+	if i > 0 {
+		a.stolen = append(a.stolen[:0:0], a.stolen[i:]...)
+	}
+	return cut
 }
 
 // money writes dollars the way the game does: 1.23m, 4.56b.
