@@ -198,8 +198,15 @@ func checkScreenshot(t *testing.T, data []byte) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
+	// Kept with go test -artifacts (and in HVMIND_E2E_LOGS when set).
+	dirs := []string{t.ArtifactDir()}
 	if dir := os.Getenv("HVMIND_E2E_LOGS"); dir != "" {
-		_ = os.WriteFile(filepath.Join(dir, "timeline.png"), data, 0o644)
+		dirs = append(dirs, dir)
+	}
+	for _, dir := range dirs {
+		if err := os.WriteFile(filepath.Join(dir, "timeline.png"), data, 0o644); err != nil {
+			t.Errorf("keep the screenshot: %v", err)
+		}
 	}
 	want := map[string]color.RGBA{"hack": {0xe8, 0xa3, 0x3d, 0}, "grow": {0x3a, 0xa3, 0x5b, 0}, "weaken": {0x3f, 0x7f, 0xd9, 0}, "red": {0xd6, 0x27, 0x28, 0}}
 	seen := map[string]int{}
