@@ -237,9 +237,13 @@ function natural(a, b) { return a.localeCompare(b, undefined, { numeric: true })
 
 // rows lays the workers out: each gets as many lanes as its jobs in view
 // overlap, and a height to hold them.
+const MAX_ROWS_H = 12000; // CSS px: a canvas must stay drawable
+const IDLE_ROWS = 100;     // idle workers get a row when there are at most this many
+
 function rows(t0, t1) {
   const by = new Map();
-  for (const w of (state.status && state.status.workers) || []) if (w.alive) by.set(w.id, []);
+  const workers = (state.status && state.status.workers) || [];
+  if (workers.length <= IDLE_ROWS) for (const w of workers) if (w.alive) by.set(w.id, []);
   for (const j of state.jobs.values()) {
     const end = Math.max(j.end, j.actualEnd || 0);
     if (end < t0 || j.start > t1) continue;
@@ -249,7 +253,9 @@ function rows(t0, t1) {
   }
   const out = [];
   let y = AXIS_H;
+  view.hiddenRows = 0;
   for (const id of [...by.keys()].sort(natural)) {
+    if (y > MAX_ROWS_H) { view.hiddenRows++; continue; }
     const jobs = by.get(id).sort((a, b) => a.start - b.start || natural(a.id, b.id));
     const laneEnds = [];
     const lanes = new Map();
@@ -281,7 +287,8 @@ function draw() {
   view.frames++;
   const [t0, t1] = range();
   $('span').textContent = fmtSpan(state.windowMs);
-  const [layout, height] = rows(t0, t1);
+  const [layout, rowsEnd] = rows(t0, t1);
+  const height = rowsEnd + (view.hiddenRows ? 20 : 0);
   const c = $('timeline');
   const [g, w] = sizeCanvas(c, Math.max(height + 4, 80));
   const plotW = w - LABEL_W - 8;
@@ -340,6 +347,11 @@ function draw() {
     }
     g.restore();
   });
+
+  if (view.hiddenRows) {
+    g.fillStyle = '#777';
+    g.fillText(`… and ${view.hiddenRows} more workers with jobs in view`, 6, rowsEnd + 10);
+  }
 
   // Now, and the marks.
   const nx = X(now());
