@@ -72,6 +72,10 @@ func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
 // before the first add.
 func (q *sequencer) holdFor(d time.Duration) { q.holdUntil = time.Now().Add(d) }
 
+// holding reports whether the sequencer still holds every request (see
+// holdFor).
+func (q *sequencer) holding() bool { return time.Now().Before(q.holdUntil) }
+
 // add queues it until its stamp (epoch ms) is Holdback old. Requests with
 // the same stamp (a worker that woke late fires every timer due meanwhile
 // at once) go in the order of due, their scheduled instants.

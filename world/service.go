@@ -748,7 +748,8 @@ func (s *Service) apply(b BeginReply, end float64) (any, []write, error) {
 	s.results[b.JobID] = &finished{r: r, at: time.Now()}
 	s.dirty = true
 	s.log.Debug().Str("job", r.JobID).Str("task", r.Task).Str("target", r.Target).Bool("success", r.Success).
-		Float64("stolen", r.Stolen).Float64("security", r.SecurityAfter).Float64("money", r.MoneyAfter).Msg("applied")
+		Float64("stolen", r.Stolen).Float64("security", r.SecurityAfter).Float64("money", r.MoneyAfter).
+		Float64("started_at", r.StartedAt).Float64("landed_at", r.LandedAt).Msg("applied")
 	return r, []write{{key: opKey(b.JobID), data: data, expires: true}}, nil
 }
 
@@ -905,6 +906,23 @@ func (s *Service) handleFinish(req micro.Request) {
 	if end > nowMs()+ms(MaxBeginAhead) {
 		// A landing in the future: refused before the sequencer holds it.
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
+		return
+	}
+	if end > 0 && s.seq.holding() {
+		// A world just resumed: many finishes are of operations begun
+		// before the restart, which only the store knows. Read it first,
+		// while the requests are held, so that they are applied in the
+		// order they landed among the others; read once released, they
+		// were applied after every operation the world had in memory (a
+		// pool kill in the chaos test applied a batch's hacks before the
+		// grows and weakens begun before it, and drained the target).
+		s.goLookup(req, func(ctx context.Context) {
+			lk := s.store.lookup(ctx, id)
+			s.seq.add(end, fr.Due, &item{
+				run:     func() (any, []write, error) { return s.finish(id, end, lk) },
+				respond: func(v any, err error) { s.reply(broker.ReplyLater(s.nc, req), v, err) },
+			})
+		})
 		return
 	}
 	enqueue := s.enqueue
