@@ -53,11 +53,16 @@ const DefaultScenario = "newgame"
 
 // ResumeHold is how long a world resumed from its store holds the timed
 // requests it receives before it applies them, in the order of their
-// stamps: longer than a worker's attempt at a request (2 s), so that
-// what was lost in flight when the world stopped is asked again within
-// it. After a pool kill in the chaos test, batches landed out of order
-// without it, and the batcher stopped to prep again.
-const ResumeHold = 2500 * time.Millisecond
+// stamps: longer than a worker's attempt at a request (600 ms) and its
+// wait before the next (at most 500 ms), so that what was lost in flight
+// when the world stopped is asked again within it. After a pool kill in
+// the chaos test, batches landed out of order without it, and the batcher
+// stopped to prep again. And short: an operation begun while the world
+// holds, that ends before the hold is over, lands late and out of order.
+// With 2.5 s (and 2 s attempts), pool kills on reference-880 at 60x left
+// 8 to 33 such per kill and a re-prep each time (income back after 9.4 s,
+// median of 6); with 1.1 s, after 3.2 s.
+const ResumeHold = 1100 * time.Millisecond
 
 // Defaults of Options.
 const (

@@ -26,8 +26,11 @@ var (
 	worldBeginRetry  = 6 * time.Second
 	worldFinishRetry = 30 * time.Second
 	// attemptTimeout bounds one request: longer than the world's holdback
-	// (at most 200 ms) and a store's round trip.
-	attemptTimeout = 2 * time.Second
+	// (at most 200 ms) and a store's round trip; and short, since a world
+	// that restarts holds what it receives for an attempt and some
+	// (world.ResumeHold), and the shorter that hold, the fewer operations
+	// land out of order after it.
+	attemptTimeout = 600 * time.Millisecond
 )
 
 // Register registers the world's operations hack, grow and weaken, which
