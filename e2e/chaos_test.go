@@ -137,6 +137,7 @@ func TestChaos(t *testing.T) {
 
 	type kill struct {
 		victim, signal string
+		at             time.Time
 		// recovery: the money rose again; newHack: a hack started after
 		// the kill was recorded done.
 		recovery, newHack time.Duration
@@ -193,7 +194,7 @@ func TestChaos(t *testing.T) {
 		_, ok := earning(before, 3*time.Minute)
 		recovered := time.Since(killed)
 		newHack, hackOK := hackLanded(killed, 3*time.Minute)
-		done = append(done, kill{v, sigName, recovered, newHack, ok && hackOK})
+		done = append(done, kill{v, sigName, killed, recovered, newHack, ok && hackOK})
 		if !ok {
 			t.Errorf("kill %d (%s of the %s): no income within 3 minutes", i+1, sigName, v)
 		} else if !hackOK {
@@ -208,8 +209,8 @@ func TestChaos(t *testing.T) {
 	byKind := map[string][]time.Duration{}
 	hackByKind := map[string][]time.Duration{}
 	for i, k := range done {
-		t.Logf("kill %2d: %-7s the %-14s money rose again after %6s; a hack started after the kill landed after %6s",
-			i+1, k.signal, k.victim, k.recovery.Round(100*time.Millisecond), k.newHack.Round(100*time.Millisecond))
+		t.Logf("kill %2d at %s: %-7s the %-14s money rose again after %6s; a hack started after the kill landed after %6s",
+			i+1, k.at.UTC().Format("15:04:05.000"), k.signal, k.victim, k.recovery.Round(100*time.Millisecond), k.newHack.Round(100*time.Millisecond))
 		byKind[k.victim] = append(byKind[k.victim], k.recovery)
 		hackByKind[k.victim] = append(hackByKind[k.victim], k.newHack)
 	}
