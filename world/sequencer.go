@@ -54,8 +54,8 @@ type sequencer struct {
 	// (arrival minus stamp, in µs).
 	late    atomic.Int64
 	lateMax atomic.Int64
-	// holdUntil holds every request until then (see holdFor).
-	holdUntil time.Time
+	// holdUntil holds every request until then (Unix ns; see holdFor).
+	holdUntil atomic.Int64
 }
 
 func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
@@ -66,15 +66,19 @@ func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
 }
 
 // holdFor holds every request for d from now, then hands them on in stamp
-// order: a world that resumes after a restart receives at once the
-// requests its workers could not send meanwhile, whose stamps are older
-// than the holdback, and would apply them in the order they arrive. Set
-// before the first add.
-func (q *sequencer) holdFor(d time.Duration) { q.holdUntil = time.Now().Add(d) }
+// order: a world that resumes after a restart, or whose connection to the
+// broker comes back, receives at once the requests its workers could not
+// send meanwhile, whose stamps are older than the holdback, and would
+// apply them in the order they arrive. It never shortens a hold.
+func (q *sequencer) holdFor(d time.Duration) {
+	until := time.Now().Add(d).UnixNano()
+	for old := q.holdUntil.Load(); until > old && !q.holdUntil.CompareAndSwap(old, until); old = q.holdUntil.Load() {
+	}
+}
 
-// holding reports whether the sequencer still holds every request (see
+// holding reports whether the sequencer holds every request now (see
 // holdFor).
-func (q *sequencer) holding() bool { return time.Now().Before(q.holdUntil) }
+func (q *sequencer) holding() bool { return time.Now().UnixNano() < q.holdUntil.Load() }
 
 // add queues it until its stamp (epoch ms) is Holdback old. Requests with
 // the same stamp (a worker that woke late fires every timer due meanwhile
@@ -83,8 +87,8 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 	stamped := time.UnixMicro(int64(stamp * 1000))
 	release := stamped.Add(q.holdback)
 	now := time.Now()
-	if now.Before(q.holdUntil) {
-		release = q.holdUntil // and its stamp orders it among the others
+	if until := time.Unix(0, q.holdUntil.Load()); now.Before(until) {
+		release = until // and its stamp orders it among the others
 	}
 	past := !now.Before(release)
 	if q.holdback > 0 && past {

@@ -51,9 +51,9 @@ const Version = "0.1.0"
 // DefaultScenario is where a fresh world starts when no scenario is given.
 const DefaultScenario = "newgame"
 
-// ResumeHold is how long a world resumed from its store holds the timed
-// requests it receives before it applies them, in the order of their
-// stamps: longer than a worker's attempt at a request (600 ms) and its
+// ResumeHold is how long a world resumed from its store, or whose
+// connection to the broker came back, holds the timed requests it
+// receives before it applies them, in the order of their stamps: longer than a worker's attempt at a request (600 ms) and its
 // wait before the next (at most 500 ms), so that what was lost in flight
 // when the world stopped is asked again within it. After a pool kill in
 // the chaos test, batches landed out of order without it, and the batcher
@@ -138,11 +138,15 @@ type Clock struct {
 
 // Service is the running world: the single writer of its state.
 type Service struct {
-	opts  Options
-	nc    *nats.Conn
-	log   zerolog.Logger
-	store *store
-	svc   micro.Service
+	opts Options
+	nc   *nats.Conn
+	// reconnected tells of the connection coming back (see
+	// holdOnReconnect); watchers counts the goroutine that listens.
+	reconnected chan nats.Status
+	watchers    sync.WaitGroup
+	log         zerolog.Logger
+	store       *store
+	svc         micro.Service
 
 	queue chan *item
 	// queueMu guards queueClosed; enqueue sends under its read lock.
@@ -300,6 +304,11 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 	}
 	s.install(l)
 	go s.writer()
+	if o.Holdback > 0 {
+		s.reconnected = nc.StatusChanged(nats.CONNECTED)
+		s.watchers.Add(1)
+		go s.holdOnReconnect()
+	}
 	err = s.startMicro()
 	go s.lifecycle(ctx) // after s.svc is set
 	if err != nil {
@@ -370,6 +379,10 @@ func (s *Service) lifecycle(ctx context.Context) {
 	if s.svc != nil {
 		_ = s.svc.Stop()
 	}
+	if s.reconnected != nil {
+		s.nc.RemoveStatusListener(s.reconnected) // ends holdOnReconnect
+	}
+	s.watchers.Wait()
 	s.lookupMu.Lock()
 	s.lookupsClosed = true
 	s.lookupMu.Unlock()
@@ -381,6 +394,21 @@ func (s *Service) lifecycle(ctx context.Context) {
 	close(s.stopCh)
 	<-s.writerDone
 	s.store.close()
+}
+
+// holdOnReconnect holds the timed requests for ResumeHold each time the
+// connection to the broker comes back. While it was away, the workers'
+// begins and finishes found no world; they ask again, each within an
+// attempt's time, and arrive together, in any order: held, they are
+// applied in the order they happened. Without it a broker restart in the
+// chaos test applied a pipeline's hacks before its grows and drained the
+// target to 4% of its money.
+func (s *Service) holdOnReconnect() {
+	defer s.watchers.Done()
+	for range s.reconnected {
+		s.seq.holdFor(ResumeHold)
+		s.log.Info().Dur("hold", ResumeHold).Msg("the broker is back: holding the timed requests, to apply them in order")
+	}
 }
 
 // goLookup runs a store lookup for a request off the writer, on a

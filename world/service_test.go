@@ -887,3 +887,59 @@ func TestResumeOrdersOperationsBegunBeforeTheRestart(t *testing.T) {
 		t.Errorf("applied in the order %v, want %v", order, want)
 	}
 }
+
+// A world whose broker comes back holds the finishes its workers send
+// again and applies them in the order they landed, not as they arrive.
+func TestBrokerBackOrdersLateFinishes(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, _ := serve(t, b, world.Options{Scenario: "newgame", Speed: 60, Seed: 5})
+	c := world.NewClient(b.Connect(t))
+	ctx := ctxT(t)
+	for _, id := range []string{"a", "b"} {
+		if _, err := c.Begin(ctx, world.BeginRequest{JobID: id, Task: game.OpWeaken, Target: "n00dles", Host: "home", Threads: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := float64(time.Now().UnixMilli())
+	b.Stop()
+	b = brokertest.Start(t, b.Dir, u.Host)
+	// Both landed while the broker was away, a first; b's finish comes
+	// back first.
+	seqs := map[string]uint64{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	finish := func(id string, end float64) {
+		defer wg.Done()
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			r, err := c.FinishAt(actx, id, end, end)
+			cancel()
+			if err == nil {
+				mu.Lock()
+				seqs[id] = r.Seq
+				mu.Unlock()
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("finish %s: %v", id, err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	wg.Add(1)
+	go finish("b", t0+10)
+	time.Sleep(300 * time.Millisecond)
+	wg.Add(1)
+	go finish("a", t0)
+	wg.Wait()
+	svc.Stop() // while its broker runs: it saves its snapshot
+	if seqs["a"] == 0 || seqs["a"] > seqs["b"] {
+		t.Errorf("applied b (seq %d) before a (seq %d), which landed first", seqs["b"], seqs["a"])
+	}
+}
