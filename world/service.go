@@ -138,15 +138,16 @@ type Clock struct {
 
 // Service is the running world: the single writer of its state.
 type Service struct {
-	opts Options
-	nc   *nats.Conn
+	opts  Options
+	nc    *nats.Conn
+	log   zerolog.Logger
+	store *store
+	svc   micro.Service
+
 	// reconnected tells of the connection coming back (see
 	// holdOnReconnect); watchers counts the goroutine that listens.
 	reconnected chan nats.Status
 	watchers    sync.WaitGroup
-	log         zerolog.Logger
-	store       *store
-	svc         micro.Service
 
 	queue chan *item
 	// queueMu guards queueClosed; enqueue sends under its read lock.
