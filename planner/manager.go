@@ -358,7 +358,16 @@ func (m *HackManager) Run(ctx context.Context) error {
 			// desyncs and the target is prepared again.
 			at := game.Prepped(&srv)
 			m.setPhase("batch")
-			err = m.pipelineAfter(ctx, &at, hk, speed, free, nil, resume)
+			after := resume
+			if srv.HackDifficulty > game.SecurityFloor(&srv)+1e-9 {
+				// A landing of theirs has already raised security (a
+				// hack or grow whose weaken is still in flight): no job
+				// of the pipeline starts before they have all landed.
+				// A weaken started at the raised security desynced the
+				// first batch after a batcher kill in the chaos test.
+				after[0] = job.Now()
+			}
+			err = m.pipelineAfter(ctx, &at, hk, speed, free, nil, after)
 			if !errors.Is(err, errNoThreads) {
 				resume = [2]float64{}
 			}
