@@ -240,7 +240,12 @@ type Pool struct {
 	replays replays
 	// stall is the registry's last stall (see stallLoop).
 	stall registryStall
-	stats stats
+	// reconnects is the connection's count of reconnections when the
+	// sweeper last looked, and connectedSince when it saw it change (see
+	// askSilentProcesses; the sweeper's alone).
+	reconnects     uint64
+	connectedSince time.Time
+	stats          stats
 	// metrics are the Prometheus metrics (see Metrics).
 	metrics *metrics
 	warned  map[string]bool
@@ -321,6 +326,7 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		log:            opts.Logger.With().Str("part", "pool").Logger(),
 		workers:        map[string]*workerState{},
 		processWorkers: map[string]map[string]bool{},
+		connectedSince: time.Now(),
 		jobs:           map[string]*inflight{},
 		recent:         newRecentIDs(),
 		warned:         map[string]bool{},

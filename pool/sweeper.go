@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,6 +35,7 @@ func (p *Pool) sweepLoop(ctx context.Context) {
 		// their threads while their jobs are settled and recorded (a
 		// worker process killed with 3,000 jobs in flight was launched
 		// again 2.5 s after it died, when all were recorded).
+		p.askSilentProcesses(ctx)
 		p.releaseGone(ctx)
 		p.sweepOrphans(ctx)
 		p.sweepStale(ctx)
@@ -150,16 +152,32 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 		records, of = append(records, j), append(of, in)
 	}
 	seqs := map[uint64]bool{}
+	errs := p.storeRecords(ctx, records, of)
+	ended, byStatus, workers := 0, map[job.Status]int{}, map[string]bool{}
+	defer func() {
+		if ended > 0 {
+			ws := make([]string, 0, len(workers))
+			for w := range workers {
+				ws = append(ws, w)
+			}
+			sort.Strings(ws)
+			ev := p.log.Warn().Int("jobs", ended).Strs("workers", ws)
+			for st, n := range byStatus {
+				ev = ev.Int(string(st), n)
+			}
+			ev.Msg("ended the jobs of gone workers")
+		}
+	}()
 	for i := range records {
-		j, in := &records[i], of[i]
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := p.storeRecord(cctx, j, in.worker)
-		cancel()
+		j, in, err := &records[i], of[i], errs[i]
 		if err != nil {
 			p.log.Warn().Err(err).Str("job", j.ID).Msg("ending a job of a gone worker")
 			continue
 		}
-		p.log.Warn().Str("job", j.ID).Str("worker", in.worker).Str("status", string(j.Status)).Msg("ended a job of a gone worker")
+		ended++
+		byStatus[j.Status]++
+		workers[in.worker] = true
+		p.log.Debug().Str("job", j.ID).Str("worker", in.worker).Str("status", string(j.Status)).Msg("ended a job of a gone worker")
 		p.mu.Lock()
 		if cur := p.jobs[j.ID]; cur != nil {
 			cur.seq = 0 // the record is on its way to the collector
@@ -195,15 +213,73 @@ func (p *Pool) settle(ctx context.Context, ins []inflight, reason string) ([]job
 // cannot end. Its message id is the job's, as a worker's record's is: of
 // the two, only the first is stored.
 func (p *Pool) storeRecord(ctx context.Context, j *job.Job, worker string) error {
-	data, err := job.Encode(j)
+	m, err := recordMsg(j, worker)
 	if err != nil {
 		return err
+	}
+	_, err = p.res.JS.PublishMsg(ctx, m)
+	return err
+}
+
+// recordMsg is a record the pool writes, as a message.
+func recordMsg(j *job.Job, worker string) (*nats.Msg, error) {
+	data, err := job.Encode(j)
+	if err != nil {
+		return nil, err
 	}
 	m := nats.NewMsg(broker.DoneSubject(worker))
 	m.Data = data
 	m.Header.Set(jetstream.MsgIDHeader, j.ID)
-	_, err = p.res.JS.PublishMsg(ctx, m)
-	return err
+	return m, nil
+}
+
+// recordsWait bounds how long the records of gone workers' jobs may take
+// to be stored, all together.
+const recordsWait = 5 * time.Second
+
+// storeRecords stores the records of jobs whose worker is gone, all at
+// once (a killed worker process leaves thousands: one at a time, 3,000
+// took 1.5 s before the batcher heard its batches had broken), and
+// returns each one's error.
+func (p *Pool) storeRecords(ctx context.Context, records []job.Job, of []inflight) []error {
+	errs := make([]error, len(records))
+	acks := make([]jetstream.PubAckFuture, len(records))
+	for i := range records {
+		m, err := recordMsg(&records[i], of[i].worker)
+		if err == nil {
+			acks[i], err = p.res.JS.PublishMsgAsync(m)
+		}
+		errs[i] = err
+	}
+	deadline := time.NewTimer(recordsWait)
+	defer deadline.Stop()
+	late := errors.New("store the record: no answer within " + recordsWait.String())
+	over := false
+	for i, a := range acks {
+		if a == nil {
+			continue
+		}
+		if over { // what has not answered yet will not count
+			select {
+			case <-a.Ok():
+			case err := <-a.Err():
+				errs[i] = err
+			default:
+				errs[i] = late
+			}
+			continue
+		}
+		select {
+		case <-a.Ok():
+		case err := <-a.Err():
+			errs[i] = err
+		case <-deadline.C:
+			errs[i], over = late, true
+		case <-ctx.Done():
+			errs[i], over = ctx.Err(), true
+		}
+	}
+	return errs
 }
 
 // deleteUnneeded takes out of the jobs stream the messages among seqs (of

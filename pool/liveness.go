@@ -1,0 +1,100 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hvmind/hvmind/broker"
+)
+
+// A worker process the pool launched is seen to exit at once (exitLoop).
+// One it did not launch (adopted after the pool restarted, or started by
+// hand) was taken for gone only once its workers had missed missedBeats
+// beats: in the chaos test, a killed adopted process had its workers'
+// jobs settled and new batches dispatched 10 s after the kill. But a
+// process that dies takes its connection with it, and its subscription
+// to its own subjects: a request there then finds no responders at once.
+// So when a process's beat is late, the pool asks.
+
+// lateBeats is how late, in its heartbeats, a process's last beat is when
+// the pool asks whether the process is still connected.
+const lateBeats = 1.5
+
+// askAliveTimeout bounds the question. Only "no responders" says gone: a
+// process that answers, or is too busy to, is there.
+const askAliveTimeout = 300 * time.Millisecond
+
+// askSilentProcesses asks each worker process whose beat is late whether
+// it is still connected, and takes the workers of one that is not as
+// gone. A process not seen since the pool's own connection came back is
+// not asked: it may not have reconnected yet, and has no subscription
+// either; nor is one whose silence a stall of the registry explains.
+func (p *Pool) askSilentProcesses(ctx context.Context) {
+	now := time.Now()
+	if !p.nc.IsConnected() {
+		return
+	}
+	if r := p.nc.Stats().Reconnects; r != p.reconnects {
+		p.reconnects, p.connectedSince = r, now
+	}
+	type silent struct{ name string }
+	var ask []silent
+	p.mu.Lock()
+	for name, ids := range p.processWorkers {
+		var last time.Time
+		var beat time.Duration
+		alive := false
+		for id := range ids {
+			ws := p.workers[id]
+			if ws == nil || !p.aliveLocked(ws, now) {
+				continue
+			}
+			alive = true
+			if ws.seen.After(last) {
+				last, beat = ws.seen, ws.entry.Heartbeat
+			}
+		}
+		if beat <= 0 {
+			beat = p.opts.Heartbeat
+		}
+		switch {
+		case !alive,
+			now.Sub(last) < time.Duration(lateBeats*float64(beat)),
+			!last.After(p.connectedSince.Add(beat)),
+			p.stall.allowance(last, now) > 0:
+			continue
+		}
+		ask = append(ask, silent{name})
+	}
+	p.mu.Unlock()
+	for _, s := range ask {
+		if ctx.Err() != nil {
+			return
+		}
+		_, err := p.nc.Request(broker.ProcessSubject(s.name, "status"), nil, askAliveTimeout)
+		if errors.Is(err, nats.ErrNoResponders) {
+			p.processGone(s.name)
+		}
+	}
+}
+
+// processGone takes the workers of a worker process that lost its
+// connection as gone, as those of a process seen to exit.
+func (p *Pool) processGone(name string) {
+	p.mu.Lock()
+	var gone []string
+	for id := range p.processWorkers[name] {
+		if ws := p.workers[id]; ws != nil && ws.entry.Instance != "" && ws.exited != ws.entry.Instance {
+			ws.exited = ws.entry.Instance
+			gone = append(gone, id)
+		}
+	}
+	p.mu.Unlock()
+	if len(gone) > 0 {
+		p.log.Warn().Str("process", name).Strs("workers", gone).Msg("worker process has lost its connection: its workers are gone")
+		p.sweepNow()
+	}
+}
