@@ -31,10 +31,14 @@ const askAliveTimeout = 300 * time.Millisecond
 // it is still connected, and takes the workers of one that is not as
 // gone. A process not seen since the pool's own connection came back is
 // not asked: it may not have reconnected yet, and has no subscription
-// either; nor is one whose silence a stall of the registry explains.
+// either; nor is one whose silence a stall of the registry explains, nor
+// any on a cluster.
 func (p *Pool) askSilentProcesses(ctx context.Context) {
 	now := time.Now()
-	if !p.nc.IsConnected() {
+	// On a cluster, a live process whose server went away has no
+	// subscription either until it reconnects to another, which may take
+	// longer than a beat: there, only missed beats say gone.
+	if !p.nc.IsConnected() || p.nc.ConnectedClusterName() != "" {
 		return
 	}
 	if r := p.nc.Stats().Reconnects; r != p.reconnects {
