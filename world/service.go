@@ -970,10 +970,24 @@ func (s *Service) handleFinish(req micro.Request) {
 				s.reply(broker.ReplyLater(s.nc, req), v, err)
 				return
 			}
-			// Not in memory: begun or finished before a restart.
+			// Not in memory: begun or finished before a restart, or a
+			// reload (a write that failed). Read, it goes through the
+			// sequencer again: past its time it is applied at once, as
+			// before; while the world holds (its broker came back, the
+			// writes failed while it was away), it waits with the others
+			// and is applied in their order, not ahead of them (a broker
+			// kill in the chaos test applied two such in the hold).
 			s.goLookup(req, func(ctx context.Context) {
 				lk := s.store.lookup(ctx, id)
-				s.handle(req, func() (any, []write, error) { return s.finish(id, end, lk) })
+				run := func() (any, []write, error) { return s.finish(id, end, lk) }
+				if end <= 0 {
+					s.handle(req, run)
+					return
+				}
+				s.seq.add(end, fr.Due, &item{
+					run:     run,
+					respond: func(v any, err error) { s.reply(broker.ReplyLater(s.nc, req), v, err) },
+				})
 			})
 		},
 	})
