@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/pool"
@@ -196,4 +198,50 @@ func ExampleClient_DispatchJobs() {
 	// jobs in flight: 0
 	// intro done
 	// outro done
+}
+
+// A caller marks a moment of its jobs' timeline: the pool's web UI draws
+// it (a batch marked at level "error" is outlined red) and anyone can read
+// it with nats sub 'hvmind.marks.>'.
+func ExampleClient_Mark() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "hvmind-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	conn, err := broker.Open(ctx, broker.OpenOptions{Embed: true, Listen: "127.0.0.1:0", DataDir: dir})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+
+	got := make(chan pool.Mark, 1)
+	sub, err := conn.NC.Subscribe(pool.SubjectMarks+"*", func(m *nats.Msg) {
+		var mk pool.Mark
+		if json.Unmarshal(m.Data, &mk) == nil {
+			got <- mk
+		}
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := conn.NC.Flush(); err != nil {
+		log.Fatal(err)
+	}
+
+	client, err := pool.NewClient(conn.NC)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	err = client.Mark(pool.Mark{Source: "encoder", Kind: "late", Level: "error", Batch: "b7", Note: "the outro started 40 ms late"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mk := <-got
+	fmt.Printf("%s marked %s on batch %s: %s\n", mk.Source, mk.Kind, mk.Batch, mk.Note)
+	// Output: encoder marked late on batch b7: the outro started 40 ms late
 }
