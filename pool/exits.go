@@ -25,16 +25,30 @@ func (p *Pool) exitLoop(ctx context.Context, w serverpool.ExitWatcher) {
 // processExited marks the workers whose registry entry names pid as gone.
 func (p *Pool) processExited(pid int) {
 	p.mu.Lock()
-	var gone []string
+	var ids []string
 	for id, ws := range p.workers {
-		if ws.entry.PID == pid && ws.entry.Instance != "" && ws.exited != ws.entry.Instance {
-			ws.exited = ws.entry.Instance
-			gone = append(gone, id)
+		if ws.entry.PID == pid {
+			ids = append(ids, id)
 		}
 	}
+	gone := p.exitedLocked(ids)
 	p.mu.Unlock()
 	if len(gone) > 0 {
 		p.log.Warn().Int("pid", pid).Strs("workers", gone).Msg("worker process exited: its workers are gone")
 		p.sweepNow()
 	}
+}
+
+// exitedLocked takes the current instances of the workers ids as gone at
+// once, as if their process had exited, and names those that were not
+// already.
+func (p *Pool) exitedLocked(ids []string) []string {
+	var gone []string
+	for _, id := range ids {
+		if ws := p.workers[id]; ws != nil && ws.entry.Instance != "" && ws.exited != ws.entry.Instance {
+			ws.exited = ws.entry.Instance
+			gone = append(gone, id)
+		}
+	}
+	return gone
 }

@@ -194,16 +194,7 @@ func TestStopAsksWorkerProcesses(t *testing.T) {
 	t.Parallel()
 	b := brokertest.New(t)
 	startWorker(t, b, "alone", 1)
-	proc, err := worker.NewProcess(b.Connect(t), worker.ProcessOptions{
-		Name: "stopme", Tolerance: testTolerance, Linger: time.Minute, Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, pcancel := context.WithCancel(context.Background())
-	procDone := make(chan struct{})
-	go func() { _ = proc.Run(pctx); close(procDone) }()
-	t.Cleanup(func() { pcancel(); <-procDone })
+	proc := startProcess(t, b.Connect(t), "stopme", 100*time.Millisecond)
 	nc := b.Connect(t)
 	// More than one part of the process's registry entry (500 workers).
 	var inProcess []string
@@ -211,16 +202,7 @@ func TestStopAsksWorkerProcesses(t *testing.T) {
 		inProcess = append(inProcess, "p"+strconv.Itoa(i))
 	}
 	for _, id := range inProcess {
-		var err error
-		for try := 0; try < 50; try++ { // the process's service may not be up yet
-			if _, err = nc.Request(broker.ProcessSubject("stopme", "launch"), []byte(`{"id":"`+id+`","host":"home","threads":1}`), 5*time.Second); err == nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		launchInProcess(t, nc, "stopme", broker.WorkerSpec{ID: id, Host: "home", Threads: 1})
 	}
 	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: 100 * time.Millisecond, Tolerance: testTolerance,
 		StopWorkersOnExit: true, Logger: brokertest.Logger(t)})

@@ -44,8 +44,7 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 	if r := p.nc.Stats().Reconnects; r != p.reconnects {
 		p.reconnects, p.connectedSince = r, now
 	}
-	type silent struct{ name string }
-	var ask []silent
+	var ask []string
 	p.mu.Lock()
 	for name, ids := range p.processWorkers {
 		var last time.Time
@@ -71,16 +70,16 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 			p.stall.allowance(last, now) > 0:
 			continue
 		}
-		ask = append(ask, silent{name})
+		ask = append(ask, name)
 	}
 	p.mu.Unlock()
-	for _, s := range ask {
+	for _, name := range ask {
 		if ctx.Err() != nil {
 			return
 		}
-		_, err := p.nc.Request(broker.ProcessSubject(s.name, "status"), nil, askAliveTimeout)
+		_, err := p.nc.Request(broker.ProcessSubject(name, "status"), nil, askAliveTimeout)
 		if errors.Is(err, nats.ErrNoResponders) {
-			p.processGone(s.name)
+			p.processGone(name)
 		}
 	}
 }
@@ -89,13 +88,11 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 // connection as gone, as those of a process seen to exit.
 func (p *Pool) processGone(name string) {
 	p.mu.Lock()
-	var gone []string
+	ids := make([]string, 0, len(p.processWorkers[name]))
 	for id := range p.processWorkers[name] {
-		if ws := p.workers[id]; ws != nil && ws.entry.Instance != "" && ws.exited != ws.entry.Instance {
-			ws.exited = ws.entry.Instance
-			gone = append(gone, id)
-		}
+		ids = append(ids, id)
 	}
+	gone := p.exitedLocked(ids)
 	p.mu.Unlock()
 	if len(gone) > 0 {
 		p.log.Warn().Str("process", name).Strs("workers", gone).Msg("worker process has lost its connection: its workers are gone")

@@ -2,8 +2,11 @@ package pool_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/broker/brokertest"
@@ -19,27 +22,8 @@ func TestPoolFindsAProcessThatLostItsConnection(t *testing.T) {
 	const beat = time.Second
 	b := brokertest.New(t)
 	pnc := b.Connect(t)
-	proc, err := worker.NewProcess(pnc, worker.ProcessOptions{
-		Name: "adopted", Tolerance: testTolerance, Linger: time.Minute, Heartbeat: beat, Logger: brokertest.Logger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, pcancel := context.WithCancel(context.Background())
-	procDone := make(chan struct{})
-	go func() { _ = proc.Run(pctx); close(procDone) }()
-	t.Cleanup(func() { pcancel(); <-procDone })
-	nc := b.Connect(t)
-	for try := 0; ; try++ { // the process's service may not be up yet
-		_, err := nc.Request(broker.ProcessSubject("adopted", "launch"), []byte(`{"id":"adopted-1","host":"home","threads":2}`), 5*time.Second)
-		if err == nil {
-			break
-		}
-		if try == 50 {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	startProcess(t, pnc, "adopted", beat)
+	launchInProcess(t, b.Connect(t), "adopted", broker.WorkerSpec{ID: "adopted-1", Host: "home", Threads: 2})
 	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Logger: brokertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -69,5 +53,42 @@ func TestPoolFindsAProcessThatLostItsConnection(t *testing.T) {
 		t.Errorf("the worker of a process without a connection was taken for gone after %s (missing %d beats takes 5 s)", took.Round(time.Millisecond), 5)
 	} else {
 		t.Logf("gone after %s", took.Round(time.Millisecond))
+	}
+}
+
+// startProcess runs a worker process named name on nc, with heartbeats
+// every beat, until the test ends.
+func startProcess(t *testing.T, nc *nats.Conn, name string, beat time.Duration) *worker.Process {
+	t.Helper()
+	proc, err := worker.NewProcess(nc, worker.ProcessOptions{
+		Name: name, Tolerance: testTolerance, Linger: time.Minute, Heartbeat: beat, Logger: brokertest.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = proc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return proc
+}
+
+// launchInProcess starts a worker in the worker process name, asking
+// again while the process's service is not up yet.
+func launchInProcess(t *testing.T, nc *nats.Conn, name string, spec broker.WorkerSpec) {
+	t.Helper()
+	data, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for try := 0; ; try++ {
+		_, err := nc.Request(broker.ProcessSubject(name, "launch"), data, 5*time.Second)
+		if err == nil {
+			return
+		}
+		if try == 50 {
+			t.Fatalf("launch %s in %s: %v", spec.ID, name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

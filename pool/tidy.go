@@ -76,24 +76,21 @@ func (p *Pool) tidyGone(ctx context.Context) {
 	if len(gone) > 0 {
 		p.log.Debug().Int("workers", len(gone)).Msg("tidied the queues of gone workers")
 	}
-	p.forgetGone(now)
+	p.forgetGone(now, busy)
 }
 
 // forgetGone drops from the pool's table the workers tidied more than
-// ForgetGone ago that hold nothing: no job in flight, no reservation on
-// their timeline. A worker that beats again is taken back as new; the
-// capacity provider's ledger check gives back whatever a forgotten name
-// still holds there.
-func (p *Pool) forgetGone(now time.Time) {
+// ForgetGone ago that hold nothing: no job in flight (busy, as tidyGone
+// read it), no reservation on their timeline (a job placed since holds
+// one). A worker that beats again is taken back as new; the capacity
+// provider's ledger check gives back whatever a forgotten name still holds
+// there.
+func (p *Pool) forgetGone(now time.Time, busy map[string]bool) {
 	if p.opts.ForgetGone < 0 {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	busy := map[string]bool{}
-	for _, in := range p.jobs {
-		busy[in.worker] = true
-	}
 	n := 0
 	for id, ws := range p.workers {
 		if ws.tidied && now.Sub(ws.tidiedAt) >= p.opts.ForgetGone && !busy[id] && ws.tl.Len() == 0 &&

@@ -960,13 +960,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		// weakens begun before it, and drained the target; after a
 		// broker kill, grows begun before the world's reload landed
 		// after the next batch's hack).
-		s.goLookup(req, func(ctx context.Context) {
-			lk := s.store.lookup(ctx, id)
-			s.seq.add(end, fr.Due, &item{
-				run:     func() (any, []write, error) { return s.finish(id, end, lk) },
-				respond: func(v any, err error) { s.reply(broker.ReplyLater(s.nc, req), v, err) },
-			})
-		})
+		s.finishFromStore(req, id, end, fr.Due)
 		return
 	}
 	enqueue := s.enqueue
@@ -987,19 +981,27 @@ func (s *Service) handleFinish(req micro.Request) {
 			// writes failed while it was away), it waits with the others
 			// and is applied in their order, not ahead of them (a broker
 			// kill in the chaos test applied two such in the hold).
-			s.goLookup(req, func(ctx context.Context) {
-				lk := s.store.lookup(ctx, id)
-				run := func() (any, []write, error) { return s.finish(id, end, lk) }
-				if end <= 0 {
-					s.handle(req, run)
-					return
-				}
-				s.seq.add(end, fr.Due, &item{
-					run:     run,
-					respond: func(v any, err error) { s.reply(broker.ReplyLater(s.nc, req), v, err) },
-				})
-			})
+			s.finishFromStore(req, id, end, fr.Due)
 		},
+	})
+}
+
+// finishFromStore reads a finish's operation from the store (off the
+// writer), then applies the finish: through the sequencer, by its landing
+// (at once when that is past and nothing is held), or, without a landing,
+// straight away.
+func (s *Service) finishFromStore(req micro.Request, id string, end, due float64) {
+	s.goLookup(req, func(ctx context.Context) {
+		lk := s.store.lookup(ctx, id)
+		run := func() (any, []write, error) { return s.finish(id, end, lk) }
+		if end <= 0 {
+			s.handle(req, run)
+			return
+		}
+		s.seq.add(end, due, &item{
+			run:     run,
+			respond: func(v any, err error) { s.reply(broker.ReplyLater(s.nc, req), v, err) },
+		})
 	})
 }
 
