@@ -92,8 +92,11 @@ func (w *Worker) storeRecords(ctx context.Context) {
 			}
 		}
 	}
-	resend := time.NewTicker(time.Second)
+	// Records sent before a reconnect are sent again at once: their
+	// answers are likely lost with the old connection.
+	resend := time.NewTicker(250 * time.Millisecond)
 	defer resend.Stop()
+	reconnects := w.nc.Stats().Reconnects
 	for {
 		w.recMu.Lock()
 		batch := w.recQueue
@@ -112,6 +115,9 @@ func (w *Worker) storeRecords(ctx context.Context) {
 		case <-w.recSig:
 		case <-resend.C:
 			cutoff := time.Now().Add(-unansweredAfter)
+			if r := w.nc.Stats().Reconnects; r != reconnects && w.nc.IsConnected() {
+				reconnects, cutoff = r, time.Now()
+			}
 			var stale []*run
 			var tokens []string
 			mu.Lock()
