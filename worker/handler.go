@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"sort"
 	"sync"
 	"time"
@@ -58,6 +59,10 @@ type Task struct {
 	// Worker and Host identify where the task runs.
 	Worker string
 	Host   string
+	// Conn is the worker's connection to the broker: requests the task
+	// makes for the job go through it, under the worker's identity (its
+	// own, when the broker gives each worker one).
+	Conn *nats.Conn
 	// Start is when the job actually started.
 	Start time.Time
 	// ScheduledEnd is when the job is meant to end.

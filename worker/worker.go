@@ -833,7 +833,7 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	if r.asap {
 		end = now.Add(time.Duration(r.job.Duration * float64(time.Millisecond)))
 	}
-	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Start: now, ScheduledEnd: end, timers: w.timers}
+	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Conn: w.nc, Start: now, ScheduledEnd: end, timers: w.timers}
 	if r.end == nil && end.After(now) {
 		r.end = armEnd(w.timers, end, w.releaseAtEnd(r))
 	}

@@ -18,6 +18,26 @@ type Client struct {
 	nc *nats.Conn
 	// Timeout bounds a request whose context has no deadline.
 	Timeout time.Duration
+	// worker, when set, asks for its operations, settlements and RAM on
+	// its own subjects (see As).
+	worker string
+}
+
+// As returns a client that asks on worker's own subjects (WorkerSubject)
+// for the begins, finishes, settlements and reservations it makes, which
+// the world then grants only for what is worker's. A worker's client.
+func (c *Client) As(worker string) *Client {
+	cp := *c
+	cp.worker = worker
+	return &cp
+}
+
+// subject is plain, or the worker's own subject for request.
+func (c *Client) subject(plain, request string) string {
+	if c.worker == "" {
+		return plain
+	}
+	return WorkerSubject(c.worker, request)
 }
 
 // NewClient returns a client on an open connection.
@@ -125,7 +145,7 @@ func (c *Client) Scenario(ctx context.Context) (*game.Scenario, error) {
 // duration. Repeating it for the same job returns the same reply.
 func (c *Client) Begin(ctx context.Context, req BeginRequest) (BeginReply, error) {
 	var out BeginReply
-	err := c.request(ctx, SubjectBegin, req, &out)
+	err := c.request(ctx, c.subject(SubjectBegin, WorkerBegin), req, &out)
 	return out, err
 }
 
@@ -139,21 +159,21 @@ func (c *Client) Finish(ctx context.Context, jobID string) (Result, error) {
 // the world reads the request), scheduled to land at due.
 func (c *Client) FinishAt(ctx context.Context, jobID string, end, due float64) (Result, error) {
 	var out Result
-	err := c.request(ctx, SubjectFinish, FinishRequest{JobID: jobID, End: end, Due: due}, &out)
+	err := c.request(ctx, c.subject(SubjectFinish, WorkerFinish), FinishRequest{JobID: jobID, End: end, Due: due}, &out)
 	return out, err
 }
 
 // ReserveRAM sets the threads an owner holds on a host (idempotent).
 func (c *Client) ReserveRAM(ctx context.Context, req RAMRequest) (RAMReply, error) {
 	var out RAMReply
-	err := c.request(ctx, SubjectRAMReserve, req, &out)
+	err := c.request(ctx, c.subject(SubjectRAMReserve, WorkerRAMReserve), req, &out)
 	return out, err
 }
 
 // ReleaseRAM frees what an owner holds on a host (idempotent).
 func (c *Client) ReleaseRAM(ctx context.Context, req RAMRequest) (RAMReply, error) {
 	var out RAMReply
-	err := c.request(ctx, SubjectRAMRelease, req, &out)
+	err := c.request(ctx, c.subject(SubjectRAMRelease, WorkerRAMRelease), req, &out)
 	return out, err
 }
 

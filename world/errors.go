@@ -34,6 +34,9 @@ var (
 	ErrAlreadyRunning = errors.New("a world service is already running")
 	// ErrNotRunning means no world service answers.
 	ErrNotRunning = errors.New("no world service is running")
+	// ErrNotOwner means a worker asked, on its own subjects (see
+	// WorkerSubject), for an operation or a reservation of another.
+	ErrNotOwner = errors.New("not this worker's")
 )
 
 // Error codes of ErrorReply.Code, one per sentinel.
@@ -47,6 +50,7 @@ const (
 	CodeNotBegun      = "not_begun"
 	CodeSettled       = "settled"
 	CodeUnavailable   = "unavailable"
+	CodeNotOwner      = "not_owner"
 	CodeInternal      = "internal"
 )
 
@@ -72,6 +76,7 @@ var codes = []struct {
 	{ErrNotBegun, CodeNotBegun, "404"},
 	{ErrSettled, CodeSettled, "409"},
 	{ErrUnavailable, CodeUnavailable, "503"},
+	{ErrNotOwner, CodeNotOwner, "403"},
 }
 
 // errorCode is the code and status of err.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hvmind/hvmind/world"
+	"github.com/hvmind/hvmind/world/game"
 )
 
 // The world keeps the game's rules whoever asks: the attacks are
@@ -117,5 +118,73 @@ func TestRulesSettledFreesThreads(t *testing.T) {
 	}
 	if err := begin("third"); err != nil {
 		t.Errorf("an operation on the thread of a settled one: %v", err)
+	}
+}
+
+// A worker asking on its own subjects (world.WorkerSubject, which a
+// broker that gives each worker an identity limits it to) acts only for
+// itself: it begins, finishes and settles its own operations and holds
+// and releases its own RAM, and is refused another's, which stays as it
+// was.
+func TestRulesWorkersActOnlyForThemselves(t *testing.T) {
+	t.Parallel()
+	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
+	ctx := ctxT(t)
+	w1, w2 := c.As("w1"), c.As("w2")
+	for name, w := range map[string]*world.Client{"w1": w1, "w2": w2} {
+		if _, err := w.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: name, Threads: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := float64(time.Now().UnixNano()) / 1e6
+	b, err := w1.Begin(ctx, world.BeginRequest{JobID: "op-1", Task: game.OpWeaken, Target: "n00dles", Host: "home", Owner: "w1", Threads: 2, Start: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"begin as another", func() error {
+			_, err := w2.Begin(ctx, world.BeginRequest{JobID: "op-2", Task: game.OpWeaken, Target: "n00dles", Host: "home", Owner: "w1", Threads: 1, Start: now})
+			return err
+		}},
+		{"finish another's", func() error { _, err := w2.FinishAt(ctx, "op-1", now+b.DurationRealMs, 0); return err }},
+		{"settle another's", func() error {
+			_, err := w2.Settle(ctx, world.SettleRequest{JobIDs: []string{"op-2", "op-1"}, Reason: "sabotage"})
+			return err
+		}},
+		{"reserve for another", func() error {
+			_, err := w2.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 1})
+			return err
+		}},
+		{"release another's", func() error { _, err := w2.ReleaseRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1"}); return err }},
+	}
+	for _, tc := range tests {
+		if err := tc.call(); !errors.Is(err, world.ErrNotOwner) {
+			t.Errorf("%s: %v, want ErrNotOwner", tc.name, err)
+		}
+	}
+	// Nothing of w1's changed: its RAM is held, op-2 (in the refused
+	// settlement) may still begin, and op-1 finishes for w1.
+	hosts, err := c.RAM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if h.Hostname == "home" && h.Reservations["w1"] != 2 {
+			t.Errorf("w1 holds %d threads on home, want 2", h.Reservations["w1"])
+		}
+	}
+	time.Sleep(time.Duration(b.DurationRealMs*float64(time.Millisecond)) + 250*time.Millisecond)
+	if r, err := w1.FinishAt(ctx, "op-1", now+b.DurationRealMs, 0); err != nil || !r.Success {
+		t.Errorf("w1 finishing its own: %+v, %v", r, err)
+	}
+	if _, err := w2.Begin(ctx, world.BeginRequest{JobID: "op-2", Task: game.OpWeaken, Target: "n00dles", Host: "home", Owner: "w2", Threads: 2,
+		Start: float64(time.Now().UnixNano()) / 1e6}); err != nil {
+		t.Errorf("w2 beginning its own: %v", err)
+	}
+	if _, err := w2.ReleaseRAM(ctx, world.RAMRequest{Host: "home", Owner: "w2"}); err != nil {
+		t.Errorf("w2 releasing its own: %v", err)
 	}
 }

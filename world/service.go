@@ -43,7 +43,47 @@ const (
 	SubjectRAMRelease = "hvmind.world.ram.release"
 	// SubjectClock answers the world's clock (Clock).
 	SubjectClock = "hvmind.world.clock"
+	// SubjectWorkerPrefix starts the subjects on which a worker asks for
+	// its own operations and RAM (see WorkerSubject).
+	SubjectWorkerPrefix = "hvmind.world.worker."
 )
+
+// The requests a worker makes under its own id (see WorkerSubject).
+const (
+	WorkerBegin      = "begin"
+	WorkerFinish     = "finish"
+	WorkerSettle     = "settle"
+	WorkerRAMReserve = "ram.reserve"
+	WorkerRAMRelease = "ram.release"
+)
+
+// WorkerSubject is the subject on which worker asks for request (one of
+// the Worker constants): hvmind.world.worker.<worker>.<request>. The
+// world answers there only for what is the worker's own: a begin with it
+// as Owner, a finish of an operation it began, a reservation it holds,
+// a settlement of its operations. A broker that gives each worker its
+// own identity (see broker.WorkerPermissions) lets it publish only on its
+// own, so that no worker can act for another; the plain subjects
+// (SubjectBegin…) are for the pool.
+func WorkerSubject(worker, request string) string {
+	return SubjectWorkerPrefix + worker + "." + request
+}
+
+// askerOf is the worker a request came from on its own subject ("" on
+// the plain ones).
+func askerOf(subject string) string {
+	rest, ok := strings.CutPrefix(subject, SubjectWorkerPrefix)
+	if !ok {
+		return ""
+	}
+	w, _, _ := strings.Cut(rest, ".")
+	return w
+}
+
+// notOwner is the error of a request on asker's subject for owner's.
+func notOwner(asker, what, owner string) error {
+	return fmt.Errorf("%w: worker %s asked for %s, which is worker %s's", ErrNotOwner, asker, what, owner)
+}
 
 // Version is reported by the world's micro service.
 const Version = "0.1.0"
@@ -358,6 +398,11 @@ func (s *Service) startMicro() error {
 		broker.Endpoint{Name: "ram-release", Subject: SubjectRAMRelease, Handler: s.handleRelease, Description: "a worker gives its RAM on a host back"},
 		broker.Endpoint{Name: "clock", Subject: SubjectClock, Handler: s.handleClock, Description: "the time of the world and its speed"},
 		broker.Endpoint{Name: "settle", Subject: SubjectSettle, Handler: s.handleSettle, Description: "whether the world applied the operations of jobs whose worker is gone"},
+		broker.Endpoint{Name: "worker-begin", Subject: WorkerSubject("*", WorkerBegin), Handler: s.handleBegin, Description: "begin, asked by a worker for itself"},
+		broker.Endpoint{Name: "worker-finish", Subject: WorkerSubject("*", WorkerFinish), Handler: s.handleFinish, Description: "finish, asked by a worker of an operation it began"},
+		broker.Endpoint{Name: "worker-settle", Subject: WorkerSubject("*", WorkerSettle), Handler: s.handleSettle, Description: "settle, asked by a worker of its own operations"},
+		broker.Endpoint{Name: "worker-ram-reserve", Subject: WorkerSubject("*", WorkerRAMReserve), Handler: s.handleReserve, Description: "ram-reserve, asked by a worker for itself"},
+		broker.Endpoint{Name: "worker-ram-release", Subject: WorkerSubject("*", WorkerRAMRelease), Handler: s.handleRelease, Description: "ram-release, asked by a worker of its own RAM"},
 	)
 	if err != nil {
 		return fmt.Errorf("world service: %w", err)
@@ -745,7 +790,7 @@ type lookup struct {
 	err     error
 }
 
-func (s *Service) finish(id string, end float64, lk *lookup) (any, []write, error) {
+func (s *Service) finish(id, asker string, end float64, lk *lookup) (any, []write, error) {
 	if r, ok := s.results[id]; ok {
 		return r.r, nil, nil
 	}
@@ -753,6 +798,9 @@ func (s *Service) finish(id string, end float64, lk *lookup) (any, []write, erro
 		return nil, nil, errSettledf(st.st)
 	}
 	if b, ok := s.begins[id]; ok {
+		if asker != "" && b.b.Owner != asker {
+			return nil, nil, notOwner(asker, "the finish of job "+id, b.b.Owner)
+		}
 		return s.apply(b.b, end)
 	}
 	if lk == nil {
@@ -768,6 +816,9 @@ func (s *Service) finish(id string, end float64, lk *lookup) (any, []write, erro
 		s.settled[id] = &settledOp{st: *lk.settled, at: time.Now()}
 		return nil, nil, errSettledf(*lk.settled)
 	case lk.begin != nil:
+		if asker != "" && lk.begin.Owner != asker {
+			return nil, nil, notOwner(asker, "the finish of job "+id, lk.begin.Owner)
+		}
 		return s.apply(*lk.begin, end)
 	}
 	return nil, nil, fmt.Errorf("finish %s: %w (or it began more than %s ago)", id, ErrNotBegun, s.opts.Retention)
@@ -905,6 +956,10 @@ func (s *Service) handleBegin(req micro.Request) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", br.JobID))
 		return
 	}
+	if a := askerOf(req.Subject()); a != "" && br.Owner != a {
+		s.reply(broker.ReplyLater(s.nc, req), nil, notOwner(a, "a begin of job "+br.JobID, br.Owner))
+		return
+	}
 	// An operation that finished before a restart is known only to the
 	// store; look for it first, off the writer, so that beginning it again
 	// cannot apply it twice. One that started after this world was loaded
@@ -944,7 +999,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", fr.JobID))
 		return
 	}
-	id, end := fr.JobID, fr.End
+	id, end, asker := fr.JobID, fr.End, askerOf(req.Subject())
 	if end > nowMs()+ms(MaxBeginAhead) {
 		// A landing in the future: refused before the sequencer holds it.
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
@@ -960,7 +1015,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		// weakens begun before it, and drained the target; after a
 		// broker kill, grows begun before the world's reload landed
 		// after the next batch's hack).
-		s.finishFromStore(req, id, end, fr.Due)
+		s.finishFromStore(req, id, asker, end, fr.Due)
 		return
 	}
 	enqueue := s.enqueue
@@ -968,7 +1023,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		enqueue = func(it *item) { s.seq.add(end, fr.Due, it) }
 	}
 	enqueue(&item{
-		run: func() (any, []write, error) { return s.finish(id, end, nil) },
+		run: func() (any, []write, error) { return s.finish(id, asker, end, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
 				s.reply(broker.ReplyLater(s.nc, req), v, err)
@@ -981,7 +1036,7 @@ func (s *Service) handleFinish(req micro.Request) {
 			// writes failed while it was away), it waits with the others
 			// and is applied in their order, not ahead of them (a broker
 			// kill in the chaos test applied two such in the hold).
-			s.finishFromStore(req, id, end, fr.Due)
+			s.finishFromStore(req, id, asker, end, fr.Due)
 		},
 	})
 }
@@ -990,10 +1045,10 @@ func (s *Service) handleFinish(req micro.Request) {
 // writer), then applies the finish: through the sequencer, by its landing
 // (at once when that is past and nothing is held), or, without a landing,
 // straight away.
-func (s *Service) finishFromStore(req micro.Request, id string, end, due float64) {
+func (s *Service) finishFromStore(req micro.Request, id, asker string, end, due float64) {
 	s.goLookup(req, func(ctx context.Context) {
 		lk := s.store.lookup(ctx, id)
-		run := func() (any, []write, error) { return s.finish(id, end, lk) }
+		run := func() (any, []write, error) { return s.finish(id, asker, end, lk) }
 		if end <= 0 {
 			s.handle(req, run)
 			return
@@ -1011,6 +1066,10 @@ func (s *Service) handleReserve(req micro.Request) {
 		s.reply(broker.ReplyLater(s.nc, req), nil, err)
 		return
 	}
+	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
+		s.reply(broker.ReplyLater(s.nc, req), nil, notOwner(a, "a reservation on "+rr.Host, rr.Owner))
+		return
+	}
 	s.handle(req, func() (any, []write, error) { return s.ram(rr, true) })
 }
 
@@ -1018,6 +1077,10 @@ func (s *Service) handleRelease(req micro.Request) {
 	var rr RAMRequest
 	if err := decode(req, &rr); err != nil {
 		s.reply(broker.ReplyLater(s.nc, req), nil, err)
+		return
+	}
+	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
+		s.reply(broker.ReplyLater(s.nc, req), nil, notOwner(a, "the release of a reservation on "+rr.Host, rr.Owner))
 		return
 	}
 	s.handle(req, func() (any, []write, error) { return s.ram(rr, false) })

@@ -58,7 +58,7 @@ func settledKey(id string) string { return prefixSettled + escapeKey(id) }
 // SettleRequest). Asking twice returns the same settlements.
 func (c *Client) Settle(ctx context.Context, req SettleRequest) ([]Settlement, error) {
 	var out []Settlement
-	err := c.request(ctx, SubjectSettle, req, &out)
+	err := c.request(ctx, c.subject(SubjectSettle, WorkerSettle), req, &out)
 	return out, err
 }
 
@@ -84,9 +84,10 @@ func (s *Service) handleSettle(req micro.Request) {
 			return
 		}
 	}
+	asker := askerOf(req.Subject())
 	now := float64(time.Now().UnixNano()) / 1e6
 	s.seq.add(now, now, &item{
-		run: func() (any, []write, error) { return s.settle(sr, nil) },
+		run: func() (any, []write, error) { return s.settle(sr, asker, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
 				s.reply(broker.ReplyLater(s.nc, req), v, err)
@@ -99,15 +100,16 @@ func (s *Service) handleSettle(req micro.Request) {
 				for _, id := range sr.JobIDs {
 					lks[id] = s.store.lookup(ctx, id)
 				}
-				s.handle(req, func() (any, []write, error) { return s.settle(sr, lks) })
+				s.handle(req, func() (any, []write, error) { return s.settle(sr, asker, lks) })
 			})
 		},
 	})
 }
 
 // settle settles each job (run by the writer). Without lookups it asks for
-// them (errLookup) when a job is unknown to memory.
-func (s *Service) settle(sr SettleRequest, lks map[string]*lookup) (any, []write, error) {
+// them (errLookup) when a job is unknown to memory. A worker asking on its
+// own subject (asker) settles only operations it began, or none began.
+func (s *Service) settle(sr SettleRequest, asker string, lks map[string]*lookup) (any, []write, error) {
 	if lks == nil {
 		for _, id := range sr.JobIDs {
 			_, r := s.results[id]
@@ -115,6 +117,14 @@ func (s *Service) settle(sr SettleRequest, lks map[string]*lookup) (any, []write
 			_, st := s.settled[id]
 			if !r && !b && !st {
 				return nil, nil, errLookup
+			}
+		}
+	}
+	if asker != "" {
+		// Checked before anything changes: the request is refused whole.
+		for _, id := range sr.JobIDs {
+			if owner := s.beganBy(id, lks[id]); owner != "" && owner != asker {
+				return nil, nil, notOwner(asker, "the settlement of job "+id, owner)
 			}
 		}
 	}
@@ -162,6 +172,24 @@ func (s *Service) settle(sr SettleRequest, lks map[string]*lookup) (any, []write
 		s.log.Debug().Str("job", id).Bool("begun", begun).Str("reason", sr.Reason).Msg("settled: nothing of it will apply")
 	}
 	return out, writes, nil
+}
+
+// beganBy is the worker whose operation of job id is begun and neither
+// finished nor settled ("" when none is).
+func (s *Service) beganBy(id string, lk *lookup) string {
+	if _, ok := s.results[id]; ok {
+		return ""
+	}
+	if _, ok := s.settled[id]; ok {
+		return ""
+	}
+	if b, ok := s.begins[id]; ok {
+		return b.b.Owner
+	}
+	if lk != nil && lk.err == nil && lk.result == nil && lk.settled == nil && lk.begin != nil {
+		return lk.begin.Owner
+	}
+	return ""
 }
 
 // settledOp is a settlement of an operation that had not finished.

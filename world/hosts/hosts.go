@@ -45,7 +45,7 @@ func (p *Provider) Hosts(ctx context.Context) ([]serverpool.Host, error) {
 
 // Reserve holds game.ThreadRAM GB per thread on host for owner.
 func (p *Provider) Reserve(ctx context.Context, host, owner string, threads int) error {
-	_, err := p.client.ReserveRAM(ctx, world.RAMRequest{Host: host, Owner: owner, Threads: threads})
+	_, err := p.client.As(owner).ReserveRAM(ctx, world.RAMRequest{Host: host, Owner: owner, Threads: threads})
 	if err != nil {
 		return fmt.Errorf("%d threads are %.2f GB: %w", threads, game.ThreadRAM*float64(threads), mapError(err))
 	}
@@ -54,7 +54,7 @@ func (p *Provider) Reserve(ctx context.Context, host, owner string, threads int)
 
 // Release frees what owner holds on host.
 func (p *Provider) Release(ctx context.Context, host, owner string) error {
-	_, err := p.client.ReleaseRAM(ctx, world.RAMRequest{Host: host, Owner: owner})
+	_, err := p.client.As(owner).ReleaseRAM(ctx, world.RAMRequest{Host: host, Owner: owner})
 	return mapError(err)
 }
 

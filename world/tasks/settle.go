@@ -22,7 +22,11 @@ type settler struct{ c *world.Client }
 func (s settler) Settle(ctx context.Context, jobs []job.Job, reason string) ([]job.Job, error) {
 	out := make([]job.Job, len(jobs))
 	copy(out, jobs)
-	var ids []string
+	// Each worker's jobs are settled on its own subjects (see
+	// world.WorkerSubject), which a worker with an identity of its own is
+	// limited to; a job with no worker, on the plain one.
+	var workers []string
+	ids := map[string][]string{}
 	at := map[string][]int{}
 	for i, j := range jobs {
 		if !game.IsOperation(j.Task) {
@@ -30,34 +34,52 @@ func (s settler) Settle(ctx context.Context, jobs []job.Job, reason string) ([]j
 			continue
 		}
 		if _, ok := at[j.ID]; !ok {
-			ids = append(ids, j.ID)
+			if _, seen := ids[j.Worker]; !seen {
+				workers = append(workers, j.Worker)
+			}
+			ids[j.Worker] = append(ids[j.Worker], j.ID)
 		}
 		at[j.ID] = append(at[j.ID], i)
 	}
+	for _, w := range workers {
+		c := s.c
+		if w != "" {
+			c = c.As(w)
+		}
+		if err := settleEach(ctx, c, ids[w], reason, at, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// settleEach settles ids with the world through c, MaxSettle at a time,
+// and records what became of each in out (at: where each id's jobs are).
+func settleEach(ctx context.Context, c *world.Client, ids []string, reason string, at map[string][]int, out []job.Job) error {
 	for len(ids) > 0 {
 		n := min(len(ids), world.MaxSettle)
 		var sts []world.Settlement
 		err := retry(ctx, worldBeginRetry, func(ctx context.Context) error {
 			var err error
-			sts, err = s.c.Settle(ctx, world.SettleRequest{JobIDs: ids[:n], Reason: reason})
+			sts, err = c.Settle(ctx, world.SettleRequest{JobIDs: ids[:n], Reason: reason})
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("settle %d jobs with the world: %w", n, err)
+			return fmt.Errorf("settle %d jobs with the world: %w", n, err)
 		}
 		if len(sts) != n {
-			return nil, fmt.Errorf("settle %d jobs with the world: %d answers", n, len(sts))
+			return fmt.Errorf("settle %d jobs with the world: %d answers", n, len(sts))
 		}
 		for _, st := range sts {
 			for _, i := range at[st.JobID] {
 				if err := record(&out[i], st, reason); err != nil {
-					return nil, err
+					return err
 				}
 			}
 		}
 		ids = ids[n:]
 	}
-	return out, nil
+	return nil
 }
 
 // record makes j the record its settlement says.

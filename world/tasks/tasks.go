@@ -51,6 +51,14 @@ func Register(h *worker.Handlers, c *world.Client) {
 // operation is the handler of one of the world's operations.
 func operation(task string, c *world.Client) worker.HoldingHandlerFunc {
 	return func(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
+		// The worker's own requests, through its own connection: a
+		// broker that gives each worker an identity lets it act only
+		// for itself (see world.WorkerSubject).
+		c := c
+		if t.Conn != nil {
+			c = world.NewClient(t.Conn)
+		}
+		c = c.As(t.Worker)
 		target, ok := t.Job.StringArg(0)
 		if !ok || target == "" {
 			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
