@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 )
 
 // ErrNoStream means no stream took a message (nothing answered it).
@@ -39,7 +38,9 @@ type AckInbox struct {
 
 // NewAckInbox subscribes to a fresh inbox on nc.
 func NewAckInbox(nc *nats.Conn) (*AckInbox, error) {
-	a := &AckInbox{nc: nc, prefix: "_INBOX." + nuid.Next() + ".", wait: map[string]func(PubAck, error){}}
+	// Under the connection's inbox prefix: a worker identity may
+	// subscribe to nothing else.
+	a := &AckInbox{nc: nc, prefix: nc.NewInbox() + ".", wait: map[string]func(PubAck, error){}}
 	sub, err := nc.Subscribe(a.prefix+"*", a.handle)
 	if err != nil {
 		return nil, fmt.Errorf("acknowledgement inbox: %w", err)

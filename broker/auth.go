@@ -65,6 +65,12 @@ func (a Auth) options() ([]nats.Option, error) {
 		opts = append(opts, o)
 	case a.User != "":
 		opts = append(opts, nats.UserInfo(a.User, a.Password))
+		if process, worker, ok := ParseIdentity(a.User); ok {
+			// A worker identity may subscribe to its own inbox only;
+			// and the pool, which answers for it, may be away a while
+			// when the broker comes back: ask again, not give up.
+			opts = append(opts, nats.CustomInboxPrefix(IdentityInbox(process, worker)), nats.IgnoreAuthErrorAbort())
+		}
 	case a.Token != "":
 		opts = append(opts, nats.Token(a.Token))
 	}

@@ -76,6 +76,10 @@ type Pool struct {
 	// launches (in their environment); when it has none, they get the
 	// pool's own. The TLS files are always the pool's.
 	WorkerAuth broker.Auth
+	// IdentityKey is an account nkey seed file: with it, the pool gives
+	// each worker process and worker an identity of its own (see
+	// broker.Identities), and answers the broker about them.
+	IdentityKey string
 	// WorkerBin is the hvmind-worker executable; empty looks beside the pool,
 	// then on PATH.
 	WorkerBin string
@@ -325,6 +329,7 @@ func (c *Config) RegisterPool(fs *flag.FlagSet) {
 	fs.StringVar(&c.Pool.WorkerAuth.User, "worker-user", c.Pool.WorkerAuth.User, "NATS user for the workers the pool launches")
 	fs.StringVar(&c.Pool.WorkerAuth.Password, "worker-password", c.Pool.WorkerAuth.Password, "its password (better in HVMIND_WORKER_PASSWORD or the config file)")
 	fs.StringVar(&c.Pool.WorkerAuth.Token, "worker-token", c.Pool.WorkerAuth.Token, "NATS token for the workers the pool launches")
+	fs.StringVar(&c.Pool.IdentityKey, "identity-key", c.Pool.IdentityKey, "account nkey seed file (made when missing): each worker process and worker the pool launches connects as itself, allowed only its own subjects, and the pool answers the broker about them (its auth_callout; see deploy/nats/hvmind-roles.conf)")
 	fs.StringVar(&c.Pool.WorkerBin, "worker-bin", c.Pool.WorkerBin, "hvmind-worker executable (default: beside hvmind-pool, then PATH)")
 	fs.StringVar(&c.Pool.Host, "host", c.Pool.Host, "host name of the local workers the pool launches")
 	fs.BoolVar(&c.Pool.Tail, "tail", c.Pool.Tail, "draw a live table of workers")

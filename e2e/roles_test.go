@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -30,23 +32,24 @@ func rolesConf(t *testing.T) string {
 func TestRolesConfig(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name string
-		args []string
+		name    string
+		args    []string
+		process string // home-1's
 	}{
-		{name: "a process a worker"},
-		{name: "a worker process", args: []string{"--worker-process", "roles"}},
+		{name: "a process a worker", process: "home-1"},
+		{name: "a worker process", args: []string{"--worker-process", "roles"}, process: "roles"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			testRoles(t, tc.args)
+			testRoles(t, tc.args, tc.process)
 		})
 	}
 }
 
-func testRoles(t *testing.T, args []string) {
-	passwords := map[string]string{"pool": "p-pool", "world": "p-world", "worker": "p-worker", "manager": "p-manager", "observer": "p-observer"}
-	env := []string{"HVMIND_PASSWORD=" + passwords["pool"], "HVMIND_WORKER_PASSWORD=" + passwords["worker"]}
+func testRoles(t *testing.T, args []string, process string) {
+	passwords := map[string]string{"pool": "p-pool", "world": "p-world", "manager": "p-manager", "observer": "p-observer"}
+	env := []string{"HVMIND_PASSWORD=" + passwords["pool"]}
 	for role, pw := range passwords {
 		env = append(env, "HVMIND_"+strings.ToUpper(role)+"_PASSWORD="+pw)
 	}
@@ -54,8 +57,9 @@ func testRoles(t *testing.T, args []string) {
 	c := &cluster{t: t, addr: addr, url: "nats://" + addr, data: t.TempDir(),
 		env: []string{"HVMIND_USER=manager", "HVMIND_PASSWORD=" + passwords["manager"]}}
 	t.Cleanup(func() { killWorkers(c.data) })
+	keyFile := filepath.Join(t.TempDir(), "identity.nk")
 	c.pool = startEnv(t, env, "hvmind-pool", append([]string{"--listen", addr, "--data", c.data, "--nats-config", rolesConf(t),
-		"--user", "pool", "--worker-user", "worker", "--worker-bin", bin("hvmind-worker"),
+		"--user", "pool", "--identity-key", keyFile, "--worker-bin", bin("hvmind-worker"),
 		"--workers", "2", "--threads", "4", "--heartbeat", "200ms", "--tolerance", "250ms"}, args...)...)
 	c.waitPool()
 	c.waitWorkers(2)
@@ -92,26 +96,70 @@ func testRoles(t *testing.T, args []string) {
 	// ...and changes nothing.
 	refused(t, "the observer publishing a job", observer, errs, "hvmind.jobs.home-1", `{"id":"x","task":"sleep","threads":1}`)
 
-	worker, werrs := dialAs(t, c.url, "worker", passwords["worker"])
-	refused(t, "a worker publishing a job to another worker", worker, werrs, "hvmind.jobs.home-2", `{"id":"x","task":"sleep","threads":1}`)
-	refused(t, "a worker calling the pool's dispatch", worker, werrs, "hvmind.pool.dispatch", `{"task":"sleep","threads":1}`)
-	// A worker process lists the queues of its workers, to see that they
-	// are there.
-	if js, err := jetstream.New(worker); err != nil {
+	// Each worker connects as itself: home-1's identity, with the
+	// password the pool's key gives it, may do only home-1's work.
+	seed, err := os.ReadFile(keyFile)
+	if err != nil {
 		t.Fatal(err)
-	} else if s, err := js.Stream(context.Background(), broker.StreamJobs); err != nil {
-		t.Errorf("a worker looking up the jobs stream: %v", err)
-	} else {
-		names := s.ConsumerNames(context.Background())
-		n := 0
-		for range names.Name() {
-			n++
-		}
-		if err := names.Err(); err != nil || n < 2 {
-			t.Errorf("a worker listing the workers' queues: %d, %v; want the two workers'", n, err)
+	}
+	ids, err := broker.NewIdentities(bytes.TrimSpace(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asWorker := func(process, worker string) (*nats.Conn, chan error, error) {
+		pw := broker.WorkerPassword(ids.ProcessPassword(process), worker)
+		return dialIdentity(t, c.url, broker.WorkerUser(process, worker), pw, broker.IdentityInbox(process, worker))
+	}
+	worker, werrs, err := asWorker(process, "home-1")
+	if err != nil {
+		t.Fatalf("connect as home-1: %v", err)
+	}
+	refused(t, "a worker publishing a job to another worker", worker, werrs, "hvmind.jobs.home-2", `{"id":"x","task":"sleep","threads":1}`)
+	refused(t, "a worker publishing a job to itself", worker, werrs, "hvmind.jobs.home-1", `{"id":"x","task":"sleep","threads":1}`)
+	refused(t, "a worker calling the pool's dispatch", worker, werrs, "hvmind.pool.dispatch", `{"task":"sleep","threads":1}`)
+	refused(t, "a worker cancelling through the pool", worker, werrs, "hvmind.pool.cancel", `{"id":"x"}`)
+	refused(t, "a worker storing another's record", worker, werrs, "hvmind.done.home-2", `{"id":"x","status":"done"}`)
+	refused(t, "a worker taking another's queue", worker, werrs,
+		"$JS.API.CONSUMER.CREATE."+broker.StreamJobs+"."+broker.WorkerConsumer("home-2")+"."+broker.JobsSubject("home-2"), `{}`)
+	refused(t, "a worker pulling from another's queue", worker, werrs,
+		"$JS.API.CONSUMER.MSG.NEXT."+broker.StreamJobs+"."+broker.WorkerConsumer("home-2"), `{"batch":1}`)
+	refused(t, "a worker making a queue whose filter the broker does not read", worker, werrs,
+		"$JS.API.CONSUMER.CREATE."+broker.StreamJobs+"."+broker.WorkerConsumer("home-1"), `{"config":{"filter_subject":"hvmind.jobs.home-2"}}`)
+	refused(t, "a worker beginning another's world operation", worker, werrs, world.WorkerSubject("home-2", world.WorkerBegin),
+		`{"jobId":"x","task":"hack","target":"n00dles","host":"home","owner":"home-2","threads":1}`)
+	refused(t, "a worker releasing RAM on the pool's subject", worker, werrs, world.SubjectRAMRelease, `{"host":"home","owner":"home-2"}`)
+	// On its own subjects, the world grants it only what is its own.
+	_, err = world.NewClient(worker).As("home-1").ReleaseRAM(context.Background(), world.RAMRequest{Host: "home", Owner: "home-2"})
+	if !errors.Is(err, world.ErrNotOwner) {
+		t.Errorf("home-1 releasing home-2's RAM on its own subject: %v, want ErrNotOwner", err)
+	}
+	// It cannot listen where it was not told to.
+	for len(werrs) > 0 {
+		<-werrs
+	}
+	if _, err := worker.SubscribeSync("_INBOX.>"); err == nil {
+		select {
+		case err := <-werrs:
+			if !strings.Contains(err.Error(), "Permissions Violation") {
+				t.Errorf("a worker listening to every inbox: %v", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Error("a worker listening to every inbox: no permissions violation")
 		}
 	}
-	refused(t, "a worker cancelling through the pool", worker, werrs, "hvmind.pool.cancel", `{"id":"x"}`)
+	// Its own queue it may see.
+	if js, err := jetstream.New(worker); err != nil {
+		t.Fatal(err)
+	} else if _, err := js.Consumer(context.Background(), broker.StreamJobs, broker.WorkerConsumer("home-1")); err != nil {
+		t.Errorf("home-1 looking at its queue: %v", err)
+	}
+	// Another process cannot pass for home-1's, nor anyone guess.
+	if _, _, err := asWorker("intruder", "home-1"); err == nil {
+		t.Error("another process connected as home-1")
+	}
+	if _, _, err := dialIdentity(t, c.url, broker.WorkerUser(process, "home-1"), "guess", broker.IdentityInbox(process, "home-1")); err == nil {
+		t.Error("a wrong password connected as home-1")
+	}
 
 	manager, merrs := dialAs(t, c.url, "manager", passwords["manager"])
 	refused(t, "the manager publishing a job", manager, merrs, "hvmind.jobs.home-1", `{"id":"x","task":"sleep","threads":1}`)
@@ -123,9 +171,28 @@ func testRoles(t *testing.T, args []string) {
 		t.Errorf("the manager asking the world for the player: %v", err)
 	}
 	// A wrong password is turned away.
-	if _, err := nats.Connect(c.url, nats.UserInfo("worker", "guess")); err == nil {
+	if _, err := nats.Connect(c.url, nats.UserInfo("manager", "guess")); err == nil {
 		t.Error("a wrong password connected")
 	}
+}
+
+// dialIdentity connects as a worker identity (its replies in its own
+// inbox), and collects the permission errors the server sends.
+func dialIdentity(t *testing.T, url, user, password, inbox string) (*nats.Conn, chan error, error) {
+	t.Helper()
+	errs := make(chan error, 16)
+	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.CustomInboxPrefix(inbox),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		return nil, nil, err
+	}
+	t.Cleanup(nc.Close)
+	return nc, errs, nil
 }
 
 // dialAs connects as user, and collects the permission errors the server

@@ -127,6 +127,15 @@ type Options struct {
 	// job is recorded missed once its worker has been silent for
 	// orphanSilence, or has left the registry.
 	Settler job.Settler
+	// Identities, when set, has the pool answer the broker about the
+	// worker processes and workers connecting as themselves (NATS auth
+	// callout, see broker.Identities and deploy/nats/hvmind-roles.conf):
+	// each is admitted with its own subjects only. The Launcher gives
+	// them their passwords.
+	Identities *broker.Identities
+	// IdentityAccount is the account the identities are admitted to
+	// ("$G", the broker's only one without accounts, when empty).
+	IdentityAccount string
 	// SpawnWait bounds how long a dispatch waits for a launched worker
 	// (DefaultSpawnWait when 0).
 	SpawnWait time.Duration
@@ -158,6 +167,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.Host == "" {
 		o.Host = job.LocalHost()
+	}
+	if o.Identities != nil && o.IdentityAccount == "" {
+		o.IdentityAccount = "$G"
 	}
 	if o.IdleStop == 0 {
 		o.IdleStop = DefaultIdleStop
@@ -383,6 +395,14 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.acks.Close()
+	if p.opts.Identities != nil {
+		// Before any worker is launched, and until the last has stopped.
+		stopCallout, err := p.startCallout()
+		if err != nil {
+			return err
+		}
+		defer stopCallout()
+	}
 	// Records are followed first: one stored while the pool reads what is
 	// in flight is then seen either by the reading or by the collector.
 	unfollow, err := p.startCollector()

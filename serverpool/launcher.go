@@ -53,6 +53,11 @@ type LocalLauncher struct {
 	// Env is added to each worker's environment: the credentials (see
 	// broker.Auth.Env), which a command line would show to every user.
 	Env []string
+	// EnvFor, when set, adds to the environment of each program launched
+	// its own (after Env): a worker process's (process true, name its
+	// name) or a worker's on its own (name its id). The pool sets the
+	// identity it launches it with there (see broker.Identities).
+	EnvFor func(name string, process bool) []string
 	// Logger receives launch notices.
 	Logger zerolog.Logger
 	// Process, when set, runs every worker in one worker process of that
@@ -107,7 +112,7 @@ func (l *LocalLauncher) Launch(ctx context.Context, spec broker.WorkerSpec) erro
 	if spec.OnDemand {
 		args = append(args, "--on-demand")
 	}
-	pid, logPath, err := l.start("worker-"+spec.ID, args)
+	pid, logPath, err := l.start("worker-"+spec.ID, l.envFor(spec.ID, false), args)
 	if err != nil {
 		return fmt.Errorf("launch worker %s: %w", spec.ID, err)
 	}
@@ -157,7 +162,7 @@ func (l *LocalLauncher) ensureProcess(ctx context.Context) error {
 	if _, err := l.Conn.Request(status, nil, time.Second); err == nil {
 		return nil
 	}
-	pid, logPath, err := l.start("process-"+l.Process, append([]string{"--process", l.Process, "--nats", l.NATS, "--log-format", "json"}, l.ProcessArgs...))
+	pid, logPath, err := l.start("process-"+l.Process, l.envFor(l.Process, true), append([]string{"--process", l.Process, "--nats", l.NATS, "--log-format", "json"}, l.ProcessArgs...))
 	if err != nil {
 		return fmt.Errorf("start worker process %s: %w", l.Process, err)
 	}
@@ -175,9 +180,18 @@ func (l *LocalLauncher) ensureProcess(ctx context.Context) error {
 	}
 }
 
+// envFor is the environment of one program launched, beyond Env.
+func (l *LocalLauncher) envFor(name string, process bool) []string {
+	if l.EnvFor == nil {
+		return nil
+	}
+	return l.EnvFor(name, process)
+}
+
 // start runs the worker executable with args and the launcher's own, its
-// output in LogDir/name.log, detached in a session of its own.
-func (l *LocalLauncher) start(name string, args []string) (pid int, logPath string, err error) {
+// output in LogDir/name.log, detached in a session of its own, with env
+// added to Env.
+func (l *LocalLauncher) start(name string, env, args []string) (pid int, logPath string, err error) {
 	if err := os.MkdirAll(l.LogDir, 0o755); err != nil {
 		return 0, "", err
 	}
@@ -191,8 +205,8 @@ func (l *LocalLauncher) start(name string, args []string) (pid int, logPath stri
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if len(l.Env) > 0 {
-		cmd.Env = append(os.Environ(), l.Env...)
+	if len(l.Env)+len(env) > 0 {
+		cmd.Env = append(append(os.Environ(), l.Env...), env...)
 	}
 	if err := cmd.Start(); err != nil {
 		return 0, "", err

@@ -66,6 +66,28 @@ type ProcessOptions struct {
 	Logger zerolog.Logger
 	// Metrics, when set, count the jobs of every worker of the process.
 	Metrics *Metrics
+	// Identity, when set, gives each worker a connection of its own, as
+	// itself (see broker.Identities); the process's own connection then
+	// only beats for them and serves its endpoints. Its Parts replace
+	// Handlers, Reserver and Settler.
+	Identity *ProcessIdentity
+}
+
+// ProcessIdentity is how a worker process gives each of its workers a
+// connection of its own.
+type ProcessIdentity struct {
+	// Dial opens a worker's connection, as the worker.
+	Dial func(ctx context.Context, worker string) (*nats.Conn, error)
+	// Parts are the worker's handlers, reserver and settler, acting
+	// through its connection.
+	Parts func(nc *nats.Conn) WorkerParts
+}
+
+// WorkerParts are what a worker's tasks act through.
+type WorkerParts struct {
+	Handlers *Handlers
+	Reserver Reserver
+	Settler  job.Settler
 }
 
 // WithDefaults returns the options with every zero field set to its
@@ -81,6 +103,9 @@ func (o ProcessOptions) WithDefaults() ProcessOptions {
 }
 
 func (o *ProcessOptions) validate() error {
+	if o.Identity != nil && (o.Identity.Dial == nil || o.Identity.Parts == nil) {
+		return fmt.Errorf("%w: an identity needs both Dial and Parts", ErrInvalidOption)
+	}
 	if !job.ValidWorkerID(o.Name) {
 		return fmt.Errorf("worker process name: %w (got %q)", ErrInvalidID, o.Name)
 	}
@@ -141,12 +166,46 @@ func NewProcess(nc *nats.Conn, opts ProcessOptions) (*Process, error) {
 // ends or it stops on its own (the pool asked it to, another process took
 // its id over, its reservation was refused).
 func (p *Process) Start(spec broker.WorkerSpec) error {
+	parts := WorkerParts{Handlers: p.opts.Handlers, Reserver: p.opts.Reserver, Settler: p.opts.Settler}
+	nc, res := p.nc, (*broker.Resources)(nil)
+	if p.opts.Identity != nil {
+		// The worker's own connection, opened before the worker counts
+		// as running (a few ms: the broker asks the pool who it is).
+		p.mu.Lock()
+		ctx, running := p.ctx, p.running[spec.ID] != nil
+		p.mu.Unlock()
+		if running {
+			return fmt.Errorf("start worker %s: %w", spec.ID, ErrWorkerRunning)
+		}
+		if ctx == nil {
+			return fmt.Errorf("start worker %s: the process is not running", spec.ID)
+		}
+		var err error
+		if nc, err = p.opts.Identity.Dial(ctx, spec.ID); err != nil {
+			return fmt.Errorf("start worker %s: connect as itself: %w", spec.ID, err)
+		}
+		if res, err = broker.Setup(ctx, nc, broker.Options{}); err != nil {
+			nc.Close()
+			return fmt.Errorf("start worker %s: %w", spec.ID, err)
+		}
+		parts = p.opts.Identity.Parts(nc)
+	}
+	err := p.start(spec, nc, res, parts)
+	if err != nil && nc != p.nc {
+		nc.Close()
+	}
+	return err
+}
+
+// start runs a worker on nc (the process's, or its own with its broker
+// resources res) with parts.
+func (p *Process) start(spec broker.WorkerSpec, nc *nats.Conn, res *broker.Resources, parts WorkerParts) error {
 	var reserver Reserver
 	if spec.Reserve {
-		if p.opts.Reserver == nil {
+		if parts.Reserver == nil {
 			return fmt.Errorf("start worker %s: this process has no reserver to hold its threads on %s", spec.ID, spec.Host)
 		}
-		reserver = p.opts.Reserver
+		reserver = parts.Reserver
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -156,11 +215,14 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 	if _, ok := p.running[spec.ID]; ok {
 		return fmt.Errorf("start worker %s: %w", spec.ID, ErrWorkerRunning)
 	}
-	w, err := New(p.nc, Options{
+	if res == nil {
+		res = p.res
+	}
+	w, err := New(nc, Options{
 		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
 		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
-		Timers: p.timers, Handlers: p.opts.Handlers, Settler: p.opts.Settler, Logger: p.opts.Logger,
-		Beater: p.beats, res: p.res, processChecksQueue: true, Metrics: p.opts.Metrics,
+		Timers: p.timers, Handlers: parts.Handlers, Settler: parts.Settler, Logger: p.opts.Logger,
+		Beater: p.beats, res: res, processChecksQueue: true, Metrics: p.opts.Metrics,
 	})
 	if err != nil {
 		return fmt.Errorf("start worker %s: %w", spec.ID, err)
@@ -171,6 +233,9 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 		err := w.Run(ctx)
 		if err != nil {
 			p.log.Warn().Err(err).Str("worker", spec.ID).Msg("worker ended")
+		}
+		if nc != p.nc {
+			nc.Close()
 		}
 		p.mu.Lock()
 		delete(p.running, spec.ID)

@@ -69,6 +69,13 @@ func WorkerSubject(worker, request string) string {
 	return SubjectWorkerPrefix + worker + "." + request
 }
 
+// WorkerGrants are the world's subjects a worker may publish on: its own
+// requests (WorkerSubject) and the world's questions. A broker that gives
+// each worker an identity grants it these (broker.Identities.Grants).
+func WorkerGrants(worker string) []string {
+	return []string{SubjectWorkerPrefix + worker + ".>", SubjectServers, SubjectServer, SubjectPlayer, SubjectClock, SubjectRAM}
+}
+
 // askerOf is the worker a request came from on its own subject ("" on
 // the plain ones).
 func askerOf(subject string) string {

@@ -4,8 +4,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/config"
@@ -50,6 +53,7 @@ func run(args []string) error {
 	wcfg.RegisterFlags(p.Flags, true)
 	workerHTTP := p.Flags.String("worker-http", "", "with --worker-process: the worker process serves its workers' Prometheus metrics at http://ADDR/metrics (empty: off)")
 	httpAddr := p.Flags.String("http", "", "serve the jobs' live timeline at http://ADDR/ and the pool's Prometheus metrics (and the world's, when the pool runs it) at http://ADDR/metrics (for example 127.0.0.1:7464; empty: off)")
+	printIdentity := p.Flags.String("print-identity", "", "with --identity-key: print the environment (HVMIND_USER, HVMIND_PASSWORD) of the worker process NAME, or of the worker ID on its own with worker:ID, for starting it by hand; or, with issuer, the HVMIND_IDENTITY_ISSUER of the broker's configuration; and exit")
 	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	if err := p.Parse(args); err != nil {
 		return err
@@ -91,6 +95,27 @@ func run(args []string) error {
 		if p.Log, err = config.NewLogger(f, "hvmind-pool", cfg.LogLevel, "json"); err != nil {
 			return err
 		}
+	}
+	var ids *broker.Identities
+	if cfg.Pool.IdentityKey != "" {
+		if cfg.Pool.WorkerAuth != (broker.Auth{}) {
+			return cli.Usagef("--identity-key gives each worker its own credentials: drop the --worker-* credentials")
+		}
+		if ids, err = identities(cfg.Pool.IdentityKey, p.Log); err != nil {
+			return err
+		}
+		ids.Grants = world.WorkerGrants
+		if *printIdentity != "" {
+			return printEnv(ids, *printIdentity)
+		}
+		// For the embedded broker's configuration (--nats-config), whose
+		// auth_callout names the issuer as $HVMIND_IDENTITY_ISSUER.
+		if err := os.Setenv(identityIssuerEnv, ids.Issuer()); err != nil {
+			return err
+		}
+	}
+	if *printIdentity != "" && ids == nil {
+		return cli.Usagef("--print-identity needs --identity-key")
 	}
 	ctx, stop := p.SignalContext()
 	defer stop()
@@ -143,6 +168,16 @@ func run(args []string) error {
 			Process: cfg.Pool.WorkerProcess, Conn: conn.NC, ProcessArgs: workerHTTPArgs(*workerHTTP),
 			Env: workerAuth(conn.Auth, cfg.Pool.WorkerAuth).Env(),
 		}
+		if ids != nil {
+			l := launcher.(*serverpool.LocalLauncher)
+			l.Env = nil
+			l.EnvFor = func(name string, process bool) []string {
+				if process {
+					return ids.Env(name, conn.Auth)
+				}
+				return ids.WorkerEnv(name, conn.Auth)
+			}
+		}
 	}
 	wc := world.NewClient(conn.NC)
 	servers, err := serverpool.New(serverpool.Options{
@@ -152,7 +187,7 @@ func run(args []string) error {
 		return err
 	}
 	o := cfg.PoolOptions()
-	o.Launcher, o.Servers, o.Logger = launcher, servers, p.Log
+	o.Launcher, o.Servers, o.Logger, o.Identities = launcher, servers, p.Log, ids
 	o.Settler, o.Validator = tasks.Settler(wc), tasks.Validator(wc)
 	if g := cfg.Worker.StopGrace; g > 0 {
 		// Its running jobs, then their records, and some.
@@ -207,6 +242,60 @@ func workerAuth(pool, workers broker.Auth) broker.Auth {
 	}
 	workers.TLSCA, workers.TLSCert, workers.TLSKey = pool.TLSCA, pool.TLSCert, pool.TLSKey
 	return workers
+}
+
+// identityIssuerEnv names the issuer of the worker identities in the
+// broker's configuration.
+const identityIssuerEnv = "HVMIND_IDENTITY_ISSUER"
+
+// identities reads the account nkey seed of the worker identities from
+// path, made (readable by its owner only) when there is none.
+func identities(path string, log zerolog.Logger) (*broker.Identities, error) {
+	seed, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if seed, err = broker.NewIdentitySeed(); err != nil {
+			return nil, fmt.Errorf("--identity-key: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("--identity-key: %w", err)
+		}
+		if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
+			return nil, fmt.Errorf("--identity-key: %w", err)
+		}
+		log.Info().Str("file", path).Msg("made a new key for the worker identities")
+	} else if err != nil {
+		return nil, fmt.Errorf("--identity-key: %w", err)
+	}
+	ids, err := broker.NewIdentities(bytes.TrimSpace(seed))
+	if err != nil {
+		return nil, fmt.Errorf("--identity-key %s: %w", path, err)
+	}
+	log.Info().Str("issuer", ids.Issuer()).Msg("worker identities: the broker's auth_callout issuer (" + identityIssuerEnv + ")")
+	return ids, nil
+}
+
+// printEnv prints the credentials of the worker process name (or of the
+// worker on its own, "worker:ID") as environment lines; "issuer" prints
+// the issuer for the broker's configuration.
+func printEnv(ids *broker.Identities, name string) error {
+	if name == "issuer" {
+		fmt.Println(identityIssuerEnv + "=" + ids.Issuer())
+		return nil
+	}
+	id, alone := strings.CutPrefix(name, "worker:")
+	if !job.ValidWorkerID(id) {
+		return cli.Usagef("--print-identity %q: want a worker process's name, or worker:ID", name)
+	}
+	env := ids.Env(id, broker.Auth{})
+	if alone {
+		env = ids.WorkerEnv(id, broker.Auth{})
+	}
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); v != "" && (k == "HVMIND_USER" || k == "HVMIND_PASSWORD") {
+			fmt.Println(kv)
+		}
+	}
+	return nil
 }
 
 // workerHTTPArgs are the worker process's flags for its metrics at addr.

@@ -6,12 +6,18 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/worker"
@@ -19,6 +25,32 @@ import (
 	"github.com/hvmind/hvmind/world/hosts"
 	"github.com/hvmind/hvmind/world/tasks"
 )
+
+// workerIdentities gives each worker of a process that connected as
+// itself (see broker.Identities) a connection of its own, as that worker,
+// its password derived from the process's.
+func workerIdentities(conn *broker.Conn, log zerolog.Logger) *worker.ProcessIdentity {
+	process, _, _ := broker.ParseIdentity(conn.Auth.User)
+	return &worker.ProcessIdentity{
+		Dial: func(ctx context.Context, id string) (*nats.Conn, error) {
+			a := conn.Auth
+			a.User, a.Password = broker.WorkerUser(process, id), broker.WorkerPassword(conn.Auth.Password, id)
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			defer cancel()
+			return broker.Connect(dctx, conn.URL, "hvmind-worker "+id, log.With().Str("worker", id).Logger(), a)
+		},
+		Parts: func(nc *nats.Conn) worker.WorkerParts {
+			wc := world.NewClient(nc)
+			h := worker.NewHandlers()
+			tasks.Register(h, wc)
+			return worker.WorkerParts{Handlers: h, Reserver: hosts.New(wc), Settler: tasks.Settler(wc)}
+		},
+	}
+}
+
+// dialTimeout bounds a worker's connecting as itself (the pool answers
+// the broker about it).
+const dialTimeout = 15 * time.Second
 
 const usage = `usage: hvmind-worker --id ID [--host HOST] [--threads N] [--nats URL]
        hvmind-worker --process NAME [--nats URL]
@@ -98,6 +130,12 @@ func run(args []string) error {
 		o := cfg.WorkerProcessOptions(*process)
 		o.Handlers, o.Reserver, o.Logger = handlers, hosts.New(wc), p.Log
 		o.Settler, o.Metrics = tasks.Settler(wc), metrics
+		if name, _, ok := broker.ParseIdentity(conn.Auth.User); ok {
+			if name != *process {
+				return cli.Usagef("--process %s connects as %s, another process's identity", *process, conn.Auth.User)
+			}
+			o.Identity = workerIdentities(conn, p.Log)
+		}
 		proc, err := worker.NewProcess(conn.NC, o)
 		if err != nil {
 			return cli.Usage(err)

@@ -1,0 +1,114 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hvmind/hvmind/broker"
+)
+
+// SubjectAuthCallout is where a broker configured with auth_callout asks
+// who a connecting user is (NATS auth callout).
+const SubjectAuthCallout = "$SYS.REQ.USER.AUTH"
+
+// callout answers the broker about the worker identities (see
+// broker.Identities): a worker process or worker whose password is the one
+// the pool's key gives is admitted with the permissions of its identity;
+// anyone else is refused. A worker is its process's only if no other
+// process has it: the one whose registry entry lists it, or else the
+// first to connect with it since the pool started.
+type callout struct {
+	p   *Pool
+	id  *broker.Identities
+	sub *nats.Subscription
+
+	mu sync.Mutex
+	// claims are the process of each worker admitted.
+	claims map[string]string
+}
+
+// startCallout subscribes to the broker's authorization requests.
+func (p *Pool) startCallout() (stop func(), err error) {
+	c := &callout{p: p, id: p.opts.Identities, claims: map[string]string{}}
+	c.sub, err = p.nc.QueueSubscribe(SubjectAuthCallout, "hvmind-pool", c.handle)
+	if err != nil {
+		return nil, fmt.Errorf("authorization service: %w", err)
+	}
+	p.log.Info().Str("issuer", c.id.Issuer()).Msg("answering the broker about worker identities")
+	return func() { _ = c.sub.Unsubscribe() }, nil
+}
+
+func (c *callout) handle(m *nats.Msg) {
+	req, err := jwt.DecodeAuthorizationRequestClaims(string(m.Data))
+	if err != nil {
+		// Encrypted (an xkey in the broker's auth_callout), or not a
+		// request: the broker times out and refuses the connection.
+		c.p.log.Error().Err(err).Msg("an authorization request the pool cannot read (is the broker's auth_callout given an xkey? the pool does not use one)")
+		return
+	}
+	user := req.ConnectOptions.Username
+	jwtStr, refusal := c.authorize(req.UserNkey, user, req.ConnectOptions.Password)
+	if refusal != "" {
+		c.p.log.Warn().Str("user", user).Str("client", req.ClientInformation.Host).Str("why", refusal).Msg("refused a connection")
+	}
+	resp, err := c.id.Response(req.UserNkey, req.Server.ID, jwtStr, refusal)
+	if err != nil {
+		c.p.log.Error().Err(err).Msg("signing an authorization answer")
+		return
+	}
+	_ = m.Respond(resp)
+}
+
+// authorize is the user JWT of an admitted identity, or why it is refused.
+func (c *callout) authorize(userNkey, user, password string) (userJWT, refusal string) {
+	process, worker, err := c.id.Check(user, password)
+	if err != nil {
+		return "", err.Error()
+	}
+	perms := broker.ProcessPermissions(process)
+	if worker != "" {
+		if err := c.claim(process, worker); err != nil {
+			return "", err.Error()
+		}
+		perms = c.id.WorkerPermissions(process, worker)
+	}
+	userJWT, err = c.id.UserJWT(userNkey, user, c.p.opts.IdentityAccount, perms)
+	if err != nil {
+		return "", "signing the user: " + err.Error()
+	}
+	return userJWT, ""
+}
+
+// errClaimed says that a worker id is another process's.
+var errClaimed = errors.New("worker id is another process's")
+
+// claim admits worker as process's, unless another process has it.
+func (c *callout) claim(process, worker string) error {
+	if owner := c.p.processOf(worker); owner != "" && owner != process {
+		return fmt.Errorf("%w: %s runs in %s", errClaimed, worker, owner)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if owner, ok := c.claims[worker]; ok && owner != process && c.p.processOf(worker) != process {
+		return fmt.Errorf("%w: %s connected from %s", errClaimed, worker, owner)
+	}
+	c.claims[worker] = process
+	return nil
+}
+
+// processOf is the worker process whose registry entry lists worker ("":
+// none; a worker on its own is its own process).
+func (p *Pool) processOf(worker string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for process, ws := range p.processWorkers {
+		if ws[worker] {
+			return process
+		}
+	}
+	return ""
+}
