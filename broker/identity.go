@@ -104,7 +104,7 @@ type Identities struct {
 	public string
 	key    []byte
 	// Grants, when set, are the subjects a worker may publish on for the
-	// tasks it runs (the world's requests for its own operations), beyond
+	// tasks it runs (requests its tasks make for its own jobs), beyond
 	// the job system's.
 	Grants func(worker string) []string
 }
