@@ -192,6 +192,10 @@ func TestManagerWaitsForThePoolAndOutlivesIt(t *testing.T) {
 	if !strings.Contains(m.out.String(), "waiting for") {
 		t.Error("the batcher never said it was waiting")
 	}
+	// Stopped with the broker gone (the pool killed again), it lets its
+	// batches land and stops, not waiting for records that cannot come
+	// (it waited 30 s past the last landing).
+	c.pool.kill()
 	m.signal(syscall.SIGINT)
 	m.wait(t, 20*time.Second)
 }

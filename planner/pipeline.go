@@ -649,7 +649,7 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		recs, err := m.collect(context.WithoutCancel(ctx), disp)
+		recs, err := m.collect(context.WithoutCancel(ctx), ctx.Done(), disp)
 		p.inflight.remove(disp)
 		if err == nil && !m.check(disp.Jobs, recs, true) && !p.broken.Swap(true) {
 			m.emit("desync", m.Stats().LastDesync)
@@ -663,7 +663,7 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 // whether the target is left intact.
 func (m *HackManager) awaitPrep(ctx context.Context, d *pool.Dispatch) bool {
 	defer m.count(func(s *Stats) { s.InFlight-- })
-	recs, err := m.collect(ctx, d)
+	recs, err := m.collect(ctx, nil, d)
 	if err != nil {
 		m.log.Warn().Err(err).Msg("prep wave")
 		return false
@@ -855,7 +855,12 @@ const (
 // cancelled at once: the hack starts last of the four, well before any job
 // lands, so it never lands and the target stays prepped, where letting it
 // land without that weaken or grow would desync every batch after it.
-func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job, error) {
+//
+// Once stop is closed (the manager stops, and lets its batches land), it
+// waits only stopRecordGrace after the last landing: a record comes
+// within milliseconds of its landing while the broker is there, and a
+// manager stopped with the broker gone waited out recordGrace.
+func (m *HackManager) collect(ctx context.Context, stop <-chan struct{}, d *pool.Dispatch) ([]job.Job, error) {
 	out := make([]job.Job, 0, len(d.Jobs))
 	// Every record is due soon after the batch's last landing; one that has
 	// not come well after it never will (the pool or broker has gone), and
@@ -864,19 +869,24 @@ func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job,
 	for _, j := range d.Jobs {
 		last = math.Max(last, j.EndTime)
 	}
-	giveUp := time.NewTimer(time.Until(job.Time(last)) + recordGrace)
+	grace := recordGrace
+	giveUp := time.NewTimer(time.Until(job.Time(last)) + grace)
 	defer giveUp.Stop()
 	dropped := false
 	for {
 		var r job.Job
 		select {
+		case <-stop:
+			stop, grace = nil, stopRecordGrace
+			giveUp.Reset(time.Until(job.Time(last)) + grace)
+			continue
 		case rec, ok := <-d.Records():
 			if !ok {
 				return out, nil
 			}
 			r = rec
 		case <-giveUp.C:
-			return out, fmt.Errorf("batch %s: %d of %d records within %s of its last landing", d.Jobs[0].Batch, len(out), len(d.Jobs), recordGrace)
+			return out, fmt.Errorf("batch %s: %d of %d records within %s of its last landing", d.Jobs[0].Batch, len(out), len(d.Jobs), grace)
 		}
 		out = append(out, r)
 		if dropped || r.Task == game.OpHack || (r.Status != job.StatusMissed && r.Status != job.StatusFailed) {
@@ -894,8 +904,11 @@ func (m *HackManager) collect(ctx context.Context, d *pool.Dispatch) ([]job.Job,
 }
 
 // recordGrace is how long after a batch's last landing its records may
-// take.
-const recordGrace = 30 * time.Second
+// take, and stopRecordGrace how long once the manager stops.
+const (
+	recordGrace     = 30 * time.Second
+	stopRecordGrace = 3 * time.Second
+)
 
 // durations are a batch's real durations (ms) for a level.
 type durations struct{ h, g, w float64 }
