@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -109,6 +110,25 @@ func testRoles(t *testing.T, args []string, process string) {
 	asWorker := func(process, worker string) (*nats.Conn, chan error, error) {
 		pw := broker.WorkerPassword(ids.ProcessPassword(process), worker)
 		return dialIdentity(t, c.url, broker.WorkerUser(process, worker), pw, broker.IdentityInbox(process, worker))
+	}
+	// The pool gave each its password in its environment: no command
+	// line holds one, nor any log.
+	for _, secret := range []string{ids.ProcessPassword(process), broker.WorkerPassword(ids.ProcessPassword(process), "home-1")} {
+		pids, _ := exec.Command("pgrep", "-f", bin("hvmind-worker")).Output()
+		for _, pid := range strings.Fields(string(pids)) {
+			if cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && strings.Contains(string(cmdline), secret) {
+				t.Errorf("worker %s has a password on its command line", pid)
+			}
+		}
+		logs, _ := os.ReadDir(filepath.Join(c.data, "logs"))
+		for _, f := range logs {
+			if b, _ := os.ReadFile(filepath.Join(c.data, "logs", f.Name())); strings.Contains(string(b), secret) {
+				t.Errorf("log %s holds a worker's password", f.Name())
+			}
+		}
+		if strings.Contains(c.pool.out.String(), secret) {
+			t.Error("the pool's log holds a worker's password")
+		}
 	}
 	worker, werrs, err := asWorker(process, "home-1")
 	if err != nil {
