@@ -121,6 +121,9 @@ func run(args []string) error {
 	defer stop()
 
 	conn, err := p.Open(ctx, true)
+	if err != nil && ids == nil && strings.Contains(err.Error(), identityIssuerEnv) {
+		return fmt.Errorf("%w (the configuration sends workers to the pool: give it --identity-key FILE)", err)
+	}
 	if err != nil {
 		return err
 	}
