@@ -390,7 +390,14 @@ func (m *HackManager) pipelineAfter(ctx context.Context, srv *game.Server, hk ga
 		}
 		return err
 	}
-	defer p.wg.Wait()
+	defer func() {
+		// Its batches in flight land; their records are waited for only
+		// a little past their landings (see collect): a pipeline that
+		// ended on a desync waited out 30 s for records lost with a
+		// broker restart before the target was prepared again.
+		close(p.ending)
+		p.wg.Wait()
+	}()
 	for k := 0; ; k++ {
 		if ctx.Err() != nil {
 			return nil
@@ -441,7 +448,9 @@ type pipelineRun struct {
 	full     float64
 	inflight *batchSet
 	broken   atomic.Bool
-	wg       sync.WaitGroup
+	// ending is closed when the pipeline returns (stopped, or a desync).
+	ending chan struct{}
+	wg     sync.WaitGroup
 }
 
 // newPipeline plans the pipeline for the threads the pool may use: the
@@ -489,6 +498,7 @@ func (m *HackManager) newPipeline(ctx context.Context, srv *game.Server, hk game
 		fc:       &expForecast{base: m.exp},
 		full:     game.ExpPerThread(srv, hk.Mults, true),
 		inflight: newBatchSet(),
+		ending:   make(chan struct{}),
 	}
 	// The first batches go out at once, so they need less lead than the
 	// rest: nothing lands before the first weakenTime, and each ms of lead
@@ -649,7 +659,7 @@ func (p *pipelineRun) slot(ctx context.Context, k int) error {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		recs, err := m.collect(context.WithoutCancel(ctx), ctx.Done(), disp)
+		recs, err := m.collect(context.WithoutCancel(ctx), p.ending, disp)
 		p.inflight.remove(disp)
 		if err == nil && !m.check(disp.Jobs, recs, true) && !p.broken.Swap(true) {
 			m.emit("desync", m.Stats().LastDesync)
@@ -856,10 +866,11 @@ const (
 // lands, so it never lands and the target stays prepped, where letting it
 // land without that weaken or grow would desync every batch after it.
 //
-// Once stop is closed (the manager stops, and lets its batches land), it
-// waits only stopRecordGrace after the last landing: a record comes
-// within milliseconds of its landing while the broker is there, and a
-// manager stopped with the broker gone waited out recordGrace.
+// Once stop is closed (the pipeline ended: the manager stops, or it
+// re-preps after a desync; its batches land meanwhile), it waits only
+// stopRecordGrace after the last landing: a record comes within
+// milliseconds of its landing while the broker is there, and a manager
+// stopped with the broker gone waited out recordGrace.
 func (m *HackManager) collect(ctx context.Context, stop <-chan struct{}, d *pool.Dispatch) ([]job.Job, error) {
 	out := make([]job.Job, 0, len(d.Jobs))
 	// Every record is due soon after the batch's last landing; one that has
