@@ -130,7 +130,13 @@ func (c *Client) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("follow records: %w", err)
 	}
-	cc, err := cons.Consume(c.route, jetstream.PullMaxMessages(4096))
+	// Short pulls with a heartbeat a second: a pull lost with a broker
+	// restart is noticed (two missed heartbeats) and the consumer made
+	// again in seconds. With the defaults (30 s pulls, 5 s heartbeats) a
+	// batcher saw no record for 17 s after a broker kill, then dropped its
+	// batches all at once.
+	cc, err := cons.Consume(c.route, jetstream.PullMaxMessages(4096),
+		jetstream.PullExpiry(followExpiry), jetstream.PullHeartbeat(followHeartbeat))
 	if err != nil {
 		return fmt.Errorf("follow records: %w", err)
 	}
@@ -150,10 +156,20 @@ func (c *Client) follow(ctx context.Context) error {
 
 func ptr[T any](v T) *T { return &v }
 
+// followExpiry and followHeartbeat are the pulls of the client's follow of
+// the records.
+const (
+	followExpiry    = 5 * time.Second
+	followHeartbeat = time.Second
+)
+
 func (c *Client) route(msg jetstream.Msg) {
 	j, err := job.Parse(msg.Data())
 	if err != nil {
 		return
+	}
+	if j.Worker != "" && broker.DoneSubject(j.Worker) != msg.Subject() {
+		return // a record of another worker's job: not its record
 	}
 	c.mu.Lock()
 	d := c.waiting[j.ID]
