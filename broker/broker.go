@@ -65,8 +65,31 @@ func JobsSubject(worker string) string { return SubjectJobs + worker }
 // DoneSubject is the subject of one worker's completion records.
 func DoneSubject(worker string) string { return SubjectDone + worker }
 
+// ErrTryAgain says that a service could not do what it was asked for a
+// reason that may pass (its own broker calls were unavailable): asking
+// again shortly may work (see Unavailable).
+var ErrTryAgain = errors.New("try again")
+
 // WorkerConsumer is the name of a worker's durable consumer.
 func WorkerConsumer(worker string) string { return "worker-" + worker }
+
+// WorkerConsumerConfig is the configuration of a worker's durable consumer:
+// every job queued on its subject, each acknowledged once its record is
+// stored.
+func WorkerConsumerConfig(worker string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       WorkerConsumer(worker),
+		Description:   "jobs of worker " + worker,
+		FilterSubject: JobsSubject(worker),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// Jobs are held unacknowledged while they wait for their start time;
+		// a redelivery to this same process is recognised and dropped.
+		AckWait:       30 * time.Minute,
+		MaxAckPending: -1,
+		MaxDeliver:    -1,
+	}
+}
 
 // EmbeddedOptions configures an embedded nats-server.
 type EmbeddedOptions struct {
@@ -338,20 +361,22 @@ func EnsureStorage(ctx context.Context, js jetstream.JetStream, name string, s S
 	return nil
 }
 
-// stopRepublish drops the republishing of a stream that an earlier version
-// made (the registry's beats on hvmind.workers.>). A user not allowed to
-// change the stream (a worker's) leaves it to the pool: the republishing
-// only costs messages.
-func stopRepublish(ctx context.Context, js jetstream.JetStream, name string) error {
+// tightenRegistry drops the republishing of the registry's stream that an
+// earlier version made (the beats on hvmind.workers.>), and its rollups: a
+// bucket allows them (for a purge, which the registry never does), and a
+// message with a Nats-Rollup header on a worker's own key would purge
+// every entry. A user not allowed to change the stream (a worker's)
+// leaves it to the pool.
+func tightenRegistry(ctx context.Context, js jetstream.JetStream, name string) error {
 	st, err := js.Stream(ctx, name)
 	if err != nil {
 		return err
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.RePublish == nil {
+	if cfg.RePublish == nil && !cfg.AllowRollup {
 		return nil
 	}
-	cfg.RePublish = nil
+	cfg.RePublish, cfg.AllowRollup = nil, false
 	// A denied request is only ever answered by its timeout: a short one,
 	// of its own, so that the rest of the setup keeps its time.
 	uctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -395,6 +420,27 @@ func Setup(ctx context.Context, nc *nats.Conn, o Options) (*Resources, error) {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// Bind looks the streams and buckets up, as they are, without creating or
+// changing any: for a connection allowed to read them only (a worker's own
+// identity, see Identities). ctx bounds it.
+func Bind(ctx context.Context, nc *nats.Conn) (*Resources, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	r := &Resources{JS: js}
+	if r.Jobs, err = js.Stream(ctx, StreamJobs); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamJobs, err)
+	}
+	if r.Done, err = js.Stream(ctx, StreamDone); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamDone, err)
+	}
+	if r.Workers, err = js.KeyValue(ctx, BucketWorkers); err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketWorkers, err)
+	}
+	return r, nil
 }
 
 func (r *Resources) setup(ctx context.Context, o Options) error {
@@ -445,7 +491,7 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
 	}
-	if err := stopRepublish(cctx, r.JS, "KV_"+BucketWorkers); err != nil {
+	if err := tightenRegistry(cctx, r.JS, "KV_"+BucketWorkers); err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketWorkers, err)
 	}
 	return EnsureStorage(cctx, r.JS, "KV_"+BucketWorkers, o.Storage)
@@ -680,7 +726,7 @@ func (c *Conn) Close() {
 // elected a leader), the call timed out, or the cluster has no leader for
 // it. Asking again shortly may work, where any other error will come back.
 func Unavailable(err error) bool {
-	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+	if errors.Is(err, ErrTryAgain) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) {
 		return true

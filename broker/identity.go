@@ -27,7 +27,8 @@ import (
 // derives its workers' passwords from its own.
 //
 // Users are "hvmind-process:<process>" and "hvmind-worker:<process>:<worker>"
-// (a worker that runs on its own is its own process).
+// (a worker that runs on its own is its own process, with a password of
+// its own: a worker process's workers may not be named as it is).
 
 // User name prefixes of the worker identities.
 const (
@@ -159,8 +160,27 @@ func (id *Identities) Env(process string, tls Auth) []string {
 
 // WorkerEnv is the environment of a worker the pool launches on its own.
 func (id *Identities) WorkerEnv(worker string, tls Auth) []string {
-	return Auth{User: WorkerUser(worker, worker), Password: WorkerPassword(id.ProcessPassword(worker), worker),
+	return Auth{User: WorkerUser(worker, worker), Password: id.alonePassword(worker),
 		TLSCA: tls.TLSCA, TLSCert: tls.TLSCert, TLSKey: tls.TLSKey}.Env()
+}
+
+// Password is the password of a worker process (worker "") or of a
+// worker: of a process, derived from the process's; on its own (worker
+// and process the same), its own.
+func (id *Identities) Password(process, worker string) string {
+	switch worker {
+	case "":
+		return id.ProcessPassword(process)
+	case process:
+		return id.alonePassword(worker)
+	}
+	return WorkerPassword(id.ProcessPassword(process), worker)
+}
+
+// alonePassword is the password of a worker on its own: not one a worker
+// process of the same name could derive.
+func (id *Identities) alonePassword(worker string) string {
+	return derive(id.key, "alone:"+worker)
 }
 
 // Check reports whether password is user's, and which identity it is.
@@ -169,11 +189,7 @@ func (id *Identities) Check(user, password string) (process, worker string, err 
 	if !ok {
 		return "", "", fmt.Errorf("%w: user %q", ErrIdentity, user)
 	}
-	want := id.ProcessPassword(process)
-	if worker != "" {
-		want = WorkerPassword(want, worker)
-	}
-	if subtle.ConstantTimeCompare([]byte(want), []byte(password)) != 1 {
+	if want := id.Password(process, worker); subtle.ConstantTimeCompare([]byte(want), []byte(password)) != 1 {
 		return "", "", fmt.Errorf("%w: wrong password for %s", ErrIdentity, user)
 	}
 	return process, worker, nil
@@ -224,29 +240,25 @@ func ProcessPermissions(process string) jwt.Permissions {
 	return p
 }
 
-// WorkerPermissions are a worker's: its own queue (its durable consumer,
-// with its own subject as filter, and the acknowledgements of its
+// WorkerPermissions are a worker's: its own queue (pulling from its
+// durable consumer, which the pool makes for it, and acknowledging its
 // messages), its own records, its registry entry (when it beats on its
-// own), and what id's Grants give it. It may read the streams (a message
-// by sequence), not consume another's queue nor act for another.
+// own), and what id's Grants give it. It cannot create consumers, read
+// the jobs or the records, consume another's queue nor act for another.
 func (id *Identities) WorkerPermissions(process, worker string) jwt.Permissions {
 	cons := WorkerConsumer(worker)
 	var p jwt.Permissions
 	p.Pub.Allow.Add(
 		"$JS.API.INFO",
 		"$JS.API.STREAM.INFO."+StreamJobs, "$JS.API.STREAM.INFO."+StreamDone, "$JS.API.STREAM.INFO.KV_"+BucketWorkers,
-		// Only the form of the create request that names the filter:
-		// the shorter one takes it from the body, which the broker's
-		// permissions do not read.
-		"$JS.API.CONSUMER.CREATE."+StreamJobs+"."+cons+"."+JobsSubject(worker),
-		"$JS.API.CONSUMER.INFO."+StreamJobs+"."+cons, "$JS.API.CONSUMER.DELETE."+StreamJobs+"."+cons,
+		// Its queue, which the pool makes (it asks on its own subjects):
+		// no consumer of its own making, whose delivery subject (any
+		// subject) the broker would not check against these.
+		"hvmind.pool.worker."+worker+".>",
+		"$JS.API.CONSUMER.INFO."+StreamJobs+"."+cons,
 		"$JS.API.CONSUMER.MSG.NEXT."+StreamJobs+"."+cons, "$JS.ACK."+StreamJobs+"."+cons+".>",
-		"$JS.API.DIRECT.GET."+StreamJobs, "$JS.API.STREAM.MSG.GET."+StreamJobs,
-		// Its records, and reading which of its jobs have one.
+		// Its records.
 		DoneSubject(worker),
-		"$JS.API.CONSUMER.CREATE."+StreamDone+".*."+DoneSubject(worker),
-		"$JS.API.CONSUMER.INFO."+StreamDone+".*", "$JS.API.CONSUMER.DELETE."+StreamDone+".*",
-		"$JS.API.CONSUMER.MSG.NEXT."+StreamDone+".*", "$JS.API.DIRECT.GET."+StreamDone, "$JS.API.STREAM.MSG.GET."+StreamDone,
 		// Its registry entry (a worker on its own beats there).
 		"$KV."+BucketWorkers+"."+worker,
 		"$JS.API.STREAM.MSG.GET.KV_"+BucketWorkers, "$JS.API.DIRECT.GET.KV_"+BucketWorkers+".>",

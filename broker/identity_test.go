@@ -3,6 +3,7 @@ package broker_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hvmind/hvmind/broker"
@@ -30,8 +31,10 @@ func TestIdentities(t *testing.T) {
 		{name: "a process", user: broker.ProcessUser("big1"), password: procPW, wantProcess: "big1"},
 		{name: "a worker of it", user: broker.WorkerUser("big1", "home-1"), password: broker.WorkerPassword(procPW, "home-1"),
 			wantProcess: "big1", wantWorker: "home-1"},
-		{name: "a worker on its own", user: broker.WorkerUser("w1", "w1"), password: broker.WorkerPassword(ids.ProcessPassword("w1"), "w1"),
+		{name: "a worker on its own", user: broker.WorkerUser("w1", "w1"), password: passwordIn(ids.WorkerEnv("w1", broker.Auth{})),
 			wantProcess: "w1", wantWorker: "w1"},
+		{name: "a process's worker of its name", user: broker.WorkerUser("w1", "w1"), password: broker.WorkerPassword(ids.ProcessPassword("w1"), "w1"),
+			wantErr: true},
 		{name: "its process's password for a worker", user: broker.WorkerUser("big1", "home-1"), password: procPW, wantErr: true},
 		{name: "a worker's password for another", user: broker.WorkerUser("big1", "home-2"), password: broker.WorkerPassword(procPW, "home-1"), wantErr: true},
 		{name: "another key's", user: broker.ProcessUser("big1"), password: otherIDs.ProcessPassword("big1"), wantErr: true},
@@ -59,9 +62,18 @@ func TestIdentities(t *testing.T) {
 	}
 }
 
-// A worker's permissions name its own subjects and no other worker's;
-// the short form of a consumer create, whose filter is in the body, is
-// not among them.
+// passwordIn is HVMIND_PASSWORD of an environment.
+func passwordIn(env []string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "HVMIND_PASSWORD="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// A worker's permissions name its own subjects and no other worker's, and
+// no consumer create.
 func TestWorkerPermissions(t *testing.T) {
 	t.Parallel()
 	seed, _ := broker.NewIdentitySeed()
@@ -69,13 +81,15 @@ func TestWorkerPermissions(t *testing.T) {
 	ids.Grants = func(w string) []string { return []string{"game." + w + ".>"} }
 	p := ids.WorkerPermissions("big1", "home-1")
 	pub := []string(p.Pub.Allow)
-	for _, want := range []string{"hvmind.done.home-1", "$JS.API.CONSUMER.CREATE.HVMIND_JOBS.worker-home-1.hvmind.jobs.home-1", "game.home-1.>"} {
+	for _, want := range []string{"hvmind.done.home-1", "$JS.API.CONSUMER.MSG.NEXT.HVMIND_JOBS.worker-home-1", "hvmind.pool.worker.home-1.>", "game.home-1.>"} {
 		if !slices.Contains(pub, want) {
 			t.Errorf("publish %s not allowed: %v", want, pub)
 		}
 	}
 	for _, s := range pub {
-		if s == "$JS.API.CONSUMER.CREATE.HVMIND_JOBS.worker-home-1" || s == ">" || slices.Contains([]string{"hvmind.done.>", "hvmind.jobs.>"}, s) {
+		// No consumer of its own making: its delivery subject could be
+		// any subject, unchecked.
+		if strings.Contains(s, "CONSUMER.CREATE") || strings.Contains(s, ".GET.HVMIND_") || s == ">" || slices.Contains([]string{"hvmind.done.>", "hvmind.jobs.>"}, s) {
 			t.Errorf("publish %s allowed", s)
 		}
 	}

@@ -3,10 +3,25 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// RecordMsgID is the message id of a job's record on its worker's
+// subject: the worker and the job (a job id holds no ':'). JetStream keeps
+// one record per id, so one worker cannot store a record that would make
+// another's record of the same job a duplicate.
+func RecordMsgID(worker, jobID string) string { return worker + ":" + jobID }
+
+// RecordJobID is the job of a record's message id (see RecordMsgID).
+func RecordJobID(msgID string) string {
+	if i := strings.IndexByte(msgID, ':'); i >= 0 {
+		return msgID[i+1:]
+	}
+	return msgID
+}
 
 // RecordIDs calls fn with the job id (the message id) and the storage time
 // of every completion record stored since since, on subject (every worker's
@@ -40,7 +55,7 @@ func (r *Resources) RecordIDs(ctx context.Context, since time.Time, subject stri
 			got++
 			meta, err := m.Metadata()
 			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && err == nil {
-				fn(id, meta.Timestamp)
+				fn(RecordJobID(id), meta.Timestamp)
 			}
 		}
 		if err := batch.Error(); err != nil {

@@ -151,3 +151,27 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A message on a worker's own registry key cannot purge the others' (a
+// rollup): the registry allows none.
+func TestRegistryAllowsNoRollup(t *testing.T) {
+	t.Parallel()
+	nc := startEmbedded(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := broker.Setup(ctx, nc, broker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Workers.Put(ctx, "other", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg("$KV." + broker.BucketWorkers + ".mine")
+	m.Header.Set("Nats-Rollup", "all")
+	if _, err := res.JS.PublishMsg(ctx, m); err == nil {
+		t.Error("a rollup on a worker's key was stored")
+	}
+	if _, err := res.Workers.Get(ctx, "other"); err != nil {
+		t.Errorf("another worker's entry after the rollup: %v", err)
+	}
+}

@@ -108,12 +108,11 @@ func testRoles(t *testing.T, args []string, process string) {
 		t.Fatal(err)
 	}
 	asWorker := func(process, worker string) (*nats.Conn, chan error, error) {
-		pw := broker.WorkerPassword(ids.ProcessPassword(process), worker)
-		return dialIdentity(t, c.url, broker.WorkerUser(process, worker), pw, broker.IdentityInbox(process, worker))
+		return dialIdentity(t, c.url, broker.WorkerUser(process, worker), ids.Password(process, worker), broker.IdentityInbox(process, worker))
 	}
 	// The pool gave each its password in its environment: no command
 	// line holds one, nor any log.
-	for _, secret := range []string{ids.ProcessPassword(process), broker.WorkerPassword(ids.ProcessPassword(process), "home-1")} {
+	for _, secret := range []string{ids.ProcessPassword(process), ids.Password(process, "home-1")} {
 		pids, _ := exec.Command("pgrep", "-f", bin("hvmind-worker")).Output()
 		for _, pid := range strings.Fields(string(pids)) {
 			if cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline"); err == nil && strings.Contains(string(cmdline), secret) {
@@ -145,6 +144,15 @@ func testRoles(t *testing.T, args []string, process string) {
 		"$JS.API.CONSUMER.MSG.NEXT."+broker.StreamJobs+"."+broker.WorkerConsumer("home-2"), `{"batch":1}`)
 	refused(t, "a worker making a queue whose filter the broker does not read", worker, werrs,
 		"$JS.API.CONSUMER.CREATE."+broker.StreamJobs+"."+broker.WorkerConsumer("home-1"), `{"config":{"filter_subject":"hvmind.jobs.home-2"}}`)
+	// Its records, delivered by the broker on a subject of its choosing
+	// (a push consumer's delivery subject is not checked against its
+	// creator's permissions): it makes no consumer at all.
+	refused(t, "a worker making a consumer that delivers its records elsewhere", worker, werrs,
+		"$JS.API.CONSUMER.CREATE."+broker.StreamDone+".x."+broker.DoneSubject("home-1"),
+		`{"stream_name":"HVMIND_DONE","config":{"name":"x","filter_subject":"hvmind.done.home-1","deliver_subject":"hvmind.world.settle"}}`)
+	refused(t, "a worker making its own queue", worker, werrs,
+		"$JS.API.CONSUMER.CREATE."+broker.StreamJobs+"."+broker.WorkerConsumer("home-1")+"."+broker.JobsSubject("home-1"), `{}`)
+	refused(t, "a worker reading the queued jobs", worker, werrs, "$JS.API.DIRECT.GET."+broker.StreamJobs, `{"seq":1,"next_by_subj":"hvmind.jobs.home-2"}`)
 	refused(t, "a worker beginning another's world operation", worker, werrs, world.WorkerSubject("home-2", world.WorkerBegin),
 		`{"jobId":"x","task":"hack","target":"n00dles","host":"home","owner":"home-2","threads":1}`)
 	refused(t, "a worker releasing RAM on the pool's subject", worker, werrs, world.SubjectRAMRelease, `{"host":"home","owner":"home-2"}`)

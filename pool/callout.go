@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/serverpool"
 )
 
 // SubjectAuthCallout is where a broker configured with auth_callout asks
@@ -19,8 +20,7 @@ const SubjectAuthCallout = "$SYS.REQ.USER.AUTH"
 // broker.Identities): a worker process or worker whose password is the one
 // the pool's key gives is admitted with the permissions of its identity;
 // anyone else is refused. A worker is its process's only if no other
-// process has it: the one whose registry entry lists it, or else the
-// first to connect with it since the pool started.
+// process has it (see claim).
 type callout struct {
 	p   *Pool
 	id  *broker.Identities
@@ -34,6 +34,7 @@ type callout struct {
 // startCallout subscribes to the broker's authorization requests.
 func (p *Pool) startCallout() (stop func(), err error) {
 	c := &callout{p: p, id: p.opts.Identities, claims: map[string]string{}}
+	p.callout = c
 	c.sub, err = p.nc.QueueSubscribe(SubjectAuthCallout, "hvmind-pool", c.handle)
 	if err != nil {
 		return nil, fmt.Errorf("authorization service: %w", err)
@@ -86,29 +87,43 @@ func (c *callout) authorize(userNkey, user, password string) (userJWT, refusal s
 // errClaimed says that a worker id is another process's.
 var errClaimed = errors.New("worker id is another process's")
 
-// claim admits worker as process's, unless another process has it.
+// claim admits worker as process's, unless it is another's: the process
+// the pool launched it in, or else the first to connect with it since the
+// pool started (until it leaves). A registry entry is not asked: a
+// process writes its own, and could list any id.
 func (c *callout) claim(process, worker string) error {
-	if owner := c.p.processOf(worker); owner != "" && owner != process {
-		return fmt.Errorf("%w: %s runs in %s", errClaimed, worker, owner)
+	if want, ok := c.p.launchedIn(worker); ok && want != process {
+		return fmt.Errorf("%w: the pool launched %s in %s", errClaimed, worker, want)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if owner, ok := c.claims[worker]; ok && owner != process && c.p.processOf(worker) != process {
+	if owner, ok := c.claims[worker]; ok && owner != process {
 		return fmt.Errorf("%w: %s connected from %s", errClaimed, worker, owner)
 	}
 	c.claims[worker] = process
 	return nil
 }
 
-// processOf is the worker process whose registry entry lists worker ("":
-// none; a worker on its own is its own process).
-func (p *Pool) processOf(worker string) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for process, ws := range p.processWorkers {
-		if ws[worker] {
-			return process
-		}
+// forget lets another process have worker's id: it left.
+func (c *callout) forget(worker string) {
+	c.mu.Lock()
+	delete(c.claims, worker)
+	c.mu.Unlock()
+}
+
+// launchedIn is the process the pool launched worker in, when it launched
+// it (since it started) and its Launcher says where (serverpool.ProcessNamer).
+func (p *Pool) launchedIn(worker string) (string, bool) {
+	namer, ok := p.opts.Launcher.(serverpool.ProcessNamer)
+	if !ok {
+		return "", false
 	}
-	return ""
+	p.mu.Lock()
+	ws := p.workers[worker]
+	launched := ws != nil && !ws.launched.IsZero()
+	p.mu.Unlock()
+	if !launched {
+		return "", false
+	}
+	return namer.ProcessOf(worker), true
 }

@@ -168,11 +168,12 @@ func (c *Client) route(msg jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	if j.Worker != "" && broker.DoneSubject(j.Worker) != msg.Subject() {
-		return // a record of another worker's job: not its record
-	}
 	c.mu.Lock()
 	d := c.waiting[j.ID]
+	if d != nil && !d.placedOn(j.ID, msg.Subject()) {
+		c.mu.Unlock()
+		return // stored on another worker's subject: not its record
+	}
 	if d != nil {
 		delete(c.waiting, j.ID)
 		c.mu.Unlock()
@@ -186,6 +187,10 @@ func (c *Client) route(msg jetstream.Msg) {
 		return
 	}
 	d = c.waiting[po.Of]
+	if !d.placedOn(j.ID, msg.Subject()) {
+		c.mu.Unlock()
+		return
+	}
 	if d.parts == nil {
 		d.parts = map[string][]job.Job{}
 	}
@@ -247,6 +252,17 @@ type Dispatch struct {
 	// parts collects the records of split jobs' parts, by job id; guarded
 	// by the client's mutex.
 	parts map[string][]job.Job
+	// workerOf is the worker each job (or part) was placed on, once the
+	// pool answered; guarded by the client's mutex.
+	workerOf map[string]string
+}
+
+// placedOn reports whether a record of job id stored on subject may be its
+// record: stored on the subject of the worker it was placed on (any, until
+// the pool's answer has said which). The client's mutex is held.
+func (d *Dispatch) placedOn(id, subject string) bool {
+	w, ok := d.workerOf[id]
+	return !ok || broker.DoneSubject(w) == subject
 }
 
 // Records delivers each job's completion record as it arrives, and is closed
@@ -372,6 +388,12 @@ func (c *Client) dispatch(ctx context.Context, subject string, jobs []job.Job) (
 			j.Batch, j.Worker = pl.Batch, pl.Worker
 		}
 	}
+	c.mu.Lock()
+	d.workerOf = make(map[string]string, len(dr.Placed))
+	for _, pl := range dr.Placed {
+		d.workerOf[pl.ID] = pl.Worker
+	}
+	c.mu.Unlock()
 	d.Jobs, d.Placed = jobs, dr.Placed
 	return d, nil
 }

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,7 +20,9 @@ import (
 //
 // It returns the function that stops following.
 func (p *Pool) startCollector() (stop func(), err error) {
-	sub, err := p.nc.Subscribe(broker.SubjectDone+">", func(m *nats.Msg) { p.collect(m.Data) })
+	sub, err := p.nc.Subscribe(broker.SubjectDone+">", func(m *nats.Msg) {
+		p.collect(strings.TrimPrefix(m.Subject, broker.SubjectDone), m.Data)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("pool: follow records: %w", err)
 	}
@@ -45,13 +48,22 @@ func (p *Pool) endedLocked(id string) bool {
 	return true
 }
 
-func (p *Pool) collect(data []byte) {
+// collect ends the job a record stored on worker's subject tells of: a
+// record of a job placed on another worker is not that job's (a worker may
+// store records on its own subject only, but any record there).
+func (p *Pool) collect(worker string, data []byte) {
 	j, err := job.ParseSummary(data)
 	if err != nil {
 		p.log.Warn().Err(err).Msg("unreadable completion record")
 		return
 	}
 	p.mu.Lock()
+	if in := p.jobs[j.ID]; in != nil && in.worker != worker {
+		p.mu.Unlock()
+		p.log.Warn().Str("job", j.ID).Str("subject_worker", worker).Str("worker", in.worker).
+			Msg("a record of a job on another worker's subject: ignored")
+		return
+	}
 	p.recent.touch(j.ID, time.Now())
 	p.endedLocked(j.ID)
 	p.mu.Unlock()

@@ -223,8 +223,11 @@ type Pool struct {
 	nc   *nats.Conn
 	res  *broker.Resources
 	acks *broker.AckInbox
-	log  zerolog.Logger
-	svc  micro.Service
+	// callout answers the broker about worker identities (nil without
+	// Options.Identities).
+	callout *callout
+	log     zerolog.Logger
+	svc     micro.Service
 	// runCtx is the context of requests in progress (see goRequest);
 	// requests counts them, and reqClosed is set once the service stops.
 	runCtx    context.Context
@@ -403,6 +406,11 @@ func (p *Pool) Run(ctx context.Context) error {
 		}
 		defer stopCallout()
 	}
+	stopKeeper, err := p.startQueueKeeper()
+	if err != nil {
+		return err
+	}
+	defer stopKeeper()
 	// Records are followed first: one stored while the pool reads what is
 	// in flight is then seen either by the reading or by the collector.
 	unfollow, err := p.startCollector()

@@ -121,6 +121,9 @@ func (p *Pool) leftLocked(id string) {
 		ws.seen = time.Time{}
 		p.log.Info().Str("worker", id).Msg("worker left")
 		p.announceLocked(ws, "left")
+		if p.callout != nil {
+			p.callout.forget(id) // (its lock is never held while taking p.mu)
+		}
 	}
 }
 

@@ -229,7 +229,7 @@ func recordMsg(j *job.Job, worker string) (*nats.Msg, error) {
 	}
 	m := nats.NewMsg(broker.DoneSubject(worker))
 	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, j.ID)
+	m.Header.Set(jetstream.MsgIDHeader, broker.RecordMsgID(worker, j.ID))
 	return m, nil
 }
 

@@ -39,6 +39,21 @@ type ExitWatcher interface {
 	Exits() <-chan int
 }
 
+// ProcessNamer is what a Launcher may also be: one that says in which
+// worker process a worker it launched runs (its own id when it runs on
+// its own).
+type ProcessNamer interface {
+	ProcessOf(worker string) string
+}
+
+// ProcessOf is the worker process a worker launched runs in.
+func (l *LocalLauncher) ProcessOf(worker string) string {
+	if l.Process != "" {
+		return l.Process
+	}
+	return worker
+}
+
 // LocalLauncher starts hvmind-worker processes on this machine, detached in
 // their own session so that they outlive the pool.
 type LocalLauncher struct {

@@ -83,11 +83,13 @@ type ProcessIdentity struct {
 	Parts func(nc *nats.Conn) WorkerParts
 }
 
-// WorkerParts are what a worker's tasks act through.
+// WorkerParts are what a worker's tasks act through, and what keeps its
+// queue (see QueueKeeper).
 type WorkerParts struct {
-	Handlers *Handlers
-	Reserver Reserver
-	Settler  job.Settler
+	Handlers    *Handlers
+	Reserver    Reserver
+	Settler     job.Settler
+	QueueKeeper QueueKeeper
 }
 
 // WithDefaults returns the options with every zero field set to its
@@ -180,11 +182,16 @@ func (p *Process) Start(spec broker.WorkerSpec) error {
 		if ctx == nil {
 			return fmt.Errorf("start worker %s: the process is not running", spec.ID)
 		}
+		// Within the launch request's bound: a worker the broker
+		// refuses (the pool away, or the id another process's) fails
+		// the launch instead of holding the next.
+		dctx, cancel := context.WithTimeout(ctx, identityStartTimeout)
+		defer cancel()
 		var err error
-		if nc, err = p.opts.Identity.Dial(ctx, spec.ID); err != nil {
+		if nc, err = p.opts.Identity.Dial(dctx, spec.ID); err != nil {
 			return fmt.Errorf("start worker %s: connect as itself: %w", spec.ID, err)
 		}
-		if res, err = broker.Setup(ctx, nc, broker.Options{}); err != nil {
+		if res, err = broker.Bind(dctx, nc); err != nil {
 			nc.Close()
 			return fmt.Errorf("start worker %s: %w", spec.ID, err)
 		}
@@ -221,7 +228,7 @@ func (p *Process) start(spec broker.WorkerSpec, nc *nats.Conn, res *broker.Resou
 	w, err := New(nc, Options{
 		ID: spec.ID, Host: spec.Host, Threads: spec.Threads, OnDemand: spec.OnDemand, Reserver: reserver,
 		Heartbeat: p.opts.Heartbeat, Tolerance: p.opts.Tolerance, Spin: p.opts.Spin, StopGrace: p.opts.StopGrace,
-		Timers: p.timers, Handlers: parts.Handlers, Settler: parts.Settler, Logger: p.opts.Logger,
+		Timers: p.timers, Handlers: parts.Handlers, Settler: parts.Settler, QueueKeeper: parts.QueueKeeper, Logger: p.opts.Logger,
 		Beater: p.beats, res: res, processChecksQueue: true, Metrics: p.opts.Metrics,
 	})
 	if err != nil {
@@ -246,6 +253,10 @@ func (p *Process) start(spec broker.WorkerSpec, nc *nats.Conn, res *broker.Resou
 	})
 	return nil
 }
+
+// identityStartTimeout bounds connecting a worker as itself and looking up
+// the streams, under the pool's 10 s launch request.
+const identityStartTimeout = 8 * time.Second
 
 // DefaultLinger is how long a worker process whose workers have all
 // stopped waits for a new one before it exits: the pool stops the workers

@@ -185,7 +185,7 @@ func (w *Worker) recordMsg(r *run) *nats.Msg {
 	}
 	m := nats.NewMsg(broker.DoneSubject(w.opts.ID))
 	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, r.job.ID)
+	m.Header.Set(jetstream.MsgIDHeader, broker.RecordMsgID(w.opts.ID, r.job.ID))
 	return m
 }
 

@@ -88,6 +88,22 @@ const (
 	DefaultStopGrace = 10 * time.Second
 )
 
+// QueueKeeper makes a worker's durable queue for it and reads which of its
+// queued jobs have records, for a worker allowed neither: a worker with an
+// identity of its own (see broker.Identities) may consume its queue, not
+// create consumers, since a consumer's delivery subject is not checked
+// against its creator's permissions.
+type QueueKeeper interface {
+	// ResetQueue deletes the worker's consumer, if there is one, and
+	// creates it again (broker.WorkerConsumerConfig), so that every job
+	// queued for it is delivered now; prevDelivered is how far the
+	// deleted one had delivered (its stream sequence; 0: none).
+	ResetQueue(ctx context.Context, worker string) (prevDelivered uint64, err error)
+	// RecordedIDs are the ids of the worker's jobs with a record stored
+	// since its oldest queued message.
+	RecordedIDs(ctx context.Context, worker string) ([]string, error)
+}
+
 // Options configure a Worker.
 type Options struct {
 	// ID names the worker; its jobs arrive on hvmind.jobs.<ID>. Required.
@@ -131,6 +147,10 @@ type Options struct {
 	// such a job is recorded missed (failed, for one without a start
 	// time), which is true only if it never ran.
 	Settler job.Settler
+	// QueueKeeper, when set, makes the worker's durable queue and says
+	// which of its queued jobs have records, for a worker whose connection
+	// may not (see QueueKeeper); nil: the worker does both itself.
+	QueueKeeper QueueKeeper
 	// Beater, when set, takes the worker's heartbeats instead of the
 	// registry: the process that runs it writes them with its other
 	// workers' (see Beater). A worker process sets it.
@@ -566,6 +586,22 @@ const (
 // remembers how far the previous process had got.
 func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := broker.WorkerConsumer(w.opts.ID)
+	if k := w.opts.QueueKeeper; k != nil {
+		// Made by the keeper (the pool); this worker only reads it.
+		prev, err := k.ResetQueue(ctx, w.opts.ID)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: reset queue: %w", w.opts.ID, err)
+		}
+		w.prevDelivered, w.createdQueue = prev, true
+		cctx, cancel := brokerCall(ctx)
+		defer cancel()
+		c, err := w.res.Jobs.Consumer(cctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: consumer: %w", w.opts.ID, err)
+		}
+		w.queueAt.Store(time.Now().UnixNano())
+		return c, nil
+	}
 	cctx, cancel := brokerCall(ctx)
 	prev, err := w.res.Jobs.Consumer(cctx, name)
 	cancel()
@@ -596,18 +632,7 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	cctx, cancel = brokerCall(ctx)
 	defer cancel()
 	w.createdQueue = true
-	c, err := w.res.Jobs.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "jobs of worker " + w.opts.ID,
-		FilterSubject: broker.JobsSubject(w.opts.ID),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		// Jobs are held unacknowledged while they wait for their start time;
-		// a redelivery to this same process is recognised and dropped.
-		AckWait:       30 * time.Minute,
-		MaxAckPending: -1,
-		MaxDeliver:    -1,
-	})
+	c, err := w.res.Jobs.CreateOrUpdateConsumer(cctx, broker.WorkerConsumerConfig(w.opts.ID))
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: create consumer: %w", w.opts.ID, err)
 	}
@@ -622,6 +647,19 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 // jobs of a gone worker) must not be taken on again. The records stream
 // drops a second record with the same id only within its 10-minute window.
 func (w *Worker) loadRecorded(ctx context.Context) error {
+	if k := w.opts.QueueKeeper; k != nil {
+		ids, err := k.RecordedIDs(ctx, w.opts.ID)
+		if err != nil {
+			return fmt.Errorf("worker %s: recorded jobs: %w", w.opts.ID, err)
+		}
+		now := time.Now()
+		w.mu.Lock()
+		for _, id := range ids {
+			w.recent[id] = now
+		}
+		w.mu.Unlock()
+		return nil
+	}
 	cctx, cancel := brokerCall(ctx)
 	first, err := w.res.Jobs.GetMsg(cctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
 	cancel()

@@ -349,7 +349,7 @@ func TestRestartInsideASharedMessage(t *testing.T) {
 	published := map[string]int{}
 	sub, err := e.b.Connect(t).Subscribe(broker.DoneSubject(e.id), func(m *nats.Msg) {
 		mu.Lock()
-		published[m.Header.Get(jetstream.MsgIDHeader)]++
+		published[broker.RecordJobID(m.Header.Get(jetstream.MsgIDHeader))]++
 		mu.Unlock()
 	})
 	if err != nil {

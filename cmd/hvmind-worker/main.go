@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -20,6 +19,7 @@ import (
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/worker"
 	"github.com/hvmind/hvmind/world"
 	"github.com/hvmind/hvmind/world/hosts"
@@ -35,22 +35,16 @@ func workerIdentities(conn *broker.Conn, log zerolog.Logger) *worker.ProcessIden
 		Dial: func(ctx context.Context, id string) (*nats.Conn, error) {
 			a := conn.Auth
 			a.User, a.Password = broker.WorkerUser(process, id), broker.WorkerPassword(conn.Auth.Password, id)
-			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			defer cancel()
-			return broker.Connect(dctx, conn.URL, "hvmind-worker "+id, log.With().Str("worker", id).Logger(), a)
+			return broker.Connect(ctx, conn.URL, "hvmind-worker "+id, log.With().Str("worker", id).Logger(), a)
 		},
 		Parts: func(nc *nats.Conn) worker.WorkerParts {
 			wc := world.NewClient(nc)
 			h := worker.NewHandlers()
 			tasks.Register(h, wc)
-			return worker.WorkerParts{Handlers: h, Reserver: hosts.New(wc), Settler: tasks.Settler(wc)}
+			return worker.WorkerParts{Handlers: h, Reserver: hosts.New(wc), Settler: tasks.Settler(wc), QueueKeeper: pool.NewQueueKeeper(nc)}
 		},
 	}
 }
-
-// dialTimeout bounds a worker's connecting as itself (the pool answers
-// the broker about it).
-const dialTimeout = 15 * time.Second
 
 const usage = `usage: hvmind-worker --id ID [--host HOST] [--threads N] [--nats URL]
        hvmind-worker --process NAME [--nats URL]
@@ -144,6 +138,10 @@ func run(args []string) error {
 	}
 	o := cfg.WorkerOptions()
 	o.Handlers, o.Logger, o.Metrics = handlers, p.Log, metrics
+	if _, _, ok := broker.ParseIdentity(conn.Auth.User); ok {
+		// As itself: its queue is the pool's to make.
+		o.QueueKeeper = pool.NewQueueKeeper(conn.NC)
+	}
 	o.Settler = tasks.Settler(wc)
 	if cfg.Worker.Reserve {
 		o.Reserver = hosts.New(wc)

@@ -1,0 +1,197 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/job"
+)
+
+// The pool keeps the queues of workers with identities of their own (see
+// Options.Identities): such a worker may not create consumers, whose
+// delivery subject the broker does not check against its permissions, so
+// it asks the pool, on its own subjects, to make its queue again
+// (SubjectWorkerQueue) and which of its queued jobs have records
+// (SubjectWorkerRecorded). NewQueueKeeper is that worker's side.
+
+// SubjectWorkerPrefix starts the subjects a worker asks the pool on for
+// itself: hvmind.pool.worker.<worker>.queue and .recorded.
+const SubjectWorkerPrefix = "hvmind.pool.worker."
+
+// WorkerQueueSubject is the subject on which worker asks the pool to make
+// its queue again; WorkerRecordedSubject, for the ids of its jobs with
+// records.
+func WorkerQueueSubject(worker string) string    { return SubjectWorkerPrefix + worker + ".queue" }
+func WorkerRecordedSubject(worker string) string { return SubjectWorkerPrefix + worker + ".recorded" }
+
+// QueueReply answers a worker's queue request.
+type QueueReply struct {
+	// PrevDelivered is how far the worker's previous consumer had
+	// delivered (0: it had none).
+	PrevDelivered uint64 `json:"prevDelivered"`
+	Error         string `json:"error,omitempty"`
+	// Retry says that asking again may work (broker.ErrTryAgain).
+	Retry bool `json:"retry,omitempty"`
+}
+
+// RecordedReply answers a worker's records request.
+type RecordedReply struct {
+	IDs   []string `json:"ids"`
+	Error string   `json:"error,omitempty"`
+	Retry bool     `json:"retry,omitempty"`
+}
+
+// queueKeeperTimeout bounds the pool's broker calls for a worker's queue.
+const queueKeeperTimeout = 10 * time.Second
+
+// startQueueKeeper answers the workers' queue and records requests.
+func (p *Pool) startQueueKeeper() (stop func(), err error) {
+	q, err := p.nc.QueueSubscribe(WorkerQueueSubject("*"), "hvmind-pool", func(m *nats.Msg) {
+		go p.answerQueue(m)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue keeper: %w", err)
+	}
+	r, err := p.nc.QueueSubscribe(WorkerRecordedSubject("*"), "hvmind-pool", func(m *nats.Msg) {
+		go p.answerRecorded(m)
+	})
+	if err != nil {
+		_ = q.Unsubscribe()
+		return nil, fmt.Errorf("queue keeper: %w", err)
+	}
+	return func() { _ = q.Unsubscribe(); _ = r.Unsubscribe() }, nil
+}
+
+// askingWorker is the worker whose subject m came on.
+func askingWorker(m *nats.Msg) (string, error) {
+	rest := strings.TrimPrefix(m.Subject, SubjectWorkerPrefix)
+	w, _, _ := strings.Cut(rest, ".")
+	if !job.ValidWorkerID(w) {
+		return "", fmt.Errorf("%w: worker %q", ErrInvalidJob, w)
+	}
+	return w, nil
+}
+
+func (p *Pool) answerQueue(m *nats.Msg) {
+	var reply QueueReply
+	if w, err := askingWorker(m); err != nil {
+		reply.Error = err.Error()
+	} else if reply.PrevDelivered, err = p.resetQueue(w); err != nil {
+		reply.Error, reply.Retry = err.Error(), broker.Unavailable(err)
+	}
+	data, _ := json.Marshal(reply)
+	_ = m.Respond(data)
+}
+
+// resetQueue deletes worker's consumer, if any, and creates it again.
+func (p *Pool) resetQueue(worker string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queueKeeperTimeout)
+	defer cancel()
+	name := broker.WorkerConsumer(worker)
+	var prev uint64
+	c, err := p.res.Jobs.Consumer(ctx, name)
+	switch {
+	case err == nil:
+		prev = c.CachedInfo().Delivered.Stream
+		if err := p.res.Jobs.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return 0, fmt.Errorf("reset the queue of %s: %w", worker, err)
+		}
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return 0, fmt.Errorf("the queue of %s: %w", worker, err)
+	}
+	if _, err := p.res.Jobs.CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig(worker)); err != nil {
+		return 0, fmt.Errorf("make the queue of %s: %w", worker, err)
+	}
+	return prev, nil
+}
+
+func (p *Pool) answerRecorded(m *nats.Msg) {
+	reply := RecordedReply{IDs: []string{}}
+	if w, err := askingWorker(m); err != nil {
+		reply.Error = err.Error()
+	} else if reply.IDs, err = p.recordedIDs(w); err != nil {
+		reply.Error, reply.Retry = err.Error(), broker.Unavailable(err)
+	}
+	data, _ := json.Marshal(reply)
+	_ = m.Respond(data)
+}
+
+// recordedIDs are the ids of worker's jobs with a record stored since its
+// oldest queued message.
+func (p *Pool) recordedIDs(worker string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), queueKeeperTimeout)
+	defer cancel()
+	first, err := p.res.Jobs.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(worker)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the oldest queued job of %s: %w", worker, err)
+	}
+	ids := []string{}
+	if _, err := p.res.RecordIDs(ctx, first.Time, broker.DoneSubject(worker), func(id string, _ time.Time) {
+		ids = append(ids, id)
+	}); err != nil {
+		return nil, fmt.Errorf("the records of %s: %w", worker, err)
+	}
+	return ids, nil
+}
+
+// NewQueueKeeper is a worker's side of the pool's queue keeping: on nc
+// (the worker's own connection), it asks the pool on the worker's own
+// subjects. A worker.QueueKeeper.
+func NewQueueKeeper(nc *nats.Conn) QueueKeeper { return QueueKeeper{nc: nc} }
+
+// QueueKeeper asks the pool for a worker's queue (see NewQueueKeeper).
+type QueueKeeper struct{ nc *nats.Conn }
+
+// ResetQueue asks the pool to make worker's queue again.
+func (k QueueKeeper) ResetQueue(ctx context.Context, worker string) (uint64, error) {
+	var r QueueReply
+	if err := k.ask(ctx, WorkerQueueSubject(worker), &r, &r.Error, &r.Retry); err != nil {
+		return 0, err
+	}
+	return r.PrevDelivered, nil
+}
+
+// RecordedIDs asks the pool which of worker's queued jobs have records.
+func (k QueueKeeper) RecordedIDs(ctx context.Context, worker string) ([]string, error) {
+	var r RecordedReply
+	if err := k.ask(ctx, WorkerRecordedSubject(worker), &r, &r.Error, &r.Retry); err != nil {
+		return nil, err
+	}
+	return r.IDs, nil
+}
+
+func (k QueueKeeper) ask(ctx context.Context, subject string, out any, errText *string, retry *bool) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, queueKeeperTimeout+time.Second)
+		defer cancel()
+	}
+	msg, err := k.nc.RequestWithContext(ctx, subject, nil)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("%w: no pool answers on %s", nats.ErrNoResponders, subject)
+	}
+	if err != nil {
+		return fmt.Errorf("request %s: %w", subject, err)
+	}
+	if err := json.Unmarshal(msg.Data, out); err != nil {
+		return fmt.Errorf("%s: %w", subject, err)
+	}
+	switch {
+	case *errText != "" && *retry:
+		return fmt.Errorf("%w: %s", broker.ErrTryAgain, *errText)
+	case *errText != "":
+		return errors.New(*errText)
+	}
+	return nil
+}
