@@ -23,11 +23,12 @@ func RecordJobID(msgID string) string {
 	return msgID
 }
 
-// RecordIDs calls fn with the job id (the message id) and the storage time
-// of every completion record stored since since, on subject (every worker's
-// when empty), reading the headers alone. It returns how many records the
+// RecordIDs calls fn with the job id (from the message id), the worker
+// whose subject it was stored on, and the storage time of every completion
+// record stored since since, on subject (every worker's when empty),
+// reading the headers alone. It returns how many records the
 // stream counted that did not come (records it dropped for age meanwhile).
-func (r *Resources) RecordIDs(ctx context.Context, since time.Time, subject string, fn func(id string, at time.Time)) (missing uint64, err error) {
+func (r *Resources) RecordIDs(ctx context.Context, since time.Time, subject string, fn func(id, worker string, at time.Time)) (missing uint64, err error) {
 	cfg := jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
 		OptStartTime:  &since,
@@ -55,7 +56,7 @@ func (r *Resources) RecordIDs(ctx context.Context, since time.Time, subject stri
 			got++
 			meta, err := m.Metadata()
 			if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" && err == nil {
-				fn(RecordJobID(id), meta.Timestamp)
+				fn(RecordJobID(id), strings.TrimPrefix(m.Subject(), SubjectDone), meta.Timestamp)
 			}
 		}
 		if err := batch.Error(); err != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hvmind/hvmind/broker"
-	"github.com/hvmind/hvmind/serverpool"
 )
 
 // SubjectAuthCallout is where a broker configured with auth_callout asks
@@ -88,42 +87,40 @@ func (c *callout) authorize(userNkey, user, password string) (userJWT, refusal s
 var errClaimed = errors.New("worker id is another process's")
 
 // claim admits worker as process's, unless it is another's: the process
-// the pool launched it in, or else the first to connect with it since the
-// pool started (until it leaves). A registry entry is not asked: a
+// the pool launched it in (whatever connected with it before), or else
+// the first to connect with it since the pool started (until it leaves
+// that process). A registry entry is not asked: a
 // process writes its own, and could list any id.
 func (c *callout) claim(process, worker string) error {
-	if want, ok := c.p.launchedIn(worker); ok && want != process {
+	want, launched := c.p.launchedIn(worker)
+	if launched && want != process {
 		return fmt.Errorf("%w: the pool launched %s in %s", errClaimed, worker, want)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if owner, ok := c.claims[worker]; ok && owner != process {
+	if owner, ok := c.claims[worker]; ok && owner != process && !launched {
 		return fmt.Errorf("%w: %s connected from %s", errClaimed, worker, owner)
 	}
 	c.claims[worker] = process
 	return nil
 }
 
-// forget lets another process have worker's id: it left.
-func (c *callout) forget(worker string) {
+// forget lets another process have worker's id: it left process. A
+// process that listed an id it did not have, and dropped it, frees
+// nothing.
+func (c *callout) forget(worker, process string) {
 	c.mu.Lock()
-	delete(c.claims, worker)
+	if c.claims[worker] == process {
+		delete(c.claims, worker)
+	}
 	c.mu.Unlock()
 }
 
-// launchedIn is the process the pool launched worker in, when it launched
-// it (since it started) and its Launcher says where (serverpool.ProcessNamer).
+// launchedIn is the process the pool last launched worker in, since it
+// started, when its Launcher says where (serverpool.ProcessNamer).
 func (p *Pool) launchedIn(worker string) (string, bool) {
-	namer, ok := p.opts.Launcher.(serverpool.ProcessNamer)
-	if !ok {
-		return "", false
-	}
 	p.mu.Lock()
-	ws := p.workers[worker]
-	launched := ws != nil && !ws.launched.IsZero()
-	p.mu.Unlock()
-	if !launched {
-		return "", false
-	}
-	return namer.ProcessOf(worker), true
+	defer p.mu.Unlock()
+	proc, ok := p.launchedProcs[worker]
+	return proc, ok
 }

@@ -258,11 +258,15 @@ type Dispatch struct {
 }
 
 // placedOn reports whether a record of job id stored on subject may be its
-// record: stored on the subject of the worker it was placed on (any, until
-// the pool's answer has said which). The client's mutex is held.
+// record: one of the jobs (or parts) placed, stored on the subject of the
+// worker it was placed on (any, until the pool's answer has said where).
+// The client's mutex is held.
 func (d *Dispatch) placedOn(id, subject string) bool {
+	if d.workerOf == nil {
+		return true
+	}
 	w, ok := d.workerOf[id]
-	return !ok || broker.DoneSubject(w) == subject
+	return ok && broker.DoneSubject(w) == subject
 }
 
 // Records delivers each job's completion record as it arrives, and is closed

@@ -224,8 +224,10 @@ type Pool struct {
 	res  *broker.Resources
 	acks *broker.AckInbox
 	// callout answers the broker about worker identities (nil without
-	// Options.Identities).
-	callout *callout
+	// Options.Identities); launchedProcs is the process the pool launched
+	// each worker in (see serverpool.ProcessNamer), guarded by mu.
+	callout       *callout
+	launchedProcs map[string]string
 	log     zerolog.Logger
 	svc     micro.Service
 	// runCtx is the context of requests in progress (see goRequest);

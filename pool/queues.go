@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,22 +53,60 @@ type RecordedReply struct {
 // queueKeeperTimeout bounds the pool's broker calls for a worker's queue.
 const queueKeeperTimeout = 10 * time.Second
 
+// keeperRequests bounds the workers' queue and records requests the pool
+// answers at once; a worker has one at a time.
+const keeperRequests = 16
+
+// keeper runs the answers to the workers' requests: at most
+// keeperRequests at once, one per worker (two resets of one queue at once
+// would each delete the other's), all ended by stop.
+type keeper struct {
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	busy map[string]bool
+}
+
+// run answers m for its worker with answer, unless that worker has a
+// request in progress (it asks again).
+func (k *keeper) run(m *nats.Msg, answer func(*nats.Msg)) {
+	w, _ := askingWorker(m)
+	k.mu.Lock()
+	if k.busy[w] {
+		k.mu.Unlock()
+		return
+	}
+	k.busy[w] = true
+	k.mu.Unlock()
+	k.wg.Go(func() {
+		k.sem <- struct{}{}
+		defer func() {
+			<-k.sem
+			k.mu.Lock()
+			delete(k.busy, w)
+			k.mu.Unlock()
+		}()
+		answer(m)
+	})
+}
+
 // startQueueKeeper answers the workers' queue and records requests.
 func (p *Pool) startQueueKeeper() (stop func(), err error) {
-	q, err := p.nc.QueueSubscribe(WorkerQueueSubject("*"), "hvmind-pool", func(m *nats.Msg) {
-		go p.answerQueue(m)
-	})
+	k := &keeper{sem: make(chan struct{}, keeperRequests), busy: map[string]bool{}}
+	q, err := p.nc.QueueSubscribe(WorkerQueueSubject("*"), "hvmind-pool", func(m *nats.Msg) { k.run(m, p.answerQueue) })
 	if err != nil {
 		return nil, fmt.Errorf("queue keeper: %w", err)
 	}
-	r, err := p.nc.QueueSubscribe(WorkerRecordedSubject("*"), "hvmind-pool", func(m *nats.Msg) {
-		go p.answerRecorded(m)
-	})
+	r, err := p.nc.QueueSubscribe(WorkerRecordedSubject("*"), "hvmind-pool", func(m *nats.Msg) { k.run(m, p.answerRecorded) })
 	if err != nil {
 		_ = q.Unsubscribe()
 		return nil, fmt.Errorf("queue keeper: %w", err)
 	}
-	return func() { _ = q.Unsubscribe(); _ = r.Unsubscribe() }, nil
+	return func() {
+		_ = q.Unsubscribe()
+		_ = r.Unsubscribe()
+		k.wg.Wait()
+	}, nil
 }
 
 // askingWorker is the worker whose subject m came on.
@@ -87,8 +126,19 @@ func (p *Pool) answerQueue(m *nats.Msg) {
 	} else if reply.PrevDelivered, err = p.resetQueue(w); err != nil {
 		reply.Error, reply.Retry = err.Error(), broker.Unavailable(err)
 	}
-	data, _ := json.Marshal(reply)
-	_ = m.Respond(data)
+	p.respondKeeper(m, reply)
+}
+
+// respondKeeper answers a worker's request (a failure is the pool's to
+// tell: the worker only sees its request go unanswered).
+func (p *Pool) respondKeeper(m *nats.Msg, reply any) {
+	data, err := json.Marshal(reply)
+	if err == nil {
+		err = m.Respond(data)
+	}
+	if err != nil {
+		p.log.Warn().Err(err).Str("subject", m.Subject).Msg("answering a worker about its queue")
+	}
 }
 
 // resetQueue deletes worker's consumer, if any, and creates it again.
@@ -120,25 +170,46 @@ func (p *Pool) answerRecorded(m *nats.Msg) {
 	} else if reply.IDs, err = p.recordedIDs(w); err != nil {
 		reply.Error, reply.Retry = err.Error(), broker.Unavailable(err)
 	}
-	data, _ := json.Marshal(reply)
-	_ = m.Respond(data)
+	p.respondKeeper(m, reply)
 }
 
-// recordedIDs are the ids of worker's jobs with a record stored since its
-// oldest queued message.
+// recordedIDs are the ids of worker's queued jobs that have a record: the
+// jobs of its queued messages (a message stays queued until every job in
+// it has a record), against the records stored on its subject since the
+// oldest. Only those: a busy worker's records alone would not fit one
+// reply.
 func (p *Pool) recordedIDs(worker string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), queueKeeperTimeout)
 	defer cancel()
-	first, err := p.res.Jobs.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(worker)))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return []string{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("the oldest queued job of %s: %w", worker, err)
+	queued := map[string]bool{}
+	var first time.Time
+	for seq := uint64(1); ; {
+		m, err := p.res.Jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(broker.JobsSubject(worker)))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the queued jobs of %s: %w", worker, err)
+		}
+		if first.IsZero() {
+			first = m.Time
+		}
+		if jobs, err := job.ParseMany(m.Data); err == nil {
+			for _, j := range jobs {
+				queued[j.ID] = true
+			}
+		}
+		seq = m.Sequence + 1
 	}
 	ids := []string{}
-	if _, err := p.res.RecordIDs(ctx, first.Time, broker.DoneSubject(worker), func(id string, _ time.Time) {
-		ids = append(ids, id)
+	if len(queued) == 0 {
+		return ids, nil
+	}
+	if _, err := p.res.RecordIDs(ctx, first, broker.DoneSubject(worker), func(id, _ string, _ time.Time) {
+		if queued[id] {
+			ids = append(ids, id)
+			delete(queued, id)
+		}
 	}); err != nil {
 		return nil, fmt.Errorf("the records of %s: %w", worker, err)
 	}

@@ -93,9 +93,12 @@ func (p *Pool) loadRecentIDs(ctx context.Context, inQueue time.Time) error {
 	}
 	n, ended := 0, 0
 	window := time.Now().Add(-recentWindow - recentSlack)
-	record := func(id string, at time.Time) {
+	record := func(id, worker string, at time.Time) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		if in := p.jobs[id]; in != nil && in.worker != worker {
+			return // stored on another worker's subject: not its record
+		}
 		// Older records are read only to let go of recovered jobs.
 		if at.After(window) {
 			p.recent.add(id, at)

@@ -104,7 +104,7 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry, initial bool) {
 	}
 	id := up.Key()
 	if gone {
-		p.leftLocked(id)
+		p.leftLocked(id, id)
 		return
 	}
 	var e broker.WorkerEntry
@@ -116,13 +116,14 @@ func (p *Pool) applyRegistry(up jetstream.KeyValueEntry, initial bool) {
 }
 
 // leftLocked takes a worker that deregistered as gone.
-func (p *Pool) leftLocked(id string) {
+func (p *Pool) leftLocked(id, process string) {
 	if ws := p.workers[id]; ws != nil && !ws.seen.IsZero() {
 		ws.seen = time.Time{}
 		p.log.Info().Str("worker", id).Msg("worker left")
 		p.announceLocked(ws, "left")
 		if p.callout != nil {
-			p.callout.forget(id) // (its lock is never held while taking p.mu)
+			// Its id may go to another process, if it was this one's.
+			p.callout.forget(id, process) // (its lock is never held while taking p.mu)
 		}
 	}
 }
@@ -141,7 +142,7 @@ func (p *Pool) applyProcessLocked(process string, workers []broker.WorkerEntry, 
 	}
 	for id := range p.processWorkers[process] {
 		if !now[id] {
-			p.leftLocked(id)
+			p.leftLocked(id, process)
 		}
 	}
 	if len(now) == 0 {

@@ -95,6 +95,12 @@ func (p *Pool) launchWorker(ctx context.Context, host string, threads int, deplo
 	ws := p.newWorkerState(id, 0)
 	ws.launched = time.Now()
 	p.workers[id] = ws
+	if namer, ok := p.opts.Launcher.(serverpool.ProcessNamer); ok {
+		if p.launchedProcs == nil {
+			p.launchedProcs = map[string]string{}
+		}
+		p.launchedProcs[id] = namer.ProcessOf(id)
+	}
 	p.order = nil
 	p.mu.Unlock()
 	spec := broker.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: onDemand}

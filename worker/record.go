@@ -24,7 +24,7 @@ const recordRetry = 50 * time.Millisecond
 
 // storeRecords publishes completion records and, once JetStream has stored
 // each one, acknowledges the job's message, which removes it from the queue.
-// Records carry the job id as their message id, so a record published twice
+// Records carry their worker and job as message id (broker.RecordMsgID), so a record published twice
 // (say, by a process that died before acknowledging) is stored once.
 func (w *Worker) storeRecords(ctx context.Context) {
 	acks, err := broker.NewAckInbox(w.nc)
@@ -174,7 +174,7 @@ func (w *Worker) queueRecord(r *run) {
 	}
 }
 
-// recordMsg is a job's record, with the job id as its message id.
+// recordMsg is a job's record, with its worker and job as message id.
 func (w *Worker) recordMsg(r *run) *nats.Msg {
 	data, err := job.Encode(&r.job)
 	if err != nil {

@@ -88,6 +88,25 @@ const (
 	DefaultStopGrace = 10 * time.Second
 )
 
+// bindWhenAvailable looks the streams up (broker.Bind), asking again while
+// the broker does not answer, or they are not there yet.
+func bindWhenAvailable(ctx context.Context, nc *nats.Conn) (*broker.Resources, error) {
+	for {
+		cctx, cancel := brokerCall(ctx)
+		res, err := broker.Bind(cctx, nc)
+		cancel()
+		missing := errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) // the pool makes them
+		if err == nil || ctx.Err() != nil || !(broker.Unavailable(err) || missing) {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(queueAgainWait):
+		}
+	}
+}
+
 // QueueKeeper makes a worker's durable queue for it and reads which of its
 // queued jobs have records, for a worker allowed neither: a worker with an
 // identity of its own (see broker.Identities) may consume its queue, not
@@ -373,7 +392,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	res := w.opts.res
 	if res == nil {
 		var err error
-		if res, err = broker.Setup(ctx, w.nc, broker.Options{}); err != nil {
+		if w.opts.QueueKeeper != nil {
+			// Its queue is the keeper's: it only looks the streams up
+			// (it may not create or change them).
+			res, err = bindWhenAvailable(ctx, w.nc)
+		} else {
+			res, err = broker.Setup(ctx, w.nc, broker.Options{})
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -587,12 +613,16 @@ const (
 func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	name := broker.WorkerConsumer(w.opts.ID)
 	if k := w.opts.QueueKeeper; k != nil {
-		// Made by the keeper (the pool); this worker only reads it.
-		prev, err := k.ResetQueue(ctx, w.opts.ID)
-		if err != nil {
-			return nil, fmt.Errorf("worker %s: reset queue: %w", w.opts.ID, err)
+		// Made by the keeper (the pool); this worker only reads it. Once
+		// made for this start, a try again reads it (made again, its
+		// previous delivery would be this one's: nothing).
+		if !w.createdQueue {
+			prev, err := k.ResetQueue(ctx, w.opts.ID)
+			if err != nil {
+				return nil, fmt.Errorf("worker %s: reset queue: %w", w.opts.ID, err)
+			}
+			w.prevDelivered, w.createdQueue = prev, true
 		}
-		w.prevDelivered, w.createdQueue = prev, true
 		cctx, cancel := brokerCall(ctx)
 		defer cancel()
 		c, err := w.res.Jobs.Consumer(cctx, name)
@@ -672,7 +702,7 @@ func (w *Worker) loadRecorded(ctx context.Context) error {
 	now := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, recordsTimeout)
 	defer cancel()
-	missing, err := w.res.RecordIDs(rctx, first.Time, broker.DoneSubject(w.opts.ID), func(id string, _ time.Time) {
+	missing, err := w.res.RecordIDs(rctx, first.Time, broker.DoneSubject(w.opts.ID), func(id, _ string, _ time.Time) {
 		w.mu.Lock()
 		w.recent[id] = now
 		w.mu.Unlock()
