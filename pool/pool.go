@@ -228,8 +228,8 @@ type Pool struct {
 	// each worker in (see serverpool.ProcessNamer), guarded by mu.
 	callout       *callout
 	launchedProcs map[string]string
-	log     zerolog.Logger
-	svc     micro.Service
+	log           zerolog.Logger
+	svc           micro.Service
 	// runCtx is the context of requests in progress (see goRequest);
 	// requests counts them, and reqClosed is set once the service stops.
 	runCtx    context.Context
