@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/world"
 )
 
@@ -194,6 +195,12 @@ func testRoles(t *testing.T, args []string, process string) {
 	refused(t, "the manager beginning a world operation", manager, merrs, world.SubjectBegin, `{"jobId":"x","task":"hack","target":"n00dles","host":"home","owner":"home-1","threads":1}`)
 	refused(t, "the manager releasing a host's RAM", manager, merrs, world.SubjectRAMRelease, `{"host":"home","owner":"home-1"}`)
 	refused(t, "the manager settling jobs", manager, merrs, world.SubjectSettle, `{"jobIds":["x"]}`)
+	// It makes no consumer: one delivering the records into a worker's
+	// queue would publish jobs for it.
+	refused(t, "the manager making a consumer that delivers records to a worker's queue", manager, merrs,
+		"$JS.API.CONSUMER.CREATE."+broker.StreamDone+".x",
+		`{"stream_name":"HVMIND_DONE","config":{"name":"x","deliver_subject":"hvmind.jobs.home-1"}}`)
+	refused(t, "the manager resetting a worker's queue", manager, merrs, pool.WorkerQueueSubject("home-1"), ``)
 	// It may ask the world's questions.
 	if _, err := world.NewClient(manager).Player(context.Background()); err != nil {
 		t.Errorf("the manager asking the world for the player: %v", err)

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -62,9 +63,16 @@ type Client struct {
 	followMu sync.Mutex
 	cc       jetstream.ConsumeContext
 	closed   bool
+	// ccGen numbers cc among the follows started (followGen); checking
+	// is set while a check of the follow's consumer is under way.
+	ccGen     int64
+	followGen atomic.Int64
+	checking  atomic.Bool
 
 	mu      sync.Mutex
 	waiting map[string]*Dispatch
+	// lastSeen is the storage time of the latest record routed (Unix ns).
+	lastSeen atomic.Int64
 }
 
 // NewClient returns a client on an open connection.
@@ -90,12 +98,14 @@ func (c *Client) Close() {
 	}
 }
 
-// follow starts, once, an ordered consumer of every completion record
-// from now on, routing records to the dispatches waiting for them. If it
-// cannot start (no JetStream yet), the next dispatch tries again. The
-// consumer is made outside the lock (it is a request to the broker); of
-// two made at once, one is kept, and a record the other routed first is
-// routed once all the same (route forgets a waiter once served).
+// follow starts, once, a consumer of every completion record from now on,
+// routing records to the dispatches waiting for them. The pool makes the
+// consumer (see followConsumer); if it cannot (no pool yet), the next
+// dispatch tries again. The consumer is made outside the lock; of two made
+// at once, one is kept, and a record the other routed first is routed
+// once all the same (route forgets a waiter once served). A consumer the
+// broker lost (a restart on a new store) is made again, from the last
+// record routed.
 func (c *Client) follow(ctx context.Context) error {
 	c.followMu.Lock()
 	closed, following := c.closed, c.cc != nil
@@ -109,34 +119,32 @@ func (c *Client) follow(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	since := time.Now().Add(-time.Second)
-	var cons jetstream.Consumer
-	var err error
-	// In short tries: a broker node lost mid-request (a cluster electing
-	// a leader) leaves the request unanswered, and another try is
-	// answered by the others.
-	for {
-		tctx, tcancel := context.WithTimeout(cctx, resendAfter)
-		cons, err = c.js.OrderedConsumer(tctx, broker.StreamDone, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{broker.SubjectDone + ">"},
-			DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-			OptStartTime:   ptr(since),
-		})
-		tcancel()
-		if err == nil || cctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) ||
-			errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) {
-			break
-		}
+	if last := c.lastSeen.Load(); last > 0 {
+		// Following again: from the last record routed (one routed
+		// again is dropped, its dispatch no longer waiting).
+		since = time.Unix(0, last).Add(-time.Second)
 	}
+	cons, err := c.followConsumer(cctx, since)
 	if err != nil {
 		return fmt.Errorf("follow records: %w", err)
 	}
+	gen := c.followGen.Add(1)
 	// Short pulls with a heartbeat a second: a pull lost with a broker
-	// restart is noticed (two missed heartbeats) and the consumer made
-	// again in seconds. With the defaults (30 s pulls, 5 s heartbeats) a
-	// batcher saw no record for 17 s after a broker kill, then dropped its
-	// batches all at once.
-	cc, err := cons.Consume(c.route, jetstream.PullMaxMessages(4096),
-		jetstream.PullExpiry(followExpiry), jetstream.PullHeartbeat(followHeartbeat))
+	// restart is noticed (two missed heartbeats) in seconds. With the
+	// defaults (30 s pulls, 5 s heartbeats) a batcher saw no record for
+	// 17 s after a broker kill, then dropped its batches all at once.
+	cc, err := cons.Consume(c.routeAck, jetstream.PullMaxMessages(4096),
+		jetstream.PullExpiry(followExpiry), jetstream.PullHeartbeat(followHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				c.refollow(gen)
+				return
+			}
+			// Missed heartbeats, a reconnect: the broker may have lost
+			// the consumer (it is kept in memory), which the pulls alone
+			// do not always say.
+			c.checkFollow(gen, cons)
+		}))
 	if err != nil {
 		return fmt.Errorf("follow records: %w", err)
 	}
@@ -149,9 +157,106 @@ func (c *Client) follow(ctx context.Context) error {
 	case c.cc != nil:
 		cc.Stop()
 	default:
-		c.cc = cc
+		c.cc, c.ccGen = cc, gen
 	}
 	return nil
+}
+
+// followConsumer asks the pool for a consumer of every record stored since
+// since, and binds to it. The client makes none itself: the broker does
+// not check a consumer's delivery subject against its maker's
+// permissions, so a role allowed to make consumers of the records could
+// have them delivered anywhere, a worker's queue included (see
+// deploy/nats/hvmind-roles.conf). It asks again, in short tries, while
+// an answer is lost or the pool cannot make it yet.
+func (c *Client) followConsumer(ctx context.Context, since time.Time) (jetstream.Consumer, error) {
+	data, err := json.Marshal(FollowRequest{Since: float64(since.UnixNano()) / 1e6})
+	if err != nil {
+		return nil, err
+	}
+	for {
+		tctx, tcancel := context.WithTimeout(ctx, resendAfter)
+		var reply []byte
+		reply, err = c.request(tctx, SubjectFollow, data)
+		tcancel()
+		if err == nil {
+			var fr FollowReply
+			if err = json.Unmarshal(reply, &fr); err != nil {
+				return nil, fmt.Errorf("%s: %w", SubjectFollow, err)
+			}
+			if fr.Error == "" {
+				return c.js.Consumer(ctx, broker.StreamDone, fr.Consumer)
+			}
+			err = errors.New(fr.Error)
+			if fr.Code == "unavailable" {
+				err = fmt.Errorf("%w: %s", broker.ErrTryAgain, fr.Error)
+			}
+		}
+		// Asked again when the answer was lost or the pool could not
+		// make it yet; no pool at all is the caller's to hear at once.
+		if ctx.Err() != nil || errors.Is(err, nats.ErrNoResponders) || !broker.Unavailable(err) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// refollow drops the follow gen, whose consumer the broker lost, and
+// starts another, trying until it does or the client closes.
+func (c *Client) refollow(gen int64) {
+	c.followMu.Lock()
+	lost := c.cc
+	if lost == nil || c.ccGen != gen || c.closed {
+		c.followMu.Unlock()
+		return
+	}
+	c.cc = nil
+	c.followMu.Unlock()
+	go func() {
+		lost.Stop()
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+			err := c.follow(context.Background())
+			if err == nil || errors.Is(err, ErrClientClosed) {
+				return
+			}
+			time.Sleep(wait)
+		}
+	}()
+}
+
+// checkFollow makes the follow gen again if its consumer is gone; one
+// check at a time.
+func (c *Client) checkFollow(gen int64, cons jetstream.Consumer) {
+	if !c.checking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer c.checking.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), resendAfter)
+		defer cancel()
+		if _, err := cons.Info(ctx); errors.Is(err, jetstream.ErrConsumerNotFound) {
+			c.refollow(gen)
+		}
+	}()
+}
+
+// routeAck routes a record and acknowledges it (the pool's consumer wants
+// each acknowledged: one lost on its way comes again).
+func (c *Client) routeAck(msg jetstream.Msg) {
+	if meta, err := msg.Metadata(); err == nil {
+		for {
+			last := c.lastSeen.Load()
+			if t := meta.Timestamp.UnixNano(); t <= last || c.lastSeen.CompareAndSwap(last, t) {
+				break
+			}
+		}
+	}
+	c.route(msg)
+	_ = msg.Ack()
 }
 
 func ptr[T any](v T) *T { return &v }

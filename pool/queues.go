@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/job"
@@ -22,6 +23,25 @@ import (
 // it asks the pool, on its own subjects, to make its queue again
 // (SubjectWorkerQueue) and which of its queued jobs have records
 // (SubjectWorkerRecorded). NewQueueKeeper is that worker's side.
+
+// SubjectFollow is where a client asks the pool for a consumer of the
+// records (FollowRequest → FollowReply): clients make none of their own
+// (see Client.followConsumer).
+const SubjectFollow = "hvmind.pool.follow"
+
+// FollowRequest asks for a consumer of every record stored since Since
+// (epoch ms).
+type FollowRequest struct {
+	Since float64 `json:"since"`
+}
+
+// FollowReply names the consumer made, on broker.StreamDone: pulled by
+// the client, each record acknowledged, gone a minute after its last pull.
+type FollowReply struct {
+	Consumer string `json:"consumer"`
+	Error    string `json:"error,omitempty"`
+	Code     string `json:"code,omitempty"`
+}
 
 // SubjectWorkerPrefix starts the subjects a worker asks the pool on for
 // itself: hvmind.pool.worker.<worker>.queue and .recorded.
@@ -102,12 +122,69 @@ func (p *Pool) startQueueKeeper() (stop func(), err error) {
 		_ = q.Unsubscribe()
 		return nil, fmt.Errorf("queue keeper: %w", err)
 	}
+	f, err := p.nc.QueueSubscribe(SubjectFollow, "hvmind-pool", func(m *nats.Msg) {
+		k.wg.Go(func() {
+			k.sem <- struct{}{}
+			defer func() { <-k.sem }()
+			p.answerFollow(m)
+		})
+	})
+	if err != nil {
+		_ = q.Unsubscribe()
+		_ = r.Unsubscribe()
+		return nil, fmt.Errorf("queue keeper: %w", err)
+	}
 	return func() {
 		_ = q.Unsubscribe()
 		_ = r.Unsubscribe()
+		_ = f.Unsubscribe()
 		k.wg.Wait()
 	}, nil
 }
+
+// answerFollow makes a consumer of the records for a client.
+func (p *Pool) answerFollow(m *nats.Msg) {
+	var req FollowRequest
+	var reply FollowReply
+	if err := json.Unmarshal(m.Data, &req); err != nil || !(req.Since > 0) {
+		reply.Error, reply.Code = fmt.Sprintf("follow: want {\"since\": epoch ms} (%v)", err), "invalid"
+		p.respondKeeper(m, reply)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), queueKeeperTimeout)
+	defer cancel()
+	name := "client-" + nuid.Next()
+	since := time.UnixMicro(int64(req.Since * 1000))
+	_, err := p.res.Done.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Name:              name,
+		Description:       "a client's follow of the records",
+		FilterSubject:     broker.SubjectDone + ">",
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &since,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           followAckWait,
+		MaxAckPending:     followMaxPending,
+		MaxDeliver:        -1,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		reply.Error = "follow: " + err.Error()
+		if broker.Unavailable(err) {
+			reply.Code = "unavailable"
+		}
+	} else {
+		reply.Consumer = name
+	}
+	p.respondKeeper(m, reply)
+}
+
+// followAckWait is how long a record sent to a client may go unacknowledged
+// before it is sent again; followMaxPending, how many may.
+const (
+	followAckWait    = 5 * time.Second
+	followMaxPending = 100_000
+)
 
 // askingWorker is the worker whose subject m came on.
 func askingWorker(m *nats.Msg) (string, error) {
