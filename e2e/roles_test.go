@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hvmind/hvmind/broker"
-	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/world"
 )
 
@@ -200,7 +199,7 @@ func testRoles(t *testing.T, args []string, process string) {
 	refused(t, "the manager making a consumer that delivers records to a worker's queue", manager, merrs,
 		"$JS.API.CONSUMER.CREATE."+broker.StreamDone+".x",
 		`{"stream_name":"HVMIND_DONE","config":{"name":"x","deliver_subject":"hvmind.jobs.home-1"}}`)
-	refused(t, "the manager resetting a worker's queue", manager, merrs, pool.WorkerQueueSubject("home-1"), ``)
+	refused(t, "the manager resetting a worker's queue", manager, merrs, "hvmind.pool.worker.home-1.queue", ``)
 	// It may ask the world's questions.
 	if _, err := world.NewClient(manager).Player(context.Background()); err != nil {
 		t.Errorf("the manager asking the world for the player: %v", err)
