@@ -120,9 +120,13 @@ func (c *Client) follow(ctx context.Context) error {
 	defer cancel()
 	since := time.Now().Add(-time.Second)
 	if last := c.lastSeen.Load(); last > 0 {
-		// Following again: from the last record routed (one routed
-		// again is dropped, its dispatch no longer waiting).
-		since = time.Unix(0, last).Add(-time.Second)
+		// Following again: from before the last record routed, by more
+		// than a record may wait to be sent again (one lost on its way
+		// when the consumer was lost); a record routed again is dropped,
+		// its dispatch no longer waiting.
+		since = time.Unix(0, last).Add(-refollowOverlap)
+	} else {
+		c.lastSeen.CompareAndSwap(0, since.UnixNano()) // a refollow before any record starts here
 	}
 	cons, err := c.followConsumer(cctx, since)
 	if err != nil {
@@ -158,6 +162,12 @@ func (c *Client) follow(ctx context.Context) error {
 		cc.Stop()
 	default:
 		c.cc, c.ccGen = cc, gen
+		// Stopped for any reason but the client's (a refollow takes it
+		// out first): follow again, or every later dispatch would wait.
+		go func() {
+			<-cc.Closed()
+			c.refollow(gen)
+		}()
 	}
 	return nil
 }
@@ -218,7 +228,7 @@ func (c *Client) refollow(gen int64) {
 	c.followMu.Unlock()
 	go func() {
 		lost.Stop()
-		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		for wait := 100 * time.Millisecond; !c.nc.IsClosed(); wait = min(2*wait, 2*time.Second) {
 			err := c.follow(context.Background())
 			if err == nil || errors.Is(err, ErrClientClosed) {
 				return
@@ -261,6 +271,10 @@ func (c *Client) routeAck(msg jetstream.Msg) {
 
 func ptr[T any](v T) *T { return &v }
 
+// refollowOverlap is how far before the last record routed a follow made
+// again starts.
+const refollowOverlap = 10 * time.Second
+
 // followExpiry and followHeartbeat are the pulls of the client's follow of
 // the records.
 const (
@@ -298,6 +312,12 @@ func (c *Client) route(msg jetstream.Msg) {
 	}
 	if d.parts == nil {
 		d.parts = map[string][]job.Job{}
+	}
+	for _, got := range d.parts[po.Of] {
+		if got.ID == j.ID {
+			c.mu.Unlock()
+			return // a part's record again (sent again, or read again)
+		}
 	}
 	d.parts[po.Of] = append(d.parts[po.Of], j)
 	if len(d.parts[po.Of]) < po.Count {

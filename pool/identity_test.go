@@ -97,3 +97,44 @@ func TestQueueKeptByThePool(t *testing.T) {
 		t.Fatalf("second job after the restart: %s %s", r.Status, r.Reason)
 	}
 }
+
+// A queue reset asked again with the same token (its answer lost) is done
+// once: the second answer is the first's previous delivery, not the new
+// consumer's.
+func TestQueueResetOncePerToken(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	startPool(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nc := b.Connect(t)
+	js, _ := jetstream.New(nc)
+	for range 3 {
+		if _, err := js.Publish(ctx, broker.JobsSubject("ghost"), []byte(`{"task":"sleep","threads":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A previous process took the first two.
+	cons, err := b.Res.Jobs.CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig("ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+	}
+	k := pool.NewQueueKeeper(nc)
+	first, err := k.ResetQueue(ctx, "ghost", "start-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := k.ResetQueue(ctx, "ghost", "start-1")
+	if err != nil || again != first {
+		t.Errorf("the same reset again: %d, %v; want %d, the first's", again, err, first)
+	}
+	if info, err := b.Res.Jobs.Consumer(ctx, broker.WorkerConsumer("ghost")); err != nil || info.CachedInfo().Delivered.Stream >= first {
+		t.Errorf("the queue after the reset: %v; want a new one", err)
+	}
+}

@@ -53,6 +53,12 @@ const SubjectWorkerPrefix = "hvmind.pool.worker."
 func WorkerQueueSubject(worker string) string    { return SubjectWorkerPrefix + worker + ".queue" }
 func WorkerRecordedSubject(worker string) string { return SubjectWorkerPrefix + worker + ".recorded" }
 
+// QueueRequest is a worker's queue request: Token names the reset (one per
+// start of the worker), so that one sent again is done once.
+type QueueRequest struct {
+	Token string `json:"token,omitempty"`
+}
+
 // QueueReply answers a worker's queue request.
 type QueueReply struct {
 	// PrevDelivered is how far the worker's previous consumer had
@@ -78,42 +84,66 @@ const queueKeeperTimeout = 10 * time.Second
 const keeperRequests = 16
 
 // keeper runs the answers to the workers' requests: at most
-// keeperRequests at once, one per worker (two resets of one queue at once
-// would each delete the other's), all ended by stop.
+// keeperRequests at once, one worker's one after the other (two resets of
+// one queue at once would each delete the other's), all ended by stop.
 type keeper struct {
-	sem  chan struct{}
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	busy map[string]bool
+	sem chan struct{}
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	// of is each worker's lock; resets, its last reset (see resetQueue).
+	of     map[string]*sync.Mutex
+	resets map[string]*reset
 }
 
-// run answers m for its worker with answer, unless that worker has a
-// request in progress (it asks again).
+// reset is a worker's last queue reset, by the token its start sent: a
+// request sent again (its answer lost) is answered with what the first
+// found, not a second reset, whose previous delivery would be the first's
+// new consumer's.
+type reset struct {
+	token     string
+	prev      uint64
+	prevKnown bool
+	done      bool
+}
+
+// run answers m for its worker with answer, after that worker's earlier
+// requests.
 func (k *keeper) run(m *nats.Msg, answer func(*nats.Msg)) {
 	w, _ := askingWorker(m)
 	k.mu.Lock()
-	if k.busy[w] {
-		k.mu.Unlock()
-		return
+	l := k.of[w]
+	if l == nil {
+		l = &sync.Mutex{}
+		k.of[w] = l
 	}
-	k.busy[w] = true
 	k.mu.Unlock()
 	k.wg.Go(func() {
+		l.Lock()
+		defer l.Unlock()
 		k.sem <- struct{}{}
-		defer func() {
-			<-k.sem
-			k.mu.Lock()
-			delete(k.busy, w)
-			k.mu.Unlock()
-		}()
+		defer func() { <-k.sem }()
 		answer(m)
 	})
 }
 
+// resetOf is worker's last reset for token (a new one for a new token).
+func (k *keeper) resetOf(worker, token string) *reset {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	r := k.resets[worker]
+	if r == nil || r.token != token || token == "" {
+		r = &reset{token: token}
+		k.resets[worker] = r
+	}
+	return r
+}
+
 // startQueueKeeper answers the workers' queue and records requests.
 func (p *Pool) startQueueKeeper() (stop func(), err error) {
-	k := &keeper{sem: make(chan struct{}, keeperRequests), busy: map[string]bool{}}
-	q, err := p.nc.QueueSubscribe(WorkerQueueSubject("*"), "hvmind-pool", func(m *nats.Msg) { k.run(m, p.answerQueue) })
+	k := &keeper{sem: make(chan struct{}, keeperRequests), of: map[string]*sync.Mutex{}, resets: map[string]*reset{}}
+	q, err := p.nc.QueueSubscribe(WorkerQueueSubject("*"), "hvmind-pool", func(m *nats.Msg) {
+		k.run(m, func(m *nats.Msg) { p.answerQueue(k, m) })
+	})
 	if err != nil {
 		return nil, fmt.Errorf("queue keeper: %w", err)
 	}
@@ -196,11 +226,13 @@ func askingWorker(m *nats.Msg) (string, error) {
 	return w, nil
 }
 
-func (p *Pool) answerQueue(m *nats.Msg) {
+func (p *Pool) answerQueue(k *keeper, m *nats.Msg) {
+	var req QueueRequest
+	_ = json.Unmarshal(m.Data, &req) // an empty request is a reset of its own
 	var reply QueueReply
 	if w, err := askingWorker(m); err != nil {
 		reply.Error = err.Error()
-	} else if reply.PrevDelivered, err = p.resetQueue(w); err != nil {
+	} else if reply.PrevDelivered, err = p.resetQueue(w, k.resetOf(w, req.Token)); err != nil {
 		reply.Error, reply.Retry = err.Error(), broker.Unavailable(err)
 	}
 	p.respondKeeper(m, reply)
@@ -218,26 +250,35 @@ func (p *Pool) respondKeeper(m *nats.Msg, reply any) {
 	}
 }
 
-// resetQueue deletes worker's consumer, if any, and creates it again.
-func (p *Pool) resetQueue(worker string) (uint64, error) {
+// resetQueue deletes worker's consumer, if any, and creates it again, once
+// per reset r: it answers a reset done already with what it found, and one
+// cut short by an error with the previous delivery it had read.
+func (p *Pool) resetQueue(worker string, r *reset) (uint64, error) {
+	if r.done {
+		return r.prev, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), queueKeeperTimeout)
 	defer cancel()
 	name := broker.WorkerConsumer(worker)
-	var prev uint64
 	c, err := p.res.Jobs.Consumer(ctx, name)
 	switch {
 	case err == nil:
-		prev = c.CachedInfo().Delivered.Stream
+		if !r.prevKnown {
+			r.prev, r.prevKnown = c.CachedInfo().Delivered.Stream, true
+		}
 		if err := p.res.Jobs.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return 0, fmt.Errorf("reset the queue of %s: %w", worker, err)
 		}
-	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		r.prevKnown = true // none: 0, or what was read before its delete
+	default:
 		return 0, fmt.Errorf("the queue of %s: %w", worker, err)
 	}
 	if _, err := p.res.Jobs.CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig(worker)); err != nil {
 		return 0, fmt.Errorf("make the queue of %s: %w", worker, err)
 	}
-	return prev, nil
+	r.done = true
+	return r.prev, nil
 }
 
 func (p *Pool) answerRecorded(m *nats.Msg) {
@@ -301,10 +342,14 @@ func NewQueueKeeper(nc *nats.Conn) QueueKeeper { return QueueKeeper{nc: nc} }
 // QueueKeeper asks the pool for a worker's queue (see NewQueueKeeper).
 type QueueKeeper struct{ nc *nats.Conn }
 
-// ResetQueue asks the pool to make worker's queue again.
-func (k QueueKeeper) ResetQueue(ctx context.Context, worker string) (uint64, error) {
+// ResetQueue asks the pool to make worker's queue again, once for token.
+func (k QueueKeeper) ResetQueue(ctx context.Context, worker, token string) (uint64, error) {
+	data, err := json.Marshal(QueueRequest{Token: token})
+	if err != nil {
+		return 0, err
+	}
 	var r QueueReply
-	if err := k.ask(ctx, WorkerQueueSubject(worker), &r, &r.Error, &r.Retry); err != nil {
+	if err := k.ask(ctx, WorkerQueueSubject(worker), data, &r, &r.Error, &r.Retry); err != nil {
 		return 0, err
 	}
 	return r.PrevDelivered, nil
@@ -313,19 +358,19 @@ func (k QueueKeeper) ResetQueue(ctx context.Context, worker string) (uint64, err
 // RecordedIDs asks the pool which of worker's queued jobs have records.
 func (k QueueKeeper) RecordedIDs(ctx context.Context, worker string) ([]string, error) {
 	var r RecordedReply
-	if err := k.ask(ctx, WorkerRecordedSubject(worker), &r, &r.Error, &r.Retry); err != nil {
+	if err := k.ask(ctx, WorkerRecordedSubject(worker), nil, &r, &r.Error, &r.Retry); err != nil {
 		return nil, err
 	}
 	return r.IDs, nil
 }
 
-func (k QueueKeeper) ask(ctx context.Context, subject string, out any, errText *string, retry *bool) error {
+func (k QueueKeeper) ask(ctx context.Context, subject string, data []byte, out any, errText *string, retry *bool) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, queueKeeperTimeout+time.Second)
 		defer cancel()
 	}
-	msg, err := k.nc.RequestWithContext(ctx, subject, nil)
+	msg, err := k.nc.RequestWithContext(ctx, subject, data)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return fmt.Errorf("%w: no pool answers on %s", nats.ErrNoResponders, subject)
 	}

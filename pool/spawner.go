@@ -36,6 +36,20 @@ func (p *Pool) nextWorkerIDLocked(host string) string {
 	}
 }
 
+// rememberLaunchLocked notes the process the pool launches worker id in,
+// when its Launcher says (serverpool.ProcessNamer): that process's, and
+// no other's, is the id (see callout.claim).
+func (p *Pool) rememberLaunchLocked(id string) {
+	namer, ok := p.opts.Launcher.(serverpool.ProcessNamer)
+	if !ok {
+		return
+	}
+	if p.launchedProcs == nil {
+		p.launchedProcs = map[string]string{}
+	}
+	p.launchedProcs[id] = namer.ProcessOf(id)
+}
+
 // launchFor starts a worker that can take a job of threads (on a host of
 // at least minCores cores) and waits until it has registered: on the host
 // the server pool chooses when there is a capacity provider, else locally
@@ -95,12 +109,7 @@ func (p *Pool) launchWorker(ctx context.Context, host string, threads int, deplo
 	ws := p.newWorkerState(id, 0)
 	ws.launched = time.Now()
 	p.workers[id] = ws
-	if namer, ok := p.opts.Launcher.(serverpool.ProcessNamer); ok {
-		if p.launchedProcs == nil {
-			p.launchedProcs = map[string]string{}
-		}
-		p.launchedProcs[id] = namer.ProcessOf(id)
-	}
+	p.rememberLaunchLocked(id)
 	p.order = nil
 	p.mu.Unlock()
 	spec := broker.WorkerSpec{ID: id, Host: host, Threads: threads, OnDemand: onDemand}
@@ -222,6 +231,7 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 			p.order = nil
 		}
 		ws.launched = now
+		p.rememberLaunchLocked(id)
 	}
 	p.mu.Unlock()
 	sort.Strings(missing)

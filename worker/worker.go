@@ -116,8 +116,9 @@ type QueueKeeper interface {
 	// ResetQueue deletes the worker's consumer, if there is one, and
 	// creates it again (broker.WorkerConsumerConfig), so that every job
 	// queued for it is delivered now; prevDelivered is how far the
-	// deleted one had delivered (its stream sequence; 0: none).
-	ResetQueue(ctx context.Context, worker string) (prevDelivered uint64, err error)
+	// deleted one had delivered (its stream sequence; 0: none). Asked
+	// again with the same token (its answer lost), it resets once.
+	ResetQueue(ctx context.Context, worker, token string) (prevDelivered uint64, err error)
 	// RecordedIDs are the ids of the worker's jobs with a record stored
 	// since its oldest queued message.
 	RecordedIDs(ctx context.Context, worker string) ([]string, error)
@@ -270,6 +271,9 @@ type Worker struct {
 	// found after that is its own (see startQueue), not a previous
 	// process's to reset.
 	createdQueue bool
+	// queueToken names the queue reset a QueueKeeper is asked for, until
+	// it is done (asked again with it, the reset is done once).
+	queueToken string
 	// queueAt is when the worker's consumer was last created (Unix ns; 0:
 	// not yet): a listing of the consumers begun before then may miss it.
 	queueAt atomic.Int64
@@ -617,11 +621,14 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 		// made for this start, a try again reads it (made again, its
 		// previous delivery would be this one's: nothing).
 		if !w.createdQueue {
-			prev, err := k.ResetQueue(ctx, w.opts.ID)
+			if w.queueToken == "" {
+				w.queueToken = nuid.Next()
+			}
+			prev, err := k.ResetQueue(ctx, w.opts.ID, w.queueToken)
 			if err != nil {
 				return nil, fmt.Errorf("worker %s: reset queue: %w", w.opts.ID, err)
 			}
-			w.prevDelivered, w.createdQueue = prev, true
+			w.prevDelivered, w.createdQueue, w.queueToken = prev, true, ""
 		}
 		cctx, cancel := brokerCall(ctx)
 		defer cancel()
@@ -766,6 +773,14 @@ func (w *Worker) intake(msg jetstream.Msg) {
 	for _, j := range jobs {
 		if j.ID == "" {
 			j.ID = nuid.Next()
+		}
+		if (j.Worker != "" && j.Worker != w.opts.ID) || j.Status != "" {
+			// Not a job placed on this worker: one placed on another, or
+			// a record, delivered here (a pull request's reply subject,
+			// which the broker does not check, can be any queue's).
+			w.log.Warn().Str("job", j.ID).Str("worker", j.Worker).Str("status", string(j.Status)).
+				Msg("a message on this worker's queue that is not a job placed on it: dropped")
+			continue
 		}
 		if j.Worker == "" {
 			j.Worker = w.opts.ID

@@ -615,3 +615,24 @@ func TestThreadHolderKeepsItsThreads(t *testing.T) {
 		})
 	}
 }
+
+// A message on the worker's queue that is not a job placed on it (one
+// placed on another worker, or a record, which a pull request's reply
+// subject can deliver to any queue) is dropped: not run, not recorded.
+func TestNotAJobPlacedHereIsDropped(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 4)
+	e.publishJobs(t,
+		job.Job{ID: "theirs", Task: "sleep", Threads: 1, Duration: 10, Worker: "w2"},
+		job.Job{ID: "a-record", Task: "sleep", Threads: 1, Duration: 10, Worker: "w1", Status: job.StatusDone},
+		job.Job{ID: "mine", Task: "sleep", Threads: 1, Duration: 10, Worker: "w1"},
+	)
+	recs := e.wait(t, "mine")
+	time.Sleep(200 * time.Millisecond)
+	recs = e.wait(t, "mine")
+	for _, id := range []string{"theirs", "a-record"} {
+		if r, ok := recs[id]; ok {
+			t.Errorf("%s was run: %s", id, r.Status)
+		}
+	}
+}
