@@ -73,6 +73,12 @@ type Client struct {
 	waiting map[string]*Dispatch
 	// lastSeen is the storage time of the latest record routed (Unix ns).
 	lastSeen atomic.Int64
+	// ackMu guards the last record routed and not acknowledged yet, how
+	// many are, and the timer that will.
+	ackMu    sync.Mutex
+	unacked  jetstream.Msg
+	nUnacked int
+	ackTimer *time.Timer
 }
 
 // NewClient returns a client on an open connection.
@@ -90,12 +96,19 @@ var ErrClientClosed = errors.New("the pool client is closed")
 // Close stops following records; the client dispatches no more.
 func (c *Client) Close() {
 	c.followMu.Lock()
-	defer c.followMu.Unlock()
 	c.closed = true
 	if c.cc != nil {
 		c.cc.Stop()
 		c.cc = nil
 	}
+	c.followMu.Unlock()
+	c.ackMu.Lock()
+	if c.ackTimer != nil {
+		c.ackTimer.Stop()
+		c.ackTimer = nil
+	}
+	c.ackLocked()
+	c.ackMu.Unlock()
 }
 
 // follow starts, once, a consumer of every completion record from now on,
@@ -254,8 +267,9 @@ func (c *Client) checkFollow(gen int64, cons jetstream.Consumer) {
 	}()
 }
 
-// routeAck routes a record and acknowledges it (the pool's consumer wants
-// each acknowledged: one lost on its way comes again).
+// routeAck routes a record and acknowledges it with the records after it,
+// within followAckDelay (the pool's consumer wants them acknowledged: one
+// lost on its way comes again).
 func (c *Client) routeAck(msg jetstream.Msg) {
 	if meta, err := msg.Metadata(); err == nil {
 		for {
@@ -266,10 +280,43 @@ func (c *Client) routeAck(msg jetstream.Msg) {
 		}
 	}
 	c.route(msg)
-	_ = msg.Ack()
+	// One acknowledgement for many records: the consumer takes one as
+	// all before it (AckAll). Acknowledging each record cost the
+	// dispatch bench 7% of its jobs a second.
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	c.unacked = msg
+	if c.nUnacked++; c.nUnacked >= followAckEvery {
+		c.ackLocked()
+		return
+	}
+	if c.ackTimer == nil {
+		c.ackTimer = time.AfterFunc(followAckDelay, func() {
+			c.ackMu.Lock()
+			defer c.ackMu.Unlock()
+			c.ackTimer = nil
+			c.ackLocked()
+		})
+	}
+}
+
+// ackLocked acknowledges the last record routed, and with it every one
+// before it; ackMu is held.
+func (c *Client) ackLocked() {
+	if c.unacked != nil {
+		_ = c.unacked.Ack()
+	}
+	c.unacked, c.nUnacked = nil, 0
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// followAckEvery and followAckDelay bound how many records, and for how
+// long, go unacknowledged (well within the consumer's followAckWait).
+const (
+	followAckEvery = 256
+	followAckDelay = 50 * time.Millisecond
+)
 
 // refollowOverlap is how far before the last record routed a follow made
 // again starts.

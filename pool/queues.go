@@ -36,7 +36,8 @@ type FollowRequest struct {
 }
 
 // FollowReply names the consumer made, on broker.StreamDone: pulled by
-// the client, each record acknowledged, gone a minute after its last pull.
+// the client, its records acknowledged (one for all before it), gone a
+// minute after its last pull.
 type FollowReply struct {
 	Consumer string `json:"consumer"`
 	Error    string `json:"error,omitempty"`
@@ -191,7 +192,7 @@ func (p *Pool) answerFollow(m *nats.Msg) {
 		FilterSubject:     broker.SubjectDone + ">",
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
 		OptStartTime:      &since,
-		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckPolicy:         jetstream.AckAllPolicy,
 		AckWait:           followAckWait,
 		MaxAckPending:     followMaxPending,
 		MaxDeliver:        -1,
