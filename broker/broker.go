@@ -538,6 +538,12 @@ func StorageRefused(err error) bool {
 	if !errors.As(err, &apiErr) {
 		return false
 	}
+	if apiErr.Code >= 500 {
+		// The server's own failure, which may pass: creating a worker's
+		// consumer while another process of its id deleted it failed with
+		// 500 (its file gone under it), and the new process gave up.
+		return true
+	}
 	switch apiErr.ErrorCode {
 	case 10074, // replicas > 1 not supported in non-clustered mode
 		10023, // insufficient resources
@@ -724,7 +730,8 @@ func (c *Conn) Close() {
 // Unavailable reports whether err says JetStream could not serve a call yet:
 // nothing answered (a broker starting, a stream whose replicas have not
 // elected a leader), the call timed out, or the cluster has no leader for
-// it. Asking again shortly may work, where any other error will come back.
+// it, or it failed on its own side (a 5xx answer). Asking again shortly may
+// work, where any other error will come back.
 func Unavailable(err error) bool {
 	if errors.Is(err, ErrTryAgain) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
@@ -734,6 +741,12 @@ func Unavailable(err error) bool {
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		return false
+	}
+	if apiErr.Code >= 500 {
+		// The server's own failure, which may pass: creating a worker's
+		// consumer while another process of its id deleted it failed with
+		// 500 (its file gone under it), and the new process gave up.
+		return true
 	}
 	switch apiErr.ErrorCode {
 	case 10008, // JetStream cluster not available

@@ -175,3 +175,28 @@ func TestRegistryAllowsNoRollup(t *testing.T) {
 		t.Errorf("another worker's entry after the rollup: %v", err)
 	}
 }
+
+// Unavailable says which errors asking again may mend: nothing answered,
+// a timeout, no leader, a server failing on its own side (a 5xx answer);
+// not a refusal.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no responders", nats.ErrNoResponders, true},
+		{"a timeout", context.DeadlineExceeded, true},
+		{"try again", broker.ErrTryAgain, true},
+		{"no leader", &jetstream.APIError{Code: 503, ErrorCode: 10008}, true},
+		{"the server's own failure", &jetstream.APIError{Code: 500, ErrorCode: 10012, Description: "open …/meta.inf.tmp: no such file or directory"}, true},
+		{"a refusal", &jetstream.APIError{Code: 400, ErrorCode: 10148}, false},
+		{"not found", jetstream.ErrConsumerNotFound, false},
+	}
+	for _, tc := range tests {
+		if got := broker.Unavailable(tc.err); got != tc.want {
+			t.Errorf("%s: Unavailable %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
