@@ -160,7 +160,7 @@ func (id *Identities) Env(process string, tls Auth) []string {
 
 // WorkerEnv is the environment of a worker the pool launches on its own.
 func (id *Identities) WorkerEnv(worker string, tls Auth) []string {
-	return Auth{User: WorkerUser(worker, worker), Password: id.alonePassword(worker),
+	return Auth{User: WorkerUser(worker, worker), Password: id.Password(worker, worker),
 		TLSCA: tls.TLSCA, TLSCert: tls.TLSCert, TLSKey: tls.TLSKey}.Env()
 }
 

@@ -309,8 +309,6 @@ func (c *Client) ackLocked() {
 	c.unacked, c.nUnacked = nil, 0
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // followAckEvery and followAckDelay bound how many records, and for how
 // long, go unacknowledged (well within the consumer's followAckWait).
 const (
