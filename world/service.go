@@ -384,6 +384,11 @@ func checkNotRunning(nc *nats.Conn) error {
 	if err != nil {
 		return nil // no responders (or no answer): nobody is serving
 	}
+	if msg.Header.Get(micro.ErrorHeader) != "" {
+		// A service that is stopping answers with an error: it serves no
+		// more (a world restarted at once was refused as a second one).
+		return nil
+	}
 	var c Clock
 	_ = json.Unmarshal(msg.Data, &c)
 	return fmt.Errorf("%w on this broker (scenario %q, speed %v); stop it first, or use it", ErrAlreadyRunning, c.Scenario, c.Speed)
