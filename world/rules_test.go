@@ -154,6 +154,11 @@ func TestRulesWorkersActOnlyForThemselves(t *testing.T) {
 			_, err := w2.Settle(ctx, world.SettleRequest{JobIDs: []string{"op-2", "op-1"}, Reason: "sabotage"})
 			return err
 		}},
+		{"resume another's", func() error { _, err := w2.Resume(ctx, world.ResumeRequest{JobID: "op-1"}); return err }},
+		{"resume as another", func() error {
+			_, err := w2.Resume(ctx, world.ResumeRequest{JobID: "op-1", Owner: "w1"})
+			return err
+		}},
 		{"reserve for another", func() error {
 			_, err := w2.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 1})
 			return err

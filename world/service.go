@@ -410,9 +410,11 @@ func (s *Service) startMicro() error {
 		broker.Endpoint{Name: "ram-release", Subject: SubjectRAMRelease, Handler: s.handleRelease, Description: "a worker gives its RAM on a host back"},
 		broker.Endpoint{Name: "clock", Subject: SubjectClock, Handler: s.handleClock, Description: "the time of the world and its speed"},
 		broker.Endpoint{Name: "settle", Subject: SubjectSettle, Handler: s.handleSettle, Description: "whether the world applied the operations of jobs whose worker is gone"},
+		broker.Endpoint{Name: "resume", Subject: SubjectResume, Handler: s.handleResume, Description: "what became of an operation whose worker restarted: running (to be taken up), applied or settled"},
 		broker.Endpoint{Name: "worker-begin", Subject: WorkerSubject("*", WorkerBegin), Handler: s.handleBegin, Description: "begin, asked by a worker for itself"},
 		broker.Endpoint{Name: "worker-finish", Subject: WorkerSubject("*", WorkerFinish), Handler: s.handleFinish, Description: "finish, asked by a worker of an operation it began"},
 		broker.Endpoint{Name: "worker-settle", Subject: WorkerSubject("*", WorkerSettle), Handler: s.handleSettle, Description: "settle, asked by a worker of its own operations"},
+		broker.Endpoint{Name: "worker-resume", Subject: WorkerSubject("*", WorkerResume), Handler: s.handleResume, Description: "resume, asked by a worker of its own operations"},
 		broker.Endpoint{Name: "worker-ram-reserve", Subject: WorkerSubject("*", WorkerRAMReserve), Handler: s.handleReserve, Description: "ram-reserve, asked by a worker for itself"},
 		broker.Endpoint{Name: "worker-ram-release", Subject: WorkerSubject("*", WorkerRAMRelease), Handler: s.handleRelease, Description: "ram-release, asked by a worker of its own RAM"},
 	)

@@ -798,7 +798,7 @@ func TestMicroService(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != world.ServiceName || len(info.Endpoints) != 15 { // 10, and 5 a worker asks on for itself
+	if info.Name != world.ServiceName || len(info.Endpoints) != 17 { // 11, and 6 a worker asks on for itself
 		t.Errorf("service info %s", msg.Data)
 	}
 	// Raw requests, as from the nats CLI.

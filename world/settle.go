@@ -3,7 +3,6 @@ package world
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -128,7 +127,6 @@ func (s *Service) settle(sr SettleRequest, asker string, lks map[string]*lookup)
 			}
 		}
 	}
-	now := time.Now().UTC()
 	out := make([]Settlement, 0, len(sr.JobIDs))
 	var writes []write
 	for _, id := range sr.JobIDs {
@@ -160,16 +158,12 @@ func (s *Service) settle(sr SettleRequest, asker string, lks map[string]*lookup)
 				begun = true
 			}
 		}
-		st := Settlement{JobID: id, Begun: begun, At: now, Reason: sr.Reason}
-		data, err := json.Marshal(st)
+		st, w, err := s.settleNow(id, begun, sr.Reason)
 		if err != nil {
 			return nil, nil, err
 		}
-		s.forgetBegin(id)
-		s.settled[id] = &settledOp{st: st, at: time.Now()}
-		writes = append(writes, write{key: settledKey(id), data: data, expires: true})
+		writes = append(writes, w)
 		out = append(out, st)
-		s.log.Debug().Str("job", id).Bool("begun", begun).Str("reason", sr.Reason).Msg("settled: nothing of it will apply")
 	}
 	return out, writes, nil
 }
