@@ -35,6 +35,27 @@ type ThreadHolder interface {
 	HoldsThreads() bool
 }
 
+// Resumer is a Handler that can take up a job that this worker's previous
+// process received and whose start time has passed: a job that may be
+// running outside the worker (an operation in another service, which a
+// process's death does not stop). Without one such a job is never run
+// again: it is settled (see Settler) or recorded missed.
+//
+// The worker calls Resume in place of Run, at once, holding the job's
+// threads as for Run. Resume sets Task.Start to when the job actually
+// started, which the record carries, and ends as Run would have. It
+// returns an error wrapping ErrNotResumed when the job did not start, or
+// cannot be taken up: the worker then settles it or records it missed,
+// as for a task without a Resumer.
+type Resumer interface {
+	Handler
+	Resume(ctx context.Context, t *Task) (json.RawMessage, error)
+}
+
+// ErrNotResumed is wrapped by a Resumer's error when it did not take the
+// job up.
+var ErrNotResumed = errors.New("the job was not taken up")
+
 // HoldingHandlerFunc is a HandlerFunc that is a ThreadHolder.
 type HoldingHandlerFunc func(ctx context.Context, t *Task) (json.RawMessage, error)
 
@@ -63,8 +84,12 @@ type Task struct {
 	// makes for the job go through it, under the worker's identity (its
 	// own, when the broker gives each worker one).
 	Conn *nats.Conn
-	// Start is when the job actually started.
+	// Start is when the job actually started: for a job taken up after a
+	// restart (Resumed), when Resume was called, until Resume sets it.
 	Start time.Time
+	// Resumed is set for a job this worker's previous process received and
+	// may have started, given to Resumer.Resume.
+	Resumed bool
 	// ScheduledEnd is when the job is meant to end.
 	ScheduledEnd time.Time
 	// EndedAt, when a handler sets it, is when its work ended, if that was

@@ -333,6 +333,9 @@ type run struct {
 	deadline *Timer    // ends a wait for threads
 	started  bool
 	ended    bool
+	// resumed is set for a job its previous process received and may have
+	// started, given to its Resumer.
+	resumed bool
 	// released is set once the job's threads are given back: at its
 	// scheduled end, when its handler returns, or when the task says its
 	// work has ended. holdUntil, set by a task whose work runs past its
@@ -834,6 +837,12 @@ func (w *Worker) take(r *run, seq uint64, now time.Time) {
 	late := now.Sub(r.start)
 	switch {
 	case seq <= w.prevDelivered && (r.asap || late >= 0):
+		if h, ok := w.resumerOf(j.Task); ok {
+			w.mu.Lock()
+			w.startLocked(r, now, h, true)
+			w.mu.Unlock()
+			return
+		}
 		if r.asap {
 			w.settleOrEnd(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
 		} else {
@@ -904,11 +913,30 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 		w.endLocked(r, outcome{status: job.StatusFailed, reason: err.Error()})
 		return
 	}
+	w.startLocked(r, now, handler, false)
+}
+
+// resumerOf is the Resumer of task, if its handler is one.
+func (w *Worker) resumerOf(task string) (Resumer, bool) {
+	h, err := w.opts.Handlers.Lookup(task)
+	if err != nil {
+		return nil, false
+	}
+	rs, ok := h.(Resumer)
+	return rs, ok
+}
+
+// startLocked runs a job's handler on its threads: Run, or, for a job its
+// previous process may have started (resumed), Resume. A resumed job's
+// threads are taken beyond the worker's capacity if need be: they were
+// the previous process's, which the new one's jobs have not started on.
+func (w *Worker) startLocked(r *run, now time.Time, handler Handler, resumed bool) {
 	if r.deadline != nil {
 		r.deadline.Stop()
 	}
 	w.busy += r.job.Threads
 	r.started = true
+	r.resumed = resumed
 	r.out.start = now
 	ctx, cancel := context.WithCancel(w.tasks)
 	r.cancel = cancel
@@ -916,7 +944,7 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 	if r.asap {
 		end = now.Add(time.Duration(r.job.Duration * float64(time.Millisecond)))
 	}
-	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Conn: w.nc, Start: now, ScheduledEnd: end, timers: w.timers}
+	t := &Task{Job: &r.job, Worker: w.opts.ID, Host: w.opts.Host, Conn: w.nc, Start: now, ScheduledEnd: end, Resumed: resumed, timers: w.timers}
 	if r.end == nil && end.After(now) {
 		r.end = armEnd(w.timers, end, w.releaseAtEnd(r))
 	}
@@ -944,7 +972,17 @@ func (w *Worker) beginLocked(r *run, now time.Time) {
 // returned.
 func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	defer w.inflight.Done()
-	result, err := safeRun(ctx, h, t)
+	var result json.RawMessage
+	var err error
+	if r.resumed {
+		result, err = safeResume(ctx, h.(Resumer), t)
+		if errors.Is(err, ErrNotResumed) {
+			w.notResumed(r, err)
+			return
+		}
+	} else {
+		result, err = safeRun(ctx, h, t)
+	}
 	if len(result) > 0 && !json.Valid(result) {
 		// The record carries the result as it is: one that is not JSON
 		// would make the whole record unreadable.
@@ -959,6 +997,9 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	o := outcome{status: job.StatusDone, end: end, result: result}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if r.resumed && !t.Start.IsZero() {
+		r.out.start = t.Start // as Resume learned it
+	}
 	r.cancel()
 	w.releaseLocked(r, end)
 	switch {
@@ -972,6 +1013,33 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 		o.status, o.reason, o.err = job.StatusFailed, "the task returned an error", err.Error()
 	}
 	w.endLocked(r, o)
+}
+
+// notResumed ends a job its Resumer did not take up as a job its previous
+// process may have started is ended without one: settled, or missed.
+func (w *Worker) notResumed(r *run, err error) {
+	r.end.stop()
+	w.mu.Lock()
+	r.cancel()
+	w.releaseLocked(r, time.Now())
+	r.started, r.out.start = false, time.Time{}
+	w.mu.Unlock()
+	w.log.Debug().Err(err).Str("job", r.job.ID).Msg("a job the previous process received was not taken up")
+	if r.asap {
+		w.settleOrEnd(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
+	} else {
+		w.settleOrEnd(r, job.StatusMissed, "the worker restarted after this job's start time; it may have started and is not run twice")
+	}
+}
+
+// safeResume is safeRun for a Resumer's Resume.
+func safeResume(ctx context.Context, h Resumer, t *Task) (res []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("task panicked: %v", p)
+		}
+	}()
+	return h.Resume(ctx, t)
 }
 
 // safeRun turns a handler's panic into an error: a bad task never takes the

@@ -44,88 +44,170 @@ var (
 // before its end applies nothing, like a killed script.
 func Register(h *worker.Handlers, c *world.Client) {
 	for _, task := range []string{game.OpHack, game.OpGrow, game.OpWeaken} {
-		h.Register(task, operation(task, c))
+		h.Register(task, operation{task: task, c: c})
 	}
 }
 
-// operation is the handler of one of the world's operations.
-func operation(task string, c *world.Client) worker.HoldingHandlerFunc {
-	return func(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
-		// The worker's own requests, through its own connection: a
-		// broker that gives each worker an identity lets it act only
-		// for itself (see world.WorkerSubject).
-		c := c
-		if t.Conn != nil {
-			c = world.NewClient(t.Conn)
-		}
-		c = c.As(t.Worker)
-		target, ok := t.Job.StringArg(0)
-		if !ok || target == "" {
-			return nil, fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", task, t.Job.Args)
-		}
-		// Its threads are the operation's until the world says how long
-		// it runs (the worker holds them from the start: a
-		// HoldingHandlerFunc): were they free at the job's scheduled end
-		// before the begin's answer came (a world slow to answer, or this
-		// goroutine run late, under load), the worker would start the
-		// next job on them while the world still counts them, and the
-		// world would refuse it.
-		req := world.BeginRequest{JobID: t.Job.ID, Task: task, Target: target, Host: t.Host, Owner: t.Worker, Threads: t.Job.Threads,
-			Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
-		var b world.BeginReply
-		err := retry(ctx, worldBeginRetry, func(ctx context.Context) error {
-			var err error
-			b, err = c.Begin(ctx, req)
-			return err
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				// Cancelled with its begin perhaps on its way: the
-				// world must not count its threads, nor begin it later.
-				err = errors.Join(err, abandon(ctx, c, t.Job.ID))
-			}
-			return nil, fmt.Errorf("%s %s: %w", task, target, err)
-		}
-		// The operation lands when the world's duration is over, or at the
-		// job's endTime if that is later, like the game's additionalMsec:
-		// a caller that starts a job a little early (to absorb a late start,
-		// or a duration shortened by a level-up since it planned) still
-		// lands it on its schedule.
-		end := t.Start.Add(time.Duration(b.DurationRealMs * float64(time.Millisecond)))
-		if t.Job.EndTime > 0 && t.ScheduledEnd.After(end) {
-			end = t.ScheduledEnd
-		}
-		t.HoldThreadsUntil(end) // past ScheduledEnd when it overruns its reservation
-		if err := t.SleepUntil(ctx, end); err != nil {
-			// Cancelled: nothing is applied, and, as a killed script's
-			// in the game, its RAM is free at once. The world hears it
-			// (a settle, which also refuses a finish from now on), else
-			// it counts the threads as running until the operation's end
-			// and refuses the next job on them: a repair's cancels made
-			// the next prep fail three times over (make chaos).
-			return nil, errors.Join(err, abandon(ctx, c, t.Job.ID)) // killed: nothing is applied
-		}
-		// The operation has run its course: its threads are free (the game
-		// frees a script's RAM when its hack returns), and it is finished
-		// even if the job is cancelled now, so that the record tells what
-		// the world did.
-		t.Release()
-		fctx := context.WithoutCancel(ctx)
-		var r world.Result
-		err = retry(fctx, worldFinishRetry, func(ctx context.Context) error {
-			var err error
-			r, err = c.FinishAt(ctx, t.Job.ID, float64(t.EndedAt.UnixNano())/1e6, float64(end.UnixNano())/1e6)
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", task, target, err)
-		}
-		data, err := json.Marshal(r)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: encode result: %w", task, target, err)
-		}
-		return data, nil
+// operation is the handler of one of the world's operations: a
+// worker.ThreadHolder, and a worker.Resumer that takes up an operation its
+// worker's previous process began.
+type operation struct {
+	task string
+	c    *world.Client
+}
+
+// HoldsThreads implements worker.ThreadHolder: the threads are the
+// operation's until the world says how long it runs.
+func (operation) HoldsThreads() bool { return true }
+
+// client is the worker's own client: its requests go through its own
+// connection, since a broker that gives each worker an identity lets it
+// act only for itself (see world.WorkerSubject).
+func (o operation) client(t *worker.Task) *world.Client {
+	c := o.c
+	if t.Conn != nil {
+		c = world.NewClient(t.Conn)
 	}
+	return c.As(t.Worker)
+}
+
+// target is the job's target, args[0].
+func (o operation) target(t *worker.Task) (string, error) {
+	target, ok := t.Job.StringArg(0)
+	if !ok || target == "" {
+		return "", fmt.Errorf("%s: args[0] must be the target's hostname (got args %v)", o.task, t.Job.Args)
+	}
+	return target, nil
+}
+
+// Run begins the operation, waits for its landing and finishes it.
+func (o operation) Run(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
+	c := o.client(t)
+	target, err := o.target(t)
+	if err != nil {
+		return nil, err
+	}
+	// Its threads are the operation's until the world says how long it
+	// runs (the worker holds them from the start: a ThreadHolder): were
+	// they free at the job's scheduled end before the begin's answer came
+	// (a world slow to answer, or this goroutine run late, under load),
+	// the worker would start the next job on them while the world still
+	// counts them, and the world would refuse it.
+	req := world.BeginRequest{JobID: t.Job.ID, Task: o.task, Target: target, Host: t.Host, Owner: t.Worker, Threads: t.Job.Threads,
+		Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
+	var b world.BeginReply
+	err = retry(ctx, worldBeginRetry, func(ctx context.Context) error {
+		var err error
+		b, err = c.Begin(ctx, req)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			// Cancelled with its begin perhaps on its way: the
+			// world must not count its threads, nor begin it later.
+			err = errors.Join(err, abandon(ctx, c, t.Job.ID))
+		}
+		return nil, fmt.Errorf("%s %s: %w", o.task, target, err)
+	}
+	return o.land(ctx, c, t, b, target)
+}
+
+// resumeLate is how long after its landing an operation taken up after a
+// restart may still be finished: a finish that comes later is applied
+// after operations that landed after it (past the world's holdback), so
+// the operation is abandoned instead, like a script killed before it
+// landed.
+const resumeLate = 50 * time.Millisecond
+
+// Resume takes up an operation that the worker's previous process may
+// have begun (worker.Resumer): the world says whether it runs (then it is
+// finished at its landing, as its own process would have), was applied
+// (its result), or never began (the world settles it, and the worker
+// records it as it does any job it could not take up).
+func (o operation) Resume(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
+	c := o.client(t)
+	target, err := o.target(t)
+	if err != nil {
+		return nil, err
+	}
+	var rep world.ResumeReply
+	err = retry(ctx, worldBeginRetry, func(ctx context.Context) error {
+		var err error
+		rep, err = c.Resume(ctx, world.ResumeRequest{JobID: t.Job.ID})
+		return err
+	})
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s %s: %w: %w", o.task, target, worker.ErrNotResumed, err)
+	case rep.Begun != nil:
+		b := *rep.Begun
+		t.Start = msTime(b.StartedAt)
+		if end := o.landing(t, b); time.Since(end) > resumeLate {
+			err := fmt.Errorf("%s %s: %w: it landed %s ago, before this process took it up", o.task, target, worker.ErrNotResumed,
+				time.Since(end).Round(time.Millisecond))
+			return nil, errors.Join(err, abandon(ctx, c, t.Job.ID))
+		}
+		return o.land(ctx, c, t, b, target)
+	case rep.Settlement != nil && rep.Settlement.Applied && rep.Settlement.Result != nil:
+		r := rep.Settlement.Result
+		if r.StartedAt > 0 && r.LandedAt > 0 {
+			t.Start, t.EndedAt = msTime(r.StartedAt), msTime(r.LandedAt)
+		}
+		return json.Marshal(r)
+	default:
+		return nil, fmt.Errorf("%s %s: %w: the world settled it", o.task, target, worker.ErrNotResumed)
+	}
+}
+
+// msTime is the instant of epoch ms.
+func msTime(ms float64) time.Time { return time.UnixMicro(int64(ms * 1000)) }
+
+// landing is when a begun operation lands: when the world's duration is
+// over, or at the job's endTime if that is later, like the game's
+// additionalMsec: a caller that starts a job a little early (to absorb a
+// late start, or a duration shortened by a level-up since it planned)
+// still lands it on its schedule.
+func (o operation) landing(t *worker.Task, b world.BeginReply) time.Time {
+	end := t.Start.Add(time.Duration(b.DurationRealMs * float64(time.Millisecond)))
+	if t.Job.EndTime > 0 && t.ScheduledEnd.After(end) {
+		end = t.ScheduledEnd
+	}
+	return end
+}
+
+// land waits for a begun operation's landing and finishes it.
+func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b world.BeginReply, target string) (json.RawMessage, error) {
+	end := o.landing(t, b)
+	t.HoldThreadsUntil(end) // past ScheduledEnd when it overruns its reservation
+	if err := t.SleepUntil(ctx, end); err != nil {
+		// Cancelled: nothing is applied, and, as a killed script's
+		// in the game, its RAM is free at once. The world hears it
+		// (a settle, which also refuses a finish from now on), else
+		// it counts the threads as running until the operation's end
+		// and refuses the next job on them: a repair's cancels made
+		// the next prep fail three times over (make chaos).
+		return nil, errors.Join(err, abandon(ctx, c, t.Job.ID)) // killed: nothing is applied
+	}
+	// The operation has run its course: its threads are free (the game
+	// frees a script's RAM when its hack returns), and it is finished
+	// even if the job is cancelled now, so that the record tells what
+	// the world did.
+	t.Release()
+	fctx := context.WithoutCancel(ctx)
+	var r world.Result
+	err := retry(fctx, worldFinishRetry, func(ctx context.Context) error {
+		var err error
+		r, err = c.FinishAt(ctx, t.Job.ID, float64(t.EndedAt.UnixNano())/1e6, float64(end.UnixNano())/1e6)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", o.task, target, err)
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: encode result: %w", o.task, target, err)
+	}
+	return data, nil
 }
 
 // abandon tells the world that a job's operation will not finish (its task
