@@ -436,7 +436,18 @@ func TestWorkerProcessFillsHostsAndHonoursMinCores(t *testing.T) {
 		t.Fatalf("job with minCores 4: exit %d, %s", code, errOut)
 	}
 
-	// kill -9 the worker process: its three workers go, and come back.
+	// kill -9 the worker process while an operation runs in the world:
+	// its three workers go, and come back under the same ids, and the
+	// operation, which the process's death did not stop, is taken up and
+	// lands on time.
+	begin := ms(300 * time.Millisecond)
+	landing := begin + 4000
+	op := fmt.Sprintf(`{"id":"op","task":"weaken","args":["n00dles"],"threads":1,"startTime":%.3f,"duration":4000,"endTime":%.3f}`, begin, landing)
+	if out, errOut, code := c.manager("dispatch", "--timeout", "1ms", op); code != 1 || !strings.Contains(errOut, "not received") {
+		t.Fatalf("dispatch: %d %s %s", code, out, errOut)
+	}
+	time.Sleep(time.Until(time.UnixMilli(int64(begin))) + 500*time.Millisecond)
+	killedAt := ms(0)
 	pids, _ := exec.Command("pgrep", "-f", "--", "--process local").Output()
 	killed := 0
 	for _, f := range strings.Fields(string(pids)) {
@@ -450,22 +461,28 @@ func TestWorkerProcessFillsHostsAndHonoursMinCores(t *testing.T) {
 	if killed != 1 {
 		t.Fatalf("%d worker processes found, want 1", killed)
 	}
-	// A new process takes the jobs (on home: minCores), and the fill puts
-	// workers back on the small hosts too.
-	refilled := func() bool {
-		ws := strings.Join(status(), ",")
-		return strings.Contains(ws, "n00dles-") && strings.Contains(ws, "foodnstuff-")
+	r := c.waitRecords(30*time.Second, "op")["op"]
+	var res world.Result
+	_ = json.Unmarshal(r.Result, &res)
+	landing = max(landing, res.StartedAt+res.DurationRealMs) // its endTime, or the world's weaken time
+	if r.Status != job.StatusDone || res.JobID != "op" || r.ActualStartTime > killedAt || r.ActualEndTime < landing || r.ActualEndTime > landing+250 {
+		t.Errorf("the operation running when its process was killed: %s (%s) %s, started %.0f ms before the kill, landed %.0f ms after its landing; want done, started before, landed on time",
+			r.Status, r.Reason, r.Result, killedAt-r.ActualStartTime, r.ActualEndTime-landing)
 	}
+	// The same workers take the jobs (on home: minCores).
 	deadline := time.Now().Add(40 * time.Second)
 	for {
 		out, _, code = c.manager("dispatch", `{"task":"sleep","threads":2,"duration":50,"minCores":3}`)
-		if code == 0 && strings.Contains(out, `"worker":"home-`) && refilled() {
+		if code == 0 && strings.Contains(out, `"worker":"home-1"`) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no job ran on a refilled home after the worker process was killed: %s; workers %v", out, status())
+			t.Fatalf("no job ran on home-1 after the worker process was killed: %s; workers %v", out, status())
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+	if got := strings.Join(status(), ","); got != "foodnstuff-1,home-1,n00dles-1" {
+		t.Errorf("workers in the worker process after the kill: %q, want the same three", got)
 	}
 }
 
@@ -502,18 +519,20 @@ func TestBrokerOutageKeepsTheWorkersRecord(t *testing.T) {
 	}
 }
 
-// kill -9 of a worker in the middle of a world operation: the operation
-// is settled, not guessed. Its record says it had begun and the world
-// applied nothing, and the world refuses its finish from then on: whether
-// the worker comes back (it settles the job itself) or not (the pool
-// settles it once the worker misses its heartbeats, in seconds, not after
-// the 30 s a guess waits for).
-func TestKilledWorkersOperationIsSettled(t *testing.T) {
+// kill -9 of a worker in the middle of a world operation. Killing the
+// program does not stop what it started: a worker that comes back takes
+// the operation up (worker.Resumer) and it lands on schedule, its record
+// done with the world's result. One that does not come back has its
+// operation settled, not guessed: its record says it had begun and the
+// world applied nothing, and the world refuses its finish from then on
+// (the pool settles it once the worker misses its heartbeats, in seconds,
+// not after the 30 s a guess waits for).
+func TestKilledWorkersOperationIsTakenUpOrSettled(t *testing.T) {
 	t.Parallel()
-	c := startPool(t, "--spawn=false")
+	c := startPool(t, "--spawn=false", "--speed", "60") // a weaken of a few seconds
 	nc, _ := c.connect()
 	wc := world.NewClient(nc)
-	before, err := wc.Server(context.Background(), "n00dles")
+	before, err := wc.Server(context.Background(), "joesguns")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,11 +544,13 @@ func TestKilledWorkersOperationIsSettled(t *testing.T) {
 	back := start(t, "hvmind-worker", args("comes-back", "foodnstuff")...)
 	gone := start(t, "hvmind-worker", args("stays-gone", "joesguns")...)
 	c.waitWorkers(2)
-	// Three threads each: one on each worker.
+	// Three threads each: one on each worker. They land at their endTime,
+	// long after the world's weaken time, like a batch's weakens.
 	s := ms(700 * time.Millisecond)
+	end := s + 5000
 	jobs := fmt.Sprintf(`[
-	 {"id":"weaken-back","task":"weaken","args":["n00dles"],"threads":3,"startTime":%.3f,"duration":1},
-	 {"id":"weaken-gone","task":"weaken","args":["n00dles"],"threads":3,"startTime":%.3f,"duration":1}]`, s, s)
+	 {"id":"weaken-back","task":"weaken","args":["joesguns"],"threads":3,"startTime":%.3f,"duration":5000,"endTime":%.3f},
+	 {"id":"weaken-gone","task":"weaken","args":["joesguns"],"threads":3,"startTime":%.3f,"duration":5000,"endTime":%.3f}]`, s, end, s, end)
 	if out, errOut, code := c.manager("dispatch", "--timeout", "1ms", jobs); code != 1 || !strings.Contains(errOut, "not received") {
 		t.Fatalf("dispatch: %d %s %s", code, out, errOut)
 	}
@@ -540,20 +561,31 @@ func TestKilledWorkersOperationIsSettled(t *testing.T) {
 	start(t, "hvmind-worker", args("comes-back", "foodnstuff")...)
 	recs := c.waitRecords(30*time.Second, "weaken-back", "weaken-gone")
 	t.Logf("both records %s after the kill", time.Since(killed).Round(100*time.Millisecond))
-	for id, r := range recs {
-		if r.Status != job.StatusFailed || !strings.Contains(r.Reason, "had begun") {
-			t.Errorf("%s: %s (%s), want failed: it had begun and was settled", id, r.Status, r.Reason)
-		}
-		if _, err := wc.FinishAt(context.Background(), id, 0, 0); !errors.Is(err, world.ErrSettled) {
-			t.Errorf("%s: a finish after the settle: %v, want ErrSettled", id, err)
-		}
+
+	r := recs["weaken-back"]
+	var res world.Result
+	if r.Status != job.StatusDone || json.Unmarshal(r.Result, &res) != nil || res.JobID != "weaken-back" {
+		t.Fatalf("weaken-back: %s (%s) %s, want done by the worker that came back, with the world's result", r.Status, r.Reason, r.Result)
+	}
+	if r.ActualStartTime < s || r.ActualStartTime > s+250 {
+		t.Errorf("weaken-back: actual start %.0f ms after its start time, want its start in the process that was killed", r.ActualStartTime-s)
+	}
+	if d := r.ActualEndTime - max(end, res.StartedAt+res.DurationRealMs); d < 0 || d > 250 {
+		t.Errorf("weaken-back: landed %.0f ms after its landing (its endTime, or the end of the world's weaken time)", d)
+	}
+	r = recs["weaken-gone"]
+	if r.Status != job.StatusFailed || !strings.Contains(r.Reason, "had begun") {
+		t.Errorf("weaken-gone: %s (%s), want failed: it had begun and was settled", r.Status, r.Reason)
+	}
+	if _, err := wc.FinishAt(context.Background(), "weaken-gone", 0, 0); !errors.Is(err, world.ErrSettled) {
+		t.Errorf("weaken-gone: a finish after the settle: %v, want ErrSettled", err)
 	}
 	if time.Since(killed) > 15*time.Second {
 		t.Errorf("the records came %s after the kill; a settle needs no 30 s silence", time.Since(killed).Round(100*time.Millisecond))
 	}
-	after, err := wc.Server(context.Background(), "n00dles")
-	if err != nil || after.HackDifficulty != before.HackDifficulty {
-		t.Errorf("n00dles security %v (%v), want %v: nothing applied", after.HackDifficulty, err, before.HackDifficulty)
+	after, err := wc.Server(context.Background(), "joesguns")
+	if err != nil || after.HackDifficulty != res.SecurityAfter || !(after.HackDifficulty < before.HackDifficulty) {
+		t.Errorf("joesguns security %v (%v), want %v from %v: the one weaken taken up applied", after.HackDifficulty, err, res.SecurityAfter, before.HackDifficulty)
 	}
 }
 

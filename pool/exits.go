@@ -17,13 +17,14 @@ func (p *Pool) exitLoop(ctx context.Context, w serverpool.ExitWatcher) {
 		case <-ctx.Done():
 			return
 		case pid := <-exits:
-			p.processExited(pid)
+			p.processExited(ctx, pid)
 		}
 	}
 }
 
-// processExited marks the workers whose registry entry names pid as gone.
-func (p *Pool) processExited(pid int) {
+// processExited marks the workers whose registry entry names pid as gone,
+// and launches them again (see relaunch.go).
+func (p *Pool) processExited(ctx context.Context, pid int) {
 	p.mu.Lock()
 	var ids []string
 	for id, ws := range p.workers {
@@ -32,9 +33,11 @@ func (p *Pool) processExited(pid int) {
 		}
 	}
 	gone := p.exitedLocked(ids)
+	again := p.relaunchLocked(ctx, gone, "")
 	p.mu.Unlock()
 	if len(gone) > 0 {
 		p.log.Warn().Int("pid", pid).Strs("workers", gone).Msg("worker process exited: its workers are gone")
+		p.relaunchAll(ctx, again)
 		p.sweepNow()
 	}
 }

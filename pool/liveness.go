@@ -79,23 +79,26 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 		}
 		_, err := p.nc.Request(broker.ProcessSubject(name, "status"), nil, askAliveTimeout)
 		if errors.Is(err, nats.ErrNoResponders) {
-			p.processGone(name)
+			p.processGone(ctx, name)
 		}
 	}
 }
 
 // processGone takes the workers of a worker process that lost its
-// connection as gone, as those of a process seen to exit.
-func (p *Pool) processGone(name string) {
+// connection as gone, as those of a process seen to exit, and launches
+// them again (see relaunch.go).
+func (p *Pool) processGone(ctx context.Context, name string) {
 	p.mu.Lock()
 	ids := make([]string, 0, len(p.processWorkers[name]))
 	for id := range p.processWorkers[name] {
 		ids = append(ids, id)
 	}
 	gone := p.exitedLocked(ids)
+	again := p.relaunchLocked(ctx, gone, name)
 	p.mu.Unlock()
 	if len(gone) > 0 {
 		p.log.Warn().Str("process", name).Strs("workers", gone).Msg("worker process has lost its connection: its workers are gone")
+		p.relaunchAll(ctx, again)
 		p.sweepNow()
 	}
 }

@@ -285,6 +285,9 @@ type Pool struct {
 	unheld map[string]time.Time
 
 	ready chan struct{}
+	// relaunching runs the launches of the workers of a process that
+	// died (see relaunch.go).
+	relaunching sync.WaitGroup
 }
 
 // workerState is what the pool knows of one worker.
@@ -319,6 +322,12 @@ type workerState struct {
 	// announced is whether the last word on hvmind.workers.<id> was that
 	// the worker joined.
 	announced bool
+	// stopAsked is set once the pool asked the worker to stop: it is not
+	// launched again when its process exits (see relaunch.go), nor is
+	// it when it died relaunchLimit times since relaunchWindow
+	// (relaunches).
+	stopAsked  bool
+	relaunches []time.Time
 }
 
 // inflight is a job the pool placed and has no record of yet.
@@ -377,6 +386,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	defer func() {
 		stop()
 		loops.Wait()
+		p.relaunching.Wait()
 	}()
 	goLoop := func(loop func(context.Context)) {
 		loops.Add(1)

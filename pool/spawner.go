@@ -291,7 +291,7 @@ func (p *Pool) stopLaunched(ctx context.Context, ids []string) {
 		// Another dispatch may have placed on it meanwhile: then it stays.
 		unused := ws != nil && ws.tl.Len() == 0
 		if unused {
-			ws.stopping = true
+			ws.stopping, ws.stopAsked = true, true
 		}
 		p.mu.Unlock()
 		if !unused {
@@ -312,6 +312,7 @@ func (p *Pool) stopAllWorkers() {
 	for id, ws := range p.workers {
 		if p.aliveLocked(ws, now) {
 			ids = append(ids, id)
+			ws.stopAsked = true
 		}
 	}
 	p.mu.Unlock()
@@ -450,7 +451,7 @@ func (p *Pool) stopIdle(ctx context.Context) {
 			continue
 		}
 		if now.Sub(ws.idleSince) >= p.opts.IdleStop {
-			ws.stopping = true
+			ws.stopping, ws.stopAsked = true, true
 			idle = append(idle, id)
 		}
 	}

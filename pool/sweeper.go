@@ -343,7 +343,8 @@ func (p *Pool) releaseGone(ctx context.Context) {
 	now := time.Now()
 	p.mu.Lock()
 	for id, ws := range p.workers {
-		if !ws.seen.IsZero() && !ws.released && ws.entry.Host != "" && !p.aliveLocked(ws, now) {
+		// Not one launched again: it holds the same reservation.
+		if !ws.seen.IsZero() && !ws.released && ws.entry.Host != "" && !p.aliveLocked(ws, now) && ws.launched.IsZero() {
 			list = append(list, gone{id, ws.entry.Host})
 		}
 	}
