@@ -56,9 +56,11 @@ func (c *Client) Resume(ctx context.Context, req ResumeRequest) (ResumeReply, er
 	return out, err
 }
 
-// handleResume answers in the writer, after the requests stamped before
-// now: the sequencer holds it for its holdback, so that a begin or finish
-// the previous process sent just before it died comes first.
+// handleResume answers in the writer. An operation the world knows to
+// have begun, finished or been settled is answered at once; any other is
+// settled after the requests stamped before now: the sequencer holds it for
+// its holdback, so that a begin the previous process sent just before it
+// died comes first.
 func (s *Service) handleResume(req micro.Request) {
 	var rr ResumeRequest
 	if err := decode(req, &rr); err != nil {
@@ -78,7 +80,7 @@ func (s *Service) handleResume(req micro.Request) {
 		return
 	}
 	now := nowMs()
-	s.seq.add(now, now, &item{
+	held := &item{
 		run: func() (any, []write, error) { return s.resume(rr, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
@@ -91,7 +93,38 @@ func (s *Service) handleResume(req micro.Request) {
 				s.handle(req, func() (any, []write, error) { return s.resume(rr, lk) })
 			})
 		},
+	}
+	if s.opts.Holdback <= 0 {
+		s.enqueue(held)
+		return
+	}
+	s.enqueue(&item{
+		run: func() (any, []write, error) { return s.resumeKnown(rr) },
+		respond: func(v any, err error) {
+			if errors.Is(err, errHold) {
+				// Not due before its holdback: the sequencer holds it,
+				// and does not hand it on from here, the writer.
+				s.seq.add(now, now, held)
+				return
+			}
+			s.reply(broker.ReplyLater(s.nc, req), v, err)
+		},
 	})
+}
+
+// errHold asks for a request to go through the sequencer.
+var errHold = errors.New("hold for the sequencer")
+
+// resumeKnown answers a ResumeRequest from memory alone (run by the
+// writer): errHold when the world does not know the operation there.
+func (s *Service) resumeKnown(rr ResumeRequest) (any, []write, error) {
+	_, r := s.results[rr.JobID]
+	_, b := s.begins[rr.JobID]
+	_, st := s.settled[rr.JobID]
+	if !r && !b && !st {
+		return nil, nil, errHold
+	}
+	return s.resume(rr, nil)
 }
 
 // resume answers a ResumeRequest (run by the writer); without a lookup it
@@ -120,7 +153,7 @@ func (s *Service) resume(rr ResumeRequest, lk *lookup) (any, []write, error) {
 	case lk.err != nil:
 		return nil, nil, lk.err
 	case lk.result != nil:
-		s.results[id] = &finished{r: *lk.result, at: time.Now()}
+		s.keepResult(id, *lk.result)
 		return ResumeReply{Settlement: &Settlement{JobID: id, Applied: true, Result: lk.result}}, nil, nil
 	case lk.settled != nil:
 		s.settled[id] = &settledOp{st: *lk.settled, at: time.Now()}

@@ -155,7 +155,7 @@ func (s *Service) checkFinish(b BeginReply, end, now float64) error {
 	if s.opts.FormulasOnly || b.StartedAt == 0 {
 		return nil // begun before the world kept StartedAt
 	}
-	due := b.StartedAt + b.DurationRealMs
+	due := max(b.StartedAt+b.DurationRealMs, b.LandsAt)
 	if end == 0 {
 		end = now
 	}

@@ -3,6 +3,7 @@ package world_test
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -137,7 +138,8 @@ func TestRulesWorkersActOnlyForThemselves(t *testing.T) {
 		}
 	}
 	now := float64(time.Now().UnixNano()) / 1e6
-	b, err := w1.Begin(ctx, world.BeginRequest{JobID: "op-1", Task: game.OpWeaken, Target: "n00dles", Host: "home", Owner: "w1", Threads: 2, Start: now})
+	// It lands in two seconds, while the others try.
+	b, err := w1.Begin(ctx, world.BeginRequest{JobID: "op-1", Task: game.OpWeaken, Target: "n00dles", Host: "home", Owner: "w1", Threads: 2, Start: now, LandAt: now + 2000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +151,7 @@ func TestRulesWorkersActOnlyForThemselves(t *testing.T) {
 			_, err := w2.Begin(ctx, world.BeginRequest{JobID: "op-2", Task: game.OpWeaken, Target: "n00dles", Host: "home", Owner: "w1", Threads: 1, Start: now})
 			return err
 		}},
-		{"finish another's", func() error { _, err := w2.FinishAt(ctx, "op-1", now+b.DurationRealMs, 0); return err }},
+		{"finish another's", func() error { _, err := w2.FinishAt(ctx, "op-1", now, 0); return err }},
 		{"settle another's", func() error {
 			_, err := w2.Settle(ctx, world.SettleRequest{JobIDs: []string{"op-2", "op-1"}, Reason: "sabotage"})
 			return err
@@ -181,8 +183,8 @@ func TestRulesWorkersActOnlyForThemselves(t *testing.T) {
 			t.Errorf("w1 holds %d threads on home, want 2", h.Reservations["w1"])
 		}
 	}
-	time.Sleep(time.Duration(b.DurationRealMs*float64(time.Millisecond)) + 250*time.Millisecond)
-	if r, err := w1.FinishAt(ctx, "op-1", now+b.DurationRealMs, 0); err != nil || !r.Success {
+	time.Sleep(time.Until(time.UnixMicro(int64(b.LandsAt*1000))) + 250*time.Millisecond)
+	if r, err := w1.FinishAt(ctx, "op-1", b.LandsAt, 0); err != nil || !r.Success {
 		t.Errorf("w1 finishing its own: %+v, %v", r, err)
 	}
 	if _, err := w2.Begin(ctx, world.BeginRequest{JobID: "op-2", Task: game.OpWeaken, Target: "n00dles", Host: "home", Owner: "w2", Threads: 2,
@@ -191,5 +193,79 @@ func TestRulesWorkersActOnlyForThemselves(t *testing.T) {
 	}
 	if _, err := w2.ReleaseRAM(ctx, world.RAMRequest{Host: "home", Owner: "w2"}); err != nil {
 		t.Errorf("w2 releasing its own: %v", err)
+	}
+}
+
+// An operation lands at its landing whether or not its worker says so,
+// like a script whose starter was killed; one settled before it lands
+// never does.
+func TestRulesOperationsLandWithoutTheirWorker(t *testing.T) {
+	t.Parallel()
+	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
+	ctx := ctxT(t)
+	w1 := c.As("w1")
+	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 4}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := c.Server(ctx, "joesguns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := float64(time.Now().UnixNano()) / 1e6
+	begin := func(id string) world.BeginReply {
+		t.Helper()
+		b, err := w1.Begin(ctx, world.BeginRequest{JobID: id, Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1", Threads: 2, Start: now, LandAt: now + 400})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	b := begin("lands")
+	begin("cancelled")
+	if b.LandsAt != max(now+400, b.StartedAt+b.DurationRealMs) {
+		t.Errorf("lands at %.0f, want at its LandAt %.0f or the end of its duration %.0f", b.LandsAt, now+400, b.StartedAt+b.DurationRealMs)
+	}
+	if st, err := w1.Settle(ctx, world.SettleRequest{JobIDs: []string{"cancelled"}, Reason: "cancelled"}); err != nil || st[0].Applied {
+		t.Fatalf("settle: %+v, %v", st, err)
+	}
+	time.Sleep(time.Until(time.UnixMicro(int64(b.LandsAt*1000))) + world.MaxHoldback + 200*time.Millisecond)
+	after, err := c.Server(ctx, "joesguns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := before.HackDifficulty - 2*0.05; math.Abs(after.HackDifficulty-want) > 1e-9 {
+		t.Errorf("joesguns security %v, want %v: the one operation not settled landed, without its worker", after.HackDifficulty, want)
+	}
+	st, err := c.Settle(ctx, world.SettleRequest{JobIDs: []string{"lands", "cancelled"}, Reason: "worker gone"})
+	if err != nil || !st[0].Applied || st[0].Result == nil || st[0].Result.LandedAt != b.LandsAt || st[1].Applied {
+		t.Errorf("settlements %+v, %v: want the first applied at its landing, the second not", st, err)
+	}
+	if r, err := w1.FinishAt(ctx, "lands", b.LandsAt, b.LandsAt); err != nil || r.LandedAt != b.LandsAt {
+		t.Errorf("its worker's finish: %+v, %v; want the result of its landing", r, err)
+	}
+}
+
+// A worker's finish that comes in time lands its operation at the instant
+// the worker says, not at the world's own landing a little before it: an
+// operation that another starts at that same instant must see the target
+// as the worker's clock orders them.
+func TestRulesAWorkersFinishStampsItsLanding(t *testing.T) {
+	t.Parallel()
+	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
+	ctx := ctxT(t)
+	w1 := c.As("w1")
+	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	now := float64(time.Now().UnixNano()) / 1e6
+	b, err := w1.Begin(ctx, world.BeginRequest{JobID: "op", Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1", Threads: 2, Start: now, LandAt: now + 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(time.UnixMicro(int64(b.LandsAt * 1000))))
+	stamp := b.LandsAt + 0.25 // the worker's timer fired a quarter of a millisecond late
+	r, err := w1.FinishAt(ctx, "op", stamp, b.LandsAt)
+	if err != nil || r.LandedAt != stamp {
+		t.Errorf("finish: %+v, %v; want it landed at the worker's stamp %.3f (the world's own landing: %.3f)", r, err, stamp, b.LandsAt)
 	}
 }

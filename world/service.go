@@ -196,6 +196,14 @@ type Service struct {
 	// operation the world does not have in memory is read from the store
 	// before it is sequenced.
 	begun sync.Map
+	// landed mirrors the keys of results, likewise: the finish of an
+	// operation the world landed on its own (see scheduleLandings) is
+	// answered from memory, not read from the store.
+	landed sync.Map
+	// finishing holds the operations whose worker's finish has arrived:
+	// that finish lands them, at the instant the worker says (see
+	// scheduleLandings).
+	finishing sync.Map
 	// reconnected tells of the connection coming back (see
 	// holdOnReconnect); watchers counts the goroutine that listens.
 	reconnected chan nats.Status
@@ -221,11 +229,14 @@ type Service struct {
 	lookups       sync.WaitGroup
 
 	// Owned by the writer goroutine (set before it starts).
-	st       *State
-	begins   map[string]*begun
-	results  map[string]*finished
-	settled  map[string]*settledOp
-	running  running
+	st      *State
+	begins  map[string]*begun
+	results map[string]*finished
+	settled map[string]*settledOp
+	running running
+	// landing holds the operations begun in the group being run, whose
+	// landings are scheduled once their begins are stored.
+	landing  []BeginReply
 	gameBase float64
 	realBase time.Time
 	dirty    bool
@@ -246,6 +257,7 @@ type begun struct {
 
 // forgetBegin drops a begin, and its threads from the running ones.
 func (s *Service) forgetBegin(id string) {
+	s.finishing.Delete(id)
 	if b, ok := s.begins[id]; ok {
 		s.running.drop(b.b.Host, b.b.Owner, id)
 		delete(s.begins, id)
@@ -512,12 +524,14 @@ func (s *Service) install(l *loaded) {
 	s.st = l.st
 	s.begins = map[string]*begun{}
 	s.begun.Clear()
+	s.landed.Clear()
 	s.settled = map[string]*settledOp{}
 	s.running = running{}
 	s.results = make(map[string]*finished, len(l.replayed))
 	now := time.Now()
 	for _, r := range l.replayed {
 		s.results[r.JobID] = &finished{r: r, at: now}
+		s.landed.Store(r.JobID, struct{}{})
 	}
 	s.gameBase, s.realBase = l.gameMs, now
 	s.installed.Store(now.UnixNano())
@@ -614,6 +628,11 @@ func (s *Service) runGroup(group []*item) {
 	}
 	if pubErr == nil {
 		pubErr = waitAcks(futures)
+	}
+	if pubErr == nil {
+		s.scheduleLandings()
+	} else {
+		s.landing = s.landing[:0]
 	}
 	if pubErr != nil {
 		s.log.Error().Err(pubErr).Int("requests", len(group)).Msg("world: storing changes failed; reloading the stored world")
@@ -713,6 +732,7 @@ func (s *Service) sweep(now time.Time) {
 	for id, r := range s.results {
 		if now.Sub(r.at) > resultCacheAge {
 			delete(s.results, id)
+			s.landed.Delete(id)
 		}
 	}
 	for id, st := range s.settled {
@@ -739,6 +759,22 @@ func (s *Service) enqueue(it *item) {
 	}
 }
 
+// keepResult keeps an operation's result in memory (run by the writer).
+func (s *Service) keepResult(id string, r Result) {
+	s.results[id] = &finished{r: r, at: time.Now()}
+	s.landed.Store(id, struct{}{})
+}
+
+// inMemory reports whether the writer holds job id's operation, begun or
+// landed (for the request handlers).
+func (s *Service) inMemory(id string) bool {
+	if _, ok := s.begun.Load(id); ok {
+		return true
+	}
+	_, ok := s.landed.Load(id)
+	return ok
+}
+
 // ---- operations (run by the writer) ----
 
 func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, lookErr error) (any, []write, error) {
@@ -762,7 +798,7 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 		return nil, nil, errSettledf(*settled)
 	}
 	if looked != nil {
-		s.results[req.JobID] = &finished{r: *looked, at: time.Now()}
+		s.keepResult(req.JobID, *looked)
 		return s.begunOf(looked), nil, nil
 	}
 	b, err := s.st.Begin(req)
@@ -776,6 +812,7 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 	b.StartedAt = start
 	b.Speed = s.opts.Speed
 	b.DurationRealMs = b.DurationGameMs / s.opts.Speed
+	b.LandsAt = max(start+b.DurationRealMs, req.LandAt)
 	b.GameTimeMs = s.gameNow()
 	data, err := json.Marshal(b)
 	if err != nil {
@@ -784,7 +821,57 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 	s.begins[req.JobID] = &begun{b: b, at: time.Now()}
 	s.begun.Store(req.JobID, struct{}{})
 	s.running.add(b.Host, b.Owner, b.JobID, b.Threads, b.StartedAt+b.DurationRealMs)
+	if !s.opts.FormulasOnly {
+		s.landing = append(s.landing, b)
+	}
 	return b, []write{{key: beginKey(req.JobID), data: data, expires: true}}, nil
+}
+
+// An operation that has begun lands at its LandsAt, as a script in the
+// game does, whether or not its worker is there to say so: killing the
+// program that started a script does not kill the script. So the world
+// applies it then on its own, in the order of the landings (through the
+// sequencer, stamped LandsAt), unless it was settled (cancelled) before.
+// Its worker's finish, stamped with the same landing, gets the result.
+// Across a restart of the world, an operation begun before it lands by its
+// worker's finish alone: the world keeps no schedule of them.
+
+// scheduleLandings hands the landings of the operations begun in the
+// group just stored to the sequencer (run by the writer, once the begins
+// are stored). One already due is left to its worker's finish, which
+// comes now: the sequencer would hand it to the writer at once, from the
+// writer.
+func (s *Service) scheduleLandings() {
+	if s.opts.Holdback <= 0 {
+		s.landing = s.landing[:0]
+		return
+	}
+	soon := nowMs() + 1
+	for _, b := range s.landing {
+		if b.LandsAt+ms(s.opts.Holdback) <= soon {
+			continue
+		}
+		id, at := b.JobID, b.LandsAt
+		s.seq.add(at, at, &item{run: func() (any, []write, error) { return s.land(id) }, respond: func(any, error) {}})
+	}
+	s.landing = s.landing[:0]
+}
+
+// land applies a begun operation at its landing, unless it was finished,
+// settled, or dropped by a reload, or its worker's finish has come: that
+// lands it, as before there was a landing of the world's own, at the
+// instant the worker's clock said (the world's landing a few microseconds
+// before it, a batcher's next operation, started on that same instant,
+// saw the target changed, and its batch desynced).
+func (s *Service) land(id string) (any, []write, error) {
+	b, ok := s.begins[id]
+	if !ok {
+		return nil, nil, nil
+	}
+	if _, ok := s.finishing.Load(id); ok {
+		return nil, nil, nil
+	}
+	return s.apply(b.b, b.b.LandsAt)
 }
 
 // begunOf answers a begin of an operation that has already finished: with
@@ -813,6 +900,7 @@ func (s *Service) finish(id, asker string, end float64, lk *lookup) (any, []writ
 	}
 	if b, ok := s.begins[id]; ok {
 		if asker != "" && b.b.Owner != asker {
+			s.finishing.Delete(id) // not its worker's: the world still lands it
 			return nil, nil, notOwner(asker, "the finish of job "+id, b.b.Owner)
 		}
 		return s.apply(b.b, end)
@@ -824,7 +912,7 @@ func (s *Service) finish(id, asker string, end float64, lk *lookup) (any, []writ
 	case lk.err != nil:
 		return nil, nil, lk.err
 	case lk.result != nil:
-		s.results[id] = &finished{r: *lk.result, at: time.Now()}
+		s.keepResult(id, *lk.result)
 		return *lk.result, nil, nil
 	case lk.settled != nil:
 		s.settled[id] = &settledOp{st: *lk.settled, at: time.Now()}
@@ -852,7 +940,7 @@ func (s *Service) apply(b BeginReply, end float64) (any, []write, error) {
 		return nil, nil, err
 	}
 	s.forgetBegin(b.JobID)
-	s.results[b.JobID] = &finished{r: r, at: time.Now()}
+	s.keepResult(b.JobID, r)
 	s.dirty = true
 	s.log.Debug().Str("job", r.JobID).Str("task", r.Task).Str("target", r.Target).Bool("success", r.Success).
 		Float64("stolen", r.Stolen).Float64("security", r.SecurityAfter).Float64("money", r.MoneyAfter).
@@ -1014,12 +1102,15 @@ func (s *Service) handleFinish(req micro.Request) {
 		return
 	}
 	id, end, asker := fr.JobID, fr.End, askerOf(req.Subject())
+	if _, begun := s.begun.Load(id); begun && end > 0 {
+		s.finishing.Store(id, struct{}{})
+	}
 	if end > nowMs()+ms(MaxBeginAhead) {
 		// A landing in the future: refused before the sequencer holds it.
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
 		return
 	}
-	if _, known := s.begun.Load(id); end > 0 && (s.seq.holding() || !known) {
+	if end > 0 && (s.seq.holding() || !s.inMemory(id)) {
 		// An operation begun before a restart (or a reload after a
 		// failed write) is known only to the store. Read it first, then
 		// sequence the finish, so that it is applied in the order it

@@ -147,7 +147,7 @@ func (s *Service) settle(sr SettleRequest, asker string, lks map[string]*lookup)
 			case lk.err != nil:
 				return nil, nil, lk.err
 			case lk.result != nil:
-				s.results[id] = &finished{r: *lk.result, at: time.Now()}
+				s.keepResult(id, *lk.result)
 				out = append(out, Settlement{JobID: id, Applied: true, Result: lk.result})
 				continue
 			case lk.settled != nil:

@@ -35,6 +35,10 @@ type BeginRequest struct {
 	// within what Owner holds on Host (see ReserveRAM), less what its
 	// other operations there use.
 	Owner string `json:"owner"`
+	// LandAt is when the operation lands if that is after its duration
+	// is over (epoch ms; 0: when it is over), like the game's
+	// additionalMsec: a job's endTime.
+	LandAt float64 `json:"landAt,omitempty"`
 }
 
 // BeginReply is what the world fixed when an operation began. The world
@@ -62,6 +66,10 @@ type BeginReply struct {
 	// a begin without one); it may finish no earlier than StartedAt +
 	// DurationRealMs.
 	StartedAt float64 `json:"startedAt,omitempty"`
+	// LandsAt is when it lands (epoch ms): StartedAt + DurationRealMs, or
+	// LandAt if that is later. The world applies it then, whether its
+	// worker says so or not, unless it is settled before (see Service).
+	LandsAt float64 `json:"landsAt,omitempty"`
 }
 
 // Result is the effect of a finished operation: what a completion record

@@ -95,6 +95,9 @@ func (o operation) Run(ctx context.Context, t *worker.Task) (json.RawMessage, er
 	// counts them, and the world would refuse it.
 	req := world.BeginRequest{JobID: t.Job.ID, Task: o.task, Target: target, Host: t.Host, Owner: t.Worker, Threads: t.Job.Threads,
 		Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
+	if t.Job.EndTime > 0 {
+		req.LandAt = float64(t.ScheduledEnd.UnixNano()) / 1e6
+	}
 	var b world.BeginReply
 	err = retry(ctx, worldBeginRetry, func(ctx context.Context) error {
 		var err error
@@ -105,25 +108,23 @@ func (o operation) Run(ctx context.Context, t *worker.Task) (json.RawMessage, er
 		if ctx.Err() != nil {
 			// Cancelled with its begin perhaps on its way: the
 			// world must not count its threads, nor begin it later.
-			err = errors.Join(err, abandon(ctx, c, t.Job.ID))
+			res, aerr := abandon(ctx, c, t.Job.ID)
+			if res != nil {
+				return res, nil
+			}
+			err = errors.Join(err, aerr)
 		}
 		return nil, fmt.Errorf("%s %s: %w", o.task, target, err)
 	}
 	return o.land(ctx, c, t, b, target)
 }
 
-// resumeLate is how long after its landing an operation taken up after a
-// restart may still be finished: a finish that comes later is applied
-// after operations that landed after it (past the world's holdback), so
-// the operation is abandoned instead, like a script killed before it
-// landed.
-const resumeLate = 50 * time.Millisecond
-
 // Resume takes up an operation that the worker's previous process may
 // have begun (worker.Resumer): the world says whether it runs (then it is
 // finished at its landing, as its own process would have), was applied
-// (its result), or never began (the world settles it, and the worker
-// records it as it does any job it could not take up).
+// (its result: it landed while no process ran it), or never began (the
+// world settles it, and the worker records it as it does any job it
+// could not take up).
 func (o operation) Resume(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
 	c := o.client(t)
 	target, err := o.target(t)
@@ -137,16 +138,18 @@ func (o operation) Resume(ctx context.Context, t *worker.Task) (json.RawMessage,
 		return err
 	})
 	switch {
+	case err != nil && ctx.Err() != nil:
+		// Cancelled while it asked: as a cancel of a running operation.
+		res, aerr := abandon(ctx, c, t.Job.ID)
+		if res != nil {
+			return res, nil
+		}
+		return nil, fmt.Errorf("%s %s: %w", o.task, target, errors.Join(err, aerr))
 	case err != nil:
 		return nil, fmt.Errorf("%s %s: %w: %w", o.task, target, worker.ErrNotResumed, err)
 	case rep.Begun != nil:
 		b := *rep.Begun
 		t.Start = msTime(b.StartedAt)
-		if end := o.landing(t, b); time.Since(end) > resumeLate {
-			err := fmt.Errorf("%s %s: %w: it landed %s ago, before this process took it up", o.task, target, worker.ErrNotResumed,
-				time.Since(end).Round(time.Millisecond))
-			return nil, errors.Join(err, abandon(ctx, c, t.Job.ID))
-		}
 		return o.land(ctx, c, t, b, target)
 	case rep.Settlement != nil && rep.Settlement.Applied && rep.Settlement.Result != nil:
 		r := rep.Settlement.Result
@@ -179,14 +182,23 @@ func (o operation) landing(t *worker.Task, b world.BeginReply) time.Time {
 func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b world.BeginReply, target string) (json.RawMessage, error) {
 	end := o.landing(t, b)
 	t.HoldThreadsUntil(end) // past ScheduledEnd when it overruns its reservation
-	if err := t.SleepUntil(ctx, end); err != nil {
+	if !time.Now().Before(end) && t.Resumed {
+		// Taken up after its landing: it landed then (the world lands
+		// an operation on its own, unless it has restarted since).
+		t.EndedAt = end
+	} else if err := t.SleepUntil(ctx, end); err != nil {
 		// Cancelled: nothing is applied, and, as a killed script's
 		// in the game, its RAM is free at once. The world hears it
 		// (a settle, which also refuses a finish from now on), else
 		// it counts the threads as running until the operation's end
 		// and refuses the next job on them: a repair's cancels made
-		// the next prep fail three times over (make chaos).
-		return nil, errors.Join(err, abandon(ctx, c, t.Job.ID)) // killed: nothing is applied
+		// the next prep fail three times over (make chaos). Unless it
+		// landed before the world heard: then the record tells that.
+		res, aerr := abandon(ctx, c, t.Job.ID)
+		if res != nil {
+			return res, nil
+		}
+		return nil, errors.Join(err, aerr)
 	}
 	// The operation has run its course: its threads are free (the game
 	// frees a script's RAM when its hack returns), and it is finished
@@ -212,14 +224,27 @@ func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b 
 
 // abandon tells the world that a job's operation will not finish (its task
 // was cancelled): a settle, after which the world neither counts its
-// threads nor begins or finishes it.
-func abandon(ctx context.Context, c *world.Client, id string) error {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attemptTimeout)
-	defer cancel()
-	if _, err := c.Settle(sctx, world.SettleRequest{JobIDs: []string{id}, Reason: "cancelled while it ran"}); err != nil {
-		return fmt.Errorf("tell the world it was cancelled: %w", err)
+// threads nor begins or finishes it. The operation may have landed before
+// the settle reached the world (the world lands it on its own): then
+// abandon returns its result, which the job's record must carry.
+func abandon(ctx context.Context, c *world.Client, id string) (json.RawMessage, error) {
+	var sts []world.Settlement
+	err := retry(context.WithoutCancel(ctx), attemptTimeout, func(sctx context.Context) error {
+		var err error
+		sts, err = c.Settle(sctx, world.SettleRequest{JobIDs: []string{id}, Reason: "cancelled while it ran"})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tell the world it was cancelled: %w", err)
 	}
-	return nil
+	if len(sts) == 1 && sts[0].Applied && sts[0].Result != nil {
+		data, err := json.Marshal(sts[0].Result)
+		if err != nil {
+			return nil, fmt.Errorf("encode the result of an operation that landed before its cancel: %w", err)
+		}
+		return data, nil
+	}
+	return nil, nil
 }
 
 // retry calls f until it succeeds, fails for good, or the time is up.
