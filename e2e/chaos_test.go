@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -255,6 +256,29 @@ func TestChaos(t *testing.T) {
 		if _, ok := applied[id]; !ok {
 			doneNotApplied++
 		}
+	}
+	// How late the jobs started in the seconds after each kill, beside all
+	// of them: a restart that starves the machine makes starts late, and
+	// a late start desyncs a batch.
+	lateness := func(from, to float64) (n int, p50, p99, worst float64) {
+		var ls []float64
+		for _, r := range recs {
+			if r.ActualStartTime > 0 && r.StartTime >= from && r.StartTime < to {
+				ls = append(ls, r.ActualStartTime-r.StartTime)
+			}
+		}
+		if len(ls) == 0 {
+			return 0, 0, 0, 0
+		}
+		sort.Float64s(ls)
+		return len(ls), ls[len(ls)/2], ls[len(ls)*99/100], ls[len(ls)-1]
+	}
+	n, p50, p99, worst := lateness(0, math.MaxFloat64)
+	t.Logf("start error of all %d jobs that started: p50 %.3f ms, p99 %.3f ms, worst %.1f ms", n, p50, p99, worst)
+	for i, k := range done {
+		from := float64(k.at.UnixMicro()) / 1000
+		n, p50, p99, worst := lateness(from, from+3000)
+		t.Logf("kill %2d (%s): the %d jobs that started within 3 s after it: start error p50 %.3f ms, p99 %.3f ms, worst %.1f ms", i+1, k.victim, n, p50, p99, worst)
 	}
 	leftMsgs, leftEnded, leftWaiting := leftovers(t, js, recs)
 	t.Logf("left in %s: %d messages; %d of their jobs have a record, %d have none", broker.StreamJobs, leftMsgs, leftEnded, leftWaiting)

@@ -26,14 +26,16 @@ import (
 //
 // Not launched again: a worker the pool asked to stop, one whose process
 // the pool's Launcher would not start (started by hand, or by another
-// launcher), and one that died relaunchLimit times within relaunchWindow.
+// launcher), and one that died relaunchLimit times within relaunchWindow (a crash loop).
 // Their jobs are settled as those of any gone worker.
 
 // relaunchLimit bounds the relaunches of one worker within relaunchWindow:
-// a worker whose process dies each time it starts is taken as gone.
+// a worker whose process dies as it starts, again and again, is taken as
+// gone. The window is short: a process killed now and then (the chaos
+// test kills one every few seconds) is launched again each time.
 const (
 	relaunchLimit  = 3
-	relaunchWindow = time.Minute
+	relaunchWindow = 10 * time.Second
 )
 
 // relaunchParallel is how many workers the pool launches again at once:

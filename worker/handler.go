@@ -42,7 +42,8 @@ type ThreadHolder interface {
 // again: it is settled (see Settler) or recorded missed.
 //
 // The worker calls Resume in place of Run, at once, holding the job's
-// threads as for Run. Resume sets Task.Start to when the job actually
+// threads as for Run, until its scheduled end even for a ThreadHolder
+// (which says with Task.HoldThreadsUntil if they are needed longer). Resume sets Task.Start to when the job actually
 // started, which the record carries, and ends as Run would have. It
 // returns an error wrapping ErrNotResumed when the job did not start, or
 // cannot be taken up: the worker then settles it or records it missed,

@@ -959,9 +959,12 @@ func (w *Worker) startLocked(r *run, now time.Time, handler Handler, resumed boo
 		defer w.mu.Unlock()
 		r.holdUntil = until
 	}
-	if h, ok := handler.(ThreadHolder); ok && h.HoldsThreads() {
+	if h, ok := handler.(ThreadHolder); ok && h.HoldsThreads() && !resumed {
 		// Until the handler says how long: set before its goroutine
-		// runs, which may be after the end timer has fired.
+		// runs, which may be after the end timer has fired. Not for a
+		// job taken up: it ran in the previous process, which said so
+		// long ago; held on, its threads would be late for the next
+		// jobs placed on them while its Resumer asks about it.
 		r.holdUntil = maxTime
 	}
 	w.inflight.Add(1)
