@@ -13,16 +13,16 @@ import (
 )
 
 // A worker process that dies takes its workers with it, but not what
-// their jobs started outside it: an operation in the world runs on until
-// it lands, and the worker's next process takes it up (worker.Resumer)
-// from the jobs still queued for it, along with the jobs that have yet to
-// start. So the pool launches the workers of a process it launched, once
-// that process has exited or lost its connection, again: under the same
-// ids, on the same hosts, with the same threads and the reservations they
-// held (kept meanwhile). It does not settle their jobs while it waits for
-// them, nor fill their hosts with new workers. Before, a kill -9 of the
-// worker process in the chaos test settled every operation in flight and
-// cost a weaken's time of income (7.3 s at speed 60).
+// their jobs started outside it: an operation in another service runs on
+// until it ends, and the worker's next process takes it up
+// (worker.Resumer) from the jobs still queued for it, along with the jobs
+// that have yet to start. So the pool launches the workers of a process it
+// launched, once that process has exited or lost its connection, again:
+// under the same ids, on the same hosts, with the same threads and the
+// reservations they held (kept meanwhile). It does not settle their jobs
+// while it waits for them, nor fill their hosts with new workers. Before,
+// the new workers had new ids: every job in flight was settled, and every
+// job queued on the old ids waited for a sweep.
 //
 // Not launched again: a worker the pool asked to stop, one whose process
 // the pool's Launcher would not start (started by hand, or by another
