@@ -84,6 +84,27 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 	}
 }
 
+// pidChecker is what a Launcher may also be: one that can tell that a
+// process of its machine has exited (serverpool.LocalLauncher).
+type pidChecker interface {
+	Exited(pid int) bool
+}
+
+// exitedProcessLocked reports whether the process of the workers ids is
+// known to have exited: its pid, as their entries give it, runs no more.
+func (p *Pool) exitedProcessLocked(ids []string) bool {
+	pc, ok := p.opts.Launcher.(pidChecker)
+	if !ok || len(ids) == 0 {
+		return false
+	}
+	for _, id := range ids {
+		if ws := p.workers[id]; ws == nil || !pc.Exited(ws.entry.PID) {
+			return false
+		}
+	}
+	return true
+}
+
 // processGone takes the workers of a worker process that lost its
 // connection as gone, as those of a process seen to exit, and launches
 // them again (see relaunch.go).
@@ -94,7 +115,12 @@ func (p *Pool) processGone(ctx context.Context, name string) {
 		ids = append(ids, id)
 	}
 	gone := p.exitedLocked(ids)
-	again := p.relaunchLocked(ctx, gone, name)
+	var again []relaunch
+	if p.exitedProcessLocked(gone) {
+		// Only a process known to be dead: one that lost its
+		// connection and lives on would come back beside its copy.
+		again = p.relaunchLocked(ctx, gone, name)
+	}
 	p.mu.Unlock()
 	if len(gone) > 0 {
 		p.log.Warn().Str("process", name).Strs("workers", gone).Msg("worker process has lost its connection: its workers are gone")

@@ -220,8 +220,8 @@ func (p *Pool) keepLocalWorkers(ctx context.Context) error {
 	now := time.Now()
 	for n := 1; n <= p.opts.Workers; n++ {
 		id := job.WorkerIDFor(p.opts.Host) + "-" + strconv.Itoa(n)
-		if ws := p.workers[id]; ws != nil && p.aliveLocked(ws, now) {
-			continue
+		if ws := p.workers[id]; ws != nil && (p.aliveLocked(ws, now) || (!ws.launched.IsZero() && now.Sub(ws.launched) < p.opts.SpawnWait)) {
+			continue // alive, or being launched (again, see relaunch.go)
 		}
 		missing = append(missing, id)
 		ws := p.workers[id]

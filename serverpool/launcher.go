@@ -251,6 +251,13 @@ func (l *LocalLauncher) start(name string, env, args []string) (pid int, logPath
 	return cmd.Process.Pid, logPath, nil
 }
 
+// Exited reports whether no process with pid runs on this machine (one
+// the launcher started, or an earlier launcher: a pool that restarted
+// adopts the worker processes its predecessor started).
+func (l *LocalLauncher) Exited(pid int) bool {
+	return pid > 0 && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
 // Exits delivers the pids of the worker processes this launcher started,
 // as they exit (see ExitWatcher).
 func (l *LocalLauncher) Exits() <-chan int {

@@ -103,8 +103,11 @@ func (s *Service) handleResume(req micro.Request) {
 		respond: func(v any, err error) {
 			if errors.Is(err, errHold) {
 				// Not due before its holdback: the sequencer holds it,
-				// and does not hand it on from here, the writer.
-				s.seq.add(now, now, held)
+				// and never hands it on from here, the writer, which
+				// must not wait on its own queue.
+				if !s.seq.queue(now, now, held) {
+					s.reply(broker.ReplyLater(s.nc, req), nil, errStopping)
+				}
 				return
 			}
 			s.reply(broker.ReplyLater(s.nc, req), v, err)

@@ -254,11 +254,15 @@ func TestRulesAWorkersFinishStampsItsLanding(t *testing.T) {
 	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
 	ctx := ctxT(t)
 	w1 := c.As("w1")
-	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 2}); err != nil {
+	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 3}); err != nil {
 		t.Fatal(err)
 	}
 	now := float64(time.Now().UnixNano()) / 1e6
 	b, err := w1.Begin(ctx, world.BeginRequest{JobID: "op", Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1", Threads: 2, Start: now, LandAt: now + 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := w1.Begin(ctx, world.BeginRequest{JobID: "late", Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1", Threads: 1, Start: now, LandAt: now + 300})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,5 +271,11 @@ func TestRulesAWorkersFinishStampsItsLanding(t *testing.T) {
 	r, err := w1.FinishAt(ctx, "op", stamp, b.LandsAt)
 	if err != nil || r.LandedAt != stamp {
 		t.Errorf("finish: %+v, %v; want it landed at the worker's stamp %.3f (the world's own landing: %.3f)", r, err, stamp, b.LandsAt)
+	}
+	// A finish stamped long after the landing (a worker that heard late
+	// of its begin) does not move it: the world lands it at its time.
+	r, err = w1.FinishAt(ctx, "late", late.LandsAt+50, late.LandsAt)
+	if err != nil || r.LandedAt != late.LandsAt {
+		t.Errorf("a late finish: %+v, %v; want it landed at its own time %.3f", r, err, late.LandsAt)
 	}
 }

@@ -127,6 +127,28 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 	q.timer.Reset(max(time.Until(first), 0))
 }
 
+// queue queues it like add, but never hands it to the writer from the
+// caller's goroutine, even when it is due: for the writer itself, which
+// must not wait on its own queue. It reports false once the sequencer has
+// been flushed (the service is stopping): then it is dropped.
+func (q *sequencer) queue(stamp, due float64, it *item) bool {
+	release := time.UnixMicro(int64(stamp * 1000)).Add(q.holdback)
+	if until := time.Unix(0, q.holdUntil.Load()); release.Before(until) {
+		release = until
+	}
+	q.mu.Lock()
+	if q.flushed {
+		q.mu.Unlock()
+		return false
+	}
+	q.seq++
+	heap.Push(&q.pending, timedItem{release: release, stamp: stamp, due: due, seq: q.seq, it: it})
+	first := q.pending[0].release
+	q.mu.Unlock()
+	q.timer.Reset(max(time.Until(first), 0))
+	return true
+}
+
 // flush hands every request it holds to the writer now, in stamp order,
 // and stops holding: the service is stopping, and a request it accepted
 // is applied (or answered) rather than dropped.

@@ -191,7 +191,7 @@ type Service struct {
 	store *store
 	svc   micro.Service
 
-	// begun mirrors the keys of begins (job ids), for the request
+	// begun mirrors begins (job id → owner), for the request
 	// handlers, which may not read the writer's maps: a finish of an
 	// operation the world does not have in memory is read from the store
 	// before it is sequenced.
@@ -200,9 +200,9 @@ type Service struct {
 	// operation the world landed on its own (see scheduleLandings) is
 	// answered from memory, not read from the store.
 	landed sync.Map
-	// finishing holds the operations whose worker's finish has arrived:
-	// that finish lands them, at the instant the worker says (see
-	// scheduleLandings).
+	// finishing holds the operations whose worker's finish has arrived,
+	// with its stamp: that finish lands them, at the instant the worker
+	// says, if it is within landGrace of their landing (see land).
 	finishing sync.Map
 	// reconnected tells of the connection coming back (see
 	// holdOnReconnect); watchers counts the goroutine that listens.
@@ -525,6 +525,7 @@ func (s *Service) install(l *loaded) {
 	s.begins = map[string]*begun{}
 	s.begun.Clear()
 	s.landed.Clear()
+	s.finishing.Clear()
 	s.settled = map[string]*settledOp{}
 	s.running = running{}
 	s.results = make(map[string]*finished, len(l.replayed))
@@ -765,6 +766,22 @@ func (s *Service) keepResult(id string, r Result) {
 	s.landed.Store(id, struct{}{})
 }
 
+// noteFinishing notes that the owner's finish of a begun operation has
+// come, stamped end (see land): only its owner's (or one on the plain
+// subject), so that no worker can keep another's operation from landing.
+// Stored, then checked again: the writer forgets a begin before its
+// finishing note, so a note stored after the begin went is taken back.
+func (s *Service) noteFinishing(id, asker string, end float64) {
+	owner, begun := s.begun.Load(id)
+	if !begun || end <= 0 || (asker != "" && owner.(string) != asker) {
+		return
+	}
+	s.finishing.Store(id, end)
+	if _, still := s.begun.Load(id); !still {
+		s.finishing.Delete(id)
+	}
+}
+
 // inMemory reports whether the writer holds job id's operation, begun or
 // landed (for the request handlers).
 func (s *Service) inMemory(id string) bool {
@@ -813,14 +830,18 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 	b.Speed = s.opts.Speed
 	b.DurationRealMs = b.DurationGameMs / s.opts.Speed
 	b.LandsAt = max(start+b.DurationRealMs, req.LandAt)
+	if !s.opts.FormulasOnly && b.LandsAt > start+b.DurationRealMs+ms(MaxLandDelay) {
+		return nil, nil, invalidf("%s %s: it lands at %.0f, %.0f ms after its duration is over (at most %s)",
+			req.Task, req.JobID, b.LandsAt, b.LandsAt-start-b.DurationRealMs, MaxLandDelay)
+	}
 	b.GameTimeMs = s.gameNow()
 	data, err := json.Marshal(b)
 	if err != nil {
 		return nil, nil, err
 	}
 	s.begins[req.JobID] = &begun{b: b, at: time.Now()}
-	s.begun.Store(req.JobID, struct{}{})
-	s.running.add(b.Host, b.Owner, b.JobID, b.Threads, b.StartedAt+b.DurationRealMs)
+	s.begun.Store(req.JobID, b.Owner)
+	s.running.add(b.Host, b.Owner, b.JobID, b.Threads, b.LandsAt)
 	if !s.opts.FormulasOnly {
 		s.landing = append(s.landing, b)
 	}
@@ -838,24 +859,34 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 
 // scheduleLandings hands the landings of the operations begun in the
 // group just stored to the sequencer (run by the writer, once the begins
-// are stored). One already due is left to its worker's finish, which
-// comes now: the sequencer would hand it to the writer at once, from the
-// writer.
+// are stored). One already due, whose begin the world answered late (held
+// while its broker came back), lands as soon as the sequencer hands it on,
+// in order among what it still holds, rather than when its worker's
+// finish comes, late too, after operations that landed after it.
 func (s *Service) scheduleLandings() {
 	if s.opts.Holdback <= 0 {
 		s.landing = s.landing[:0]
 		return
 	}
-	soon := nowMs() + 1
 	for _, b := range s.landing {
-		if b.LandsAt+ms(s.opts.Holdback) <= soon {
-			continue
-		}
 		id, at := b.JobID, b.LandsAt
-		s.seq.add(at, at, &item{run: func() (any, []write, error) { return s.land(id) }, respond: func(any, error) {}})
+		s.seq.queue(at, at, &item{run: func() (any, []write, error) { return s.land(id) }, respond: func(_ any, err error) {
+			if err != nil {
+				s.log.Warn().Err(err).Str("job", id).Msg("landing an operation")
+			}
+		}})
 	}
 	s.landing = s.landing[:0]
 }
+
+// MaxLandDelay bounds how long after its duration is over an operation
+// may land (BeginRequest.LandAt): its threads are held until then.
+const MaxLandDelay = 10 * time.Minute
+
+// landGrace is how much later than its LandsAt a worker's finish may be
+// stamped and still stamp the landing (see land): a worker's timer fires
+// a little late; a finish sent after a late answer to its begin is later.
+const landGrace = 5 * time.Millisecond
 
 // land applies a begun operation at its landing, unless it was finished,
 // settled, or dropped by a reload, or its worker's finish has come: that
@@ -868,7 +899,7 @@ func (s *Service) land(id string) (any, []write, error) {
 	if !ok {
 		return nil, nil, nil
 	}
-	if _, ok := s.finishing.Load(id); ok {
+	if end, ok := s.finishing.Load(id); ok && end.(float64) <= b.b.LandsAt+ms(landGrace) {
 		return nil, nil, nil
 	}
 	return s.apply(b.b, b.b.LandsAt)
@@ -900,7 +931,6 @@ func (s *Service) finish(id, asker string, end float64, lk *lookup) (any, []writ
 	}
 	if b, ok := s.begins[id]; ok {
 		if asker != "" && b.b.Owner != asker {
-			s.finishing.Delete(id) // not its worker's: the world still lands it
 			return nil, nil, notOwner(asker, "the finish of job "+id, b.b.Owner)
 		}
 		return s.apply(b.b, end)
@@ -1102,14 +1132,12 @@ func (s *Service) handleFinish(req micro.Request) {
 		return
 	}
 	id, end, asker := fr.JobID, fr.End, askerOf(req.Subject())
-	if _, begun := s.begun.Load(id); begun && end > 0 {
-		s.finishing.Store(id, struct{}{})
-	}
 	if end > nowMs()+ms(MaxBeginAhead) {
 		// A landing in the future: refused before the sequencer holds it.
 		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
 		return
 	}
+	s.noteFinishing(id, asker, end)
 	if end > 0 && (s.seq.holding() || !s.inMemory(id)) {
 		// An operation begun before a restart (or a reload after a
 		// failed write) is known only to the store. Read it first, then

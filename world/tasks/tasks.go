@@ -105,9 +105,11 @@ func (o operation) Run(ctx context.Context, t *worker.Task) (json.RawMessage, er
 		return err
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			// Cancelled with its begin perhaps on its way: the
-			// world must not count its threads, nor begin it later.
+		if ctx.Err() != nil || world.Retryable(err) {
+			// Cancelled, or no answer came, with its begin perhaps on
+			// its way or stored: the world must not count its threads,
+			// begin it later, or land it while the record says it
+			// failed.
 			res, aerr := abandon(ctx, c, t.Job.ID)
 			if res != nil {
 				return res, nil
@@ -212,6 +214,15 @@ func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b 
 		r, err = c.FinishAt(ctx, t.Job.ID, float64(t.EndedAt.UnixNano())/1e6, float64(end.UnixNano())/1e6)
 		return err
 	})
+	if err != nil && world.Retryable(err) {
+		// The world lands it on its own: what did it do? A settle
+		// says, and makes sure of it.
+		res, aerr := abandon(fctx, c, t.Job.ID)
+		if res != nil {
+			return res, nil
+		}
+		err = errors.Join(err, aerr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", o.task, target, err)
 	}
@@ -223,13 +234,13 @@ func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b 
 }
 
 // abandon tells the world that a job's operation will not finish (its task
-// was cancelled): a settle, after which the world neither counts its
+// was cancelled, or its worker gives up on asking): a settle, after which the world neither counts its
 // threads nor begins or finishes it. The operation may have landed before
 // the settle reached the world (the world lands it on its own): then
 // abandon returns its result, which the job's record must carry.
 func abandon(ctx context.Context, c *world.Client, id string) (json.RawMessage, error) {
 	var sts []world.Settlement
-	err := retry(context.WithoutCancel(ctx), attemptTimeout, func(sctx context.Context) error {
+	err := retry(context.WithoutCancel(ctx), worldBeginRetry, func(sctx context.Context) error {
 		var err error
 		sts, err = c.Settle(sctx, world.SettleRequest{JobIDs: []string{id}, Reason: "cancelled while it ran"})
 		return err
