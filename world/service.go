@@ -885,12 +885,15 @@ const MaxLandDelay = 10 * time.Minute
 
 // landGrace is how much later than its LandsAt a worker's finish may be
 // stamped and still stamp the landing (see land): a worker's timer fires
-// microseconds late; one milliseconds late (a worker process just
-// restarted, on a busy machine) would land it after operations that
-// landed after it (the chaos test saw a weaken stamped 3.9 ms late land
-// after the grow planned 2 ms after it), and a finish sent after a late
-// answer to its begin is later still.
-const landGrace = time.Millisecond
+// late by microseconds, and now and then by milliseconds (a pause of its
+// process), and its jobs' starts with it; landed on the worker's clock,
+// the operations keep their order with those starts. With 1 ms, a run
+// with no kill desynced a batch every 45 s, and none with 5 ms. Later
+// than that (a finish sent after a late answer to its begin) the world's
+// own landing orders it. A worker process just restarted fires a few
+// milliseconds late too: then its landing may still come after one
+// planned just after it (the chaos test saw a weaken stamped 3.9 ms late).
+const landGrace = 5 * time.Millisecond
 
 // land applies a begun operation at its landing, unless it was finished,
 // settled, or dropped by a reload, or its worker's finish has come: that
