@@ -202,7 +202,7 @@ type Service struct {
 	landed sync.Map
 	// finishing holds the operations whose worker's finish has arrived,
 	// with its stamp: that finish lands them, at the instant the worker
-	// says, if it is within landGrace of their landing (see land).
+	// says (see land).
 	finishing sync.Map
 	// reconnected tells of the connection coming back (see
 	// holdOnReconnect); watchers counts the goroutine that listens.
@@ -883,30 +883,24 @@ func (s *Service) scheduleLandings() {
 // may land (BeginRequest.LandAt): its threads are held until then.
 const MaxLandDelay = 10 * time.Minute
 
-// landGrace is how much later than its LandsAt a worker's finish may be
-// stamped and still stamp the landing (see land): a worker's timer fires
-// late by microseconds, and now and then by milliseconds (a pause of its
-// process), and its jobs' starts with it; landed on the worker's clock,
-// the operations keep their order with those starts. With 1 ms, a run
-// with no kill desynced a batch every 45 s, and none with 5 ms. Later
-// than that (a finish sent after a late answer to its begin) the world's
-// own landing orders it. A worker process just restarted fires a few
-// milliseconds late too: then its landing may still come after one
-// planned just after it (the chaos test saw a weaken stamped 3.9 ms late).
-const landGrace = 5 * time.Millisecond
+
 
 // land applies a begun operation at its landing, unless it was finished,
 // settled, or dropped by a reload, or its worker's finish has come: that
-// lands it, as before there was a landing of the world's own, at the
-// instant the worker's clock said (the world's landing a few microseconds
-// before it, a batcher's next operation, started on that same instant,
-// saw the target changed, and its batch desynced).
+// lands it, at the instant the worker's clock said, as before the world
+// landed operations on its own. The world's landing is for a worker that
+// is gone. Landed by the world even when its worker's finish was a
+// little late, operations broke their order with the starts, which the
+// same clock makes as late: the world landing a few microseconds before
+// the worker would have, an operation started on that instant saw the
+// target changed; with the worker's clock trusted only within 1 ms, a run
+// with no kill desynced a batch every 45 s.
 func (s *Service) land(id string) (any, []write, error) {
 	b, ok := s.begins[id]
 	if !ok {
 		return nil, nil, nil
 	}
-	if end, ok := s.finishing.Load(id); ok && end.(float64) <= b.b.LandsAt+ms(landGrace) {
+	if _, ok := s.finishing.Load(id); ok {
 		return nil, nil, nil
 	}
 	return s.apply(b.b, b.b.LandsAt)
