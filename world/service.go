@@ -883,8 +883,6 @@ func (s *Service) scheduleLandings() {
 // may land (BeginRequest.LandAt): its threads are held until then.
 const MaxLandDelay = 10 * time.Minute
 
-
-
 // land applies a begun operation at its landing, unless it was finished,
 // settled, or dropped by a reload, or its worker's finish has come: that
 // lands it, at the instant the worker's clock said, as before the world
