@@ -66,9 +66,13 @@ func (p *Pool) relaunchLocked(ctx context.Context, ids []string, process string)
 		if ws == nil || ws.stopAsked || ws.entry.Host == "" || ws.entry.Threads <= 0 {
 			continue
 		}
-		if proc, launched := p.launchedProcs[id]; !launched && (process == "" || namer.ProcessOf(id) != process) {
-			continue
-		} else if launched && process != "" && proc != process {
+		// Only into the process the pool launched it in, or would: an
+		// exit seen (process "") is of a process this pool launched.
+		proc, launched := p.launchedProcs[id]
+		if !launched {
+			proc = namer.ProcessOf(id)
+		}
+		if (process == "" && !launched) || (process != "" && proc != process) {
 			continue
 		}
 		recent := ws.relaunches[:0]

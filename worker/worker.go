@@ -843,11 +843,7 @@ func (w *Worker) take(r *run, seq uint64, now time.Time) {
 			w.mu.Unlock()
 			return
 		}
-		if r.asap {
-			w.settleOrEnd(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
-		} else {
-			w.settleOrEnd(r, job.StatusMissed, "the worker restarted after this job's start time; it may have started and is not run twice")
-		}
+		w.endMayHaveStarted(r)
 	case !r.asap && late > w.opts.Tolerance:
 		w.endNow(r, job.StatusMissed, fmt.Sprintf("arrived %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance))
 	case j.Threads > w.opts.Threads || j.Threads <= 0:
@@ -1018,8 +1014,8 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	w.endLocked(r, o)
 }
 
-// notResumed ends a job its Resumer did not take up as a job its previous
-// process may have started is ended without one: settled, or missed.
+// notResumed ends a job its Resumer did not take up as one without a
+// Resumer (endMayHaveStarted).
 func (w *Worker) notResumed(r *run, err error) {
 	r.end.stop()
 	w.mu.Lock()
@@ -1028,6 +1024,13 @@ func (w *Worker) notResumed(r *run, err error) {
 	r.started, r.out.start = false, time.Time{}
 	w.mu.Unlock()
 	w.log.Debug().Err(err).Str("job", r.job.ID).Msg("a job the previous process received was not taken up")
+	w.endMayHaveStarted(r)
+}
+
+// endMayHaveStarted ends a job the previous process received whose start
+// has passed, and which no Resumer takes up: settled, or recorded as what
+// the worker cannot know (it may have started), never run twice.
+func (w *Worker) endMayHaveStarted(r *run) {
 	if r.asap {
 		w.settleOrEnd(r, job.StatusFailed, "interrupted: the worker restarted after receiving this job, which may have started; it is not run twice")
 	} else {

@@ -111,3 +111,9 @@ func (e *RemoteError) Is(target error) bool {
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
+
+// invalidJobID is the error of a job id that job.ValidID refuses, its
+// message led by prefix ("settle: ", or "").
+func invalidJobID(prefix, id string) error {
+	return invalidf("%sjob id %q: want 1-128 letters, digits, '-', '_' or '.'", prefix, id)
+}

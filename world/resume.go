@@ -68,7 +68,7 @@ func (s *Service) handleResume(req micro.Request) {
 		return
 	}
 	if !job.ValidID(rr.JobID) {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("resume: job id %q: want 1-128 letters, digits, '-', '_' or '.'", rr.JobID))
+		s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("resume: ", rr.JobID))
 		return
 	}
 	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {

@@ -201,12 +201,7 @@ func TestRulesWorkersActOnlyForThemselves(t *testing.T) {
 // never does.
 func TestRulesOperationsLandWithoutTheirWorker(t *testing.T) {
 	t.Parallel()
-	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
-	ctx := ctxT(t)
-	w1 := c.As("w1")
-	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 4}); err != nil {
-		t.Fatal(err)
-	}
+	c, w1, ctx := workerHolding(t, 4)
 	before, err := c.Server(ctx, "joesguns")
 	if err != nil {
 		t.Fatal(err)
@@ -251,12 +246,7 @@ func TestRulesOperationsLandWithoutTheirWorker(t *testing.T) {
 // as the worker's clock orders them.
 func TestRulesAWorkersFinishStampsItsLanding(t *testing.T) {
 	t.Parallel()
-	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
-	ctx := ctxT(t)
-	w1 := c.As("w1")
-	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 3}); err != nil {
-		t.Fatal(err)
-	}
+	_, w1, ctx := workerHolding(t, 3)
 	now := float64(time.Now().UnixNano()) / 1e6
 	b, err := w1.Begin(ctx, world.BeginRequest{JobID: "op", Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1", Threads: 2, Start: now, LandAt: now + 300})
 	if err != nil {
@@ -285,4 +275,17 @@ func TestRulesAWorkersFinishStampsItsLanding(t *testing.T) {
 		t.Errorf("finish: %+v, %v; want it landed at the worker's stamp %.3f (the world's own landing: %.3f)", r, err, stamp, b.LandsAt)
 	}
 	<-lateDone
+}
+
+// workerHolding runs a world at speed 1000 where worker w1 holds threads
+// on home, and returns a client, w1's client, and the test's context.
+func workerHolding(t *testing.T, threads int) (*world.Client, *world.Client, context.Context) {
+	t.Helper()
+	_, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
+	ctx := ctxT(t)
+	w1 := c.As("w1")
+	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: threads}); err != nil {
+		t.Fatal(err)
+	}
+	return c, w1, ctx
 }

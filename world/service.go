@@ -1084,7 +1084,7 @@ func (s *Service) handleBegin(req micro.Request) {
 		return
 	}
 	if !job.ValidID(br.JobID) {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", br.JobID))
+		s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("", br.JobID))
 		return
 	}
 	if a := askerOf(req.Subject()); a != "" && br.Owner != a {
@@ -1127,7 +1127,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		return
 	}
 	if !job.ValidID(fr.JobID) {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", fr.JobID))
+		s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("", fr.JobID))
 		return
 	}
 	id, end, asker := fr.JobID, fr.End, askerOf(req.Subject())

@@ -79,7 +79,7 @@ func (s *Service) handleSettle(req micro.Request) {
 	}
 	for _, id := range sr.JobIDs {
 		if !job.ValidID(id) {
-			s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("settle: job id %q: want 1-128 letters, digits, '-', '_' or '.'", id))
+			s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("settle: ", id))
 			return
 		}
 	}

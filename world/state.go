@@ -318,7 +318,7 @@ func (st *State) hostRAM(s *game.Server) HostRAM {
 func (st *State) Begin(req BeginRequest) (BeginReply, error) {
 	switch {
 	case !job.ValidID(req.JobID):
-		return BeginReply{}, invalidf("job id %q: want 1-128 letters, digits, '-', '_' or '.'", req.JobID)
+		return BeginReply{}, invalidJobID("", req.JobID)
 	case !game.IsOperation(req.Task):
 		return BeginReply{}, invalidf("task %q: want hack, grow or weaken", req.Task)
 	case req.Threads <= 0:
