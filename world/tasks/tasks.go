@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hvmind/hvmind/worker"
@@ -165,7 +166,7 @@ func (o operation) Resume(ctx context.Context, t *worker.Task) (json.RawMessage,
 }
 
 // msTime is the instant of epoch ms.
-func msTime(ms float64) time.Time { return time.UnixMicro(int64(ms * 1000)) }
+func msTime(ms float64) time.Time { return time.Unix(0, int64(math.Round(ms*1e6))) }
 
 // landing is when a begun operation lands: when the world's duration is
 // over, or at the job's endTime if that is later, like the game's
