@@ -25,11 +25,16 @@ type Handler interface {
 
 // ThreadHolder is a Handler whose work may outlast its job's reservation
 // by a length it learns only once running (an operation whose duration
-// another service gives). The worker then holds the job's threads from its
-// start until the handler says how long (Task.HoldThreadsUntil) or gives
-// them back (Task.Release): were they free at the reservation's end, a
-// handler run late on a busy machine would not have said so yet, and the
-// next job placed on them would start while this one still runs.
+// another service gives, from the job's actual start). Until the handler
+// says how long (Task.HoldThreadsUntil) or gives them back (Task.Release),
+// the worker holds the job's threads until the landing the job's own
+// figures predict: its actual start plus its duration, or its scheduled
+// end if that is later. Were they free at the scheduled end, a job that
+// started late, whose handler runs late on a busy machine and has not
+// said so yet, would have the next job placed on them start while it
+// still runs. Were they held until the handler says, however long, a
+// handler whose answer is slow (the service restarting) would keep the
+// next jobs from starting on time.
 type ThreadHolder interface {
 	Handler
 	HoldsThreads() bool

@@ -899,9 +899,6 @@ func (w *Worker) due(r *run, now time.Time) {
 	}
 }
 
-// maxTime is a hold with no end: until the handler says.
-var maxTime = time.Unix(1<<62, 0)
-
 // beginLocked starts a job's handler.
 func (w *Worker) beginLocked(r *run, now time.Time) {
 	handler, err := w.opts.Handlers.Lookup(r.job.Task)
@@ -956,12 +953,21 @@ func (w *Worker) startLocked(r *run, now time.Time, handler Handler, resumed boo
 		r.holdUntil = until
 	}
 	if h, ok := handler.(ThreadHolder); ok && h.HoldsThreads() && !resumed {
-		// Until the handler says how long: set before its goroutine
-		// runs, which may be after the end timer has fired. Not for a
-		// job taken up: it ran in the previous process, which said so
-		// long ago; held on, its threads would be late for the next
-		// jobs placed on them while its Resumer asks about it.
-		r.holdUntil = maxTime
+		// Until the handler says how long, the threads are held until
+		// the landing the job's own figures predict: its actual start
+		// plus its duration, or its scheduled end if later. Set before
+		// its goroutine runs, which may be after the end timer has
+		// fired: a job started late runs past its scheduled end. Not
+		// forever: a handler whose answer is slow (the service that
+		// says is restarting, or the broker) would keep the next jobs
+		// placed on those threads from starting, and they would be
+		// missed, or start late, out of their order. Not for a job taken
+		// up: it ran in the previous process, which said so long ago.
+		r.holdUntil = end
+		if predicted := now.Add(time.Duration(r.job.Duration * float64(time.Millisecond))); predicted.After(end) {
+			r.holdUntil = predicted
+			w.timers.AtFirst(predicted, w.releaseAtEnd(r))
+		}
 	}
 	w.inflight.Add(1)
 	go w.execute(ctx, r, handler, t)

@@ -565,52 +565,82 @@ func TestWorkerTakenOver(t *testing.T) {
 }
 
 // A handler that holds its threads (a ThreadHolder) keeps them past its
-// job's reservation until it says how long or returns, even when it has
-// not said anything yet by the reservation's end: the next job placed on
-// those threads waits for them. A plain handler's threads are free at the
-// reservation's end.
+// job's reservation: until it says how long, or, while it says nothing,
+// until the job's actual start plus its duration (a job that started late
+// lands late), but not for as long as it stays silent (its answer may be
+// slow to come). A plain handler's threads are free at the reservation's
+// end. Here "first" starts 30 ms late, waiting for the threads of "before",
+// whose handler says it runs 30 ms past its end; "second" is placed on
+// first's threads at first's scheduled end.
 func TestThreadHolderKeepsItsThreads(t *testing.T) {
 	t.Parallel()
+	const late = 30.0 // ms: how late "first" starts
 	for _, tc := range []struct {
-		name      string
-		holds     bool
-		wantAfter bool // the second job starts only after the first returned
+		name  string
+		holds bool
+		// says is how far past its actual start plus duration the
+		// first handler says it runs (0: it says nothing).
+		says float64
+		// wantAfter is how long after first's actual start second
+		// starts, in ms, within a few.
+		wantAfter float64
 	}{
-		{name: "holding handler", holds: true, wantAfter: true},
-		{name: "plain handler", holds: false, wantAfter: false},
+		{name: "holding handler, silent", holds: true, wantAfter: 100},
+		{name: "holding handler that says it runs longer", holds: true, says: 40, wantAfter: 140},
+		{name: "plain handler", holds: false, wantAfter: 100 - late},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var returned atomic.Int64 // unix µs when the first handler returned
-			slow := func(ctx context.Context, tk *worker.Task) (json.RawMessage, error) {
+			op := func(ctx context.Context, tk *worker.Task) (json.RawMessage, error) {
 				if tk.Job.ID == "first" {
-					time.Sleep(140 * time.Millisecond) // 40 ms past its reservation, saying nothing
+					if tc.says > 0 {
+						end := tk.Start.Add(time.Duration((tk.Job.Duration + tc.says) * float64(time.Millisecond)))
+						tk.HoldThreadsUntil(end)
+						if err := tk.SleepUntil(ctx, end); err != nil {
+							return nil, err
+						}
+						tk.Release()
+					} else {
+						time.Sleep(200 * time.Millisecond) // 70 ms past its landing, saying nothing
+					}
 					returned.Store(time.Now().UnixMicro())
 				}
 				return nil, nil
 			}
 			h := worker.NewHandlers()
+			h.Register("before", worker.HoldingHandlerFunc(func(ctx context.Context, tk *worker.Task) (json.RawMessage, error) {
+				end := tk.ScheduledEnd.Add(time.Duration(late * float64(time.Millisecond)))
+				tk.HoldThreadsUntil(end)
+				return nil, tk.SleepUntil(ctx, end)
+			}))
 			if tc.holds {
-				h.Register("op", worker.HoldingHandlerFunc(slow))
+				h.Register("op", worker.HoldingHandlerFunc(op))
 			} else {
-				h.Register("op", worker.HandlerFunc(slow))
+				h.Register("op", worker.HandlerFunc(op))
 			}
 			e := setupWith(t, 2, h)
 			s := job.Now() + 300
 			e.publishJobs(t,
-				job.Job{ID: "first", Task: "op", Threads: 2, StartTime: s, Duration: 100},
-				job.Job{ID: "second", Task: "op", Threads: 2, StartTime: s + 100, Duration: 100})
-			recs := e.wait(t, "first", "second")
-			second := recs["second"]
-			after := second.ActualStartTime*1000 >= float64(returned.Load())-1000
-			if second.Status != job.StatusDone && tc.holds {
-				t.Fatalf("second: %s (%s)", second.Status, second.Reason)
+				job.Job{ID: "before", Task: "before", Threads: 2, StartTime: s, Duration: 100},
+				job.Job{ID: "first", Task: "op", Threads: 2, StartTime: s + 100, Duration: 100},
+				job.Job{ID: "second", Task: "op", Threads: 2, StartTime: s + 200, Duration: 100})
+			recs := e.wait(t, "before", "first", "second")
+			first, second := recs["first"], recs["second"]
+			for _, r := range []job.Job{first, second} {
+				if r.Status != job.StatusDone {
+					t.Fatalf("%s: %s (%s)", r.ID, r.Status, r.Reason)
+				}
 			}
-			if tc.holds && !after {
-				t.Errorf("the second job started at %.3f, before the holding first returned at %.3f", second.ActualStartTime, float64(returned.Load())/1000)
+			if got := first.ActualStartTime - first.StartTime; got < late-1 || got > late+10 {
+				t.Fatalf("first started %.3f ms late, want about %.0f: the setup did not hold", got, late)
 			}
-			if !tc.holds && second.ActualStartTime*1000 >= float64(returned.Load()) {
-				t.Errorf("the second job waited for a plain handler past its reservation")
+			after := second.ActualStartTime - first.ActualStartTime
+			if after < tc.wantAfter-0.5 || after > tc.wantAfter+10 {
+				t.Errorf("second started %.3f ms after first, want %.0f", after, tc.wantAfter)
+			}
+			if tc.holds && tc.says == 0 && second.ActualStartTime*1000 >= float64(returned.Load()) {
+				t.Errorf("second waited for the silent first handler to return")
 			}
 		})
 	}
