@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"math"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hvmind/hvmind/broker/brokertest"
 	"github.com/hvmind/hvmind/world"
 	"github.com/hvmind/hvmind/world/game"
 )
@@ -288,4 +291,82 @@ func workerHolding(t *testing.T, threads int) (*world.Client, *world.Client, con
 		t.Fatal(err)
 	}
 	return c, w1, ctx
+}
+
+// After its broker comes back, the world holds the requests its workers
+// send again and applies them in the order of their stamps. An operation
+// begun while the broker was away, whose landing has passed by the end of
+// the hold, lands in its place among them: before a finish stamped after
+// its landing, not after everything the hold let through (a broker kill in
+// the chaos test landed hacks begun so after the weakens stamped after
+// them, and drained the target).
+func TestRulesBrokerBackLandsAnOperationBegunMeanwhileInItsPlace(t *testing.T) {
+	t.Parallel()
+	b, _, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	w1 := c.As("w1")
+	if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// Asks as a worker does, until the world answers.
+	again := func(what string, f func(context.Context) error) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := f(actx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s: %v", what, err)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t0 := float64(time.Now().UnixNano()) / 1e6
+	later, err := w1.Begin(ctx, world.BeginRequest{JobID: "later", Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1", Threads: 1, Start: t0, LandAt: t0 + 900})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Stop()
+	t1 := float64(time.Now().UnixNano()) / 1e6
+	b = brokertest.Start(t, b.Dir, u.Host)
+	var meanwhile world.BeginReply
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		again("begin meanwhile", func(ctx context.Context) (err error) {
+			meanwhile, err = w1.Begin(ctx, world.BeginRequest{JobID: "meanwhile", Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1", Threads: 1, Start: t1, LandAt: t1 + 50})
+			return err
+		})
+	})
+	var landed world.Result
+	wg.Go(func() {
+		time.Sleep(time.Until(time.UnixMicro(int64(later.LandsAt * 1000))))
+		again("finish later", func(ctx context.Context) (err error) {
+			landed, err = w1.FinishAt(ctx, "later", later.LandsAt, later.LandsAt)
+			return err
+		})
+	})
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if meanwhile.LandsAt >= later.LandsAt {
+		t.Fatalf("meanwhile lands at %.3f, not before later's %.3f: no order to check", meanwhile.LandsAt, later.LandsAt)
+	}
+	var first world.Result
+	again("finish meanwhile", func(ctx context.Context) (err error) {
+		first, err = w1.FinishAt(ctx, "meanwhile", meanwhile.LandsAt, meanwhile.LandsAt)
+		return err
+	})
+	if first.LandedAt != meanwhile.LandsAt || first.Seq == 0 || first.Seq > landed.Seq {
+		t.Errorf("meanwhile landed at %.3f (seq %d), later at %.3f (seq %d): want meanwhile first, at its landing %.3f",
+			first.LandedAt, first.Seq, landed.LandedAt, landed.Seq, meanwhile.LandsAt)
+	}
 }

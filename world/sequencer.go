@@ -56,6 +56,33 @@ type sequencer struct {
 	lateMax atomic.Int64
 	// holdUntil holds every request until then (Unix ns; see holdFor).
 	holdUntil atomic.Int64
+	// reading counts the requests that came while the sequencer held and
+	// are read from the store before they are added (Service.goLookup):
+	// the hold goes on until they are in, for up to maxReadWait.
+	reading atomic.Int64
+	// ended is the hold (its holdUntil) whose requests were last handed
+	// on: the batch that ends a hold holds what comes after it until the
+	// writer has applied it (see release).
+	ended int64
+}
+
+// maxApplyWait bounds how long the end of a hold waits for the writer to
+// apply what was held.
+const maxApplyWait = 5 * time.Second
+
+// maxReadWait bounds how long a hold waits, past its end, for the requests
+// being read from the store (see sequencer.reading). After a broker kill
+// in the chaos test, the world had hundreds to read (every begin stamped
+// before its reload, every finish of an operation begun before it), and
+// the last came 50 ms after the hold: a hack begun late then landed after
+// the weakens stamped after it, and the batch desynced.
+const maxReadWait = 2 * time.Second
+
+// readsPending reports whether a hold that ended at most maxReadWait ago
+// still waits for requests being read.
+func (q *sequencer) readsPending(now time.Time) bool {
+	until := time.Unix(0, q.holdUntil.Load())
+	return !now.Before(until) && now.Before(until.Add(maxReadWait)) && q.reading.Load() > 0
 }
 
 func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
@@ -84,6 +111,7 @@ func (q *sequencer) holding() bool { return time.Now().UnixNano() < q.holdUntil.
 // the same stamp (a worker that woke late fires every timer due meanwhile
 // at once) go in the order of due, their scheduled instants.
 func (q *sequencer) add(stamp, due float64, it *item) {
+	it.timed, it.stamp = true, stamp
 	stamped := time.UnixMicro(int64(stamp * 1000))
 	release := stamped.Add(q.holdback)
 	now := time.Now()
@@ -132,6 +160,7 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 // must not wait on its own queue. It reports false once the sequencer has
 // been flushed (the service is stopping): then it is dropped.
 func (q *sequencer) queue(stamp, due float64, it *item) bool {
+	it.timed, it.stamp = true, stamp
 	release := time.UnixMicro(int64(stamp * 1000)).Add(q.holdback)
 	if until := time.Unix(0, q.holdUntil.Load()); release.Before(until) {
 		release = until
@@ -184,10 +213,77 @@ func (q *sequencer) release() {
 			q.timer.Reset(wait)
 			return
 		}
-		heap.Pop(&q.pending)
+		if until := time.Unix(0, q.holdUntil.Load()); time.Now().Before(until) {
+			// A hold made longer after these were queued (a reload of
+			// the world after its broker came back) holds them too:
+			// everything held goes in one batch, in stamp order.
+			q.mu.Unlock()
+			q.timer.Reset(time.Until(until))
+			return
+		}
+		if q.readsPending(time.Now()) {
+			q.mu.Unlock()
+			q.timer.Reset(5 * time.Millisecond)
+			return
+		}
+		// Every request due now goes to the writer as one batch, in
+		// stamp order: after a hold, the landing of an operation begun
+		// in it may fall among them, and the writer puts it in its
+		// place (see runGroup), which it cannot do for requests it has
+		// not been handed yet.
+		var batch []*item
+		for len(q.pending) > 0 && !time.Now().Before(q.pending[0].release) {
+			batch = append(batch, heap.Pop(&q.pending).(timedItem).it)
+		}
+		var after func()
+		if until := q.holdUntil.Load(); until > q.ended {
+			// The end of a hold. The operations begun in it may land
+			// before requests that come while the writer applies it:
+			// those wait, and so go in their place among the landings
+			// the writer schedules, rather than straight on ahead of
+			// them (a broker kill in the chaos test landed hacks begun
+			// in the hold after the weakens stamped after them).
+			q.ended = q.hold(maxApplyWait)
+			after = q.endHold
+		}
 		q.mu.Unlock()
-		q.out(next.it)
+		if len(batch) == 1 && after == nil {
+			q.out(batch[0])
+		} else {
+			q.out(&item{batch: batch, after: after})
+		}
 	}
+}
+
+// hold holds every request for d from now, at once, and returns when
+// until (see holdFor); q.mu is held.
+func (q *sequencer) hold(d time.Duration) int64 {
+	until := time.Now().Add(d).UnixNano()
+	q.holdUntil.Store(until)
+	return until
+}
+
+// endHold ends the hold that followed the end of a hold, once the writer
+// has applied what it held: what came meanwhile goes on in stamp order.
+func (q *sequencer) endHold() {
+	now := time.Now()
+	q.mu.Lock()
+	if q.holdUntil.Load() != q.ended {
+		q.mu.Unlock()
+		return // held again meanwhile (holdFor)
+	}
+	q.holdUntil.Store(now.UnixNano())
+	q.ended = now.UnixNano()
+	for i := range q.pending {
+		p := &q.pending[i]
+		// Released at the held end, or at its holdback if later.
+		p.release = now
+		if r := time.UnixMicro(int64(p.stamp * 1000)).Add(q.holdback); r.After(now) {
+			p.release = r
+		}
+	}
+	q.mu.Unlock()
+	q.timer.Reset(0)
 }
 
 type timedItem struct {

@@ -16,13 +16,19 @@ func TestSequencerOrdersByStamp(t *testing.T) {
 	var got []string
 	done := make(chan struct{})
 	q := newSequencer(30*time.Millisecond, func(it *item) {
-		v, _, _ := it.run()
-		mu.Lock()
-		got = append(got, v.(string))
-		if len(got) == 4 {
-			close(done)
+		// Requests due together come as one batch, in order.
+		for _, it := range append([]*item{it}, it.batch...) {
+			if it.run == nil {
+				continue
+			}
+			v, _, _ := it.run()
+			mu.Lock()
+			got = append(got, v.(string))
+			if len(got) == 4 {
+				close(done)
+			}
+			mu.Unlock()
 		}
-		mu.Unlock()
 	})
 	now := float64(time.Now().UnixNano()) / 1e6
 	add := func(name string, stamp, due float64) {
@@ -81,5 +87,64 @@ func TestBeginSeesTheWorldAtItsStart(t *testing.T) {
 		if got.SecurityAtStart != tc.want {
 			t.Errorf("begin at %v saw security %v, want %v", tc.req.Start, got.SecurityAtStart, tc.want)
 		}
+	}
+}
+
+// The requests held by a hold go to the writer as one batch; what comes
+// while the writer applies it waits until it is applied, and then goes in
+// stamp order with what the writer queued meanwhile (the landings of the
+// operations begun in the batch), not straight on ahead of them.
+func TestSequencerHoldsWhileTheHeldAreApplied(t *testing.T) {
+	t.Parallel()
+	out := make(chan *item, 16)
+	q := newSequencer(20*time.Millisecond, func(it *item) { out <- it })
+	named := func(name string) *item {
+		return &item{run: func() (any, []write, error) { return name, nil, nil }}
+	}
+	names := func(its []*item) []string {
+		var s []string
+		for _, it := range its {
+			v, _, _ := it.run()
+			s = append(s, v.(string))
+		}
+		return s
+	}
+	now := float64(time.Now().UnixNano()) / 1e6
+	q.holdFor(100 * time.Millisecond)
+	q.add(now-40, now-40, named("held 2"))
+	q.add(now-50, now-50, named("held 1"))
+	var batch *item
+	select {
+	case batch = <-out:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the hold did not end")
+	}
+	if got := names(batch.batch); len(got) != 2 || got[0] != "held 1" || got[1] != "held 2" || batch.after == nil {
+		t.Fatalf("the end of the hold handed on %q (after set: %v), want one batch of the two held, in order", got, batch.after != nil)
+	}
+	// While the writer applies the batch: a late request, and a landing
+	// the writer schedules, stamped before it.
+	q.add(now-30, now-30, named("came meanwhile"))
+	q.queue(now-35, now-35, named("landing"))
+	select {
+	case it := <-out:
+		t.Fatalf("%q went on before the held batch was applied", names([]*item{it}))
+	case <-time.After(100 * time.Millisecond):
+	}
+	batch.after()
+	var got []*item
+	for len(got) < 2 {
+		select {
+		case it := <-out:
+			got = append(got, append([]*item{it}, it.batch...)...)
+		case <-time.After(5 * time.Second):
+			t.Fatal("nothing went on once the held batch was applied")
+		}
+		if got[0].run == nil {
+			got = got[1:]
+		}
+	}
+	if n := names(got); n[0] != "landing" || n[1] != "came meanwhile" {
+		t.Errorf("then %q, want the landing first, by its stamp", n)
 	}
 }
