@@ -144,7 +144,14 @@ func (p *proc) wait(t *testing.T, d time.Duration) {
 	select {
 	case <-p.done:
 	case <-time.After(d):
-		t.Fatalf("process %v did not exit within %s", p.cmd.Args, d)
+		// A Go program prints every goroutine's stack on SIGQUIT: its
+		// log then says what it was waiting for.
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+		t.Fatalf("process %v did not exit within %s (sent SIGQUIT: its goroutines are in its output)", p.cmd.Args, d)
 	}
 }
 

@@ -910,7 +910,7 @@ func (m *HackManager) collect(ctx context.Context, stop <-chan struct{}, d *pool
 				m.log.Warn().Err(err).Msg("cancelling the rest of a batch")
 			}
 		}()
-		m.emit("drop", fmt.Sprintf("%s of batch %s could not start: cancelled the rest of the batch", r.Task, d.Jobs[0].Batch))
+		m.emit("drop", fmt.Sprintf("%s of batch %s could not start (%s: %s%s): cancelled the rest of the batch", r.Task, d.Jobs[0].Batch, r.Status, r.Reason, r.Error))
 	}
 }
 
