@@ -63,6 +63,11 @@ type Job struct {
 	// least that many cores: a task whose effect grows with its host's
 	// cores, sized for a big host, falls short on a smaller one.
 	MinCores int `json:"minCores,omitempty"`
+	// Tolerance, when set, is how late (ms) the job may start: past it,
+	// it is missed, even on a worker that allows more (see StartWithin).
+	// A job whose start keeps an order with other jobs' says how late
+	// breaks it: missed, it changes nothing; started later, it would.
+	Tolerance float64 `json:"tolerance,omitempty"`
 
 	// Worker is the id of the worker the pool placed the job on.
 	Worker string `json:"worker,omitempty"`
@@ -141,6 +146,7 @@ func (j *Job) appendJSON(b []byte) []byte {
 		key("minCores")
 		b = strconv.AppendInt(b, int64(j.MinCores), 10)
 	}
+	num("tolerance", j.Tolerance, false)
 	str("worker", j.Worker, false)
 	num("actualStartTime", j.ActualStartTime, false)
 	num("actualEndTime", j.ActualEndTime, false)
@@ -262,6 +268,9 @@ func (j *Job) Validate(now float64, tolerance time.Duration) error {
 	if j.MinCores < 0 {
 		return fmt.Errorf("%w: minCores must not be negative (got %d)", ErrMalformed, j.MinCores)
 	}
+	if j.Tolerance < 0 || math.IsNaN(j.Tolerance) || math.IsInf(j.Tolerance, 0) {
+		return fmt.Errorf("%w: tolerance must be a non-negative number of milliseconds (got %v)", ErrMalformed, j.Tolerance)
+	}
 	if j.StartTime < 0 || j.EndTime < 0 {
 		return fmt.Errorf("%w: times are Unix epoch milliseconds", ErrMalformed)
 	}
@@ -275,6 +284,17 @@ func (j *Job) Validate(now float64, tolerance time.Duration) error {
 		return fmt.Errorf("%w: status, worker and actual times are set by HVMind", ErrUnknownField)
 	}
 	return nil
+}
+
+// StartWithin is how late the job may start on a worker that allows
+// worker: the job's Tolerance when it is set and smaller.
+func (j *Job) StartWithin(worker time.Duration) time.Duration {
+	if j.Tolerance > 0 {
+		if d := time.Duration(j.Tolerance * float64(time.Millisecond)); d < worker {
+			return d
+		}
+	}
+	return worker
 }
 
 // ValidID reports whether s can be used as a job, batch or worker id: it ends

@@ -69,6 +69,34 @@ func TestMinCoresRoundTrip(t *testing.T) {
 	}
 }
 
+// A job's tolerance goes through a round trip, and bounds how late it may
+// start on a worker that allows more, never less.
+func TestTolerance(t *testing.T) {
+	t.Parallel()
+	j, err := job.Parse([]byte(`{"task":"hack","threads":4,"tolerance":1.5}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := job.Encode(&j)
+	if err != nil || !strings.Contains(string(out), `"tolerance":1.5`) {
+		t.Fatalf("record %s, %v: want its tolerance", out, err)
+	}
+	for _, tc := range []struct {
+		tolerance float64
+		worker    time.Duration
+		want      time.Duration
+	}{
+		{1.5, 50 * time.Millisecond, 1500 * time.Microsecond},
+		{100, 50 * time.Millisecond, 50 * time.Millisecond},
+		{0, 5 * time.Millisecond, 5 * time.Millisecond},
+	} {
+		j.Tolerance = tc.tolerance
+		if got := j.StartWithin(tc.worker); got != tc.want {
+			t.Errorf("tolerance %v ms on a worker allowing %s: %s, want %s", tc.tolerance, tc.worker, got, tc.want)
+		}
+	}
+}
+
 func TestParseRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -109,6 +137,8 @@ func TestValidate(t *testing.T) {
 		{"bad id", job.Job{ID: "a b", Task: "sleep", Threads: 1}, job.ErrInvalidID},
 		{"status set", job.Job{Task: "sleep", Threads: 1, Status: job.StatusDone}, job.ErrUnknownField},
 		{"negative minCores", job.Job{Task: "grow", Threads: 1, MinCores: -1}, job.ErrMalformed},
+		{"ok tolerance", job.Job{Task: "sleep", Threads: 1, Tolerance: 1.5}, nil},
+		{"negative tolerance", job.Job{Task: "sleep", Threads: 1, Tolerance: -1}, job.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -155,6 +155,8 @@ func (j *Job) setMember(key string, raw []byte) error {
 		j.Threads, err = intField(key, raw, null)
 	case "minCores":
 		j.MinCores, err = intField(key, raw, null)
+	case "tolerance":
+		j.Tolerance, err = numberField(key, raw, null)
 	case "duration":
 		j.Duration, err = numberField(key, raw, null)
 	case "startTime":

@@ -91,6 +91,30 @@ func (g grid) safeStart(t float64) float64 {
 	return t
 }
 
+// tolerance is how late job i (0 H, 1 W1, 2 G, 3 W2) of a batch, starting
+// at start to land at land after dur, may start: before the next window of
+// raised security (unless any start is safe), and landing late by less
+// than its order allows (its landing waits for land, so a start late by
+// the time it has to spare lands on time). Started later, it would desync
+// its batch and cost a re-prep; missed, it drops only its batch (the
+// chaos test's restarts made jobs a few ms late).
+func (g grid) tolerance(start, land, dur float64, i int) float64 {
+	order := g.gap // a hack or grow lands gap before its weaken
+	if i == 1 || i == 3 {
+		order = g.half() - g.gap
+	}
+	t := land - start - dur + order
+	if !g.anyStart {
+		h := g.half()
+		r := math.Mod(start-g.l0, h)
+		if r < 0 {
+			r += h
+		}
+		t = math.Min(t, h-r)
+	}
+	return math.Max(t, 1e-3) // 0 would say "the worker's"
+}
+
 // valid reports whether the grid leaves room to start jobs.
 func (g grid) valid() bool {
 	return g.half() > g.gap+2*g.margin && g.gap > 0 && g.margin >= 0
@@ -817,7 +841,7 @@ func (m *HackManager) batchJobs(g grid, k int, plan BatchPlan, d durations) []jo
 		land := g.landing(k, i)
 		start := g.safeStart(land - t.dur - g.slack)
 		jobs[i] = job.Job{Task: t.task, Args: []any{m.opts.Target}, Threads: t.threads,
-			StartTime: start, EndTime: land, Duration: land - start}
+			StartTime: start, EndTime: land, Duration: land - start, Tolerance: g.tolerance(start, land, t.dur, i)}
 	}
 	return jobs
 }

@@ -55,6 +55,16 @@ func TestGridStartsEveryJobSafely(t *testing.T) {
 						if pad := j.EndTime - j.StartTime - durs[i]; pad > half+tc.g.slack+1e-9 {
 							t.Errorf("batch %d job %d holds its threads %.3f ms longer than it runs", k, i, pad)
 						}
+						// Started as late as its tolerance, it still
+						// starts before the next raised security, and
+						// lands before the next landing.
+						order := tc.g.gap
+						if i == 1 || i == 3 {
+							order = half - tc.g.gap
+						}
+						if tol := j.Tolerance; tol < tc.g.margin-1e-9 || r+tol > half+1e-9 || j.StartTime+tol+durs[i] > j.EndTime+order+1e-9 {
+							t.Errorf("batch %d job %d (offset %.3f) may start %.3f ms late: past the next window or its order", k, i, r, tol)
+						}
 					}
 				}
 			}

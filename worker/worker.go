@@ -844,8 +844,8 @@ func (w *Worker) take(r *run, seq uint64, now time.Time) {
 			return
 		}
 		w.endMayHaveStarted(r)
-	case !r.asap && late > w.opts.Tolerance:
-		w.endNow(r, job.StatusMissed, fmt.Sprintf("arrived %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance))
+	case !r.asap && late > r.job.StartWithin(w.opts.Tolerance):
+		w.endNow(r, job.StatusMissed, fmt.Sprintf("arrived %.3f ms after its start time (tolerance %s)", ms(late), r.job.StartWithin(w.opts.Tolerance)))
 	case j.Threads > w.opts.Threads || j.Threads <= 0:
 		w.endNow(r, job.StatusFailed, fmt.Sprintf("needs %d threads; this worker has %d", j.Threads, w.opts.Threads))
 	default:
@@ -875,8 +875,9 @@ func (w *Worker) due(r *run, now time.Time) {
 	if r.ended || r.started {
 		return
 	}
-	if late := now.Sub(r.start); !r.asap && late > w.opts.Tolerance {
-		w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("the worker could not start it until %.3f ms after its start time (tolerance %s)", ms(late), w.opts.Tolerance)})
+	tolerance := r.job.StartWithin(w.opts.Tolerance)
+	if late := now.Sub(r.start); !r.asap && late > tolerance {
+		w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("the worker could not start it until %.3f ms after its start time (tolerance %s)", ms(late), tolerance)})
 		return
 	}
 	if w.busy+r.job.Threads <= w.opts.Threads && len(w.waiting) == 0 {
@@ -887,14 +888,14 @@ func (w *Worker) due(r *run, now time.Time) {
 	// Wait up to the tolerance (forever for an as-soon-as-possible job).
 	w.waiting = append(w.waiting, r)
 	if !r.asap {
-		r.deadline = w.timers.At(r.start.Add(w.opts.Tolerance), w.handOff(func(time.Time) {
+		r.deadline = w.timers.At(r.start.Add(tolerance), w.handOff(func(time.Time) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			if r.started || r.ended {
 				return
 			}
 			w.removeWaitingLocked(r)
-			w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, w.opts.Tolerance)})
+			w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, tolerance)})
 		}))
 	}
 }

@@ -646,6 +646,33 @@ func TestThreadHolderKeepsItsThreads(t *testing.T) {
 	}
 }
 
+// A job with a tolerance of its own is missed once it is that late, where
+// the worker would start it later: here both wait for threads a job holds
+// 30 ms past its end; the strict one is missed after 10 ms, the other
+// starts when the threads are free.
+func TestJobToleranceBoundsItsStart(t *testing.T) {
+	t.Parallel()
+	h := worker.NewHandlers()
+	h.Register("before", worker.HoldingHandlerFunc(func(ctx context.Context, tk *worker.Task) (json.RawMessage, error) {
+		end := tk.ScheduledEnd.Add(30 * time.Millisecond)
+		tk.HoldThreadsUntil(end)
+		return nil, tk.SleepUntil(ctx, end)
+	}))
+	e := setupWith(t, 2, h)
+	s := job.Now() + 300
+	e.publishJobs(t,
+		job.Job{ID: "before", Task: "before", Threads: 2, StartTime: s, Duration: 100},
+		job.Job{ID: "strict", Task: "sleep", Threads: 2, StartTime: s + 100, Duration: 10, Tolerance: 10},
+		job.Job{ID: "lax", Task: "sleep", Threads: 2, StartTime: s + 100, Duration: 10})
+	recs := e.wait(t, "before", "strict", "lax")
+	if r := recs["strict"]; r.Status != job.StatusMissed || !strings.Contains(r.Reason, "within 10ms") {
+		t.Errorf("strict: %s (%s), want missed after its own 10 ms", r.Status, r.Reason)
+	}
+	if r := recs["lax"]; r.Status != job.StatusDone || r.ActualStartTime-r.StartTime < 29 {
+		t.Errorf("lax: %s, started %.3f ms late; want done once the threads were free, 30 ms late", r.Status, r.ActualStartTime-r.StartTime)
+	}
+}
+
 // A message on the worker's queue that is not a job placed on it (one
 // placed on another worker, or a record, which a pull request's reply
 // subject can deliver to any queue) is dropped: not run, not recorded.
