@@ -289,10 +289,9 @@ func (j *Job) Validate(now float64, tolerance time.Duration) error {
 // StartWithin is how late the job may start on a worker that allows
 // worker: the job's Tolerance when it is set and smaller.
 func (j *Job) StartWithin(worker time.Duration) time.Duration {
-	if j.Tolerance > 0 {
-		if d := time.Duration(j.Tolerance * float64(time.Millisecond)); d < worker {
-			return d
-		}
+	// Compared as floats: a tolerance of years would overflow a Duration.
+	if j.Tolerance > 0 && j.Tolerance*float64(time.Millisecond) < float64(worker) {
+		return time.Duration(j.Tolerance * float64(time.Millisecond))
 	}
 	return worker
 }

@@ -89,6 +89,7 @@ func TestTolerance(t *testing.T) {
 		{1.5, 50 * time.Millisecond, 1500 * time.Microsecond},
 		{100, 50 * time.Millisecond, 50 * time.Millisecond},
 		{0, 5 * time.Millisecond, 5 * time.Millisecond},
+		{1e300, 5 * time.Millisecond, 5 * time.Millisecond},
 	} {
 		j.Tolerance = tc.tolerance
 		if got := j.StartWithin(tc.worker); got != tc.want {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,13 +96,15 @@ func (g grid) safeStart(t float64) float64 {
 // at start to land at land after dur, may start: before the next window of
 // raised security (unless any start is safe), and landing late by less
 // than its order allows (its landing waits for land, so a start late by
-// the time it has to spare lands on time). Started later, it would desync
+// the time it has to spare lands on time; the world lands it then). Started later, it would desync
 // its batch and cost a re-prep; missed, it drops only its batch (the
 // chaos test's restarts made jobs a few ms late).
 func (g grid) tolerance(start, land, dur float64, i int) float64 {
-	order := g.gap // a hack or grow lands gap before its weaken
+	// A hack or grow lands gap before its weaken; other batches' jobs
+	// start a margin after a weaken.
+	order := g.gap
 	if i == 1 || i == 3 {
-		order = g.half() - g.gap
+		order = g.margin
 	}
 	t := land - start - dur + order
 	if !g.anyStart {
@@ -934,7 +937,7 @@ func (m *HackManager) collect(ctx context.Context, stop <-chan struct{}, d *pool
 				m.log.Warn().Err(err).Msg("cancelling the rest of a batch")
 			}
 		}()
-		m.emit("drop", fmt.Sprintf("%s of batch %s could not start (%s: %s%s): cancelled the rest of the batch", r.Task, d.Jobs[0].Batch, r.Status, r.Reason, r.Error))
+		m.emit("drop", fmt.Sprintf("%s of batch %s could not start (%s: %s): cancelled the rest of the batch", r.Task, d.Jobs[0].Batch, r.Status, strings.Join(slices.DeleteFunc([]string{r.Reason, r.Error}, func(s string) bool { return s == "" }), ": ")))
 	}
 }
 

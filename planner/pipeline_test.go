@@ -60,7 +60,7 @@ func TestGridStartsEveryJobSafely(t *testing.T) {
 						// lands before the next landing.
 						order := tc.g.gap
 						if i == 1 || i == 3 {
-							order = half - tc.g.gap
+							order = tc.g.margin
 						}
 						if tol := j.Tolerance; tol < tc.g.margin-1e-9 || r+tol > half+1e-9 || j.StartTime+tol+durs[i] > j.EndTime+order+1e-9 {
 							t.Errorf("batch %d job %d (offset %.3f) may start %.3f ms late: past the next window or its order", k, i, r, tol)

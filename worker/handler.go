@@ -153,9 +153,10 @@ func (t *Task) Release() {
 	}
 }
 
-// HoldThreadsUntil tells the worker that the task's work runs until until,
-// past ScheduledEnd: its threads, otherwise free at ScheduledEnd (the end of
-// the job's reservation), stay taken until then or until Release.
+// HoldThreadsUntil tells the worker that the task's work runs until until:
+// its threads, otherwise free at ScheduledEnd (the end of the job's
+// reservation; for a ThreadHolder, see there), stay taken until then or
+// until Release.
 func (t *Task) HoldThreadsUntil(until time.Time) {
 	if t.hold != nil {
 		t.hold(until)

@@ -1080,6 +1080,12 @@ func (w *Worker) admitWaitingLocked(now time.Time) {
 		if at.Before(r.start) {
 			at = r.start
 		}
+		// Its deadline's timer may not have run yet: a job freed from
+		// its wait past its tolerance is missed here.
+		if tolerance := r.job.StartWithin(w.opts.Tolerance); !r.asap && at.Sub(r.start) > tolerance {
+			w.endLocked(r, outcome{status: job.StatusMissed, reason: fmt.Sprintf("its %d threads were not free within %s of its start time", r.job.Threads, tolerance)})
+			continue
+		}
 		w.beginLocked(r, at)
 	}
 }

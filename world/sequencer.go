@@ -64,6 +64,9 @@ type sequencer struct {
 	// on: the batch that ends a hold holds what comes after it until the
 	// writer has applied it (see release).
 	ended int64
+	// asked is the end of the latest hold asked for (holdFor), which the
+	// end of the hold that applies a held batch (endHold) keeps.
+	asked atomic.Int64
 }
 
 // maxApplyWait bounds how long the end of a hold waits for the writer to
@@ -99,7 +102,13 @@ func newSequencer(holdback time.Duration, out func(*item)) *sequencer {
 // apply them in the order they arrive. It never shortens a hold.
 func (q *sequencer) holdFor(d time.Duration) {
 	until := time.Now().Add(d).UnixNano()
-	for old := q.holdUntil.Load(); until > old && !q.holdUntil.CompareAndSwap(old, until); old = q.holdUntil.Load() {
+	raise(&q.asked, until)
+	raise(&q.holdUntil, until)
+}
+
+// raise sets v to until if that is later.
+func raise(v *atomic.Int64, until int64) {
+	for old := v.Load(); until > old && !v.CompareAndSwap(old, until); old = v.Load() {
 	}
 }
 
@@ -217,13 +226,15 @@ func (q *sequencer) release() {
 			// A hold made longer after these were queued (a reload of
 			// the world after its broker came back) holds them too:
 			// everything held goes in one batch, in stamp order.
-			q.mu.Unlock()
+			// Reset under mu: endHold's Reset, also under it, is
+			// not overwritten by this one.
 			q.timer.Reset(time.Until(until))
+			q.mu.Unlock()
 			return
 		}
 		if q.readsPending(time.Now()) {
-			q.mu.Unlock()
 			q.timer.Reset(5 * time.Millisecond)
+			q.mu.Unlock()
 			return
 		}
 		// Every request due now goes to the writer as one batch, in
@@ -258,7 +269,7 @@ func (q *sequencer) release() {
 // hold holds every request for d from now, at once, and returns when
 // until (see holdFor); q.mu is held.
 func (q *sequencer) hold(d time.Duration) int64 {
-	until := time.Now().Add(d).UnixNano()
+	until := max(time.Now().Add(d).UnixNano(), q.asked.Load())
 	q.holdUntil.Store(until)
 	return until
 }
@@ -268,21 +279,23 @@ func (q *sequencer) hold(d time.Duration) int64 {
 func (q *sequencer) endHold() {
 	now := time.Now()
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.holdUntil.Load() != q.ended {
-		q.mu.Unlock()
-		return // held again meanwhile (holdFor)
+		return // held longer meanwhile
 	}
-	q.holdUntil.Store(now.UnixNano())
+	// A hold asked for while the batch was applied (a reload of the
+	// world) goes on: its end is then the end of a hold, as any.
+	until := time.Unix(0, max(now.UnixNano(), q.asked.Load()))
+	q.holdUntil.Store(until.UnixNano())
 	q.ended = now.UnixNano()
 	for i := range q.pending {
 		p := &q.pending[i]
-		// Released at the held end, or at its holdback if later.
-		p.release = now
-		if r := time.UnixMicro(int64(p.stamp * 1000)).Add(q.holdback); r.After(now) {
+		// Released at the hold's end, or at its holdback if later.
+		p.release = until
+		if r := time.UnixMicro(int64(p.stamp * 1000)).Add(q.holdback); r.After(until) {
 			p.release = r
 		}
 	}
-	q.mu.Unlock()
 	q.timer.Reset(0)
 }
 

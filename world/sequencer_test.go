@@ -148,3 +148,31 @@ func TestSequencerHoldsWhileTheHeldAreApplied(t *testing.T) {
 		t.Errorf("then %q, want the landing first, by its stamp", n)
 	}
 }
+
+// A hold asked for while the writer applies a held batch (the world
+// reloads its store) goes on once the batch is applied.
+func TestSequencerKeepsAHoldAskedForWhileTheHeldAreApplied(t *testing.T) {
+	t.Parallel()
+	out := make(chan *item, 16)
+	q := newSequencer(20*time.Millisecond, func(it *item) { out <- it })
+	now := float64(time.Now().UnixNano()) / 1e6
+	q.holdFor(50 * time.Millisecond)
+	q.add(now-40, now-40, &item{run: func() (any, []write, error) { return nil, nil, nil }})
+	var batch *item
+	select {
+	case batch = <-out:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the hold did not end")
+	}
+	q.holdFor(ResumeHold)
+	batch.after()
+	if !q.holding() {
+		t.Fatal("the hold asked for while the batch was applied ended with it")
+	}
+	q.add(now-30, now-30, &item{run: func() (any, []write, error) { return nil, nil, nil }})
+	select {
+	case <-out:
+		t.Fatal("a request went on during the hold")
+	case <-time.After(ResumeHold / 2):
+	}
+}

@@ -58,7 +58,8 @@ type operation struct {
 }
 
 // HoldsThreads implements worker.ThreadHolder: the threads are the
-// operation's until the world says how long it runs.
+// operation's until its landing, which the world says; until it has said,
+// until the job's start plus its duration.
 func (operation) HoldsThreads() bool { return true }
 
 // client is the worker's own client: its requests go through its own
@@ -88,12 +89,12 @@ func (o operation) Run(ctx context.Context, t *worker.Task) (json.RawMessage, er
 	if err != nil {
 		return nil, err
 	}
-	// Its threads are the operation's until the world says how long it
-	// runs (the worker holds them from the start: a ThreadHolder): were
-	// they free at the job's scheduled end before the begin's answer came
-	// (a world slow to answer, or this goroutine run late, under load),
-	// the worker would start the next job on them while the world still
-	// counts them, and the world would refuse it.
+	// Its threads are the operation's until its landing (the worker holds
+	// them from the start, a ThreadHolder, until the start plus the job's
+	// duration when the begin's answer comes later): were they free at
+	// the job's scheduled end though it started late, the worker would
+	// start the next job on them while the world still counts them, and
+	// the world would refuse it.
 	req := world.BeginRequest{JobID: t.Job.ID, Task: o.task, Target: target, Host: t.Host, Owner: t.Worker, Threads: t.Job.Threads,
 		Start: float64(t.Start.UnixNano()) / 1e6, Due: t.Job.StartTime}
 	if t.Job.EndTime > 0 {
@@ -226,6 +227,11 @@ func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", o.task, target, err)
+	}
+	if r.LandedAt > 0 {
+		// The record ends when the operation landed, which the world
+		// says, not when this worker woke to finish it.
+		t.EndedAt = msTime(r.LandedAt)
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
