@@ -906,6 +906,13 @@ func (m *HackManager) runWave(ctx context.Context, batches [][]landing, hwgw boo
 	return len(ds), nil
 }
 
+// moneySlack is how far below its maximum money a hack may land without
+// a desync: it steals that much less, and the deficit stays that small
+// (its batch's grow multiplies back what the hack took, with threads for a
+// level above the forecast to spare). The chaos test's restarts left
+// hacks landing at 99.99% of the maximum, and each cost a re-prep.
+const moneySlack = 1e-3
+
 // check counts a batch's records: money stolen, and desyncs: a job that
 // started above minimum security, a hack that landed below maximum money,
 // a batch that landed out of order, a missed or failed job. It reports
@@ -1000,7 +1007,7 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 			firstHack, hackMoney = res.Seq, res.MoneyBefore
 		}
 	}
-	if hwgw && hackMoney >= 0 && hackMoney < m.stats.MoneyMax*(1-1e-9) {
+	if hwgw && hackMoney >= 0 && hackMoney < m.stats.MoneyMax*(1-moneySlack) {
 		desync, broken = fmt.Sprintf("hack landed at %.1f%% money", 100*hackMoney/m.stats.MoneyMax), true
 	}
 	for i := 1; i < len(groups) && hwgw; i++ {
