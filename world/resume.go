@@ -64,19 +64,19 @@ func (c *Client) Resume(ctx context.Context, req ResumeRequest) (ResumeReply, er
 func (s *Service) handleResume(req micro.Request) {
 	var rr ResumeRequest
 	if err := decode(req, &rr); err != nil {
-		s.reply(broker.ReplyLater(s.nc, req), nil, err)
+		s.refuse(req, err)
 		return
 	}
 	if !job.ValidID(rr.JobID) {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("resume: ", rr.JobID))
+		s.refuse(req, invalidJobID("resume: ", rr.JobID))
 		return
 	}
 	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
-		s.reply(broker.ReplyLater(s.nc, req), nil, notOwner(a, "the resume of job "+rr.JobID, rr.Owner))
+		s.refuse(req, notOwner(a, "the resume of job "+rr.JobID, rr.Owner))
 		return
 	}
 	if rr.Owner == "" {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("resume %s: an owner is required", rr.JobID))
+		s.refuse(req, invalidf("resume %s: an owner is required", rr.JobID))
 		return
 	}
 	now := nowMs()
@@ -106,7 +106,7 @@ func (s *Service) handleResume(req micro.Request) {
 				// and never hands it on from here, the writer, which
 				// must not wait on its own queue.
 				if !s.seq.queue(now, now, held) {
-					s.reply(broker.ReplyLater(s.nc, req), nil, errStopping)
+					s.refuse(req, errStopping)
 				}
 				return
 			}

@@ -147,21 +147,28 @@ func (q *sequencer) add(stamp, due float64, it *item) {
 		}
 		q.outMu.Unlock()
 	}
-	q.mu.Lock()
-	if q.flushed {
-		// Checked in the same hold of mu as the push: flush drains and
-		// sets flushed in one, so nothing pushed is left behind.
-		q.mu.Unlock()
+	if !q.push(release, stamp, due, it) {
 		q.outMu.Lock()
 		q.out(it)
 		q.outMu.Unlock()
-		return
+	}
+}
+
+// push holds it until release, and reports false, holding nothing, once
+// the sequencer has been flushed: checked in the same hold of mu as the
+// push, since flush drains and sets flushed in one, so nothing pushed is
+// left behind.
+func (q *sequencer) push(release time.Time, stamp, due float64, it *item) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.flushed {
+		return false
 	}
 	q.seq++
 	heap.Push(&q.pending, timedItem{release: release, stamp: stamp, due: due, seq: q.seq, it: it})
-	first := q.pending[0].release
-	q.mu.Unlock()
-	q.timer.Reset(max(time.Until(first), 0))
+	// Reset under mu, as release and endHold do: none overwrites another's.
+	q.timer.Reset(max(time.Until(q.pending[0].release), 0))
+	return true
 }
 
 // queue queues it like add, but never hands it to the writer from the
@@ -174,17 +181,7 @@ func (q *sequencer) queue(stamp, due float64, it *item) bool {
 	if until := time.Unix(0, q.holdUntil.Load()); release.Before(until) {
 		release = until
 	}
-	q.mu.Lock()
-	if q.flushed {
-		q.mu.Unlock()
-		return false
-	}
-	q.seq++
-	heap.Push(&q.pending, timedItem{release: release, stamp: stamp, due: due, seq: q.seq, it: it})
-	first := q.pending[0].release
-	q.mu.Unlock()
-	q.timer.Reset(max(time.Until(first), 0))
-	return true
+	return q.push(release, stamp, due, it)
 }
 
 // flush hands every request it holds to the writer now, in stamp order,

@@ -192,7 +192,7 @@ type Service struct {
 	store *store
 	svc   micro.Service
 
-	// begun mirrors begins (job id → owner), for the request
+	// begun mirrors the keys of begins (job ids), for the request
 	// handlers, which may not read the writer's maps: a finish of an
 	// operation the world does not have in memory is read from the store
 	// before it is sequenced.
@@ -284,6 +284,9 @@ type item struct {
 	batch []*item
 	after func()
 }
+
+// wraps reports whether it only stands for a batch (see item.batch).
+func (it *item) wraps() bool { return it.batch != nil || it.after != nil }
 
 const (
 	maxGroup       = 512
@@ -504,7 +507,7 @@ func (s *Service) goLookup(req micro.Request, lookup func(ctx context.Context)) 
 	s.lookupMu.Lock()
 	if s.lookupsClosed {
 		s.lookupMu.Unlock()
-		s.reply(broker.ReplyLater(s.nc, req), nil, errStopping)
+		s.refuse(req, errStopping)
 		return
 	}
 	s.lookups.Add(1)
@@ -615,16 +618,16 @@ type outcome struct {
 // runGroup runs requests that arrived together, stores their writes, and
 // answers them once everything is stored (or all with an error).
 func (s *Service) runGroup(group []*item) {
-	if slices.ContainsFunc(group, func(it *item) bool { return it.batch != nil || it.after != nil }) {
+	if slices.ContainsFunc(group, (*item).wraps) {
 		var flat []*item
 		for _, it := range group {
+			if !it.wraps() {
+				flat = append(flat, it)
+				continue
+			}
+			flat = append(flat, it.batch...)
 			if it.after != nil {
 				defer it.after()
-			}
-			if it.batch != nil || it.after != nil {
-				flat = append(flat, it.batch...)
-			} else {
-				flat = append(flat, it)
 			}
 		}
 		if group = flat; len(group) == 0 {
@@ -823,17 +826,19 @@ func (s *Service) enqueue(it *item) {
 		s.queue <- it // the writer runs until queueClosed is set
 	}
 	s.queueMu.RUnlock()
-	if closed {
-		// A reply: not under the lock.
-		if it.after != nil {
-			it.after()
-		}
-		if it.batch == nil && it.after == nil {
-			it.respond(nil, errStopping)
-		}
-		for _, b := range it.batch {
-			b.respond(nil, errStopping)
-		}
+	if !closed {
+		return
+	}
+	// Replies: not under the lock.
+	if !it.wraps() {
+		it.respond(nil, errStopping)
+		return
+	}
+	for _, b := range it.batch {
+		b.respond(nil, errStopping)
+	}
+	if it.after != nil {
+		it.after()
 	}
 }
 
@@ -901,7 +906,7 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 		return nil, nil, err
 	}
 	s.begins[req.JobID] = &begun{b: b, at: time.Now()}
-	s.begun.Store(req.JobID, b.Owner)
+	s.begun.Store(req.JobID, struct{}{})
 	s.log.Debug().Str("job", req.JobID).Str("task", req.Task).Float64("security", b.SecurityAtStart).
 		Float64("started_at", start).Float64("lands_at", b.LandsAt).Msg("begun")
 	s.running.add(b.Host, b.Owner, b.JobID, b.Threads, b.LandsAt)
@@ -1136,6 +1141,11 @@ func (s *Service) handle(req micro.Request, run func() (any, []write, error)) {
 	s.enqueue(&item{run: run, respond: func(v any, err error) { s.reply(r, v, err) }})
 }
 
+// refuse answers req with err.
+func (s *Service) refuse(req micro.Request, err error) {
+	s.reply(broker.ReplyLater(s.nc, req), nil, err)
+}
+
 func (s *Service) reply(req broker.AsyncReply, v any, err error) {
 	if err == nil {
 		var data []byte
@@ -1207,15 +1217,15 @@ func (s *Service) handleClock(req micro.Request) {
 func (s *Service) handleBegin(req micro.Request) {
 	var br BeginRequest
 	if err := decode(req, &br); err != nil {
-		s.reply(broker.ReplyLater(s.nc, req), nil, err)
+		s.refuse(req, err)
 		return
 	}
 	if !job.ValidID(br.JobID) {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("", br.JobID))
+		s.refuse(req, invalidJobID("", br.JobID))
 		return
 	}
 	if a := askerOf(req.Subject()); a != "" && br.Owner != a {
-		s.reply(broker.ReplyLater(s.nc, req), nil, notOwner(a, "a begin of job "+br.JobID, br.Owner))
+		s.refuse(req, notOwner(a, "a begin of job "+br.JobID, br.Owner))
 		return
 	}
 	// An operation that finished before a restart is known only to the
@@ -1225,7 +1235,7 @@ func (s *Service) handleBegin(req micro.Request) {
 	// a lookup's time is time the request would spend in flight.
 	if !s.opts.FormulasOnly && br.Start > nowMs()+ms(MaxBeginAhead) {
 		// Refused before the sequencer, which would hold it until then.
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("%s %s: its start %.0f is %.0f ms ahead of the world's clock (at most %s)",
+		s.refuse(req, invalidf("%s %s: its start %.0f is %.0f ms ahead of the world's clock (at most %s)",
 			br.Task, br.JobID, br.Start, br.Start-nowMs(), MaxBeginAhead))
 		return
 	}
@@ -1262,17 +1272,17 @@ func (s *Service) handleFinish(req micro.Request) {
 	if data := bytes.TrimSpace(req.Data()); len(data) > 0 && data[0] != '{' {
 		fr.JobID = nameArg(data)
 	} else if err := decode(req, &fr); err != nil {
-		s.reply(broker.ReplyLater(s.nc, req), nil, err)
+		s.refuse(req, err)
 		return
 	}
 	if !job.ValidID(fr.JobID) {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("", fr.JobID))
+		s.refuse(req, invalidJobID("", fr.JobID))
 		return
 	}
 	id, end, asker := fr.JobID, fr.End, askerOf(req.Subject())
 	if end > nowMs()+ms(MaxBeginAhead) {
 		// A landing in the future: refused before the sequencer holds it.
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
+		s.refuse(req, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
 		return
 	}
 	if end > 0 && (s.seq.holding() || !s.inMemory(id)) {
@@ -1333,11 +1343,11 @@ func (s *Service) finishFromStore(req micro.Request, id, asker string, end, due 
 func (s *Service) handleReserve(req micro.Request) {
 	var rr RAMRequest
 	if err := decode(req, &rr); err != nil {
-		s.reply(broker.ReplyLater(s.nc, req), nil, err)
+		s.refuse(req, err)
 		return
 	}
 	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
-		s.reply(broker.ReplyLater(s.nc, req), nil, notOwner(a, "a reservation on "+rr.Host, rr.Owner))
+		s.refuse(req, notOwner(a, "a reservation on "+rr.Host, rr.Owner))
 		return
 	}
 	s.handle(req, func() (any, []write, error) { return s.ram(rr, true) })
@@ -1346,11 +1356,11 @@ func (s *Service) handleReserve(req micro.Request) {
 func (s *Service) handleRelease(req micro.Request) {
 	var rr RAMRequest
 	if err := decode(req, &rr); err != nil {
-		s.reply(broker.ReplyLater(s.nc, req), nil, err)
+		s.refuse(req, err)
 		return
 	}
 	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
-		s.reply(broker.ReplyLater(s.nc, req), nil, notOwner(a, "the release of a reservation on "+rr.Host, rr.Owner))
+		s.refuse(req, notOwner(a, "the release of a reservation on "+rr.Host, rr.Owner))
 		return
 	}
 	s.handle(req, func() (any, []write, error) { return s.ram(rr, false) })

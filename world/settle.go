@@ -70,16 +70,16 @@ func (s *Service) handleSettle(req micro.Request) {
 	if data := bytes.TrimSpace(req.Data()); len(data) > 0 && data[0] != '{' {
 		sr.JobIDs = strings.Fields(string(data))
 	} else if err := decode(req, &sr); err != nil {
-		s.reply(broker.ReplyLater(s.nc, req), nil, err)
+		s.refuse(req, err)
 		return
 	}
 	if len(sr.JobIDs) == 0 || len(sr.JobIDs) > MaxSettle {
-		s.reply(broker.ReplyLater(s.nc, req), nil, invalidf("settle: %d job ids; want 1 to %d", len(sr.JobIDs), MaxSettle))
+		s.refuse(req, invalidf("settle: %d job ids; want 1 to %d", len(sr.JobIDs), MaxSettle))
 		return
 	}
 	for _, id := range sr.JobIDs {
 		if !job.ValidID(id) {
-			s.reply(broker.ReplyLater(s.nc, req), nil, invalidJobID("settle: ", id))
+			s.refuse(req, invalidJobID("settle: ", id))
 			return
 		}
 	}
