@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -44,9 +45,9 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 	if r := p.nc.Stats().Reconnects; r != p.reconnects {
 		p.reconnects, p.connectedSince = r, now
 	}
-	var ask []string
+	ask := map[string]bool{} // by process name: a late part asks for its process
 	p.mu.Lock()
-	for name, ids := range p.processWorkers {
+	for key, ids := range p.processWorkers {
 		var last time.Time
 		var beat time.Duration
 		alive := false
@@ -70,10 +71,10 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 			p.stall.allowance(last, now) > 0:
 			continue
 		}
-		ask = append(ask, name)
+		ask[processOfKey(key)] = true
 	}
 	p.mu.Unlock()
-	for _, name := range ask {
+	for name := range ask {
 		if ctx.Err() != nil {
 			return
 		}
@@ -105,14 +106,25 @@ func (p *Pool) exitedProcessLocked(ids []string) bool {
 	return true
 }
 
+// processOfKey is the worker process whose entry, or part of it, is
+// under key in processWorkers ("<process>" or "<process>.<part>").
+func processOfKey(key string) string {
+	name, _, _ := strings.Cut(key, ".")
+	return name
+}
+
 // processGone takes the workers of a worker process that lost its
 // connection as gone, as those of a process seen to exit, and launches
-// them again (see relaunch.go).
+// them again (see relaunch.go): those of every part of its entry.
 func (p *Pool) processGone(ctx context.Context, name string) {
 	p.mu.Lock()
-	ids := make([]string, 0, len(p.processWorkers[name]))
-	for id := range p.processWorkers[name] {
-		ids = append(ids, id)
+	var ids []string
+	for key, workers := range p.processWorkers {
+		if processOfKey(key) == name {
+			for id := range workers {
+				ids = append(ids, id)
+			}
+		}
 	}
 	gone := p.exitedLocked(ids)
 	var again []relaunch

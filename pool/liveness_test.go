@@ -56,6 +56,79 @@ func TestPoolFindsAProcessThatLostItsConnection(t *testing.T) {
 	}
 }
 
+// A worker process of many workers writes its entry in parts
+// (process.<name>, process.<name>.1…). A part whose beat is late is
+// asked about through its process, which answers: its workers stay. (The
+// pool asked on the part's own name, which nothing answers, and took
+// 2,500 live workers for gone at a time under load.) When the process
+// loses its connection, the workers of every part are gone with it.
+func TestPoolAsksAboutALatePartThroughItsProcess(t *testing.T) {
+	t.Parallel()
+	const beat = time.Second
+	b := brokertest.New(t)
+	pnc := b.Connect(t)
+	startProcess(t, pnc, "split", beat)
+	launchInProcess(t, b.Connect(t), "split", broker.WorkerSpec{ID: "split-1", Host: "home", Threads: 2})
+	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	<-p.Ready()
+	// The second part, as the process writes it, by hand: beat when told.
+	part := func() {
+		t.Helper()
+		now := time.Now()
+		e := broker.ProcessEntry{Process: "split", Instance: "i", Beat: now, Heartbeat: beat, Workers: []broker.WorkerEntry{{
+			ID: "split-2", Host: "home", Threads: 2, Instance: "i", Started: now, Beat: now, Heartbeat: beat, Tasks: []string{"sleep"},
+		}}}
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer pcancel()
+		if err := broker.PutProcessKey(pctx, b.Res.Workers, broker.ProcessKey("split")+".1", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alive := func(id string) bool {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		for _, w := range p.Status(sctx).Workers {
+			if w.ID == id {
+				return w.Alive
+			}
+		}
+		return false
+	}
+	part()
+	waitFor(t, 10*time.Second, "both workers alive", func() bool { return alive("split-1") && alive("split-2") })
+	// Seen for a few beats since the pool started (one not seen since is
+	// not asked about).
+	for range 5 {
+		time.Sleep(beat / 2)
+		part()
+	}
+	// Silent for more than late (1.5 beats) and less than gone (5).
+	time.Sleep(3500 * time.Millisecond)
+	if !alive("split-2") {
+		t.Fatal("the worker of a late part of a live process was taken for gone")
+	}
+	// Beating again, then the process's connection dies (and the part's
+	// beats with it).
+	for range 6 {
+		part()
+		time.Sleep(beat / 2)
+	}
+	part()
+	killed := time.Now()
+	pnc.Close()
+	waitFor(t, 10*time.Second, "both workers gone", func() bool { return !alive("split-1") && !alive("split-2") })
+	if took := time.Since(killed); took > 4*beat {
+		t.Errorf("the workers of a process without a connection were all taken for gone after %s (missing 5 beats takes 5 s)", took.Round(time.Millisecond))
+	}
+}
+
 // startProcess runs a worker process named name on nc, with heartbeats
 // every beat, until the test ends.
 func startProcess(t *testing.T, nc *nats.Conn, name string, beat time.Duration) *worker.Process {

@@ -391,7 +391,7 @@ func (p *Pool) stopThroughProcesses(ids []string, reason string) map[string]bool
 	byProcess := map[string][]string{}
 	p.mu.Lock()
 	for key, workers := range p.processWorkers {
-		process, _, _ := strings.Cut(key, ".") // a part of the process's entry
+		process := processOfKey(key)
 		for id := range workers {
 			if want[id] {
 				byProcess[process] = append(byProcess[process], id)
