@@ -118,7 +118,7 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 	// stored), alternately, Repeat times each: this machine's speed drifts,
 	// and medians of interleaved runs compare like with like.
 	var all []job.Job
-	firstSeq, err := jobsLastSeq(ctx, conn)
+	firstSeq, err := jobsStored(ctx, conn)
 	if err != nil {
 		return res, err
 	}
@@ -150,7 +150,7 @@ func RunDispatch(ctx context.Context, o DispatchOptions) (DispatchResult, error)
 		elapsed := time.Since(start)
 		res.JobsRuns = append(res.JobsRuns, math.Round(float64(stored-(len(all)-o.Jobs))/elapsed.Seconds()))
 	}
-	lastSeq, err := jobsLastSeq(ctx, conn)
+	lastSeq, err := jobsStored(ctx, conn)
 	if err != nil {
 		return res, err
 	}
@@ -300,17 +300,14 @@ func stream(ctx context.Context, conn *broker.Conn, name string) (jetstream.Stre
 	return js.Stream(ctx, name)
 }
 
-// jobsLastSeq is the sequence of the last message stored in the jobs stream.
-func jobsLastSeq(ctx context.Context, conn *broker.Conn) (uint64, error) {
-	st, err := stream(ctx, conn, broker.StreamJobs)
+// jobsStored is how many messages the job streams have ever stored.
+func jobsStored(ctx context.Context, conn *broker.Conn) (uint64, error) {
+	res, err := broker.Bind(ctx, conn.NC)
 	if err != nil {
 		return 0, err
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.LastSeq, nil
+	n, err := res.JobsTotals(ctx)
+	return n.Stored, err
 }
 
 // readRecords reads every stored record, by job id.

@@ -27,11 +27,14 @@ import (
 
 // Subjects, streams and buckets. Every subject is under "hvmind.".
 const (
-	// StreamJobs holds placed jobs, one subject per worker, as a work queue:
-	// a job leaves the stream when its worker acknowledges it, which it does
-	// only after its completion record is stored.
+	// StreamJobs names the job streams (JobStreamName: HVMIND_JOBS_00…),
+	// which hold placed jobs, one subject per worker, as work queues: a
+	// job leaves its stream when its worker acknowledges it, which it does
+	// only after its completion record is stored. (HVMIND_JOBS itself was
+	// the single jobs stream of earlier versions.)
 	StreamJobs = "HVMIND_JOBS"
-	// SubjectJobs prefixes a worker id: hvmind.jobs.<worker>.
+	// SubjectJobs prefixes the job subjects: hvmind.jobs.<stream>.<worker>
+	// (see JobsSubject).
 	SubjectJobs = "hvmind.jobs."
 	// StreamDone holds completion records: hvmind.done.<worker>.
 	StreamDone = "HVMIND_DONE"
@@ -58,9 +61,6 @@ const (
 // DefaultListen is where the embedded server listens, so that the other
 // programs and the stock nats CLI find it without configuration.
 const DefaultListen = "127.0.0.1:4222"
-
-// JobsSubject is the subject of one worker's placed jobs.
-func JobsSubject(worker string) string { return SubjectJobs + worker }
 
 // DoneSubject is the subject of one worker's completion records.
 func DoneSubject(worker string) string { return SubjectDone + worker }
@@ -283,8 +283,9 @@ func Connect(ctx context.Context, url, name string, log zerolog.Logger, auth ...
 
 // Resources are the shared JetStream objects, ready to use.
 type Resources struct {
-	JS      jetstream.JetStream
-	Jobs    jetstream.Stream
+	JS jetstream.JetStream
+	// Jobs are the job streams, by index (see JobStreamOf and JobsOf).
+	Jobs    []jetstream.Stream
 	Done    jetstream.Stream
 	Workers jetstream.KeyValue
 }
@@ -411,7 +412,7 @@ func Setup(ctx context.Context, nc *nats.Conn, o Options) (*Resources, error) {
 		if err == nil {
 			return r, nil
 		}
-		if refusals.Final(err) {
+		if refusals.Final(err) || errors.Is(err, ErrOldJobStream) {
 			return nil, fmt.Errorf("set up JetStream: %w", err)
 		}
 		select {
@@ -430,9 +431,11 @@ func Bind(ctx context.Context, nc *nats.Conn) (*Resources, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	r := &Resources{JS: js}
-	if r.Jobs, err = js.Stream(ctx, StreamJobs); err != nil {
-		return nil, fmt.Errorf("stream %s: %w", StreamJobs, err)
+	r := &Resources{JS: js, Jobs: make([]jetstream.Stream, JobStreams)}
+	for i, name := range JobStreamNames() {
+		if r.Jobs[i], err = js.Stream(ctx, name); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
 	}
 	if r.Done, err = js.Stream(ctx, StreamDone); err != nil {
 		return nil, fmt.Errorf("stream %s: %w", StreamDone, err)
@@ -446,23 +449,25 @@ func Bind(ctx context.Context, nc *nats.Conn) (*Resources, error) {
 func (r *Resources) setup(ctx context.Context, o Options) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var err error
-	r.Jobs, err = ensureStream(cctx, r.JS, jetstream.StreamConfig{
-		Name:        StreamJobs,
-		Description: "HVMind placed jobs, one subject per worker (work queue)",
-		Subjects:    []string{SubjectJobs + ">"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Duplicates:  10 * time.Minute,
-		AllowDirect: true,
-		// One durable consumer per worker: nats-server allows 1,000
-		// consumers on a stream unless the stream says otherwise, and
-		// the 1,001st worker could not start.
-		MaxConsumers: MaxWorkers,
-	}, o.Storage)
-	if err != nil {
-		return err
+	jobs := make([]jetstream.Stream, JobStreams)
+	for i := range jobs {
+		var err error
+		jobs[i], err = ensureStream(cctx, r.JS, jobStreamConfig(i), o.Storage)
+		if overlaps(err) {
+			// Only then: a program allowed to look up only the job
+			// streams (a worker process's identity) never asks for the
+			// old one, which its broker would refuse without an answer.
+			if err := retireOldJobStream(cctx, r.JS); err != nil {
+				return err
+			}
+			jobs[i], err = ensureStream(cctx, r.JS, jobStreamConfig(i), o.Storage)
+		}
+		if err != nil {
+			return err
+		}
 	}
+	r.Jobs = jobs
+	var err error
 	r.Done, err = ensureStream(cctx, r.JS, jetstream.StreamConfig{
 		Name:        StreamDone,
 		Description: "HVMind completion records, one subject per worker",
@@ -503,7 +508,7 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 // stay valid: they name their stream or bucket.
 func (r *Resources) Restore(ctx context.Context, o Options) ([]string, error) {
 	var missing []string
-	for _, name := range []string{StreamJobs, StreamDone, "KV_" + BucketWorkers} {
+	for _, name := range append(JobStreamNames(), StreamDone, "KV_"+BucketWorkers) {
 		_, err := r.JS.Stream(ctx, name)
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -600,13 +605,24 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	cfg.Replicas, cfg.Placement = max(storage.Replicas, 1), placement(storage)
 	s, err := js.Stream(ctx, cfg.Name)
 	if err == nil {
-		if err := EnsureStorage(ctx, js, cfg.Name, storage); err != nil {
-			return nil, err
+		// The info that came with the stream, just now: with sixteen job
+		// streams, every look more at each was sixteen requests more
+		// for every program's start.
+		have := s.CachedInfo().Config
+		changed := storage.apply(&have)
+		if cfg.MaxConsumers > 0 && have.MaxConsumers != cfg.MaxConsumers {
+			// A stream made by an earlier version has the server's
+			// default, 1,000.
+			have.MaxConsumers, changed = cfg.MaxConsumers, true
 		}
-		if err := ensureMaxConsumers(ctx, js, cfg); err != nil {
-			return nil, err
+		if !changed {
+			return s, nil
 		}
-		s, err = js.Stream(ctx, cfg.Name)
+		if s, err = js.UpdateStream(ctx, have); err != nil {
+			return nil, fmt.Errorf("stream %s: set %d replicas, tags %v, %d consumers: %w",
+				cfg.Name, have.Replicas, storage.Tags, have.MaxConsumers, err)
+		}
+		return s, nil
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, cfg)
@@ -620,34 +636,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, nil
 }
 
-// MaxWorkers is how many workers the jobs stream takes: one durable
-// consumer each.
+// MaxWorkers is how many workers a job stream takes: one durable consumer
+// each.
 const MaxWorkers = 1 << 20
-
-// ensureMaxConsumers raises an existing stream's consumer limit to cfg's
-// (a stream made by an earlier version has the server's default, 1,000).
-func ensureMaxConsumers(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
-	if cfg.MaxConsumers <= 0 {
-		return nil
-	}
-	st, err := js.Stream(ctx, cfg.Name)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", cfg.Name, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", cfg.Name, err)
-	}
-	if info.Config.MaxConsumers == cfg.MaxConsumers {
-		return nil
-	}
-	up := info.Config
-	up.MaxConsumers = cfg.MaxConsumers
-	if _, err := js.UpdateStream(ctx, up); err != nil {
-		return fmt.Errorf("stream %s: allow %d consumers: %w", cfg.Name, cfg.MaxConsumers, err)
-	}
-	return nil
-}
 
 // serverLogger adapts zerolog to nats-server's logger interface.
 type serverLogger struct{ log zerolog.Logger }

@@ -226,10 +226,11 @@ var responses = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
 // workers connect as themselves.
 func ProcessPermissions(process string) jwt.Permissions {
 	var p jwt.Permissions
+	p.Pub.Allow.Add(streamInfos()...)
+	for _, name := range JobStreamNames() {
+		p.Pub.Allow.Add("$JS.API.CONSUMER.NAMES."+name, "$JS.API.CONSUMER.LIST."+name)
+	}
 	p.Pub.Allow.Add(
-		"$JS.API.INFO",
-		"$JS.API.STREAM.INFO."+StreamJobs, "$JS.API.STREAM.INFO."+StreamDone, "$JS.API.STREAM.INFO.KV_"+BucketWorkers,
-		"$JS.API.CONSUMER.NAMES."+StreamJobs, "$JS.API.CONSUMER.LIST."+StreamJobs,
 		"$JS.API.STREAM.MSG.GET.KV_"+BucketWorkers, "$JS.API.DIRECT.GET.KV_"+BucketWorkers+".>",
 		"$KV."+BucketWorkers+"."+ProcessKey(process), "$KV."+BucketWorkers+"."+ProcessKey(process)+".>",
 		SubjectProcs+process+".>",
@@ -240,23 +241,32 @@ func ProcessPermissions(process string) jwt.Permissions {
 	return p
 }
 
+// streamInfos are the requests that look up the job system's streams and
+// its registry (see Bind), and JetStream's account.
+func streamInfos() []string {
+	subs := []string{"$JS.API.INFO", "$JS.API.STREAM.INFO." + StreamDone, "$JS.API.STREAM.INFO.KV_" + BucketWorkers}
+	for _, name := range JobStreamNames() {
+		subs = append(subs, "$JS.API.STREAM.INFO."+name)
+	}
+	return subs
+}
+
 // WorkerPermissions are a worker's: its own queue (pulling from its
 // durable consumer, which the pool makes for it, and acknowledging its
 // messages), its own records, its registry entry (when it beats on its
 // own), and what id's Grants give it. It cannot create consumers, read
 // the jobs or the records, consume another's queue nor act for another.
 func (id *Identities) WorkerPermissions(process, worker string) jwt.Permissions {
-	cons := WorkerConsumer(worker)
+	cons, jobs := WorkerConsumer(worker), JobStreamName(JobStreamOf(worker))
 	var p jwt.Permissions
+	p.Pub.Allow.Add(streamInfos()...)
 	p.Pub.Allow.Add(
-		"$JS.API.INFO",
-		"$JS.API.STREAM.INFO."+StreamJobs, "$JS.API.STREAM.INFO."+StreamDone, "$JS.API.STREAM.INFO.KV_"+BucketWorkers,
 		// Its queue, which the pool makes (it asks on its own subjects):
 		// no consumer of its own making, whose delivery subject (any
 		// subject) the broker would not check against these.
 		"hvmind.pool.worker."+worker+".>",
-		"$JS.API.CONSUMER.INFO."+StreamJobs+"."+cons,
-		"$JS.API.CONSUMER.MSG.NEXT."+StreamJobs+"."+cons, "$JS.ACK."+StreamJobs+"."+cons+".>",
+		"$JS.API.CONSUMER.INFO."+jobs+"."+cons,
+		"$JS.API.CONSUMER.MSG.NEXT."+jobs+"."+cons, "$JS.ACK."+jobs+"."+cons+".>",
 		// Its records.
 		DoneSubject(worker),
 		// Its registry entry (a worker on its own beats there).

@@ -81,7 +81,7 @@ func TestWorkerPermissions(t *testing.T) {
 	ids.Grants = func(w string) []string { return []string{"game." + w + ".>"} }
 	p := ids.WorkerPermissions("big1", "home-1")
 	pub := []string(p.Pub.Allow)
-	for _, want := range []string{"hvmind.done.home-1", "$JS.API.CONSUMER.MSG.NEXT.HVMIND_JOBS.worker-home-1", "hvmind.pool.worker.home-1.>", "game.home-1.>"} {
+	for _, want := range []string{"hvmind.done.home-1", "$JS.API.CONSUMER.MSG.NEXT." + broker.JobStreamName(broker.JobStreamOf("home-1")) + ".worker-home-1", "hvmind.pool.worker.home-1.>", "game.home-1.>"} {
 		if !slices.Contains(pub, want) {
 			t.Errorf("publish %s not allowed: %v", want, pub)
 		}

@@ -16,7 +16,7 @@ func ProcessSubject(name, endpoint string) string {
 // WorkerSpec is a worker to start: what a launcher passes to a worker
 // process (as JSON on its launch subject) or to a worker's command line.
 type WorkerSpec struct {
-	// ID names the worker; its jobs arrive on hvmind.jobs.<ID>.
+	// ID names the worker; its jobs arrive on JobsSubject(ID).
 	ID string `json:"id"`
 	// Host is the host the worker runs on.
 	Host string `json:"host"`

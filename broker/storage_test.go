@@ -2,7 +2,11 @@ package broker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,7 +50,7 @@ func TestSetupStorage(t *testing.T) {
 				}
 				return
 			}
-			for _, s := range []jetstream.Stream{res.Jobs, res.Done} {
+			for _, s := range append(slices.Clone(res.Jobs), res.Done) {
 				info, err := s.Info(ctx)
 				if err != nil {
 					t.Fatal(err)
@@ -63,36 +67,30 @@ func TestSetupStorage(t *testing.T) {
 	}
 }
 
-// The jobs stream takes more workers than nats-server's default of 1,000
-// consumers a stream, also when an earlier version made it with that
-// default: 1,100 durable consumers are created on it.
-func TestJobsStreamTakesManyWorkers(t *testing.T) {
+// A job stream takes more workers than nats-server's default of 1,000
+// consumers a stream: 1,100 durable consumers of workers whose queues are
+// in one stream are created on it.
+func TestJobStreamTakesManyWorkers(t *testing.T) {
 	t.Parallel()
 	nc := startEmbedded(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// As an earlier version made it.
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: broker.StreamJobs, Subjects: []string{broker.SubjectJobs + ">"},
-		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true}); err != nil {
-		t.Fatal(err)
-	}
 	res, err := broker.Setup(ctx, nc, broker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var ids []string
+	for i := 0; len(ids) < 1100; i++ {
+		if id := "w" + strconv.Itoa(i); broker.JobStreamOf(id) == 3 {
+			ids = append(ids, id)
+		}
+	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 1100)
+	errs := make(chan error, len(ids))
 	for g := range 16 {
 		wg.Go(func() {
-			for i := g; i < 1100; i += 16 {
-				id := "w" + strconv.Itoa(i)
-				if _, err := res.Jobs.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-					Durable: broker.WorkerConsumer(id), FilterSubject: broker.JobsSubject(id), AckPolicy: jetstream.AckExplicitPolicy,
-				}); err != nil {
+			for i := g; i < len(ids); i += 16 {
+				if _, err := res.JobsOf(ids[i]).CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig(ids[i])); err != nil {
 					errs <- err
 					return
 				}
@@ -102,7 +100,95 @@ func TestJobsStreamTakesManyWorkers(t *testing.T) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatalf("1,100 workers' consumers: %v", err)
+		t.Fatalf("1,100 workers' consumers on one stream: %v", err)
+	}
+}
+
+// The single jobs stream of an earlier version, whose subjects overlap
+// the job streams', is removed when it is empty; holding jobs, it is kept
+// and the setup refuses with ErrOldJobStream, saying what to do.
+func TestSetupRetiresTheOldJobStream(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		queued  int
+		wantErr bool
+	}{
+		{name: "empty", queued: 0},
+		{name: "holding jobs", queued: 2, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nc := startEmbedded(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// As an earlier version made it.
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: broker.StreamJobs, Subjects: []string{broker.SubjectJobs + ">"},
+				Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true}); err != nil {
+				t.Fatal(err)
+			}
+			for range tc.queued {
+				if _, err := js.Publish(ctx, broker.SubjectJobs+"home-1", []byte(`{"task":"sleep","threads":1}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			res, err := broker.Setup(ctx, nc, broker.Options{})
+			if tc.wantErr {
+				if !errors.Is(err, broker.ErrOldJobStream) || !strings.Contains(err.Error(), "nats stream rm HVMIND_JOBS") {
+					t.Fatalf("Setup: %v, want ErrOldJobStream with what to do", err)
+				}
+				if took := time.Since(start); took > 5*time.Second {
+					t.Errorf("refused after %s: asked again what cannot change", took)
+				}
+				if _, err := js.Stream(ctx, broker.StreamJobs); err != nil {
+					t.Errorf("the old stream with its jobs: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Stream(ctx, broker.StreamJobs); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("the old empty stream is still there: %v", err)
+			}
+			if _, err := res.JS.Publish(ctx, broker.JobsSubject("home-1"), []byte(`{}`)); err != nil {
+				t.Errorf("publish a job: %v", err)
+			}
+		})
+	}
+}
+
+// A worker's jobs subject names its worker and the stream that holds it.
+func TestJobsSubject(t *testing.T) {
+	t.Parallel()
+	for _, id := range []string{"home-1", "w", "a_b-c", "n00dles-17"} {
+		subj := broker.JobsSubject(id)
+		want := fmt.Sprintf("hvmind.jobs.%02d.%s", broker.JobStreamOf(id), id)
+		if subj != want {
+			t.Errorf("JobsSubject(%q) = %q, want %q", id, subj, want)
+		}
+		if got, ok := broker.JobsWorker(subj); !ok || got != id {
+			t.Errorf("JobsWorker(%q) = %q, %v", subj, got, ok)
+		}
+	}
+	for _, subj := range []string{"hvmind.jobs.home-1", "hvmind.jobs.99.home-1", "hvmind.done.00.x", "hvmind.jobs.00.", "hvmind.jobs.00.a.b"} {
+		if got, ok := broker.JobsWorker(subj); ok {
+			t.Errorf("JobsWorker(%q) = %q, want none", subj, got)
+		}
+	}
+	// The ids spread over every stream.
+	seen := map[int]bool{}
+	for i := range 1000 {
+		seen[broker.JobStreamOf(fmt.Sprintf("home-%d", i))] = true
+	}
+	if len(seen) != broker.JobStreams {
+		t.Errorf("1,000 workers' queues in %d streams, want all %d", len(seen), broker.JobStreams)
 	}
 }
 

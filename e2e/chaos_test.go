@@ -281,7 +281,7 @@ func TestChaos(t *testing.T) {
 		t.Logf("kill %2d (%s): the %d jobs that started within 3 s after it: start error p50 %.3f ms, p99 %.3f ms, worst %.1f ms", i+1, k.victim, n, p50, p99, worst)
 	}
 	leftMsgs, leftEnded, leftWaiting := leftovers(t, js, recs)
-	t.Logf("left in %s: %d messages; %d of their jobs have a record, %d have none", broker.StreamJobs, leftMsgs, leftEnded, leftWaiting)
+	t.Logf("left in the job streams: %d messages; %d of their jobs have a record, %d have none", leftMsgs, leftEnded, leftWaiting)
 	end, ok := money()
 	if !ok {
 		t.Fatal("the world does not answer at the end")
@@ -304,41 +304,43 @@ func TestChaos(t *testing.T) {
 	}
 }
 
-// leftovers reads the messages left in the jobs stream: how many, and how
+// leftovers reads the messages left in the job streams: how many, and how
 // many of the jobs in them have a record (those messages should have been
 // taken off their queues) and how many have none.
 func leftovers(t *testing.T, js jetstream.JetStream, recs map[string]job.Job) (msgs, ended, waiting int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// A work queue takes no ordered consumer: read its messages by
-	// sequence.
-	st, err := js.Stream(ctx, broker.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
+	for _, name := range broker.JobStreamNames() {
+		// A work queue takes no ordered consumer: read its messages by
+		// sequence.
+		st, err := js.Stream(ctx, name)
 		if err != nil {
-			continue // deleted
+			t.Fatal(err)
 		}
-		msgs++
-		if m.Header.Get(broker.HeaderCancel) != "" {
-			continue
-		}
-		jobs, err := job.ParseMany(m.Data)
+		info, err := st.Info(ctx)
 		if err != nil {
-			continue
+			t.Fatal(err)
 		}
-		for _, j := range jobs {
-			if _, ok := recs[j.ID]; ok {
-				ended++
-			} else {
-				waiting++
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				continue // deleted
+			}
+			msgs++
+			if m.Header.Get(broker.HeaderCancel) != "" {
+				continue
+			}
+			jobs, err := job.ParseMany(m.Data)
+			if err != nil {
+				continue
+			}
+			for _, j := range jobs {
+				if _, ok := recs[j.ID]; ok {
+					ended++
+				} else {
+					waiting++
+				}
 			}
 		}
 	}

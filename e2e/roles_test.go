@@ -95,7 +95,7 @@ func testRoles(t *testing.T, args []string, process string) {
 		}
 	}
 	// ...and changes nothing.
-	refused(t, "the observer publishing a job", observer, errs, "hvmind.jobs.home-1", `{"id":"x","task":"sleep","threads":1}`)
+	refused(t, "the observer publishing a job", observer, errs, broker.JobsSubject("home-1"), `{"id":"x","task":"sleep","threads":1}`)
 
 	// Each worker connects as itself: home-1's identity, with the
 	// password the pool's key gives it, may do only home-1's work.
@@ -133,17 +133,17 @@ func testRoles(t *testing.T, args []string, process string) {
 	if err != nil {
 		t.Fatalf("connect as home-1: %v", err)
 	}
-	refused(t, "a worker publishing a job to another worker", worker, werrs, "hvmind.jobs.home-2", `{"id":"x","task":"sleep","threads":1}`)
-	refused(t, "a worker publishing a job to itself", worker, werrs, "hvmind.jobs.home-1", `{"id":"x","task":"sleep","threads":1}`)
+	refused(t, "a worker publishing a job to another worker", worker, werrs, broker.JobsSubject("home-2"), `{"id":"x","task":"sleep","threads":1}`)
+	refused(t, "a worker publishing a job to itself", worker, werrs, broker.JobsSubject("home-1"), `{"id":"x","task":"sleep","threads":1}`)
 	refused(t, "a worker calling the pool's dispatch", worker, werrs, "hvmind.pool.dispatch", `{"task":"sleep","threads":1}`)
 	refused(t, "a worker cancelling through the pool", worker, werrs, "hvmind.pool.cancel", `{"id":"x"}`)
 	refused(t, "a worker storing another's record", worker, werrs, "hvmind.done.home-2", `{"id":"x","status":"done"}`)
 	refused(t, "a worker taking another's queue", worker, werrs,
-		"$JS.API.CONSUMER.CREATE."+broker.StreamJobs+"."+broker.WorkerConsumer("home-2")+"."+broker.JobsSubject("home-2"), `{}`)
+		"$JS.API.CONSUMER.CREATE."+jobStream("home-2")+"."+broker.WorkerConsumer("home-2")+"."+broker.JobsSubject("home-2"), `{}`)
 	refused(t, "a worker pulling from another's queue", worker, werrs,
-		"$JS.API.CONSUMER.MSG.NEXT."+broker.StreamJobs+"."+broker.WorkerConsumer("home-2"), `{"batch":1}`)
+		"$JS.API.CONSUMER.MSG.NEXT."+jobStream("home-2")+"."+broker.WorkerConsumer("home-2"), `{"batch":1}`)
 	refused(t, "a worker making a queue whose filter the broker does not read", worker, werrs,
-		"$JS.API.CONSUMER.CREATE."+broker.StreamJobs+"."+broker.WorkerConsumer("home-1"), `{"config":{"filter_subject":"hvmind.jobs.home-2"}}`)
+		"$JS.API.CONSUMER.CREATE."+jobStream("home-1")+"."+broker.WorkerConsumer("home-1"), `{"config":{"filter_subject":"`+broker.JobsSubject("home-2")+`"}}`)
 	// Its records, delivered by the broker on a subject of its choosing
 	// (a push consumer's delivery subject is not checked against its
 	// creator's permissions): it makes no consumer at all.
@@ -151,8 +151,8 @@ func testRoles(t *testing.T, args []string, process string) {
 		"$JS.API.CONSUMER.CREATE."+broker.StreamDone+".x."+broker.DoneSubject("home-1"),
 		`{"stream_name":"HVMIND_DONE","config":{"name":"x","filter_subject":"hvmind.done.home-1","deliver_subject":"hvmind.world.settle"}}`)
 	refused(t, "a worker making its own queue", worker, werrs,
-		"$JS.API.CONSUMER.CREATE."+broker.StreamJobs+"."+broker.WorkerConsumer("home-1")+"."+broker.JobsSubject("home-1"), `{}`)
-	refused(t, "a worker reading the queued jobs", worker, werrs, "$JS.API.DIRECT.GET."+broker.StreamJobs, `{"seq":1,"next_by_subj":"hvmind.jobs.home-2"}`)
+		"$JS.API.CONSUMER.CREATE."+jobStream("home-1")+"."+broker.WorkerConsumer("home-1")+"."+broker.JobsSubject("home-1"), `{}`)
+	refused(t, "a worker reading the queued jobs", worker, werrs, "$JS.API.DIRECT.GET."+jobStream("home-2"), `{"seq":1,"next_by_subj":"`+broker.JobsSubject("home-2")+`"}`)
 	refused(t, "a worker beginning another's world operation", worker, werrs, world.WorkerSubject("home-2", world.WorkerBegin),
 		`{"jobId":"x","task":"hack","target":"n00dles","host":"home","owner":"home-2","threads":1}`)
 	refused(t, "a worker releasing RAM on the pool's subject", worker, werrs, world.SubjectRAMRelease, `{"host":"home","owner":"home-2"}`)
@@ -178,7 +178,7 @@ func testRoles(t *testing.T, args []string, process string) {
 	// Its own queue it may see.
 	if js, err := jetstream.New(worker); err != nil {
 		t.Fatal(err)
-	} else if _, err := js.Consumer(context.Background(), broker.StreamJobs, broker.WorkerConsumer("home-1")); err != nil {
+	} else if _, err := js.Consumer(context.Background(), jobStream("home-1"), broker.WorkerConsumer("home-1")); err != nil {
 		t.Errorf("home-1 looking at its queue: %v", err)
 	}
 	// Another process cannot pass for home-1's, nor anyone guess.
@@ -190,7 +190,7 @@ func testRoles(t *testing.T, args []string, process string) {
 	}
 
 	manager, merrs := dialAs(t, c.url, "manager", passwords["manager"])
-	refused(t, "the manager publishing a job", manager, merrs, "hvmind.jobs.home-1", `{"id":"x","task":"sleep","threads":1}`)
+	refused(t, "the manager publishing a job", manager, merrs, broker.JobsSubject("home-1"), `{"id":"x","task":"sleep","threads":1}`)
 	refused(t, "the manager beginning a world operation", manager, merrs, world.SubjectBegin, `{"jobId":"x","task":"hack","target":"n00dles","host":"home","owner":"home-1","threads":1}`)
 	refused(t, "the manager releasing a host's RAM", manager, merrs, world.SubjectRAMRelease, `{"host":"home","owner":"home-1"}`)
 	refused(t, "the manager settling jobs", manager, merrs, world.SubjectSettle, `{"jobIds":["x"]}`)
@@ -198,7 +198,7 @@ func testRoles(t *testing.T, args []string, process string) {
 	// queue would publish jobs for it.
 	refused(t, "the manager making a consumer that delivers records to a worker's queue", manager, merrs,
 		"$JS.API.CONSUMER.CREATE."+broker.StreamDone+".x",
-		`{"stream_name":"HVMIND_DONE","config":{"name":"x","deliver_subject":"hvmind.jobs.home-1"}}`)
+		`{"stream_name":"HVMIND_DONE","config":{"name":"x","deliver_subject":"`+broker.JobsSubject("home-1")+`"}}`)
 	refused(t, "the manager resetting a worker's queue", manager, merrs, "hvmind.pool.worker.home-1.queue", ``)
 	// It may ask the world's questions.
 	if _, err := world.NewClient(manager).Player(context.Background()); err != nil {
@@ -267,3 +267,6 @@ func refused(t *testing.T, what string, nc *nats.Conn, errs chan error, subject,
 		t.Errorf("%s: no permissions violation (request: %v)", what, reqErr)
 	}
 }
+
+// jobStream is the name of the job stream that holds a worker's queue.
+func jobStream(worker string) string { return broker.JobStreamName(broker.JobStreamOf(worker)) }

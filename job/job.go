@@ -313,7 +313,7 @@ func ValidID(s string) bool {
 }
 
 // ValidWorkerID reports whether s can name a worker: it is one token of a
-// subject (hvmind.jobs.<worker>) and part of a consumer name, so unlike a
+// subject (hvmind.jobs.<stream>.<worker>) and part of a consumer name, so unlike a
 // job id it has no '.'.
 func ValidWorkerID(s string) bool {
 	return ValidID(s) && !strings.Contains(s, ".")

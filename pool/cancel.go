@@ -58,7 +58,7 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 	// back, to the sweeper. Once no job in its message waits, the message
 	// is taken out of the worker's queue.
 	var ids []string
-	seqs := map[uint64]bool{} // messages of cancelled jobs of gone workers
+	seqs := map[broker.QueuedMsg]bool{} // messages of cancelled jobs of gone workers
 	for _, t := range targets {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		stored, err := p.cancelOne(cctx, t.in, t.gone, t.dead, cr.Reason)
@@ -67,7 +67,7 @@ func (p *Pool) Cancel(ctx context.Context, cr CancelRequest) ([]string, error) {
 			return ids, fmt.Errorf("cancel job %s: %w", t.in.job.ID, err)
 		}
 		if stored && t.in.seq != 0 {
-			seqs[t.in.seq] = true
+			seqs[t.in.queued()] = true
 		}
 		ids = append(ids, t.in.job.ID)
 	}

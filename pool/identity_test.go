@@ -115,7 +115,7 @@ func TestQueueResetOncePerToken(t *testing.T) {
 		}
 	}
 	// A previous process took the first two.
-	cons, err := b.Res.Jobs.CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig("ghost"))
+	cons, err := b.Res.JobsOf("ghost").CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig("ghost"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestQueueResetOncePerToken(t *testing.T) {
 	if err != nil || again != first {
 		t.Errorf("the same reset again: %d, %v; want %d, the first's", again, err, first)
 	}
-	if info, err := b.Res.Jobs.Consumer(ctx, broker.WorkerConsumer("ghost")); err != nil || info.CachedInfo().Delivered.Stream >= first {
+	if info, err := b.Res.JobsOf("ghost").Consumer(ctx, broker.WorkerConsumer("ghost")); err != nil || info.CachedInfo().Delivered.Stream >= first {
 		t.Errorf("the queue after the reset: %v; want a new one", err)
 	}
 }

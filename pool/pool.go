@@ -332,13 +332,18 @@ type workerState struct {
 
 // inflight is a job the pool placed and has no record of yet.
 type inflight struct {
-	job        job.Job
-	worker     string
+	job    job.Job
+	worker string
+	// seq is the sequence of the job's message in its worker's job
+	// stream (0: none yet, or its record is on its way).
 	seq        uint64
 	start, end float64
 	// unsettled: the Settler does not know the job's task.
 	unsettled bool
 }
+
+// queued names the job's message in the job streams.
+func (in *inflight) queued() broker.QueuedMsg { return broker.QueuedOf(in.worker, in.seq) }
 
 // New validates the options and prepares a pool on an open connection.
 func New(nc *nats.Conn, opts Options) (*Pool, error) {

@@ -338,17 +338,17 @@ func TestBatchTravelsAsOneMessagePerWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := e.b.Res.Jobs.GetLastMsgForSubject(context.Background(), broker.JobsSubject("w8"))
+	msg, err := e.b.Res.JobsOf("w8").GetLastMsgForSubject(context.Background(), broker.JobsSubject("w8"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := e.b.Res.Jobs.Info(context.Background())
+	n, err := e.b.Res.JobsTotals(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	queued, err := job.ParseMany(msg.Data)
-	if err != nil || info.State.Msgs != 1 || len(queued) != 5 {
-		t.Errorf("jobs stream: %d messages, the last with %d jobs (%v), want 1 with 5", info.State.Msgs, len(queued), err)
+	if err != nil || n.Msgs != 1 || len(queued) != 5 {
+		t.Errorf("job streams: %d messages, the last with %d jobs (%v), want 1 with 5", n.Msgs, len(queued), err)
 	}
 	waitAllDone(t, d)
 }
@@ -412,15 +412,15 @@ func TestCancelOneJobOfAGoneWorkersMessage(t *testing.T) {
 	mu.Unlock()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		info, err := b.Res.Jobs.Info(context.Background())
+		n, err := b.Res.JobsTotals(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.State.Msgs == 0 {
+		if n.Msgs == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d messages left in the jobs stream", info.State.Msgs)
+			t.Fatalf("%d messages left in the job streams", n.Msgs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -165,10 +165,10 @@ wait:
 	if result != nil {
 		// The stored messages are taken out first, while their threads
 		// stay reserved: no other job is placed on them meanwhile.
-		for _, seq := range stored {
+		for i, seq := range stored {
 			if seq != 0 {
 				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), brokerTimeout)
-				_ = p.res.Jobs.DeleteMsg(dctx, seq)
+				_ = p.res.JobsOf(packs[i].worker).DeleteMsg(dctx, seq)
 				cancel()
 			}
 		}

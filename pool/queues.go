@@ -261,13 +261,13 @@ func (p *Pool) resetQueue(worker string, r *reset) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), queueKeeperTimeout)
 	defer cancel()
 	name := broker.WorkerConsumer(worker)
-	c, err := p.res.Jobs.Consumer(ctx, name)
+	c, err := p.res.JobsOf(worker).Consumer(ctx, name)
 	switch {
 	case err == nil:
 		if !r.prevKnown {
 			r.prev, r.prevKnown = c.CachedInfo().Delivered.Stream, true
 		}
-		if err := p.res.Jobs.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if err := p.res.JobsOf(worker).DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return 0, fmt.Errorf("reset the queue of %s: %w", worker, err)
 		}
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -275,7 +275,7 @@ func (p *Pool) resetQueue(worker string, r *reset) (uint64, error) {
 	default:
 		return 0, fmt.Errorf("the queue of %s: %w", worker, err)
 	}
-	if _, err := p.res.Jobs.CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig(worker)); err != nil {
+	if _, err := p.res.JobsOf(worker).CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig(worker)); err != nil {
 		return 0, fmt.Errorf("make the queue of %s: %w", worker, err)
 	}
 	r.done = true
@@ -303,7 +303,7 @@ func (p *Pool) recordedIDs(worker string) ([]string, error) {
 	queued := map[string]bool{}
 	var first time.Time
 	for seq := uint64(1); ; {
-		m, err := p.res.Jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(broker.JobsSubject(worker)))
+		m, err := p.res.JobsOf(worker).GetMsg(ctx, seq, jetstream.WithGetMsgSubject(broker.JobsSubject(worker)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}

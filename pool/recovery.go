@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/hvmind/hvmind/broker"
@@ -30,7 +29,10 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 		if oldest.IsZero() || m.Time.Before(oldest) {
 			oldest = m.Time
 		}
-		worker := strings.TrimPrefix(m.Subject, broker.SubjectJobs)
+		worker, ok := broker.JobsWorker(m.Subject)
+		if !ok {
+			return
+		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		ws := p.workers[worker]
@@ -56,7 +58,12 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 		}
 	}
 	err := p.whenAvailable(ctx, "jobs stream", func() error {
-		return p.res.ScanStream(ctx, broker.StreamJobs, broker.SubjectJobs+">", add)
+		for _, name := range broker.JobStreamNames() {
+			if err := p.res.ScanStream(ctx, name, broker.SubjectJobs+">", add); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)

@@ -151,7 +151,7 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 		j.Status, j.Reason = job.StatusMissed, reason(in)
 		records, of = append(records, j), append(of, in)
 	}
-	seqs := map[uint64]bool{}
+	seqs := map[broker.QueuedMsg]bool{}
 	errs := p.storeRecords(ctx, records, of)
 	ended, byStatus, workers := 0, map[job.Status]int{}, map[string]bool{}
 	defer func() {
@@ -183,7 +183,7 @@ func (p *Pool) sweepOrphans(ctx context.Context) {
 			cur.seq = 0 // the record is on its way to the collector
 		}
 		p.mu.Unlock()
-		seqs[in.seq] = true
+		seqs[in.queued()] = true
 	}
 	p.deleteUnneeded(ctx, seqs)
 }
@@ -285,22 +285,22 @@ func (p *Pool) storeRecords(ctx context.Context, records []job.Job, of []infligh
 // deleteUnneeded takes out of the jobs stream the messages among seqs (of
 // gone workers' jobs the pool has ended) that no job in flight still needs:
 // every job they carry has ended.
-func (p *Pool) deleteUnneeded(ctx context.Context, seqs map[uint64]bool) {
+func (p *Pool) deleteUnneeded(ctx context.Context, seqs map[broker.QueuedMsg]bool) {
 	if len(seqs) == 0 {
 		return
 	}
 	p.mu.Lock()
 	for _, in := range p.jobs {
-		delete(seqs, in.seq)
+		delete(seqs, in.queued())
 	}
 	p.mu.Unlock()
-	for seq := range seqs {
-		if seq == 0 {
+	for q := range seqs {
+		if q.Seq == 0 {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := p.res.Jobs.DeleteMsg(cctx, seq); err != nil && !gone(err) {
-			p.log.Warn().Err(err).Uint64("seq", seq).Msg("taking ended jobs out of a gone worker's queue")
+		if err := p.res.Jobs[q.Stream].DeleteMsg(cctx, q.Seq); err != nil && !gone(err) {
+			p.log.Warn().Err(err).Str("stream", broker.JobStreamName(q.Stream)).Uint64("seq", q.Seq).Msg("taking ended jobs out of a gone worker's queue")
 		}
 		cancel()
 	}
@@ -377,8 +377,8 @@ func (p *Pool) releaseGone(ctx context.Context) {
 func (p *Pool) sweepStale(ctx context.Context) {
 	cutoff := job.Millis(time.Now().Add(-staleAfter))
 	type check struct {
-		id  string
-		seq uint64
+		id string
+		q  broker.QueuedMsg
 	}
 	var checks []check
 	p.mu.Lock()
@@ -388,13 +388,13 @@ func (p *Pool) sweepStale(ctx context.Context) {
 	p.recent.prune(time.Now().Add(-recentWindow - recentSlack))
 	for id, in := range p.jobs {
 		if in.end < cutoff && in.seq != 0 {
-			checks = append(checks, check{id, in.seq})
+			checks = append(checks, check{id, in.queued()})
 		}
 	}
 	p.mu.Unlock()
 	for _, c := range checks {
 		gctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		_, err := p.res.Jobs.GetMsg(gctx, c.seq)
+		_, err := p.res.Jobs[c.q.Stream].GetMsg(gctx, c.q.Seq)
 		cancel()
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue

@@ -10,7 +10,7 @@ import (
 	"github.com/hvmind/hvmind/broker"
 )
 
-// tidyGone takes out of the jobs stream what is left queued for workers
+// tidyGone takes out of the job streams what is left queued for workers
 // that are gone and have no job in flight: cancels they never read, and
 // messages whose jobs all have records; and their durable consumers. Nobody needs them: a worker of
 // that name that comes back would only find jobs that have ended. Without
@@ -19,21 +19,24 @@ import (
 //
 // A worker is tidied once it is gone (it left the registry, its process
 // exited, or it has been silent for orphanSilence) and every job placed
-// on it has ended. The stream's last sequence is read before that check,
+// on it has ended. The streams' last sequences are read before that check,
 // and only messages up to it are purged: a job placed on the worker after
 // the check (it came back) has a later sequence and stays.
 func (p *Pool) tidyGone(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-	info, err := p.res.Jobs.Info(cctx)
-	cancel()
-	if lost(err) {
-		p.restoreStorage(ctx)
+	last := make([]uint64, len(p.res.Jobs)) // each job stream's
+	for i, st := range p.res.Jobs {
+		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		info, err := st.Info(cctx)
+		cancel()
+		if lost(err) {
+			p.restoreStorage(ctx)
+		}
+		if err != nil {
+			p.log.Debug().Err(err).Msg("tidy: read the job streams")
+			return
+		}
+		last[i] = info.State.LastSeq
 	}
-	if err != nil {
-		p.log.Debug().Err(err).Msg("tidy: read the jobs stream")
-		return
-	}
-	last := info.State.LastSeq
 	now := time.Now()
 	busy := map[string]bool{}
 	var gone []string
@@ -52,7 +55,7 @@ func (p *Pool) tidyGone(ctx context.Context) {
 	p.mu.Unlock()
 	for _, id := range gone {
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-		err := p.res.Jobs.Purge(cctx, jetstream.WithPurgeSubject(broker.JobsSubject(id)), jetstream.WithPurgeSequence(last+1))
+		err := p.res.JobsOf(id).Purge(cctx, jetstream.WithPurgeSubject(broker.JobsSubject(id)), jetstream.WithPurgeSequence(last[broker.JobStreamOf(id)]+1))
 		cancel()
 		if err != nil {
 			p.log.Debug().Err(err).Str("worker", id).Msg("tidy: purge a gone worker's queue")
@@ -62,7 +65,7 @@ func (p *Pool) tidyGone(ctx context.Context) {
 		// back creates its own (a job placed meanwhile waits for it in
 		// the stream), and names of killed workers are not used again.
 		cctx, cancel = context.WithTimeout(ctx, brokerTimeout)
-		err = p.res.Jobs.DeleteConsumer(cctx, broker.WorkerConsumer(id))
+		err = p.res.JobsOf(id).DeleteConsumer(cctx, broker.WorkerConsumer(id))
 		cancel()
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			p.log.Debug().Err(err).Str("worker", id).Msg("tidy: delete a gone worker's consumer")

@@ -21,7 +21,7 @@ import (
 // consumer may read it); a page opened later learns the earlier ones from
 // their records.
 func (u *UI) subscribe() error {
-	js, err := u.nc.Subscribe(broker.SubjectJobs+"*", func(m *nats.Msg) {
+	js, err := u.nc.Subscribe(broker.SubjectJobs+"*.*", func(m *nats.Msg) {
 		if m.Header.Get(broker.HeaderCancel) != "" || m.Header.Get(broker.HeaderStop) != "" {
 			return
 		}

@@ -4,7 +4,7 @@
 // Annotator), the marks callers publish (a batch that went wrong), and the
 // pool's workers, hosts and threads.
 //
-// It watches the broker the way anyone can: placed jobs on hvmind.jobs.*,
+// It watches the broker the way anyone can: placed jobs on hvmind.jobs.*.*,
 // stored records in the HVMIND_DONE stream, marks on hvmind.marks.*. The
 // page is served from files embedded in the program and kept up to date
 // with server-sent events; a page that loses its connection says so and

@@ -58,8 +58,9 @@ func ExampleHandlers_Register() {
 	// true
 }
 
-// A worker runs the jobs placed on its subject, hvmind.jobs.<id>, at their
-// start times, and stores each completion record on hvmind.done.<id>.
+// A worker runs the jobs placed on its subject, broker.JobsSubject(id),
+// at their start times, and stores each completion record on
+// hvmind.done.<id>.
 // The pool places jobs there; this example places one itself.
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -41,7 +41,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 		}
 		if beat%queueCheckEvery == 0 && !w.opts.processChecksQueue && !w.stopping.Load() {
 			cctx, cancel := w.beatCall(ctx)
-			_, err := w.res.Jobs.Consumer(cctx, broker.WorkerConsumer(w.opts.ID))
+			_, err := w.res.JobsOf(w.opts.ID).Consumer(cctx, broker.WorkerConsumer(w.opts.ID))
 			cancel()
 			if queueGone(err) {
 				w.lostQueue(err)

@@ -251,7 +251,7 @@ func TestProcessBeatsAsOne(t *testing.T) {
 }
 
 // A worker process checks its workers' queues with one listing of the
-// consumers, not one request per worker, and a worker whose queue is gone
+// consumers of each job stream that holds them, not one request per worker, and a worker whose queue is gone
 // (its consumer deleted, as with a broker that lost its store) gets it
 // back and goes on taking jobs while the others keep theirs.
 func TestProcessChecksQueuesTogether(t *testing.T) {
@@ -275,7 +275,7 @@ func TestProcessChecksQueuesTogether(t *testing.T) {
 	}
 	launchIn(t, b, client, "p3", ids...)
 	bg := context.Background()
-	kept, err := b.Res.Jobs.Consumer(bg, broker.WorkerConsumer(ids[1]))
+	kept, err := b.Res.JobsOf(ids[1]).Consumer(bg, broker.WorkerConsumer(ids[1]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,18 +292,23 @@ func TestProcessChecksQueuesTogether(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	streams := map[int]bool{} // a listing each, every check
+	for _, id := range ids {
+		streams[broker.JobStreamOf(id)] = true
+	}
+	k := int64(len(streams))
 	time.Sleep(1100 * time.Millisecond) // two checks, every five beats
-	if n, l := infos.Load(), listings.Load(); n != 0 || l < 1 || l > 3 {
-		t.Errorf("in 1.1 s, ten workers beating every 100 ms asked for %d consumers' info and listed the consumers %d times; want none and two",
-			n, l)
+	if n, l := infos.Load(), listings.Load(); n != 0 || l < k || l > 3*k {
+		t.Errorf("in 1.1 s, ten workers beating every 100 ms asked for %d consumers' info and listed the consumers of their %d job streams %d times; want none and twice each",
+			n, k, l)
 	}
 
-	if err := b.Res.Jobs.DeleteConsumer(bg, broker.WorkerConsumer(ids[0])); err != nil {
+	if err := b.Res.JobsOf(ids[0]).DeleteConsumer(bg, broker.WorkerConsumer(ids[0])); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := b.Res.Jobs.Consumer(bg, broker.WorkerConsumer(ids[0])); err == nil {
+		if _, err := b.Res.JobsOf(ids[0]).Consumer(bg, broker.WorkerConsumer(ids[0])); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -318,7 +323,7 @@ func TestProcessChecksQueuesTogether(t *testing.T) {
 	if r := waitRecords(t, b, "after")["after"]; r.Status != job.StatusDone {
 		t.Errorf("a job after the queue came back: %s (%s), want done", r.Status, r.Reason)
 	}
-	now, err := b.Res.Jobs.Consumer(bg, broker.WorkerConsumer(ids[1]))
+	now, err := b.Res.JobsOf(ids[1]).Consumer(bg, broker.WorkerConsumer(ids[1]))
 	if err != nil {
 		t.Fatal(err)
 	}

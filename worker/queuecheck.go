@@ -13,7 +13,7 @@ import (
 // queueCheckLoop checks, every queueCheckEvery heartbeats until ctx ends,
 // that the durable queue of each of the process's workers is still there,
 // and has a worker whose queue is gone create it again (see queueLoop). One
-// listing of the jobs stream's consumers serves every worker: a worker on
+// listing of each job stream's consumers serves every worker: a worker on
 // its own asks for its consumer's info, and a thousand workers in one
 // process made two hundred such requests a second to the broker.
 func (p *Process) queueCheckLoop(ctx context.Context, res *broker.Resources) {
@@ -29,23 +29,34 @@ func (p *Process) queueCheckLoop(ctx context.Context, res *broker.Resources) {
 	}
 }
 
-// checkQueues lists the jobs stream's consumers and tells each running
-// worker whose consumer is missing. A worker whose consumer was created
-// after the listing began is not told: the listing may have missed it.
+// checkQueues lists the consumers of the job streams that hold the
+// queues of the process's workers, and tells each running worker whose
+// consumer is missing. A worker whose consumer was created after the
+// listing began is not told: the listing may have missed it.
 func (p *Process) checkQueues(ctx context.Context, res *broker.Resources) {
 	began := time.Now().UnixNano()
-	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-	defer cancel()
-	names := map[string]bool{}
-	lister := res.Jobs.ConsumerNames(cctx)
-	for name := range lister.Name() {
-		names[name] = true
+	p.mu.Lock()
+	streams := map[int]bool{}
+	for id := range p.running {
+		streams[broker.JobStreamOf(id)] = true
 	}
-	err := lister.Err()
-	gone := errors.Is(err, jetstream.ErrStreamNotFound)
-	if err != nil && !gone {
-		p.log.Debug().Err(err).Msg("listing the workers' queues")
-		return
+	p.mu.Unlock()
+	names := map[string]bool{}
+	lost := map[int]error{} // the streams found gone
+	for i := range streams {
+		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+		lister := res.Jobs[i].ConsumerNames(cctx)
+		for name := range lister.Name() {
+			names[name] = true
+		}
+		err := lister.Err()
+		cancel()
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			lost[i] = err
+		} else if err != nil {
+			p.log.Debug().Err(err).Msg("listing the workers' queues")
+			return
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -54,9 +65,12 @@ func (p *Process) checkQueues(ctx context.Context, res *broker.Resources) {
 		if at == 0 || at > began || w.stopping.Load() {
 			continue
 		}
+		i := broker.JobStreamOf(id)
 		switch {
-		case gone:
-			w.lostQueue(err)
+		case !streams[i]:
+			// Started since the listing began.
+		case lost[i] != nil:
+			w.lostQueue(lost[i])
 		case !names[broker.WorkerConsumer(id)]:
 			w.lostQueue(jetstream.ErrConsumerNotFound)
 		}

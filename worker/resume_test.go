@@ -64,7 +64,7 @@ func TestResumerTakesUpWhatThePreviousProcessStarted(t *testing.T) {
 	)
 	// The previous process: it received the message and died.
 	ctx := context.Background()
-	cons, err := e.b.Res.Jobs.CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig(e.id))
+	cons, err := e.b.Res.JobsOf(e.id).CreateOrUpdateConsumer(ctx, broker.WorkerConsumerConfig(e.id))
 	if err != nil {
 		t.Fatal(err)
 	}

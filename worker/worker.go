@@ -126,7 +126,8 @@ type QueueKeeper interface {
 
 // Options configure a Worker.
 type Options struct {
-	// ID names the worker; its jobs arrive on hvmind.jobs.<ID>. Required.
+	// ID names the worker; its jobs arrive on broker.JobsSubject(ID),
+	// hvmind.jobs.<stream>.<ID>. Required.
 	ID string
 	// Host is where the worker runs (job.LocalHost when empty): the pool
 	// places jobs with MinCores by their host's cores, and a Reserver
@@ -635,7 +636,7 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 		}
 		cctx, cancel := brokerCall(ctx)
 		defer cancel()
-		c, err := w.res.Jobs.Consumer(cctx, name)
+		c, err := w.res.JobsOf(w.opts.ID).Consumer(cctx, name)
 		if err != nil {
 			return nil, fmt.Errorf("worker %s: consumer: %w", w.opts.ID, err)
 		}
@@ -643,7 +644,7 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 		return c, nil
 	}
 	cctx, cancel := brokerCall(ctx)
-	prev, err := w.res.Jobs.Consumer(cctx, name)
+	prev, err := w.res.JobsOf(w.opts.ID).Consumer(cctx, name)
 	cancel()
 	switch {
 	case err == nil && w.createdQueue:
@@ -661,7 +662,7 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 				Msg("taking over a worker id whose last heartbeat has not expired yet")
 		}
 		cctx, cancel = brokerCall(ctx)
-		err = w.res.Jobs.DeleteConsumer(cctx, name)
+		err = w.res.JobsOf(w.opts.ID).DeleteConsumer(cctx, name)
 		cancel()
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("worker %s: reset consumer: %w", w.opts.ID, err)
@@ -672,7 +673,7 @@ func (w *Worker) openConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	cctx, cancel = brokerCall(ctx)
 	defer cancel()
 	w.createdQueue = true
-	c, err := w.res.Jobs.CreateOrUpdateConsumer(cctx, broker.WorkerConsumerConfig(w.opts.ID))
+	c, err := w.res.JobsOf(w.opts.ID).CreateOrUpdateConsumer(cctx, broker.WorkerConsumerConfig(w.opts.ID))
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: create consumer: %w", w.opts.ID, err)
 	}
@@ -701,7 +702,7 @@ func (w *Worker) loadRecorded(ctx context.Context) error {
 		return nil
 	}
 	cctx, cancel := brokerCall(ctx)
-	first, err := w.res.Jobs.GetMsg(cctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
+	first, err := w.res.JobsOf(w.opts.ID).GetMsg(cctx, 1, jetstream.WithGetMsgSubject(broker.JobsSubject(w.opts.ID)))
 	cancel()
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil

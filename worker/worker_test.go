@@ -291,14 +291,14 @@ func TestOptionsValidation(t *testing.T) {
 	}
 }
 
-// queued is how many messages the jobs stream holds.
+// queued is how many messages the job streams hold.
 func (e *testEnv) queued(t *testing.T) uint64 {
 	t.Helper()
-	info, err := e.b.Res.Jobs.Info(context.Background())
+	n, err := e.b.Res.JobsTotals(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	return n.Msgs
 }
 
 func (e *testEnv) publishJobs(t *testing.T, jobs ...job.Job) {
@@ -513,12 +513,12 @@ func TestWorkerRecreatesItsQueue(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 2)
 	ctx := context.Background()
-	if err := e.b.Res.Jobs.DeleteConsumer(ctx, broker.WorkerConsumer(e.id)); err != nil {
+	if err := e.b.Res.JobsOf(e.id).DeleteConsumer(ctx, broker.WorkerConsumer(e.id)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if _, err := e.b.Res.Jobs.Consumer(ctx, broker.WorkerConsumer(e.id)); err == nil {
+		if _, err := e.b.Res.JobsOf(e.id).Consumer(ctx, broker.WorkerConsumer(e.id)); err == nil {
 			break
 		}
 		select {
