@@ -15,7 +15,7 @@ import (
 // plain subscription: the records stay in their stream for whoever needs them
 // later, and the pool needs no delivery state of its own, since what it
 // derives from records (reservations, jobs in flight) it rebuilds from the
-// jobs stream when it starts, and sweepStale catches a record it missed.
+// job streams when it starts, and sweepStale catches a record it missed.
 // This saves the broker a consumer delivery and an acknowledgement per job.
 //
 // It returns the function that stops following.

@@ -14,7 +14,7 @@
 // jobs that fit no single worker may run as several.
 //
 // The pool's state can always be rebuilt from the broker: the registry
-// bucket says which workers live, the jobs stream holds every job that has
+// bucket says which workers live, the job streams hold every job that has
 // not ended (a worker removes a message once every job in it has its
 // record stored), and the records stream tells which of those have ended
 // and which job ids were used lately. Killing the pool loses nothing.

@@ -18,7 +18,7 @@ const recentWindow = 10 * time.Minute
 const recentSlack = time.Minute
 
 // recentIDs is the set of job ids dispatched within recentWindow. The pool
-// refuses those ids itself, so that the jobs stream needs no message ids of
+// refuses those ids itself, so that the job streams need no message ids of
 // its own (JetStream's duplicate check costs about a fifth of a message's
 // broker work) and several jobs can share one message.
 type recentIDs struct {

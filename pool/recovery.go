@@ -57,7 +57,7 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 			}
 		}
 	}
-	err := p.whenAvailable(ctx, "jobs stream", func() error {
+	err := p.whenAvailable(ctx, "job streams", func() error {
 		for _, name := range broker.JobStreamNames() {
 			if err := p.res.ScanStream(ctx, name, broker.SubjectJobs+">", add); err != nil {
 				return err
@@ -69,7 +69,7 @@ func (p *Pool) recover(ctx context.Context) (time.Time, error) {
 		return oldest, fmt.Errorf("pool: recover jobs in flight: %w", err)
 	}
 	if n > 0 {
-		p.log.Info().Int("jobs", n).Msg("recovered jobs in flight from the jobs stream")
+		p.log.Info().Int("jobs", n).Msg("recovered jobs in flight from the job streams")
 	}
 	return oldest, nil
 }

@@ -15,7 +15,7 @@ import (
 )
 
 // staleAfter is how long after its scheduled end a job is checked against
-// the jobs stream; reservations that ended this long ago are dropped.
+// the job streams; reservations that ended this long ago are dropped.
 const staleAfter = time.Minute
 
 // sweepLoop ends the jobs of workers that have gone (their start passed and
@@ -282,7 +282,7 @@ func (p *Pool) storeRecords(ctx context.Context, records []job.Job, of []infligh
 	return errs
 }
 
-// deleteUnneeded takes out of the jobs stream the messages among seqs (of
+// deleteUnneeded takes out of the job streams the messages among seqs (of
 // gone workers' jobs the pool has ended) that no job in flight still needs:
 // every job they carry has ended.
 func (p *Pool) deleteUnneeded(ctx context.Context, seqs map[broker.QueuedMsg]bool) {

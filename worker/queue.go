@@ -33,7 +33,7 @@ func (w *Worker) lostQueue(err error) {
 }
 
 // queueAgainWait is how long the worker waits before it asks again for a
-// queue it could not create (the jobs stream not there yet: the pool
+// queue it could not create (the job streams not there yet: the pool
 // creates it again).
 const queueAgainWait = 500 * time.Millisecond
 

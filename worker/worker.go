@@ -48,7 +48,7 @@ var (
 	// worker id: the other process now runs its jobs.
 	ErrTakenOver = errors.New("another process took over this worker id")
 	// ErrQueueGone says that the worker's durable queue (its consumer, or
-	// the jobs stream) is gone from the broker: a broker with a new store,
+	// the job streams) is gone from the broker: a broker with a new store,
 	// a consumer deleted by hand. The worker does not stop for it: it
 	// creates its queue again (see queueLoop), and logs this error.
 	ErrQueueGone = errors.New("this worker's job queue is gone from the broker")
