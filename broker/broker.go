@@ -412,7 +412,7 @@ func Setup(ctx context.Context, nc *nats.Conn, o Options) (*Resources, error) {
 		if err == nil {
 			return r, nil
 		}
-		if refusals.Final(err) || errors.Is(err, ErrOldJobStream) {
+		if refusals.Final(err) || errors.Is(err, ErrOldJobStream) || errors.Is(err, errOverlap) {
 			return nil, fmt.Errorf("set up JetStream: %w", err)
 		}
 		select {
@@ -461,6 +461,9 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 				return err
 			}
 			jobs[i], err = ensureStream(cctx, r.JS, jobStreamConfig(i), o.Storage)
+			if overlaps(err) {
+				return fmt.Errorf("%w: another stream of this broker holds subjects under %s>", errOverlap, SubjectJobs)
+			}
 		}
 		if err != nil {
 			return err

@@ -108,6 +108,10 @@ func jobStreamConfig(i int) jetstream.StreamConfig {
 // beside it.
 var ErrOldJobStream = errors.New("the broker holds the jobs stream of an earlier version")
 
+// errOverlap says that a stream other than an earlier version's jobs
+// stream holds subjects of the job streams: asking again will not help.
+var errOverlap = errors.New("the job streams' subjects are taken")
+
 // overlaps reports whether err is JetStream's refusal of a stream whose
 // subjects overlap an existing stream's.
 func overlaps(err error) bool {

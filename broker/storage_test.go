@@ -104,6 +104,57 @@ func TestJobStreamTakesManyWorkers(t *testing.T) {
 	}
 }
 
+// A job stream made with nats-server's default of 1,000 consumers (as an
+// earlier version made its jobs stream) is raised to MaxWorkers by the
+// setup, and one made with other subjects overlapping the job streams'
+// is refused at once with that reason.
+func TestSetupFixesOrRefusesExistingStreams(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		stream  jetstream.StreamConfig
+		wantErr string
+	}{
+		{name: "a job stream with the default consumer limit", stream: jetstream.StreamConfig{Name: broker.JobStreamName(3),
+			Subjects: []string{broker.SubjectJobs + "03.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true}},
+		{name: "another stream over the job subjects", stream: jetstream.StreamConfig{Name: "MINE",
+			Subjects: []string{broker.SubjectJobs + "05.>"}, Storage: jetstream.FileStorage}, wantErr: "another stream of this broker holds subjects under hvmind.jobs.>"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nc := startEmbedded(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.CreateStream(ctx, tc.stream); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_, err = broker.Setup(ctx, nc, broker.Options{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || time.Since(start) > 5*time.Second {
+					t.Fatalf("Setup after %s: %v, want at once %q", time.Since(start).Round(time.Millisecond), err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := js.Stream(ctx, tc.stream.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.MaxConsumers; got != broker.MaxWorkers {
+				t.Errorf("%s takes %d consumers, want %d", tc.stream.Name, got, broker.MaxWorkers)
+			}
+		})
+	}
+}
+
 // The single jobs stream of an earlier version, whose subjects overlap
 // the job streams', is removed when it is empty; holding jobs, it is kept
 // and the setup refuses with ErrOldJobStream, saying what to do.
