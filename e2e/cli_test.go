@@ -3,6 +3,7 @@ package e2e
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // The command line as the README writes it: flags before or after the
@@ -43,4 +44,28 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("hvmind-pool %v: exit %d, %q; want exit 2 naming the flag", args, code, errOut)
 		}
 	}
+}
+
+// A worker whose broker is not there when it starts (launched just as its
+// pool and embedded broker stopped) waits for it no longer than its
+// broker grace, as one whose broker goes away later, and says why; with
+// no grace it waits for it.
+func TestWorkerGivesUpOnABrokerNeverReached(t *testing.T) {
+	t.Parallel()
+	url := "nats://" + freeAddr(t) // nothing listens there
+	for _, args := range [][]string{{"--id", "lonely-1"}, {"--process", "lonely"}} {
+		start := time.Now()
+		_, errOut, code := run(t, "", "hvmind-worker", append(args, "--nats", url, "--broker-grace", "1s")...)
+		took := time.Since(start)
+		if code != 1 || !strings.Contains(errOut, "unreachable for the grace of 1s") || took > 10*time.Second {
+			t.Errorf("hvmind-worker %v: exit %d after %s, %q; want exit 1 after about 1 s, saying the broker was unreachable", args, code, took.Round(time.Millisecond), errOut)
+		}
+	}
+	w := start(t, "hvmind-worker", "--id", "patient-1", "--nats", url)
+	select {
+	case <-w.done:
+		t.Errorf("a worker with no grace stopped waiting for its broker: %s", w.out.String())
+	case <-time.After(2 * time.Second):
+	}
+	w.kill()
 }

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -89,8 +90,21 @@ func run(args []string) error {
 		name = "process " + *process
 	}
 	p.Name = "hvmind-worker " + name
-	conn, err := p.Open(ctx, false)
+	// The grace bounds the first wait for the broker too: a worker the
+	// pool launched just as its broker went away for good (the pool and
+	// its embedded broker stopped) waited for it forever, a leftover
+	// process found still running 45 minutes later.
+	openCtx := ctx
+	if g := cfg.Worker.BrokerGrace; g > 0 {
+		var cancel context.CancelFunc
+		openCtx, cancel = context.WithTimeout(ctx, g)
+		defer cancel()
+	}
+	conn, err := p.Open(openCtx, false)
 	if err != nil {
+		if ctx.Err() == nil && openCtx.Err() != nil {
+			return fmt.Errorf("the broker was unreachable for the grace of %s: %w", cfg.Worker.BrokerGrace, err)
+		}
 		return err
 	}
 	defer conn.Close()
