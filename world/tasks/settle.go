@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/hvmind/hvmind/job"
 	"github.com/hvmind/hvmind/world"
@@ -41,17 +42,43 @@ func (s settler) Settle(ctx context.Context, jobs []job.Job, reason string) ([]j
 		}
 		at[j.ID] = append(at[j.ID], i)
 	}
+	// The workers' requests go together: the world holds each for its
+	// holdback (200 ms by default) before it answers, and one after the
+	// other the jobs of the 44 workers of a killed worker process took
+	// longer than the pool's call, which then failed whole, every sweep.
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		slots    = make(chan struct{}, settleTogether)
+	)
 	for _, w := range workers {
 		c := s.c
 		if w != "" {
 			c = c.As(w)
 		}
-		if err := settleEach(ctx, c, ids[w], reason, at, out); err != nil {
-			return nil, err
-		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			// Each writes only its own jobs' records in out.
+			if err := settleEach(ctx, c, ids[w], reason, at, out); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
 	}
 	return out, nil
 }
+
+// settleTogether is how many workers' jobs are settled at once.
+const settleTogether = 16
 
 // settleEach settles ids with the world through c, MaxSettle at a time,
 // and records what became of each in out (at: where each id's jobs are).
