@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -260,25 +261,39 @@ func TestChaos(t *testing.T) {
 	// How late the jobs started in the seconds after each kill, beside all
 	// of them: a restart that starves the machine makes starts late, and
 	// a late start desyncs a batch.
-	lateness := func(from, to float64) (n int, p50, p99, worst float64) {
+	// lateness is the start error of the jobs due in [from, to) that
+	// started, and the latest of them.
+	lateness := func(from, to float64) (n int, p50, p99, worst float64, latest job.Job) {
 		var ls []float64
 		for _, r := range recs {
 			if r.ActualStartTime > 0 && r.StartTime >= from && r.StartTime < to {
-				ls = append(ls, r.ActualStartTime-r.StartTime)
+				l := r.ActualStartTime - r.StartTime
+				if len(ls) == 0 || l > latest.ActualStartTime-latest.StartTime {
+					latest = r
+				}
+				ls = append(ls, l)
 			}
 		}
 		if len(ls) == 0 {
-			return 0, 0, 0, 0
+			return 0, 0, 0, 0, latest
 		}
 		sort.Float64s(ls)
-		return len(ls), ls[len(ls)/2], ls[len(ls)*99/100], ls[len(ls)-1]
+		return len(ls), ls[len(ls)/2], ls[len(ls)*99/100], ls[len(ls)-1], latest
 	}
-	n, p50, p99, worst := lateness(0, math.MaxFloat64)
-	t.Logf("start error of all %d jobs that started: p50 %.3f ms, p99 %.3f ms, worst %.1f ms", n, p50, p99, worst)
+	// describe names a late job, to look it up in the logs.
+	describe := func(j job.Job) string {
+		return fmt.Sprintf("%s %s on %s, %s %s", j.ID, j.Task, j.Worker, j.Status, j.Reason)
+	}
+	n, p50, p99, worst, latest := lateness(0, math.MaxFloat64)
+	t.Logf("start error of all %d jobs that started: p50 %.3f ms, p99 %.3f ms, worst %.1f ms (%s)", n, p50, p99, worst, describe(latest))
 	for i, k := range done {
 		from := float64(k.at.UnixMicro()) / 1000
-		n, p50, p99, worst := lateness(from, from+3000)
-		t.Logf("kill %2d (%s): the %d jobs that started within 3 s after it: start error p50 %.3f ms, p99 %.3f ms, worst %.1f ms", i+1, k.victim, n, p50, p99, worst)
+		n, p50, p99, worst, latest := lateness(from, from+3000)
+		line := fmt.Sprintf("kill %2d (%s): the %d jobs that started within 3 s after it: start error p50 %.3f ms, p99 %.3f ms, worst %.1f ms", i+1, k.victim, n, p50, p99, worst)
+		if worst > 50 {
+			line += " (" + describe(latest) + ")"
+		}
+		t.Log(line)
 	}
 	leftMsgs, leftEnded, leftWaiting := leftovers(t, js, recs)
 	t.Logf("left in the job streams: %d messages; %d of their jobs have a record, %d have none", leftMsgs, leftEnded, leftWaiting)
