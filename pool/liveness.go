@@ -17,8 +17,9 @@ import (
 // beats: in the chaos test, a killed adopted process had its workers'
 // jobs settled and new batches dispatched 10 s after the kill. But a
 // process that dies takes its connection with it, and its subscription
-// to its own subjects: a request there then finds no responders at once.
-// So when a process's beat is late, the pool asks.
+// to its own subjects: a request there then finds no responders at once;
+// and one on this machine leaves its pid. So when a process's beat is
+// late, the pool looks at its pid, or asks.
 
 // lateBeats is how late, in its heartbeats, a process's last beat is when
 // the pool asks whether the process is still connected.
@@ -28,30 +29,38 @@ const lateBeats = 1.5
 // process that answers, or is too busy to, is there.
 const askAliveTimeout = 300 * time.Millisecond
 
-// askSilentProcesses asks each worker process whose beat is late whether
-// it is still connected, and takes the workers of one that is not as
-// gone. A process not seen since the pool's own connection came back is
-// not asked: it may not have reconnected yet, and has no subscription
-// either; nor is one whose silence a stall of the registry explains, nor
-// any on a cluster.
+// askSilentProcesses finds the worker processes whose beat is late and
+// that are gone, and takes their workers as gone. A process of this
+// machine whose pid has exited is gone, whatever else is late: in the
+// chaos test, an adopted process killed within ten seconds of a broker
+// restart was found only when its workers missed their beats, 10 to 15 s
+// later, since the registry's stall then excused their silence. Any other
+// late process is asked whether it is still connected. Not asked: one not
+// seen since the pool's own connection came back (it may not have
+// reconnected yet, and has no subscription either), one whose silence a
+// stall of the registry explains, and any on a cluster (a live process
+// whose server went away has no subscription either until it reconnects
+// to another, which may take longer than a beat: there, only missed
+// beats say gone).
 func (p *Pool) askSilentProcesses(ctx context.Context) {
 	now := time.Now()
-	// On a cluster, a live process whose server went away has no
-	// subscription either until it reconnects to another, which may take
-	// longer than a beat: there, only missed beats say gone.
-	if !p.nc.IsConnected() || p.nc.ConnectedClusterName() != "" {
+	if !p.nc.IsConnected() {
 		return
 	}
 	if r := p.nc.Stats().Reconnects; r != p.reconnects {
 		p.reconnects, p.connectedSince = r, now
 	}
-	ask := map[string]bool{} // by process name: a late part asks for its process
+	onCluster := p.nc.ConnectedClusterName() != ""
+	// By process name: a late part stands for its process.
+	exited, ask := map[string]bool{}, map[string]bool{}
 	p.mu.Lock()
 	for key, ids := range p.processWorkers {
 		var last time.Time
 		var beat time.Duration
 		alive := false
+		members := make([]string, 0, len(ids))
 		for id := range ids {
+			members = append(members, id)
 			ws := p.workers[id]
 			if ws == nil || !p.aliveLocked(ws, now) {
 				continue
@@ -65,18 +74,26 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 			beat = p.opts.Heartbeat
 		}
 		switch {
-		case !alive,
-			now.Sub(last) < time.Duration(lateBeats*float64(beat)),
+		case !alive, now.Sub(last) < time.Duration(lateBeats*float64(beat)):
+		case p.exitedProcessLocked(members):
+			exited[processOfKey(key)] = true
+		case onCluster,
 			!last.After(p.connectedSince.Add(beat)),
 			p.stall.allowance(last, now) > 0:
-			continue
+		default:
+			ask[processOfKey(key)] = true
 		}
-		ask[processOfKey(key)] = true
 	}
 	p.mu.Unlock()
+	for name := range exited {
+		p.processGone(ctx, name)
+	}
 	for name := range ask {
 		if ctx.Err() != nil {
 			return
+		}
+		if exited[name] {
+			continue
 		}
 		_, err := p.nc.Request(broker.ProcessSubject(name, "status"), nil, askAliveTimeout)
 		if errors.Is(err, nats.ErrNoResponders) {
@@ -114,7 +131,7 @@ func processOfKey(key string) string {
 }
 
 // processGone takes the workers of a worker process that lost its
-// connection as gone, as those of a process seen to exit, and launches
+// connection, or whose pid has exited, as gone, as those of a process seen to exit, and launches
 // them again (see relaunch.go): those of every part of its entry.
 func (p *Pool) processGone(ctx context.Context, name string) {
 	p.mu.Lock()
@@ -135,7 +152,7 @@ func (p *Pool) processGone(ctx context.Context, name string) {
 	}
 	p.mu.Unlock()
 	if len(gone) > 0 {
-		p.log.Warn().Str("process", name).Strs("workers", gone).Msg("worker process has lost its connection: its workers are gone")
+		p.log.Warn().Str("process", name).Strs("workers", gone).Msg("worker process is gone (it lost its connection, or its pid has exited): its workers are gone")
 		p.relaunchAll(ctx, again)
 		p.sweepNow()
 	}

@@ -3,6 +3,9 @@ package pool_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/url"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,6 +131,71 @@ func TestPoolAsksAboutALatePartThroughItsProcess(t *testing.T) {
 		t.Errorf("the workers of a process without a connection were all taken for gone after %s (missing 5 beats takes 5 s)", took.Round(time.Millisecond))
 	}
 }
+
+// A worker process of this machine that the pool did not launch, killed
+// within ten seconds of a broker restart, is taken for gone as soon as
+// its beat is late and its pid has exited: the registry's stall, which
+// excuses the workers' silence and keeps the pool from asking, does not
+// hide a process that is no more. (The chaos test found adopted processes
+// taken for gone 10 to 15 s after their kill.)
+func TestPoolFindsAnExitedProcessAfterABrokerRestart(t *testing.T) {
+	t.Parallel()
+	const beat = time.Second
+	b := brokertest.New(t)
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pnc := b.Connect(t)
+	startProcess(t, pnc, "mortal", beat)
+	launchInProcess(t, b.Connect(t), "mortal", broker.WorkerSpec{ID: "mortal-1", Host: "home", Threads: 2})
+	launcher := &pidLauncher{}
+	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	<-p.Ready()
+	alive := func() bool {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		for _, w := range p.Status(sctx).Workers {
+			if w.ID == "mortal-1" {
+				return w.Alive
+			}
+		}
+		return false
+	}
+	waitFor(t, 10*time.Second, "the worker alive", alive)
+	time.Sleep(2 * beat)
+	// The broker restarts: the registry stalls, and everyone reconnects.
+	b.Stop()
+	b = brokertest.Start(t, b.Dir, u.Host)
+	time.Sleep(3 * beat) // beating again, within the stall's settling
+	if !alive() {
+		t.Fatal("the worker is not alive after the broker's restart")
+	}
+	killed := time.Now()
+	pnc.Close()
+	launcher.exited.Store(true) // what kill -9 does to its pid
+	waitFor(t, 15*time.Second, "the worker gone", func() bool { return !alive() })
+	if took := time.Since(killed); took > 4*beat {
+		t.Errorf("the worker of an exited process was taken for gone after %s, within the registry's stall settling", took.Round(time.Millisecond))
+	}
+}
+
+// pidLauncher launches nothing, and says whether the test's processes
+// have exited (see the pool's pidChecker).
+type pidLauncher struct{ exited atomic.Bool }
+
+func (l *pidLauncher) Launch(context.Context, broker.WorkerSpec) error {
+	return errors.New("this test launches nothing")
+}
+
+func (l *pidLauncher) Exited(int) bool { return l.exited.Load() }
 
 // startProcess runs a worker process named name on nc, with heartbeats
 // every beat, until the test ends.
