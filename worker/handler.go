@@ -49,7 +49,8 @@ type ThreadHolder interface {
 // The worker calls Resume in place of Run, at once, holding the job's
 // threads as for Run, until its scheduled end even for a ThreadHolder
 // (which says with Task.HoldThreadsUntil if they are needed longer). Resume sets Task.Start to when the job actually
-// started, which the record carries, and ends as Run would have. It
+// started, which the record carries (none if it does not), and ends as
+// Run would have. It
 // returns an error wrapping ErrNotResumed when the job did not start, or
 // cannot be taken up: the worker then settles it or records it missed,
 // as for a task without a Resumer.
@@ -91,7 +92,8 @@ type Task struct {
 	// own, when the broker gives each worker one).
 	Conn *nats.Conn
 	// Start is when the job actually started: for a job taken up after a
-	// restart (Resumed), when Resume was called, until Resume sets it.
+	// restart (Resumed), when Resume was called, until Resume sets it (a
+	// record of a job whose Resume did not set it carries no start).
 	Start time.Time
 	// Resumed is set for a job this worker's previous process received and
 	// may have started, given to Resumer.Resume.

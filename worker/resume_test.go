@@ -18,7 +18,7 @@ import (
 // outsideOp is a task whose work runs outside the worker, like an
 // operation in another service: a process that dies does not stop it, and
 // the worker's next process takes it up. Jobs named "never-*" never
-// started.
+// started; for those named "lost-*" the service does not answer.
 type outsideOp struct{}
 
 func (outsideOp) Run(ctx context.Context, t *worker.Task) (json.RawMessage, error) {
@@ -34,6 +34,9 @@ func (outsideOp) Resume(ctx context.Context, t *worker.Task) (json.RawMessage, e
 	}
 	if strings.HasPrefix(t.Job.ID, "never-") {
 		return nil, fmt.Errorf("%w: it never started", worker.ErrNotResumed)
+	}
+	if strings.HasPrefix(t.Job.ID, "lost-") {
+		return nil, fmt.Errorf("the other service does not answer")
 	}
 	t.Start = job.Time(t.Job.StartTime) // as the other service says
 	if err := t.SleepUntil(ctx, t.ScheduledEnd); err != nil {
@@ -60,6 +63,7 @@ func TestResumerTakesUpWhatThePreviousProcessStarted(t *testing.T) {
 	e.publishJobs(t,
 		job.Job{ID: "taken-up", Task: "outside", Threads: 2, StartTime: s, Duration: 1500},
 		job.Job{ID: "never-started", Task: "outside", Threads: 1, StartTime: s, Duration: 1500},
+		job.Job{ID: "lost-track", Task: "outside", Threads: 1, StartTime: s, Duration: 1500},
 		job.Job{ID: "plain", Task: "sleep", Threads: 1, StartTime: s, Duration: 1500},
 	)
 	// The previous process: it received the message and died.
@@ -76,7 +80,7 @@ func TestResumerTakesUpWhatThePreviousProcessStarted(t *testing.T) {
 	}
 	time.Sleep(time.Until(job.Time(s)) + 300*time.Millisecond)
 	e.start(t, 4)
-	recs := e.wait(t, "taken-up", "never-started", "plain")
+	recs := e.wait(t, "taken-up", "never-started", "lost-track", "plain")
 	r := recs["taken-up"]
 	if r.Status != job.StatusDone || string(r.Result) != `{"by":"resume"}` {
 		t.Errorf("taken-up: %s %s (%s), want done by its Resumer", r.Status, r.Result, r.Reason)
@@ -86,6 +90,11 @@ func TestResumerTakesUpWhatThePreviousProcessStarted(t *testing.T) {
 	}
 	if end := r.ActualEndTime - r.ScheduledEnd(s); end < -1 || end > tolerance.Seconds()*1000 {
 		t.Errorf("taken-up: ended %.3f ms from its scheduled end", end)
+	}
+	// Its start unknown: not the time it was taken up.
+	if r := recs["lost-track"]; r.Status != job.StatusFailed || r.ActualStartTime != 0 {
+		t.Errorf("lost-track: %s (%s) started %.3f (%.0f ms after its start), want failed with no start",
+			r.Status, r.Reason, r.ActualStartTime, r.ActualStartTime-s)
 	}
 	for _, id := range []string{"never-started", "plain"} {
 		if r := recs[id]; r.Status != job.StatusMissed || r.ActualStartTime != 0 {

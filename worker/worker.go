@@ -1004,8 +1004,15 @@ func (w *Worker) execute(ctx context.Context, r *run, h Handler, t *Task) {
 	o := outcome{status: job.StatusDone, end: end, result: result}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if r.resumed && !t.Start.IsZero() {
-		r.out.start = t.Start // as Resume learned it
+	if r.resumed {
+		// As Resume learned it. Not learned (the task cancelled while
+		// it asked), the job's start is unknown: the time it was taken
+		// up is not it, and a record said a weaken began 1.8 s late.
+		if t.Start.Equal(r.out.start) {
+			r.out.start = time.Time{}
+		} else {
+			r.out.start = t.Start
+		}
 	}
 	r.cancel()
 	w.releaseLocked(r, end)

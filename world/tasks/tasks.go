@@ -112,7 +112,7 @@ func (o operation) Run(ctx context.Context, t *worker.Task) (json.RawMessage, er
 			// its way or stored: the world must not count its threads,
 			// begin it later, or land it while the record says it
 			// failed.
-			res, aerr := abandon(ctx, c, t.Job.ID)
+			res, aerr := abandon(ctx, c, t)
 			if res != nil {
 				return res, nil
 			}
@@ -144,7 +144,7 @@ func (o operation) Resume(ctx context.Context, t *worker.Task) (json.RawMessage,
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// Cancelled while it asked: as a cancel of a running operation.
-		res, aerr := abandon(ctx, c, t.Job.ID)
+		res, aerr := abandon(ctx, c, t)
 		if res != nil {
 			return res, nil
 		}
@@ -198,7 +198,7 @@ func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b 
 		// and refuses the next job on them: a repair's cancels made
 		// the next prep fail three times over (make chaos). Unless it
 		// landed before the world heard: then the record tells that.
-		res, aerr := abandon(ctx, c, t.Job.ID)
+		res, aerr := abandon(ctx, c, t)
 		if res != nil {
 			return res, nil
 		}
@@ -219,7 +219,7 @@ func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b 
 	if err != nil && world.Retryable(err) {
 		// The world lands it on its own: what did it do? A settle
 		// says, and makes sure of it.
-		res, aerr := abandon(fctx, c, t.Job.ID)
+		res, aerr := abandon(fctx, c, t)
 		if res != nil {
 			return res, nil
 		}
@@ -245,17 +245,23 @@ func (o operation) land(ctx context.Context, c *world.Client, t *worker.Task, b 
 // threads nor begins or finishes it. The operation may have landed before
 // the settle reached the world (the world lands it on its own): then
 // abandon returns its result, which the job's record must carry.
-func abandon(ctx context.Context, c *world.Client, id string) (json.RawMessage, error) {
+func abandon(ctx context.Context, c *world.Client, t *worker.Task) (json.RawMessage, error) {
 	var sts []world.Settlement
 	err := retry(context.WithoutCancel(ctx), worldBeginRetry, func(sctx context.Context) error {
 		var err error
-		sts, err = c.Settle(sctx, world.SettleRequest{JobIDs: []string{id}, Reason: "cancelled while it ran"})
+		sts, err = c.Settle(sctx, world.SettleRequest{JobIDs: []string{t.Job.ID}, Reason: "cancelled while it ran"})
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tell the world it was cancelled: %w", err)
 	}
 	if len(sts) == 1 && sts[0].Applied && sts[0].Result != nil {
+		if r := sts[0].Result; r.StartedAt > 0 && r.LandedAt > 0 {
+			// When the world began and landed it: a job taken up after a
+			// restart and cancelled before Resume learned it has no
+			// other start.
+			t.Start, t.EndedAt = msTime(r.StartedAt), msTime(r.LandedAt)
+		}
 		data, err := json.Marshal(sts[0].Result)
 		if err != nil {
 			return nil, fmt.Errorf("encode the result of an operation that landed before its cancel: %w", err)
