@@ -1,10 +1,13 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,7 +28,11 @@ type WorkerEntry struct {
 	Done   int64 `json:"done"`
 	Missed int64 `json:"missed"`
 	// PID and Instance identify the process; a new process gets a new Instance.
-	PID      int       `json:"pid"`
+	PID int `json:"pid"`
+	// Machine is where PID means something: the machine and its process
+	// namespace (see MachineID; empty when unknown). A pool on another
+	// machine, or in another container, must not look that pid up.
+	Machine  string    `json:"machine,omitempty"`
 	Instance string    `json:"instance"`
 	Started  time.Time `json:"started"`
 	Beat     time.Time `json:"beat"`
@@ -168,3 +175,25 @@ func FindWorker(ctx context.Context, kv jetstream.KeyValue, id string) (WorkerEn
 	}
 	return e, err
 }
+
+// MachineID names this machine and its process namespace, for a pid to
+// be looked up only where it means something: /etc/machine-id (or
+// D-Bus's, or else the host name) and the namespace of /proc/self/ns/pid.
+// Empty when either is unknown (not Linux).
+var MachineID = sync.OnceValue(func() string {
+	var id string
+	for _, f := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {
+		if b, err := os.ReadFile(f); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			id = string(bytes.TrimSpace(b))
+			break
+		}
+	}
+	if id == "" {
+		id, _ = os.Hostname()
+	}
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if id == "" || err != nil {
+		return ""
+	}
+	return id + "/" + ns
+})

@@ -109,14 +109,19 @@ type pidChecker interface {
 }
 
 // exitedProcessLocked reports whether the process of the workers ids is
-// known to have exited: its pid, as their entries give it, runs no more.
+// known to have exited: its pid, as their entries give it, runs no more
+// on this machine, where their entries say it ran. A process on another
+// machine, or in another container, has a pid that means nothing here:
+// taken for exited, its live workers were taken for gone, and launched
+// again here beside it.
 func (p *Pool) exitedProcessLocked(ids []string) bool {
 	pc, ok := p.opts.Launcher.(pidChecker)
-	if !ok || len(ids) == 0 {
+	here := broker.MachineID()
+	if !ok || len(ids) == 0 || here == "" {
 		return false
 	}
 	for _, id := range ids {
-		if ws := p.workers[id]; ws == nil || !pc.Exited(ws.entry.PID) {
+		if ws := p.workers[id]; ws == nil || ws.entry.Machine != here || !pc.Exited(ws.entry.PID) {
 			return false
 		}
 	}

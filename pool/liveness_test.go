@@ -187,6 +187,64 @@ func TestPoolFindsAnExitedProcessAfterABrokerRestart(t *testing.T) {
 	}
 }
 
+// A worker process on another machine (its entry says so) has a pid
+// that means nothing here: when its part's beat is late, the pool asks
+// it, and a process that answers keeps its workers, whatever the pid
+// would say here.
+func TestPoolLooksUpOnlyThePidsOfThisMachine(t *testing.T) {
+	t.Parallel()
+	const beat = time.Second
+	b := brokertest.New(t)
+	startProcess(t, b.Connect(t), "remote", beat)
+	launchInProcess(t, b.Connect(t), "remote", broker.WorkerSpec{ID: "remote-1", Host: "home", Threads: 2})
+	launcher := &pidLauncher{}
+	launcher.exited.Store(true) // no such pid here
+	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	<-p.Ready()
+	// A second part of the process's entry, from another machine, by hand.
+	part := func() {
+		t.Helper()
+		now := time.Now()
+		e := broker.ProcessEntry{Process: "remote", PID: 4242, Instance: "i", Beat: now, Heartbeat: beat, Workers: []broker.WorkerEntry{{
+			ID: "remote-2", Host: "home", Threads: 2, PID: 4242, Machine: "another-machine/pid:[1]", Instance: "i",
+			Started: now, Beat: now, Heartbeat: beat, Tasks: []string{"sleep"},
+		}}}
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer pcancel()
+		if err := broker.PutProcessKey(pctx, b.Res.Workers, broker.ProcessKey("remote")+".1", e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alive := func(id string) bool {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		for _, w := range p.Status(sctx).Workers {
+			if w.ID == id {
+				return w.Alive
+			}
+		}
+		return false
+	}
+	part()
+	waitFor(t, 10*time.Second, "both workers alive", func() bool { return alive("remote-1") && alive("remote-2") })
+	for range 5 {
+		time.Sleep(beat / 2)
+		part()
+	}
+	// Late (more than 1.5 beats, less than 5).
+	time.Sleep(3500 * time.Millisecond)
+	if !alive("remote-2") {
+		t.Error("the worker of a live process on another machine was taken for gone by a pid looked up here")
+	}
+}
+
 // pidLauncher launches nothing, and says whether the test's processes
 // have exited (see the pool's pidChecker).
 type pidLauncher struct{ exited atomic.Bool }

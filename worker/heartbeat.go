@@ -88,7 +88,7 @@ func (w *Worker) Snapshot() broker.WorkerEntry {
 	w.mu.Lock()
 	e := broker.WorkerEntry{
 		ID: w.opts.ID, Host: w.opts.Host, Threads: w.opts.Threads, Busy: w.busy,
-		Tasks: w.opts.Handlers.Names(), PID: os.Getpid(), Instance: w.instance,
+		Tasks: w.opts.Handlers.Names(), PID: os.Getpid(), Machine: broker.MachineID(), Instance: w.instance,
 		Started: w.started, Beat: time.Now(), Heartbeat: w.opts.Heartbeat,
 		Done: w.done.Load(), Missed: w.missed.Load(), OnDemand: w.opts.OnDemand, Stopping: w.stopping.Load(),
 	}
