@@ -950,10 +950,12 @@ func (m *HackManager) check(sent, recs []job.Job, hwgw bool) (intact bool) {
 			groups = append(groups, nil)
 		}
 		m.stats.Jobs++
-		if r.Status == job.StatusDone && s.StartTime > 0 && len(m.startErrs) < 1_000_000 {
+		// A record may carry no start (a job taken up after a restart
+		// whose start the worker could not learn).
+		if r.Status == job.StatusDone && s.StartTime > 0 && r.ActualStartTime > 0 && len(m.startErrs) < 1_000_000 {
 			m.startErrs = append(m.startErrs, (r.ActualStartTime-s.StartTime)*1000)
 		}
-		if r.Status == job.StatusDone && s.EndTime > 0 && len(m.endErrs) < 1_000_000 {
+		if r.Status == job.StatusDone && s.EndTime > 0 && r.ActualEndTime > 0 && len(m.endErrs) < 1_000_000 {
 			m.endErrs = append(m.endErrs, (r.ActualEndTime-s.EndTime)*1000)
 		}
 		if r.ActualEndTime > r.ActualStartTime {

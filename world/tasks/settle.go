@@ -119,10 +119,8 @@ func record(j *job.Job, st world.Settlement, reason string) error {
 		}
 		j.Status, j.Result = job.StatusDone, data
 		j.Reason = reason + "; the world had applied its operation"
-		j.ActualEndTime = st.Result.LandedAt
-		j.ActualStartTime = st.Result.StartedAt
-		if j.ActualStartTime == 0 {
-			j.ActualStartTime = st.Result.LandedAt - st.Result.DurationRealMs
+		if start, ok := startedAt(*st.Result); ok {
+			j.ActualStartTime, j.ActualEndTime = start, st.Result.LandedAt
 		}
 	case st.Begun:
 		j.Status = job.StatusFailed

@@ -157,12 +157,26 @@ func (o operation) Resume(ctx context.Context, t *worker.Task) (json.RawMessage,
 		return o.land(ctx, c, t, b, target)
 	case rep.Settlement != nil && rep.Settlement.Applied && rep.Settlement.Result != nil:
 		r := rep.Settlement.Result
-		if r.StartedAt > 0 && r.LandedAt > 0 {
-			t.Start, t.EndedAt = msTime(r.StartedAt), msTime(r.LandedAt)
+		if start, ok := startedAt(*r); ok {
+			t.Start, t.EndedAt = msTime(start), msTime(r.LandedAt)
 		}
 		return json.Marshal(r)
 	default:
 		return nil, fmt.Errorf("%s %s: %w: the world settled it", o.task, target, worker.ErrNotResumed)
+	}
+}
+
+// startedAt is when the world began an operation it applied: as its
+// result says, or, for one begun before results said (StartedAt 0), its
+// landing less its duration, as the settler's records have it.
+func startedAt(r world.Result) (float64, bool) {
+	switch {
+	case r.LandedAt <= 0:
+		return 0, false
+	case r.StartedAt > 0:
+		return r.StartedAt, true
+	default:
+		return r.LandedAt - r.DurationRealMs, true
 	}
 }
 
@@ -256,11 +270,11 @@ func abandon(ctx context.Context, c *world.Client, t *worker.Task) (json.RawMess
 		return nil, fmt.Errorf("tell the world it was cancelled: %w", err)
 	}
 	if len(sts) == 1 && sts[0].Applied && sts[0].Result != nil {
-		if r := sts[0].Result; r.StartedAt > 0 && r.LandedAt > 0 {
+		if start, ok := startedAt(*sts[0].Result); ok {
 			// When the world began and landed it: a job taken up after a
 			// restart and cancelled before Resume learned it has no
 			// other start.
-			t.Start, t.EndedAt = msTime(r.StartedAt), msTime(r.LandedAt)
+			t.Start, t.EndedAt = msTime(start), msTime(sts[0].Result.LandedAt)
 		}
 		data, err := json.Marshal(sts[0].Result)
 		if err != nil {
