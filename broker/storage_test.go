@@ -104,21 +104,55 @@ func TestJobStreamTakesManyWorkers(t *testing.T) {
 	}
 }
 
-// A job stream made with nats-server's default of 1,000 consumers (as an
-// earlier version made its jobs stream) is raised to MaxWorkers by the
-// setup, and one made with other subjects overlapping the job streams'
-// is refused at once with that reason.
-func TestSetupFixesOrRefusesExistingStreams(t *testing.T) {
+// The setup on a broker with streams already there: the single jobs
+// stream of an earlier version, whose subjects overlap the job streams',
+// is removed when it is empty, and kept and refused (ErrOldJobStream,
+// saying what to do) when it holds jobs; a job stream made with
+// nats-server's default consumer limit is raised to MaxWorkers; another
+// stream over the job subjects is refused at once, saying so.
+func TestSetupWithStreamsAlreadyThere(t *testing.T) {
 	t.Parallel()
+	old := jetstream.StreamConfig{Name: broker.StreamJobs, Subjects: []string{broker.SubjectJobs + ">"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true}
 	tests := []struct {
-		name    string
-		stream  jetstream.StreamConfig
-		wantErr string
+		name   string
+		stream jetstream.StreamConfig
+		queued int // jobs on hvmind.jobs.home-1, as an earlier version placed them
+		// wantIs and wantMsg are the refusal, if any.
+		wantIs  error
+		wantMsg string
+		// check looks at the broker after the setup.
+		check func(ctx context.Context, t *testing.T, js jetstream.JetStream)
 	}{
+		{name: "an earlier version's empty jobs stream", stream: old, check: func(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+			if _, err := js.Stream(ctx, broker.StreamJobs); !errors.Is(err, jetstream.ErrStreamNotFound) {
+				t.Errorf("the old empty stream is still there: %v", err)
+			}
+			if _, err := js.Publish(ctx, broker.JobsSubject("home-1"), []byte(`{}`)); err != nil {
+				t.Errorf("publish a job: %v", err)
+			}
+		}},
+		{name: "an earlier version's jobs stream holding jobs", stream: old, queued: 2,
+			wantIs: broker.ErrOldJobStream, wantMsg: "nats stream rm HVMIND_JOBS",
+			check: func(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+				if _, err := js.Stream(ctx, broker.StreamJobs); err != nil {
+					t.Errorf("the old stream with its jobs: %v", err)
+				}
+			}},
 		{name: "a job stream with the default consumer limit", stream: jetstream.StreamConfig{Name: broker.JobStreamName(3),
-			Subjects: []string{broker.SubjectJobs + "03.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true}},
+			Subjects: []string{broker.SubjectJobs + "03.*"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true},
+			check: func(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+				st, err := js.Stream(ctx, broker.JobStreamName(3))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := st.CachedInfo().Config.MaxConsumers; got != broker.MaxWorkers {
+					t.Errorf("it takes %d consumers, want %d", got, broker.MaxWorkers)
+				}
+			}},
 		{name: "another stream over the job subjects", stream: jetstream.StreamConfig{Name: "MINE",
-			Subjects: []string{broker.SubjectJobs + "05.>"}, Storage: jetstream.FileStorage}, wantErr: "another stream of this broker holds subjects under hvmind.jobs.>"},
+			Subjects: []string{broker.SubjectJobs + "05.>"}, Storage: jetstream.FileStorage},
+			wantMsg: "another stream of this broker holds subjects under hvmind.jobs.>"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,83 +167,24 @@ func TestSetupFixesOrRefusesExistingStreams(t *testing.T) {
 			if _, err := js.CreateStream(ctx, tc.stream); err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
-			_, err = broker.Setup(ctx, nc, broker.Options{})
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || time.Since(start) > 5*time.Second {
-					t.Fatalf("Setup after %s: %v, want at once %q", time.Since(start).Round(time.Millisecond), err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := js.Stream(ctx, tc.stream.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := st.CachedInfo().Config.MaxConsumers; got != broker.MaxWorkers {
-				t.Errorf("%s takes %d consumers, want %d", tc.stream.Name, got, broker.MaxWorkers)
-			}
-		})
-	}
-}
-
-// The single jobs stream of an earlier version, whose subjects overlap
-// the job streams', is removed when it is empty; holding jobs, it is kept
-// and the setup refuses with ErrOldJobStream, saying what to do.
-func TestSetupRetiresTheOldJobStream(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name    string
-		queued  int
-		wantErr bool
-	}{
-		{name: "empty", queued: 0},
-		{name: "holding jobs", queued: 2, wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			nc := startEmbedded(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// As an earlier version made it.
-			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: broker.StreamJobs, Subjects: []string{broker.SubjectJobs + ">"},
-				Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, AllowDirect: true}); err != nil {
-				t.Fatal(err)
-			}
 			for range tc.queued {
 				if _, err := js.Publish(ctx, broker.SubjectJobs+"home-1", []byte(`{"task":"sleep","threads":1}`)); err != nil {
 					t.Fatal(err)
 				}
 			}
 			start := time.Now()
-			res, err := broker.Setup(ctx, nc, broker.Options{})
-			if tc.wantErr {
-				if !errors.Is(err, broker.ErrOldJobStream) || !strings.Contains(err.Error(), "nats stream rm HVMIND_JOBS") {
-					t.Fatalf("Setup: %v, want ErrOldJobStream with what to do", err)
-				}
-				if took := time.Since(start); took > 5*time.Second {
-					t.Errorf("refused after %s: asked again what cannot change", took)
-				}
-				if _, err := js.Stream(ctx, broker.StreamJobs); err != nil {
-					t.Errorf("the old stream with its jobs: %v", err)
-				}
-				return
+			_, err = broker.Setup(ctx, nc, broker.Options{})
+			took := time.Since(start)
+			switch {
+			case tc.wantMsg == "" && err != nil:
+				t.Fatalf("Setup: %v", err)
+			case tc.wantMsg != "" && (err == nil || !strings.Contains(err.Error(), tc.wantMsg) || tc.wantIs != nil && !errors.Is(err, tc.wantIs)):
+				t.Fatalf("Setup: %v, want a refusal saying %q", err, tc.wantMsg)
+			case tc.wantMsg != "" && took > 5*time.Second:
+				t.Errorf("refused after %s: asked again what cannot change", took)
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := js.Stream(ctx, broker.StreamJobs); !errors.Is(err, jetstream.ErrStreamNotFound) {
-				t.Errorf("the old empty stream is still there: %v", err)
-			}
-			if _, err := res.JS.Publish(ctx, broker.JobsSubject("home-1"), []byte(`{}`)); err != nil {
-				t.Errorf("publish a job: %v", err)
+			if tc.check != nil {
+				tc.check(ctx, t, js)
 			}
 		})
 	}

@@ -27,25 +27,8 @@ func TestPoolFindsAProcessThatLostItsConnection(t *testing.T) {
 	pnc := b.Connect(t)
 	startProcess(t, pnc, "adopted", beat)
 	launchInProcess(t, b.Connect(t), "adopted", broker.WorkerSpec{ID: "adopted-1", Host: "home", Threads: 2})
-	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Logger: brokertest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- p.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
-	<-p.Ready()
-	alive := func() bool {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		for _, w := range p.Status(sctx).Workers {
-			if w.ID == "adopted-1" {
-				return w.Alive
-			}
-		}
-		return false
-	}
+	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance})
+	alive := func() bool { return isAlive(p, "adopted-1") }
 	waitFor(t, 10*time.Second, "the adopted worker alive", alive)
 	// Seen for a few beats since the pool started.
 	time.Sleep(2500 * time.Millisecond)
@@ -72,38 +55,13 @@ func TestPoolAsksAboutALatePartThroughItsProcess(t *testing.T) {
 	pnc := b.Connect(t)
 	startProcess(t, pnc, "split", beat)
 	launchInProcess(t, b.Connect(t), "split", broker.WorkerSpec{ID: "split-1", Host: "home", Threads: 2})
-	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Logger: brokertest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- p.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
-	<-p.Ready()
+	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance})
 	// The second part, as the process writes it, by hand: beat when told.
 	part := func() {
 		t.Helper()
-		now := time.Now()
-		e := broker.ProcessEntry{Process: "split", Instance: "i", Beat: now, Heartbeat: beat, Workers: []broker.WorkerEntry{{
-			ID: "split-2", Host: "home", Threads: 2, Instance: "i", Started: now, Beat: now, Heartbeat: beat, Tasks: []string{"sleep"},
-		}}}
-		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer pcancel()
-		if err := broker.PutProcessKey(pctx, b.Res.Workers, broker.ProcessKey("split")+".1", e); err != nil {
-			t.Fatal(err)
-		}
+		putPart(t, b, "split", broker.WorkerEntry{ID: "split-2", Host: "home", Threads: 2, Heartbeat: beat})
 	}
-	alive := func(id string) bool {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		for _, w := range p.Status(sctx).Workers {
-			if w.ID == id {
-				return w.Alive
-			}
-		}
-		return false
-	}
+	alive := func(id string) bool { return isAlive(p, id) }
 	part()
 	waitFor(t, 10*time.Second, "both workers alive", func() bool { return alive("split-1") && alive("split-2") })
 	// Seen for a few beats since the pool started (one not seen since is
@@ -150,25 +108,8 @@ func TestPoolFindsAnExitedProcessAfterABrokerRestart(t *testing.T) {
 	startProcess(t, pnc, "mortal", beat)
 	launchInProcess(t, b.Connect(t), "mortal", broker.WorkerSpec{ID: "mortal-1", Host: "home", Threads: 2})
 	launcher := &pidLauncher{}
-	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher, Logger: brokertest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- p.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
-	<-p.Ready()
-	alive := func() bool {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		for _, w := range p.Status(sctx).Workers {
-			if w.ID == "mortal-1" {
-				return w.Alive
-			}
-		}
-		return false
-	}
+	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher})
+	alive := func() bool { return isAlive(p, "mortal-1") }
 	waitFor(t, 10*time.Second, "the worker alive", alive)
 	time.Sleep(2 * beat)
 	// The broker restarts: the registry stalls, and everyone reconnects.
@@ -199,39 +140,14 @@ func TestPoolLooksUpOnlyThePidsOfThisMachine(t *testing.T) {
 	launchInProcess(t, b.Connect(t), "remote", broker.WorkerSpec{ID: "remote-1", Host: "home", Threads: 2})
 	launcher := &pidLauncher{}
 	launcher.exited.Store(true) // no such pid here
-	p, err := pool.New(b.Connect(t), pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher, Logger: brokertest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- p.Run(ctx) }()
-	defer func() { cancel(); <-ran }()
-	<-p.Ready()
+	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher})
 	// A second part of the process's entry, from another machine, by hand.
 	part := func() {
 		t.Helper()
-		now := time.Now()
-		e := broker.ProcessEntry{Process: "remote", PID: 4242, Instance: "i", Beat: now, Heartbeat: beat, Workers: []broker.WorkerEntry{{
-			ID: "remote-2", Host: "home", Threads: 2, PID: 4242, Machine: "another-machine/pid:[1]", Instance: "i",
-			Started: now, Beat: now, Heartbeat: beat, Tasks: []string{"sleep"},
-		}}}
-		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer pcancel()
-		if err := broker.PutProcessKey(pctx, b.Res.Workers, broker.ProcessKey("remote")+".1", e); err != nil {
-			t.Fatal(err)
-		}
+		putPart(t, b, "remote", broker.WorkerEntry{ID: "remote-2", Host: "home", Threads: 2, Heartbeat: beat,
+			PID: 4242, Machine: "another-machine/pid:[1]"})
 	}
-	alive := func(id string) bool {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		for _, w := range p.Status(sctx).Workers {
-			if w.ID == id {
-				return w.Alive
-			}
-		}
-		return false
-	}
+	alive := func(id string) bool { return isAlive(p, id) }
 	part()
 	waitFor(t, 10*time.Second, "both workers alive", func() bool { return alive("remote-1") && alive("remote-2") })
 	for range 5 {
@@ -242,6 +158,48 @@ func TestPoolLooksUpOnlyThePidsOfThisMachine(t *testing.T) {
 	time.Sleep(3500 * time.Millisecond)
 	if !alive("remote-2") {
 		t.Error("the worker of a live process on another machine was taken for gone by a pid looked up here")
+	}
+}
+
+// runPool runs a pool on b until the test ends, and returns it ready.
+func runPool(t *testing.T, b *brokertest.Broker, opts pool.Options) *pool.Pool {
+	t.Helper()
+	opts.Logger = brokertest.Logger(t)
+	p, err := pool.New(b.Connect(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	<-p.Ready()
+	return p
+}
+
+// isAlive reports whether the pool takes worker id for alive.
+func isAlive(p *pool.Pool, id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, w := range p.Status(ctx).Workers {
+		if w.ID == id {
+			return w.Alive
+		}
+	}
+	return false
+}
+
+// putPart writes, as a beat now, the second part of a worker process's
+// registry entry (process.<name>.1), holding the worker e.
+func putPart(t *testing.T, b *brokertest.Broker, process string, e broker.WorkerEntry) {
+	t.Helper()
+	now := time.Now()
+	e.Instance, e.Started, e.Beat, e.Tasks = "i", now, now, []string{"sleep"}
+	pe := broker.ProcessEntry{Process: process, PID: e.PID, Instance: "i", Beat: now, Heartbeat: e.Heartbeat, Workers: []broker.WorkerEntry{e}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := broker.PutProcessKey(ctx, b.Res.Workers, broker.ProcessKey(process)+".1", pe); err != nil {
+		t.Fatal(err)
 	}
 }
 
