@@ -348,11 +348,7 @@ func EnsureStorage(ctx context.Context, js jetstream.JetStream, name string, s S
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", name, err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", name, err)
-	}
-	cfg := info.Config
+	cfg := st.CachedInfo().Config // as it was just now
 	if !s.apply(&cfg) {
 		return nil
 	}

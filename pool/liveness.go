@@ -3,6 +3,8 @@ package pool
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,9 +60,7 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 		var last time.Time
 		var beat time.Duration
 		alive := false
-		members := make([]string, 0, len(ids))
 		for id := range ids {
-			members = append(members, id)
 			ws := p.workers[id]
 			if ws == nil || !p.aliveLocked(ws, now) {
 				continue
@@ -75,7 +75,7 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 		}
 		switch {
 		case !alive, now.Sub(last) < time.Duration(lateBeats*float64(beat)):
-		case p.exitedProcessLocked(members):
+		case p.exitedProcessLocked(slices.Collect(maps.Keys(ids))):
 			exited[processOfKey(key)] = true
 		case onCluster,
 			!last.After(p.connectedSince.Add(beat)),
@@ -136,8 +136,9 @@ func processOfKey(key string) string {
 }
 
 // processGone takes the workers of a worker process that lost its
-// connection, or whose pid has exited, as gone, as those of a process seen to exit, and launches
-// them again (see relaunch.go): those of every part of its entry.
+// connection, or whose pid has exited, as gone (those of every part of
+// its entry), as those of a process seen to exit, and launches them
+// again (see relaunch.go).
 func (p *Pool) processGone(ctx context.Context, name string) {
 	p.mu.Lock()
 	var ids []string

@@ -64,14 +64,7 @@ func TestPoolAsksAboutALatePartThroughItsProcess(t *testing.T) {
 	alive := func(id string) bool { return isAlive(p, id) }
 	part()
 	waitFor(t, 10*time.Second, "both workers alive", func() bool { return alive("split-1") && alive("split-2") })
-	// Seen for a few beats since the pool started (one not seen since is
-	// not asked about).
-	for range 5 {
-		time.Sleep(beat / 2)
-		part()
-	}
-	// Silent for more than late (1.5 beats) and less than gone (5).
-	time.Sleep(3500 * time.Millisecond)
+	beatThenFallSilent(beat, part)
 	if !alive("split-2") {
 		t.Fatal("the worker of a late part of a live process was taken for gone")
 	}
@@ -150,15 +143,21 @@ func TestPoolLooksUpOnlyThePidsOfThisMachine(t *testing.T) {
 	alive := func(id string) bool { return isAlive(p, id) }
 	part()
 	waitFor(t, 10*time.Second, "both workers alive", func() bool { return alive("remote-1") && alive("remote-2") })
+	beatThenFallSilent(beat, part)
+	if !alive("remote-2") {
+		t.Error("the worker of a live process on another machine was taken for gone by a pid looked up here")
+	}
+}
+
+// beatThenFallSilent beats with part for a few beats (a process not seen
+// since the pool started is not asked about), then stays silent for more
+// than late (1.5 beats) and less than gone (5).
+func beatThenFallSilent(beat time.Duration, part func()) {
 	for range 5 {
 		time.Sleep(beat / 2)
 		part()
 	}
-	// Late (more than 1.5 beats, less than 5).
-	time.Sleep(3500 * time.Millisecond)
-	if !alive("remote-2") {
-		t.Error("the worker of a live process on another machine was taken for gone by a pid looked up here")
-	}
+	time.Sleep(3*beat + beat/2)
 }
 
 // runPool runs a pool on b until the test ends, and returns it ready.

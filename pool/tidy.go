@@ -23,6 +23,17 @@ import (
 // and only messages up to it are purged: a job placed on the worker after
 // the check (it came back) has a later sequence and stays.
 func (p *Pool) tidyGone(ctx context.Context) {
+	now := time.Now()
+	p.mu.Lock()
+	busy, gone := p.goneLocked(now)
+	p.mu.Unlock()
+	if len(gone) == 0 {
+		// No stream to read: sixteen requests every few beats for
+		// nothing. (A broker that lost its store is found by the
+		// registry's stall check, see stallLoop.)
+		p.forgetGone(now, busy)
+		return
+	}
 	last := make([]uint64, len(p.res.Jobs)) // each job stream's
 	for i, st := range p.res.Jobs {
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
@@ -37,21 +48,11 @@ func (p *Pool) tidyGone(ctx context.Context) {
 		}
 		last[i] = info.State.LastSeq
 	}
-	now := time.Now()
-	busy := map[string]bool{}
-	var gone []string
+	// Checked again after the read, for the purge to keep what was
+	// placed since.
+	now = time.Now()
 	p.mu.Lock()
-	for _, in := range p.jobs {
-		busy[in.worker] = true
-	}
-	for id, ws := range p.workers {
-		if ws.tidied || busy[id] || !ws.launched.IsZero() || p.aliveLocked(ws, now) {
-			continue
-		}
-		if ws.seen.IsZero() || ws.exited == ws.entry.Instance || now.Sub(ws.seen) >= orphanSilence {
-			gone = append(gone, id)
-		}
-	}
+	busy, gone = p.goneLocked(now)
 	p.mu.Unlock()
 	for _, id := range gone {
 		cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
@@ -80,6 +81,24 @@ func (p *Pool) tidyGone(ctx context.Context) {
 		p.log.Debug().Int("workers", len(gone)).Msg("tidied the queues of gone workers")
 	}
 	p.forgetGone(now, busy)
+}
+
+// goneLocked are the workers with a job in flight (busy), and the
+// workers to tidy: gone, holding no job in flight, not tidied yet.
+func (p *Pool) goneLocked(now time.Time) (busy map[string]bool, gone []string) {
+	busy = map[string]bool{}
+	for _, in := range p.jobs {
+		busy[in.worker] = true
+	}
+	for id, ws := range p.workers {
+		if ws.tidied || busy[id] || !ws.launched.IsZero() || p.aliveLocked(ws, now) {
+			continue
+		}
+		if ws.seen.IsZero() || ws.exited == ws.entry.Instance || now.Sub(ws.seen) >= orphanSilence {
+			gone = append(gone, id)
+		}
+	}
+	return busy, gone
 }
 
 // forgetGone drops from the pool's table the workers tidied more than
