@@ -121,6 +121,26 @@ func TestPoolFindsAnExitedProcessAfterABrokerRestart(t *testing.T) {
 	}
 }
 
+// A worker process of this machine that the pool did not launch (one it
+// adopted) is seen to exit when its pid does, long before its beat is
+// late: a killed adopted process was found only by its late beat, 1.6 to
+// 2.6 s after the kill, and the batches sent to it meanwhile were lost.
+func TestPoolSeesAnAdoptedProcessExit(t *testing.T) {
+	t.Parallel()
+	const beat = 10 * time.Second // late after 15 s, gone after 50 s
+	b := brokertest.New(t)
+	pnc := b.Connect(t)
+	startProcess(t, pnc, "adopted", beat)
+	launchInProcess(t, b.Connect(t), "adopted", broker.WorkerSpec{ID: "adopted-1", Host: "home", Threads: 2})
+	launcher := &pidLauncher{}
+	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher})
+	alive := func() bool { return isAlive(p, "adopted-1") }
+	waitFor(t, 10*time.Second, "the worker alive", alive)
+	pnc.Close()
+	launcher.exited.Store(true) // what kill -9 does to its pid
+	waitFor(t, 5*time.Second, "the worker of the exited process gone", func() bool { return !alive() })
+}
+
 // A worker process on another machine (its entry says so) has a pid
 // that means nothing here: when its part's beat is late, the pool asks
 // it, and a process that answers keeps its workers, whatever the pid

@@ -473,6 +473,9 @@ func (p *Pool) Run(ctx context.Context) error {
 	if w, ok := p.opts.Launcher.(serverpool.ExitWatcher); ok {
 		goLoop(func(ctx context.Context) { p.exitLoop(ctx, w) })
 	}
+	if pc, ok := p.opts.Launcher.(pidChecker); ok {
+		goLoop(func(ctx context.Context) { p.adoptedExitLoop(ctx, pc) })
+	}
 	if p.opts.FillHosts {
 		p.fillHosts(ctx)
 		goLoop(p.fillLoop)

@@ -1,6 +1,7 @@
 package serverpool
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -253,9 +254,29 @@ func (l *LocalLauncher) start(name string, env, args []string) (pid int, logPath
 
 // Exited reports whether no process with pid runs on this machine (one
 // the launcher started, or an earlier launcher: a pool that restarted
-// adopts the worker processes its predecessor started).
+// adopts the worker processes its predecessor started). A zombie has
+// exited: an adopted process is not the pool's child, and its new parent
+// may be slow to reap it, or never do.
 func (l *LocalLauncher) Exited(pid int) bool {
-	return pid > 0 && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	if pid <= 0 {
+		return false
+	}
+	if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		return true
+	}
+	return zombie(pid)
+}
+
+// zombie reports whether pid has exited and waits for its parent to reap
+// it (Linux; false where /proc does not say).
+func zombie(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: the name may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }
 
 // Exits delivers the pids of the worker processes this launcher started,

@@ -2,8 +2,10 @@ package serverpool_test
 
 import (
 	"context"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
@@ -46,5 +48,36 @@ func TestLaunchIntoProcess(t *testing.T) {
 	err = l.Launch(context.Background(), broker.WorkerSpec{ID: "other", Host: "home", Threads: 1})
 	if err == nil || !strings.Contains(err.Error(), "no such host") {
 		t.Errorf("a refused launch: %v, want the process's reason", err)
+	}
+}
+
+// A process is running until it exits, and has exited once it is a zombie
+// its parent has not reaped: an adopted worker process is not the pool's
+// child, and its new parent may never reap it.
+func TestLocalLauncherSeesAnExit(t *testing.T) {
+	t.Parallel()
+	var l serverpool.LocalLauncher
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	if l.Exited(pid) {
+		t.Fatal("a running process is said to have exited")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Not reaped yet: a zombie.
+	deadline := time.Now().Add(5 * time.Second)
+	for !l.Exited(pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("a killed process, not reaped, is not said to have exited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = cmd.Wait()
+	if !l.Exited(pid) {
+		t.Error("a reaped process is not said to have exited")
 	}
 }
