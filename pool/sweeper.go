@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -474,12 +476,22 @@ func (p *Pool) reconcileLedger(ctx context.Context) {
 }
 
 // gone reports whether err says that a message is not there (any more):
-// the worker acknowledged it, or a purge took it, meanwhile.
+// the worker acknowledged it, or a purge took it, meanwhile. nats.go
+// gives a failed deletion's broker error as text only, after
+// ErrMsgDeleteUnsuccessful: its code is read from there.
 func gone(err error) bool {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	code := 0
 	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrMsgNotFound) ||
-		errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound ||
-			apiErr.ErrorCode == errCodeSequenceNotFound || apiErr.ErrorCode == errCodeDeleteFailed)
+	if errors.As(err, &apiErr) {
+		code = int(apiErr.ErrorCode)
+	} else if _, after, ok := strings.Cut(err.Error(), "err_code="); ok && errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+		digits, _, _ := strings.Cut(after, " ")
+		code, _ = strconv.Atoi(digits)
+	}
+	return code == int(jetstream.JSErrCodeMessageNotFound) || code == errCodeSequenceNotFound || code == errCodeDeleteFailed
 }
 
 // nats-server error codes a deletion of a message that is not there gets
