@@ -365,3 +365,82 @@ func TestRulesBrokerBackLandsAnOperationBegunMeanwhileInItsPlace(t *testing.T) {
 			first.LandedAt, first.Seq, landed.LandedAt, landed.Seq, meanwhile.LandsAt)
 	}
 }
+
+// An operation begun before the world restarts, or reloads its store
+// after its broker came back, still lands at its landing without its
+// worker; one that landed before does not land again, and one settled
+// before never lands. After a pool kill in the chaos test, a worker
+// process killed next had its hacks land on time and the grows and
+// weakens begun before the restart only when its next process finished
+// them, and the target was drained.
+func TestRulesOperationsBegunBeforeARestartLandWithoutTheirWorker(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		restart func(t *testing.T, b *brokertest.Broker, svc *world.Service)
+	}{
+		{"world restarts", func(t *testing.T, b *brokertest.Broker, svc *world.Service) {
+			svc.Stop()
+			serve(t, b, world.Options{Speed: 1000})
+		}},
+		{"broker restarts", func(t *testing.T, b *brokertest.Broker, _ *world.Service) {
+			u, err := url.Parse(b.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Stop()
+			brokertest.Start(t, b.Dir, u.Host)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b, svc, c := newWorld(t, world.Options{Scenario: "newgame", Speed: 1000})
+			ctx := ctxT(t)
+			w1 := c.As("w1")
+			if _, err := w1.ReserveRAM(ctx, world.RAMRequest{Host: "home", Owner: "w1", Threads: 4}); err != nil {
+				t.Fatal(err)
+			}
+			before, err := c.Server(ctx, "joesguns")
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := float64(time.Now().UnixNano()) / 1e6
+			begin := func(id string, threads int, landAt float64) world.BeginReply {
+				t.Helper()
+				b, err := w1.Begin(ctx, world.BeginRequest{JobID: id, Task: game.OpWeaken, Target: "joesguns", Host: "home", Owner: "w1",
+					Threads: threads, Start: now, LandAt: landAt})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+			early := begin("early", 1, now+50)
+			lands := begin("lands", 2, now+1500)
+			begin("settled", 1, now+1500)
+			if st, err := w1.Settle(ctx, world.SettleRequest{JobIDs: []string{"settled"}, Reason: "cancelled"}); err != nil || st[0].Applied {
+				t.Fatalf("settle: %+v, %v", st, err)
+			}
+			// early lands on its own before the restart.
+			time.Sleep(time.Until(time.UnixMicro(int64(early.LandsAt*1000))) + world.MaxHoldback + 100*time.Millisecond)
+			tt.restart(t, b, svc)
+			time.Sleep(time.Until(time.UnixMicro(int64(lands.LandsAt*1000))) + world.ResumeHold + world.MaxHoldback + 300*time.Millisecond)
+			var after game.Server
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				if after, err = c.Server(ctx, "joesguns"); err == nil || time.Now().After(deadline) {
+					break
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := before.HackDifficulty - 3*0.05; math.Abs(after.HackDifficulty-want) > 1e-9 {
+				t.Errorf("joesguns security %v, want %v: the 1 thread landed before the restart and the 2 begun before it and landing after it, once each, not the 1 settled",
+					after.HackDifficulty, want)
+			}
+			if r, err := w1.FinishAt(ctx, "lands", lands.LandsAt, lands.LandsAt); err != nil || r.LandedAt != lands.LandsAt {
+				t.Errorf("its worker's finish: %+v, %v; want the result of its landing", r, err)
+			}
+		})
+	}
+}

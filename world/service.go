@@ -553,6 +553,23 @@ func (s *Service) install(l *loaded) {
 		s.results[r.JobID] = &finished{r: r, at: now}
 		s.landed.Store(r.JobID, struct{}{})
 	}
+	// The operations begun before and still to land land at their
+	// landings, as they would have, with or without their workers: after
+	// a restart of the pool, a worker process killed with operations in
+	// flight that had begun before it had its hacks land on time and the
+	// grows and weakens between them only when its next process finished
+	// them, later, and the target was drained. Held with the requests that
+	// come again after a restart (see Serve and reload), they land in
+	// order among them.
+	for _, p := range l.pending {
+		b := p.b
+		s.begins[b.JobID] = &begun{b: b, at: p.at}
+		s.begun.Store(b.JobID, struct{}{})
+		s.running.add(b.Host, b.Owner, b.JobID, b.Threads, b.LandsAt)
+		if s.opts.Holdback > 0 && !s.opts.FormulasOnly {
+			s.scheduleLanding(b)
+		}
+	}
 	s.gameBase, s.realBase = l.gameMs, now
 	s.installed.Store(now.UnixNano())
 	// Fold a replayed journal into a new snapshot soon.
@@ -762,14 +779,34 @@ func (s *Service) reload() error {
 		s.broken = err
 		return err
 	}
-	s.install(l)
 	// The requests answered "retry" meanwhile come again, with the
 	// requests that found no world while the store was away: held, they
-	// apply in the order of their stamps.
+	// apply in the order of their stamps, with the landings install
+	// schedules.
 	s.seq.holdFor(ResumeHold)
+	s.install(l)
 	s.log.Info().Uint64("seq", l.st.Seq).Dur("hold", ResumeHold).Msg("world reloaded from the store")
 	return nil
 }
+
+// pendingSince is when the earliest operation still to land was begun
+// (now when none is): see snapshot.PendingSince. One whose landing passed
+// more than pendingStale ago is not: its landing failed, or its worker
+// never finished it (a world without landings of its own), and a begin
+// kept for the retention time would have every load read a day of begins.
+func (s *Service) pendingSince() *time.Time {
+	now := time.Now()
+	since, stale := now, ms(time.Duration(now.UnixNano())-pendingStale)
+	for _, b := range s.begins {
+		if b.at.Before(since) && b.b.LandsAt >= stale {
+			since = b.at
+		}
+	}
+	return &since
+}
+
+// pendingStale: see pendingSince.
+const pendingStale = time.Minute
 
 func (s *Service) maybeSnapshot(force bool) {
 	if !s.dirty || s.broken != nil {
@@ -780,7 +817,9 @@ func (s *Service) maybeSnapshot(force bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.store.saveSnapshot(ctx, s.st.snapshot(s.gameNow())); err != nil {
+	sn := s.st.snapshot(s.gameNow())
+	sn.PendingSince = s.pendingSince()
+	if err := s.store.saveSnapshot(ctx, sn); err != nil {
 		s.log.Warn().Err(err).Msg("world: snapshot not saved; reloading before the next request")
 		s.broken = err
 		return
@@ -922,8 +961,8 @@ func (s *Service) begin(req BeginRequest, looked *Result, settled *Settlement, l
 // applies it then on its own, in the order of the landings (through the
 // sequencer, stamped LandsAt), unless it was settled (cancelled) before.
 // Its worker's finish, stamped with the same landing, gets the result.
-// Across a restart of the world, an operation begun before it lands by its
-// worker's finish alone: the world keeps no schedule of them.
+// Across a restart or a reload of the world, the operations begun before
+// it are read again from the store, and land so too (see install).
 
 // scheduleLandings hands the landings of the operations begun in the
 // group just stored to the sequencer (run by the writer, once the begins
@@ -937,10 +976,15 @@ func (s *Service) scheduleLandings() {
 		return
 	}
 	for _, b := range s.landing {
-		id, at := b.JobID, b.LandsAt
-		s.seq.queue(at, at, &item{run: func() (any, []write, error) { return s.land(id) }, respond: s.ownLanding(id)})
+		s.scheduleLanding(b)
 	}
 	s.landing = s.landing[:0]
+}
+
+// scheduleLanding has the sequencer land b's operation at its landing.
+func (s *Service) scheduleLanding(b BeginReply) {
+	id, at := b.JobID, b.LandsAt
+	s.seq.queue(at, at, &item{run: func() (any, []write, error) { return s.land(id) }, respond: s.ownLanding(id)})
 }
 
 // ownLanding is the respond of the world's own landing of job id's operation.

@@ -588,6 +588,12 @@ type snapshot struct {
 	Servers  []game.Server             `json:"servers"`
 	RAMBase  map[string]float64        `json:"ramBase,omitempty"`
 	Reserved map[string]map[string]int `json:"reservations,omitempty"`
+	// PendingSince is when the earliest operation begun and not landed
+	// when the snapshot was taken was stored (the snapshot's time when
+	// none was): a world that loads it finds every operation still to
+	// land among the begins stored since (see store.pendingBegins).
+	// Unset by an earlier version: those are not looked for.
+	PendingSince *time.Time `json:"pendingSince,omitempty"`
 }
 
 const snapshotVersion = 1

@@ -1,10 +1,12 @@
 package world
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -147,8 +149,11 @@ type loaded struct {
 	gameMs float64
 	// replayed are the results of the entries replayed after the snapshot.
 	replayed []Result
-	fresh    bool
-	purged   int
+	// pending are the operations begun that have not landed, in the order
+	// of their landings (see pendingBegins).
+	pending []pendingBegin
+	fresh   bool
+	purged  int
 }
 
 // load reads the stored world. want (may be nil) is the scenario asked
@@ -196,6 +201,11 @@ func (s *store) load(ctx context.Context, want *game.Scenario, reset bool) (*loa
 	l := &loaded{st: st, gameMs: sn.GameMs}
 	if err := s.replay(ctx, l, ent.Revision()); err != nil {
 		return nil, fmt.Errorf("load world: %w", err)
+	}
+	if sn.PendingSince != nil {
+		if l.pending, err = s.pendingBegins(ctx, *sn.PendingSince); err != nil {
+			return nil, fmt.Errorf("load world: %w", err)
+		}
 	}
 	return l, nil
 }
@@ -253,65 +263,31 @@ func (s *store) restore(ctx context.Context, sn snapshot, storage broker.Storage
 // replay applies the journal entries stored after the snapshot at
 // revision after.
 func (s *store) replay(ctx context.Context, l *loaded, after uint64) error {
-	str, err := s.js.Stream(ctx, bucketStream)
-	if err != nil {
-		return err
-	}
-	if str.CachedInfo().State.LastSeq <= after {
+	var invalid []string
+	err := s.read(ctx, jetstream.ConsumerConfig{
+		FilterSubjects: []string{bucketSubject + prefixOp + ">", bucketSubject + prefixRAM + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    after + 1,
+	}, after, func(key string, msg jetstream.Msg) error {
+		var e journalEntry
+		if err := json.Unmarshal(msg.Data(), &e); err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		switch {
+		case e.Seq <= l.st.Seq:
+			// already in the snapshot
+		case e.Seq == l.st.Seq+1:
+			l.st.apply(&e)
+			if e.Result != nil {
+				l.replayed = append(l.replayed, *e.Result)
+			}
+		default:
+			invalid = append(invalid, key)
+		}
 		return nil
-	}
-	cons, err := str.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubjects:    []string{bucketSubject + prefixOp + ">", bucketSubject + prefixRAM + ">"},
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       after + 1,
-		AckPolicy:         jetstream.AckNonePolicy,
-		InactiveThreshold: time.Minute,
 	})
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = str.DeleteConsumer(dctx, cons.CachedInfo().Name)
-	}()
-	pending := cons.CachedInfo().NumPending
-	var invalid []string
-	for read := uint64(0); read < pending; {
-		batch, err := cons.Fetch(int(min(pending-read, 1024)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			key := strings.TrimPrefix(msg.Subject(), bucketSubject)
-			if len(msg.Data()) == 0 || msg.Headers().Get("KV-Operation") != "" {
-				continue // a delete, purge or expiry marker
-			}
-			var e journalEntry
-			if err := json.Unmarshal(msg.Data(), &e); err != nil {
-				return fmt.Errorf("replay %s: %w", key, err)
-			}
-			switch {
-			case e.Seq <= l.st.Seq:
-				// already in the snapshot
-			case e.Seq == l.st.Seq+1:
-				l.st.apply(&e)
-				if e.Result != nil {
-					l.replayed = append(l.replayed, *e.Result)
-				}
-			default:
-				invalid = append(invalid, key)
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("replay: %w", err)
-		}
-		if n == 0 {
-			return fmt.Errorf("replay: %d of %d entries read, then none", read, pending)
-		}
-		read += uint64(n)
 	}
 	for _, key := range invalid {
 		if err := s.kv.Purge(ctx, key, jetstream.PurgeTTL(markerTTL)); err != nil {
@@ -324,6 +300,113 @@ func (s *store) replay(ctx context.Context, l *loaded, after uint64) error {
 	}
 	l.purged = len(invalid)
 	return nil
+}
+
+// read hands each entry of the bucket that cfg selects (a key's value, not
+// a deletion, purge or expiry marker) to each, with its key, in the order
+// they were stored, from a consumer of its own made for it (with cfg's
+// filter and start; nothing acknowledged) and deleted after; nothing is
+// read when the bucket's stream ends at or before sequence after.
+func (s *store) read(ctx context.Context, cfg jetstream.ConsumerConfig, after uint64, each func(key string, msg jetstream.Msg) error) error {
+	str, err := s.js.Stream(ctx, bucketStream)
+	if err != nil {
+		return err
+	}
+	if str.CachedInfo().State.LastSeq <= after {
+		return nil
+	}
+	cfg.AckPolicy = jetstream.AckNonePolicy
+	cfg.InactiveThreshold = time.Minute
+	cons, err := str.CreateConsumer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = str.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	pending := cons.CachedInfo().NumPending
+	for read := uint64(0); read < pending; {
+		batch, err := cons.Fetch(int(min(pending-read, 1024)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return err
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			if len(msg.Data()) == 0 || msg.Headers().Get("KV-Operation") != "" {
+				continue // a delete, purge or expiry marker
+			}
+			if err := each(strings.TrimPrefix(msg.Subject(), bucketSubject), msg); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("%d of %d entries read, then none", read, pending)
+		}
+		read += uint64(n)
+	}
+	return nil
+}
+
+// pendingMargin is how long before a snapshot's PendingSince the begins
+// are read from: the broker stamps the bucket's entries with its clock,
+// the world its begins with its own.
+const pendingMargin = 5 * time.Second
+
+// pendingBegins reads the operations begun since since (see
+// snapshot.PendingSince) that have neither landed (no op entry) nor been
+// settled, in the order of their landings: a world that restarts lands
+// them at their landings, as it would have, whether or not their workers
+// are still there to finish them.
+func (s *store) pendingBegins(ctx context.Context, since time.Time) ([]pendingBegin, error) {
+	start := since.Add(-pendingMargin)
+	begins := make(map[string]pendingBegin)
+	ended := make(map[string]bool)
+	err := s.read(ctx, jetstream.ConsumerConfig{
+		FilterSubjects: []string{bucketSubject + prefixBeg + ">", bucketSubject + prefixOp + ">", bucketSubject + prefixSettled + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+	}, 0, func(key string, msg jetstream.Msg) error {
+		if id, ok := strings.CutPrefix(key, prefixBeg); ok {
+			var b BeginReply
+			if err := json.Unmarshal(msg.Data(), &b); err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			at := time.Now()
+			if md, err := msg.Metadata(); err == nil {
+				at = md.Timestamp
+			}
+			begins[id] = pendingBegin{b: b, at: at}
+			return nil
+		}
+		id, _ := strings.CutPrefix(key, prefixOp)
+		id, _ = strings.CutPrefix(id, prefixSettled)
+		ended[id] = true
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("begun operations: %w", err)
+	}
+	pending := make([]pendingBegin, 0, len(begins))
+	for id, b := range begins {
+		if !ended[id] {
+			pending = append(pending, b)
+		}
+	}
+	slices.SortFunc(pending, func(a, b pendingBegin) int { return cmp.Compare(a.b.LandsAt, b.b.LandsAt) })
+	return pending, nil
+}
+
+// pendingBegin is an operation begun and not landed, as stored: its begin,
+// and when it was stored.
+type pendingBegin struct {
+	b  BeginReply
+	at time.Time
 }
 
 // finishEntry is the journal entry of a finished operation, just applied.
