@@ -68,6 +68,11 @@ type Job struct {
 	// A job whose start keeps an order with other jobs' says how late
 	// breaks it: missed, it changes nothing; started later, it would.
 	Tolerance float64 `json:"tolerance,omitempty"`
+	// BreaksBatch, when set, says the job's batch is no use without it: if
+	// it ends missed or failed, the pool cancels every other job of its
+	// batch that has not ended, whoever dispatched them and whether or not
+	// they are still there to do it (see Batch).
+	BreaksBatch bool `json:"breaksBatch,omitempty"`
 
 	// Worker is the id of the worker the pool placed the job on.
 	Worker string `json:"worker,omitempty"`
@@ -147,6 +152,10 @@ func (j *Job) appendJSON(b []byte) []byte {
 		b = strconv.AppendInt(b, int64(j.MinCores), 10)
 	}
 	num("tolerance", j.Tolerance, false)
+	if j.BreaksBatch {
+		key("breaksBatch")
+		b = append(b, "true"...)
+	}
 	str("worker", j.Worker, false)
 	num("actualStartTime", j.ActualStartTime, false)
 	num("actualEndTime", j.ActualEndTime, false)

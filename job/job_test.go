@@ -98,6 +98,28 @@ func TestTolerance(t *testing.T) {
 	}
 }
 
+// breaksBatch goes through a round trip, and is left out when unset.
+func TestBreaksBatch(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{`{"task":"grow","threads":1,"breaksBatch":true}`, `"breaksBatch":true`},
+		{`{"task":"grow","threads":1,"breaksBatch":false}`, ""},
+		{`{"task":"grow","threads":1,"breaksBatch":null}`, ""},
+	} {
+		j, err := job.Parse([]byte(tc.in))
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", tc.in, err)
+		}
+		out, err := job.Encode(&j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(out), "breaksBatch"); got != (tc.want != "") || (got && !strings.Contains(string(out), tc.want)) {
+			t.Errorf("Parse(%s) encodes as %s, want %q", tc.in, out, tc.want)
+		}
+	}
+}
+
 func TestParseRejectsBadInput(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -107,6 +129,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"array for object", `[1,2]`},
 		{"string threads", `{"task":"sleep","threads":"ten"}`},
 		{"fractional minCores", `{"task":"grow","threads":1,"minCores":1.5}`},
+		{"string breaksBatch", `{"task":"grow","threads":1,"breaksBatch":"yes"}`},
 		{"trailing", `{"task":"sleep"} {}`},
 		{"empty", ``},
 	} {

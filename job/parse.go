@@ -157,6 +157,8 @@ func (j *Job) setMember(key string, raw []byte) error {
 		j.MinCores, err = intField(key, raw, null)
 	case "tolerance":
 		j.Tolerance, err = numberField(key, raw, null)
+	case "breaksBatch":
+		j.BreaksBatch, err = boolField(key, raw, null)
 	case "duration":
 		j.Duration, err = numberField(key, raw, null)
 	case "startTime":
@@ -216,6 +218,18 @@ func intField(key string, raw []byte, null bool) (int, error) {
 		return 0, fmt.Errorf("%s must be an integer, not %s", key, raw)
 	}
 	return int(n), nil
+}
+
+func boolField(key string, raw []byte, null bool) (bool, error) {
+	switch {
+	case null:
+		return false, nil
+	case string(raw) == "true":
+		return true, nil
+	case string(raw) == "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("%s must be true or false, not %s", key, raw)
 }
 
 func numberField(key string, raw []byte, null bool) (float64, error) {

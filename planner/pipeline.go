@@ -843,8 +843,11 @@ func (m *HackManager) batchJobs(g grid, k int, plan BatchPlan, d durations) []jo
 	for i, t := range tasks {
 		land := g.landing(k, i)
 		start := g.safeStart(land - t.dur - g.slack)
+		// A weaken or grow that does not run breaks the batch (see
+		// collect): the pool cancels the rest even while no manager runs.
 		jobs[i] = job.Job{Task: t.task, Args: []any{m.opts.Target}, Threads: t.threads,
-			StartTime: start, EndTime: land, Duration: land - start, Tolerance: g.tolerance(start, land, t.dur, i)}
+			StartTime: start, EndTime: land, Duration: land - start, Tolerance: g.tolerance(start, land, t.dur, i),
+			BreaksBatch: t.task != game.OpHack}
 	}
 	return jobs
 }
@@ -933,7 +936,8 @@ func (m *HackManager) collect(ctx context.Context, stop <-chan struct{}, d *pool
 		dropped = true
 		go func() {
 			reason := fmt.Sprintf("%s %s could not start (%s): the rest of its batch would land wrong", r.Task, r.ID, r.Status)
-			if _, err := m.pool.Cancel(ctx, pool.CancelRequest{Batch: d.Jobs[0].Batch, Reason: reason}); err != nil {
+			// The pool may have cancelled them already (job.Job.BreaksBatch).
+			if _, err := m.pool.Cancel(ctx, pool.CancelRequest{Batch: d.Jobs[0].Batch, Reason: reason}); err != nil && !errors.Is(err, pool.ErrNotFound) {
 				m.log.Warn().Err(err).Msg("cancelling the rest of a batch")
 			}
 		}()

@@ -65,8 +65,12 @@ func (p *Pool) collect(worker string, data []byte) {
 		return
 	}
 	p.recent.touch(j.ID, time.Now())
+	in := p.jobs[j.ID]
 	p.endedLocked(j.ID)
 	p.mu.Unlock()
+	if in != nil {
+		p.breaksBatch(&in.job, &j)
+	}
 	p.stats.record(&j)
 	p.metrics.record(&j)
 	if j.Status != job.StatusDone {

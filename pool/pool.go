@@ -269,6 +269,8 @@ type Pool struct {
 	// sweepSig and fillSig ask the sweeper and the filler to run now
 	// rather than at their next tick.
 	sweepSig, fillSig chan struct{}
+	// broken takes the batches to cancel to batchBreakLoop.
+	broken chan brokenBatch
 	// watchRev is the last registry revision the watch delivered, and
 	// rewatch asks the watch to start again (see stallLoop).
 	watchRev atomic.Uint64
@@ -362,6 +364,7 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		recent:         newRecentIDs(),
 		warned:         map[string]bool{},
 		sweepSig:       make(chan struct{}, 1),
+		broken:         make(chan brokenBatch, brokenBatches),
 		fillSig:        make(chan struct{}, 1),
 		rewatch:        make(chan struct{}, 1),
 		unheld:         map[string]time.Time{},
@@ -469,6 +472,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		return err
 	}
 	goLoop(p.sweepLoop)
+	goLoop(p.batchBreakLoop)
 	goLoop(p.stallLoop)
 	if w, ok := p.opts.Launcher.(serverpool.ExitWatcher); ok {
 		goLoop(func(ctx context.Context) { p.exitLoop(ctx, w) })

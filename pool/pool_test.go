@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -482,5 +483,59 @@ func TestWorkerRestartedWithOtherTasks(t *testing.T) {
 	}
 	if recs, err := d.Wait(ctx); err != nil || recs[0].Status != job.StatusDone {
 		t.Fatalf("records %+v, %v", recs, err)
+	}
+}
+
+// A job that breaks its batch (job.Job.BreaksBatch) and does not run has
+// the pool cancel the rest of the batch, with no one asking: a batcher
+// killed, or restarting, cannot. A job that does not break its batch
+// leaves the rest to run.
+func TestABrokenBatchIsCancelled(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		breaks bool
+		want   job.Status // of the rest of the batch
+	}{
+		{"breaks", true, job.StatusCancelled},
+		{"does not break", false, job.StatusDone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := brokertest.New(t)
+			h := worker.NewHandlers()
+			h.Register("fail", worker.HandlerFunc(func(context.Context, *worker.Task) (json.RawMessage, error) {
+				return nil, errors.New("it went wrong")
+			}))
+			startStoppableWorker(t, b, "w4", 4, h)
+			startPool(t, b)
+			c, err := pool.NewClient(b.Connect(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			waitWorkers(t, c, 1)
+			d, err := c.DispatchJobs(context.Background(), []job.Job{
+				{ID: "first", Task: "fail", Threads: 1, StartTime: at(200 * time.Millisecond), Duration: 10, BreaksBatch: tc.breaks},
+				{ID: "rest", Task: "sleep", Threads: 1, StartTime: at(1500 * time.Millisecond), Duration: 10},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, err := d.Wait(ctxTimeout(t, 10*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				switch {
+				case r.ID == "first" && r.Status != job.StatusFailed:
+					t.Errorf("the failing job: %s (%s)", r.Status, r.Reason)
+				case r.ID == "rest" && r.Status != tc.want:
+					t.Errorf("the rest of the batch: %s (%s), want %s", r.Status, r.Reason, tc.want)
+				case r.ID == "rest" && tc.breaks && !strings.Contains(r.Reason, "its batch is broken: fail first did not run (failed"):
+					t.Errorf("the rest of the batch cancelled for %q", r.Reason)
+				}
+			}
+		})
 	}
 }
