@@ -71,31 +71,62 @@ const adoptedExitCheck = 100 * time.Millisecond
 
 // adoptedExitLoop takes the workers of a worker process of this machine
 // whose pid has exited as gone within adoptedExitCheck, whoever launched
-// it (one the launcher started is usually seen by exitLoop first).
+// it (one the launcher started is usually seen by exitLoop first). It
+// reads the processes from the registry every localRefresh, and looks at
+// up to pidsPerCheck of them per check, in turn: a machine with thousands
+// of worker processes has each looked at every few seconds, not every
+// one ten times a second, and the pool's lock is not held for the walk
+// of every worker so often.
 func (p *Pool) adoptedExitLoop(ctx context.Context, pc pidChecker) {
 	t := time.NewTicker(adoptedExitCheck)
 	defer t.Stop()
+	var (
+		procs []localProcess
+		next  int
+		read  time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			if now.Sub(read) >= localRefresh {
+				procs, read = p.localProcesses(), now
+			}
 		}
-		for name, pids := range p.localProcesses() {
-			if !slices.ContainsFunc(pids, func(pid int) bool { return !pc.Exited(pid) }) {
-				p.processGone(ctx, name)
+		for range min(len(procs), pidsPerCheck) {
+			next %= len(procs)
+			pr := procs[next]
+			next++
+			if !slices.ContainsFunc(pr.pids, func(pid int) bool { return !pc.Exited(pid) }) {
+				p.processGone(ctx, pr.name, pr.pids...)
 			}
 		}
 	}
 }
 
-// localProcesses names the pids of the live workers of each worker
-// process whose live workers all run on this machine (see
-// broker.MachineID), by process name: a process of another machine may
-// have the same name, or parts of its entry may come from there, and the
-// pid of each means nothing here. One part of an entry is written by one
-// process: the first live worker of each says where and which.
-func (p *Pool) localProcesses() map[string][]int {
+// localRefresh is how often adoptedExitLoop reads the worker processes of
+// this machine from the registry; pidsPerCheck, how many it looks at per
+// check.
+const (
+	localRefresh = time.Second
+	pidsPerCheck = 64
+)
+
+// localProcess is a worker process of this machine: its name, and the
+// pids its workers' entries give (one, but for a name reused).
+type localProcess struct {
+	name string
+	pids []int
+}
+
+// localProcesses are the worker processes whose live workers all run on
+// this machine (see broker.MachineID), with the pids of their live
+// workers: a process of another machine may have the same name, or parts
+// of its entry may come from there, and the pid of each means nothing
+// here. One part of an entry is written by one process: the first live
+// worker of each says where and which.
+func (p *Pool) localProcesses() []localProcess {
 	here := broker.MachineID()
 	if here == "" {
 		return nil
@@ -104,7 +135,6 @@ func (p *Pool) localProcesses() map[string][]int {
 	pids := make(map[string][]int)
 	remote := make(map[string]bool)
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for key, ids := range p.processWorkers {
 		name := processOfKey(key)
 		for id := range ids {
@@ -120,8 +150,12 @@ func (p *Pool) localProcesses() map[string][]int {
 			break
 		}
 	}
-	for name := range remote {
-		delete(pids, name)
+	p.mu.Unlock()
+	procs := make([]localProcess, 0, len(pids))
+	for name, ps := range pids {
+		if !remote[name] {
+			procs = append(procs, localProcess{name: name, pids: ps})
+		}
 	}
-	return pids
+	return procs
 }

@@ -138,14 +138,18 @@ func processOfKey(key string) string {
 // processGone takes the workers of a worker process that lost its
 // connection, or whose pid has exited, as gone (those of every part of
 // its entry), as those of a process seen to exit, and launches them
-// again (see relaunch.go).
-func (p *Pool) processGone(ctx context.Context, name string) {
+// again (see relaunch.go). With pids, only the workers whose entries give
+// one of them: the process may have been launched again since they were
+// read, and its new workers are not gone.
+func (p *Pool) processGone(ctx context.Context, name string, pids ...int) {
 	p.mu.Lock()
 	var ids []string
 	for key, workers := range p.processWorkers {
 		if processOfKey(key) == name {
 			for id := range workers {
-				ids = append(ids, id)
+				if ws := p.workers[id]; len(pids) == 0 || ws != nil && slices.Contains(pids, ws.entry.PID) {
+					ids = append(ids, id)
+				}
 			}
 		}
 	}

@@ -152,7 +152,6 @@ func TestPoolLooksUpOnlyThePidsOfThisMachine(t *testing.T) {
 	startProcess(t, b.Connect(t), "remote", beat)
 	launchInProcess(t, b.Connect(t), "remote", broker.WorkerSpec{ID: "remote-1", Host: "home", Threads: 2})
 	launcher := &pidLauncher{}
-	launcher.exited.Store(true) // no such pid here
 	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher})
 	// A second part of the process's entry, from another machine, by hand.
 	part := func() {
@@ -163,6 +162,9 @@ func TestPoolLooksUpOnlyThePidsOfThisMachine(t *testing.T) {
 	alive := func(id string) bool { return isAlive(p, id) }
 	part()
 	waitFor(t, 10*time.Second, "both workers alive", func() bool { return alive("remote-1") && alive("remote-2") })
+	// No such pid here: only the process's own part, alone, would say it
+	// exited.
+	launcher.exited.Store(true)
 	beatThenFallSilent(beat, part)
 	if !alive("remote-2") {
 		t.Error("the worker of a live process on another machine was taken for gone by a pid looked up here")
