@@ -480,18 +480,27 @@ func (p *Pool) reconcileLedger(ctx context.Context) {
 // gives a failed deletion's broker error as text only, after
 // ErrMsgDeleteUnsuccessful: its code is read from there.
 func gone(err error) bool {
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return true
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return err != nil
 	}
-	code := 0
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		code = int(apiErr.ErrorCode)
-	} else if _, after, ok := strings.Cut(err.Error(), "err_code="); ok && errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
-		digits, _, _ := strings.Cut(after, " ")
-		code, _ = strconv.Atoi(digits)
+		return apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound ||
+			apiErr.ErrorCode == errCodeSequenceNotFound || apiErr.ErrorCode == errCodeDeleteFailed
 	}
-	return code == int(jetstream.JSErrCodeMessageNotFound) || code == errCodeSequenceNotFound || code == errCodeDeleteFailed
+	if !errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
+		return false
+	}
+	_, after, _ := strings.Cut(err.Error(), "err_code=")
+	digits, desc, _ := strings.Cut(after, " ")
+	switch code, _ := strconv.Atoi(digits); code {
+	case errCodeSequenceNotFound:
+		return true
+	case errCodeDeleteFailed:
+		// Any failure of the store's: only this one says not there.
+		return strings.Contains(desc, "no message found")
+	}
+	return false
 }
 
 // nats-server error codes a deletion of a message that is not there gets
