@@ -74,6 +74,8 @@ func (p *Pool) batchBreakLoop(ctx context.Context) {
 			switch {
 			case errors.Is(err, ErrNotFound):
 			case err != nil:
+				// Another of its jobs' records asks again.
+				delete(cancelled, bb.batch)
 				p.log.Warn().Err(err).Str("batch", bb.batch).Msg("cancelling the rest of a broken batch")
 			default:
 				p.log.Debug().Str("batch", bb.batch).Strs("jobs", ids).Str("reason", reason).Msg("cancelled the rest of a broken batch")

@@ -379,6 +379,8 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		// long, so that it is applied in the order it happened.
 		s.seq.holdFor(ResumeHold)
 	}
+	// What the ready line says is read before the writer starts changing it.
+	scenario, seq, replayed, pending := l.st.Scenario, l.st.Seq, len(l.replayed), len(l.pending)
 	s.install(l)
 	go s.writer()
 	if o.Holdback > 0 {
@@ -392,11 +394,11 @@ func Serve(ctx context.Context, nc *nats.Conn, o Options) (*Service, error) {
 		s.Stop()
 		return nil, err
 	}
-	ev := log.Info().Str("scenario", l.st.Scenario).Uint64("seq", l.st.Seq).Float64("speed", o.Speed).Int64("seed", o.Seed).Dur("holdback", o.Holdback)
+	ev := log.Info().Str("scenario", scenario).Uint64("seq", seq).Float64("speed", o.Speed).Int64("seed", o.Seed).Dur("holdback", o.Holdback)
 	if l.fresh {
 		ev.Msg("world service ready: a new world")
 	} else {
-		ev.Int("replayed", len(l.replayed)).Msg("world service ready: resumed the stored world")
+		ev.Int("replayed", replayed).Int("to_land", pending).Msg("world service ready: resumed the stored world")
 	}
 	return s, nil
 }
@@ -766,7 +768,9 @@ func (s *Service) reload() error {
 	if _, err := s.store.js.Stream(ctx, bucketStream); errors.Is(err, jetstream.ErrStreamNotFound) {
 		// The broker lost the bucket (its store wiped): memory is the
 		// world; it goes into a new bucket.
-		if err := s.store.restore(ctx, s.st.snapshot(s.gameNow()), s.opts.Storage); err != nil {
+		sn := s.st.snapshot(s.gameNow())
+		sn.PendingSince = s.pendingSince()
+		if err := s.store.restore(ctx, sn, s.opts.Storage); err != nil {
 			s.broken = err
 			return err
 		}
@@ -785,7 +789,7 @@ func (s *Service) reload() error {
 	// schedules.
 	s.seq.holdFor(ResumeHold)
 	s.install(l)
-	s.log.Info().Uint64("seq", l.st.Seq).Dur("hold", ResumeHold).Msg("world reloaded from the store")
+	s.log.Info().Uint64("seq", l.st.Seq).Int("to_land", len(l.pending)).Dur("hold", ResumeHold).Msg("world reloaded from the store")
 	return nil
 }
 
