@@ -58,11 +58,7 @@ func TestQueueKeptByThePool(t *testing.T) {
 	t.Parallel()
 	b := brokertest.New(t)
 	startPool(t, b)
-	c, err := pool.NewClient(b.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newClient(t, b)
 	run := func() (stop func()) {
 		nc := b.Connect(t)
 		w, err := worker.New(nc, worker.Options{ID: "kept", Threads: 2, Tolerance: testTolerance,

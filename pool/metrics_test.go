@@ -67,11 +67,7 @@ func TestMetrics(t *testing.T) {
 	reg.MustRegister(p.Metrics(), collectors.NewGoCollector())
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	t.Cleanup(srv.Close)
-	c, err := pool.NewClient(b.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newClient(t, b)
 	waitWorkers(t, c, 1)
 
 	s := at(300 * time.Millisecond)

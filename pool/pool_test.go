@@ -38,11 +38,7 @@ func setup(t *testing.T, threads ...int) *env {
 		startWorker(t, b, "w"+itoa(n), n)
 	}
 	e.stop = startPool(t, b)
-	c, err := pool.NewClient(b.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newClient(t, b)
 	e.client = c
 	waitWorkers(t, c, len(threads))
 	return e
@@ -369,11 +365,7 @@ func TestCancelOneJobOfAGoneWorkersMessage(t *testing.T) {
 	}))
 	stopWorker := startStoppableWorker(t, b, "gone", 4, h)
 	startPool(t, b)
-	c, err := pool.NewClient(b.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newClient(t, b)
 	waitWorkers(t, c, 1)
 	s := at(3 * time.Second)
 	d, err := c.DispatchJobs(context.Background(), []job.Job{
@@ -509,11 +501,7 @@ func TestABrokenBatchIsCancelled(t *testing.T) {
 			}))
 			startStoppableWorker(t, b, "w4", 4, h)
 			startPool(t, b)
-			c, err := pool.NewClient(b.Connect(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(c.Close)
+			c := newClient(t, b)
 			waitWorkers(t, c, 1)
 			d, err := c.DispatchJobs(context.Background(), []job.Job{
 				{ID: "first", Task: "fail", Threads: 1, StartTime: at(200 * time.Millisecond), Duration: 10, BreaksBatch: tc.breaks},
@@ -538,4 +526,15 @@ func TestABrokenBatchIsCancelled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newClient is a pool client on b until the test ends.
+func newClient(t testing.TB, b *brokertest.Broker) *pool.Client {
+	t.Helper()
+	c, err := pool.NewClient(b.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }

@@ -106,11 +106,7 @@ func TestWorkersOfADeadProcessComeBackUnderTheirIDs(t *testing.T) {
 	b := brokertest.New(t)
 	l := newProcessLauncher(t, b)
 	startPoolWith(t, b, pool.Options{Launcher: l, Workers: 2, Threads: 2, Host: "home"})
-	c, err := pool.NewClient(b.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newClient(t, b)
 	waitWorkers(t, c, 2)
 	start := at(1500 * time.Millisecond)
 	d, err := c.DispatchJobs(ctxTimeout(t, 10*time.Second), []job.Job{

@@ -54,11 +54,7 @@ func TestSettlerRecordsAGoneWorkersJobs(t *testing.T) {
 	}}
 	stopWorker := startStoppableWorker(t, b, "gone", 4)
 	startPoolWith(t, b, pool.Options{Settler: settler})
-	c, err := pool.NewClient(b.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newClient(t, b)
 	waitWorkers(t, c, 1)
 	s := at(2 * time.Second)
 	d, err := c.DispatchJobs(context.Background(), []job.Job{
