@@ -305,6 +305,11 @@ type Worker struct {
 	// (see gate); retries counts the records waiting to be queued again.
 	callbacks gate
 	retries   sync.WaitGroup
+	// acks are the acknowledgements sent lately; reconnects, the
+	// connection's reconnections when the heartbeat loop last looked
+	// (see reackAfterReconnect).
+	acks       ackLog
+	reconnects uint64
 }
 
 // delivery is one message from the worker's queue: a job, or a JSON array
@@ -312,6 +317,7 @@ type Worker struct {
 // it off the queue, once each of its jobs this process took on has its
 // record stored.
 type delivery struct {
+	w    *Worker
 	msg  jetstream.Msg
 	left atomic.Int32
 }
@@ -319,7 +325,7 @@ type delivery struct {
 // recorded counts one of the delivery's records as stored.
 func (d *delivery) recorded() {
 	if d != nil && d.left.Add(-1) == 0 {
-		_ = d.msg.Ack()
+		d.w.ack(d.msg)
 	}
 }
 
@@ -745,13 +751,13 @@ func (w *Worker) stopAsked(reason string) bool {
 // intake accepts one message from the worker's queue.
 func (w *Worker) intake(msg jetstream.Msg) {
 	if reason := msg.Headers().Get(broker.HeaderStop); reason != "" {
-		_ = msg.Ack()
+		w.ack(msg)
 		w.stopAsked(reason)
 		return
 	}
 	if id := msg.Headers().Get(broker.HeaderCancel); id != "" {
 		w.Cancel(id, string(msg.Data()))
-		_ = msg.Ack()
+		w.ack(msg)
 		return
 	}
 	meta, err := msg.Metadata()
@@ -759,7 +765,7 @@ func (w *Worker) intake(msg jetstream.Msg) {
 		w.log.Error().Err(err).Msg("message without metadata")
 		return
 	}
-	d := &delivery{msg: msg}
+	d := &delivery{w: w, msg: msg}
 	jobs, err := job.ParseMany(msg.Data())
 	if err != nil {
 		j := job.Job{ID: fmt.Sprintf("%s-seq%d", w.opts.ID, meta.Sequence.Stream), Task: "?"}
@@ -816,7 +822,7 @@ func (w *Worker) intake(msg jetstream.Msg) {
 	}
 	if len(fresh) == 0 {
 		w.mu.Unlock()
-		_ = msg.Ack()
+		w.ack(msg)
 		return
 	}
 	// Counted before any of them can end.
