@@ -323,6 +323,18 @@ func TestChaos(t *testing.T) {
 // many of the jobs in them have a record (those messages should have been
 // taken off their queues) and how many have none.
 func leftovers(t *testing.T, js jetstream.JetStream, recs map[string]job.Job) (msgs, ended, waiting int) {
+	shown := 0
+	show := func(stream string, m *jetstream.RawStreamMsg, jobs []job.Job) {
+		if shown++; shown > 5 {
+			return
+		}
+		var b strings.Builder
+		for _, j := range jobs {
+			r := recs[j.ID]
+			fmt.Fprintf(&b, "; %s %s on %s: %s %s", j.ID, j.Task, j.Worker, r.Status, r.Reason)
+		}
+		t.Logf("left in %s: seq %d, %s, stored %s%s", stream, m.Sequence, m.Subject, m.Time.Format("15:04:05.000"), b.String())
+	}
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -350,6 +362,7 @@ func leftovers(t *testing.T, js jetstream.JetStream, recs map[string]job.Job) (m
 			if err != nil {
 				continue
 			}
+			show(name, m, jobs)
 			for _, j := range jobs {
 				if _, ok := recs[j.ID]; ok {
 					ended++
