@@ -1,16 +1,7 @@
 package worker_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"io"
-	"net"
-	"net/url"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,10 +18,10 @@ import (
 func TestLostAcknowledgementIsSentAgain(t *testing.T) {
 	t.Parallel()
 	b := brokertest.New(t)
-	px := newAckDropper(t, b.URL)
+	px := brokertest.NewProxy(t, b.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nc, err := broker.Connect(ctx, px.url, t.Name(), brokertest.Logger(t))
+	nc, err := broker.Connect(ctx, px.URL, t.Name(), brokertest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +47,7 @@ func TestLostAcknowledgementIsSentAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	px.dropAcks.Store(true)
+	px.DropAcks.Store(true)
 	data, err := job.Encode(&job.Job{ID: "j", Task: "sleep", Threads: 1, Duration: 10})
 	if err != nil {
 		t.Fatal(err)
@@ -79,95 +70,11 @@ func TestLostAcknowledgementIsSentAgain(t *testing.T) {
 	if n := queued(); n != 1 {
 		t.Fatalf("%d messages queued after the acknowledgement was dropped, want 1", n)
 	}
-	px.dropAcks.Store(false)
-	px.cut() // the connection dies; the worker connects again
+	px.DropAcks.Store(false)
+	px.Cut() // the connection dies; the worker connects again
 	for deadline := time.Now().Add(10 * time.Second); queued() != 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the message of a job done stays queued after the connection came back")
 		}
 	}
-}
-
-// ackDropper is a TCP proxy to a NATS server that can drop the
-// acknowledgements its clients publish (PUB or HPUB on $JS.ACK.…), and cut
-// every connection.
-type ackDropper struct {
-	url      string
-	dropAcks atomic.Bool
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newAckDropper(t *testing.T, server string) *ackDropper {
-	t.Helper()
-	u, err := url.Parse(server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	px := &ackDropper{url: "nats://" + ln.Addr().String()}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); px.cut(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", u.Host)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			px.mu.Lock()
-			px.conns = append(px.conns, c, s)
-			px.mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(c, s); _ = c.Close() })
-			wg.Go(func() { px.forward(s, c); _ = s.Close() })
-		}
-	})
-	return px
-}
-
-// forward copies the client's protocol to the server, less the
-// acknowledgements while dropAcks is set.
-func (px *ackDropper) forward(to io.Writer, from io.Reader) {
-	r := bufio.NewReader(from)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		out := line
-		if f := strings.Fields(string(line)); len(f) >= 3 && (f[0] == "PUB" || f[0] == "HPUB") {
-			size, err := strconv.Atoi(f[len(f)-1])
-			if err != nil {
-				return
-			}
-			payload := make([]byte, size+2) // and its \r\n
-			if _, err := io.ReadFull(r, payload); err != nil {
-				return
-			}
-			if px.dropAcks.Load() && strings.HasPrefix(f[1], "$JS.ACK.") {
-				continue
-			}
-			out = bytes.Join([][]byte{line, payload}, nil)
-		}
-		if _, err := to.Write(out); err != nil {
-			return
-		}
-	}
-}
-
-// cut closes every connection the proxy holds.
-func (px *ackDropper) cut() {
-	px.mu.Lock()
-	defer px.mu.Unlock()
-	for _, c := range px.conns {
-		_ = c.Close()
-	}
-	px.conns = nil
 }

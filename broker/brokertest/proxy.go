@@ -1,0 +1,102 @@
+package brokertest
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Proxy is a TCP proxy to a NATS server that a test can make misbehave the
+// way a network or a dying broker does: drop the acknowledgements its
+// clients publish, or cut every connection.
+type Proxy struct {
+	// URL is where clients connect.
+	URL string
+	// DropAcks, while set, drops the acknowledgements the clients publish
+	// (PUB or HPUB on $JS.ACK.…).
+	DropAcks atomic.Bool
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// NewProxy starts a proxy to the server at serverURL until the test ends.
+func NewProxy(t testing.TB, serverURL string) *Proxy {
+	t.Helper()
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := &Proxy{URL: "nats://" + ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); px.Cut(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", u.Host)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			px.mu.Lock()
+			px.conns = append(px.conns, c, s)
+			px.mu.Unlock()
+			wg.Go(func() { _, _ = io.Copy(c, s); _ = c.Close() })
+			wg.Go(func() { px.forward(s, c); _ = s.Close() })
+		}
+	})
+	return px
+}
+
+// forward copies a client's protocol to the server, less what the proxy
+// is told to drop.
+func (px *Proxy) forward(to io.Writer, from net.Conn) {
+	r := bufio.NewReader(from)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		out := line
+		if f := strings.Fields(string(line)); len(f) >= 3 && (f[0] == "PUB" || f[0] == "HPUB") {
+			size, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				return
+			}
+			payload := make([]byte, size+2) // and its \r\n
+			if _, err := io.ReadFull(r, payload); err != nil {
+				return
+			}
+			if px.DropAcks.Load() && strings.HasPrefix(f[1], "$JS.ACK.") {
+				continue
+			}
+			out = append(line, payload...)
+		}
+		if _, err := to.Write(out); err != nil {
+			return
+		}
+	}
+}
+
+// Cut closes every connection the proxy holds; clients connect again.
+func (px *Proxy) Cut() {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	for _, c := range px.conns {
+		_ = c.Close()
+	}
+	px.conns = nil
+}
