@@ -1,9 +1,14 @@
 package worker
 
 import (
+	"context"
+	"hash/fnv"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -15,7 +20,24 @@ import (
 // AckWait: the chaos test found 48 such messages after a broker SIGTERM,
 // every job in them done. Sent again, it takes the message off; sent twice,
 // it does nothing.
+//
+// The broker takes an acknowledgement for the message at its stream
+// sequence, whatever that message is now: a stream made again (a broker
+// on a new store, or one that lost the tail of its store in a kill)
+// stores other messages at the same sequences, of this worker or of
+// another. So an acknowledgement is sent again only for the message it
+// was for: the one at its sequence is read first, and must be the same.
 const reackWindow = 30 * time.Second
+
+// reackBefore is how long before the last beat that found the connection
+// unchanged an acknowledgement may have been sent and still be lost: the
+// connection died after that beat, and a broker killed loses what it took
+// in its last moments. reackTimeout bounds the reading of the messages:
+// the heartbeat loop waits for it.
+const (
+	reackBefore  = 5 * time.Second
+	reackTimeout = 2 * time.Second
+)
 
 // ackLog is the acknowledgements the worker sent lately, oldest first.
 type ackLog struct {
@@ -23,66 +45,119 @@ type ackLog struct {
 	acks []sentAck
 }
 
+// sentAck is an acknowledgement sent: when, to which reply subject, for
+// the message at which stream sequence, and that message's fingerprint.
 type sentAck struct {
 	at    time.Time
 	reply string
+	seq   uint64
+	print uint64
 }
 
 // ack acknowledges msg, and remembers it (see reackWindow).
 func (w *Worker) ack(msg jetstream.Msg) {
 	_ = msg.Ack()
-	w.acks.add(msg.Reply(), time.Now())
-}
-
-// add remembers an acknowledgement sent to reply at at, and forgets those
-// older than reackWindow.
-func (l *ackLog) add(reply string, at time.Time) {
-	if reply == "" {
+	meta, err := msg.Metadata()
+	if err != nil || msg.Reply() == "" {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	old := 0
-	for old < len(l.acks) && at.Sub(l.acks[old].at) > reackWindow {
-		old++
-	}
-	if old > 0 && old >= len(l.acks)/2 {
-		// Shifted down now and then, not at every add.
-		l.acks = append(l.acks[:0], l.acks[old:]...)
-	}
-	l.acks = append(l.acks, sentAck{at: at, reply: reply})
+	w.acks.add(sentAck{at: time.Now(), reply: msg.Reply(), seq: meta.Sequence.Stream,
+		print: fingerprint(msg.Subject(), msg.Headers(), msg.Data())})
 }
 
-// since is the replies of the acknowledgements sent since t.
-func (l *ackLog) since(t time.Time) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, a := range l.acks {
-		if !a.at.Before(t) {
-			out = append(out, a.reply)
+// fingerprint tells a message from another stored at the same sequence:
+// its message id (the pool gives every dispatch one), else a hash of its
+// subject, its own headers and its data.
+func fingerprint(subject string, h nats.Header, data []byte) uint64 {
+	f := fnv.New64a()
+	_, _ = f.Write([]byte(subject))
+	if id := h.Get(jetstream.MsgIDHeader); id != "" {
+		_, _ = f.Write([]byte(id))
+		return f.Sum64()
+	}
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		// Not the broker's own (a direct get adds the stream, sequence,
+		// subject and time).
+		if !strings.HasPrefix(k, "Nats-") {
+			keys = append(keys, k)
 		}
 	}
-	return out
+	slices.Sort(keys)
+	for _, k := range keys {
+		_, _ = f.Write([]byte(k))
+		for _, v := range h[k] {
+			_, _ = f.Write([]byte(v))
+		}
+	}
+	_, _ = f.Write(data)
+	return f.Sum64()
+}
+
+// add remembers a, and forgets what is older than reackWindow.
+func (l *ackLog) add(a sentAck) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old, _ := slices.BinarySearchFunc(l.acks, a.at.Add(-reackWindow), func(s sentAck, t time.Time) int { return s.at.Compare(t) })
+	if old > 0 {
+		l.acks = slices.Delete(l.acks, 0, old)
+	}
+	l.acks = append(l.acks, a)
+}
+
+// between is the acknowledgements sent from from to to.
+func (l *ackLog) between(from, to time.Time) []sentAck {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := func(s sentAck, t time.Time) int { return s.at.Compare(t) }
+	i, _ := slices.BinarySearchFunc(l.acks, from, at)
+	j, _ := slices.BinarySearchFunc(l.acks, to, at)
+	return slices.Clone(l.acks[i:j])
 }
 
 // reackAfterReconnect sends again, once the worker's connection has come
-// back since the last call, the acknowledgements of the last reackWindow
-// (see there). The heartbeat loop calls it.
-func (w *Worker) reackAfterReconnect() {
+// back since the last call, the acknowledgements that may have been lost
+// with it (sent from reackBefore before the last beat that found the
+// connection unchanged, within reackWindow, until now) whose messages are
+// still queued, the same (see reackWindow). The heartbeat loop calls it.
+func (w *Worker) reackAfterReconnect(ctx context.Context) {
+	now := time.Now()
 	r := w.nc.Stats().Reconnects
 	if r == w.reconnects {
+		w.steady = now
 		return
 	}
 	w.reconnects = r
-	replies := w.acks.since(time.Now().Add(-reackWindow))
-	for _, reply := range replies {
-		if err := w.nc.Publish(reply, []byte("+ACK")); err != nil {
-			w.log.Debug().Err(err).Msg("acknowledging again after a reconnect")
-			return
-		}
+	from := now.Add(-reackWindow)
+	if early := w.steady.Add(-reackBefore); early.After(from) {
+		from = early
 	}
-	if len(replies) > 0 {
-		w.log.Debug().Int("acks", len(replies)).Msg("acknowledged again what was acknowledged before the connection came back")
+	w.steady = now
+	acks := w.acks.between(from, now)
+	if len(acks) == 0 || w.res == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, reackTimeout)
+	defer cancel()
+	stream := w.res.JobsOf(w.opts.ID)
+	sent := 0
+	for _, a := range acks {
+		m, err := stream.GetMsg(cctx, a.seq)
+		if err != nil {
+			if cctx.Err() != nil {
+				break
+			}
+			continue // taken off already, or not readable here
+		}
+		if fingerprint(m.Subject, m.Header, m.Data) != a.print {
+			continue // another message at that sequence
+		}
+		if err := w.nc.Publish(a.reply, []byte("+ACK")); err != nil {
+			break
+		}
+		sent++
+	}
+	if sent > 0 {
+		w.log.Debug().Int("acks", sent).Msg("acknowledged again what was acknowledged before the connection came back")
 	}
 }

@@ -78,3 +78,91 @@ func TestLostAcknowledgementIsSentAgain(t *testing.T) {
 		}
 	}
 }
+
+// An acknowledgement is sent again only for the message it was for: a job
+// stream made again (a broker on a new store) holds other messages at the
+// same sequences, and the broker would take the old acknowledgement for
+// the new message there, a job waiting for its start, and lose it.
+func TestAcknowledgementIsNotSentAgainForAnotherMessage(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	px := brokertest.NewProxy(t, b.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := broker.Connect(ctx, px.URL, t.Name(), brokertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	w, err := worker.New(nc, worker.Options{ID: "w1", Threads: 1, Tolerance: tolerance,
+		Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(wctx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := broker.GetWorker(ctx, b.Res.Workers, "w1"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("worker did not register")
+		}
+	}
+	records, err := b.NC.SubscribeSync(broker.DoneSubject("w1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(j job.Job) {
+		t.Helper()
+		data, err := job.Encode(&j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Res.JS.Publish(ctx, broker.JobsSubject("w1"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queued := func() uint64 {
+		t.Helper()
+		info, err := b.Res.JobsOf("w1").Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	publish(job.Job{ID: "first", Task: "sleep", Threads: 1, Duration: 10})
+	if _, err := records.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no record: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); queued() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first job's message was not acknowledged")
+		}
+	}
+	// The job stream is made again: its sequences start over.
+	if err := b.Res.JS.DeleteStream(ctx, broker.JobStreamName(broker.JobStreamOf("w1"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := broker.Setup(ctx, b.NC, broker.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	publish(job.Job{ID: "later", Task: "sleep", Threads: 1, Duration: 10, StartTime: job.Millis(time.Now().Add(time.Minute))})
+	// The worker makes its queue again, and holds the waiting job.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := b.Res.JobsOf("w1").Consumer(ctx, broker.WorkerConsumer("w1"))
+		if err == nil && c.CachedInfo().NumAckPending == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not take the waiting job from its queue made again")
+		}
+	}
+	px.Cut() // the connection dies; the worker connects again, and looks at what it acknowledged
+	time.Sleep(2 * time.Second)
+	if n := queued(); n != 1 {
+		t.Fatalf("%d messages queued, want 1: the waiting job's message was taken off by the first job's acknowledgement", n)
+	}
+}

@@ -71,7 +71,7 @@ func (w *Worker) heartbeatLoop(ctx context.Context, stop context.CancelCauseFunc
 			w.log.Info().Msg("heartbeat restored")
 		}
 		w.forgetRecent(time.Now().Add(-35 * time.Minute))
-		w.reackAfterReconnect()
+		w.reackAfterReconnect(ctx)
 	}
 }
 

@@ -306,10 +306,11 @@ type Worker struct {
 	callbacks gate
 	retries   sync.WaitGroup
 	// acks are the acknowledgements sent lately; reconnects, the
-	// connection's reconnections when the heartbeat loop last looked
-	// (see reackAfterReconnect).
+	// connection's reconnections when the heartbeat loop last looked, and
+	// steady when it last found them unchanged (see reackAfterReconnect).
 	acks       ackLog
 	reconnects uint64
+	steady     time.Time
 }
 
 // delivery is one message from the worker's queue: a job, or a JSON array
