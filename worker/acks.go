@@ -99,7 +99,9 @@ func (l *ackLog) add(a sentAck) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old, _ := slices.BinarySearchFunc(l.acks, a.at.Add(-reackWindow), func(s sentAck, t time.Time) int { return s.at.Compare(t) })
-	if old > 0 {
+	if old > 0 && old >= len(l.acks)/2 {
+		// Shifted down once half is old, not at every add: at hundreds of
+		// acknowledgements a second, every add would move thousands.
 		l.acks = slices.Delete(l.acks, 0, old)
 	}
 	l.acks = append(l.acks, a)
