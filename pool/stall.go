@@ -47,11 +47,19 @@ func (s *registryStall) ok(now time.Time) bool {
 
 // failed notes a question the registry did not answer, and reports
 // whether it starts a stall.
-func (s *registryStall) failed() bool {
+func (s *registryStall) failed() bool { return s.failedSince(time.Time{}) }
+
+// failedSince is failed for a stall known to have begun by since (when
+// not zero) though the registry answered after: the pool's watch of it
+// that has not delivered what was stored then.
+func (s *registryStall) failedSince(since time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.lastOK.IsZero() || !s.from.IsZero() && s.to.IsZero() {
 		return false // never answered yet, or already stalled
+	}
+	if !since.IsZero() && since.Before(s.lastOK) {
+		s.lastOK = since
 	}
 	// A stall that ended within stallSettle goes on: the registry that
 	// answers for a beat between two failures (a cluster electing the
@@ -90,10 +98,11 @@ func (s *registryStall) allowance(seen, now time.Time) time.Duration {
 }
 
 // watchLagLimit is how many heartbeats the pool's watch of the registry
-// may lag behind what the registry has stored before the pool takes its
-// own view as stalled: after a broker restart the watch resumed 13 s
-// after the broker did (make chaos), and meanwhile every worker looked
-// gone to the pool although it beat on.
+// may lag behind what the registry has stored before the pool watches it
+// again: after a broker restart the watch resumed 13 s after the broker
+// did (make chaos), and meanwhile every worker looked gone to the pool
+// although it beat on. A lag of one heartbeat is a stall already (see
+// stallLoop).
 const watchLagLimit = 2
 
 // stallLoop asks the registry for its state every heartbeat (see
@@ -114,6 +123,7 @@ func (p *Pool) stallLoop(ctx context.Context) {
 	var stored []sample
 	var rewatched time.Time
 	for {
+		var lagging time.Time
 		qctx, cancel := context.WithTimeout(ctx, p.opts.Heartbeat)
 		st, err := p.res.Workers.Status(qctx)
 		cancel()
@@ -136,16 +146,26 @@ func (p *Pool) stallLoop(ctx context.Context) {
 					i++
 				}
 				stored = stored[i:]
-				if len(stored) > 0 && now.Sub(stored[0].at) > watchLagLimit*p.opts.Heartbeat {
+				if len(stored) > 0 && now.Sub(stored[0].at) > p.opts.Heartbeat {
 					// A stall until the watch has caught up: the
-					// workers' beats stored meanwhile are not seen.
+					// workers' beats stored meanwhile are not seen. It
+					// began at the latest a beat before what the watch
+					// has not delivered was stored: counted from when it
+					// was noticed, a broker restart the pool's questions
+					// did not meet (it came back between two) had every
+					// live worker taken for gone after missedBeats, its
+					// threads given back and taken by new workers, in the
+					// same second the stall was noticed.
+					lagging = stored[0].at.Add(-p.opts.Heartbeat)
 					err = fmt.Errorf("the pool's watch of the registry is at revision %d of %d stored by %s", seen, stored[0].rev, stored[0].at.Format(time.TimeOnly))
-					if now.Sub(rewatched) > watchLagLimit*p.opts.Heartbeat {
-						rewatched = now
-						select {
-						case p.rewatch <- struct{}{}:
-						default:
-						}
+				}
+				if len(stored) > 0 && now.Sub(stored[0].at) > watchLagLimit*p.opts.Heartbeat &&
+					now.Sub(rewatched) > watchLagLimit*p.opts.Heartbeat {
+					// Still behind: watched again.
+					rewatched = now
+					select {
+					case p.rewatch <- struct{}{}:
+					default:
 					}
 				}
 			}
@@ -158,7 +178,7 @@ func (p *Pool) stallLoop(ctx context.Context) {
 				p.log.Info().Msg("the worker registry answers again")
 			}
 		default:
-			if p.stall.failed() {
+			if p.stall.failedSince(lagging) {
 				p.log.Warn().Err(err).Msg("the worker registry does not answer; the workers' silence is not counted meanwhile")
 			}
 		}

@@ -74,3 +74,41 @@ func TestRegistryStallReopens(t *testing.T) {
 		t.Errorf("allowance %s, want %s: a new stall from 30", got, want)
 	}
 }
+
+// A stall noticed late (the pool's watch of the registry behind what was
+// stored, the registry answering all along) counts from when it began,
+// not from when it was noticed: a worker last seen before it is not
+// silent meanwhile.
+func TestRegistryStallNoticedLate(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	tests := []struct {
+		name  string
+		since float64 // 0: not known
+		want  float64 // allowance at 5 of a worker seen at 0
+	}{
+		{name: "noticed at 5, begun by 2", since: 2, want: 3},
+		{name: "begun after the last answer", since: 4.5, want: 1},
+		{name: "not known", want: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var s registryStall
+			for _, a := range []float64{0, 1, 2, 3, 4} {
+				s.ok(at(a))
+			}
+			var since time.Time
+			if tc.since > 0 {
+				since = at(tc.since)
+			}
+			if !s.failedSince(since) {
+				t.Fatal("no stall started")
+			}
+			if got := s.allowance(at(0), at(5)); got != time.Duration(tc.want*float64(time.Second)) {
+				t.Errorf("allowance %s, want %vs", got, tc.want)
+			}
+		})
+	}
+}
