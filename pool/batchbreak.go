@@ -9,13 +9,6 @@ import (
 	"github.com/hvmind/hvmind/job"
 )
 
-// brokenBatch is a batch whose job that breaks it (job.Job.BreaksBatch)
-// did not run.
-type brokenBatch struct {
-	batch string
-	job   job.Job
-}
-
 // brokenBatches is how many broken batches may wait for batchBreakLoop;
 // past it, the next are left to whoever dispatched them.
 const brokenBatches = 4096
@@ -32,10 +25,10 @@ func (p *Pool) breaksBatch(j *job.Job, rec *job.Summary) {
 	if !j.BreaksBatch || j.Batch == "" || (rec.Status != job.StatusMissed && rec.Status != job.StatusFailed) {
 		return
 	}
-	b := *j
+	b := *j // with how it ended
 	b.Status, b.Reason, b.Error = rec.Status, rec.Reason, rec.Error
 	select {
-	case p.broken <- brokenBatch{batch: j.Batch, job: b}:
+	case p.broken <- b:
 	default:
 		p.log.Debug().Str("batch", j.Batch).Msg("too many broken batches waiting: this one is left to its dispatcher")
 	}
@@ -60,25 +53,25 @@ func (p *Pool) batchBreakLoop(ctx context.Context) {
 					delete(cancelled, b)
 				}
 			}
-		case bb := <-p.broken:
-			if _, done := cancelled[bb.batch]; done {
+		case j := <-p.broken:
+			if _, done := cancelled[j.Batch]; done {
 				continue
 			}
-			cancelled[bb.batch] = time.Now()
-			why := bb.job.Reason
+			cancelled[j.Batch] = time.Now()
+			why := j.Reason
 			if why == "" {
-				why = bb.job.Error
+				why = j.Error
 			}
-			reason := fmt.Sprintf("its batch is broken: %s %s did not run (%s: %s)", bb.job.Task, bb.job.ID, bb.job.Status, why)
-			ids, err := p.Cancel(ctx, CancelRequest{Batch: bb.batch, Reason: reason})
+			reason := fmt.Sprintf("its batch is broken: %s %s did not run (%s: %s)", j.Task, j.ID, j.Status, why)
+			ids, err := p.Cancel(ctx, CancelRequest{Batch: j.Batch, Reason: reason})
 			switch {
 			case errors.Is(err, ErrNotFound):
 			case err != nil:
 				// Another of its jobs' records asks again.
-				delete(cancelled, bb.batch)
-				p.log.Warn().Err(err).Str("batch", bb.batch).Msg("cancelling the rest of a broken batch")
+				delete(cancelled, j.Batch)
+				p.log.Warn().Err(err).Str("batch", j.Batch).Msg("cancelling the rest of a broken batch")
 			default:
-				p.log.Debug().Str("batch", bb.batch).Strs("jobs", ids).Str("reason", reason).Msg("cancelled the rest of a broken batch")
+				p.log.Debug().Str("batch", j.Batch).Strs("jobs", ids).Str("reason", reason).Msg("cancelled the rest of a broken batch")
 			}
 		}
 	}

@@ -3,7 +3,6 @@ package pool
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -20,8 +19,9 @@ import (
 // jobs settled and new batches dispatched 10 s after the kill. But a
 // process that dies takes its connection with it, and its subscription
 // to its own subjects: a request there then finds no responders at once;
-// and one on this machine leaves its pid. So when a process's beat is
-// late, the pool looks at its pid, or asks.
+// and one on this machine leaves its pid. So the pool looks at the pids of
+// its machine's processes (adoptedExitLoop), and asks a process whose beat
+// is late.
 
 // lateBeats is how late, in its heartbeats, a process's last beat is when
 // the pool asks whether the process is still connected.
@@ -31,19 +31,15 @@ const lateBeats = 1.5
 // process that answers, or is too busy to, is there.
 const askAliveTimeout = 300 * time.Millisecond
 
-// askSilentProcesses finds the worker processes whose beat is late and
-// that are gone, and takes their workers as gone. A process of this
-// machine whose pid has exited is gone, whatever else is late: in the
-// chaos test, an adopted process killed within ten seconds of a broker
-// restart was found only when its workers missed their beats, 10 to 15 s
-// later, since the registry's stall then excused their silence. Any other
-// late process is asked whether it is still connected. Not asked: one not
-// seen since the pool's own connection came back (it may not have
-// reconnected yet, and has no subscription either), one whose silence a
-// stall of the registry explains, and any on a cluster (a live process
-// whose server went away has no subscription either until it reconnects
-// to another, which may take longer than a beat: there, only missed
-// beats say gone).
+// askSilentProcesses asks each worker process whose beat is late whether
+// it is still connected, and takes the workers of one that is not as
+// gone. (One of this machine whose pid has exited is found sooner, by
+// adoptedExitLoop, whatever its beats.) Not asked: one not seen since the
+// pool's own connection came back (it may not have reconnected yet, and
+// has no subscription either), one whose silence a stall of the registry
+// explains, and any on a cluster (a live process whose server went away
+// has no subscription either until it reconnects to another, which may
+// take longer than a beat: there, only missed beats say gone).
 func (p *Pool) askSilentProcesses(ctx context.Context) {
 	now := time.Now()
 	if !p.nc.IsConnected() {
@@ -53,8 +49,7 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 		p.reconnects, p.connectedSince = r, now
 	}
 	onCluster := p.nc.ConnectedClusterName() != ""
-	// By process name: a late part stands for its process.
-	exited, ask := map[string]bool{}, map[string]bool{}
+	ask := map[string]bool{} // by process name: a late part stands for its process
 	p.mu.Lock()
 	for key, ids := range p.processWorkers {
 		var last time.Time
@@ -75,8 +70,6 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 		}
 		switch {
 		case !alive, now.Sub(last) < time.Duration(lateBeats*float64(beat)):
-		case p.exitedProcessLocked(slices.Collect(maps.Keys(ids))):
-			exited[processOfKey(key)] = true
 		case onCluster,
 			!last.After(p.connectedSince.Add(beat)),
 			p.stall.allowance(last, now) > 0:
@@ -85,15 +78,9 @@ func (p *Pool) askSilentProcesses(ctx context.Context) {
 		}
 	}
 	p.mu.Unlock()
-	for name := range exited {
-		p.processGone(ctx, name)
-	}
 	for name := range ask {
 		if ctx.Err() != nil {
 			return
-		}
-		if exited[name] {
-			continue
 		}
 		_, err := p.nc.Request(broker.ProcessSubject(name, "status"), nil, askAliveTimeout)
 		if errors.Is(err, nats.ErrNoResponders) {

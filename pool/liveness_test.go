@@ -97,13 +97,7 @@ func TestPoolFindsAnExitedProcessAfterABrokerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pnc := b.Connect(t)
-	startProcess(t, pnc, "mortal", beat)
-	launchInProcess(t, b.Connect(t), "mortal", broker.WorkerSpec{ID: "mortal-1", Host: "home", Threads: 2})
-	launcher := &pidLauncher{}
-	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher})
-	alive := func() bool { return isAlive(p, "mortal-1") }
-	waitFor(t, 10*time.Second, "the worker alive", alive)
+	pnc, launcher, alive := adoptedWorker(t, b, "mortal", beat)
 	time.Sleep(2 * beat)
 	// The broker restarts: the registry stalls, and everyone reconnects.
 	b.Stop()
@@ -128,14 +122,7 @@ func TestPoolFindsAnExitedProcessAfterABrokerRestart(t *testing.T) {
 func TestPoolSeesAnAdoptedProcessExit(t *testing.T) {
 	t.Parallel()
 	const beat = 10 * time.Second // late after 15 s, gone after 50 s
-	b := brokertest.New(t)
-	pnc := b.Connect(t)
-	startProcess(t, pnc, "adopted", beat)
-	launchInProcess(t, b.Connect(t), "adopted", broker.WorkerSpec{ID: "adopted-1", Host: "home", Threads: 2})
-	launcher := &pidLauncher{}
-	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher})
-	alive := func() bool { return isAlive(p, "adopted-1") }
-	waitFor(t, 10*time.Second, "the worker alive", alive)
+	pnc, launcher, alive := adoptedWorker(t, brokertest.New(t), "adopted", beat)
 	pnc.Close()
 	launcher.exited.Store(true) // what kill -9 does to its pid
 	waitFor(t, 5*time.Second, "the worker of the exited process gone", func() bool { return !alive() })
@@ -169,6 +156,22 @@ func TestPoolLooksUpOnlyThePidsOfThisMachine(t *testing.T) {
 	if !alive("remote-2") {
 		t.Error("the worker of a live process on another machine was taken for gone by a pid looked up here")
 	}
+}
+
+// adoptedWorker starts a worker process name (on pnc) with one worker,
+// name-1, beating every beat, and a pool that did not launch it, whose
+// launcher says whether the process's pid has exited; it returns once the
+// pool sees the worker alive, with what says whether it still does.
+func adoptedWorker(t *testing.T, b *brokertest.Broker, name string, beat time.Duration) (pnc *nats.Conn, launcher *pidLauncher, alive func() bool) {
+	t.Helper()
+	pnc = b.Connect(t)
+	startProcess(t, pnc, name, beat)
+	launchInProcess(t, b.Connect(t), name, broker.WorkerSpec{ID: name + "-1", Host: "home", Threads: 2})
+	launcher = &pidLauncher{}
+	p := runPool(t, b, pool.Options{Heartbeat: beat, Tolerance: testTolerance, Launcher: launcher})
+	alive = func() bool { return isAlive(p, name+"-1") }
+	waitFor(t, 10*time.Second, "the worker alive", alive)
+	return pnc, launcher, alive
 }
 
 // beatThenFallSilent beats with part for a few beats (a process not seen

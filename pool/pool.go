@@ -269,8 +269,9 @@ type Pool struct {
 	// sweepSig and fillSig ask the sweeper and the filler to run now
 	// rather than at their next tick.
 	sweepSig, fillSig chan struct{}
-	// broken takes the batches to cancel to batchBreakLoop.
-	broken chan brokenBatch
+	// broken takes the jobs that broke their batches, as they ended, to
+	// batchBreakLoop.
+	broken chan job.Job
 	// watchRev is the last registry revision the watch delivered, and
 	// rewatch asks the watch to start again (see stallLoop).
 	watchRev atomic.Uint64
@@ -364,7 +365,7 @@ func New(nc *nats.Conn, opts Options) (*Pool, error) {
 		recent:         newRecentIDs(),
 		warned:         map[string]bool{},
 		sweepSig:       make(chan struct{}, 1),
-		broken:         make(chan brokenBatch, brokenBatches),
+		broken:         make(chan job.Job, brokenBatches),
 		fillSig:        make(chan struct{}, 1),
 		rewatch:        make(chan struct{}, 1),
 		unheld:         map[string]time.Time{},

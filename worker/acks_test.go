@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/broker/brokertest"
 	"github.com/hvmind/hvmind/job"
@@ -17,62 +19,19 @@ import (
 // AckWait, its job done.
 func TestLostAcknowledgementIsSentAgain(t *testing.T) {
 	t.Parallel()
-	b := brokertest.New(t)
-	px := brokertest.NewProxy(t, b.URL)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	nc, err := broker.Connect(ctx, px.URL, t.Name(), brokertest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	w, err := worker.New(nc, worker.Options{ID: "w1", Threads: 1, Tolerance: tolerance,
-		Heartbeat: 100 * time.Millisecond, Logger: brokertest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = w.Run(wctx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := broker.GetWorker(ctx, b.Res.Workers, "w1"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("worker did not register")
-		}
-	}
-	records, err := b.NC.SubscribeSync(broker.DoneSubject("w1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	px.DropAcks.Store(true)
-	data, err := job.Encode(&job.Job{ID: "j", Task: "sleep", Threads: 1, Duration: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Res.JS.Publish(ctx, broker.JobsSubject("w1"), data); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := records.NextMsg(10 * time.Second); err != nil {
+	e := proxiedWorker(t)
+	e.px.DropAcks.Store(true)
+	e.publish(job.Job{ID: "j", Task: "sleep", Threads: 1, Duration: 10})
+	if _, err := e.records.NextMsg(10 * time.Second); err != nil {
 		t.Fatalf("no record: %v", err)
 	}
-	queued := func() uint64 {
-		t.Helper()
-		info, err := b.Res.JobsOf("w1").Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
 	time.Sleep(300 * time.Millisecond)
-	if n := queued(); n != 1 {
+	if n := e.queued(); n != 1 {
 		t.Fatalf("%d messages queued after the acknowledgement was dropped, want 1", n)
 	}
-	px.DropAcks.Store(false)
-	px.Cut() // the connection dies; the worker connects again
-	for deadline := time.Now().Add(10 * time.Second); queued() != 0; time.Sleep(50 * time.Millisecond) {
+	e.px.DropAcks.Store(false)
+	e.px.Cut() // the connection dies; the worker connects again
+	for deadline := time.Now().Add(10 * time.Second); e.queued() != 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the message of a job done stays queued after the connection came back")
 		}
@@ -85,10 +44,59 @@ func TestLostAcknowledgementIsSentAgain(t *testing.T) {
 // the new message there, a job waiting for its start, and lose it.
 func TestAcknowledgementIsNotSentAgainForAnotherMessage(t *testing.T) {
 	t.Parallel()
+	e := proxiedWorker(t)
+	b := e.b
+	e.publish(job.Job{ID: "first", Task: "sleep", Threads: 1, Duration: 10})
+	if _, err := e.records.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("no record: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); e.queued() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first job's message was not acknowledged")
+		}
+	}
+	// The job stream is made again: its sequences start over.
+	if err := b.Res.JS.DeleteStream(e.ctx, broker.JobStreamName(broker.JobStreamOf("w1"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := broker.Setup(e.ctx, b.NC, broker.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(job.Job{ID: "later", Task: "sleep", Threads: 1, Duration: 10, StartTime: job.Millis(time.Now().Add(time.Minute))})
+	// The worker makes its queue again, and holds the waiting job.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := b.Res.JobsOf("w1").Consumer(e.ctx, broker.WorkerConsumer("w1"))
+		if err == nil && c.CachedInfo().NumAckPending == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not take the waiting job from its queue made again")
+		}
+	}
+	e.px.Cut() // the connection dies; the worker connects again, and looks at what it acknowledged
+	time.Sleep(2 * time.Second)
+	if n := e.queued(); n != 1 {
+		t.Fatalf("%d messages queued, want 1: the waiting job's message was taken off by the first job's acknowledgement", n)
+	}
+}
+
+// proxiedEnv is a worker w1 of one thread connected to its broker through
+// a proxy, and a subscription to its records.
+type proxiedEnv struct {
+	t       *testing.T
+	ctx     context.Context
+	b       *brokertest.Broker
+	px      *brokertest.Proxy
+	records *nats.Subscription
+}
+
+// proxiedWorker runs a proxied worker until the test ends, registered.
+func proxiedWorker(t *testing.T) *proxiedEnv {
+	t.Helper()
 	b := brokertest.New(t)
 	px := brokertest.NewProxy(t, b.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	nc, err := broker.Connect(ctx, px.URL, t.Name(), brokertest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -115,54 +123,27 @@ func TestAcknowledgementIsNotSentAgainForAnotherMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	publish := func(j job.Job) {
-		t.Helper()
-		data, err := job.Encode(&j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.Res.JS.Publish(ctx, broker.JobsSubject("w1"), data); err != nil {
-			t.Fatal(err)
-		}
+	return &proxiedEnv{t: t, ctx: ctx, b: b, px: px, records: records}
+}
+
+// publish queues j for w1.
+func (e *proxiedEnv) publish(j job.Job) {
+	e.t.Helper()
+	data, err := job.Encode(&j)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	queued := func() uint64 {
-		t.Helper()
-		info, err := b.Res.JobsOf("w1").Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
+	if _, err := e.b.Res.JS.Publish(e.ctx, broker.JobsSubject("w1"), data); err != nil {
+		e.t.Fatal(err)
 	}
-	publish(job.Job{ID: "first", Task: "sleep", Threads: 1, Duration: 10})
-	if _, err := records.NextMsg(10 * time.Second); err != nil {
-		t.Fatalf("no record: %v", err)
+}
+
+// queued is how many messages w1's job stream holds.
+func (e *proxiedEnv) queued() uint64 {
+	e.t.Helper()
+	info, err := e.b.Res.JobsOf("w1").Info(e.ctx)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); queued() != 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the first job's message was not acknowledged")
-		}
-	}
-	// The job stream is made again: its sequences start over.
-	if err := b.Res.JS.DeleteStream(ctx, broker.JobStreamName(broker.JobStreamOf("w1"))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := broker.Setup(ctx, b.NC, broker.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	publish(job.Job{ID: "later", Task: "sleep", Threads: 1, Duration: 10, StartTime: job.Millis(time.Now().Add(time.Minute))})
-	// The worker makes its queue again, and holds the waiting job.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := b.Res.JobsOf("w1").Consumer(ctx, broker.WorkerConsumer("w1"))
-		if err == nil && c.CachedInfo().NumAckPending == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the worker did not take the waiting job from its queue made again")
-		}
-	}
-	px.Cut() // the connection dies; the worker connects again, and looks at what it acknowledged
-	time.Sleep(2 * time.Second)
-	if n := queued(); n != 1 {
-		t.Fatalf("%d messages queued, want 1: the waiting job's message was taken off by the first job's acknowledgement", n)
-	}
+	return info.State.Msgs
 }
