@@ -10,11 +10,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Proxy is a TCP proxy to a NATS server that a test can make misbehave the
 // way a network or a dying broker does: drop the acknowledgements its
-// clients publish, or cut every connection.
+// clients publish, stop reading what they send, or cut every connection.
 type Proxy struct {
 	// URL is where clients connect.
 	URL string
@@ -24,6 +25,13 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	conns []net.Conn
+	// links are the client connections; stalled ones are not read.
+	links []*link
+}
+
+// link is one client connection through the proxy.
+type link struct {
+	stalled, closed atomic.Bool
 }
 
 // NewProxy starts a proxy to the server at serverURL until the test ends.
@@ -51,11 +59,13 @@ func NewProxy(t testing.TB, serverURL string) *Proxy {
 				_ = c.Close()
 				continue
 			}
+			l := &link{}
 			px.mu.Lock()
 			px.conns = append(px.conns, c, s)
+			px.links = append(px.links, l)
 			px.mu.Unlock()
 			wg.Go(func() { _, _ = io.Copy(c, s); _ = c.Close() })
-			wg.Go(func() { px.forward(s, c); _ = s.Close() })
+			wg.Go(func() { px.forward(s, c, l); _ = s.Close() })
 		}
 	})
 	return px
@@ -63,9 +73,15 @@ func NewProxy(t testing.TB, serverURL string) *Proxy {
 
 // forward copies a client's protocol to the server, less what the proxy
 // is told to drop.
-func (px *Proxy) forward(to io.Writer, from net.Conn) {
+func (px *Proxy) forward(to io.Writer, from net.Conn, l *link) {
 	r := bufio.NewReader(from)
 	for {
+		for l.stalled.Load() {
+			if l.closed.Load() {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		line, err := r.ReadBytes('\n')
 		if err != nil {
 			return
@@ -91,6 +107,17 @@ func (px *Proxy) forward(to io.Writer, from net.Conn) {
 	}
 }
 
+// StopReading stops reading what the clients connected now send, as a
+// broker that has stopped reading them: once the sockets' buffers are
+// full, their writes block. Clients that connect later are read.
+func (px *Proxy) StopReading() {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	for _, l := range px.links {
+		l.stalled.Store(true)
+	}
+}
+
 // Cut closes every connection the proxy holds; clients connect again.
 func (px *Proxy) Cut() {
 	px.mu.Lock()
@@ -98,5 +125,8 @@ func (px *Proxy) Cut() {
 	for _, c := range px.conns {
 		_ = c.Close()
 	}
-	px.conns = nil
+	for _, l := range px.links {
+		l.closed.Store(true)
+	}
+	px.conns, px.links = nil, nil
 }

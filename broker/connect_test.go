@@ -1,0 +1,71 @@
+package broker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hvmind/hvmind/broker"
+	"github.com/hvmind/hvmind/broker/brokertest"
+)
+
+// A broker that stops reading a client, while the client writes, blocks
+// the client's write, and nats.go's reader waits for the lock the writer
+// holds: the client neither sends nor reads. It must drop that connection
+// itself and come back, not wait for the broker's 10 s write deadline (or
+// for ever, through a proxy that keeps the connection open).
+func TestConnectionToABrokerThatStopsReadingIsMadeAgain(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	px := brokertest.NewProxy(t, b.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := broker.Connect(ctx, px.URL, t.Name(), brokertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := b.NC.Subscribe("echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := b.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request("echo", []byte("before"), 5*time.Second); err != nil {
+		t.Fatalf("request before the stall: %v", err)
+	}
+
+	px.StopReading()
+	stalled := time.Now()
+	payload := make([]byte, 512<<10)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		// 64 MB: far more than the sockets' buffers hold.
+		for range 128 {
+			if nc.Publish("sink", payload) != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(broker.WriteTimeout + 5*time.Second)
+	for nc.Stats().Reconnects == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the connection was not made again %s after the broker stopped reading it", time.Since(stalled).Round(time.Millisecond))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("connection made again %s after the broker stopped reading it", time.Since(stalled).Round(time.Millisecond))
+	if msg, err := nc.Request("echo", []byte("after"), 5*time.Second); err != nil || string(msg.Data) != "after" {
+		t.Fatalf("request after the stall: %v", err)
+	}
+	select {
+	case <-published:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a publish was still blocked 30 s after the connection came back")
+	}
+}
