@@ -74,6 +74,12 @@ type ScaleResult struct {
 	// ASAPJobsPerS: jobs without a start, dispatched in batches, timed from
 	// the first dispatch until every record is stored.
 	ASAPJobsPerS float64 `json:"asap_jobs_per_s"`
+	// ASAPMessagesPerJob are the messages the job streams stored in the
+	// ASAP run, per job: the jobs one dispatch places on one worker travel
+	// in one message.
+	ASAPMessagesPerJob float64 `json:"asap_job_messages_per_job"`
+	// ASAPCPU is the CPU time each part used in the ASAP run, per job.
+	ASAPCPU *CPUPerJob `json:"asap_cpu_us_per_job,omitempty"`
 	// ScheduledJobsPerS: jobs with a start, timed until every dispatch is
 	// accepted (they run later).
 	ScheduledJobsPerS float64 `json:"scheduled_jobs_per_s"`
@@ -114,6 +120,17 @@ type ScaleResult struct {
 	// that one cause is one line).
 	NotDoneWhy map[string]int `json:"not_done_why,omitempty"`
 	Error      string         `json:"error,omitempty"`
+}
+
+// CPUPerJob is CPU time per job, in microseconds, by process.
+type CPUPerJob struct {
+	// BenchAndBroker is the bench's own process: the client that
+	// dispatches and, unless the bench runs on an external broker, the
+	// embedded broker.
+	BenchAndBroker float64 `json:"bench_and_broker"`
+	Pool           float64 `json:"pool"`
+	// Workers is the worker processes' together.
+	Workers float64 `json:"worker_processes"`
 }
 
 // RunScale measures each size in turn, calling emit with each line.
@@ -208,6 +225,8 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 	if err != nil {
 		return res, err
 	}
+	msgs0, msgsErr := jobsStored(ctx, r.benchConn())
+	cpu0 := r.cpu()
 	t0 = time.Now()
 	if err := submitAll(ctx, client, asap, o.Batch, o.Concurrency); err != nil {
 		return res, fmt.Errorf("ASAP run: %w", err)
@@ -217,6 +236,16 @@ func runScale(ctx context.Context, o ScaleOptions, n int) (ScaleResult, error) {
 		return res, fmt.Errorf("ASAP run: %w", err)
 	}
 	res.ASAPJobsPerS = math.Round(float64(stored-before) / time.Since(t0).Seconds())
+	cpu1 := r.cpu()
+	if msgs1, err := jobsStored(ctx, r.benchConn()); err == nil && msgsErr == nil {
+		res.ASAPMessagesPerJob = math.Round(float64(msgs1-msgs0)/float64(len(asap))*1000) / 1000
+	}
+	perJob := func(a, b int64) float64 { return round(float64(b-a) / 1e3 / float64(len(asap))) }
+	res.ASAPCPU = &CPUPerJob{
+		BenchAndBroker: perJob(cpu0.bench, cpu1.bench),
+		Pool:           perJob(cpu0.pool, cpu1.pool),
+		Workers:        perJob(cpu0.workers, cpu1.workers),
+	}
 
 	// Scheduled: due from 2 s on, spread over the workers' threads.
 	sched := make([]job.Job, o.Jobs)
@@ -499,6 +528,47 @@ func heapInUse() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapInuse)
+}
+
+// cpuTimes are the CPU times (ns) of the bench's process, the pool's and
+// the worker processes' together.
+type cpuTimes struct{ bench, pool, workers int64 }
+
+// cpu reads the CPU times of the rig's processes.
+func (r *scaleRig) cpu() cpuTimes {
+	c := cpuTimes{bench: cpuOf(os.Getpid())}
+	if r.pool != nil {
+		c.pool = cpuOf(r.pool.Process.Pid)
+	}
+	for _, l := range r.procs {
+		for _, pid := range l.Pids() {
+			c.workers += cpuOf(pid)
+		}
+	}
+	return c
+}
+
+// cpuOf is the CPU time a process's threads have run, in ns, from each
+// thread's schedstat (finer than /proc/PID/stat's clock ticks); 0 if
+// unknown. A thread that exits takes its time with it, which Go's
+// threads rarely do.
+func cpuOf(pid int) int64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += ns
+		}
+	}
+	return total
 }
 
 // rssOf is a process's resident memory in bytes (0 if unknown).

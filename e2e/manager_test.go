@@ -86,3 +86,47 @@ func TestManagerBenchPlacesEveryBatch(t *testing.T) {
 		t.Errorf("%d batches came back, earning $%.0f a game minute", res.Batches, res.Money)
 	}
 }
+
+// The scale bench on its smallest size: one line that a reader can trust,
+// every job of its runs recorded done, and the costs it reports measured.
+func TestBenchScaleMeasuresASize(t *testing.T) {
+	t.Parallel()
+	out, errOut, code := run(t, "", "hvmind-manager", "--log-level", "error", "bench", "scale",
+		"--workers", "10", "--jobs", "500", "--paced", "20", "--in-flight", "200")
+	if code != 0 {
+		t.Fatalf("bench scale: exit %d: %s", code, errOut)
+	}
+	var res struct {
+		Workers     int                `json:"workers"`
+		ASAP        float64            `json:"asap_jobs_per_s"`
+		MsgsPerJob  float64            `json:"asap_job_messages_per_job"`
+		CPU         map[string]float64 `json:"asap_cpu_us_per_job"`
+		Restart     float64            `json:"restart_s"`
+		InFlight    int                `json:"restart_in_flight"`
+		Stop        float64            `json:"stop_s"`
+		Lost        int                `json:"lost"`
+		NotDone     int                `json:"not_done"`
+		Error       string             `json:"error"`
+		PacedMissed int                `json:"paced_missed"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("bench scale printed %q: %v", out, err)
+	}
+	t.Logf("%s", out)
+	if res.Error != "" || res.Workers != 10 || res.Lost != 0 || res.NotDone != 0 {
+		t.Errorf("workers %d, lost %d, not done %d, error %q", res.Workers, res.Lost, res.NotDone, res.Error)
+	}
+	if !(res.ASAP > 0) || !(res.Restart > 0) || res.InFlight != 200 || !(res.Stop > 0) {
+		t.Errorf("ASAP %v jobs/s, restart %v s with %d in flight, stop %v s", res.ASAP, res.Restart, res.InFlight, res.Stop)
+	}
+	// 500 jobs over 10 workers in batches of 250: a message per worker a
+	// dispatch, at most.
+	if !(res.MsgsPerJob > 0) || res.MsgsPerJob > 0.05 {
+		t.Errorf("%v job messages a job, want (0, 0.05]", res.MsgsPerJob)
+	}
+	for _, part := range []string{"bench_and_broker", "pool", "worker_processes"} {
+		if !(res.CPU[part] > 0) {
+			t.Errorf("CPU a job of %s: %v µs", part, res.CPU[part])
+		}
+	}
+}

@@ -290,6 +290,18 @@ func (l *LocalLauncher) Exits() <-chan int {
 	return l.exits
 }
 
+// Pids are the processes this launcher started that have not exited, in
+// no order.
+func (l *LocalLauncher) Pids() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pids := make([]int, 0, len(l.procs))
+	for pid := range l.procs {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
 // StopAll sends SIGTERM to every worker this launcher started that is still
 // running, and waits up to timeout for them to exit.
 func (l *LocalLauncher) StopAll(timeout time.Duration) {
