@@ -34,6 +34,11 @@ import (
 // unreachable broker before it stops.
 const launchedBrokerGrace = time.Minute
 
+// embeddedStopBound is how long the pool, once stopped, waits for its
+// embedded broker to stop before it exits: a clean stop of a few dozen
+// workers' queues fits in it.
+const embeddedStopBound = 500 * time.Millisecond
+
 const usage = `usage: hvmind-pool [--workers N --threads T] [--tail] [--nats URL | --data DIR --listen ADDR]
 
 `
@@ -127,7 +132,9 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	// The embedded broker's own stop grows with its consumers (10 ms
+	// each); past this, the exit ends it (see Embedded.ShutdownWithin).
+	defer conn.CloseToExit(embeddedStopBound)
 	// A CPU profile of the whole process (the embedded broker too), for
 	// finding where the pool's time goes at scale.
 	if path := os.Getenv("HVMIND_CPUPROFILE"); path != "" {
