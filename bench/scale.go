@@ -125,8 +125,8 @@ type ScaleResult struct {
 // CPUPerJob is CPU time per job, in microseconds, by process.
 type CPUPerJob struct {
 	// BenchAndBroker is the bench's own process: the client that
-	// dispatches and, unless the bench runs on an external broker, the
-	// embedded broker.
+	// dispatches and waits for the records and, unless the bench runs on
+	// an external broker, the embedded broker.
 	BenchAndBroker float64 `json:"bench_and_broker"`
 	Pool           float64 `json:"pool"`
 	// Workers is the worker processes' together.
@@ -536,7 +536,7 @@ type cpuTimes struct{ bench, pool, workers int64 }
 
 // cpu reads the CPU times of the rig's processes.
 func (r *scaleRig) cpu() cpuTimes {
-	c := cpuTimes{bench: cpuOf(os.Getpid())}
+	c := cpuTimes{bench: selfCPU()}
 	if r.pool != nil {
 		c.pool = cpuOf(r.pool.Process.Pid)
 	}
@@ -546,6 +546,15 @@ func (r *scaleRig) cpu() cpuTimes {
 		}
 	}
 	return c
+}
+
+// selfCPU is this process's CPU time, in ns, its ended threads' too.
+func selfCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return cpuOf(os.Getpid())
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // cpuOf is the CPU time a process's threads have run, in ns, from each

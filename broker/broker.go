@@ -205,7 +205,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded broker: not ready on %s (is the port in use? pass --nats to use a running server)", o.Listen)
 	}
-	return &Embedded{srv: srv, log: o.Logger, stopped: make(chan struct{})}, nil
+	return &Embedded{srv: srv, log: o.Logger}, nil
 }
 
 // URL is the client URL of the embedded server.
@@ -230,6 +230,7 @@ func (e *Embedded) Shutdown() {
 // closed when it has ended.
 func (e *Embedded) shutdown() <-chan struct{} {
 	e.stopOnce.Do(func() {
+		e.stopped = make(chan struct{})
 		go func() {
 			e.srv.Shutdown()
 			e.srv.WaitForShutdown()
@@ -259,19 +260,6 @@ func (e *Embedded) ShutdownWithin(d time.Duration) bool {
 	}
 }
 
-// WriteTimeout bounds one write to the broker's socket. nats.go's writer
-// holds the connection's lock while it writes, and its reader takes that
-// lock to answer the broker's PING and to take its INFO: a write that
-// blocks stops the reading too. After a broker restart, a process that
-// sends a burst (its held publishes, acknowledgements and records sent
-// again) while the broker sends it one (its queues' messages again) can
-// block both ways at once, each side writing to one that does not read,
-// until nats-server's write deadline (10 s) cuts the connection and its
-// requests have timed out. Past WriteTimeout the client drops the
-// connection itself and reconnects: what it had sent but not had answered
-// is sent again (records, acknowledgements), or asked again.
-const WriteTimeout = 3 * time.Second
-
 // Connect dials NATS and keeps retrying, both for the first connection and
 // after losing it, so that programs can start before the broker.
 func Connect(ctx context.Context, url, name string, log zerolog.Logger, auth ...Auth) (*nats.Conn, error) {
@@ -294,7 +282,9 @@ func Connect(ctx context.Context, url, name string, log zerolog.Logger, auth ...
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, 100*time.Millisecond),
-		nats.FlusherTimeout(WriteTimeout),
+		// See WriteTimeout.
+		nats.SetCustomDialer(&stallGuardDialer{Dialer: net.Dialer{Timeout: nats.DefaultTimeout}}),
+		nats.ReconnectOnFlusherError(),
 		nats.ConnectHandler(func(*nats.Conn) { connected <- struct{}{} }),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("reconnected to NATS")
