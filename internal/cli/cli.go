@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -207,11 +208,41 @@ func (p *Program) SignalContext() (ctx context.Context, stop context.CancelFunc)
 		case <-done:
 		}
 	}()
+	dump := make(chan os.Signal, 1)
+	signal.Notify(dump, syscall.SIGUSR1)
+	go func() {
+		for {
+			select {
+			case <-dump:
+				p.Log.Warn().Msg("SIGUSR1: writing every goroutine's stack to standard error")
+				writeStacks(os.Stderr)
+			case <-done:
+				return
+			}
+		}
+	}()
 	return ctx, func() {
 		signal.Stop(sig)
+		signal.Stop(dump)
 		close(done)
 		cancel()
 	}
+}
+
+// writeStacks writes the stacks of every goroutine to w: what a process
+// that seems stuck is doing, without stopping it (SIGQUIT, Go's own, ends
+// it).
+func writeStacks(w io.Writer) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	_, _ = w.Write(buf)
 }
 
 // Open connects to the broker the settings name (--nats, NATS_URL), or
