@@ -11,7 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -233,16 +233,7 @@ func (p *Program) SignalContext() (ctx context.Context, stop context.CancelFunc)
 // that seems stuck is doing, without stopping it (SIGQUIT, Go's own, ends
 // it).
 func writeStacks(w io.Writer) {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	_, _ = w.Write(buf)
+	_ = pprof.Lookup("goroutine").WriteTo(w, 2) // 2: as an unrecovered panic prints them
 }
 
 // Open connects to the broker the settings name (--nats, NATS_URL), or
