@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -68,4 +69,22 @@ func TestWorkerGivesUpOnABrokerNeverReached(t *testing.T) {
 	case <-time.After(2 * time.Second):
 	}
 	w.kill()
+}
+
+// SIGUSR1 asks a program what it is doing: it writes its goroutines'
+// stacks and goes on.
+func TestSIGUSR1WritesTheStacksAndGoesOn(t *testing.T) {
+	t.Parallel()
+	c := startPool(t)
+	c.pool.signal(syscall.SIGUSR1)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(c.pool.out.String(), "github.com/hvmind/hvmind/pool.") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stacks in the pool's output after SIGUSR1:\n%s", c.pool.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, errOut, code := c.manager("status"); code != 0 {
+		t.Fatalf("the pool stopped answering after SIGUSR1: exit %d: %s%s", code, out, errOut)
+	}
 }
