@@ -136,6 +136,8 @@ func TestChaos(t *testing.T) {
 	if _, ok := earning(startMoney, 2*time.Minute); !ok {
 		t.Fatalf("no income before any kill:\n%s", mgr.out.String())
 	}
+	stopWatch := watchForAStall(t, nc, url)
+	defer stopWatch()
 
 	type kill struct {
 		victim, signal string
@@ -414,4 +416,47 @@ func envInt(name string, def int) int {
 		return n
 	}
 	return def
+}
+
+// watchForAStall asks the worker process its status every 250 ms, through
+// the test's own connection. A worker process has been seen to stop
+// reading its connection for 10 s while the broker was up. When it has
+// not answered for 2 s while the broker answers the test, the watch sends
+// it SIGUSR1, so that its log holds the stacks of what it was doing, and
+// says so. It returns a function that stops it.
+func watchForAStall(t *testing.T, nc *nats.Conn, url string) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var silentSince, dumped time.Time
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			_, err := nc.Request(broker.ProcessSubject("local", "status"), nil, 200*time.Millisecond)
+			if err == nil || !nc.IsConnected() || nc.FlushTimeout(time.Second) != nil {
+				silentSince = time.Time{}
+				continue
+			}
+			if silentSince.IsZero() {
+				silentSince = time.Now()
+			}
+			if time.Since(silentSince) < 2*time.Second || time.Since(dumped) < 10*time.Second {
+				continue
+			}
+			out, _ := exec.Command("pgrep", "-f", "hvmind-worker --process local --nats "+url).Output()
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil && syscall.Kill(pid, syscall.SIGUSR1) == nil {
+					dumped = time.Now()
+					t.Logf("worker process %d has not answered its status for %s while the broker answers: its stacks are in its log (SIGUSR1)",
+						pid, time.Since(silentSince).Round(time.Millisecond))
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
