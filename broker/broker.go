@@ -285,6 +285,7 @@ func Connect(ctx context.Context, url, name string, log zerolog.Logger, auth ...
 		// See WriteTimeout.
 		nats.SetCustomDialer(&stallGuardDialer{Dialer: net.Dialer{Timeout: nats.DefaultTimeout}}),
 		nats.ReconnectOnFlusherError(),
+		nats.PingInterval(PingInterval), nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.ConnectHandler(func(*nats.Conn) { connected <- struct{}{} }),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("reconnected to NATS")

@@ -92,3 +92,45 @@ func TestConnectionToABrokerThatStopsReadingIsMadeAgain(t *testing.T) {
 		})
 	}
 }
+
+// A connection whose broker-to-client direction is stuck (as loopback TCP
+// stuck at a zero window was, for 15 s after a broker restart) leaves the
+// client reading an empty socket, with nothing to tell it. The PONGs it
+// stops getting do: it makes the connection again within seconds.
+func TestConnectionWhoseAnswersStopIsMadeAgain(t *testing.T) {
+	t.Parallel()
+	b := brokertest.New(t)
+	px := brokertest.NewProxy(t, b.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := broker.Connect(ctx, px.URL, t.Name(), brokertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := b.NC.Subscribe("echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := b.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	px.StopDelivering()
+	stuck := time.Now()
+	if _, err := nc.Request("echo", []byte("lost"), 500*time.Millisecond); err == nil {
+		t.Fatal("an answer came through a muted connection")
+	}
+	limit := broker.PingInterval*time.Duration(broker.MaxPingsOut+1) + 5*time.Second
+	for nc.Stats().Reconnects == 0 {
+		if time.Since(stuck) > limit {
+			t.Fatalf("the connection was not made again %s after the broker's answers stopped", time.Since(stuck).Round(time.Millisecond))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("connection made again %s after the broker's answers stopped", time.Since(stuck).Round(time.Millisecond))
+	if msg, err := nc.Request("echo", []byte("after"), 5*time.Second); err != nil || string(msg.Data) != "after" {
+		t.Fatalf("request after: %v", err)
+	}
+}

@@ -28,6 +28,21 @@ import (
 // acknowledgements), or ask again.
 const WriteTimeout = 3 * time.Second
 
+// PingInterval and MaxPingsOut: the client asks the broker for a PONG
+// every PingInterval, and takes the connection as dead, and makes it
+// again, once MaxPingsOut have gone unanswered: about 4 s after the
+// broker's last answer. A worker process was seen reading an empty socket
+// for 15 s after a broker restart while nats-server could not write 839
+// bytes to it ("WriteDeadline of 10s exceeded"): loopback TCP stuck at a
+// zero window, whose reopening the sender learns only from its probes, at
+// doubling intervals. Nothing came in, so the client's reader waited; the
+// PONGs it does not get now tell it. nats.go's default is a PING every 2
+// minutes.
+const (
+	PingInterval = time.Second
+	MaxPingsOut  = 3
+)
+
 // writeChunk bounds one write to the socket, so that the timeout is on
 // progress: a large message over a slow link is not a stall.
 const writeChunk = 64 << 10

@@ -32,6 +32,8 @@ type Proxy struct {
 // link is one client connection through the proxy.
 type link struct {
 	stalled, closed atomic.Bool
+	// muted stops what the server sends from reaching the client.
+	muted atomic.Bool
 }
 
 // NewProxy starts a proxy to the server at serverURL until the test ends.
@@ -64,7 +66,7 @@ func NewProxy(t testing.TB, serverURL string) *Proxy {
 			px.conns = append(px.conns, c, s)
 			px.links = append(px.links, l)
 			px.mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(c, s); _ = c.Close() })
+			wg.Go(func() { deliver(c, s, l); _ = c.Close() })
 			wg.Go(func() { px.forward(s, c, l); _ = s.Close() })
 		}
 	})
@@ -104,6 +106,41 @@ func (px *Proxy) forward(to io.Writer, from net.Conn, l *link) {
 		if _, err := to.Write(out); err != nil {
 			return
 		}
+	}
+}
+
+// deliver copies what the server sends to the client, until the link is
+// muted: then it holds what it read and reads no more.
+func deliver(to io.Writer, from net.Conn, l *link) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		// What was read when the link was muted is held, not delivered.
+		for l.muted.Load() {
+			if l.closed.Load() {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n > 0 {
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// StopDelivering stops what the server sends from reaching the clients
+// connected now, while what they send still reaches it: a connection
+// whose one direction is stuck. Clients that connect later are served.
+func (px *Proxy) StopDelivering() {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	for _, l := range px.links {
+		l.muted.Store(true)
 	}
 }
 
