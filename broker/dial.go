@@ -33,9 +33,9 @@ const WriteTimeout = 3 * time.Second
 // again, once MaxPingsOut have gone unanswered: about 4 s after the
 // broker's last answer. A worker process was seen reading an empty socket
 // for 15 s after a broker restart while nats-server could not write 839
-// bytes to it ("WriteDeadline of 10s exceeded"): loopback TCP stuck at a
-// zero window, whose reopening the sender learns only from its probes, at
-// doubling intervals. Nothing came in, so the client's reader waited; the
+// bytes to it ("WriteDeadline of 10s exceeded"): most likely loopback TCP
+// stuck at a zero window, whose reopening the sender learns only from its
+// probes, at doubling intervals. Nothing came in, so the client's reader waited; the
 // PONGs it does not get now tell it. nats.go's default is a PING every 2
 // minutes.
 const (
