@@ -34,23 +34,7 @@ func TestConnectionToABrokerThatStopsReadingIsMadeAgain(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := brokertest.New(t)
-			px := brokertest.NewProxy(t, b.URL)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			nc, err := broker.Connect(ctx, px.URL, t.Name(), brokertest.Logger(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			sub, err := b.NC.Subscribe("echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = sub.Unsubscribe() }()
-			if err := b.NC.Flush(); err != nil {
-				t.Fatal(err)
-			}
+			px, nc := proxiedConn(t)
 			if _, err := nc.Request("echo", []byte("before"), 5*time.Second); err != nil {
 				t.Fatalf("request before the stall: %v", err)
 			}
@@ -78,17 +62,7 @@ func TestConnectionToABrokerThatStopsReadingIsMadeAgain(t *testing.T) {
 				}
 			}()
 			defer func() { close(stop); <-published }()
-			deadline := time.Now().Add(broker.WriteTimeout + 30*time.Second)
-			for nc.Stats().Reconnects == 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("the connection was not made again %s after the broker stopped reading it", time.Since(stalled).Round(time.Millisecond))
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			t.Logf("connection made again %s after the broker stopped reading it", time.Since(stalled).Round(time.Millisecond))
-			if msg, err := nc.Request("echo", []byte("after"), 5*time.Second); err != nil || string(msg.Data) != "after" {
-				t.Fatalf("request after the stall: %v", err)
-			}
+			madeAgain(t, nc, stalled, broker.WriteTimeout+30*time.Second, "the broker stopped reading it")
 		})
 	}
 }
@@ -99,6 +73,19 @@ func TestConnectionToABrokerThatStopsReadingIsMadeAgain(t *testing.T) {
 // stops getting do: it makes the connection again within seconds.
 func TestConnectionWhoseAnswersStopIsMadeAgain(t *testing.T) {
 	t.Parallel()
+	px, nc := proxiedConn(t)
+	px.StopDelivering()
+	stuck := time.Now()
+	if _, err := nc.Request("echo", []byte("lost"), 500*time.Millisecond); err == nil {
+		t.Fatal("an answer came through a muted connection")
+	}
+	madeAgain(t, nc, stuck, broker.PingInterval*time.Duration(broker.MaxPingsOut+1)+5*time.Second, "the broker's answers stopped")
+}
+
+// proxiedConn starts a broker that answers "echo", and connects to it
+// through a proxy, as programs do (broker.Connect).
+func proxiedConn(t *testing.T) (*brokertest.Proxy, *nats.Conn) {
+	t.Helper()
 	b := brokertest.New(t)
 	px := brokertest.NewProxy(t, b.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -107,29 +94,27 @@ func TestConnectionWhoseAnswersStopIsMadeAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	sub, err := b.NC.Subscribe("echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
-	if err != nil {
+	t.Cleanup(nc.Close)
+	if _, err := b.NC.Subscribe("echo", func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
 	if err := b.NC.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return px, nc
+}
 
-	px.StopDelivering()
-	stuck := time.Now()
-	if _, err := nc.Request("echo", []byte("lost"), 500*time.Millisecond); err == nil {
-		t.Fatal("an answer came through a muted connection")
-	}
-	limit := broker.PingInterval*time.Duration(broker.MaxPingsOut+1) + 5*time.Second
+// madeAgain waits up to limit after since for nc to have reconnected
+// (what: what happened at since), then checks a request goes through.
+func madeAgain(t *testing.T, nc *nats.Conn, since time.Time, limit time.Duration, what string) {
+	t.Helper()
 	for nc.Stats().Reconnects == 0 {
-		if time.Since(stuck) > limit {
-			t.Fatalf("the connection was not made again %s after the broker's answers stopped", time.Since(stuck).Round(time.Millisecond))
+		if time.Since(since) > limit {
+			t.Fatalf("the connection was not made again %s after %s", time.Since(since).Round(time.Millisecond), what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Logf("connection made again %s after the broker's answers stopped", time.Since(stuck).Round(time.Millisecond))
+	t.Logf("connection made again %s after %s", time.Since(since).Round(time.Millisecond), what)
 	if msg, err := nc.Request("echo", []byte("after"), 5*time.Second); err != nil || string(msg.Data) != "after" {
 		t.Fatalf("request after: %v", err)
 	}

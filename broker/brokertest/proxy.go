@@ -24,16 +24,27 @@ type Proxy struct {
 	DropAcks atomic.Bool
 
 	mu    sync.Mutex
-	conns []net.Conn
-	// links are the client connections; stalled ones are not read.
 	links []*link
 }
 
-// link is one client connection through the proxy.
+// link is one client connection through the proxy, and its connection to
+// the server.
 type link struct {
-	stalled, closed atomic.Bool
-	// muted stops what the server sends from reaching the client.
-	muted atomic.Bool
+	client, server net.Conn
+	// stalled stops the client's protocol from being read; muted, the
+	// server's from reaching the client; closed ends both waits.
+	stalled, muted, closed atomic.Bool
+}
+
+// wait returns once f is clear, or false once the link is closed.
+func (l *link) wait(f *atomic.Bool) bool {
+	for f.Load() {
+		if l.closed.Load() {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // NewProxy starts a proxy to the server at serverURL until the test ends.
@@ -61,13 +72,12 @@ func NewProxy(t testing.TB, serverURL string) *Proxy {
 				_ = c.Close()
 				continue
 			}
-			l := &link{}
+			l := &link{client: c, server: s}
 			px.mu.Lock()
-			px.conns = append(px.conns, c, s)
 			px.links = append(px.links, l)
 			px.mu.Unlock()
-			wg.Go(func() { deliver(c, s, l); _ = c.Close() })
-			wg.Go(func() { px.forward(s, c, l); _ = s.Close() })
+			wg.Go(func() { l.deliver(); _ = c.Close() })
+			wg.Go(func() { px.forward(l); _ = s.Close() })
 		}
 	})
 	return px
@@ -75,14 +85,11 @@ func NewProxy(t testing.TB, serverURL string) *Proxy {
 
 // forward copies a client's protocol to the server, less what the proxy
 // is told to drop.
-func (px *Proxy) forward(to io.Writer, from net.Conn, l *link) {
-	r := bufio.NewReader(from)
+func (px *Proxy) forward(l *link) {
+	r := bufio.NewReader(l.client)
 	for {
-		for l.stalled.Load() {
-			if l.closed.Load() {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !l.wait(&l.stalled) {
+			return
 		}
 		line, err := r.ReadBytes('\n')
 		if err != nil {
@@ -103,7 +110,7 @@ func (px *Proxy) forward(to io.Writer, from net.Conn, l *link) {
 			}
 			out = append(line, payload...)
 		}
-		if _, err := to.Write(out); err != nil {
+		if _, err := l.server.Write(out); err != nil {
 			return
 		}
 	}
@@ -111,19 +118,16 @@ func (px *Proxy) forward(to io.Writer, from net.Conn, l *link) {
 
 // deliver copies what the server sends to the client, until the link is
 // muted: then it holds what it read and reads no more.
-func deliver(to io.Writer, from net.Conn, l *link) {
+func (l *link) deliver() {
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := from.Read(buf)
+		n, err := l.server.Read(buf)
 		// What was read when the link was muted is held, not delivered.
-		for l.muted.Load() {
-			if l.closed.Load() {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !l.wait(&l.muted) {
+			return
 		}
 		if n > 0 {
-			if _, werr := to.Write(buf[:n]); werr != nil {
+			if _, werr := l.client.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
@@ -159,11 +163,10 @@ func (px *Proxy) StopReading() {
 func (px *Proxy) Cut() {
 	px.mu.Lock()
 	defer px.mu.Unlock()
-	for _, c := range px.conns {
-		_ = c.Close()
-	}
 	for _, l := range px.links {
 		l.closed.Store(true)
+		_ = l.client.Close()
+		_ = l.server.Close()
 	}
-	px.conns, px.links = nil, nil
+	px.links = nil
 }
