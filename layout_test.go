@@ -47,10 +47,12 @@ var allowed = map[string][]string{
 	"world/tasks": {"job", "pool", "worker", "webui", "world", "world/game"},
 	"world/hosts": {"serverpool", "world", "world/game"},
 	"planner":     {"job", "pool", "serverpool", "world", "world/game", "internal/boxtable"},
+	// The live game: the executor inside it and the protocol with it.
+	"live": {"job", "world", "world/game"},
 
 	// Benchmarks and programs wire everything; no package imports a program.
-	"bench":   {"broker", "job", "pool", "serverpool", "worker", "planner", "world", "world/game", "world/hosts", "world/tasks"},
-	"cmd/...": {"broker", "config", "internal/cli", "internal/boxtable", "job", "pool", "serverpool", "worker", "webui", "planner", "bench", "world", "world/game", "world/hosts", "world/tasks"},
+	"bench":   {"broker", "job", "pool", "serverpool", "worker", "planner", "world", "world/game", "world/hosts", "world/tasks", "live"},
+	"cmd/...": {"broker", "config", "internal/cli", "internal/boxtable", "job", "pool", "serverpool", "worker", "webui", "planner", "bench", "world", "world/game", "world/hosts", "world/tasks", "live"},
 	"e2e":     nil,
 	"":        nil, // this test
 }
@@ -60,6 +62,7 @@ var allowed = map[string][]string{
 var testsAlsoAllowed = map[string][]string{
 	"pool":        {"worker"}, // the pool's tests run real workers in process
 	"world/tasks": {"broker"},
+	"live":        {"broker"},                 // the executor's tests start a broker with a WebSocket listener
 	"e2e":         {"broker", "job", "world"}, // the programs are run as processes; the chaos audit reads the world
 }
 

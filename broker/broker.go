@@ -107,6 +107,10 @@ type EmbeddedOptions struct {
 	// server starts from (its users and permissions, TLS); Listen,
 	// DataDir and Sync still decide where it listens and stores.
 	ConfigFile string
+	// WebSocket, when set, is a host:port where the server also takes
+	// NATS over WebSocket, without TLS (port 0 picks a free one): what a
+	// script in a web page can open.
+	WebSocket string
 }
 
 // Sync is how often an embedded broker's JetStream flushes its files to
@@ -151,6 +155,8 @@ func (s Sync) String() string {
 type Embedded struct {
 	srv *server.Server
 	log zerolog.Logger
+	// websocket is set when the server has a WebSocket listener.
+	websocket bool
 	// stopped is closed once a shutdown has ended (see ShutdownWithin).
 	stopOnce sync.Once
 	stopped  chan struct{}
@@ -162,16 +168,9 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if o.Listen == "" {
 		o.Listen = DefaultListen
 	}
-	host, portStr, err := net.SplitHostPort(o.Listen)
+	host, port, err := splitListen(o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: listen address %q: %w", o.Listen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("embedded broker: listen port %q: %w", portStr, err)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
 	}
 	if o.DataDir == "" {
 		return nil, errors.New("embedded broker: a data directory is required")
@@ -195,6 +194,13 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	// Jobs and records are small; the defaults suit us otherwise.
 	opts.MaxPayload = 8 << 20
 	opts.SyncAlways, opts.SyncInterval = o.Sync.Always, o.Sync.Interval
+	if o.WebSocket != "" {
+		wsHost, wsPort, err := splitListen(o.WebSocket)
+		if err != nil {
+			return nil, fmt.Errorf("embedded broker: websocket address %q: %w", o.WebSocket, err)
+		}
+		opts.Websocket.Host, opts.Websocket.Port, opts.Websocket.NoTLS = wsHost, wsPort, true
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -205,11 +211,37 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("embedded broker: not ready on %s (is the port in use? pass --nats to use a running server)", o.Listen)
 	}
-	return &Embedded{srv: srv, log: o.Logger}, nil
+	return &Embedded{srv: srv, log: o.Logger, websocket: o.WebSocket != ""}, nil
 }
 
 // URL is the client URL of the embedded server.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// WebSocketURL is the ws:// URL of the server's WebSocket listener, or ""
+// when it has none (see EmbeddedOptions.WebSocket).
+func (e *Embedded) WebSocketURL() string {
+	if !e.websocket {
+		return ""
+	}
+	return e.srv.WebsocketURL()
+}
+
+// splitListen is the host and port of a host:port listen address, a port
+// of 0 or -1 being nats-server's pick of a free one.
+func splitListen(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
 
 // Sync is how the running server's JetStream flushes its files (an
 // Interval of nats-server's default when none was set).
@@ -708,8 +740,10 @@ type OpenOptions struct {
 	// set, else connects to DefaultListen.
 	URL   string
 	Embed bool
-	// Listen, DataDir, Sync and ConfigFile configure the embedded server.
+	// Listen, WebSocket, DataDir, Sync and ConfigFile configure the
+	// embedded server (see EmbeddedOptions).
 	Listen     string
+	WebSocket  string
 	DataDir    string
 	Sync       Sync
 	ConfigFile string
@@ -726,12 +760,16 @@ func Open(ctx context.Context, o OpenOptions) (*Conn, error) {
 	plain, auth := SplitURL(o.URL, o.Auth)
 	c := &Conn{URL: plain, Auth: auth}
 	if c.URL == "" && o.Embed {
-		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, DataDir: o.DataDir, Sync: o.Sync, ConfigFile: o.ConfigFile, Logger: o.Logger})
+		emb, err := StartEmbedded(EmbeddedOptions{Listen: o.Listen, WebSocket: o.WebSocket, DataDir: o.DataDir, Sync: o.Sync, ConfigFile: o.ConfigFile, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}
 		c.Embedded, c.URL = emb, emb.URL()
-		o.Logger.Info().Str("url", c.URL).Str("data", o.DataDir).Stringer("sync", o.Sync).Msg("embedded NATS server with JetStream running")
+		ev := o.Logger.Info().Str("url", c.URL).Str("data", o.DataDir).Stringer("sync", o.Sync)
+		if ws := emb.WebSocketURL(); ws != "" {
+			ev = ev.Str("websocket", ws)
+		}
+		ev.Msg("embedded NATS server with JetStream running")
 	}
 	if c.URL == "" {
 		c.URL = "nats://" + DefaultListen

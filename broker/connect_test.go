@@ -2,10 +2,12 @@ package broker_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/hvmind/hvmind/broker"
 	"github.com/hvmind/hvmind/broker/brokertest"
@@ -117,5 +119,56 @@ func madeAgain(t *testing.T, nc *nats.Conn, since time.Time, limit time.Duration
 	t.Logf("connection made again %s after %s", time.Since(since).Round(time.Millisecond), what)
 	if msg, err := nc.Request("echo", []byte("after"), 5*time.Second); err != nil || string(msg.Data) != "after" {
 		t.Fatalf("request after: %v", err)
+	}
+}
+
+func TestEmbeddedBrokerTakesNATSOverWebSocket(t *testing.T) {
+	t.Parallel()
+	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), WebSocket: "127.0.0.1:0", Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	ws := emb.WebSocketURL()
+	if !strings.HasPrefix(ws, "ws://127.0.0.1:") || strings.HasSuffix(ws, ":0") || strings.HasSuffix(ws, ":-1") {
+		t.Fatalf("WebSocket URL %q", ws)
+	}
+	// A client over the WebSocket and one over TCP see each other's messages.
+	overWS, err := broker.Connect(context.Background(), ws, "ws", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer overWS.Close()
+	overTCP, err := broker.Connect(context.Background(), emb.URL(), "tcp", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer overTCP.Close()
+	sub, err := overWS.Subscribe("hvmind.test.echo", func(m *nats.Msg) { _ = m.Respond(append([]byte("echo "), m.Data...)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := overWS.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := overTCP.Request("hvmind.test.echo", []byte("hi"), 2*time.Second)
+	if err != nil {
+		t.Fatalf("request over TCP to a WebSocket client: %v", err)
+	}
+	if string(m.Data) != "echo hi" {
+		t.Fatalf("reply %q", m.Data)
+	}
+
+	plain, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Shutdown()
+	if u := plain.WebSocketURL(); u != "" {
+		t.Errorf("a broker without a WebSocket listener says %q", u)
+	}
+	if _, err := broker.StartEmbedded(broker.EmbeddedOptions{Listen: "127.0.0.1:0", DataDir: t.TempDir(), WebSocket: "nowhere", Logger: zerolog.Nop()}); err == nil || !strings.Contains(err.Error(), "websocket address") {
+		t.Errorf("a bad WebSocket address: %v", err)
 	}
 }

@@ -42,6 +42,9 @@ type Config struct {
 	Listen string
 	// DataDir is the embedded broker's storage directory.
 	DataDir string
+	// WebSocket, when set, is where the embedded broker also takes NATS
+	// over WebSocket (host:port), as a script in a web page connects.
+	WebSocket string
 	// NATSConfig is a nats-server configuration file for the embedded
 	// broker (users and permissions; see deploy/nats/hvmind-roles.conf).
 	NATSConfig string
@@ -288,6 +291,7 @@ func (c *Config) RegisterCommon(fs *flag.FlagSet) {
 func (c *Config) RegisterBroker(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address of the embedded broker")
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory of the embedded broker")
+	fs.StringVar(&c.WebSocket, "websocket", c.WebSocket, "the embedded broker also takes NATS over WebSocket at this host:port, without TLS, as a script in a web page connects (empty: off)")
 	fs.StringVar(&c.NATSConfig, "nats-config", c.NATSConfig, "nats-server configuration file for the embedded broker: its users and their permissions (deploy/nats/hvmind-roles.conf), TLS")
 	fs.StringVar(&c.Sync, "sync", c.Sync, "how often the embedded broker flushes its files to disk: always (every write, before it is acknowledged), an interval such as 1s (a machine crash may lose what was acknowledged since), or default (nats-server's: every 2 minutes)")
 }

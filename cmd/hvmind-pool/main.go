@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/hvmind/hvmind/config"
 	"github.com/hvmind/hvmind/internal/cli"
 	"github.com/hvmind/hvmind/job"
+	"github.com/hvmind/hvmind/live"
 	"github.com/hvmind/hvmind/pool"
 	"github.com/hvmind/hvmind/serverpool"
 	"github.com/hvmind/hvmind/webui"
@@ -225,7 +228,15 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		ms, err := cli.ServeHTTP(*httpAddr, p.Log, map[string]http.Handler{"/": ui.Handler()}, append(worldMetrics, pl.Metrics())...)
+		routes := map[string]http.Handler{"/": ui.Handler()}
+		wsPort := executorPort(conn)
+		if wsPort > 0 {
+			h := live.Handler(wsPort)
+			for _, f := range live.ScriptNames() {
+				routes["/"+f] = h
+			}
+		}
+		ms, err := cli.ServeHTTP(*httpAddr, p.Log, routes, append(worldMetrics, pl.Metrics())...)
 		if err != nil {
 			ui.Close()
 			return err
@@ -233,6 +244,10 @@ func run(args []string) error {
 		defer ms.Close()
 		defer ui.Close() // first: its pages' streams end, so the server stops at once
 		p.Log.Info().Str("url", ms.Base).Msg("the jobs' timeline")
+		if wsPort > 0 {
+			p.Log.Info().Str("in_the_game_terminal", live.InstallLine(strings.TrimSuffix(strings.TrimPrefix(ms.Base, "http://"), "/"))).
+				Msg("the game's executor is served: install it in the game with")
+		}
 	}
 	err = pl.Run(ctx)
 	if l, ok := launcher.(*serverpool.LocalLauncher); ok && cfg.Pool.StopWorkers {
@@ -314,4 +329,18 @@ func workerHTTPArgs(addr string) []string {
 		return nil
 	}
 	return []string{"--http", addr}
+}
+
+// executorPort is the port of the embedded broker's WebSocket listener,
+// where the game's executor connects (0: none).
+func executorPort(conn *broker.Conn) int {
+	if conn.Embedded == nil {
+		return 0
+	}
+	u, err := url.Parse(conn.Embedded.WebSocketURL())
+	if err != nil || u.Port() == "" {
+		return 0
+	}
+	port, _ := strconv.Atoi(u.Port())
+	return port
 }

@@ -243,8 +243,11 @@ func (p *Program) Open(ctx context.Context, embed bool) (*broker.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.Config.WebSocket != "" && (p.Config.NATS != "" || !embed) {
+		return nil, Usagef("--websocket opens a listener of the embedded broker; a nats-server of your own opens its own (its websocket block)")
+	}
 	return broker.Open(ctx, broker.OpenOptions{
-		URL: p.Config.NATS, Auth: p.Config.Auth, Embed: embed, Listen: p.Config.Listen, DataDir: p.Config.DataDir, Sync: sync, ConfigFile: p.Config.NATSConfig,
+		URL: p.Config.NATS, Auth: p.Config.Auth, Embed: embed, Listen: p.Config.Listen, WebSocket: p.Config.WebSocket, DataDir: p.Config.DataDir, Sync: sync, ConfigFile: p.Config.NATSConfig,
 		Name: p.Name, Logger: p.Log,
 	})
 }
