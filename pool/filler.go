@@ -17,33 +17,49 @@ import (
 // fillParallel is how many workers the filler launches at once.
 const fillParallel = 8
 
-// fillEvery is how often the pool looks for free threads to fill.
-const fillEvery = 10 * time.Second
+// fillEvery is how often the pool looks for free threads to fill, and
+// fillRetry how soon it looks again when the capacity provider did not
+// answer: a provider that comes up after the pool (a game whose executor
+// the player starts later) has its hosts filled within a second.
+const (
+	fillEvery = 10 * time.Second
+	fillRetry = time.Second
+)
 
 // fillLoop fills the hosts every fillEvery until ctx ends.
 func (p *Pool) fillLoop(ctx context.Context) {
 	t := time.NewTicker(fillEvery)
 	defer t.Stop()
+	retry := time.NewTimer(fillRetry)
+	defer retry.Stop()
+	if !p.fillFailed.Load() { // the first fill, before the pool was ready
+		retry.Stop()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			p.fillHosts(ctx)
 		case <-p.fillSig:
-			p.fillHosts(ctx)
+		case <-retry.C:
+		}
+		if !p.fillHosts(ctx) {
+			retry.Reset(fillRetry)
 		}
 	}
 }
 
 // fillHosts launches a worker with all the free threads of every host that
-// has any. The workers are not on demand: idleness does not stop them.
-func (p *Pool) fillHosts(ctx context.Context) {
+// has any. The workers are not on demand: idleness does not stop them. It
+// reports whether the capacity provider answered.
+func (p *Pool) fillHosts(ctx context.Context) bool {
 	hosts, err := p.opts.Servers.Hosts(ctx)
 	if err != nil {
 		p.log.Debug().Err(err).Msg("fill hosts")
-		return
+		p.fillFailed.Store(true)
+		return false
 	}
+	p.fillFailed.Store(false)
 	// A few at a time: after a worker process died, every host is free
 	// again, and each launch waits for its worker to register.
 	var n atomic.Int64
@@ -70,4 +86,5 @@ func (p *Pool) fillHosts(ctx context.Context) {
 	if n := n.Load(); n > 0 {
 		p.log.Info().Int64("workers", n).Msg("filled the hosts' free threads with workers")
 	}
+	return true
 }

@@ -269,6 +269,9 @@ type Pool struct {
 	// sweepSig and fillSig ask the sweeper and the filler to run now
 	// rather than at their next tick.
 	sweepSig, fillSig chan struct{}
+	// fillFailed is set while the capacity provider does not answer the
+	// filler (see fillRetry).
+	fillFailed atomic.Bool
 	// broken takes the jobs that broke their batches, as they ended, to
 	// batchBreakLoop.
 	broken chan job.Job
