@@ -36,9 +36,10 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$budget $$pkg >/tmp/hvmind-fuzz.out 2>&1 || { cat /tmp/hvmind-fuzz.out; exit 1; }; \
 	done
 
-# The nats CLI and nats-server for the tests, and Debian's Chromium for
-# the web UI's browser test (installed with apt-get when it is missing and
-# this runs as root; otherwise install the chromium package yourself).
+# The nats CLI and nats-server for the tests, Debian's Chromium for the web
+# UI's browser test and Node.js for the game executor's (installed with
+# apt-get when they are missing and this runs as root; otherwise install
+# them yourself).
 tools:
 	@command -v nats >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats || $(GO) install github.com/nats-io/natscli/nats@$(NATS_VER)
 	@command -v nats-server >/dev/null 2>&1 || test -x $(GOBIN_DIR)/nats-server || $(GO) install github.com/nats-io/nats-server/v2@$(SERVER_VER)
@@ -48,6 +49,12 @@ tools:
 		  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
 		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "no Chromium: the web UI's browser test will fail; install the chromium package"
+	@command -v node >/dev/null 2>&1 || \
+		{ test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
+		  echo "installing Debian's nodejs for the game executor's tests" && \
+		  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null; } || \
+		echo "no node: the game executor's tests will fail; install Node.js 20.10 or later"
 
 DATA   ?= $(HOME)/.local/share/hvmind
 TARGET ?= --auto

@@ -48,7 +48,7 @@ var allowed = map[string][]string{
 	"world/hosts": {"serverpool", "world", "world/game"},
 	"planner":     {"job", "pool", "serverpool", "world", "world/game", "internal/boxtable"},
 	// The live game: the executor inside it and the protocol with it.
-	"live": {"job", "world", "world/game"},
+	"live": {"broker", "job", "world", "world/game"},
 
 	// Benchmarks and programs wire everything; no package imports a program.
 	"bench":   {"broker", "job", "pool", "serverpool", "worker", "planner", "world", "world/game", "world/hosts", "world/tasks", "live"},

@@ -42,6 +42,13 @@ const launchedBrokerGrace = time.Minute
 // workers' queues fits in it.
 const embeddedStopBound = 500 * time.Millisecond
 
+// Where --game listens by default: the broker's WebSocket for the
+// executor, and the HTTP server that serves it.
+const (
+	gameWebSocket = "127.0.0.1:7465"
+	gameHTTP      = "127.0.0.1:7464"
+)
+
 const usage = `usage: hvmind-pool [--workers N --threads T] [--tail] [--nats URL | --data DIR --listen ADDR]
 
 `
@@ -62,12 +69,29 @@ func run(args []string) error {
 	workerHTTP := p.Flags.String("worker-http", "", "with --worker-process: the worker process serves its workers' Prometheus metrics at http://ADDR/metrics (empty: off)")
 	httpAddr := p.Flags.String("http", "", "serve the jobs' live timeline at http://ADDR/ and the pool's Prometheus metrics (and the world's, when the pool runs it) at http://ADDR/metrics (for example 127.0.0.1:7464; empty: off)")
 	printIdentity := p.Flags.String("print-identity", "", "with --identity-key: print the environment (HVMIND_USER, HVMIND_PASSWORD) of the worker process NAME, or of the worker ID on its own with worker:ID, for starting it by hand; or, with issuer, the HVMIND_IDENTITY_ISSUER of the broker's configuration; and exit")
+	playGame := p.Flags.Bool("game", false, "play the live Bitburner game: the world is the game, through the executor hvmind.js running in it; the embedded broker keeps its files in DATA/game, takes the executor's WebSocket at --websocket (default "+gameWebSocket+"), and --http (default "+gameHTTP+") serves the executor")
 	splitTolerance := p.Flags.Float64("split-tolerance", tasks.DefaultSplitTolerance, "largest relative change of a hack's or grow's effect that splitting may cause")
 	if err := p.Parse(args); err != nil {
 		return err
 	}
 	if err := wcfg.Validate(); err != nil {
 		return cli.Usage(err)
+	}
+	if *playGame {
+		if cfg.NATS != "" {
+			return cli.Usagef("--game runs the embedded broker, whose WebSocket listener the game's executor connects to: drop --nats")
+		}
+		if !wcfg.Serve {
+			return cli.Usagef("--game answers the world's requests from the game in this process: drop --world=false")
+		}
+		// Apart from a simulated world's workers and reservations.
+		cfg.DataDir = filepath.Join(cfg.DataDir, "game")
+		if cfg.WebSocket == "" {
+			cfg.WebSocket = gameWebSocket
+		}
+		if *httpAddr == "" {
+			*httpAddr = gameHTTP
+		}
 	}
 	if n := cfg.Pool.WorkerProcess; n != "" && !job.ValidWorkerID(n) {
 		return cli.Usagef("--worker-process %q: a name may hold only letters, digits, '-' and '_'", n)
@@ -148,7 +172,16 @@ func run(args []string) error {
 	}
 
 	var worldMetrics []prometheus.Collector
-	if wcfg.Serve {
+	if *playGame {
+		// As the simulated world: it outlives the pool's stop.
+		worldCtx, stopWorld := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopWorld()
+		gs, err := live.Serve(worldCtx, conn.NC, live.ServiceOptions{Storage: cfg.Storage(), Logger: p.Log})
+		if err != nil {
+			return err
+		}
+		defer gs.Stop()
+	} else if wcfg.Serve {
 		// The world outlives the pool's stop: the workers finish their
 		// jobs in it, and give their RAM back to it, as they stop.
 		worldCtx, stopWorld := context.WithCancel(context.WithoutCancel(ctx))

@@ -188,5 +188,5 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
       }
     }
   });
-  process.stdin.on("end", () => process.exit(0));
+  // It runs until killed, stdin closed or not.
 }
