@@ -5,7 +5,7 @@ NATS_VER  := v0.5.0
 SERVER_VER:= v2.15.2
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: build test fuzz run pool bench chaos tools vet fmt clean
+.PHONY: build test fuzz run game pool bench chaos tools vet fmt clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -71,6 +71,17 @@ run: build
 	@mkdir -p "$(DATA)"
 	@echo "the jobs' live timeline: http://$(HTTP)/ (metrics: http://$(HTTP)/metrics; the pool logs to $(DATA)/pool.out)"
 	@setsid $(BIN)/hvmind-pool --data "$(DATA)" --speed $(SPEED) --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 50ms --http $(HTTP) --log-format json >>"$(DATA)/pool.out" 2>&1 & pool=$$!; \
+	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
+	$(BIN)/hvmind-manager $(TARGET) --timeline http://$(HTTP)/
+
+# The live game: the pool plays it through the executor the player
+# installs in the game's terminal (the line below), the batcher on TARGET.
+# Ctrl-C stops both, as with run.
+game: build
+	@mkdir -p "$(DATA)"
+	@echo "in the game's terminal: wget http://$(HTTP)/hvmind.js hvmind.js; run hvmind.js"
+	@echo "the jobs' live timeline: http://$(HTTP)/ (the pool logs to $(DATA)/game.out)"
+	@setsid $(BIN)/hvmind-pool --game --data "$(DATA)" --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 50ms --http $(HTTP) --log-format json >>"$(DATA)/game.out" 2>&1 & pool=$$!; \
 	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \
 	$(BIN)/hvmind-manager $(TARGET) --timeline http://$(HTTP)/
 

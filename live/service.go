@@ -51,6 +51,9 @@ type Service struct {
 	mu sync.Mutex
 	// offset is the game's clock less this machine's (ms).
 	offset float64
+	// last is the executor's last state, read at lastAt (see recent).
+	last   State
+	lastAt time.Time
 	ops    map[string]*record
 	ram    map[string]map[string]int // host -> owner -> threads
 	// known is each target's security and money as last seen after a
@@ -75,6 +78,23 @@ const finishWait = 400 * time.Millisecond
 
 // executorTimeout bounds one request to the executor.
 const executorTimeout = 2 * time.Second
+
+// stateFresh is how old a state a begin may use for what it reports of
+// the target and the player at its start: a begin asks the executor once
+// (to run the operation), not twice, when another request read the state
+// this recently. The operation's own time is the game's, at its start.
+const stateFresh = time.Second
+
+// recent is the executor's state, read again when older than stateFresh.
+func (s *Service) recent(ctx context.Context) (State, error) {
+	s.mu.Lock()
+	st, at := s.last, s.lastAt
+	s.mu.Unlock()
+	if !at.IsZero() && time.Since(at) < stateFresh {
+		return st, nil
+	}
+	return s.state(ctx)
+}
 
 // record is what the service keeps of one job's operation.
 type record struct {
@@ -330,7 +350,7 @@ func (s *Service) state(ctx context.Context) (State, error) {
 		return st, unavailable(err)
 	}
 	s.mu.Lock()
-	s.offset = off
+	s.offset, s.last, s.lastAt = off, st, time.Now()
 	for _, srv := range st.Servers {
 		if _, ok := s.known[srv.Hostname]; !ok {
 			s.known[srv.Hostname] = targetSeen{Security: srv.HackDifficulty, Money: srv.MoneyAvailable}
@@ -528,7 +548,7 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 		return b, nil
 	}
 	s.mu.Unlock()
-	st, err := s.state(ctx)
+	st, err := s.recent(ctx)
 	if err != nil {
 		return nil, err
 	}
