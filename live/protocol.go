@@ -143,11 +143,16 @@ type KillRequest struct {
 	ID string `json:"id"`
 }
 
-// KillReply says whether it was stopped, had landed (Landed), or is not
-// known to the executor (Unknown: never started, or landed and forgotten).
+// KillReply says what became of the operation: stopped before it landed
+// (Killed), landed (Landed), too close to its landing to know yet (Pending:
+// ask again), ended without a report (Gone: killed in the game, never
+// applied), or not known to the executor (Unknown: never run, or landed
+// and forgotten long ago).
 type KillReply struct {
 	ID      string   `json:"id"`
 	Killed  bool     `json:"killed,omitempty"`
+	Pending bool     `json:"pending,omitempty"`
+	Gone    bool     `json:"gone,omitempty"`
 	Unknown bool     `json:"unknown,omitempty"`
 	Landed  *Landing `json:"landed,omitempty"`
 	Error   string   `json:"error,omitempty"`

@@ -3,9 +3,11 @@ package live
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"strings"
 	"sync"
@@ -63,9 +65,34 @@ type Service struct {
 	// landed wakes the finishes waiting for a landing.
 	landed *sync.Cond
 
+	// jobLocks serialize what happens to one job (begin, settle, resume,
+	// landing), by a hash of its id: a settle while its begin asks the game
+	// to run it would otherwise say it never began.
+	jobLocks [64]sync.Mutex
+
+	// closing is set (under mu) once Stop began: no request starts after.
+	closing bool
 	wg      sync.WaitGroup
 	stopped chan struct{}
 	once    sync.Once
+}
+
+// jobLock is the lock of a job's id.
+func (s *Service) jobLock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return &s.jobLocks[h.Sum32()%uint32(len(s.jobLocks))]
+}
+
+// enter counts a request in, unless the service is stopping.
+func (s *Service) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // Bucket is the key-value bucket of the live game's service.
@@ -96,12 +123,16 @@ func (s *Service) recent(ctx context.Context) (State, error) {
 	return s.state(ctx)
 }
 
-// record is what the service keeps of one job's operation.
+// record is what the service keeps of one job's operation. Pending is
+// stored before the game is asked to run it, and stays until its answer is
+// stored: a record with it may be running in the game, and is killed
+// there before it is settled.
 type record struct {
-	Begin   *world.BeginReply `json:"begin,omitempty"`
-	Op      *Op               `json:"op,omitempty"`
-	Result  *world.Result     `json:"result,omitempty"`
-	Settled *world.Settlement `json:"settled,omitempty"`
+	Pending *world.BeginRequest `json:"pending,omitempty"`
+	Begin   *world.BeginReply   `json:"begin,omitempty"`
+	Op      *Op                 `json:"op,omitempty"`
+	Result  *world.Result       `json:"result,omitempty"`
+	Settled *world.Settlement   `json:"settled,omitempty"`
 }
 
 type targetSeen struct {
@@ -119,14 +150,16 @@ type ServiceOptions struct {
 // and keeps the executor's landings. It fails with world.ErrAlreadyRunning
 // when a world service answers already.
 func Serve(ctx context.Context, nc *nats.Conn, o ServiceOptions) (*Service, error) {
-	if m, err := nc.Request(world.SubjectClock, nil, 500*time.Millisecond); err == nil && m.Header.Get(micro.ErrorCodeHeader) == "" {
+	// Any answer, an error too (a live game whose executor is away answers
+	// with one), is a service that would share the requests.
+	if _, err := nc.Request(world.SubjectClock, nil, 500*time.Millisecond); err == nil {
 		return nil, fmt.Errorf("%w on this broker", world.ErrAlreadyRunning)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("live game: %w", err)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	kv, err := js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "HVMind live game: operations, landings, settlements and reservations",
@@ -169,6 +202,9 @@ func placement(st broker.Storage) *jetstream.Placement {
 // been answered.
 func (s *Service) Stop() {
 	s.once.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		s.mu.Unlock()
 		close(s.stopped)
 		if s.svc != nil {
 			_ = s.svc.Stop()
@@ -187,16 +223,24 @@ func (s *Service) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("live game: list %s: %w", Bucket, err)
 	}
+	n := 0
 	for k := range keys.Keys() {
+		n++
 		e, err := s.kv.Get(ctx, k)
-		if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
+		}
+		if err != nil {
+			// Starting without a record would run a job again, or say one
+			// never began.
+			return fmt.Errorf("live game: read %s %s: %w", Bucket, k, err)
 		}
 		switch kind, rest, _ := strings.Cut(k, "."); kind {
 		case "op":
 			var r record
-			if json.Unmarshal(e.Value(), &r) == nil {
-				s.ops[rest] = &r
+			id, derr := base64.RawURLEncoding.DecodeString(rest)
+			if derr == nil && json.Unmarshal(e.Value(), &r) == nil {
+				s.ops[string(id)] = &r
 				if r.Result != nil && r.Result.Seq > s.seq {
 					s.seq = r.Result.Seq
 				}
@@ -214,7 +258,15 @@ func (s *Service) load(ctx context.Context) error {
 			}
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("live game: read %s: %w after %d keys", Bucket, err, n)
+	}
 	return nil
+}
+
+// key is a bucket key of kind for name, which may hold any character.
+func key(kind, name string) string {
+	return kind + "." + base64.RawURLEncoding.EncodeToString([]byte(name))
 }
 
 func (s *Service) putOp(ctx context.Context, id string, r *record) error {
@@ -222,23 +274,23 @@ func (s *Service) putOp(ctx context.Context, id string, r *record) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Put(ctx, "op."+id, b); err != nil {
+	if _, err := s.kv.Put(ctx, key("op", id), b); err != nil {
 		return fmt.Errorf("%w: %v", world.ErrUnavailable, err)
 	}
 	return nil
 }
 
 func (s *Service) putRAM(ctx context.Context, host, owner string, threads int) error {
-	key := "ram." + host + "." + owner
+	k := key("ram", host+"\x00"+owner)
 	var err error
 	if threads <= 0 {
-		err = s.kv.Delete(ctx, key)
+		err = s.kv.Delete(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			err = nil
 		}
 	} else {
 		b, _ := json.Marshal(map[string]any{"Host": host, "Owner": owner, "Threads": threads})
-		_, err = s.kv.Put(ctx, key, b)
+		_, err = s.kv.Put(ctx, k, b)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", world.ErrUnavailable, err)
@@ -250,8 +302,11 @@ func (s *Service) startMicro() error {
 	h := func(run func(ctx context.Context, req micro.Request) (any, error)) micro.HandlerFunc {
 		return func(req micro.Request) {
 			r := broker.ReplyLater(s.nc, req)
+			if !s.enter() {
+				reply(r, nil, fmt.Errorf("%w: the live game's service is stopping", world.ErrUnavailable))
+				return
+			}
 			subject, data := req.Subject(), bytes.Clone(req.Data())
-			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -479,6 +534,22 @@ func (s *Service) setRAM(ctx context.Context, req micro.Request, take bool) (any
 	if r.Owner == "" || r.Host == "" || (take && r.Threads <= 0) {
 		return nil, fmt.Errorf("%w: a reservation needs a host, an owner and threads", world.ErrInvalid)
 	}
+	if !take {
+		// Given back whether or not the game answers, or still has the host.
+		if err := s.putRAM(ctx, r.Host, r.Owner, 0); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.ram[r.Host], r.Owner)
+		out := world.RAMReply{HostRAM: world.HostRAM{Hostname: r.Host}, Owner: r.Owner}
+		for _, h := range s.hostsLocked(s.last) {
+			if h.Hostname == r.Host {
+				out.HostRAM = h
+			}
+		}
+		return out, nil
+	}
 	st, err := s.state(ctx)
 	if err != nil {
 		return nil, err
@@ -536,26 +607,33 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	if !game.IsOperation(br.Task) {
 		return nil, fmt.Errorf("%w: %q is not hack, grow or weaken", world.ErrInvalid, br.Task)
 	}
-	s.mu.Lock()
-	r := s.ops[br.JobID]
+	lk := s.jobLock(br.JobID)
+	lk.Lock()
+	defer lk.Unlock()
+	r := s.recordOf(br.JobID)
 	switch {
-	case r != nil && r.Settled != nil:
-		s.mu.Unlock()
+	case r.Settled != nil:
 		return nil, fmt.Errorf("%w: job %s", world.ErrSettled, br.JobID)
-	case r != nil && r.Begin != nil:
-		b := *r.Begin
-		s.mu.Unlock()
+	case r.Begin != nil:
+		return *r.Begin, nil
+	case r.Result != nil:
+		// Landed, its begin's answer lost (a service that stopped between
+		// the game's start of it and its store): the game must not run it
+		// again.
+		b := begunFrom(br, *r.Result)
+		r.Begin, r.Pending = &b, nil
+		if err := s.keep(ctx, br.JobID, r); err != nil {
+			return nil, err
+		}
 		return b, nil
 	}
-	s.mu.Unlock()
 	st, err := s.recent(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var target, host *ServerState
 	for i := range st.Servers {
-		switch st.Servers[i].Hostname {
-		case br.Target:
+		if st.Servers[i].Hostname == br.Target {
 			target = &st.Servers[i]
 		}
 		if st.Servers[i].Hostname == br.Host {
@@ -568,6 +646,14 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	case host == nil:
 		return nil, fmt.Errorf("%w: no server %q in the game", world.ErrUnknownHost, br.Host)
 	}
+	// Kept before the game is asked: from here it may run, and a settle
+	// kills it in the game first.
+	if r.Pending == nil {
+		r.Pending = &br
+		if err := s.keep(ctx, br.JobID, r); err != nil {
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	offset := s.offset
 	s.mu.Unlock()
@@ -578,109 +664,183 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	cctx, cancel := context.WithTimeout(ctx, executorTimeout)
 	rep, err := s.ex.Run(cctx, run)
 	cancel()
-	if err != nil {
-		if errors.Is(err, ErrExecutor) && strings.Contains(err.Error(), "RAM") {
+	if errors.Is(err, ErrExecutor) {
+		// The game refused it: it does not run.
+		r.Pending = nil
+		if kerr := s.keep(ctx, br.JobID, r); kerr != nil {
+			return nil, kerr
+		}
+		if strings.Contains(err.Error(), "RAM") {
 			return nil, fmt.Errorf("%w: %v", world.ErrNoRAM, err)
 		}
-		return nil, unavailable(err)
+		return nil, fmt.Errorf("%w: %v", world.ErrInvalid, err)
 	}
-	pl := st.Player.Player()
-	h := pl.Hacker()
+	if err != nil {
+		return nil, unavailable(err) // it may run: Pending stays
+	}
 	b := world.BeginReply{BeginRequest: br, Cores: max(host.CPUCores, 1), Speed: 1, LevelAtStart: st.Player.Skills.Hacking,
 		SecurityAtStart: target.HackDifficulty, MoneyAtStart: target.MoneyAvailable, GameTimeMs: st.Now}
-	h.Level = st.Player.Skills.Hacking
 	if br.Task == game.OpHack {
+		h := st.Player.Player().Hacker()
+		h.Level = st.Player.Skills.Hacking
 		srv := target.Server
 		b.ChanceAtStart = game.HackChance(&srv, h)
 	}
-	rec := &record{}
+	op := rep.Op
 	if rep.Landed != nil {
-		// Begun before, by a service that lost its record: landed already.
-		rec.Op = &rep.Landed.Op
-		b.DurationGameMs, b.DurationRealMs = rep.Landed.DurationMs, rep.Landed.DurationMs
-		b.StartedAt, b.LandsAt = rep.Landed.StartedAt-offset, rep.Landed.LandedAt-offset
-		rec.Begin = &b
-		rec.Result = s.result(rep.Landed, offset)
-	} else {
-		op := rep.Op
-		rec.Op = &op
-		b.DurationGameMs, b.DurationRealMs = op.DurationMs, op.DurationMs
-		b.StartedAt, b.LandsAt = op.StartedAt-offset, op.LandsAt-offset
-		rec.Begin = &b
+		op = rep.Landed.Op
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old := s.ops[br.JobID]; old != nil && old.Result != nil && rec.Result == nil {
-		rec.Result = old.Result // its landing came in first
+	b.DurationGameMs, b.DurationRealMs = op.DurationMs, op.DurationMs
+	b.StartedAt, b.LandsAt = op.StartedAt-offset, op.LandsAt-offset
+	r.Op, r.Begin, r.Pending = &op, &b, nil
+	if rep.Landed != nil && r.Result == nil {
+		s.mu.Lock()
+		r.Result = s.resultLocked(rep.Landed, r, offset)
+		s.mu.Unlock()
 	}
-	if err := s.putOp(ctx, br.JobID, rec); err != nil {
+	if err := s.keep(ctx, br.JobID, r); err != nil {
 		return nil, err
 	}
-	s.ops[br.JobID] = rec
 	return b, nil
 }
 
-// result is the world's Result of a landing.
-func (s *Service) result(l *Landing, offset float64) *world.Result {
-	r := &world.Result{JobID: l.ID, Task: l.Op.Op, Target: l.Target, Host: l.Host, Threads: l.Threads, Success: true,
-		DurationGameMs: l.DurationMs, DurationRealMs: l.DurationMs, StartedAt: l.StartedAt - offset, LandedAt: l.LandedAt - offset}
-	seen, ok := s.known[l.Target]
-	if l.After != nil {
-		r.SecurityAfter, r.MoneyAfter = l.After.HackDifficulty, l.After.MoneyAvailable
-		if !ok {
-			seen = targetSeen{Security: r.SecurityAfter, Money: r.MoneyAfter}
-		}
-		s.known[l.Target] = targetSeen{Security: r.SecurityAfter, Money: r.MoneyAfter}
+// recordOf is a copy of a job's record (empty when it has none).
+func (s *Service) recordOf(id string) *record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.ops[id]; r != nil {
+		cp := *r
+		return &cp
 	}
-	r.SecurityBefore, r.MoneyBefore = seen.Security, seen.Money
-	switch l.Op.Op {
+	return &record{}
+}
+
+// keep stores a job's record, then holds it in memory.
+func (s *Service) keep(ctx context.Context, id string, r *record) error {
+	if err := s.putOp(ctx, id, r); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cp := *r
+	s.ops[id] = &cp
+	s.landed.Broadcast()
+	return nil
+}
+
+// begunFrom is the begin of an operation known by its result.
+func begunFrom(br world.BeginRequest, r world.Result) world.BeginReply {
+	b := r.Begun()
+	b.BeginRequest = br
+	b.Speed, b.StartedAt = 1, r.StartedAt
+	b.LandsAt = r.LandedAt
+	return b
+}
+
+// resultLocked is the world's Result of a landing of the job whose record
+// is r (what the landing lacks, a record kept before knows). s.mu is held.
+func (s *Service) resultLocked(l *Landing, r *record, offset float64) *world.Result {
+	op := l.Op
+	if r.Op != nil {
+		known := *r.Op
+		if op.Op == "" {
+			op.Op = known.Op
+		}
+		if op.Host == "" {
+			op.Host = known.Host
+		}
+		if op.Target == "" {
+			op.Target = known.Target
+		}
+		if op.Threads == 0 {
+			op.Threads = known.Threads
+		}
+		if op.StartedAt == 0 {
+			op.StartedAt = known.StartedAt
+		}
+		if op.DurationMs == 0 {
+			op.DurationMs = known.DurationMs
+		}
+	}
+	res := &world.Result{JobID: l.ID, Task: op.Op, Target: op.Target, Host: op.Host, Threads: op.Threads, Success: true,
+		DurationGameMs: op.DurationMs, DurationRealMs: op.DurationMs, LandedAt: l.LandedAt - offset}
+	if op.StartedAt > 0 {
+		res.StartedAt = op.StartedAt - offset
+	}
+	if b := r.Begin; b != nil {
+		res.Cores, res.LevelAtStart = b.Cores, b.LevelAtStart
+		res.SecurityAtStart, res.MoneyAtStart = b.SecurityAtStart, b.MoneyAtStart
+		if res.StartedAt == 0 {
+			res.StartedAt = b.StartedAt
+		}
+	}
+	seen, ok := s.known[op.Target]
+	if l.After != nil {
+		res.SecurityAfter, res.MoneyAfter = l.After.HackDifficulty, l.After.MoneyAvailable
+		if !ok {
+			seen = targetSeen{Security: res.SecurityAfter, Money: res.MoneyAfter}
+		}
+		s.known[op.Target] = targetSeen{Security: res.SecurityAfter, Money: res.MoneyAfter}
+	}
+	res.SecurityBefore, res.MoneyBefore = seen.Security, seen.Money
+	switch op.Op {
 	case game.OpHack:
-		r.Stolen, r.Success = l.Result, l.Result > 0
-		r.MoneyBefore = r.MoneyAfter + l.Result
+		res.Stolen, res.Success = l.Result, l.Result > 0
+		res.MoneyBefore = res.MoneyAfter + l.Result
 	case game.OpGrow:
-		r.GrowMultiplier = l.Result
-		if l.Result > 0 && r.MoneyAfter > 0 {
-			r.MoneyBefore = r.MoneyAfter / l.Result
+		res.GrowMultiplier = l.Result
+		if l.Result > 0 && res.MoneyAfter > 0 {
+			res.MoneyBefore = res.MoneyAfter / l.Result
 		}
 	case game.OpWeaken:
-		r.SecurityRemoved = l.Result
-		r.SecurityBefore = r.SecurityAfter + l.Result
+		res.SecurityRemoved = l.Result
+		res.SecurityBefore = res.SecurityAfter + l.Result
 	}
 	s.seq++
-	r.Seq = s.seq
-	return r
+	res.Seq = s.seq
+	return res
 }
+
+// errBusy says that a landing came while its job was busy: not answered,
+// the executor sends it again a second later.
+var errBusy = errors.New("the job is busy; send it again")
 
 // takeLanding keeps a landing the executor reported.
 func (s *Service) takeLanding(l Landing) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.ops[l.ID]
-	if r != nil && r.Result != nil {
+	if !s.enter() {
+		return errBusy
+	}
+	defer s.wg.Done()
+	lk := s.jobLock(l.ID)
+	if !lk.TryLock() {
+		return errBusy
+	}
+	defer lk.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.takeLandingLocked(ctx, l)
+}
+
+// takeLandingLocked keeps a landing; the job's lock is held.
+func (s *Service) takeLandingLocked(ctx context.Context, l Landing) error {
+	r := s.recordOf(l.ID)
+	if r.Result != nil {
 		return nil // a report sent again
 	}
-	if r == nil {
-		r = &record{}
+	if r.Settled != nil {
+		s.log.Error().Str("job", l.ID).Msg("the game reports a landing of an operation settled as never landing")
 	}
+	s.mu.Lock()
+	r.Result = s.resultLocked(&l, r, s.offset)
+	s.mu.Unlock()
 	if r.Op == nil {
 		op := l.Op
 		r.Op = &op
 	}
-	res := s.result(&l, s.offset)
-	if r.Begin != nil {
-		res.Cores, res.LevelAtStart = r.Begin.Cores, r.Begin.LevelAtStart
-		res.SecurityAtStart, res.MoneyAtStart = r.Begin.SecurityAtStart, r.Begin.MoneyAtStart
-	}
-	next := *r
-	next.Result = res
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.putOp(ctx, l.ID, &next); err != nil {
+	if err := s.keep(ctx, l.ID, r); err != nil {
 		s.log.Warn().Err(err).Str("job", l.ID).Msg("could not keep a landing; the executor sends it again")
 		return err
 	}
-	s.ops[l.ID] = &next
-	s.landed.Broadcast()
 	return nil
 }
 
@@ -704,7 +864,7 @@ func (s *Service) finish(ctx context.Context, req micro.Request) (any, error) {
 	for {
 		r := s.ops[fr.JobID]
 		switch {
-		case r == nil || (r.Begin == nil && r.Result == nil && r.Settled == nil):
+		case r == nil || (r.Begin == nil && r.Pending == nil && r.Result == nil && r.Settled == nil):
 			return nil, fmt.Errorf("%w: job %s", world.ErrNotBegun, fr.JobID)
 		case a != "" && r.Begin != nil && r.Begin.Owner != a:
 			return nil, fmt.Errorf("%w: worker %s asked to finish job %s of %s", world.ErrNotOwner, a, fr.JobID, r.Begin.Owner)
@@ -713,10 +873,8 @@ func (s *Service) finish(ctx context.Context, req micro.Request) (any, error) {
 		case r.Settled != nil:
 			return nil, fmt.Errorf("%w: job %s", world.ErrSettled, fr.JobID)
 		}
-		select {
-		case <-s.stopped:
+		if s.closing {
 			return nil, fmt.Errorf("%w: stopping", world.ErrUnavailable)
-		default:
 		}
 		if !time.Now().Before(deadline) {
 			return nil, fmt.Errorf("%w: the game has not reported job %s's landing yet", world.ErrUnavailable, fr.JobID)
@@ -736,6 +894,9 @@ func (s *Service) settle(ctx context.Context, req micro.Request) (any, error) {
 	a := asker(req.Subject())
 	out := make([]world.Settlement, 0, len(sr.JobIDs))
 	for _, id := range sr.JobIDs {
+		if !job.ValidID(id) {
+			return nil, fmt.Errorf("%w: job id %q", world.ErrInvalid, id)
+		}
 		st, err := s.settleOne(ctx, id, sr.Reason, a)
 		if err != nil {
 			return nil, err
@@ -746,70 +907,50 @@ func (s *Service) settle(ctx context.Context, req micro.Request) (any, error) {
 }
 
 // settleOne says what became of a job's operation, and makes sure that
-// nothing of it happens after: one running in the game is killed.
+// nothing of it happens after: one that may run in the game is killed
+// there first, and one too close to its landing to know is asked about
+// again later (world.ErrUnavailable).
 func (s *Service) settleOne(ctx context.Context, id, reason, asker string) (world.Settlement, error) {
-	s.mu.Lock()
-	r := s.ops[id]
-	if r != nil && asker != "" && r.Begin != nil && r.Begin.Owner != asker {
-		s.mu.Unlock()
+	lk := s.jobLock(id)
+	lk.Lock()
+	defer lk.Unlock()
+	r := s.recordOf(id)
+	if asker != "" && r.Begin != nil && r.Begin.Owner != asker {
 		return world.Settlement{}, fmt.Errorf("%w: worker %s asked to settle job %s of %s", world.ErrNotOwner, asker, id, r.Begin.Owner)
 	}
 	switch {
-	case r != nil && r.Result != nil:
+	case r.Result != nil:
 		res := *r.Result
-		s.mu.Unlock()
 		return world.Settlement{JobID: id, Applied: true, Result: &res}, nil
-	case r != nil && r.Settled != nil:
-		st := *r.Settled
-		s.mu.Unlock()
-		return st, nil
+	case r.Settled != nil:
+		return *r.Settled, nil
 	}
-	begun := r != nil && r.Begin != nil
-	s.mu.Unlock()
-	if begun {
+	mayRun := r.Begin != nil || r.Pending != nil
+	if mayRun {
 		cctx, cancel := context.WithTimeout(ctx, executorTimeout)
 		k, err := s.ex.Kill(cctx, id)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil:
 			return world.Settlement{}, unavailable(err)
-		}
-		if k.Landed != nil {
-			if err := s.takeLanding(*k.Landed); err != nil {
+		case k.Landed != nil:
+			if err := s.takeLandingLocked(ctx, *k.Landed); err != nil {
 				return world.Settlement{}, err
 			}
-			return s.settleOne(ctx, id, reason, asker)
+			res := *s.recordOf(id).Result
+			return world.Settlement{JobID: id, Applied: true, Result: &res}, nil
+		case k.Pending:
+			return world.Settlement{}, fmt.Errorf("%w: job %s's operation is about to land in the game; ask again", world.ErrUnavailable, id)
+		case !k.Killed && !k.Gone && !k.Unknown:
+			return world.Settlement{}, fmt.Errorf("%w: the game did not say what became of job %s's operation", world.ErrUnavailable, id)
 		}
-		if !k.Killed && !k.Unknown {
-			return world.Settlement{}, fmt.Errorf("%w: the game did not kill job %s's operation", world.ErrUnavailable, id)
-		}
-		if k.Unknown {
-			// Not running and not landed as the executor knows: its
-			// landing may be on its way from the port. Say so later.
-			s.mu.Lock()
-			landed := s.ops[id] != nil && s.ops[id].Result != nil
-			s.mu.Unlock()
-			if landed {
-				return s.settleOne(ctx, id, reason, asker)
-			}
-		}
+		// Killed, ended without a report, or never run: it never lands.
 	}
-	st := world.Settlement{JobID: id, Begun: begun, At: time.Now(), Reason: reason}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	next := record{}
-	if r := s.ops[id]; r != nil {
-		next = *r
-	}
-	if next.Result != nil { // landed meanwhile
-		res := *next.Result
-		return world.Settlement{JobID: id, Applied: true, Result: &res}, nil
-	}
-	next.Settled = &st
-	if err := s.putOp(ctx, id, &next); err != nil {
+	st := world.Settlement{JobID: id, Begun: mayRun, At: time.Now(), Reason: reason}
+	r.Settled, r.Pending = &st, nil
+	if err := s.keep(ctx, id, r); err != nil {
 		return world.Settlement{}, err
 	}
-	s.ops[id] = &next
-	s.landed.Broadcast()
 	return st, nil
 }
 
@@ -818,22 +959,24 @@ func (s *Service) resume(ctx context.Context, req micro.Request) (any, error) {
 	if err := decode(req, &rr); err != nil {
 		return nil, err
 	}
+	if !job.ValidID(rr.JobID) {
+		return nil, fmt.Errorf("%w: job id %q", world.ErrInvalid, rr.JobID)
+	}
 	a := asker(req.Subject())
 	if rr.Owner == "" {
 		rr.Owner = a
 	}
-	s.mu.Lock()
-	r := s.ops[rr.JobID]
-	if r != nil && r.Begin != nil && r.Result == nil && r.Settled == nil {
-		if a != "" && r.Begin.Owner != a {
-			s.mu.Unlock()
-			return nil, fmt.Errorf("%w: worker %s asked to resume job %s of %s", world.ErrNotOwner, a, rr.JobID, r.Begin.Owner)
+	lk := s.jobLock(rr.JobID)
+	lk.Lock()
+	r := s.recordOf(rr.JobID)
+	lk.Unlock()
+	if r.Begin != nil && r.Result == nil && r.Settled == nil {
+		if owner := r.Begin.Owner; (a != "" && owner != a) || (rr.Owner != "" && owner != rr.Owner) {
+			return nil, fmt.Errorf("%w: worker %s asked to resume job %s of %s", world.ErrNotOwner, rr.Owner, rr.JobID, owner)
 		}
 		b := *r.Begin
-		s.mu.Unlock()
 		return world.ResumeReply{Begun: &b}, nil
 	}
-	s.mu.Unlock()
 	st, err := s.settleOne(ctx, rr.JobID, "its worker restarted before it began", a)
 	if err != nil {
 		return nil, err

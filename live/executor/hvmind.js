@@ -24,6 +24,12 @@
  */
 export async function main(ns) {
   ns.disableLog("ALL");
+  // One executor a game: two would both run every operation.
+  const other = ns.ps("home").find((p) => p.filename.replace(/^\//, "") === ns.getScriptName() && p.pid !== ns.pid);
+  if (other) {
+    ns.tprint(`hvmind: ${ns.getScriptName()} already runs (pid ${other.pid}); kill it first to start another`);
+    return;
+  }
   const url = String(ns.args[0] ?? BROKER_URL);
   // The operation scripts come from where this one came from.
   if (!SERVED_FROM.startsWith("__")) {
@@ -55,6 +61,12 @@ const OPENERS = [(ns, h) => ns.brutessh(h), (ns, h) => ns.ftpcrack(h), (ns, h) =
  * its id is answered with it), and how often one not confirmed is sent again. */
 const REMEMBER_MS = 15 * 60 * 1000;
 const RESEND_MS = 1000;
+/** Where the landings not yet confirmed are kept on home, so that an
+ * executor killed and started again sends them. */
+export const LANDINGS_FILE = "hvmind-landings.txt";
+/** An operation this close to its landing is not killed: it may have
+ * applied already, its report not yet read. */
+const KILL_MARGIN_MS = 50;
 const ROOT_EVERY_MS = 10 * 1000;
 
 /**
@@ -75,6 +87,7 @@ export class Executor {
     this.copied = new Set();
     this.halted = false;
     this.lastRoot = 0;
+    this.loadLandings();
     this.link = new NatsLink(cfg.url, {
       WebSocket: cfg.WebSocket,
       name: "hvmind-executor",
@@ -93,6 +106,37 @@ export class Executor {
     }
   }
 
+  /** loadLandings reads the landings a previous executor had not had confirmed. */
+  loadLandings() {
+    let saved = [];
+    try {
+      const text = this.ns.read(LANDINGS_FILE);
+      if (text) saved = JSON.parse(text);
+    } catch {
+      saved = [];
+    }
+    for (const l of saved) {
+      l.sentAt = 0;
+      this.unconfirmed.set(l.id, l);
+    }
+    if (saved.length > 0) this.note(`${saved.length} landings to report from before`);
+  }
+
+  /** saveLandings keeps the unconfirmed landings on home. */
+  saveLandings() {
+    try {
+      this.ns.write(LANDINGS_FILE, JSON.stringify([...this.unconfirmed.values()]), "w");
+    } catch {
+      // killed
+    }
+  }
+
+  /** drain takes every report off the port. */
+  drain() {
+    const handle = this.ns.getPortHandle(this.port);
+    while (!handle.empty()) this.landed(handle.read());
+  }
+
   /** halt closes the connection; loop returns. */
   halt() {
     this.halted = true;
@@ -107,7 +151,7 @@ export class Executor {
       // An ns call every turn: once the script is killed it throws, and
       // the loop ends with it.
       const handle = this.ns.getPortHandle(this.port);
-      while (!handle.empty()) this.landed(handle.read());
+      this.drain();
       const now = Date.now();
       if (now - this.lastRoot >= ROOT_EVERY_MS) {
         this.lastRoot = now;
@@ -173,9 +217,9 @@ export class Executor {
       for (const p of this.ns.ps(host)) {
         const op = files.get(p.filename.replace(/^\//, ""));
         if (!op) continue;
-        const [target, id, startedAt, delay] = p.args;
-        const durationMs = 0; // unknown now; landsAt is what counts
-        this.ops.set(String(id), { id: String(id), op, host, target, threads: p.threads, pid: p.pid, startedAt, durationMs, delayMs: delay, landsAt: 0 });
+        const [target, id, startedAt, delay, , , , , landsAt] = p.args;
+        const durationMs = Math.max(0, (landsAt ?? 0) - startedAt - delay);
+        this.ops.set(String(id), { id: String(id), op, host, target, threads: p.threads, pid: p.pid, startedAt, durationMs, delayMs: delay, landsAt: landsAt ?? 0 });
       }
     }
     if (this.ops.size > 0) this.note(`took up ${this.ops.size} operations still running`);
@@ -229,26 +273,39 @@ export class Executor {
     const durationMs = req.op === "hack" ? this.ns.getHackTime(target) : req.op === "grow" ? this.ns.getGrowTime(target) : this.ns.getWeakenTime(target);
     const startedAt = Date.now();
     const delayMs = req.landAt > 0 ? Math.max(0, req.landAt - startedAt - durationMs) : 0;
-    const pid = this.ns.exec(file, host, { threads, temporary: true }, target, id, startedAt, delayMs, this.port);
+    const landsAt = startedAt + durationMs + delayMs;
+    const pid = this.ns.exec(file, host, { threads, temporary: true }, target, id, startedAt, delayMs, this.port, req.op, host, threads, landsAt);
     if (!pid) {
       this.copied.delete(host); // copied again next time, in case it was deleted
       return { error: `run ${id}: the game did not start ${file} on ${host} with ${threads} threads (no root, or not enough free RAM)` };
     }
-    const op = { id, op: req.op, host, target, threads, pid, startedAt, durationMs, delayMs, landsAt: startedAt + durationMs + delayMs };
+    const op = { id, op: req.op, host, target, threads, pid, startedAt, durationMs, delayMs, landsAt };
     this.ops.set(id, op);
     return op;
   }
 
-  /** stop kills an operation before it lands: req {id}. */
+  /** stop kills an operation before it lands: req {id}. It answers with
+   * the landing when there is one, pending when the operation is too close
+   * to its landing to know (ask again), killed, unknown (never run here),
+   * or gone (its script ended without a report: never applied). */
   stop(req) {
     const id = String(req.id ?? "");
+    this.drain(); // a report waiting on the port is a landing
     const done = this.unconfirmed.get(id) ?? this.confirmed.get(id)?.landing;
     if (done) return { id, landed: done };
     const op = this.ops.get(id);
     if (!op) return { id, unknown: true };
-    const killed = this.ns.kill(op.pid);
-    if (killed) this.ops.delete(id);
-    return { id, killed };
+    if (op.landsAt > 0 && Date.now() >= op.landsAt - KILL_MARGIN_MS) return { id, pending: true };
+    if (this.ns.kill(op.pid)) {
+      this.ops.delete(id);
+      return { id, killed: true };
+    }
+    // Not running: its report, if it made one, is on the port by now.
+    this.drain();
+    const late = this.unconfirmed.get(id);
+    if (late) return { id, landed: late };
+    this.ops.delete(id);
+    return { id, gone: true };
   }
 
   /** landed takes an operation script's report off the port. */
@@ -261,10 +318,16 @@ export class Executor {
       return;
     }
     const id = String(r.id);
-    const op = this.ops.get(id) ?? {};
+    const known = this.ops.get(id) ?? {};
     this.ops.delete(id);
-    const landing = { ...op, id, result: r.result, begun: r.begun, landedAt: r.end, after: op.target ? this.ns.getServer(op.target) : undefined };
+    // The script's own report says what it was; what the executor knew
+    // (its pid, its time) fills the rest.
+    const op = { ...known, id, op: r.op ?? known.op, host: r.host ?? known.host, target: r.target ?? known.target, threads: r.threads ?? known.threads };
+    if (r.startedAt) op.startedAt = r.startedAt;
+    if (r.landsAt) op.landsAt = r.landsAt;
+    const landing = { ...op, result: r.result, begun: r.begun, landedAt: r.end, after: op.target ? this.ns.getServer(op.target) : undefined };
     this.unconfirmed.set(id, landing);
+    this.saveLandings();
     this.send(landing);
   }
 
@@ -273,8 +336,9 @@ export class Executor {
     this.link
       .request(LANDED, JSON.stringify(landing), 5000)
       .then(() => {
-        this.unconfirmed.delete(landing.id);
+        if (!this.unconfirmed.delete(landing.id)) return;
         this.confirmed.set(landing.id, { landing, at: Date.now() });
+        this.saveLandings();
       })
       .catch(() => {
         // sent again by resend
@@ -390,9 +454,17 @@ export class NatsLink {
   keepAlive(now) {
     if (!this.ready) return;
     if (this.pongDue && now > this.pongDue) {
-      this.log("the broker stopped answering; connecting again");
+      this.log("the broker stopped answering; connecting again", true);
       this.pongDue = 0;
-      this.socket?.close();
+      const socket = this.socket;
+      this.socket = null;
+      this.ready = false;
+      try {
+        socket?.close();
+      } catch {
+        // closed already
+      }
+      this.again();
       return;
     }
     if (now - this.pingAt >= 5000) {

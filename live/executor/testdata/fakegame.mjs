@@ -65,6 +65,9 @@ export function newGame() {
   const ns = {
     args: process.argv.slice(2, 3),
     disableLog() {},
+    getScriptName() { return "hvmind.js"; },
+    read(f) { return files.get("home").get(f) ?? ""; },
+    write(f, data, mode) { const home = files.get("home"); home.set(f, mode === "a" ? (home.get(f) ?? "") + data : data); },
     print(line) { game.log.push(line); console.log(line); },
     tprint(line) { game.log.push(line); console.log(line); },
     atExit(f) { game.exits.push(f); },
@@ -146,6 +149,7 @@ export function newGame() {
     },
   };
   game.ns = ns;
+  game.nextPid = () => nextPid++;
   return game;
 }
 
@@ -163,6 +167,10 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
   const startExecutor = () => {
     game.killed = false;
     game.exits = [];
+    // The executor is a process of the game, as in it.
+    const pid = game.nextPid();
+    game.procs.set(pid, { pid, file: "hvmind.js", host: "home", threads: 1, args: [] });
+    game.ns.pid = pid;
     executorMain(game.ns).catch((e) => console.log(`executor ended: ${e?.message ?? e}`));
   };
   startExecutor();
@@ -174,8 +182,14 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
     while ((i = pending.indexOf("\n")) >= 0) {
       const cmd = pending.slice(0, i).trim();
       pending = pending.slice(i + 1);
-      if (cmd === "kill-executor") {
+      if (cmd === "second-executor") {
+        // A second one, as a player typing the install line twice.
+        const twin = { ...game.ns, pid: game.nextPid() };
+        game.procs.set(twin.pid, { pid: twin.pid, file: "hvmind.js", host: "home", threads: 1, args: [] });
+        executorMain(twin).then(() => { game.procs.delete(twin.pid); console.log("second executor ended"); });
+      } else if (cmd === "kill-executor") {
         game.killed = true;
+        game.procs.delete(game.ns.pid);
         for (const f of game.exits) f();
         console.log("executor killed");
       } else if (cmd === "start-executor") {
