@@ -79,7 +79,7 @@ run: build
 # Ctrl-C stops both, as with run.
 game: build
 	@mkdir -p "$(DATA)"
-	@echo "in the game's terminal: wget http://$(HTTP)/hvmind.js hvmind.js; run hvmind.js"
+	@echo "in the game's terminal: wget http://$(HTTP)/hvmind.js hvmind.js, then run hvmind.js"
 	@echo "the jobs' live timeline: http://$(HTTP)/ (the pool logs to $(DATA)/game.out)"
 	@setsid $(BIN)/hvmind-pool --game --data "$(DATA)" --stop-workers --size-policy host --fill-hosts --worker-process local --tolerance 50ms --http $(HTTP) --log-format json >>"$(DATA)/game.out" 2>&1 & pool=$$!; \
 	trap 'kill $$pool 2>/dev/null; wait $$pool' EXIT INT TERM; \

@@ -40,8 +40,11 @@ func (e *Executor) State(ctx context.Context) (State, error) {
 }
 
 // Offset is the game's clock less this machine's (ms), measured by a state
-// request: the game's Now against the middle of the request's round trip,
-// which it returns too.
+// request: the game's Now (when the request came) against the request's
+// way there, half its round trip less the time the executor took to answer
+// (reading every server takes the game some milliseconds). rtt is that
+// round trip, the executor's time taken off: the smaller, the surer the
+// offset.
 func (e *Executor) Offset(ctx context.Context) (offset float64, rtt time.Duration, s State, err error) {
 	t0 := time.Now()
 	s, err = e.State(ctx)
@@ -49,8 +52,10 @@ func (e *Executor) Offset(ctx context.Context) (offset float64, rtt time.Duratio
 	if err != nil {
 		return 0, 0, s, err
 	}
-	mid := float64(t0.UnixNano()+t1.Sub(t0).Nanoseconds()/2) / 1e6
-	return s.Now - mid, t1.Sub(t0), s, nil
+	rtt = t1.Sub(t0) - time.Duration(s.Took*float64(time.Millisecond))
+	rtt = max(rtt, 0)
+	arrived := float64(t0.UnixNano()+rtt.Nanoseconds()/2) / 1e6
+	return s.Now - arrived, rtt, s, nil
 }
 
 // Run asks the executor to run one operation. A run of an id the executor

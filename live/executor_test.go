@@ -42,6 +42,7 @@ type gameRig struct {
 	stdin  io.WriteCloser
 	out    *lineLog
 	served string // the URL the executor was downloaded from
+	node   string
 	svc    *live.Service
 
 	mu       sync.Mutex
@@ -120,7 +121,8 @@ func setupGameWith(t *testing.T, served bool) *gameRig {
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
-	args := []string{"--experimental-websocket", "executor/testdata/fakegame.mjs", r.emb.WebSocketURL()}
+	r.node = node
+	brokerURL, from := r.emb.WebSocketURL(), ""
 	if served {
 		_, port, err := net.SplitHostPort(r.ws)
 		if err != nil {
@@ -129,11 +131,46 @@ func setupGameWith(t *testing.T, served bool) *gameRig {
 		p, _ := strconv.Atoi(port)
 		srv := httptest.NewServer(live.Handler(p))
 		t.Cleanup(srv.Close)
-		args[2], r.served = "", srv.URL
-		args = append(args, srv.URL+"/"+live.ExecutorFile)
+		brokerURL, r.served = "", srv.URL
+		from = srv.URL + "/" + live.ExecutorFile
 	}
-	cmd := exec.Command(node, args...)
-	r.stdin, err = cmd.StdinPipe()
+	g := r.startFakeGame(brokerURL, from)
+	r.stdin = g.stdin
+	// Ready once it answers; and once its first pass has rooted what the
+	// player's BruteSSH.exe allows.
+	r.waitFor(10*time.Second, "the executor to answer and root", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		s, err := r.ex.State(ctx)
+		return err == nil && rooted(s, "foodnstuff")
+	})
+	return r
+}
+
+// fakeGame is a node process running the fake game.
+type fakeGame struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+func (g *fakeGame) stop() {
+	_ = g.stdin.Close()
+	_ = g.cmd.Process.Kill()
+	_ = g.cmd.Wait()
+}
+
+// startFakeGame starts a fake game whose executor is given brokerURL as
+// its argument (none when empty) and is read from from (a URL; empty: the
+// source's). Its output lines go to the rig's log; it stops with the test.
+func (r *gameRig) startFakeGame(brokerURL string, from ...string) *fakeGame {
+	t := r.t
+	t.Helper()
+	args := []string{"--experimental-websocket", "executor/testdata/fakegame.mjs", brokerURL}
+	if len(from) > 0 && from[0] != "" {
+		args = append(args, from[0])
+	}
+	cmd := exec.Command(r.node, args...)
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,20 +189,9 @@ func setupGameWith(t *testing.T, served bool) *gameRig {
 			t.Log("fake game: " + s.Text())
 		}
 	}()
-	t.Cleanup(func() {
-		_ = r.stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	// Ready once it answers; and once its first pass has rooted what the
-	// player's BruteSSH.exe allows.
-	r.waitFor(10*time.Second, "the executor to answer and root", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		s, err := r.ex.State(ctx)
-		return err == nil && rooted(s, "foodnstuff")
-	})
-	return r
+	g := &fakeGame{cmd: cmd, stdin: stdin}
+	t.Cleanup(g.stop)
+	return g
 }
 
 func (r *gameRig) startBroker() {
@@ -446,7 +472,7 @@ func TestHandlerServesTheScripts(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d", path, code, want)
 		}
 	}
-	if got, want := live.InstallLine("10.0.0.2:7464"), "wget http://10.0.0.2:7464/hvmind.js hvmind.js; run hvmind.js"; got != want {
-		t.Errorf("install line %q", got)
+	if got, want := strings.Join(live.InstallCommands("10.0.0.2:7464"), " | "), "wget http://10.0.0.2:7464/hvmind.js hvmind.js | run hvmind.js"; got != want {
+		t.Errorf("install commands %q", got)
 	}
 }

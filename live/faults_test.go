@@ -3,6 +3,7 @@ package live_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -148,5 +149,29 @@ func TestABeginOfALandedJobDoesNotRunItAgain(t *testing.T) {
 	}
 	if len(seen) > 1 {
 		t.Errorf("job z landed %d times in the game", len(seen))
+	}
+}
+
+// A begin reports the target as the game had it when the operation
+// started, not as a state read up to a second before had it: the batcher
+// takes a hack begun at raised security for a desynced batch.
+func TestABeginReportsTheTargetAsTheOperationStarted(t *testing.T) {
+	t.Parallel()
+	r, wc := setupService(t)
+	ctx := context.Background()
+	if _, err := wc.Servers(ctx); err != nil { // the state the begins may use
+		t.Fatal(err)
+	}
+	now := float64(time.Now().UnixNano()) / 1e6
+	if _, err := wc.Begin(ctx, world.BeginRequest{JobID: "wk", Task: "weaken", Target: "n00dles", Host: "home", Owner: "w1", Threads: 2, Start: now}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(3*time.Second, "the weaken's landing", func() bool { return len(r.landingsOf("wk")) > 0 })
+	b, err := wc.Begin(ctx, world.BeginRequest{JobID: "hk", Task: "hack", Target: "n00dles", Host: "home", Owner: "w1", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(b.SecurityAtStart-4.9) > 1e-9 || b.LevelAtStart != 10 {
+		t.Errorf("the hack began at security %v level %d, want 4.9 (after the weaken) and 10", b.SecurityAtStart, b.LevelAtStart)
 	}
 }

@@ -37,7 +37,8 @@ func ScriptNames() []string {
 // there) and the broker's WebSocket listener on wsPort, at the host the
 // player's browser asked this server by.
 //
-// In the game's terminal: wget http://ADDR/hvmind.js hvmind.js; run hvmind.js
+// In the game's terminal: wget http://ADDR/hvmind.js hvmind.js, then
+// run hvmind.js (see InstallCommands).
 func Handler(wsPort int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/")
@@ -63,8 +64,11 @@ func Handler(wsPort int) http.Handler {
 	})
 }
 
-// InstallLine is what the player types in the game's terminal to install
-// and start the executor served by Handler at httpAddr (host:port).
-func InstallLine(httpAddr string) string {
-	return "wget http://" + httpAddr + "/" + ExecutorFile + " " + ExecutorFile + "; run " + ExecutorFile
+// InstallCommands are what the player types in the game's terminal, one
+// after the other, to install and start the executor served by Handler at
+// httpAddr (host:port). Two commands, not one line: the terminal's wget
+// ends after the line's next command has run, and "wget …; run
+// hvmind.js" runs a file not there yet (or the old one).
+func InstallCommands(httpAddr string) []string {
+	return []string{"wget http://" + httpAddr + "/" + ExecutorFile + " " + ExecutorFile, "run " + ExecutorFile}
 }

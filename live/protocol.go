@@ -31,7 +31,20 @@ const Version = 1
 const (
 	RequestPrefix = "hvmind.game.executor."
 	LandedSubject = "hvmind.game.landed"
+	// HelloSubject is where each executor says every 2 s that it runs
+	// (Hello): two games connected to one broker would both run every
+	// operation.
+	HelloSubject = "hvmind.game.hello"
 )
+
+// Hello is an executor's word that it runs.
+type Hello struct {
+	// Instance names this start of the executor; Since is when it started
+	// and Now when it spoke (game epoch ms).
+	Instance string  `json:"instance"`
+	Since    float64 `json:"since"`
+	Now      float64 `json:"now"`
+}
 
 // RequestSubject is the subject of one of the executor's requests: state,
 // run or kill.
@@ -53,10 +66,14 @@ var ErrExecutor = errors.New("the game's executor refused")
 
 // State is the executor's answer to state.
 type State struct {
-	// Version is the executor's protocol version.
-	Version int `json:"version"`
-	// Now is the game's clock when it answered (browser epoch ms).
-	Now float64 `json:"now"`
+	// Version is the executor's protocol version, and Instance names this
+	// start of it (see Hello).
+	Version  int    `json:"version"`
+	Instance string `json:"instance"`
+	// Now is the game's clock when the request came (browser epoch ms),
+	// and Took how long the executor took to answer it (ms).
+	Now  float64 `json:"now"`
+	Took float64 `json:"took"`
 	// Player is ns.getPlayer().
 	Player PlayerState `json:"player"`
 	// Servers are ns.getServer() of every server reachable from home,
@@ -127,6 +144,12 @@ type Op struct {
 	DurationMs float64 `json:"durationMs"`
 	DelayMs    float64 `json:"delayMs"`
 	LandsAt    float64 `json:"landsAt"`
+	// SecurityAtStart, MoneyAtStart and LevelAtStart are the target's and
+	// the player's as it started, which fixed its time (0 for one taken up
+	// from a previous executor).
+	SecurityAtStart float64 `json:"securityAtStart,omitempty"`
+	MoneyAtStart    float64 `json:"moneyAtStart,omitempty"`
+	LevelAtStart    int     `json:"levelAtStart,omitempty"`
 }
 
 // RunReply is the executor's answer to run: the operation it started (or

@@ -43,21 +43,26 @@ import (
 // Game time is wall time: Speed is 1, and the game's clock is compared
 // with this machine's at every state (Executor.Offset).
 type Service struct {
-	nc   *nats.Conn
-	ex   *Executor
-	kv   jetstream.KeyValue
-	log  zerolog.Logger
-	svc  micro.Service
-	subs *nats.Subscription
+	nc    *nats.Conn
+	ex    *Executor
+	kv    jetstream.KeyValue
+	log   zerolog.Logger
+	svc   micro.Service
+	subs  *nats.Subscription
+	hello *nats.Subscription
 
 	mu sync.Mutex
-	// offset is the game's clock less this machine's (ms).
+	// offset is the game's clock less this machine's (ms), as clocks
+	// finds it.
 	offset float64
+	clocks clockFilter
 	// last is the executor's last state, read at lastAt (see recent).
 	last   State
 	lastAt time.Time
-	ops    map[string]*record
-	ram    map[string]map[string]int // host -> owner -> threads
+	// heard is when each executor instance last said it runs (Hello).
+	heard map[string]time.Time
+	ops   map[string]*record
+	ram   map[string]map[string]int // host -> owner -> threads
 	// known is each target's security and money as last seen after a
 	// landing: the "before" of the next one.
 	known map[string]targetSeen
@@ -123,10 +128,9 @@ func (s *Service) recent(ctx context.Context) (State, error) {
 	return s.state(ctx)
 }
 
-// record is what the service keeps of one job's operation. Pending is
-// stored before the game is asked to run it, and stays until its answer is
-// stored: a record with it may be running in the game, and is killed
-// there before it is settled.
+// record is what the service keeps of one job's operation. Pending is set
+// (in memory) while the game is asked to run it, and stays when no answer
+// came: the operation may run in the game.
 type record struct {
 	Pending *world.BeginRequest `json:"pending,omitempty"`
 	Begin   *world.BeginReply   `json:"begin,omitempty"`
@@ -169,13 +173,17 @@ func Serve(ctx context.Context, nc *nats.Conn, o ServiceOptions) (*Service, erro
 		return nil, fmt.Errorf("live game: bucket %s: %w", Bucket, err)
 	}
 	s := &Service{nc: nc, ex: NewExecutor(nc), kv: kv, log: o.Logger.With().Str("part", "live").Logger(),
-		ops: map[string]*record{}, ram: map[string]map[string]int{}, known: map[string]targetSeen{}, stopped: make(chan struct{})}
+		ops: map[string]*record{}, heard: map[string]time.Time{}, ram: map[string]map[string]int{}, known: map[string]targetSeen{}, stopped: make(chan struct{})}
 	s.landed = sync.NewCond(&s.mu)
 	if err := s.load(cctx); err != nil {
 		return nil, err
 	}
 	if s.subs, err = HandleLandings(nc, s.takeLanding); err != nil {
 		return nil, err
+	}
+	if s.hello, err = nc.Subscribe(HelloSubject, s.heardHello); err != nil {
+		_ = s.subs.Unsubscribe()
+		return nil, fmt.Errorf("live game: subscribe %s: %w", HelloSubject, err)
 	}
 	if err := s.startMicro(); err != nil {
 		_ = s.subs.Unsubscribe()
@@ -210,6 +218,7 @@ func (s *Service) Stop() {
 			_ = s.svc.Stop()
 		}
 		_ = s.subs.Unsubscribe()
+		_ = s.hello.Unsubscribe()
 		s.mu.Lock()
 		s.landed.Broadcast()
 		s.mu.Unlock()
@@ -400,12 +409,13 @@ func unavailable(err error) error {
 func (s *Service) state(ctx context.Context) (State, error) {
 	cctx, cancel := context.WithTimeout(ctx, executorTimeout)
 	defer cancel()
-	off, _, st, err := s.ex.Offset(cctx)
+	off, rtt, st, err := s.ex.Offset(cctx)
 	if err != nil {
 		return st, unavailable(err)
 	}
 	s.mu.Lock()
-	s.offset, s.last, s.lastAt = off, st, time.Now()
+	now := time.Now()
+	s.offset, s.last, s.lastAt = s.clocks.add(off, rtt, now), st, now
 	for _, srv := range st.Servers {
 		if _, ok := s.known[srv.Hostname]; !ok {
 			s.known[srv.Hostname] = targetSeen{Security: srv.HackDifficulty, Money: srv.MoneyAvailable}
@@ -607,6 +617,12 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	if !game.IsOperation(br.Task) {
 		return nil, fmt.Errorf("%w: %q is not hack, grow or weaken", world.ErrInvalid, br.Task)
 	}
+	s.mu.Lock()
+	games := s.executorsLocked(time.Now())
+	s.mu.Unlock()
+	if games > 1 {
+		return nil, fmt.Errorf("%w: %w (kill hvmind.js in all games but one)", world.ErrUnavailable, ErrTwoGames)
+	}
 	lk := s.jobLock(br.JobID)
 	lk.Lock()
 	defer lk.Unlock()
@@ -646,14 +662,15 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	case host == nil:
 		return nil, fmt.Errorf("%w: no server %q in the game", world.ErrUnknownHost, br.Host)
 	}
-	// Kept before the game is asked: from here it may run, and a settle
-	// kills it in the game first.
-	if r.Pending == nil {
-		r.Pending = &br
-		if err := s.keep(ctx, br.JobID, r); err != nil {
-			return nil, err
-		}
-	}
+	// From here it may run in the game. Not stored first (a store waits
+	// for the disk, and the operation's start with it): a settle asks the
+	// game about every job it has no landing or settlement of, so a
+	// service that stopped before storing this begin still finds it.
+	r.Pending = &br
+	s.mu.Lock()
+	cp := *r
+	s.ops[br.JobID] = &cp
+	s.mu.Unlock()
 	s.mu.Lock()
 	offset := s.offset
 	s.mu.Unlock()
@@ -666,10 +683,11 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	cancel()
 	if errors.Is(err, ErrExecutor) {
 		// The game refused it: it does not run.
-		r.Pending = nil
-		if kerr := s.keep(ctx, br.JobID, r); kerr != nil {
-			return nil, kerr
+		s.mu.Lock()
+		if r.Begin == nil && r.Result == nil {
+			delete(s.ops, br.JobID)
 		}
+		s.mu.Unlock()
 		if strings.Contains(err.Error(), "RAM") {
 			return nil, fmt.Errorf("%w: %v", world.ErrNoRAM, err)
 		}
@@ -692,6 +710,18 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	}
 	b.DurationGameMs, b.DurationRealMs = op.DurationMs, op.DurationMs
 	b.StartedAt, b.LandsAt = op.StartedAt-offset, op.LandsAt-offset
+	if op.LevelAtStart > 0 {
+		// As the game had them when it started it, not as the state read
+		// up to a second before had them.
+		b.SecurityAtStart, b.MoneyAtStart, b.LevelAtStart = op.SecurityAtStart, op.MoneyAtStart, op.LevelAtStart
+		if br.Task == game.OpHack {
+			h := st.Player.Player().Hacker()
+			h.Level = op.LevelAtStart
+			srv := target.Server
+			srv.HackDifficulty, srv.MoneyAvailable = op.SecurityAtStart, op.MoneyAtStart
+			b.ChanceAtStart = game.HackChance(&srv, h)
+		}
+	}
 	r.Op, r.Begin, r.Pending = &op, &b, nil
 	if rep.Landed != nil && r.Result == nil {
 		s.mu.Lock()
@@ -799,6 +829,43 @@ func (s *Service) resultLocked(l *Landing, r *record, offset float64) *world.Res
 	s.seq++
 	res.Seq = s.seq
 	return res
+}
+
+// helloWithin is how long an executor's Hello counts.
+const helloWithin = 5 * time.Second
+
+// ErrTwoGames says that two executors, of two games, are connected: each
+// would run every operation. Begins are refused until one is gone.
+var ErrTwoGames = errors.New("two games' executors are connected to this broker")
+
+func (s *Service) heardHello(m *nats.Msg) {
+	var h Hello
+	if json.Unmarshal(m.Data, &h) != nil || h.Instance == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if _, ok := s.heard[h.Instance]; !ok {
+		s.log.Info().Str("instance", h.Instance).Msg("the game's executor says it runs")
+	}
+	s.heard[h.Instance] = now
+	if n := s.executorsLocked(now); n > 1 {
+		s.log.Error().Int("executors", n).Msg("more than one game's executor is connected: operations are refused until one is stopped (kill hvmind.js in the other game)")
+	}
+}
+
+// executorsLocked is how many executors said they run lately.
+func (s *Service) executorsLocked(now time.Time) int {
+	n := 0
+	for id, at := range s.heard {
+		if now.Sub(at) > helloWithin {
+			delete(s.heard, id)
+			continue
+		}
+		n++
+	}
+	return n
 }
 
 // errBusy says that a landing came while its job was busy: not answered,
@@ -925,8 +992,10 @@ func (s *Service) settleOne(ctx context.Context, id, reason, asker string) (worl
 	case r.Settled != nil:
 		return *r.Settled, nil
 	}
+	// Whatever this service knows of it, the game is asked: a begin that
+	// asked the game to run it may not have been stored (see begin).
 	mayRun := r.Begin != nil || r.Pending != nil
-	if mayRun {
+	{
 		cctx, cancel := context.WithTimeout(ctx, executorTimeout)
 		k, err := s.ex.Kill(cctx, id)
 		cancel()
@@ -945,6 +1014,7 @@ func (s *Service) settleOne(ctx context.Context, id, reason, asker string) (worl
 			return world.Settlement{}, fmt.Errorf("%w: the game did not say what became of job %s's operation", world.ErrUnavailable, id)
 		}
 		// Killed, ended without a report, or never run: it never lands.
+		mayRun = mayRun || k.Killed || k.Gone
 	}
 	st := world.Settlement{JobID: id, Begun: mayRun, At: time.Now(), Reason: reason}
 	r.Settled, r.Pending = &st, nil

@@ -3,7 +3,9 @@ package live_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,4 +223,37 @@ func TestServiceKeepsWhatItKnowsAcrossItsRestart(t *testing.T) {
 			t.Errorf("foodnstuff after the restart: %+v", h)
 		}
 	}
+}
+
+func TestServiceRefusesToRunWhileTwoGamesAreConnected(t *testing.T) {
+	t.Parallel()
+	r, wc := setupService(t)
+	ctx := context.Background()
+	begin := func(id string) error {
+		now := float64(time.Now().UnixNano()) / 1e6
+		_, err := wc.Begin(ctx, world.BeginRequest{JobID: id, Task: "weaken", Target: "n00dles", Host: "home", Owner: "w1", Threads: 1, Start: now})
+		return err
+	}
+	if err := begin("one"); err != nil {
+		t.Fatalf("with one game: %v", err)
+	}
+	// A second game, its executor connected to the same broker.
+	other := r.startFakeGame(r.emb.WebSocketURL())
+	r.waitFor(10*time.Second, "the begins refused", func() bool {
+		err := begin(fmt.Sprintf("two-%d", time.Now().UnixNano()))
+		return errors.Is(err, world.ErrUnavailable) && strings.Contains(err.Error(), "two games")
+	})
+	other.stop()
+	r.waitFor(10*time.Second, "the begins run again once the other game is gone", func() bool {
+		return begin(fmt.Sprintf("back-%d", time.Now().UnixNano())) == nil
+	})
+}
+
+func TestASecondExecutorInOneGameDoesNotStart(t *testing.T) {
+	t.Parallel()
+	r := setupGame(t)
+	r.send("second-executor")
+	r.waitFor(5*time.Second, "the second executor's refusal", func() bool {
+		return r.out.has("already runs") && r.out.has("second executor ended")
+	})
 }

@@ -278,8 +278,9 @@ func run(args []string) error {
 		defer ui.Close() // first: its pages' streams end, so the server stops at once
 		p.Log.Info().Str("url", ms.Base).Msg("the jobs' timeline")
 		if wsPort > 0 {
-			p.Log.Info().Str("in_the_game_terminal", live.InstallLine(strings.TrimSuffix(strings.TrimPrefix(ms.Base, "http://"), "/"))).
-				Msg("the game's executor is served: install it in the game with")
+			cmds := live.InstallCommands(strings.TrimSuffix(strings.TrimPrefix(ms.Base, "http://"), "/"))
+			p.Log.Info().Str("first", cmds[0]).Str("then", cmds[1]).
+				Msg("the game's executor is served: in the game's terminal, type")
 		}
 	}
 	err = pl.Run(ctx)

@@ -12,7 +12,7 @@
  * HVMind answers that it has it. It roots what the player's port openers
  * allow and copies the operation scripts to every rooted server with RAM.
  *
- * Install: wget http://<pool>/hvmind.js hvmind.js; run hvmind.js
+ * Install: wget http://<pool>/hvmind.js hvmind.js, then run hvmind.js
  * (the pool fills in its broker's address, and the executor downloads the
  * operation scripts from the pool; `run hvmind.js ws://host:port` names
  * another broker).
@@ -51,6 +51,9 @@ const SERVED_FROM = "__HVMIND_SERVED_FROM__";
 /** Where the executor takes requests, and where it reports landings. */
 export const REQUESTS = "hvmind.game.executor.";
 export const LANDED = "hvmind.game.landed";
+/** Where the executor says it runs, every few seconds: HVMind refuses to
+ * run operations while two games' executors say so. */
+export const HELLO = "hvmind.game.hello";
 /** The port the operation scripts report on. */
 export const RESULT_PORT = 7464;
 /** The operation scripts, by operation. */
@@ -68,6 +71,7 @@ export const LANDINGS_FILE = "hvmind-landings.txt";
  * applied already, its report not yet read. */
 const KILL_MARGIN_MS = 50;
 const ROOT_EVERY_MS = 10 * 1000;
+const HELLO_EVERY_MS = 2 * 1000;
 
 /**
  * Executor runs HVMind's operations in the game. ns is the game's (or a
@@ -87,6 +91,9 @@ export class Executor {
     this.copied = new Set();
     this.halted = false;
     this.lastRoot = 0;
+    this.lastHello = 0;
+    this.instance = token();
+    this.since = Date.now();
     this.loadLandings();
     this.link = new NatsLink(cfg.url, {
       WebSocket: cfg.WebSocket,
@@ -159,6 +166,10 @@ export class Executor {
       }
       this.resend(now);
       this.link.keepAlive(now);
+      if (this.link.ready && now - this.lastHello >= HELLO_EVERY_MS) {
+        this.lastHello = now;
+        this.link.publish(HELLO, JSON.stringify({ instance: this.instance, since: this.since, now }));
+      }
       await Promise.race([handle.nextWrite(), pause(250)]);
     }
   }
@@ -250,9 +261,17 @@ export class Executor {
     this.link.publish(reply, JSON.stringify(out));
   }
 
+  /** state is the game as it is now: now is when the request came, and
+   * took how long the answer took to make (HVMind takes it off the round
+   * trip when it compares the clocks). */
   state() {
+    const now = Date.now();
     const servers = this.servers().map((h) => this.ns.getServer(h));
-    return { version: VERSION, now: Date.now(), player: this.ns.getPlayer(), servers, ops: [...this.ops.values()], port: this.port };
+    // Only what HVMind reads: the whole player object names deprecated
+    // properties, and the game warns of each once a session.
+    const p = this.ns.getPlayer();
+    const player = { money: p.money, skills: { hacking: p.skills.hacking }, exp: { hacking: p.exp.hacking }, mults: p.mults };
+    return { version: VERSION, instance: this.instance, now, took: Date.now() - now, player, servers, ops: [...this.ops.values()], port: this.port };
   }
 
   /** start runs an operation: req {id, op, host, target, threads, landAt}. */
@@ -271,6 +290,10 @@ export class Executor {
     const target = String(req.target ?? "");
     if (!this.copyTo(host)) return { error: `run ${id}: cannot copy ${file} to ${host}` };
     const durationMs = req.op === "hack" ? this.ns.getHackTime(target) : req.op === "grow" ? this.ns.getGrowTime(target) : this.ns.getWeakenTime(target);
+    // The target and the player as the operation starts: its time is fixed
+    // from them, and HVMind checks its batches with them.
+    const at = this.ns.getServer(target);
+    const levelAtStart = this.ns.getPlayer().skills.hacking;
     const startedAt = Date.now();
     const delayMs = req.landAt > 0 ? Math.max(0, req.landAt - startedAt - durationMs) : 0;
     const landsAt = startedAt + durationMs + delayMs;
@@ -279,7 +302,7 @@ export class Executor {
       this.copied.delete(host); // copied again next time, in case it was deleted
       return { error: `run ${id}: the game did not start ${file} on ${host} with ${threads} threads (no root, or not enough free RAM)` };
     }
-    const op = { id, op: req.op, host, target, threads, pid, startedAt, durationMs, delayMs, landsAt };
+    const op = { id, op: req.op, host, target, threads, pid, startedAt, durationMs, delayMs, landsAt, securityAtStart: at.hackDifficulty, moneyAtStart: at.moneyAvailable, levelAtStart };
     this.ops.set(id, op);
     return op;
   }
