@@ -9,20 +9,25 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Executor asks the game's executor over NATS.
+// Executor asks one game's executor over NATS.
 type Executor struct {
-	nc *nats.Conn
+	nc   *nats.Conn
+	game string
 }
 
-// NewExecutor returns a client of the executor reached through nc.
-func NewExecutor(nc *nats.Conn) *Executor { return &Executor{nc: nc} }
+// NewExecutor returns a client of the executor of game (its id, from its
+// Hello) reached through nc.
+func NewExecutor(nc *nats.Conn, game string) *Executor { return &Executor{nc: nc, game: game} }
+
+// Game is the id of the game it asks.
+func (e *Executor) Game() string { return e.game }
 
 func (e *Executor) request(ctx context.Context, request string, body, out any) error {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return fmt.Errorf("executor %s: %w", request, err)
 	}
-	msg, err := e.nc.RequestWithContext(ctx, RequestSubject(request), data)
+	msg, err := e.nc.RequestWithContext(ctx, RequestSubject(e.game, request), data)
 	if err != nil {
 		return fmt.Errorf("executor %s: %w", request, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ type gameRig struct {
 	answer   func(live.Landing) bool
 	// observe: the test only watches the landings; a service answers.
 	observe bool
+	games   []string
 }
 
 // lineLog keeps the fake game's output lines.
@@ -106,7 +108,21 @@ func setupGameWith(t *testing.T, served bool) *gameRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	r.nc, r.ex = nc, live.NewExecutor(nc)
+	r.nc = nc
+	hello, err := nc.Subscribe(live.HelloSubject, func(m *nats.Msg) {
+		var h live.Hello
+		if json.Unmarshal(m.Data, &h) == nil && h.Game != "" {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if !slices.Contains(r.games, h.Game) {
+				r.games = append(r.games, h.Game)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hello.Unsubscribe() })
 	sub, err := live.HandleLandings(nc, func(l live.Landing) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -136,6 +152,8 @@ func setupGameWith(t *testing.T, served bool) *gameRig {
 	}
 	g := r.startFakeGame(brokerURL, from)
 	r.stdin = g.stdin
+	r.waitFor(10*time.Second, "the executor's hello", func() bool { return len(r.gamesHeard()) > 0 })
+	r.ex = live.NewExecutor(nc, r.gamesHeard()[0])
 	// Ready once it answers; and once its first pass has rooted what the
 	// player's BruteSSH.exe allows.
 	r.waitFor(10*time.Second, "the executor to answer and root", func() bool {
@@ -192,6 +210,13 @@ func (r *gameRig) startFakeGame(brokerURL string, from ...string) *fakeGame {
 	g := &fakeGame{cmd: cmd, stdin: stdin}
 	t.Cleanup(g.stop)
 	return g
+}
+
+// gamesHeard are the games whose executors said hello, first first.
+func (r *gameRig) gamesHeard() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.games)
 }
 
 func (r *gameRig) startBroker() {

@@ -26,29 +26,36 @@ import (
 // every state.
 const Version = 1
 
-// RequestPrefix is where the executor takes requests; LandedSubject is
-// where it reports landings.
+// LandedSubject is where executors report landings.
 const (
-	RequestPrefix = "hvmind.game.executor."
 	LandedSubject = "hvmind.game.landed"
 	// HelloSubject is where each executor says every 2 s that it runs
 	// (Hello): two games connected to one broker would both run every
 	// operation.
 	HelloSubject = "hvmind.game.hello"
+	// WhoSubject asks every executor to say hello now.
+	WhoSubject = "hvmind.game.who"
 )
 
-// Hello is an executor's word that it runs.
+// Hello is an executor's word that it runs (or, Bye, that it stops).
 type Hello struct {
+	// Game is its game's id, kept in the game (see RequestSubject).
+	Game string `json:"game"`
 	// Instance names this start of the executor; Since is when it started
 	// and Now when it spoke (game epoch ms).
 	Instance string  `json:"instance"`
 	Since    float64 `json:"since"`
 	Now      float64 `json:"now"`
+	Bye      bool    `json:"bye,omitempty"`
 }
 
-// RequestSubject is the subject of one of the executor's requests: state,
-// run or kill.
-func RequestSubject(request string) string { return RequestPrefix + request }
+// RequestSubject is the subject of one of a game's executor's requests:
+// hvmind.game.<game>.executor.<request>, request being state, run or kill.
+// Each game has an id of its own (Hello.Game), so that two games connected
+// to one broker do not both run an operation.
+func RequestSubject(game, request string) string {
+	return "hvmind.game." + game + ".executor." + request
+}
 
 // ResultPort is the game port the operation scripts report on.
 const ResultPort = 7464
@@ -69,6 +76,7 @@ type State struct {
 	// Version is the executor's protocol version, and Instance names this
 	// start of it (see Hello).
 	Version  int    `json:"version"`
+	Game     string `json:"game"`
 	Instance string `json:"instance"`
 	// Now is the game's clock when the request came (browser epoch ms),
 	// and Took how long the executor took to answer it (ms).
@@ -184,6 +192,8 @@ type KillReply struct {
 // Landing is an operation's result, as the game gave it.
 type Landing struct {
 	Op
+	// Game is the id of the game it landed in.
+	Game string `json:"game"`
 	// Result is what the operation returned: the money a hack stole (0
 	// when it failed), a grow's multiplier, the security a weaken
 	// removed.

@@ -44,7 +44,6 @@ import (
 // with this machine's at every state (Executor.Offset).
 type Service struct {
 	nc    *nats.Conn
-	ex    *Executor
 	kv    jetstream.KeyValue
 	log   zerolog.Logger
 	svc   micro.Service
@@ -59,7 +58,11 @@ type Service struct {
 	// last is the executor's last state, read at lastAt (see recent).
 	last   State
 	lastAt time.Time
-	// heard is when each executor instance last said it runs (Hello).
+	// game is the game the service plays (see pin), and ex its executor.
+	game    string
+	ex      *Executor
+	started time.Time
+	// heard is when each game's executor last said it runs (Hello).
 	heard map[string]time.Time
 	ops   map[string]*record
 	ram   map[string]map[string]int // host -> owner -> threads
@@ -172,7 +175,7 @@ func Serve(ctx context.Context, nc *nats.Conn, o ServiceOptions) (*Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("live game: bucket %s: %w", Bucket, err)
 	}
-	s := &Service{nc: nc, ex: NewExecutor(nc), kv: kv, log: o.Logger.With().Str("part", "live").Logger(),
+	s := &Service{nc: nc, kv: kv, started: time.Now(), log: o.Logger.With().Str("part", "live").Logger(),
 		ops: map[string]*record{}, heard: map[string]time.Time{}, ram: map[string]map[string]int{}, known: map[string]targetSeen{}, stopped: make(chan struct{})}
 	s.landed = sync.NewCond(&s.mu)
 	if err := s.load(cctx); err != nil {
@@ -187,7 +190,20 @@ func Serve(ctx context.Context, nc *nats.Conn, o ServiceOptions) (*Service, erro
 	}
 	if err := s.startMicro(); err != nil {
 		_ = s.subs.Unsubscribe()
+		_ = s.hello.Unsubscribe()
 		return nil, err
+	}
+	if s.game == "" {
+		// A game connected already says hello at once when asked, not at
+		// its next word (every 2 s).
+		_ = nc.Publish(WhoSubject, nil)
+		deadline := time.Now().Add(whoWait)
+		for time.Now().Before(deadline) {
+			if _, err := s.executor(); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	go func() {
 		select {
@@ -245,6 +261,9 @@ func (s *Service) load(ctx context.Context) error {
 			return fmt.Errorf("live game: read %s %s: %w", Bucket, k, err)
 		}
 		switch kind, rest, _ := strings.Cut(k, "."); kind {
+		case gameKey:
+			s.game = string(e.Value())
+			s.ex = NewExecutor(s.nc, s.game)
 		case "op":
 			var r record
 			id, derr := base64.RawURLEncoding.DecodeString(rest)
@@ -409,7 +428,11 @@ func unavailable(err error) error {
 func (s *Service) state(ctx context.Context) (State, error) {
 	cctx, cancel := context.WithTimeout(ctx, executorTimeout)
 	defer cancel()
-	off, rtt, st, err := s.ex.Offset(cctx)
+	ex, err := s.executor()
+	if err != nil {
+		return State{}, err
+	}
+	off, rtt, st, err := ex.Offset(cctx)
 	if err != nil {
 		return st, unavailable(err)
 	}
@@ -617,11 +640,9 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	if !game.IsOperation(br.Task) {
 		return nil, fmt.Errorf("%w: %q is not hack, grow or weaken", world.ErrInvalid, br.Task)
 	}
-	s.mu.Lock()
-	games := s.executorsLocked(time.Now())
-	s.mu.Unlock()
-	if games > 1 {
-		return nil, fmt.Errorf("%w: %w (kill hvmind.js in all games but one)", world.ErrUnavailable, ErrTwoGames)
+	ex, err := s.executor()
+	if err != nil {
+		return nil, err
 	}
 	lk := s.jobLock(br.JobID)
 	lk.Lock()
@@ -679,7 +700,7 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 		run.LandAt = br.LandAt + offset
 	}
 	cctx, cancel := context.WithTimeout(ctx, executorTimeout)
-	rep, err := s.ex.Run(cctx, run)
+	rep, err := ex.Run(cctx, run)
 	cancel()
 	if errors.Is(err, ErrExecutor) {
 		// The game refused it: it does not run.
@@ -834,38 +855,84 @@ func (s *Service) resultLocked(l *Landing, r *record, offset float64) *world.Res
 // helloWithin is how long an executor's Hello counts.
 const helloWithin = 5 * time.Second
 
-// ErrTwoGames says that two executors, of two games, are connected: each
-// would run every operation. Begins are refused until one is gone.
-var ErrTwoGames = errors.New("two games' executors are connected to this broker")
+// whoWait is how long Serve waits for a connected game to say hello.
+const whoWait = time.Second
 
+// gameKey keys the game the service plays in its bucket.
+const gameKey = "game"
+
+// ErrNoGame says that no game's executor has said it runs yet.
+var ErrNoGame = errors.New("no game's executor has said it runs (is hvmind.js running in the game?)")
+
+// heardHello keeps when each game's executor last said it runs, and pins
+// the game the service plays: the first one heard, kept in the bucket; a
+// game whose executor has been silent for helloWithin while exactly one
+// other speaks gives way to it (the player started a new game). Requests
+// go to the pinned game only: two games connected to one broker never
+// both run an operation.
 func (s *Service) heardHello(m *nats.Msg) {
 	var h Hello
-	if json.Unmarshal(m.Data, &h) != nil || h.Instance == "" {
+	if json.Unmarshal(m.Data, &h) != nil || h.Game == "" || strings.ContainsAny(h.Game, ".*> ") {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := time.Now()
-	if _, ok := s.heard[h.Instance]; !ok {
-		s.log.Info().Str("instance", h.Instance).Msg("the game's executor says it runs")
+	if h.Bye {
+		delete(s.heard, h.Game)
+		s.mu.Unlock()
+		return
 	}
-	s.heard[h.Instance] = now
-	if n := s.executorsLocked(now); n > 1 {
-		s.log.Error().Int("executors", n).Msg("more than one game's executor is connected: operations are refused until one is stopped (kill hvmind.js in the other game)")
+	if _, ok := s.heard[h.Game]; !ok {
+		s.log.Info().Str("game", h.Game).Msg("a game's executor says it runs")
 	}
-}
-
-// executorsLocked is how many executors said they run lately.
-func (s *Service) executorsLocked(now time.Time) int {
-	n := 0
-	for id, at := range s.heard {
+	s.heard[h.Game] = now
+	others := 0
+	var other string
+	for g, at := range s.heard {
 		if now.Sub(at) > helloWithin {
-			delete(s.heard, id)
+			delete(s.heard, g)
 			continue
 		}
-		n++
+		if g != s.game {
+			others++
+			other = g
+		}
 	}
-	return n
+	_, pinnedHeard := s.heard[s.game]
+	pin := ""
+	switch {
+	case s.game == "":
+		pin = h.Game
+	case !pinnedHeard && others == 1 && now.Sub(s.started) > helloWithin:
+		pin = other
+		s.log.Warn().Str("was", s.game).Str("game", other).Msg("the game played has been silent; playing the one connected")
+	case pinnedHeard && others > 0:
+		s.log.Error().Str("game", s.game).Int("others", others).Msg("more than one game's executor is connected: operations go to the game played only; stop hvmind.js in the others")
+	}
+	s.mu.Unlock()
+	if pin == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.kv.Put(ctx, gameKey, []byte(pin)); err != nil {
+		s.log.Warn().Err(err).Msg("could not keep the game played; asking again at its next word")
+		return
+	}
+	s.mu.Lock()
+	s.game, s.ex = pin, NewExecutor(s.nc, pin)
+	s.mu.Unlock()
+	s.log.Info().Str("game", pin).Msg("playing this game")
+}
+
+// executor is the played game's executor.
+func (s *Service) executor() (*Executor, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ex == nil {
+		return nil, fmt.Errorf("%w: %w", world.ErrUnavailable, ErrNoGame)
+	}
+	return s.ex, nil
 }
 
 // errBusy says that a landing came while its job was busy: not answered,
@@ -997,7 +1064,12 @@ func (s *Service) settleOne(ctx context.Context, id, reason, asker string) (worl
 	mayRun := r.Begin != nil || r.Pending != nil
 	{
 		cctx, cancel := context.WithTimeout(ctx, executorTimeout)
-		k, err := s.ex.Kill(cctx, id)
+		ex, err := s.executor()
+		if err != nil {
+			cancel()
+			return world.Settlement{}, err
+		}
+		k, err := ex.Kill(cctx, id)
 		cancel()
 		switch {
 		case err != nil:

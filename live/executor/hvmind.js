@@ -48,12 +48,15 @@ export const VERSION = 1;
  * from: filled in by the pool that serves it. */
 const BROKER_URL = "__HVMIND_BROKER_URL__";
 const SERVED_FROM = "__HVMIND_SERVED_FROM__";
-/** Where the executor takes requests, and where it reports landings. */
-export const REQUESTS = "hvmind.game.executor.";
+/** Where the executor takes requests (hvmind.game.<game>.executor.<request>,
+ * its game's own), and where it reports landings. */
+export const requestsOf = (game) => `hvmind.game.${game}.executor.`;
 export const LANDED = "hvmind.game.landed";
 /** Where the executor says it runs, every few seconds: HVMind refuses to
  * run operations while two games' executors say so. */
 export const HELLO = "hvmind.game.hello";
+/** Where HVMind asks every executor to say hello now. */
+export const WHO = "hvmind.game.who";
 /** The port the operation scripts report on. */
 export const RESULT_PORT = 7464;
 /** The operation scripts, by operation. */
@@ -67,6 +70,9 @@ const RESEND_MS = 1000;
 /** Where the landings not yet confirmed are kept on home, so that an
  * executor killed and started again sends them. */
 export const LANDINGS_FILE = "hvmind-landings.txt";
+/** The game's id, made at the first start and kept on home: HVMind sends
+ * its requests to one game, however many are connected. */
+export const GAME_FILE = "hvmind-game.txt";
 /** An operation this close to its landing is not killed: it may have
  * applied already, its report not yet read. */
 const KILL_MARGIN_MS = 50;
@@ -93,12 +99,14 @@ export class Executor {
     this.lastRoot = 0;
     this.lastHello = 0;
     this.instance = token();
+    this.game = this.gameId();
+    this.requests = requestsOf(this.game);
     this.since = Date.now();
     this.loadLandings();
     this.link = new NatsLink(cfg.url, {
       WebSocket: cfg.WebSocket,
       name: "hvmind-executor",
-      subjects: [REQUESTS + "*"],
+      subjects: [this.requests + "*", WHO],
       onMessage: (subject, reply, data) => this.answer(subject, reply, data),
       log: (line, loud) => this.note(line, loud),
     });
@@ -111,6 +119,21 @@ export class Executor {
     } catch {
       // killed: nothing to print to
     }
+  }
+
+  /** gameId is this game's id, made and kept on home at the first start. */
+  gameId() {
+    let id = "";
+    try {
+      id = String(this.ns.read(GAME_FILE) ?? "").trim();
+    } catch {
+      id = "";
+    }
+    if (!/^[A-Za-z0-9]{8,}$/.test(id)) {
+      id = token();
+      this.ns.write(GAME_FILE, id, "w");
+    }
+    return id;
   }
 
   /** loadLandings reads the landings a previous executor had not had confirmed. */
@@ -147,6 +170,8 @@ export class Executor {
   /** halt closes the connection; loop returns. */
   halt() {
     this.halted = true;
+    // A next executor of this game is not taken for a second one.
+    this.link.publish(HELLO, JSON.stringify({ game: this.game, instance: this.instance, since: this.since, now: Date.now(), bye: true }));
     this.link.shut();
   }
 
@@ -168,7 +193,7 @@ export class Executor {
       this.link.keepAlive(now);
       if (this.link.ready && now - this.lastHello >= HELLO_EVERY_MS) {
         this.lastHello = now;
-        this.link.publish(HELLO, JSON.stringify({ instance: this.instance, since: this.since, now }));
+        this.link.publish(HELLO, JSON.stringify({ game: this.game, instance: this.instance, since: this.since, now }));
       }
       await Promise.race([handle.nextWrite(), pause(250)]);
     }
@@ -238,11 +263,15 @@ export class Executor {
 
   /** answer serves one request. */
   answer(subject, reply, data) {
+    if (subject === WHO) {
+      this.lastHello = 0; // said at the loop's next turn
+      return;
+    }
     if (!reply) return;
     let out;
     try {
       const req = data ? JSON.parse(data) : {};
-      switch (subject.slice(REQUESTS.length)) {
+      switch (subject.slice(this.requests.length)) {
         case "state":
           out = this.state();
           break;
@@ -271,7 +300,7 @@ export class Executor {
     // properties, and the game warns of each once a session.
     const p = this.ns.getPlayer();
     const player = { money: p.money, skills: { hacking: p.skills.hacking }, exp: { hacking: p.exp.hacking }, mults: p.mults };
-    return { version: VERSION, instance: this.instance, now, took: Date.now() - now, player, servers, ops: [...this.ops.values()], port: this.port };
+    return { version: VERSION, game: this.game, instance: this.instance, now, took: Date.now() - now, player, servers, ops: [...this.ops.values()], port: this.port };
   }
 
   /** start runs an operation: req {id, op, host, target, threads, landAt}. */
@@ -318,8 +347,9 @@ export class Executor {
     if (done) return { id, landed: done };
     const op = this.ops.get(id);
     if (!op) return { id, unknown: true };
-    if (op.landsAt > 0 && Date.now() >= op.landsAt - KILL_MARGIN_MS) return { id, pending: true };
-    if (this.ns.kill(op.pid)) {
+    const running = this.ns.ps(op.host).some((p) => p.pid === op.pid);
+    if (running && op.landsAt > 0 && Date.now() >= op.landsAt - KILL_MARGIN_MS) return { id, pending: true };
+    if (running && this.ns.kill(op.pid)) {
       this.ops.delete(id);
       return { id, killed: true };
     }
@@ -348,7 +378,7 @@ export class Executor {
     const op = { ...known, id, op: r.op ?? known.op, host: r.host ?? known.host, target: r.target ?? known.target, threads: r.threads ?? known.threads };
     if (r.startedAt) op.startedAt = r.startedAt;
     if (r.landsAt) op.landsAt = r.landsAt;
-    const landing = { ...op, result: r.result, begun: r.begun, landedAt: r.end, after: op.target ? this.ns.getServer(op.target) : undefined };
+    const landing = { ...op, game: this.game, result: r.result, begun: r.begun, landedAt: r.end, after: op.target ? this.ns.getServer(op.target) : undefined };
     this.unconfirmed.set(id, landing);
     this.saveLandings();
     this.send(landing);
