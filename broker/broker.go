@@ -563,7 +563,7 @@ func (r *Resources) setup(ctx context.Context, o Options) error {
 			TTL:         o.WorkerTTL,
 			Storage:     jetstream.FileStorage,
 			Replicas:    max(o.Storage.Replicas, 1),
-			Placement:   placement(o.Storage),
+			Placement:   o.Storage.Placement(),
 		})
 	}
 	if err != nil {
@@ -661,8 +661,8 @@ func (r *Refusals) Final(err error) bool {
 	return time.Since(r.first) >= RefusalSettle
 }
 
-// placement is s's placement for a new stream or bucket (nil: anywhere).
-func placement(s Storage) *jetstream.Placement {
+// Placement is s's placement for a new stream or bucket (nil: anywhere).
+func (s Storage) Placement() *jetstream.Placement {
 	if len(s.Tags) == 0 {
 		return nil
 	}
@@ -675,7 +675,7 @@ func placement(s Storage) *jetstream.Placement {
 // start, and updating a stream while others create consumers on it races
 // inside nats-server.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, storage Storage) (jetstream.Stream, error) {
-	cfg.Replicas, cfg.Placement = max(storage.Replicas, 1), placement(storage)
+	cfg.Replicas, cfg.Placement = max(storage.Replicas, 1), storage.Placement()
 	s, err := js.Stream(ctx, cfg.Name)
 	if err == nil {
 		// The info that came with the stream, just now: with sixteen job

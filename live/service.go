@@ -170,7 +170,7 @@ func Serve(ctx context.Context, nc *nats.Conn, o ServiceOptions) (*Service, erro
 	defer cancel()
 	kv, err := js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "HVMind live game: operations, landings, settlements and reservations",
-		History: 1, Storage: jetstream.FileStorage, Replicas: max(o.Storage.Replicas, 1), Placement: placement(o.Storage),
+		History: 1, Storage: jetstream.FileStorage, Replicas: max(o.Storage.Replicas, 1), Placement: o.Storage.Placement(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("live game: bucket %s: %w", Bucket, err)
@@ -213,13 +213,6 @@ func Serve(ctx context.Context, nc *nats.Conn, o ServiceOptions) (*Service, erro
 		}
 	}()
 	return s, nil
-}
-
-func placement(st broker.Storage) *jetstream.Placement {
-	if len(st.Tags) == 0 {
-		return nil
-	}
-	return &jetstream.Placement{Tags: st.Tags}
 }
 
 // Stop stops answering and returns once every request in progress has
@@ -331,7 +324,7 @@ func (s *Service) startMicro() error {
 		return func(req micro.Request) {
 			r := broker.ReplyLater(s.nc, req)
 			if !s.enter() {
-				reply(r, nil, fmt.Errorf("%w: the live game's service is stopping", world.ErrUnavailable))
+				world.Reply(r, nil, fmt.Errorf("%w: the live game's service is stopping", world.ErrUnavailable))
 				return
 			}
 			subject, data := req.Subject(), bytes.Clone(req.Data())
@@ -340,7 +333,7 @@ func (s *Service) startMicro() error {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				v, err := run(ctx, copied{subject: subject, data: data, Request: req})
-				reply(r, v, err)
+				world.Reply(r, v, err)
 			}()
 		}
 	}
@@ -383,30 +376,6 @@ type copied struct {
 
 func (c copied) Subject() string { return c.subject }
 func (c copied) Data() []byte    { return c.data }
-
-func reply(r broker.AsyncReply, v any, err error) {
-	if err == nil {
-		data, merr := json.Marshal(v)
-		if merr == nil {
-			_ = r.Respond(data)
-			return
-		}
-		err = merr
-	}
-	code, status := world.ErrorCode(err)
-	body, _ := json.Marshal(world.ErrorReply{Error: err.Error(), Code: code})
-	_ = r.Error(status, strings.SplitN(err.Error(), "\n", 2)[0], body)
-}
-
-// asker is the worker that asked on its own subject, or "".
-func asker(subject string) string {
-	rest, ok := strings.CutPrefix(subject, world.SubjectWorkerPrefix)
-	if !ok {
-		return ""
-	}
-	w, _, _ := strings.Cut(rest, ".")
-	return w
-}
 
 func decode(req micro.Request, v any) error {
 	if err := json.Unmarshal(req.Data(), v); err != nil {
@@ -561,7 +530,7 @@ func (s *Service) setRAM(ctx context.Context, req micro.Request, take bool) (any
 	if err := decode(req, &r); err != nil {
 		return nil, err
 	}
-	if a := asker(req.Subject()); a != "" && a != r.Owner {
+	if a := world.AskerOf(req.Subject()); a != "" && a != r.Owner {
 		return nil, fmt.Errorf("%w: worker %s asked for the RAM of %s", world.ErrNotOwner, a, r.Owner)
 	}
 	if r.Owner == "" || r.Host == "" || (take && r.Threads <= 0) {
@@ -634,7 +603,7 @@ func (s *Service) begin(ctx context.Context, req micro.Request) (any, error) {
 	if !job.ValidID(br.JobID) {
 		return nil, fmt.Errorf("%w: job id %q", world.ErrInvalid, br.JobID)
 	}
-	if a := asker(req.Subject()); a != "" && br.Owner != a {
+	if a := world.AskerOf(req.Subject()); a != "" && br.Owner != a {
 		return nil, fmt.Errorf("%w: worker %s asked to begin job %s of %s", world.ErrNotOwner, a, br.JobID, br.Owner)
 	}
 	if !game.IsOperation(br.Task) {
@@ -985,7 +954,7 @@ func (s *Service) finish(ctx context.Context, req micro.Request) (any, error) {
 	} else if err := decode(req, &fr); err != nil {
 		return nil, err
 	}
-	a := asker(req.Subject())
+	a := world.AskerOf(req.Subject())
 	deadline := time.Now().Add(finishWait)
 	wake := time.AfterFunc(finishWait, func() {
 		s.mu.Lock()
@@ -1025,7 +994,7 @@ func (s *Service) settle(ctx context.Context, req micro.Request) (any, error) {
 	if len(sr.JobIDs) > world.MaxSettle {
 		return nil, fmt.Errorf("%w: at most %d jobs a settle", world.ErrInvalid, world.MaxSettle)
 	}
-	a := asker(req.Subject())
+	a := world.AskerOf(req.Subject())
 	out := make([]world.Settlement, 0, len(sr.JobIDs))
 	for _, id := range sr.JobIDs {
 		if !job.ValidID(id) {
@@ -1104,7 +1073,7 @@ func (s *Service) resume(ctx context.Context, req micro.Request) (any, error) {
 	if !job.ValidID(rr.JobID) {
 		return nil, fmt.Errorf("%w: job id %q", world.ErrInvalid, rr.JobID)
 	}
-	a := asker(req.Subject())
+	a := world.AskerOf(req.Subject())
 	if rr.Owner == "" {
 		rr.Owner = a
 	}

@@ -79,11 +79,6 @@ var codes = []struct {
 	{ErrNotOwner, CodeNotOwner, "403"},
 }
 
-// ErrorCode is the code (ErrorReply.Code) and micro status of err: a
-// second service that answers the world's requests (the live game)
-// answers its errors as the world does.
-func ErrorCode(err error) (code, status string) { return errorCode(err) }
-
 // errorCode is the code and status of err.
 func errorCode(err error) (code, status string) {
 	for _, c := range codes {

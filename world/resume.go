@@ -71,7 +71,7 @@ func (s *Service) handleResume(req micro.Request) {
 		s.refuse(req, invalidJobID("resume: ", rr.JobID))
 		return
 	}
-	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
+	if a := AskerOf(req.Subject()); a != "" && rr.Owner != a {
 		s.refuse(req, notOwner(a, "the resume of job "+rr.JobID, rr.Owner))
 		return
 	}
@@ -84,7 +84,7 @@ func (s *Service) handleResume(req micro.Request) {
 		run: func() (any, []write, error) { return s.resume(rr, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
-				s.reply(broker.ReplyLater(s.nc, req), v, err)
+				Reply(broker.ReplyLater(s.nc, req), v, err)
 				return
 			}
 			// Begun, finished or settled before a restart: read it.
@@ -110,7 +110,7 @@ func (s *Service) handleResume(req micro.Request) {
 				}
 				return
 			}
-			s.reply(broker.ReplyLater(s.nc, req), v, err)
+			Reply(broker.ReplyLater(s.nc, req), v, err)
 		},
 	})
 }

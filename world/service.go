@@ -77,9 +77,9 @@ func WorkerGrants(worker string) []string {
 	return []string{SubjectWorkerPrefix + worker + ".>", SubjectServers, SubjectServer, SubjectPlayer, SubjectClock, SubjectRAM}
 }
 
-// askerOf is the worker a request came from on its own subject ("" on
+// AskerOf is the worker a request came from on its own subject ("" on
 // the plain ones).
-func askerOf(subject string) string {
+func AskerOf(subject string) string {
 	rest, ok := strings.CutPrefix(subject, SubjectWorkerPrefix)
 	if !ok {
 		return ""
@@ -1186,15 +1186,18 @@ func (s *Service) ram(req RAMRequest, reserve bool) (any, []write, error) {
 // once its changes are stored (through broker.AsyncReply: see there why).
 func (s *Service) handle(req micro.Request, run func() (any, []write, error)) {
 	r := broker.ReplyLater(s.nc, req)
-	s.enqueue(&item{run: run, respond: func(v any, err error) { s.reply(r, v, err) }})
+	s.enqueue(&item{run: run, respond: func(v any, err error) { Reply(r, v, err) }})
 }
 
 // refuse answers req with err.
 func (s *Service) refuse(req micro.Request, err error) {
-	s.reply(broker.ReplyLater(s.nc, req), nil, err)
+	Reply(broker.ReplyLater(s.nc, req), nil, err)
 }
 
-func (s *Service) reply(req broker.AsyncReply, v any, err error) {
+// Reply answers req with v as JSON, or with err as the world's error
+// answer (ErrorReply, its code and micro status): a second service that
+// answers the world's requests (the live game) answers as the world does.
+func Reply(req broker.AsyncReply, v any, err error) {
 	if err == nil {
 		var data []byte
 		if data, err = json.Marshal(v); err == nil {
@@ -1272,7 +1275,7 @@ func (s *Service) handleBegin(req micro.Request) {
 		s.refuse(req, invalidJobID("", br.JobID))
 		return
 	}
-	if a := askerOf(req.Subject()); a != "" && br.Owner != a {
+	if a := AskerOf(req.Subject()); a != "" && br.Owner != a {
 		s.refuse(req, notOwner(a, "a begin of job "+br.JobID, br.Owner))
 		return
 	}
@@ -1290,7 +1293,7 @@ func (s *Service) handleBegin(req micro.Request) {
 	if br.Start > 0 && br.Start*1e6 > float64(s.installed.Load()) {
 		r := broker.ReplyLater(s.nc, req)
 		s.seq.add(br.Start, br.Due, &item{run: func() (any, []write, error) { return s.begin(br, nil, nil, nil) },
-			respond: func(v any, err error) { s.reply(r, v, err) }})
+			respond: func(v any, err error) { Reply(r, v, err) }})
 		return
 	}
 	s.goLookup(req, func(ctx context.Context) {
@@ -1311,7 +1314,7 @@ func (s *Service) handleBegin(req micro.Request) {
 		// had it, a grow landed and its weaken not yet (broker kills in
 		// the chaos test desynced a batch so, each a re-prep).
 		rep := broker.ReplyLater(s.nc, req)
-		s.seq.add(br.Start, br.Due, &item{run: run, respond: func(v any, err error) { s.reply(rep, v, err) }})
+		s.seq.add(br.Start, br.Due, &item{run: run, respond: func(v any, err error) { Reply(rep, v, err) }})
 	})
 }
 
@@ -1327,7 +1330,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		s.refuse(req, invalidJobID("", fr.JobID))
 		return
 	}
-	id, end, asker := fr.JobID, fr.End, askerOf(req.Subject())
+	id, end, asker := fr.JobID, fr.End, AskerOf(req.Subject())
 	if end > nowMs()+ms(MaxBeginAhead) {
 		// A landing in the future: refused before the sequencer holds it.
 		s.refuse(req, invalidf("finish %s: it lands at %.0f, %.0f ms ahead of the world's clock", id, end, end-nowMs()))
@@ -1354,7 +1357,7 @@ func (s *Service) handleFinish(req micro.Request) {
 		run: func() (any, []write, error) { return s.finish(id, asker, end, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
-				s.reply(broker.ReplyLater(s.nc, req), v, err)
+				Reply(broker.ReplyLater(s.nc, req), v, err)
 				return
 			}
 			// Not in memory: begun or finished before a restart, or a
@@ -1383,7 +1386,7 @@ func (s *Service) finishFromStore(req micro.Request, id, asker string, end, due 
 		}
 		s.seq.add(landingStamp(end, due), due, &item{
 			run:     run,
-			respond: func(v any, err error) { s.reply(broker.ReplyLater(s.nc, req), v, err) },
+			respond: func(v any, err error) { Reply(broker.ReplyLater(s.nc, req), v, err) },
 		})
 	})
 }
@@ -1394,7 +1397,7 @@ func (s *Service) handleReserve(req micro.Request) {
 		s.refuse(req, err)
 		return
 	}
-	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
+	if a := AskerOf(req.Subject()); a != "" && rr.Owner != a {
 		s.refuse(req, notOwner(a, "a reservation on "+rr.Host, rr.Owner))
 		return
 	}
@@ -1407,7 +1410,7 @@ func (s *Service) handleRelease(req micro.Request) {
 		s.refuse(req, err)
 		return
 	}
-	if a := askerOf(req.Subject()); a != "" && rr.Owner != a {
+	if a := AskerOf(req.Subject()); a != "" && rr.Owner != a {
 		s.refuse(req, notOwner(a, "the release of a reservation on "+rr.Host, rr.Owner))
 		return
 	}

@@ -83,13 +83,13 @@ func (s *Service) handleSettle(req micro.Request) {
 			return
 		}
 	}
-	asker := askerOf(req.Subject())
+	asker := AskerOf(req.Subject())
 	now := float64(time.Now().UnixNano()) / 1e6
 	s.seq.add(now, now, &item{
 		run: func() (any, []write, error) { return s.settle(sr, asker, nil) },
 		respond: func(v any, err error) {
 			if !errors.Is(err, errLookup) {
-				s.reply(broker.ReplyLater(s.nc, req), v, err)
+				Reply(broker.ReplyLater(s.nc, req), v, err)
 				return
 			}
 			// Some are not in memory: begun, finished or settled before

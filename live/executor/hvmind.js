@@ -411,6 +411,17 @@ export class Executor {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** pubFrame is a NATS PUB of data (text) on subject, with a reply subject when given. */
+function pubFrame(subject, reply, data) {
+  const bytes = encoder.encode(data ?? "");
+  const head = encoder.encode(`PUB ${subject} ${reply ? reply + " " : ""}${bytes.length}\r\n`);
+  const frame = new Uint8Array(head.length + bytes.length + 2);
+  frame.set(head, 0);
+  frame.set(bytes, head.length);
+  frame.set([13, 10], head.length + bytes.length);
+  return frame;
+}
+
 function pause(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -534,14 +545,8 @@ export class NatsLink {
   }
 
   publish(subject, data) {
-    const bytes = encoder.encode(data ?? "");
     if (!this.socket || this.socket.readyState !== 1) return false;
-    const head = encoder.encode(`PUB ${subject} ${bytes.length}\r\n`);
-    const frame = new Uint8Array(head.length + bytes.length + 2);
-    frame.set(head, 0);
-    frame.set(bytes, head.length);
-    frame.set([13, 10], head.length + bytes.length);
-    this.socket.send(frame);
+    this.socket.send(pubFrame(subject, "", data));
     return true;
   }
 
@@ -561,13 +566,7 @@ export class NatsLink {
         clearTimeout(timer);
         resolve(answer);
       });
-      const bytes = encoder.encode(data ?? "");
-      const head = encoder.encode(`PUB ${subject} ${reply} ${bytes.length}\r\n`);
-      const frame = new Uint8Array(head.length + bytes.length + 2);
-      frame.set(head, 0);
-      frame.set(bytes, head.length);
-      frame.set([13, 10], head.length + bytes.length);
-      this.socket.send(frame);
+      this.socket.send(pubFrame(subject, reply, data));
     });
   }
 
